@@ -1,0 +1,75 @@
+"""Request plumbing shared by the routes: the app context, JSON bodies with size and media-type
+checks, content negotiation (https://hl7.org/fhir/R4/http.html#mime-type)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+
+from app.context import AppContext
+from app.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json")
+XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir")
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def check_accept(request: Request) -> None:
+    """406 for XML (not implemented); JSON, `*/*` and no Accept at all are served JSON."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None:
+        if fmt in ("json", "application/json", "application/fhir+json", "application/json+fhir"):
+            return
+        raise NotAcceptable(f"_format={fmt} is not supported; this server speaks application/fhir+json",
+                            msg_id="SF-0010", expression="_format")
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    types = [p.split(";")[0].strip().lower() for p in accept.split(",")]
+    if any(t in JSON_TYPES or t in ("*/*", "application/*") or t.endswith("+json") for t in types):
+        return
+    raise NotAcceptable(f"Cannot produce '{accept}'; this server speaks application/fhir+json", msg_id="SF-0010")
+
+
+def media_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes", msg_id="SF-0013")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes", msg_id="SF-0013")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_body(request: Request, ctx: AppContext, *, patch: bool = False) -> Any:
+    mt = media_type(request)
+    allowed = JSON_TYPES + PATCH_TYPES if patch else JSON_TYPES
+    if mt in XML_TYPES:
+        raise UnsupportedMediaType("XML is not supported; send application/fhir+json", msg_id="SF-0011")
+    if mt and mt not in allowed:
+        raise UnsupportedMediaType(f"Content type '{mt}' is not supported; send application/fhir+json",
+                                   msg_id="SF-0011")
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    if not raw.strip():
+        raise BadRequest("The request body is empty", msg_id="SF-0012")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}", msg_id="SF-0012") from exc

@@ -1,0 +1,176 @@
+"""Thin routes named after the FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html):
+parse the HTTP request, call `FhirService` inside one unit of work, render the result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from starlette.responses import Response
+
+from app.api.deps import ContextDep, check_accept, json_body, media_type, read_body
+from app.api.responses import fhir_response, prefer, read_response, write_response
+from app.errors import BadRequest, UnsupportedMediaType
+from app.fhir.search.definitions import SUPPORTED_TYPES
+
+router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)], tags=["FHIR interactions"])
+
+TypePath = Annotated[str, Path(description="FHIR resource type", json_schema_extra={"enum": list(SUPPORTED_TYPES)})]
+IdPath = Annotated[str, Path(description="Logical id", pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+
+_RESOURCE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/fhir+json": {"schema": {"type": "object", "properties": {"resourceType": {"type": "string"}}}}
+        },
+    }
+}
+_PATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/merge-patch+json": {"schema": {"type": "object"}},
+        },
+    }
+}
+_FORM_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+    }
+}
+_FHIR_OK = {200: {"content": {"application/fhir+json": {"schema": {"type": "object"}}}}}
+
+
+def _query(request: Request) -> list[tuple[str, str]]:
+    return list(request.query_params.multi_items())
+
+
+def _strict(request: Request) -> bool:
+    return prefer(request).get("handling") == "strict"
+
+
+@router.get("/_history", name="history_system", responses=_FHIR_OK)
+async def history_system(request: Request, ctx: ContextDep) -> Response:
+    async with ctx.unit_of_work() as svc:
+        bundle = await svc.history(None, None, _query(request))
+    return fhir_response(bundle)
+
+
+@router.get("/{resource_type}/_history", name="history_type", responses=_FHIR_OK)
+async def history_type(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
+    async with ctx.unit_of_work() as svc:
+        bundle = await svc.history(resource_type, None, _query(request))
+    return fhir_response(bundle)
+
+
+@router.get("/{resource_type}", name="search_type", responses=_FHIR_OK)
+async def search_type(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
+    async with ctx.unit_of_work() as svc:
+        bundle = await svc.search(resource_type, _query(request), strict=_strict(request))
+    return fhir_response(bundle)
+
+
+@router.post("/{resource_type}/_search", name="search_type_post", responses=_FHIR_OK, openapi_extra=_FORM_BODY)
+async def search_type_post(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
+    mt = media_type(request)
+    if mt not in ("", "application/x-www-form-urlencoded"):
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters",
+                                   msg_id="SF-0011")
+    from urllib.parse import parse_qsl
+
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError as exc:
+        raise BadRequest("The form body is not UTF-8", msg_id="SF-0012") from exc
+    async with ctx.unit_of_work() as svc:
+        bundle = await svc.search(resource_type, _query(request) + form, strict=_strict(request))
+    return fhir_response(bundle)
+
+
+@router.post("/{resource_type}", name="create", status_code=201, openapi_extra=_RESOURCE_BODY,
+             responses={201: _FHIR_OK[200]})
+async def create(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
+    body = await json_body(request, ctx)
+    conditional = _query(request) or _if_none_exist(request)
+    conditional = [(k, v) for k, v in conditional if k not in ("_format", "_pretty")]
+    async with ctx.unit_of_work() as svc:
+        outcome = await svc.create(resource_type, body, if_none_exist=conditional or None)
+    return write_response(request, outcome, ctx.settings.fhir_base)
+
+
+def _if_none_exist(request: Request) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    header = request.headers.get("if-none-exist")
+    if not header:
+        return []
+    return parse_qsl(header.split("?", 1)[-1], keep_blank_values=True)
+
+
+@router.put("/{resource_type}", name="conditional_update", openapi_extra=_RESOURCE_BODY, responses=_FHIR_OK)
+async def conditional_update(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
+    body = await json_body(request, ctx)
+    query = [(k, v) for k, v in _query(request) if k not in ("_format", "_pretty")]
+    async with ctx.unit_of_work() as svc:
+        outcome = await svc.conditional_update(resource_type, query, body, if_match=request.headers.get("if-match"))
+    return write_response(request, outcome, ctx.settings.fhir_base)
+
+
+@router.delete("/{resource_type}", name="conditional_delete", status_code=204)
+async def conditional_delete(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
+    query = [(k, v) for k, v in _query(request) if k not in ("_format", "_pretty")]
+    async with ctx.unit_of_work() as svc:
+        outcome = await svc.conditional_delete(resource_type, query)
+    return write_response(request, outcome, ctx.settings.fhir_base)
+
+
+@router.get("/{resource_type}/{res_id}", name="read", responses=_FHIR_OK)
+async def read(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+    async with ctx.unit_of_work() as svc:
+        stored = await svc.read(resource_type, res_id)
+    return read_response(request, stored, ctx.settings.fhir_base)
+
+
+@router.put("/{resource_type}/{res_id}", name="update", openapi_extra=_RESOURCE_BODY, responses=_FHIR_OK)
+async def update(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+    body = await json_body(request, ctx)
+    async with ctx.unit_of_work() as svc:
+        outcome = await svc.update(resource_type, res_id, body, if_match=request.headers.get("if-match"))
+    return write_response(request, outcome, ctx.settings.fhir_base)
+
+
+@router.patch("/{resource_type}/{res_id}", name="patch", openapi_extra=_PATCH_BODY, responses=_FHIR_OK)
+async def patch(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+    body = await json_body(request, ctx, patch=True)
+    async with ctx.unit_of_work() as svc:
+        outcome = await svc.patch(
+            resource_type, res_id, body, media_type(request), if_match=request.headers.get("if-match")
+        )
+    return write_response(request, outcome, ctx.settings.fhir_base)
+
+
+@router.delete("/{resource_type}/{res_id}", name="delete", status_code=204)
+async def delete(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+    async with ctx.unit_of_work() as svc:
+        outcome = await svc.delete(resource_type, res_id)
+    return write_response(request, outcome, ctx.settings.fhir_base)
+
+
+@router.get("/{resource_type}/{res_id}/_history", name="history_instance", responses=_FHIR_OK)
+async def history_instance(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+    async with ctx.unit_of_work() as svc:
+        bundle = await svc.history(resource_type, res_id, _query(request))
+    return fhir_response(bundle)
+
+
+@router.get("/{resource_type}/{res_id}/_history/{version_id}", name="vread", responses=_FHIR_OK)
+async def vread(
+    resource_type: TypePath, res_id: IdPath, version_id: str, request: Request, ctx: ContextDep
+) -> Response:
+    async with ctx.unit_of_work() as svc:
+        stored = await svc.vread(resource_type, res_id, version_id)
+    return read_response(request, stored, ctx.settings.fhir_base)

@@ -1,0 +1,160 @@
+"""Bundles the server returns: searchset and history, with paging links under SAFEFLAG_BASE_URL
+(https://hl7.org/fhir/R4/bundle.html, https://hl7.org/fhir/R4/http.html#paging)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from app.errors import Issue, operation_outcome
+from app.fhir.search.executor import SearchResult
+from app.storage.repository import StoredResource, VersionRecord, format_instant
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+_ALWAYS = ("resourceType", "id", "meta")
+
+
+def full_url(fhir_base: str, resource_type: str, res_id: str) -> str:
+    return f"{fhir_base}/{resource_type}/{res_id}"
+
+
+def subset(content: dict[str, Any], elements: list[str] | None, summary: str | None) -> dict[str, Any]:
+    """Apply `_elements` / `_summary=data`, marking the copy SUBSETTED as the spec asks."""
+    if not elements and summary != "data":
+        return content
+    if elements:
+        keep = set(elements) | set(_ALWAYS)
+        out = {k: v for k, v in content.items() if k in keep}
+    else:
+        out = {k: v for k, v in content.items() if k != "text"}
+    meta = dict(out.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    out["meta"] = meta
+    return out
+
+
+def _link(fhir_base: str, rtype: str, query: list[tuple[str, str]], offset: int, count: int) -> str:
+    params = [(k, v) for k, v in query if k not in ("_count", "_offset")]
+    params += [("_count", str(count))]
+    if offset:
+        params.append(("_offset", str(offset)))
+    return f"{fhir_base}/{rtype}?{urlencode(params)}"
+
+
+def searchset(
+    result: SearchResult, fhir_base: str, *, extra_issues: list[Issue] | None = None
+) -> dict[str, Any]:
+    req = result.request
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": _now_instant()},
+        "type": "searchset",
+    }
+    if result.total is not None:
+        bundle["total"] = result.total
+    links = [{"relation": "self", "url": _link(fhir_base, req.resource_type, req.query, req.offset, req.count)}]
+    if req.summary != "count" and req.count > 0:
+        links.append({"relation": "first", "url": _link(fhir_base, req.resource_type, req.query, 0, req.count)})
+        if req.offset > 0:
+            prev = max(0, req.offset - req.count)
+            links.append({"relation": "previous", "url": _link(fhir_base, req.resource_type, req.query, prev, req.count)})
+        more = (
+            result.total > req.offset + len(result.matches)
+            if result.total is not None
+            else len(result.matches) == req.count
+        )
+        if more:
+            nxt = req.offset + req.count
+            links.append({"relation": "next", "url": _link(fhir_base, req.resource_type, req.query, nxt, req.count)})
+        if result.total is not None and result.total > 0:
+            last = ((result.total - 1) // req.count) * req.count
+            links.append({"relation": "last", "url": _link(fhir_base, req.resource_type, req.query, last, req.count)})
+    bundle["link"] = links
+    entries: list[dict[str, Any]] = []
+    for res in result.matches:
+        entries.append(_entry(res, fhir_base, "match", req.elements, req.summary))
+    for res in result.included:
+        entries.append(_entry(res, fhir_base, "include", req.elements, req.summary))
+    issues = list(extra_issues or [])
+    if result.includes_truncated:
+        issues.append(
+            Issue("too-costly", "Included resources were truncated at the server's limit", "warning", msg_id="SF-0420")
+        )
+    if issues:
+        entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _entry(
+    res: StoredResource, fhir_base: str, mode: str, elements: list[str] | None, summary: str | None
+) -> dict[str, Any]:
+    return {
+        "fullUrl": full_url(fhir_base, res.resource_type, res.id),
+        "resource": subset(res.content, elements if mode == "match" else None, summary),
+        "search": {"mode": mode},
+    }
+
+
+def history(
+    records: list[VersionRecord],
+    total: int,
+    fhir_base: str,
+    self_path: str,
+    query: list[tuple[str, str]],
+    offset: int,
+    count: int,
+) -> dict[str, Any]:
+    def link(off: int) -> str:
+        params = [(k, v) for k, v in query if k not in ("_count", "_offset")] + [("_count", str(count))]
+        if off:
+            params.append(("_offset", str(off)))
+        return f"{fhir_base}/{self_path}?{urlencode(params)}"
+
+    links = [{"relation": "self", "url": link(offset)}]
+    if offset > 0:
+        links.append({"relation": "previous", "url": link(max(0, offset - count))})
+    if total > offset + len(records):
+        links.append({"relation": "next", "url": link(offset + count)})
+    entries = []
+    for rec in records:
+        url = full_url(fhir_base, rec.resource_type, rec.id)
+        entry: dict[str, Any] = {"fullUrl": url}
+        if rec.content is not None:
+            entry["resource"] = rec.content
+        if rec.method == "DELETE":
+            request = {"method": "DELETE", "url": f"{rec.resource_type}/{rec.id}"}
+            status = "204 No Content"
+        elif rec.method == "POST":
+            request = {"method": "POST", "url": rec.resource_type}
+            status = "201 Created"
+        else:
+            request = {"method": "PUT", "url": f"{rec.resource_type}/{rec.id}"}
+            status = "201 Created" if rec.version_id == 1 else "200 OK"
+        entry["request"] = request
+        entry["response"] = {
+            "status": status,
+            "etag": f'W/"{rec.version_id}"',
+            "lastModified": format_instant(rec.last_updated),
+        }
+        entries.append(entry)
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": _now_instant()},
+        "type": "history",
+        "total": total,
+        "link": links,
+    }
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _now_instant() -> str:
+    from datetime import datetime, timezone
+
+    return format_instant(datetime.now(timezone.utc).replace(tzinfo=None))

@@ -1,0 +1,91 @@
+"""The CapabilityStatement, generated from what is implemented: the search-parameter registry,
+the interactions each type allows (policy), and the operations registered by the API
+(https://hl7.org/fhir/R4/capabilitystatement.html). Nothing is claimed beyond that."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
+from app.security.policy import NEVER_DELETED, SERVER_WRITTEN
+
+FHIR_VERSION = "4.0.1"
+SOFTWARE_VERSION = "0.1.0"
+
+_ALL = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
+
+# type-level operations the API registers: name -> (definition canonical, types or None for all)
+OPERATIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+
+def register_operation(name: str, definition: str, types: tuple[str, ...] | None = None) -> None:
+    OPERATIONS[name] = (definition, types)
+
+
+def _interactions(rtype: str) -> list[str]:
+    out = list(_ALL)
+    if rtype in NEVER_DELETED:
+        out.remove("delete")
+    if rtype in SERVER_WRITTEN:
+        out = [i for i in out if i not in ("create", "update", "patch")]
+    return out
+
+
+def capability_statement(fhir_base: str, published: str) -> dict[str, Any]:
+    resources = []
+    for rtype in SUPPORTED_TYPES:
+        writable = rtype not in SERVER_WRITTEN
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [{"code": c} for c in _interactions(rtype)],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": writable,
+            "conditionalCreate": writable,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": writable,
+            "conditionalDelete": "single" if rtype not in NEVER_DELETED else "not-supported",
+            "searchInclude": [f"{rtype}:{p.name}" for p in params_for(rtype).values() if p.type == "reference"],
+            "searchRevInclude": [
+                f"{other}:{p.name}"
+                for other in SUPPORTED_TYPES
+                for p in params_for(other).values()
+                if p.type == "reference" and (not p.targets or rtype in p.targets)
+            ],
+            "searchParam": [
+                {"name": "_id", "type": "token"},
+                {"name": "_lastUpdated", "type": "date"},
+                *[
+                    {"name": p.name, "type": p.type, "documentation": p.description or p.expression}
+                    for p in params_for(rtype).values()
+                ],
+            ],
+        }
+        ops = [
+            {"name": name, "definition": definition}
+            for name, (definition, types) in sorted(OPERATIONS.items())
+            if types is None or rtype in types
+        ]
+        if ops:
+            entry["operation"] = ops
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": published,
+        "publisher": "SafeFlag",
+        "kind": "instance",
+        "software": {"name": "SafeFlag", "version": SOFTWARE_VERSION},
+        "implementation": {"description": "SafeFlag FHIR R4 safeguarding service", "url": fhir_base},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/merge-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            }
+        ],
+    }

@@ -1,0 +1,291 @@
+"""The only writer (architecture principle 1).
+
+Every change goes through `Repository`: the new current row, its version row and its search-index
+rows are written in the caller's transaction. The repository never commits; the request (or a
+dispatcher batch) owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict
+from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource, resource_version
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class IdSource(Protocol):
+    def new_id(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    pk: int
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime  # naive UTC, millisecond precision
+    deleted: bool
+    content: dict[str, Any]
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    method: str  # POST | PUT | DELETE
+    content: dict[str, Any] | None
+
+
+@dataclass
+class IndexRows:
+    tokens: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    strings: list[tuple[str, str, str]] = field(default_factory=list)
+    references: list[tuple[str, str | None, str | None, str | None, str | None, str | None]] = field(
+        default_factory=list
+    )
+    dates: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+
+
+Indexer = Callable[[str, dict[str, Any]], IndexRows]
+
+
+def format_instant(ts: datetime) -> str:
+    """FHIR `instant` for a naive-UTC timestamp, millisecond precision."""
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}+00:00"
+
+
+def utc_ms(ts: datetime) -> datetime:
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+    return ts.replace(microsecond=(ts.microsecond // 1000) * 1000)
+
+
+def stamp(content: dict[str, Any], res_id: str, version_id: int, ts: datetime) -> dict[str, Any]:
+    """Return the resource with server-set `id` and `meta`, `resourceType`, `id`, `meta` first."""
+    meta = {k: v for k, v in (content.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    meta = {"versionId": str(version_id), "lastUpdated": format_instant(ts), **meta}
+    out: dict[str, Any] = {"resourceType": content["resourceType"], "id": res_id, "meta": meta}
+    for key, value in content.items():
+        if key not in out:
+            out[key] = value
+    return out
+
+
+_CURRENT_COLS = (
+    resource.c.pk,
+    resource.c.res_type,
+    resource.c.res_id,
+    resource.c.version_id,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.content,
+)
+
+
+def row_to_stored(row: Sequence[Any]) -> StoredResource:
+    return StoredResource(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+def current_select() -> Select[Any]:
+    return select(*_CURRENT_COLS)
+
+
+class Repository:
+    def __init__(self, session: AsyncSession, *, clock: Clock, ids: IdSource, indexer: Indexer) -> None:
+        self.session = session
+        self.clock = clock
+        self.ids = ids
+        self.indexer = indexer
+
+    # -- reads -------------------------------------------------------------------------------
+    async def get(self, resource_type: str, res_id: str) -> StoredResource | None:
+        stmt = current_select().where(resource.c.res_type == resource_type, resource.c.res_id == res_id)
+        row = (await self.session.execute(stmt)).first()
+        return row_to_stored(row) if row else None
+
+    async def get_version(self, resource_type: str, res_id: str, version_id: int) -> VersionRecord | None:
+        v = resource_version.c
+        stmt = select(v.res_type, v.res_id, v.version_id, v.last_updated, v.method, v.content).where(
+            v.res_type == resource_type, v.res_id == res_id, v.version_id == version_id
+        )
+        row = (await self.session.execute(stmt)).first()
+        return VersionRecord(*row) if row else None
+
+    async def history(
+        self,
+        resource_type: str | None,
+        res_id: str | None,
+        *,
+        since: datetime | None,
+        at: datetime | None = None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[VersionRecord], int]:
+        v = resource_version.c
+        conds = []
+        if resource_type is not None:
+            conds.append(v.res_type == resource_type)
+        if res_id is not None:
+            conds.append(v.res_id == res_id)
+        if since is not None:
+            conds.append(v.last_updated >= since)
+        if at is not None:
+            conds.append(v.last_updated <= at)
+        total = (await self.session.execute(select(func.count()).select_from(resource_version).where(*conds))).scalar_one()
+        stmt = (
+            select(v.res_type, v.res_id, v.version_id, v.last_updated, v.method, v.content)
+            .where(*conds)
+            .order_by(v.last_updated.desc(), v.pk.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = (await self.session.execute(stmt)).all()
+        return [VersionRecord(*r) for r in rows], int(total)
+
+    # -- writes ------------------------------------------------------------------------------
+    def new_id(self) -> str:
+        return self.ids.new_id()
+
+    def _now(self) -> datetime:
+        return utc_ms(self.clock.now())
+
+    async def create(
+        self,
+        resource_type: str,
+        content: dict[str, Any],
+        *,
+        res_id: str | None = None,
+        org: str | None = None,
+        method: str = "POST",
+    ) -> StoredResource:
+        """Insert version 1 of a new resource (server id unless `res_id` is given)."""
+        res_id = res_id or self.new_id()
+        ts = self._now()
+        doc = stamp(content, res_id, 1, ts)
+        try:
+            pk = (
+                await self.session.execute(
+                    insert(resource)
+                    .values(
+                        res_type=resource_type,
+                        res_id=res_id,
+                        version_id=1,
+                        last_updated=ts,
+                        deleted=False,
+                        content=doc,
+                        created_by_org=org,
+                    )
+                    .returning(resource.c.pk)
+                )
+            ).scalar_one()
+        except IntegrityError as exc:
+            raise Conflict(
+                f"{resource_type}/{res_id} was created by a concurrent request", msg_id="SF-0409"
+            ) from exc
+        await self._write_version(pk, resource_type, res_id, 1, ts, method, doc)
+        await self._write_index(pk, resource_type, doc)
+        return StoredResource(pk, resource_type, res_id, 1, ts, False, doc)
+
+    async def update(self, current: StoredResource, content: dict[str, Any]) -> StoredResource:
+        """Write version n+1 over `current`; 409 when another writer got there first."""
+        vid = current.version_id + 1
+        ts = self._now()
+        doc = stamp(content, current.id, vid, ts)
+        await self._bump(current, vid, ts, deleted=False, content=doc)
+        await self._write_version(current.pk, current.resource_type, current.id, vid, ts, "PUT", doc)
+        await self._clear_index(current.pk)
+        await self._write_index(current.pk, current.resource_type, doc)
+        return StoredResource(current.pk, current.resource_type, current.id, vid, ts, False, doc)
+
+    async def delete(self, current: StoredResource) -> StoredResource:
+        """Soft delete: a new version marked deleted; the index rows go, history stays."""
+        vid = current.version_id + 1
+        ts = self._now()
+        await self._bump(current, vid, ts, deleted=True, content=current.content)
+        await self._write_version(current.pk, current.resource_type, current.id, vid, ts, "DELETE", None)
+        await self._clear_index(current.pk)
+        return StoredResource(current.pk, current.resource_type, current.id, vid, ts, True, current.content)
+
+    async def _bump(
+        self, current: StoredResource, vid: int, ts: datetime, *, deleted: bool, content: dict[str, Any]
+    ) -> None:
+        result = await self.session.execute(
+            update(resource)
+            .where(resource.c.pk == current.pk, resource.c.version_id == current.version_id)
+            .values(version_id=vid, last_updated=ts, deleted=deleted, content=content)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict(
+                f"{current.resource_type}/{current.id} was changed by a concurrent request; "
+                "read it again and retry",
+                msg_id="SF-0409",
+            )
+
+    async def _write_version(
+        self, pk: int, rtype: str, rid: str, vid: int, ts: datetime, method: str, doc: dict[str, Any] | None
+    ) -> None:
+        await self.session.execute(
+            insert(resource_version).values(
+                resource_pk=pk,
+                res_type=rtype,
+                res_id=rid,
+                version_id=vid,
+                last_updated=ts,
+                deleted=method == "DELETE",
+                method=method,
+                content=doc,
+            )
+        )
+
+    async def _clear_index(self, pk: int) -> None:
+        for table in (idx_token, idx_string, idx_reference, idx_date):
+            await self.session.execute(delete(table).where(table.c.resource_pk == pk))
+
+    async def _write_index(self, pk: int, rtype: str, doc: dict[str, Any]) -> None:
+        rows = self.indexer(rtype, doc)
+        base = {"resource_pk": pk, "res_type": rtype}
+        if rows.tokens:
+            await self.session.execute(
+                insert(idx_token), [{**base, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]
+            )
+        if rows.strings:
+            await self.session.execute(
+                insert(idx_string), [{**base, "param": p, "norm": n, "exact": e} for p, n, e in rows.strings]
+            )
+        if rows.references:
+            await self.session.execute(
+                insert(idx_reference),
+                [
+                    {
+                        **base,
+                        "param": p,
+                        "target_type": tt,
+                        "target_id": ti,
+                        "url": u,
+                        "ident_system": isys,
+                        "ident_value": ival,
+                    }
+                    for p, tt, ti, u, isys, ival in rows.references
+                ],
+            )
+        if rows.dates:
+            await self.session.execute(
+                insert(idx_date), [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in rows.dates]
+            )

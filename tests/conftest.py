@@ -1,0 +1,111 @@
+"""Test fixtures: every API test runs on SQLite and on a real throwaway PostgreSQL.
+
+`SAFEFLAG_REQUIRE_PG=1` turns a missing PostgreSQL into a failure instead of a skip (CI sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import delete
+
+from app.config import Settings
+from app.context import AppContext
+from app.main import create_app
+from app.storage.migrate import upgrade
+from app.storage.tables import metadata
+from tests.support.postgres import PgCluster, start_cluster
+
+BASE_URL = "http://127.0.0.1:8080"
+FHIR = BASE_URL + "/fhir"
+REQUIRE_PG = os.environ.get("SAFEFLAG_REQUIRE_PG") == "1"
+
+
+class StepClock:
+    """Deterministic clock: each call is one second after the previous one (architecture principle 8)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc)
+
+    def now(self) -> datetime:
+        self.current += timedelta(seconds=1)
+        return self.current
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster | None]:
+    external = os.environ.get("SAFEFLAG_TEST_PG_URL")
+    if external:
+        yield None
+        return
+    try:
+        cluster = start_cluster()
+    except (FileNotFoundError, OSError) as exc:
+        if REQUIRE_PG:
+            pytest.fail(f"SAFEFLAG_REQUIRE_PG=1 but PostgreSQL could not be started: {exc}")
+        yield None
+        return
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _pg_url(cluster: PgCluster | None, dbname: str) -> str:
+    external = os.environ.get("SAFEFLAG_TEST_PG_URL")
+    if external:
+        return external
+    if cluster is None:
+        if REQUIRE_PG:
+            pytest.fail("SAFEFLAG_REQUIRE_PG=1 but no PostgreSQL is available")
+        pytest.skip("PostgreSQL binaries not installed (set SAFEFLAG_REQUIRE_PG=1 to fail instead)")
+    cluster.psql(f"CREATE DATABASE {dbname}")
+    return cluster.url(dbname)
+
+
+@pytest.fixture(scope="session")
+def clock() -> StepClock:
+    return StepClock()
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
+async def ctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None, clock: StepClock) -> AsyncIterator[AppContext]:
+    tmp = Path(tempfile.mkdtemp(prefix="safeflag-test-"))
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp / 'test.db'}"
+    else:
+        url = _pg_url(pg_cluster, "safeflag_api")
+    settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, _env_file=None)  # type: ignore[call-arg]
+    context = AppContext.from_settings(settings, clock=clock)
+    await upgrade(context.engine)
+    try:
+        yield context
+    finally:
+        await context.close()
+
+
+@pytest.fixture
+async def clean_ctx(ctx: AppContext, clock: StepClock) -> AppContext:
+    """The session's context with every table emptied and the clock reset."""
+    async with ctx.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(delete(table))
+    clock.reset()
+    return ctx
+
+
+@pytest.fixture
+async def client(clean_ctx: AppContext) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ctx=clean_ctx)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as c:
+        yield c
