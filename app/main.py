@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.api import interactions, system
+from app.api import interactions, operations, system
 from app.api.responses import fhir_response
 from app.config import Settings, get_settings
 from app.context import AppContext
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     if ctx is not None:
         app.state.ctx = ctx
     app.include_router(system.router)
+    app.include_router(operations.router)
     app.include_router(interactions.router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     _install_handlers(app)
@@ -75,7 +76,7 @@ def _install_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "processing")
         text = "No such endpoint" if exc.status_code == 404 else str(exc.detail)
-        body = operation_outcome([Issue(code, text, msg_id=f"SF-{exc.status_code:04d}")])
+        body = operation_outcome([Issue(code, text, msg_id=f"SF-H{exc.status_code}")])
         return fhir_response(body, exc.status_code, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
