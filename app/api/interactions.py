@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
 from app.api.deps import ContextDep, check_accept, json_body, media_type, read_body
-from app.api.responses import fhir_response, prefer, read_response, write_response
+from app.api.responses import fhir_response, preferences, read_response, write_response
 from app.errors import BadRequest, UnsupportedMediaType
 from app.fhir.search.definitions import SUPPORTED_TYPES
+from app.fhir.service import conditional_criteria, conditional_query
 
 router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)], tags=["FHIR interactions"])
 
@@ -41,7 +42,9 @@ _FORM_BODY: dict[str, Any] = {
         "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
     }
 }
-_FHIR_OK = {200: {"content": {"application/fhir+json": {"schema": {"type": "object"}}}}}
+_FHIR_OK: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/fhir+json": {"schema": {"type": "object"}}}}
+}
 
 
 def _query(request: Request) -> list[tuple[str, str]]:
@@ -49,7 +52,7 @@ def _query(request: Request) -> list[tuple[str, str]]:
 
 
 def _strict(request: Request) -> bool:
-    return prefer(request).get("handling") == "strict"
+    return preferences(request).strict
 
 
 @router.get("/_history", name="history_system", responses=_FHIR_OK)
@@ -95,36 +98,40 @@ async def search_type_post(resource_type: TypePath, request: Request, ctx: Conte
              responses={201: _FHIR_OK[200]})
 async def create(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
     body = await json_body(request, ctx)
-    conditional = _query(request) or _if_none_exist(request)
-    conditional = [(k, v) for k, v in conditional if k not in ("_format", "_pretty")]
-    async with ctx.unit_of_work() as svc:
-        outcome = await svc.create(resource_type, body, if_none_exist=conditional or None)
-    return write_response(request, outcome, ctx.settings.fhir_base)
-
-
-def _if_none_exist(request: Request) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
+    # conditional create: search parameters in the query string (fhirpy) or the If-None-Exist header
+    conditional: list[tuple[str, str]] | None = conditional_criteria(_query(request)) or None
     header = request.headers.get("if-none-exist")
-    if not header:
-        return []
-    return parse_qsl(header.split("?", 1)[-1], keep_blank_values=True)
+    if conditional is None and header is not None:
+        conditional = conditional_query(header, resource_type)
+    async with ctx.unit_of_work() as svc:
+        outcome = await svc.create(resource_type, body, if_none_exist=conditional)
+    return write_response(request, outcome, ctx.settings.fhir_base)
 
 
 @router.put("/{resource_type}", name="conditional_update", openapi_extra=_RESOURCE_BODY, responses=_FHIR_OK)
 async def conditional_update(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
     body = await json_body(request, ctx)
-    query = [(k, v) for k, v in _query(request) if k not in ("_format", "_pretty")]
     async with ctx.unit_of_work() as svc:
-        outcome = await svc.conditional_update(resource_type, query, body, if_match=request.headers.get("if-match"))
+        outcome = await svc.conditional_update(
+            resource_type, _query(request), body, if_match=request.headers.get("if-match")
+        )
+    return write_response(request, outcome, ctx.settings.fhir_base)
+
+
+@router.patch("/{resource_type}", name="conditional_patch", openapi_extra=_PATCH_BODY, responses=_FHIR_OK)
+async def conditional_patch(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
+    body = await json_body(request, ctx, patch=True)
+    async with ctx.unit_of_work() as svc:
+        outcome = await svc.conditional_patch(
+            resource_type, _query(request), body, media_type(request), if_match=request.headers.get("if-match")
+        )
     return write_response(request, outcome, ctx.settings.fhir_base)
 
 
 @router.delete("/{resource_type}", name="conditional_delete", status_code=204)
 async def conditional_delete(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
-    query = [(k, v) for k, v in _query(request) if k not in ("_format", "_pretty")]
     async with ctx.unit_of_work() as svc:
-        outcome = await svc.conditional_delete(resource_type, query)
+        outcome = await svc.conditional_delete(resource_type, _query(request))
     return write_response(request, outcome, ctx.settings.fhir_base)
 
 
@@ -132,7 +139,7 @@ async def conditional_delete(resource_type: TypePath, request: Request, ctx: Con
 async def read(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
     async with ctx.unit_of_work() as svc:
         stored = await svc.read(resource_type, res_id)
-    return read_response(request, stored, ctx.settings.fhir_base)
+    return read_response(request, stored)
 
 
 @router.put("/{resource_type}/{res_id}", name="update", openapi_extra=_RESOURCE_BODY, responses=_FHIR_OK)
@@ -156,7 +163,7 @@ async def patch(resource_type: TypePath, res_id: IdPath, request: Request, ctx: 
 @router.delete("/{resource_type}/{res_id}", name="delete", status_code=204)
 async def delete(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
     async with ctx.unit_of_work() as svc:
-        outcome = await svc.delete(resource_type, res_id)
+        outcome = await svc.delete(resource_type, res_id, if_match=request.headers.get("if-match"))
     return write_response(request, outcome, ctx.settings.fhir_base)
 
 
@@ -173,4 +180,4 @@ async def vread(
 ) -> Response:
     async with ctx.unit_of_work() as svc:
         stored = await svc.vread(resource_type, res_id, version_id)
-    return read_response(request, stored, ctx.settings.fhir_base)
+    return read_response(request, stored)

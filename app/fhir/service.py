@@ -5,19 +5,25 @@ entry behaves exactly like the same request sent alone. Nothing here commits.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
-
-import jsonpatch
-import jsonpointer
+from urllib.parse import parse_qsl
 
 from app.config import Settings
-from app.errors import BadRequest, Gone, Issue, NotFound, PreconditionFailed, Unprocessable
-from app.fhir import bundles
+from app.errors import (
+    BadRequest,
+    Conflict,
+    Gone,
+    Issue,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from app.fhir import bundles, hooks
+from app.fhir.patch import apply_patch
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.search.executor import run_search
-from app.fhir.search.params import SearchRequest, parse_search
+from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_search
 from app.fhir.validation import check_id, validate_resource
 from app.security.policy import check_write_allowed
 from app.storage.repository import Repository, StoredResource
@@ -44,12 +50,42 @@ def parse_version(raw: str | None) -> int | None:
     if raw is None:
         return None
     text = raw.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit():
+    text = text.removeprefix("W/").strip('"')
+    if not (text.isascii() and text.isdigit()):  # isdigit alone takes '²', which int() refuses
         raise BadRequest(f"Invalid version '{raw}' in If-Match", msg_id="SF-0110", expression="If-Match")
     return int(text)
+
+
+_NOT_CRITERIA = ("_format", "_pretty")
+
+
+def conditional_criteria(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The search criteria of a conditional interaction's query string (`_format`/`_pretty` are not)."""
+    return [(k, v) for k, v in query if k not in _NOT_CRITERIA]
+
+
+def conditional_query(raw: str, resource_type: str, what: str = "If-None-Exist") -> list[tuple[str, str]]:
+    """`identifier=s|v`, `?identifier=s|v` or `Patient?identifier=s|v` (If-None-Exist header,
+    Bundle `request.ifNoneExist`) -> query pairs; another type before the `?` is an error."""
+    text = raw.strip()
+    if "?" in text:
+        prefix, text = text.split("?", 1)
+        prefix = prefix.rstrip("/").rsplit("/", 1)[-1]
+        if prefix and prefix != resource_type:
+            raise BadRequest(
+                f"{what} criteria '{raw}' are for {prefix}, not {resource_type}", msg_id="SF-0112", expression=what
+            )
+    return parse_qsl(text, keep_blank_values=True)
+
+
+def check_version(current: StoredResource, expected: int | None) -> None:
+    """If-Match (https://hl7.org/fhir/R4/http.html#concurrency): 412 unless it names the current version."""
+    if expected is not None and expected != current.version_id:
+        raise PreconditionFailed(
+            f"If-Match version {expected} does not match the current version {current.version_id} "
+            f"of {current.resource_type}/{current.id}",
+            msg_id="SF-0413",
+        )
 
 
 def _comparable(content: dict[str, Any]) -> dict[str, Any]:
@@ -61,10 +97,16 @@ def _comparable(content: dict[str, Any]) -> dict[str, Any]:
 
 
 class FhirService:
-    def __init__(self, repo: Repository, settings: Settings) -> None:
+    def __init__(self, repo: Repository, settings: Settings, principal: Any = None) -> None:
         self.repo = repo
         self.session = repo.session
         self.settings = settings
+        self.principal = principal  # app.security.principal.Principal, None for the server's own work
+
+    @property
+    def org(self) -> str | None:
+        """The organisation of the writer (`created_by_org`), when a user or client is writing."""
+        return getattr(self.principal, "org", None)
 
     # -- read --------------------------------------------------------------------------------
     async def read(self, resource_type: str, res_id: str) -> StoredResource:
@@ -82,7 +124,7 @@ class FhirService:
 
     async def vread(self, resource_type: str, res_id: str, version: str) -> StoredResource:
         check_type(resource_type)
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()) or len(version) > 9:  # beyond the int column: unknown
             raise NotFound(f"Version '{version}' of {resource_type}/{res_id} is not known", msg_id="SF-0303")
         rec = await self.repo.get_version(resource_type, res_id, int(version))
         if rec is None:
@@ -122,13 +164,46 @@ class FhirService:
         return bundles.searchset(result, self.settings.fhir_base, extra_issues=issues)
 
     async def _match(self, resource_type: str, query: list[tuple[str, str]], what: str) -> list[StoredResource]:
-        """Matches for a conditional interaction; unknown parameters are an error here, not ignored."""
+        """Up to two matches for a conditional interaction. Unknown parameters are an error here, not
+        ignored, and result parameters alone (`_count`...) never turn the criteria into "match all"."""
+        query = conditional_criteria(query)
         if not query:
             raise BadRequest(f"A conditional {what} needs search parameters", msg_id="SF-0111")
+        results = sorted({k for k, _ in query if k.split(":")[0] in RESULT_PARAMS})
+        if results:
+            raise BadRequest(
+                f"'{results[0]}' is not a search criterion and cannot select the resource of a conditional {what}",
+                msg_id="SF-0111", expression=results[0],
+            )
         req = self.parse(resource_type, query, strict=True)
         req.count, req.offset, req.include, req.revinclude = 2, 0, [], []
         result = await run_search(self.session, req)
         return result.matches
+
+    async def match_one(self, resource_type: str, query: list[tuple[str, str]], what: str) -> StoredResource | None:
+        matches = await self._match(resource_type, query, what)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"The conditional {what} criteria match more than one resource", msg_id="SF-0412",
+                code="multiple-matches",
+            )
+        return matches[0] if matches else None
+
+    async def resolve_reference(self, ref: str) -> str:
+        """A conditional reference `Type?criteria` in a Bundle (https://hl7.org/fhir/R4/http.html#trules)
+        -> `Type/id` of its one match. As HAPI: no match 404, several 412."""
+        rtype, _, raw_query = ref.partition("?")
+        if rtype not in SUPPORTED_TYPES:
+            raise BadRequest(f"Conditional reference '{ref}' names an unsupported type", msg_id="SF-0305")
+        matches = await self._match(rtype, parse_qsl(raw_query, keep_blank_values=True), "reference")
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"Conditional reference '{ref}' matches more than one resource", msg_id="SF-0412",
+                code="multiple-matches",
+            )
+        if not matches:
+            raise NotFound(f"Conditional reference '{ref}' matches no resource", msg_id="SF-0304")
+        return f"{rtype}/{matches[0].id}"
 
     # -- history -----------------------------------------------------------------------------
     async def history(
@@ -158,22 +233,23 @@ class FhirService:
 
     # -- writes ------------------------------------------------------------------------------
     async def create(
-        self, resource_type: str, body: Any, *, if_none_exist: list[tuple[str, str]] | None = None
+        self,
+        resource_type: str,
+        body: Any,
+        *,
+        if_none_exist: list[tuple[str, str]] | None = None,
+        assigned_id: str | None = None,
     ) -> Outcome:
+        """`assigned_id`: the id a transaction already chose for this entry's `urn:uuid` fullUrl."""
         check_type(resource_type)
         check_write_allowed(resource_type, "create")
         validate_resource(resource_type, body)
-        if if_none_exist:
-            matches = await self._match(resource_type, if_none_exist, "create")
-            if len(matches) > 1:
-                raise PreconditionFailed(
-                    "The If-None-Exist criteria match more than one resource", msg_id="SF-0412",
-                    code="multiple-matches",
-                )
-            if matches:
-                return Outcome(200, matches[0], location=True)
+        if if_none_exist is not None:  # present but empty is an error (never "match all"), not a plain create
+            existing = await self.match_one(resource_type, if_none_exist, "create")
+            if existing is not None:
+                return Outcome(200, existing, location=True)
         content = {k: v for k, v in body.items() if k != "id"}  # R4: the server ignores a client id on create
-        stored = await self.repo.create(resource_type, content)
+        stored = await self._store_new(resource_type, content, res_id=assigned_id)
         return Outcome(201, stored, location=True)
 
     async def update(
@@ -190,23 +266,18 @@ class FhirService:
                 raise PreconditionFailed(
                     f"{resource_type}/{res_id} does not exist, so If-Match cannot match", msg_id="SF-0413"
                 )
-            stored = await self.repo.create(resource_type, body, res_id=res_id, method="PUT")
+            stored = await self._store_new(resource_type, body, res_id=res_id, method="PUT")
             return Outcome(201, stored, location=True)
         return await self._write_over(current, body, expected)
 
     async def _write_over(self, current: StoredResource, body: dict[str, Any], expected: int | None) -> Outcome:
-        if expected is not None and expected != current.version_id:
-            raise PreconditionFailed(
-                f"If-Match version {expected} does not match the current version {current.version_id} "
-                f"of {current.resource_type}/{current.id}",
-                msg_id="SF-0413",
-            )
-        if current.deleted:
-            stored = await self.repo.update(current, body)
+        check_version(current, expected)
+        if current.deleted:  # an update brings a deleted resource back (https://hl7.org/fhir/R4/http.html#delete)
+            stored = await self._store_over(current, body)
             return Outcome(201, stored, location=True)
         if _comparable(body) == _comparable(current.content):
             return Outcome(200, current)  # as HAPI: identical content makes no new version
-        stored = await self.repo.update(current, body)
+        stored = await self._store_over(current, body)
         return Outcome(200, stored)
 
     async def conditional_update(
@@ -215,19 +286,19 @@ class FhirService:
         check_type(resource_type)
         check_write_allowed(resource_type, "update")
         validate_resource(resource_type, body)
-        matches = await self._match(resource_type, query, "update")
-        if len(matches) > 1:
-            raise PreconditionFailed(
-                "The conditional update criteria match more than one resource", msg_id="SF-0412",
-                code="multiple-matches",
-            )
-        if not matches:
-            res_id = body.get("id") if isinstance(body, dict) else None
+        current = await self.match_one(resource_type, query, "update")
+        if current is None:  # R4: no match -> create, with the body's id if it has one
+            res_id = body.get("id")
             if res_id:
+                existing = await self.repo.get(resource_type, res_id)
+                if existing is not None and not existing.deleted:  # never overwrite what the criteria missed
+                    raise Conflict(
+                        f"{resource_type}/{res_id} exists but does not match the conditional update criteria",
+                        msg_id="SF-0414", code="duplicate", expression=f"{resource_type}.id",
+                    )
                 return await self.update(resource_type, res_id, body, if_match=if_match)
-            stored = await self.repo.create(resource_type, body, method="PUT")
+            stored = await self._store_new(resource_type, body, method="PUT")
             return Outcome(201, stored, location=True)
-        current = matches[0]
         if body.get("id") not in (None, current.id):
             raise BadRequest(
                 f"Resource id '{body.get('id')}' does not match the matched resource {current.id}",
@@ -241,45 +312,76 @@ class FhirService:
         check_type(resource_type)
         check_write_allowed(resource_type, "patch")
         current = await self._existing(resource_type, res_id)
-        expected = parse_version(if_match)
-        if expected is not None and expected != current.version_id:
-            raise PreconditionFailed(
-                f"If-Match version {expected} does not match the current version {current.version_id} "
-                f"of {resource_type}/{res_id}",
-                msg_id="SF-0413",
-            )
+        return await self._patch(current, patch_body, content_type, parse_version(if_match))
+
+    async def conditional_patch(
+        self, resource_type: str, query: list[tuple[str, str]], patch_body: Any, content_type: str,
+        *, if_match: str | None = None,
+    ) -> Outcome:
+        """`PATCH [type]?criteria` (fhirpy's SearchSet.patch): exactly one match is patched; none 404
+        and several 412, as HAPI answers."""
+        check_type(resource_type)
+        check_write_allowed(resource_type, "patch")
+        current = await self.match_one(resource_type, query, "patch")
+        if current is None:
+            raise NotFound("The conditional patch criteria match no resource", msg_id="SF-0304")
+        return await self._patch(current, patch_body, content_type, parse_version(if_match))
+
+    async def _patch(
+        self, current: StoredResource, patch_body: Any, content_type: str, expected: int | None
+    ) -> Outcome:
+        check_version(current, expected)
+        rtype, res_id = current.resource_type, current.id
         patched = apply_patch(current.content, patch_body, content_type)
         if not isinstance(patched, dict):
             raise Unprocessable("The patch must leave a JSON object", msg_id="SF-0121")
-        if patched.get("id") != res_id or patched.get("resourceType") != resource_type:
-            raise Unprocessable("A patch may not change resourceType or id", msg_id="SF-0122",
-                                expression=f"{resource_type}.id")
-        validate_resource(resource_type, patched, url_id=res_id, require_id=True)
+        if patched.get("id") != res_id or patched.get("resourceType") != rtype:
+            raise Unprocessable("A patch may not change resourceType or id", msg_id="SF-0122", expression=f"{rtype}.id")
+        # the patched resource is checked exactly like an update body (400 structure, 422 rules)
+        validate_resource(rtype, patched, url_id=res_id, require_id=True)
         return await self._write_over(current, patched, None)
 
-    async def delete(self, resource_type: str, res_id: str) -> Outcome:
+    async def delete(self, resource_type: str, res_id: str, *, if_match: str | None = None) -> Outcome:
         check_type(resource_type)
         check_write_allowed(resource_type, "delete")
         current = await self.repo.get(resource_type, res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
-        if current.deleted:
+        check_version(current, parse_version(if_match))
+        if current.deleted:  # deleting again changes nothing (https://hl7.org/fhir/R4/http.html#delete)
             return Outcome(204, current)
-        stored = await self.repo.delete(current)
+        stored = await self._remove(current)
         return Outcome(204, stored)
 
     async def conditional_delete(self, resource_type: str, query: list[tuple[str, str]]) -> Outcome:
         check_type(resource_type)
         check_write_allowed(resource_type, "delete")
-        matches = await self._match(resource_type, query, "delete")
-        if len(matches) > 1:
-            raise PreconditionFailed(
-                "The conditional delete criteria match more than one resource", msg_id="SF-0412",
-                code="multiple-matches",
-            )
-        if not matches:
+        # R4: no match is an ordinary delete of nothing (204); several are 412 (conditionalDelete "single")
+        current = await self.match_one(resource_type, query, "delete")
+        if current is None:
             return Outcome(204)
-        return Outcome(204, await self.repo.delete(matches[0]))
+        return Outcome(204, await self._remove(current))
+
+    # -- the three writes, with the resource-type rules around them (app/fhir/hooks.py) -----------
+    async def _store_new(
+        self, resource_type: str, content: dict[str, Any], *, res_id: str | None = None, method: str = "POST"
+    ) -> StoredResource:
+        scratch: dict[str, Any] = {}
+        content = await hooks.run_before_write(self, resource_type, content, None, scratch)
+        stored = await self.repo.create(resource_type, content, res_id=res_id, method=method, org=self.org)
+        await hooks.run_after_write(self, stored, None, scratch)
+        return stored
+
+    async def _store_over(self, current: StoredResource, content: dict[str, Any]) -> StoredResource:
+        scratch: dict[str, Any] = {}
+        content = await hooks.run_before_write(self, current.resource_type, content, current, scratch)
+        stored = await self.repo.update(current, content)
+        await hooks.run_after_write(self, stored, current, scratch)
+        return stored
+
+    async def _remove(self, current: StoredResource) -> StoredResource:
+        await hooks.run_before_delete(self, current)
+        return await self.repo.delete(current)
 
     async def _existing(self, resource_type: str, res_id: str, *, allow_deleted: bool = False) -> StoredResource:
         current = await self.repo.get(resource_type, res_id)
@@ -291,38 +393,6 @@ class FhirService:
 
 
 def _int(name: str, raw: str) -> int:
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"'{name}' must be a non-negative integer, not '{raw}'", msg_id="SF-0408", expression=name)
-    return int(raw)
-
-
-def apply_patch(content: dict[str, Any], patch_body: Any, content_type: str) -> Any:
-    """JSON Patch (RFC 6902) or JSON merge patch (RFC 7396) applied to a copy of `content`."""
-    if "merge-patch" in content_type:
-        if not isinstance(patch_body, dict):
-            raise BadRequest("A JSON merge patch must be a JSON object", msg_id="SF-0120")
-        return _merge(copy.deepcopy(content), patch_body)
-    if not isinstance(patch_body, list):
-        raise BadRequest("A JSON Patch must be a JSON array of operations", msg_id="SF-0120")
-    try:
-        patch = jsonpatch.JsonPatch(patch_body)
-        return patch.apply(copy.deepcopy(content))
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise Unprocessable(f"JSON Patch test failed: {exc}", msg_id="SF-0123") from exc
-    except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
-        raise Unprocessable(f"JSON Patch cannot be applied: {exc}", msg_id="SF-0124") from exc
-    except (jsonpatch.InvalidJsonPatch, TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise BadRequest(f"Invalid JSON Patch: {exc}", msg_id="SF-0120") from exc
-
-
-def _merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return patch
-    if not isinstance(target, dict):
-        target = {}
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        else:
-            target[key] = _merge(target.get(key), value)
-    return target
+    return min(int(raw), 2**31 - 1)  # a larger offset only means "past the end"; the databases take no more

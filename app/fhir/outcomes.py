@@ -1,0 +1,73 @@
+"""How the result of an interaction is answered: status, ETag, Location, Last-Modified and the body
+that `Prefer: return=` asks for (https://hl7.org/fhir/R4/http.html#ops).
+
+One function serves both an HTTP response (`app/api/responses.py`) and a batch/transaction
+`Bundle.entry.response` (https://hl7.org/fhir/R4/bundle-definitions.html#Bundle.entry.response), so an
+entry is answered exactly as the same request sent alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from app.errors import Issue, operation_outcome
+from app.fhir.service import Outcome
+from app.storage.repository import StoredResource
+
+RETURN_MODES = ("minimal", "representation", "OperationOutcome")
+
+# Fixed here because Python 3.13 renamed 413 and 422; the wire text must not drift with the interpreter.
+_PHRASES = {413: "Request Entity Too Large", 422: "Unprocessable Entity"}
+
+
+def status_line(status: int) -> str:
+    """`201` -> `201 Created`, the form Bundle.entry.response.status uses."""
+    return f"{status} {_PHRASES.get(status) or HTTPStatus(status).phrase}"
+
+
+def location(fhir_base: str, stored: StoredResource) -> str:
+    return f"{fhir_base}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
+
+
+def not_modified(stored: StoredResource, if_none_match: str | None) -> bool:
+    """If-None-Match on read/vread: `W/"n"`, `"n"`, bare `n` (fhirpy sends it) or `*`."""
+    if if_none_match is None:
+        return False
+    tags = {t.strip().removeprefix("W/").strip('"') for t in if_none_match.split(",")}
+    return str(stored.version_id) in tags or "*" in tags
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    stored: StoredResource | None  # gives ETag and Last-Modified
+    location: str | None
+    resource: dict[str, Any] | None = None  # Prefer: return=representation
+    outcome: dict[str, Any] | None = None  # Prefer: return=OperationOutcome
+
+
+def answer_write(outcome: Outcome, fhir_base: str, return_mode: str | None) -> Answer:
+    """The answer to create/update/patch/delete; an unknown `return=` value means representation."""
+    stored = outcome.stored
+    if outcome.status == 204 or stored is None:
+        return Answer(204, stored, None)
+    loc = location(fhir_base, stored) if outcome.location or outcome.status == 201 else None
+    if return_mode == "minimal":
+        return Answer(outcome.status, stored, loc)
+    if return_mode == "OperationOutcome":
+        verb = "created" if outcome.status == 201 else "processed"
+        issues = outcome.issues or [
+            Issue(
+                "informational", f"{stored.resource_type}/{stored.id} {verb}", "information", msg_id="SF-0001"
+            )
+        ]
+        return Answer(outcome.status, stored, loc, outcome=operation_outcome(issues))
+    return Answer(outcome.status, stored, loc, resource=stored.content)
+
+
+def answer_read(stored: StoredResource, if_none_match: str | None) -> Answer:
+    if not_modified(stored, if_none_match):
+        return Answer(304, stored, None)
+    return Answer(200, stored, None, resource=stored.content)
