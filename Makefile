@@ -1,32 +1,61 @@
 # SafeFlag: the two quick-start commands (contract section 1) and a few helpers.
-PYTHON ?= python3
+#
+#   make run    create .venv if missing, install, migrate the SQLite database under ./var
+#               (or $SAFEFLAG_DATA_DIR) and serve on http://127.0.0.1:8080
+#   make test   create .venv if missing, install with test extras, run the whole suite
+#
+# Installs are remembered by stamp files in .venv, rebuilt only when pyproject.toml changes.
+
+# The first Python >= 3.11 found (override: make run PYTHON=/path/to/python3.12).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+SERVE_ARGS ?=
+PYTEST_ARGS ?=
 
-.PHONY: run test openapi bench clean
+.PHONY: run test openapi clean
 
-$(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+$(PY):
+	@test -n "$(PYTHON)" || { echo "SafeFlag needs Python 3.11 or newer (python3 --version: $$(python3 --version 2>&1))"; exit 1; }
+	@echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "python -m venv failed: on Debian/Ubuntu install the venv module (apt-get install python3-venv)"; exit 1; }
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 
-$(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e .
-	touch $@
+$(STAMP): pyproject.toml | $(PY)
+	@echo "installing SafeFlag into $(VENV)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
 
-$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $@ $(STAMP)
+$(TEST_STAMP): pyproject.toml | $(PY)
+	@echo "installing SafeFlag with its test extras into $(VENV)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@ $(STAMP)
 
+# `safeflag serve` migrates the database first, then prints the FHIR base URL and how to mint a token.
 run: $(STAMP)
-	$(VENV)/bin/safeflag serve
+	$(VENV)/bin/safeflag serve $(SERVE_ARGS)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Regenerate the committed OpenAPI document (a test fails when it is out of date).
 openapi: $(STAMP)
-	$(PY) -m app.openapi > openapi.yaml
+	$(PY) -m app.openapi > openapi.yaml.tmp && mv openapi.yaml.tmp openapi.yaml
 
+# The benchmark (not a test; README "Benchmarks"): SafeFlag vs the raw ceiling on SQLite and PostgreSQL,
+# then the CP-IS search at 100 k patients / 300 k flags. Results in bench/results/. Uses wrk when
+# installed (apt-get install -y wrk). BENCH_ARGS=--quick for a short run.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.seed_large
+
+# The virtualenv and caches only: ./var holds the database and the token issuer key.
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) .pytest_cache .hypothesis

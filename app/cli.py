@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 
 app = typer.Typer(help="SafeFlag: FHIR R4 safeguarding service", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -28,11 +31,24 @@ async def _migrate() -> None:
         await engine.dispose()
 
 
+def _migrate_or_exit() -> None:
+    """Migrate, or say in one line why not (no traceback) and exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        asyncio.run(_migrate())
+    except (OSError, SQLAlchemyError) as exc:
+        console.print(f"[red]cannot migrate the database:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
 @app.command()
 def migrate() -> None:
-    """Apply database migrations (alembic upgrade head)."""
-    asyncio.run(_migrate())
-    console.print("[green]database is at the latest migration[/green]")
+    """Apply database migrations (alembic upgrade head) to the configured database."""
+    from app.storage.migrate import head_revision
+
+    _migrate_or_exit()
+    console.print(f"[green]database is at the latest migration ({head_revision()})[/green]")
 
 
 @app.command()
@@ -43,27 +59,77 @@ def serve(
     no_migrate: Annotated[bool, typer.Option("--no-migrate", help="do not migrate first")] = False,
     no_dispatcher: Annotated[bool, typer.Option("--no-dispatcher", help="no in-process dispatcher")] = False,
 ) -> None:
-    """Serve the FHIR API."""
+    """Serve the FHIR API (migrates first unless --no-migrate). SIGTERM stops it gracefully, exit code 0."""
+    import signal
+
     import uvicorn
 
+    from app.observability import uvicorn_log_config
+
+    if "base_url" not in get_settings().model_fields_set:
+        # Without SAFEFLAG_BASE_URL, paging links and Location headers point where this process listens
+        # (workers read the environment, so it is passed on that way).
+        public = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+        os.environ["SAFEFLAG_BASE_URL"] = f"http://{public}:{port}"
     settings = get_settings()
     if not no_migrate:
-        asyncio.run(_migrate())
+        _migrate_or_exit()
     if no_dispatcher:
         os.environ["SAFEFLAG_NO_DISPATCHER"] = "1"
-    console.print(f"SafeFlag FHIR base: [bold]{settings.fhir_base}[/bold]  (listening on {host}:{port})")
+    _print_banner(settings, host, port, workers)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the handler it
+    # found; a no-op handler here turns a requested stop into a normal exit (0) instead of 143/130.
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopped.append(signum))
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
+        # httptools + uvloop: the pure-Python h11 protocol adds ~40 ms per keep-alive request (performance.md)
         loop="uvloop",
         http="httptools",
+        log_config=uvicorn_log_config(),
         log_level="warning",
         access_log=False,
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def _print_banner(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Where to point a FHIR client and how to get a token; stdout, so stderr stays pure JSON logs."""
+    from sqlalchemy.engine.url import make_url
+
+    script = Path(sys.executable).parent / "safeflag"
+    with contextlib.suppress(ValueError):
+        script = script.relative_to(Path.cwd())
+    database = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+    print(f"SafeFlag FHIR R4 server on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
+    print(f"  FHIR base URL : {settings.fhir_base}")
+    print(f"  database      : {database}")
+    print(f"  mint a token  : TOKEN=$({script} token --sub demo --role admin)")
+    print(f'  then          : curl -H "Authorization: Bearer $TOKEN" {settings.fhir_base}/Patient')
+    print("  operations    : /healthz /readyz /metrics   (stop: Ctrl-C or SIGTERM)", flush=True)
+
+
+@app.command()
+def dispatcher(
+    no_migrate: Annotated[bool, typer.Option("--no-migrate", help="do not migrate first")] = False,
+) -> None:
+    """Run notification delivery workers only (any number of these against one PostgreSQL)."""
+    from app.notify.runtime import run_standalone
+
+    if not no_migrate:
+        asyncio.run(_migrate())
+    asyncio.run(run_standalone(get_settings()))
+
+
+from app.security.cli import register as _register_security  # noqa: E402  (token, client add)
+
+_register_security(app)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
-"""Request ids, Prometheus metrics and structured JSON logs.
+"""Request ids, Prometheus metrics and structured JSON logs (contract section 2, operations endpoints).
 
-One pure-ASGI middleware (no BaseHTTPMiddleware: it costs on every request) stamps `X-Request-Id`
-(echoed when the client sends a sane one), times the request and counts it by interaction and status.
+One pure-ASGI middleware (no BaseHTTPMiddleware: it costs on every request) stamps `X-Request-Id` on
+every response (echoed when the client sends a sane one, generated otherwise), times the request,
+counts it by FHIR interaction (the route name) and status, and writes one JSON access-log line.
+It must stay the outermost middleware so that every response, errors included, carries the id.
+
+Metric names follow https://prometheus.io/docs/practices/naming/ (`_total`, `_seconds`).
 """
 
 from __future__ import annotations
@@ -12,19 +16,25 @@ import re
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import Issue, operation_outcome
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# An echoed id ends up in our logs and in a response header: accept only short, plain tokens.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 log = logging.getLogger("safeflag")
 
 
 class Metrics:
+    """One registry per app, so tests see exact counts and the default process registry stays clean."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -36,10 +46,30 @@ class Metrics:
             ["interaction"], registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         )
+        self.in_progress = Gauge(
+            "safeflag_http_requests_in_progress", "HTTP requests being served", registry=self.registry
+        )
         self.pool_checked_out = Gauge(
             "safeflag_db_pool_checked_out", "Database connections in use", registry=self.registry
         )
         self.pool_size = Gauge("safeflag_db_pool_size", "Database pool size", registry=self.registry)
+        self.pool_overflow = Gauge(
+            "safeflag_db_pool_overflow", "Database connections opened beyond the pool size", registry=self.registry
+        )
+
+    def observe_pool(self, pool: Any) -> None:
+        """Read the SQLAlchemy QueuePool counters at scrape time (no cost on the request path)."""
+        for gauge, name in ((self.pool_checked_out, "checkedout"), (self.pool_size, "size"),
+                            (self.pool_overflow, "overflow")):
+            reading = getattr(pool, name, None)
+            if callable(reading):
+                gauge.set(max(0, reading()))
+
+
+def internal_error_outcome() -> dict[str, Any]:
+    return operation_outcome(
+        [Issue("exception", "Internal server error; quote the X-Request-Id when reporting it", msg_id="SF-0500")]
+    )
 
 
 class RequestMiddleware:
@@ -51,49 +81,71 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
-        for key, value in scope.get("headers", []):
-            if key == b"x-request-id":
-                candidate = value.decode("latin-1")
-                rid = candidate if _SAFE_ID.match(candidate) else None
-                break
-        rid = rid or str(uuid.uuid4())
+        rid = _request_id(scope)
         token = request_id_var.set(rid)
         start = time.perf_counter()
-        status_holder = {"status": 500}
+        state = {"status": 500, "started": False}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", rid.encode()))
-                message["headers"] = headers
+                state["status"] = message["status"]
+                state["started"] = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
+        self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Handled here rather than by Starlette's ServerErrorMiddleware, which sits outside this
+            # middleware: its 500 would lack X-Request-Id and its log line the request id.
+            log.exception("unhandled error", extra={"method": scope["method"], "path": scope["path"]})
+            state["status"] = 500
+            if not state["started"]:
+                await send_wrapper({
+                    "type": "http.response.start", "status": 500,
+                    "headers": [(b"content-type", b"application/fhir+json; charset=utf-8")],
+                })
+                await send({"type": "http.response.body", "body": orjson.dumps(internal_error_outcome())})
         finally:
-            elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            interaction = getattr(route, "name", None) or "unmatched"
-            status = status_holder["status"]
-            self.metrics.requests.labels(interaction, str(status)).inc()
-            self.metrics.latency.labels(interaction).observe(elapsed)
-            if status >= 500:
-                log.error("request failed", extra={"method": scope["method"], "path": scope["path"], "status": status})
-            elif log.isEnabledFor(logging.DEBUG):
-                log.debug("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
-                                            "ms": round(elapsed * 1000, 2)})
+            self._record(scope, int(state["status"]), time.perf_counter() - start)
+            self.metrics.in_progress.dec()
             request_id_var.reset(token)
 
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        # FastAPI puts the matched route in the scope; its name is the FHIR interaction (`read`, `create`...).
+        interaction = getattr(scope.get("route"), "name", None) or "unmatched"
+        self.metrics.requests.labels(interaction, str(status)).inc()
+        self.metrics.latency.labels(interaction).observe(elapsed)
+        level = logging.ERROR if status >= 500 else logging.INFO
+        if log.isEnabledFor(level):
+            # The path only: query strings carry NHS numbers, which do not belong in logs.
+            log.log(level, "request", extra={
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "interaction": interaction, "duration_ms": round(elapsed * 1000, 2),
+            })
 
-_STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+def _request_id(scope: Scope) -> str:
+    for key, value in scope.get("headers", []):
+        if key == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if _SAFE_ID.match(candidate):
+                return candidate
+            break
+    return str(uuid.uuid4())
+
+
+_STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (UTC), level, logger, msg, request_id when inside a request, extras."""
+
     def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
         out: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": ts.replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -116,3 +168,21 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """logging.dictConfig for `uvicorn.run`: every line on stderr is JSON, in each worker process too.
+
+    uvicorn's own access log is off (the middleware writes a richer one); its error log stays at WARNING.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "app.observability.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+        "loggers": {
+            "uvicorn": {"level": "WARNING"},
+            "uvicorn.access": {"level": "WARNING", "propagate": False, "handlers": []},
+        },
+    }

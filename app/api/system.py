@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 
-from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Depends, Request
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
-from app.api.deps import ContextDep
-from app.api.responses import fhir_response
+from app.api.deps import ContextDep, check_accept, json_body
+from app.api.responses import fhir_response, preferences
 from app.fhir.capabilities import capability_statement
+from app.fhir.transaction import process
 
 router = APIRouter()
 
+READY_TIMEOUT_S = 5.0
 
-@router.get("/fhir/metadata", name="capabilities", tags=["FHIR system"])
+
+@router.get("/fhir/metadata", name="capabilities", tags=["FHIR system"], dependencies=[Depends(check_accept)])
 async def capabilities(request: Request, ctx: ContextDep) -> Response:
     published = request.app.state.started.strftime("%Y-%m-%dT%H:%M:%S+00:00")
     return fhir_response(capability_statement(ctx.settings.fhir_base, published))
+
+
+_BUNDLE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/fhir+json": {"schema": {"type": "object", "properties": {
+            "resourceType": {"type": "string", "enum": ["Bundle"]},
+            "type": {"type": "string", "enum": ["batch", "transaction"]},
+        }}}},
+    }
+}
+
+
+@router.post("/fhir", name="transaction", tags=["FHIR system"], dependencies=[Depends(check_accept)],
+             openapi_extra=_BUNDLE_BODY, responses={200: {"content": {"application/fhir+json": {}}}})
+async def transaction(request: Request, ctx: ContextDep) -> Response:
+    """batch / transaction (https://hl7.org/fhir/R4/http.html#transaction) in one unit of work: a failed
+    transaction raises, which rolls every entry back; app/fhir/transaction.py does the work."""
+    body = await json_body(request, ctx)
+    async with ctx.unit_of_work() as svc:
+        bundle = await process(svc, body, preferences(request))
+    return fhir_response(bundle)
 
 
 @router.get("/healthz", name="healthz", tags=["operations"])
@@ -29,18 +55,25 @@ async def healthz() -> Response:
 
 @router.get("/readyz", name="readyz", tags=["operations"])
 async def readyz(ctx: ContextDep) -> Response:
+    """Ready when the database answers within a few seconds and its schema is at this build's migration head."""
     from app.storage.migrate import current_revision, head_revision
 
     try:
-        async with ctx.engine.connect() as conn:
+        async with asyncio.timeout(READY_TIMEOUT_S), ctx.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
             current = await current_revision(conn)
-    except Exception:  # noqa: BLE001 - any database failure means "not ready"
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    except Exception as exc:  # noqa: BLE001 - any database failure means "not ready"
+        # The exception type only: its message may name hosts or users, and /readyz needs no token.
+        detail = (f"Cannot reach the database ({type(exc).__name__}); check SAFEFLAG_DATABASE_URL "
+                  "and that the database server is running")
+        return JSONResponse({"status": "unavailable", "database": "unreachable", "detail": detail}, status_code=503)
     head = head_revision()
     if current != head:
+        detail = (f"The database schema is at migration {current or 'none'} but this build needs {head}: "
+                  "run `safeflag migrate`")
         return JSONResponse(
-            {"status": "unavailable", "database": "reachable", "migrations": {"current": current, "head": head}},
+            {"status": "unavailable", "database": "reachable", "migrations": {"current": current, "head": head},
+             "detail": detail},
             status_code=503,
         )
     return JSONResponse({"status": "ok", "database": "reachable", "migrations": {"current": current}})
@@ -48,15 +81,11 @@ async def readyz(ctx: ContextDep) -> Response:
 
 @router.get("/metrics", name="metrics", tags=["operations"])
 async def metrics(request: Request, ctx: ContextDep) -> Response:
+    """Prometheus text format; the pool gauges are read at scrape time."""
     m = request.app.state.metrics
-    pool = ctx.engine.pool
-    checked = getattr(pool, "checkedout", None)
-    size = getattr(pool, "size", None)
-    if callable(checked):
-        m.pool_checked_out.set(checked())
-    if callable(size):
-        m.pool_size.set(size())
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    m.observe_pool(ctx.engine.pool)
+    # The classic text format (0.0.4): what every Prometheus version and scraper accepts.
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def started_now() -> datetime:

@@ -1,0 +1,151 @@
+"""A real `safeflag serve` process for the end-to-end tests: started on a free 127.0.0.1 port with its
+own data directory, waited for on `/readyz`, stopped with SIGTERM.
+
+`RunningServer.headers` is the one place where e2e requests get their credentials: once the CLI has
+the `token` command (contract section 1), a bearer token is minted from the server's own issuer key.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+
+from tests.support.postgres import free_port
+
+SAFEFLAG = Path(sys.executable).parent / "safeflag"
+READY_TIMEOUT_S = 60.0  # generous: 2 shared cores; the < 2 s target is reported, never asserted
+
+
+def safeflag_command() -> list[str]:
+    """The installed console script, or the module when the venv has no script (e.g. not installed)."""
+    return [str(SAFEFLAG)] if SAFEFLAG.exists() else [sys.executable, "-m", "app.cli"]
+
+
+def _has_token_command() -> bool:
+    from app.cli import app as cli
+
+    names = {c.name or (c.callback.__name__.replace("_", "-") if c.callback else "") for c in cli.registered_commands}
+    return "token" in names
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    workdir: Path
+    env: dict[str, str]
+    startup_s: float = 0.0
+    startup_rss_mb: float = 0.0
+    startup_cpu_s: float = 0.0  # CPU time to ready: steadier than wall time on a shared machine
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def database(self) -> str:
+        return "PostgreSQL" if "SAFEFLAG_DATABASE_URL" in self.env else "SQLite"
+
+    @property
+    def fhir_base(self) -> str:
+        return self.base_url + "/fhir"
+
+    def rss_mb(self) -> float:
+        """Resident set size of the server process, from /proc (Linux)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS in /proc status")
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the server process has used, from /proc (Linux)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stdout(self) -> str:
+        return (self.workdir / "stdout.log").read_text()
+
+    def stderr_lines(self) -> list[str]:
+        return [line for line in (self.workdir / "stderr.log").read_text().splitlines() if line.strip()]
+
+    def log_records(self) -> list[dict[str, object]]:
+        """Every stderr line parsed as JSON (raises on the first line that is not)."""
+        return [orjson.loads(line) for line in self.stderr_lines()]
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (graceful shutdown), then the exit code; SIGKILL only if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _mint_headers(self) -> dict[str, str]:
+        if not _has_token_command():
+            return {}
+        out = subprocess.run(
+            [*safeflag_command(), "token", "--sub", "e2e-test", "--role", "admin"],
+            env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=60, check=True,
+        )
+        return {"Authorization": f"Bearer {out.stdout.strip()}"}
+
+
+def start_server(database_url: str | None = None) -> RunningServer:
+    """Start `safeflag serve` (SQLite in a temp data dir unless `database_url` is given) and wait until ready."""
+    workdir = Path(tempfile.mkdtemp(prefix="safeflag-e2e-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEFLAG_")}
+    env["SAFEFLAG_DATA_DIR"] = str(workdir / "data")
+    if database_url:
+        env["SAFEFLAG_DATABASE_URL"] = database_url
+    cmd = [*safeflag_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    started = time.perf_counter()
+    # Files, not pipes: a full pipe would block the server's logging. cwd isolates it from a local .env.
+    with open(workdir / "stdout.log", "wb") as out, open(workdir / "stderr.log", "wb") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}"
+    server = RunningServer(proc, base_url, workdir, env)
+    try:
+        server.startup_s = _wait_ready(server, started)
+        server.startup_rss_mb = server.rss_mb()
+        server.startup_cpu_s = server.cpu_s()
+        server.headers = server._mint_headers()
+    except BaseException:
+        server.cleanup()
+        raise
+    return server
+
+
+def _wait_ready(server: RunningServer, started: float) -> float:
+    deadline = started + READY_TIMEOUT_S
+    with httpx.Client(timeout=2.0) as http:
+        while time.perf_counter() < deadline:
+            if server.proc.poll() is not None:
+                raise RuntimeError(
+                    f"safeflag serve exited with {server.proc.returncode} before it was ready:\n"
+                    + "\n".join(server.stderr_lines()[-30:])
+                )
+            try:
+                if http.get(server.base_url + "/readyz").status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+    raise TimeoutError(f"safeflag serve was not ready within {READY_TIMEOUT_S} s:\n" + "\n".join(server.stderr_lines()[-30:]))
