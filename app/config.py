@@ -28,6 +28,18 @@ class Settings(BaseSettings):
     max_includes: int = 1000
     log_level: str = "INFO"
     db_pool_size: int = Field(default=10, ge=1)
+    # security (app/security): per-client token bucket (0 turns it off), browser origins allowed by CORS
+    rate_limit_per_second: float = Field(default=100.0, ge=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+    cors_origins: str = ""
+    # notification delivery (contract section 6)
+    dispatcher_in_process: bool = True
+    notify_poll_seconds: float = 0.5
+    notify_lease_seconds: float = 30.0
+    notify_backoff_base: float = 1.0
+    notify_backoff_cap: float = 3600.0
+    notify_retry_window: float = 24 * 3600.0
+    notify_timer_seconds: float = 30.0
 
     @cached_property
     def effective_database_url(self) -> str:
@@ -38,6 +50,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def webhook_hosts(self) -> list[str]:
+        return [h.strip().lower() for h in self.webhook_allow.split(",") if h.strip()]
 
     @property
     def fhir_base(self) -> str:

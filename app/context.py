@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,8 +36,12 @@ class AppContext:
     clock: Clock = field(default_factory=SystemClock)
     ids: IdSource = field(default_factory=UuidIds)
     indexer: Indexer | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set after a commit that wrote outbox rows
 
     def __post_init__(self) -> None:
+        from app import rules
+
+        rules.load()  # resource-type write rules (safeguarding, notifications)
         if self.indexer is None:
             self.indexer = make_indexer(self.settings.fhir_base)
 
@@ -48,10 +53,13 @@ class AppContext:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[FhirService]:
         """One transaction: committed when the block ends normally, rolled back on any exception."""
-        async with self.sessionmaker() as session, session.begin():
-            assert self.indexer is not None
-            repo = Repository(session, clock=self.clock, ids=self.ids, indexer=self.indexer)
-            yield FhirService(repo, self.settings)
+        async with self.sessionmaker() as session:
+            async with session.begin():
+                assert self.indexer is not None
+                repo = Repository(session, clock=self.clock, ids=self.ids, indexer=self.indexer)
+                yield FhirService(repo, self.settings)
+            if session.info.pop("outbox", False):
+                self.wake.set()
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -1,8 +1,11 @@
-"""create_app(): routers, exception handlers, lifespan (engine; later the dispatcher)."""
+"""create_app(): routers, exception handlers, lifespan (engine, in-process notification dispatcher)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -11,12 +14,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
-from app.api import interactions, operations, system
+from app import openapi
+from app.api import interactions, operations, subscriptions, system
 from app.api.responses import fhir_response
 from app.config import Settings, get_settings
 from app.context import AppContext
 from app.errors import FhirError, Issue, operation_outcome
+from app.fhir.validation import check_id
+from app.notify.channels.websocket import WebSocketRegistry
 from app.observability import Metrics, RequestMiddleware, configure_logging
 
 log = logging.getLogger("safeflag")
@@ -32,9 +39,20 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = ctx is None
         app.state.ctx = ctx or AppContext.from_settings(settings)
+        stop = asyncio.Event()
+        task = None
+        if settings.dispatcher_in_process and os.environ.get("SAFEFLAG_NO_DISPATCHER") != "1":
+            from app.notify.runtime import make_dispatcher
+
+            dispatcher = make_dispatcher(app.state.ctx, ws=app.state.ws_registry)
+            task = asyncio.create_task(dispatcher.run(stop), name="safeflag-dispatcher")
         try:
             yield
         finally:
+            stop.set()
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=10)
             if own:
                 await app.state.ctx.close()
 
@@ -48,13 +66,17 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     )
     app.state.started = datetime.now(timezone.utc)
     app.state.metrics = Metrics()
+    app.state.ws_registry = WebSocketRegistry()
     if ctx is not None:
         app.state.ctx = ctx
     app.include_router(system.router)
     app.include_router(operations.router)
+    app.include_router(subscriptions.router)
+    app.include_router(subscriptions.ws_router)
     app.include_router(interactions.router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     _install_handlers(app)
+    openapi.install(app)  # /openapi.json serves the committed openapi.yaml's document
     return app
 
 
@@ -65,19 +87,40 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
-        issues = []
+        """Path/query parameters FastAPI refused: the logical id pattern, mostly (same words as check_id)."""
+        issues: list[Issue] = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("path", "query", "header", "body"))
-            issues.append(Issue("invalid", f"Invalid {loc or 'request'}: {err.get('msg')}",
-                                expression=(loc,) if loc else (), msg_id="SF-0014"))
+            loc = [str(p) for p in err.get("loc", ()) if p not in ("path", "query", "header", "body")]
+            if loc == ["res_id"]:
+                try:
+                    check_id(str(err.get("input")))
+                except FhirError as bad_id:
+                    issues += bad_id.issues
+                    continue
+            name = ".".join(loc)
+            issues.append(Issue("invalid", f"Invalid {name or 'request'}: {err.get('msg')}",
+                                expression=(name,) if name else (), msg_id="SF-0014"))
         return fhir_response(operation_outcome(issues or [Issue("invalid", "Invalid request", msg_id="SF-0014")]), 400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Starlette's own 404 (no route) and 405 (route, other method) as OperationOutcomes."""
         code = _HTTP_CODES.get(exc.status_code, "processing")
-        text = "No such endpoint" if exc.status_code == 404 else str(exc.detail)
+        headers = dict(exc.headers or {})
+        where = f"{request.method} {request.url.path}"[:200]
+        if exc.status_code == 404:
+            text = f"No such endpoint: {where}"
+        elif exc.status_code == 405:
+            # Starlette names only the first route that matched the path; ask the router for every method.
+            headers["Allow"] = ", ".join(
+                m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+                if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in request.app.router.routes)
+            )
+            text = f"Method not allowed: {where} (allowed: {headers['Allow']})"
+        else:
+            text = str(exc.detail)
         body = operation_outcome([Issue(code, text, msg_id=f"SF-H{exc.status_code}")])
-        return fhir_response(body, exc.status_code, dict(exc.headers or {}))
+        return fhir_response(body, exc.status_code, headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> Response:

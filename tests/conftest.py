@@ -84,7 +84,8 @@ async def ctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None, cloc
         url = f"sqlite+aiosqlite:///{tmp / 'test.db'}"
     else:
         url = _pg_url(pg_cluster, "safeflag_api")
-    settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
+                        _env_file=None)  # type: ignore[call-arg]
     context = AppContext.from_settings(settings, clock=clock)
     await upgrade(context.engine)
     try:

@@ -31,7 +31,7 @@ async def current_revision(conn: AsyncConnection) -> str | None:
     return await conn.run_sync(_get)
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     cfg = alembic_config()
 
     def _do(sync_conn: Connection) -> None:

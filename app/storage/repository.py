@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
+from app.storage.notify_tables import outbox_event
 from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource, resource_version
+
+# AuditEvents are written on every access and trigger nothing: keeping them out of the outbox halves its volume.
+NO_OUTBOX = frozenset({"AuditEvent"})
 
 
 class Clock(Protocol):
@@ -201,6 +205,7 @@ class Repository:
             ) from exc
         await self._write_version(pk, resource_type, res_id, 1, ts, method, doc)
         await self._write_index(pk, resource_type, doc)
+        await self._write_outbox(resource_type, res_id, 1, "create", ts)
         return StoredResource(pk, resource_type, res_id, 1, ts, False, doc)
 
     async def update(self, current: StoredResource, content: dict[str, Any]) -> StoredResource:
@@ -212,6 +217,7 @@ class Repository:
         await self._write_version(current.pk, current.resource_type, current.id, vid, ts, "PUT", doc)
         await self._clear_index(current.pk)
         await self._write_index(current.pk, current.resource_type, doc)
+        await self._write_outbox(current.resource_type, current.id, vid, "update", ts)
         return StoredResource(current.pk, current.resource_type, current.id, vid, ts, False, doc)
 
     async def delete(self, current: StoredResource) -> StoredResource:
@@ -221,6 +227,7 @@ class Repository:
         await self._bump(current, vid, ts, deleted=True, content=current.content)
         await self._write_version(current.pk, current.resource_type, current.id, vid, ts, "DELETE", None)
         await self._clear_index(current.pk)
+        await self._write_outbox(current.resource_type, current.id, vid, "delete", ts)
         return StoredResource(current.pk, current.resource_type, current.id, vid, ts, True, current.content)
 
     async def _bump(
@@ -253,6 +260,20 @@ class Repository:
                 content=doc,
             )
         )
+
+    async def _write_outbox(self, rtype: str, rid: str, vid: int, action: str, ts: datetime) -> None:
+        """The transactional outbox row (architecture principle 1); NOTIFY wakes dispatchers at commit."""
+        if rtype in NO_OUTBOX:
+            return
+        await self.session.execute(
+            insert(outbox_event).values(
+                res_type=rtype, res_id=rid, version_id=vid, action=action, occurred_at=ts, processed_at=None
+            )
+        )
+        if not self.session.info.get("outbox"):
+            self.session.info["outbox"] = True
+            if self.session.bind is not None and self.session.bind.dialect.name == "postgresql":
+                await self.session.execute(text("SELECT pg_notify('safeflag_outbox', '')"))
 
     async def _clear_index(self, pk: int) -> None:
         for table in (idx_token, idx_string, idx_reference, idx_date):

@@ -1,0 +1,131 @@
+"""Subscription operations and the websocket channel (Subscriptions Backport IG):
+`$status`, `$events`, `$get-ws-binding-token`, and `/fhir/ws` for `bind-with-token`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import orjson
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from starlette.responses import Response
+
+from app.api.deps import ContextDep, check_accept, json_body, media_type
+from app.api.interactions import IdPath
+from app.api.responses import fhir_response
+from app.errors import BadRequest, FhirError
+from app.fhir.capabilities import register_operation
+from app.notify import operations as sub_ops
+from app.notify.bundle import notification_bundle
+from app.notify.channels.websocket import WebSocketRegistry
+from app.notify.subscriptions import parse_spec
+from app.storage.repository import format_instant
+
+router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)], tags=["Subscriptions"])
+ws_router = APIRouter(tags=["Subscriptions"])
+
+BACKPORT_OPS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+register_operation("status", BACKPORT_OPS + "backport-subscription-status", ("Subscription",))
+register_operation("events", BACKPORT_OPS + "backport-subscription-events", ("Subscription",))
+register_operation("get-ws-binding-token", BACKPORT_OPS + "backport-subscription-get-ws-binding-token",
+                   ("Subscription",))
+
+
+@router.get("/Subscription/{res_id}/$status", name="subscription_status")
+async def subscription_status(res_id: IdPath, ctx: ContextDep) -> Response:
+    async with ctx.unit_of_work() as svc:
+        sub = await svc.read("Subscription", res_id)
+        body = await sub_ops.status(svc.session, sub, ctx.settings.fhir_base)
+    return fhir_response(body)
+
+
+@router.get("/Subscription/{res_id}/$events", name="subscription_events")
+async def subscription_events(res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+    q = request.query_params
+    async with ctx.unit_of_work() as svc:
+        sub = await svc.read("Subscription", res_id)
+        body = await sub_ops.events(
+            svc.session, sub, ctx.settings.fhir_base, since=q.get("eventsSinceNumber"),
+            until=q.get("eventsUntilNumber"), content=q.get("content"),
+        )
+    return fhir_response(body)
+
+
+def registry(request: Request | WebSocket) -> WebSocketRegistry:
+    reg: WebSocketRegistry = request.app.state.ws_registry
+    return reg
+
+
+@router.post("/Subscription/$get-ws-binding-token", name="get_ws_binding_token")
+@router.post("/Subscription/{res_id}/$get-ws-binding-token", name="get_ws_binding_token_instance")
+async def get_ws_binding_token(request: Request, ctx: ContextDep, res_id: str | None = None) -> Response:
+    ids: list[str] = [res_id] if res_id else []
+    if not ids and media_type(request):
+        body = await json_body(request, ctx)
+        for p in (body.get("parameter") or []) if isinstance(body, dict) else []:
+            if isinstance(p, dict) and p.get("name") == "id" and isinstance(p.get("valueString"), str):
+                ids.append(p["valueString"].rsplit("/", 1)[-1])
+    if not ids:
+        raise BadRequest("Name the subscription(s): Subscription/{id}/$get-ws-binding-token or an 'id' parameter",
+                         msg_id="SF-0730")
+    async with ctx.unit_of_work() as svc:
+        for sub_id in ids:
+            sub = await svc.read("Subscription", sub_id)
+            if (sub.content.get("channel") or {}).get("type") != "websocket":
+                raise BadRequest(f"Subscription/{sub_id} does not use the websocket channel", msg_id="SF-0731",
+                                 expression="Subscription.channel.type")
+    token, expires = registry(request).issue_token(set(ids))
+    ws_url = ctx.settings.base_url.replace("http", "ws", 1).rstrip("/") + "/fhir/ws"
+    return fhir_response({
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "token", "valueString": token},
+            {"name": "expiration", "valueDateTime": format_instant(
+                datetime.fromtimestamp(expires, timezone.utc).replace(tzinfo=None))},
+            *({"name": "subscription", "valueString": f"{ctx.settings.fhir_base}/Subscription/{i}"} for i in ids),
+            {"name": "websocket-url", "valueUrl": ws_url},
+        ],
+    })
+
+
+@ws_router.websocket("/fhir/ws")
+async def websocket_channel(websocket: WebSocket) -> None:
+    await websocket.accept()
+    reg = registry(websocket)
+    ctx = websocket.app.state.ctx
+    try:
+        while True:
+            text = await websocket.receive_text()
+            command, _, token = text.strip().partition(" ")
+            if command != "bind-with-token" or not token:
+                await websocket.send_text(orjson.dumps({"error": "expected 'bind-with-token <token>'"}).decode())
+                continue
+            sub_ids = reg.redeem(token.strip())
+            if sub_ids is None:
+                await websocket.send_text(orjson.dumps({"error": "unknown or expired token"}).decode())
+                continue
+            for sub_id in sorted(sub_ids):
+                await _bind(ctx, reg, websocket, sub_id)
+            ctx.wake.set()  # pending events for these subscriptions can now go out
+    except WebSocketDisconnect:
+        pass
+    finally:
+        reg.unbind(websocket)
+
+
+async def _bind(ctx, reg: WebSocketRegistry, websocket: WebSocket, sub_id: str) -> None:  # type: ignore[no-untyped-def]
+    from app.notify.operations import _count
+
+    async with ctx.unit_of_work() as svc:
+        sub = await svc.read("Subscription", sub_id)
+        count = await _count(svc.session, sub_id)
+    try:
+        spec = parse_spec(sub_id, sub.content, base=ctx.settings.fhir_base, webhook_allow=[])
+    except FhirError:
+        return
+    handshake = notification_bundle(
+        fhir_base=ctx.settings.fhir_base, sub_id=sub_id, topic_url=spec.topic.url,
+        status=str(sub.content.get("status")), type_="handshake", events_since_start=count,
+        now=datetime.now(timezone.utc).replace(tzinfo=None), content=spec.content,
+    )
+    await websocket.send_text(orjson.dumps(handshake).decode())
+    reg.bind(sub_id, websocket)

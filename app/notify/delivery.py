@@ -1,0 +1,253 @@
+"""Deliver one subscription's pending notifications, in event-number order, under a lease.
+
+A lease (`subscription_state.lease_owner/lease_until`) makes one dispatcher the only sender for a
+subscription at a time, so two workers never deliver the same claim; a worker killed mid-delivery
+loses its lease when it expires and another re-sends (at-least-once, duplicates detectable by event
+number). Failures back off exponentially with jitter; after the retry window (24 h by default) the
+subscription goes to `error` and its events stay available through `$events`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.context import AppContext
+from app.errors import FhirError
+from app.notify.bundle import Event, notification_bundle
+from app.notify.channels import rest_hook
+from app.notify.channels.websocket import WebSocketRegistry
+from app.notify.subscriptions import SubscriptionSpec, parse_spec
+from app.storage.notify_tables import notification, subscription_state
+from app.storage.repository import utc_ms
+from app.storage.tables import resource, resource_version
+
+
+@dataclass
+class RetryPolicy:
+    base_seconds: float = 1.0
+    cap_seconds: float = 3600.0
+    window: timedelta = timedelta(hours=24)
+
+    def delay(self, attempts: int) -> timedelta:
+        raw = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        return timedelta(seconds=raw * random.uniform(0.5, 1.5))
+
+
+def _now(ctx: AppContext) -> datetime:
+    return utc_ms(ctx.clock.now())
+
+
+async def lease(session: AsyncSession, sub_id: str, owner: str, now: datetime, seconds: float) -> bool:
+    s = subscription_state.c
+    result = await session.execute(
+        update(subscription_state)
+        .where(s.sub_id == sub_id, or_(s.lease_until.is_(None), s.lease_until < now))
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def release(ctx: AppContext, sub_id: str, owner: str, **values: Any) -> None:
+    s = subscription_state.c
+    async with ctx.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(subscription_state)
+            .where(s.sub_id == sub_id, s.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None, **values)
+        )
+
+
+async def set_status(ctx: AppContext, sub_id: str, status: str, error: str | None = None) -> None:
+    """Server-side status change: a new Subscription version (one writer) and the mirrored state."""
+    async with ctx.unit_of_work() as svc:
+        current = await svc.repo.get("Subscription", sub_id)
+        if current is None or current.deleted:
+            return
+        content = {k: v for k, v in current.content.items() if k not in ("error",)}
+        content["status"] = status
+        if error:
+            content["error"] = error[:1000]
+        await svc.repo.update(current, content)
+        await svc.session.execute(
+            update(subscription_state)
+            .where(subscription_state.c.sub_id == sub_id)
+            .values(status=status, handshake_due=0, last_error=error)
+        )
+
+
+@dataclass
+class _Work:
+    spec: SubscriptionSpec
+    state: Any
+    events: list[Event]
+
+
+async def _load(ctx: AppContext, sub_id: str) -> _Work | None:
+    async with ctx.sessionmaker() as session, session.begin():
+        state = (
+            await session.execute(select(subscription_state).where(subscription_state.c.sub_id == sub_id))
+        ).first()
+        res = (
+            await session.execute(
+                select(resource.c.content, resource.c.deleted).where(
+                    resource.c.res_type == "Subscription", resource.c.res_id == sub_id
+                )
+            )
+        ).first()
+        if state is None or res is None or res.deleted or state.status not in ("requested", "active"):
+            return None
+        try:
+            spec = parse_spec(sub_id, res.content, base=ctx.settings.fhir_base, webhook_allow=ctx.settings.webhook_hosts)
+        except FhirError as exc:
+            return _Work(None, state, [])  # type: ignore[arg-type]  # handled by caller as an error
+        n = notification.c
+        rows = (
+            await session.execute(
+                select(n.event_number, n.occurred_at, n.focus_type, n.focus_id, n.focus_version, n.action)
+                .where(n.sub_id == sub_id, n.delivered_at.is_(None))
+                .order_by(n.event_number)
+                .limit(spec.max_count)
+            )
+        ).all()
+        events = [await _event(session, spec, row) for row in rows]
+        return _Work(spec, state, events)
+
+
+async def _event(session: AsyncSession, spec: SubscriptionSpec, row: Any) -> Event:
+    content = None
+    v = resource_version.c
+    content = (
+        await session.execute(
+            select(v.content).where(
+                v.res_type == row.focus_type, v.res_id == row.focus_id, v.version_id == row.focus_version
+            )
+        )
+    ).scalar_one_or_none()
+    return Event(
+        number=int(row.event_number),
+        occurred_at=row.occurred_at,
+        focus_type=row.focus_type,
+        focus_id=row.focus_id,
+        focus_version=row.focus_version,
+        action=row.action,
+        resource=content if spec.content == "full-resource" else None,
+        context=tuple(_context_refs(content)),
+    )
+
+
+def _context_refs(content: dict[str, Any] | None) -> list[str]:
+    """The patient and encounter a notice is about, as additional context."""
+    if not content:
+        return []
+    out = []
+    for key in ("subject", "for", "encounter"):
+        ref = (content.get(key) or {}).get("reference") if isinstance(content.get(key), dict) else None
+        if isinstance(ref, str) and "/" in ref and "://" not in ref and ref not in out:
+            out.append(ref)
+    return out
+
+
+async def _send(
+    ctx: AppContext, spec: SubscriptionSpec, secret: str | None, body: bytes, http: httpx.AsyncClient,
+    ws: WebSocketRegistry | None,
+) -> rest_hook.DeliveryResult:
+    if spec.channel_type == "websocket":
+        ok = ws is not None and await ws.send(spec.id, body.decode())
+        return rest_hook.DeliveryResult(ok, None if ok else "no websocket bound")
+    return await rest_hook.post(
+        http, endpoint=spec.endpoint or "", body=body, secret=secret, headers=spec.headers,
+        timeout=spec.timeout_seconds, allow=ctx.settings.webhook_hosts,
+    )
+
+
+async def deliver(
+    ctx: AppContext, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
+    retry: RetryPolicy,
+) -> int:
+    """Send what is due for one leased subscription; returns the number of events delivered."""
+    work = await _load(ctx, sub_id)
+    if work is None:
+        await release(ctx, sub_id, owner)
+        return 0
+    if work.spec is None:
+        await release(ctx, sub_id, owner)
+        await set_status(ctx, sub_id, "error", "subscription is no longer valid on this server")
+        return 0
+    spec, state = work.spec, work.state
+    if spec.channel_type == "websocket" and (ws is None or not ws.bound(sub_id)):
+        await release(ctx, sub_id, owner)  # stays pending until a client binds (then $events replays)
+        return 0
+    base = ctx.settings.fhir_base
+    now = _now(ctx)
+    if state.handshake_due:
+        body = orjson.dumps(notification_bundle(
+            fhir_base=base, sub_id=sub_id, topic_url=spec.topic.url, status="requested", type_="handshake",
+            events_since_start=int(state.event_count), now=now, content=spec.content,
+        ))
+        result = await _send(ctx, spec, state.secret, body, http, ws)
+        await release(ctx, sub_id, owner, last_sent_at=now if result.ok else state.last_sent_at)
+        await set_status(ctx, sub_id, "active" if result.ok else "error",
+                         None if result.ok else f"handshake failed: {result.error}")
+        return 0
+    if work.events:
+        body = orjson.dumps(notification_bundle(
+            fhir_base=base, sub_id=sub_id, topic_url=spec.topic.url, status="active", type_="event-notification",
+            events_since_start=int(state.event_count), now=now, events=work.events, content=spec.content,
+        ))
+        result = await _send(ctx, spec, state.secret, body, http, ws)
+        numbers = [e.number for e in work.events]
+        if result.ok:
+            await _mark_delivered(ctx, sub_id, numbers, now)
+            await release(ctx, sub_id, owner, last_sent_at=now, attempts=0, failing_since=None,
+                          next_attempt_at=None, last_error=None)
+            return len(numbers)
+        await _failed(ctx, sub_id, owner, state, now, retry, result.error or "delivery failed")
+        return 0
+    if spec.heartbeat_seconds and (
+        state.last_sent_at is None or state.last_sent_at + timedelta(seconds=spec.heartbeat_seconds) <= now
+    ):
+        body = orjson.dumps(notification_bundle(
+            fhir_base=base, sub_id=sub_id, topic_url=spec.topic.url, status="active", type_="heartbeat",
+            events_since_start=int(state.event_count), now=now, content=spec.content,
+        ))
+        result = await _send(ctx, spec, state.secret, body, http, ws)
+        if not result.ok:
+            await _failed(ctx, sub_id, owner, state, now, retry, result.error or "heartbeat failed")
+            return 0
+        await release(ctx, sub_id, owner, last_sent_at=now)
+        return 0
+    await release(ctx, sub_id, owner)
+    return 0
+
+
+async def _mark_delivered(ctx: AppContext, sub_id: str, numbers: list[int], now: datetime) -> None:
+    n = notification.c
+    async with ctx.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(notification)
+            .where(and_(n.sub_id == sub_id, n.event_number.in_(numbers), n.delivered_at.is_(None)))
+            .values(delivered_at=now, attempts=n.attempts + 1)
+        )
+
+
+async def _failed(
+    ctx: AppContext, sub_id: str, owner: str, state: Any, now: datetime, retry: RetryPolicy, error: str
+) -> None:
+    attempts = int(state.attempts or 0) + 1
+    failing_since = state.failing_since or now
+    if now - failing_since >= retry.window:
+        await release(ctx, sub_id, owner, attempts=attempts, last_error=error)
+        await set_status(ctx, sub_id, "error", f"delivery failing since {failing_since.isoformat()}Z: {error}")
+        return
+    await release(
+        ctx, sub_id, owner, attempts=attempts, failing_since=failing_since, last_error=error,
+        next_attempt_at=now + retry.delay(attempts),
+    )

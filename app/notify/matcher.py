@@ -1,0 +1,129 @@
+"""Match committed changes against subscriptions: one `notification` row per (subscription, event),
+numbered gap-free per subscription in the same transaction that consumes the outbox rows.
+
+Filters are evaluated by the shared in-memory search matcher, so a filter means exactly what the same
+search would mean (architecture principle 4).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import FhirError
+from app.fhir.search.matcher import matches
+from app.notify.outbox import OutboxRow
+from app.notify.subscriptions import SubscriptionSpec, parse_spec
+from app.notify.topics import TOPIC_RESOURCE_TYPES, topics_for
+from app.storage.notify_tables import notification, subscription_state
+from app.storage.tables import resource, resource_version
+
+SpecCache = dict[tuple[str, int], SubscriptionSpec | None]
+
+
+async def live_subscriptions(session: AsyncSession, base: str, cache: SpecCache) -> list[SubscriptionSpec]:
+    """Subscriptions that collect events: requested (awaiting handshake) or active."""
+    r, s = resource.c, subscription_state.c
+    stmt = (
+        select(r.res_id, r.version_id, r.content)
+        .join(subscription_state, s.sub_id == r.res_id)
+        .where(r.res_type == "Subscription", r.deleted.is_(False), s.status.in_(("requested", "active")))
+    )
+    out = []
+    for res_id, version, content in (await session.execute(stmt)).all():
+        key = (res_id, version)
+        if key not in cache:
+            try:
+                cache[key] = parse_spec(res_id, content, base=base, webhook_allow=[])
+            except FhirError:
+                # allow-list and other delivery-time checks are not match-time concerns
+                cache[key] = _lenient(res_id, content, base)
+        spec = cache[key]
+        if spec is not None:
+            out.append(spec)
+    return out
+
+
+def _lenient(res_id: str, content: dict[str, Any], base: str) -> SubscriptionSpec | None:
+    try:
+        return parse_spec(res_id, content, base=base, webhook_allow=_any_host(content))
+    except FhirError:
+        return None
+
+
+def _any_host(content: dict[str, Any]) -> list[str]:
+    from urllib.parse import urlsplit
+
+    endpoint = (content.get("channel") or {}).get("endpoint") or ""
+    return [(urlsplit(endpoint).hostname or "").lower()]
+
+
+async def _version_content(session: AsyncSession, row: OutboxRow) -> dict[str, Any] | None:
+    v = resource_version.c
+    stmt = select(v.content).where(v.res_type == row.res_type, v.res_id == row.res_id, v.version_id == row.version_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def _resolver(session: AsyncSession) -> Any:
+    async def resolve(rtype: str, rid: str) -> dict[str, Any] | None:
+        stmt = select(resource.c.content).where(
+            resource.c.res_type == rtype, resource.c.res_id == rid, resource.c.deleted.is_(False)
+        )
+        return (await session.execute(stmt)).scalar_one_or_none()
+
+    return resolve
+
+
+async def next_event_number(session: AsyncSession, sub_id: str) -> int:
+    s = subscription_state.c
+    stmt = (
+        update(subscription_state)
+        .where(s.sub_id == sub_id)
+        .values(event_count=s.event_count + 1)
+        .returning(s.event_count)
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def match_rows(
+    session: AsyncSession, rows: list[OutboxRow], *, base: str, now: datetime, cache: SpecCache
+) -> int:
+    """Create notification rows for `rows`; returns how many were created."""
+    relevant = [r for r in rows if r.res_type in TOPIC_RESOURCE_TYPES]
+    if not relevant:
+        return 0
+    specs = await live_subscriptions(session, base, cache)
+    if not specs:
+        return 0
+    resolve = _resolver(session)
+    created = 0
+    for row in relevant:
+        content = await _version_content(session, row)
+        topics = {t.url for t in topics_for(row.res_type, row.action, content)}
+        if not topics or content is None:
+            continue
+        for spec in specs:
+            if spec.topic.url not in topics:
+                continue
+            if not await matches(row.res_type, content, list(spec.criteria), resolve):
+                continue
+            number = await next_event_number(session, spec.id)
+            await session.execute(
+                insert(notification).values(
+                    sub_id=spec.id,
+                    event_number=number,
+                    outbox_id=row.id,
+                    focus_type=row.res_type,
+                    focus_id=row.res_id,
+                    focus_version=row.version_id,
+                    action=row.action,
+                    occurred_at=row.occurred_at,
+                    matched_at=now,
+                    attempts=0,
+                )
+            )
+            created += 1
+    return created

@@ -1,0 +1,90 @@
+"""`$status` and `$events` on a Subscription (Backport IG operations
+https://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition-backport-subscription-status.html and
+-events.html): the current status and event count, and a replay of any event-number range."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import BadRequest, NotFound
+from app.notify.bundle import Event, notification_bundle, status_parameters
+from app.notify.delivery import _context_refs
+from app.notify.subscriptions import CONTENT_CODES, PAYLOAD_EXT
+from app.notify.topics import TOPICS
+from app.storage.notify_tables import notification, subscription_state
+from app.storage.repository import StoredResource
+from app.storage.tables import resource_version
+
+MAX_REPLAY = 1000
+
+
+def _content_code(sub: StoredResource) -> str:
+    payload = ((sub.content.get("channel") or {}).get("_payload") or {}).get("extension") or []
+    for ext in payload:
+        if ext.get("url") == PAYLOAD_EXT and ext.get("valueCode") in CONTENT_CODES:
+            return str(ext["valueCode"])
+    return "id-only"
+
+
+async def _count(session: AsyncSession, sub_id: str) -> int:
+    value = (
+        await session.execute(select(subscription_state.c.event_count).where(subscription_state.c.sub_id == sub_id))
+    ).scalar_one_or_none()
+    return int(value or 0)
+
+
+async def status(session: AsyncSession, sub: StoredResource, fhir_base: str) -> dict[str, Any]:
+    return status_parameters(
+        fhir_base=fhir_base, sub_id=sub.id, topic_url=str(sub.content.get("criteria")),
+        status=str(sub.content.get("status")), type_="query-status",
+        events_since_start=await _count(session, sub.id), content=_content_code(sub),
+    )
+
+
+def _number(name: str, raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer, not '{raw}'", msg_id="SF-0720", expression=name)
+    return int(raw)
+
+
+async def events(
+    session: AsyncSession, sub: StoredResource, fhir_base: str, *, since: str | None, until: str | None,
+    content: str | None,
+) -> dict[str, Any]:
+    lo, hi = _number("eventsSinceNumber", since), _number("eventsUntilNumber", until)
+    if content is not None and content not in CONTENT_CODES:
+        raise BadRequest(f"content must be one of {', '.join(CONTENT_CODES)}", msg_id="SF-0721", expression="content")
+    if sub.content.get("criteria") not in TOPICS:
+        raise NotFound("This Subscription has no events", msg_id="SF-0722")
+    n = notification.c
+    stmt = select(n.event_number, n.occurred_at, n.focus_type, n.focus_id, n.focus_version, n.action).where(
+        n.sub_id == sub.id
+    )
+    if lo is not None:
+        stmt = stmt.where(n.event_number >= lo)
+    if hi is not None:
+        stmt = stmt.where(n.event_number <= hi)
+    rows = (await session.execute(stmt.order_by(n.event_number).limit(MAX_REPLAY))).all()
+    code = content or _content_code(sub)
+    evs = []
+    v = resource_version.c
+    for row in rows:
+        body = (
+            await session.execute(
+                select(v.content).where(v.res_type == row.focus_type, v.res_id == row.focus_id,
+                                        v.version_id == row.focus_version)
+            )
+        ).scalar_one_or_none()
+        evs.append(Event(int(row.event_number), row.occurred_at, row.focus_type, row.focus_id, row.focus_version,
+                         row.action, body if code == "full-resource" else None, tuple(_context_refs(body))))
+    return notification_bundle(
+        fhir_base=fhir_base, sub_id=sub.id, topic_url=str(sub.content.get("criteria")),
+        status=str(sub.content.get("status")), type_="query-event", events_since_start=await _count(session, sub.id),
+        now=datetime.now(timezone.utc).replace(tzinfo=None), events=evs, content=code,
+    )

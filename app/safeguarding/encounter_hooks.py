@@ -1,0 +1,23 @@
+"""ED attendance rules on every Encounter write (contract section 5): notices and Tasks in the same
+transaction as the Encounter, so a committed attendance always has its notices."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.fhir.hooks import after_write
+from app.safeguarding.lookup import Lookup
+from app.safeguarding.rules import on_encounter_write
+from app.storage.repository import utc_ms
+
+if TYPE_CHECKING:
+    from app.fhir.service import FhirService
+    from app.storage.repository import StoredResource
+
+
+@after_write("Encounter")
+async def ed_attendance(
+    svc: FhirService, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
+) -> None:
+    await on_encounter_write(svc.repo, Lookup(svc.session, svc.settings.fhir_base), stored,
+                             utc_ms(svc.repo.clock.now()))

@@ -1,0 +1,52 @@
+"""Read access for the safeguarding rules: FHIR searches run inside the caller's transaction, so a
+rule sees exactly what the triggering write sees (and nothing uncommitted by others)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+from app.fhir.search.executor import run_search
+from app.fhir.search.params import parse_search
+from app.storage.repository import StoredResource, current_select, row_to_stored
+from app.storage.tables import resource
+
+
+class Lookup:
+    def __init__(self, session: AsyncSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    async def search(self, resource_type: str, query: list[tuple[str, str]], count: int = 100) -> list[StoredResource]:
+        req = parse_search(resource_type, [*query, ("_count", str(count))], base=self.base, max_count=1000)
+        return (await run_search(self.session, req)).matches
+
+    async def get(self, reference: str) -> StoredResource | None:
+        rtype, _, rid = reference.partition("/")
+        if not rid or "/" in rid:
+            return None
+        row = (
+            await self.session.execute(
+                current_select().where(resource.c.res_type == rtype, resource.c.res_id == rid,
+                                       resource.c.deleted.is_(False))
+            )
+        ).first()
+        return row_to_stored(row) if row else None
+
+    async def patient_by_nhs_number(self, nhs: str) -> StoredResource | None:
+        found = await self.search("Patient", [("identifier", f"{NHS_NUMBER_SYSTEM}|{nhs}")], count=2)
+        return found[0] if len(found) == 1 else None
+
+    async def resolve_subject(self, subject: dict[str, Any] | None) -> StoredResource | None:
+        """A subject given by reference, or by NHS-number identifier only (contract section 5)."""
+        if not isinstance(subject, dict):
+            return None
+        ref = subject.get("reference")
+        if isinstance(ref, str) and ref.startswith("Patient/"):
+            return await self.get(ref)
+        ident = subject.get("identifier")
+        if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM and ident.get("value"):
+            return await self.patient_by_nhs_number(str(ident["value"]))
+        return None

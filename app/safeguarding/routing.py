@@ -1,0 +1,94 @@
+"""Who hears about a child's ED attendance (contract section 5, "ED attendance"):
+
+the member of the child's active CareTeam whose participant role is `health-visitor` (under 5) or
+`school-nurse` (5 up to 18), referenced exactly as the CareTeam references it; else the child's
+`Patient.managingOrganization`; else the Organization typed `zero-to-nineteen-duty`; else nobody
+(the notice is still stored and counted as unrouted). Children are under 18 here, as in FGM-IS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from app.safeguarding.lookup import Lookup
+from app.storage.repository import StoredResource
+
+CARE_TEAM_ROLE = "https://fhir.safeflag.example/CodeSystem/care-team-role"
+ORG_ROLE = "https://fhir.safeflag.example/CodeSystem/organization-role"
+ADULT_AGE = 18
+
+
+@dataclass(frozen=True)
+class Route:
+    recipient: dict[str, Any] | None
+    via: str  # care-team | managing-organization | duty-team | unrouted
+
+
+def age_on(birth: str | None, on: date) -> int | None:
+    if not birth or len(birth) < 4:
+        return None
+    try:
+        year = int(birth[:4])
+        month = int(birth[5:7]) if len(birth) >= 7 else 1
+        day = int(birth[8:10]) if len(birth) >= 10 else 1
+    except ValueError:
+        return None
+    return on.year - year - ((on.month, on.day) < (month, day))
+
+
+def role_for_age(age: int | None) -> str | None:
+    if age is None or age >= ADULT_AGE:
+        return None
+    return "health-visitor" if age < 5 else "school-nurse"
+
+
+def _has_role(participant: dict[str, Any], role: str) -> bool:
+    for concept in participant.get("role") or []:
+        for coding in concept.get("coding") or []:
+            if coding.get("system") == CARE_TEAM_ROLE and coding.get("code") == role:
+                return True
+    return False
+
+
+def _current(period: dict[str, Any] | None, on: date) -> bool:
+    if not period:
+        return True
+    start, end = period.get("start"), period.get("end")
+    today = on.isoformat()
+    return (not start or start[:10] <= today) and (not end or end[:10] >= today)
+
+
+async def care_team_member(lookup: Lookup, child: StoredResource, role: str, on: date) -> dict[str, Any] | None:
+    teams = await lookup.search("CareTeam", [("patient", f"Patient/{child.id}"), ("status", "active")])
+    for team in sorted(teams, key=lambda t: t.last_updated, reverse=True):
+        if not _current(team.content.get("period"), on):
+            continue
+        for participant in team.content.get("participant") or []:
+            member = participant.get("member")
+            if isinstance(member, dict) and _has_role(participant, role) and _current(participant.get("period"), on):
+                return {k: v for k, v in member.items() if k in ("reference", "identifier", "type", "display")}
+    return None
+
+
+async def duty_team(lookup: Lookup) -> dict[str, Any] | None:
+    orgs = await lookup.search("Organization", [("type", f"{ORG_ROLE}|zero-to-nineteen-duty"), ("_sort", "_id")],
+                               count=1)
+    return {"reference": f"Organization/{orgs[0].id}"} if orgs else None
+
+
+async def route_child(lookup: Lookup, child: StoredResource | None, on: date) -> Route:
+    if child is not None:
+        role = role_for_age(age_on(child.content.get("birthDate"), on))
+        if role:
+            member = await care_team_member(lookup, child, role, on)
+            if member:
+                return Route(member, "care-team")
+        managing = child.content.get("managingOrganization")
+        if isinstance(managing, dict) and managing.get("reference"):
+            return Route({"reference": managing["reference"]}, "managing-organization")
+    duty = await duty_team(lookup)
+    if duty:
+        return Route(duty, "duty-team")
+    return Route(None, "unrouted")

@@ -1,0 +1,188 @@
+"""What an ED Encounter write implies (contract section 5, "ED attendance"); each rule a small function.
+
+- `ed-attendance`: an Encounter of class EMER is seen for the first time (created, or updated to
+  EMER/finished when it was not noticed before): one notice for the child.
+- `did-not-wait`: the discharge disposition is one of the three SNOMED CT "left before care was
+  complete" codes: a did-not-wait notice (urgent), once per attendance.
+- `think-family`: the attender is an adult with dependent children: one notice per child.
+- priority `urgent`: an active CP / LAC / unborn-plan flag, an injury attendance under 1 year, or did-not-wait.
+Idempotent: a notice carries the identifier `<Encounter id>|<category>|<child>`; the same attendance
+never produces the same notice twice (so the same Encounter id and version never notifies twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from app.safeguarding.lookup import Lookup
+from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
+from app.safeguarding.tasks import acknowledgement_task
+from app.storage.repository import Repository, StoredResource, format_instant
+
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+SNOMED = "http://snomed.info/sct"
+COMM_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
+FLAG_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-flag-category"
+NOTICE_ID_SYSTEM = "https://fhir.safeflag.example/Id/notice"
+EXT = "https://fhir.safeflag.example/StructureDefinition/"
+DNW_CODES = frozenset({"1066301000000103", "1066311000000101", "1066321000000107"})
+INJURY_CODES = frozenset({"417746004", "82271004", "125667009"})
+PLAN_CATEGORIES = frozenset({"child-protection-plan", "looked-after-child", "unborn-child-protection-plan"})
+
+
+def _codes(concept: Any, system: str) -> set[str]:
+    if not isinstance(concept, dict):
+        return set()
+    return {c.get("code") for c in concept.get("coding") or [] if c.get("system") == system and c.get("code")}
+
+
+def is_emergency(encounter: dict[str, Any]) -> bool:
+    cls = encounter.get("class") or {}
+    return cls.get("system") == ACT_CODE and cls.get("code") == "EMER"
+
+
+def did_not_wait(encounter: dict[str, Any]) -> bool:
+    disposition = (encounter.get("hospitalization") or {}).get("dischargeDisposition")
+    return bool(_codes(disposition, SNOMED) & DNW_CODES)
+
+
+def is_injury(encounter: dict[str, Any]) -> bool:
+    return any(_codes(c, SNOMED) & INJURY_CODES for c in encounter.get("reasonCode") or [])
+
+
+def priority(*, plan_flag: bool, age: int | None, injury: bool, dnw: bool) -> str:
+    if plan_flag or dnw or (injury and age is not None and age < 1):
+        return "urgent"
+    return "routine"
+
+
+def attendance_date(encounter: dict[str, Any], now: datetime) -> date:
+    start = (encounter.get("period") or {}).get("start")
+    if isinstance(start, str) and len(start) >= 10:
+        try:
+            return date.fromisoformat(start[:10])
+        except ValueError:
+            pass
+    return now.date()
+
+
+@dataclass(frozen=True)
+class Notice:
+    category: str
+    child: StoredResource | None
+    child_ref: dict[str, Any] | None
+    about: str  # Encounter/<id>
+    own_encounter: bool
+
+
+def _child_ref(child: StoredResource | None, subject: Any) -> dict[str, Any] | None:
+    if child is not None:
+        return {"reference": f"Patient/{child.id}"}
+    return subject if isinstance(subject, dict) else None
+
+
+def _key(notice: Notice) -> str:
+    who = notice.child.id if notice.child else (notice.child_ref or {}).get("identifier", {}).get("value", "?")
+    return f"{notice.about}|{notice.category}|{who}"
+
+
+async def _already(lookup: Lookup, key: str) -> bool:
+    return bool(await lookup.search("Communication", [("identifier", f"{NOTICE_ID_SYSTEM}|{key}")], count=1))
+
+
+async def _plan_flag(lookup: Lookup, child: StoredResource | None) -> bool:
+    if child is None:
+        return False
+    flags = await lookup.search("Flag", [("patient", f"Patient/{child.id}"), ("status", "active")])
+    return any(_codes(cat, FLAG_CATEGORY) & PLAN_CATEGORIES for f in flags for cat in f.content.get("category") or [])
+
+
+async def dependent_children(lookup: Lookup, adult: StoredResource) -> list[StoredResource]:
+    """Children of RelatedPersons standing for the adult with parental responsibility or in the household."""
+    people: dict[str, StoredResource] = {}
+    for ident in adult.content.get("identifier") or []:
+        if ident.get("system") and ident.get("value"):
+            for rp in await lookup.search("RelatedPerson", [("identifier", f"{ident['system']}|{ident['value']}")]):
+                people[rp.id] = rp
+    for link in adult.content.get("link") or []:
+        ref = (link.get("other") or {}).get("reference", "")
+        if link.get("type") == "seealso" and ref.startswith("RelatedPerson/"):
+            rp = await lookup.get(ref)
+            if rp is not None:
+                people[rp.id] = rp
+    children: dict[str, StoredResource] = {}
+    for rp in people.values():
+        flags = {e.get("url"): e.get("valueBoolean") for e in rp.content.get("extension") or []}
+        if not (flags.get(EXT + "parental-responsibility") or flags.get(EXT + "household-member")):
+            continue
+        child = await lookup.resolve_subject(rp.content.get("patient"))
+        if child is not None and child.id != adult.id:
+            children[child.id] = child
+    return [children[k] for k in sorted(children)]
+
+
+async def notices_for(lookup: Lookup, encounter: StoredResource, now: datetime) -> list[Notice]:
+    content = encounter.content
+    if not is_emergency(content):
+        return []
+    about = f"Encounter/{encounter.id}"
+    subject = await lookup.resolve_subject(content.get("subject"))
+    on = attendance_date(content, now)
+    age = age_on(subject.content.get("birthDate"), on) if subject else None
+    category = "did-not-wait" if did_not_wait(content) else "ed-attendance"
+    if age is not None and age >= ADULT_AGE:
+        kids = await dependent_children(lookup, subject) if subject else []
+        return [Notice("think-family", k, _child_ref(k, None), about, False) for k in kids]
+    return [Notice(category, subject, _child_ref(subject, content.get("subject")), about, True)]
+
+
+def communication(
+    notice: Notice, encounter: StoredResource, route: Route, prio: str, now: datetime, key: str
+) -> dict[str, Any]:
+    content = encounter.content
+    comm: dict[str, Any] = {
+        "resourceType": "Communication",
+        "identifier": [{"system": NOTICE_ID_SYSTEM, "value": key}],
+        "status": "completed",
+        "category": [{"coding": [{"system": COMM_CATEGORY, "code": notice.category}]}],
+        "priority": prio,
+        "about": [{"reference": notice.about}],
+        "sent": format_instant(now),
+    }
+    if notice.child_ref:
+        comm["subject"] = notice.child_ref
+    if notice.own_encounter:
+        comm["encounter"] = {"reference": notice.about}
+    if route.recipient:
+        comm["recipient"] = [route.recipient]
+    if isinstance(content.get("serviceProvider"), dict):
+        comm["sender"] = content["serviceProvider"]
+    start = (content.get("period") or {}).get("start", "")
+    label = {"ed-attendance": "ED attendance", "did-not-wait": "Left ED before care was complete",
+             "think-family": "Think Family: an adult in the child's household attended ED"}[notice.category]
+    comm["payload"] = [{"contentString": f"{label}{' on ' + start if start else ''} (routed via {route.via})"}]
+    return comm
+
+
+async def on_encounter_write(repo: Repository, lookup: Lookup, encounter: StoredResource, now: datetime) -> int:
+    """Create the notices (and their acknowledgement Tasks) an Encounter write implies; returns how many."""
+    created = 0
+    for notice in await notices_for(lookup, encounter, now):
+        key = _key(notice)
+        if await _already(lookup, key):
+            continue
+        on = attendance_date(encounter.content, now)
+        age = age_on(notice.child.content.get("birthDate"), on) if notice.child else None
+        prio = priority(plan_flag=await _plan_flag(lookup, notice.child), age=age,
+                        injury=notice.own_encounter and is_injury(encounter.content),
+                        dnw=notice.category == "did-not-wait")
+        route = await route_child(lookup, notice.child, on)
+        comm = await repo.create("Communication", communication(notice, encounter, route, prio, now, key))
+        await repo.create("Task", acknowledgement_task(
+            communication_id=comm.id, child=notice.child_ref, owner=route.recipient, priority=prio, sent=now,
+            requester=encounter.content.get("serviceProvider"),
+        ))
+        created += 1
+    return created
