@@ -4,19 +4,38 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
 from app.errors import Issue, operation_outcome
+from app.fhir.resources import model_class
 from app.fhir.search.executor import SearchResult
 from app.storage.repository import StoredResource, VersionRecord, format_instant
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 _ALWAYS = ("resourceType", "id", "meta")
+_LINK_SAFE = ":/,$@"  # left readable in paging links; everything else is percent-encoded
 
 
 def full_url(fhir_base: str, resource_type: str, res_id: str) -> str:
     return f"{fhir_base}/{resource_type}/{res_id}"
+
+
+@lru_cache(maxsize=64)
+def mandatory_elements(resource_type: str) -> frozenset[str]:
+    """Top-level elements with minimum cardinality 1, which `_elements` keeps whether asked or not
+    (https://hl7.org/fhir/R4/search.html#elements), read from the R4 model."""
+    try:
+        model = model_class(resource_type)
+    except (KeyError, ValueError, LookupError):
+        return frozenset()
+    return frozenset(
+        f.alias or name
+        for name, f in model.model_fields.items()
+        if f.is_required() or (f.json_schema_extra or {}).get("element_required")
+    )
 
 
 def subset(content: dict[str, Any], elements: list[str] | None, summary: str | None) -> dict[str, Any]:
@@ -24,22 +43,48 @@ def subset(content: dict[str, Any], elements: list[str] | None, summary: str | N
     if not elements and summary != "data":
         return content
     if elements:
-        keep = set(elements) | set(_ALWAYS)
-        out = {k: v for k, v in content.items() if k in keep}
+        keep = set(elements) | set(_ALWAYS) | mandatory_elements(str(content.get("resourceType")))
+        # a primitive's extensions travel in `_name` (https://hl7.org/fhir/R4/json.html#primitive)
+        out = {k: v for k, v in content.items() if k in keep or (k.startswith("_") and k[1:] in keep)}
     else:
         out = {k: v for k, v in content.items() if k != "text"}
     meta = dict(out.get("meta") or {})
-    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    tags = list(meta.get("tag") or [])
+    if SUBSETTED not in tags:
+        tags.append(SUBSETTED)
+    meta["tag"] = tags
     out["meta"] = meta
     return out
 
 
-def _link(fhir_base: str, rtype: str, query: list[tuple[str, str]], offset: int, count: int) -> str:
-    params = [(k, v) for k, v in query if k not in ("_count", "_offset")]
-    params += [("_count", str(count))]
+def _link(fhir_base: str, path: str, query: list[tuple[str, str]], offset: int, count: int) -> str:
+    """A page URL: the query as applied, then `_count` and (after the first page) `_offset`."""
+    params = [(k, v) for k, v in query if k not in ("_count", "_offset")] + [("_count", str(count))]
     if offset:
         params.append(("_offset", str(offset)))
-    return f"{fhir_base}/{rtype}?{urlencode(params)}"
+    return f"{fhir_base}/{path}?{urlencode(params, safe=_LINK_SAFE)}"
+
+
+def _paging_links(result: SearchResult, fhir_base: str) -> list[dict[str, str]]:
+    """self/first/previous/next/last (https://hl7.org/fhir/R4/http.html#paging): `_offset` pages over the
+    stable order of `sql.page_query`, so following `next` visits every match exactly once."""
+    req = result.request
+
+    def link(relation: str, offset: int) -> dict[str, str]:
+        return {"relation": relation, "url": _link(fhir_base, req.resource_type, req.query, offset, req.count)}
+
+    links = [link("self", req.offset)]
+    if req.summary == "count" or req.count == 0:
+        return links
+    links.append(link("first", 0))
+    if req.offset > 0:
+        links.append(link("previous", max(0, req.offset - req.count)))
+    shown = req.offset + len(result.matches)
+    if result.total > shown if result.total is not None else len(result.matches) == req.count:
+        links.append(link("next", req.offset + req.count))
+    if result.total:
+        links.append(link("last", ((result.total - 1) // req.count) * req.count))
+    return links
 
 
 def searchset(
@@ -54,23 +99,7 @@ def searchset(
     }
     if result.total is not None:
         bundle["total"] = result.total
-    links = [{"relation": "self", "url": _link(fhir_base, req.resource_type, req.query, req.offset, req.count)}]
-    if req.summary != "count" and req.count > 0:
-        links.append({"relation": "first", "url": _link(fhir_base, req.resource_type, req.query, 0, req.count)})
-        if req.offset > 0:
-            prev = max(0, req.offset - req.count)
-            links.append({"relation": "previous", "url": _link(fhir_base, req.resource_type, req.query, prev, req.count)})
-        more = (
-            result.total > req.offset + len(result.matches)
-            if result.total is not None
-            else len(result.matches) == req.count
-        )
-        if more:
-            nxt = req.offset + req.count
-            links.append({"relation": "next", "url": _link(fhir_base, req.resource_type, req.query, nxt, req.count)})
-        if result.total is not None and result.total > 0:
-            last = ((result.total - 1) // req.count) * req.count
-            links.append({"relation": "last", "url": _link(fhir_base, req.resource_type, req.query, last, req.count)})
+    links = _paging_links(result, fhir_base)
     bundle["link"] = links
     entries: list[dict[str, Any]] = []
     for res in result.matches:
@@ -109,10 +138,7 @@ def history(
     count: int,
 ) -> dict[str, Any]:
     def link(off: int) -> str:
-        params = [(k, v) for k, v in query if k not in ("_count", "_offset")] + [("_count", str(count))]
-        if off:
-            params.append(("_offset", str(off)))
-        return f"{fhir_base}/{self_path}?{urlencode(params)}"
+        return _link(fhir_base, self_path, query, off, count)
 
     links = [{"relation": "self", "url": link(offset)}]
     if offset > 0:
@@ -155,6 +181,4 @@ def history(
 
 
 def _now_instant() -> str:
-    from datetime import datetime, timezone
-
-    return format_instant(datetime.now(timezone.utc).replace(tzinfo=None))
+    return format_instant(datetime.now(UTC).replace(tzinfo=None))

@@ -43,10 +43,18 @@ class SearchParam:
 
     @property
     def expression(self) -> str:
+        """The FHIRPath this parameter stands for (as in the R4 registry), for the CapabilityStatement."""
         exprs = []
         for path in self.paths:
-            e = f"{self.resource_type}." + ".".join(path)
-            if self.targets and len(self.targets) == 1:
+            e = self.resource_type
+            for seg in path:
+                if seg.endswith("]") and "[" in seg and not seg.endswith("[x]"):
+                    name, _, cond = seg[:-1].partition("[")
+                    key, _, value = cond.partition("=")
+                    e += f".{name}.where({key}='{value}')"
+                else:
+                    e += f".{seg}"
+            if len(self.targets) == 1:
                 e += f".where(resolve() is {self.targets[0]})"
             exprs.append(e)
         return " | ".join(exprs)
@@ -60,37 +68,43 @@ def _p(name: str, type_: str, *paths: str, targets: tuple[str, ...] = (), doc: s
     return (name, type_, tuple(tuple(p.split(".")) for p in paths), targets, doc)
 
 
-_PERSONISH = ("Patient", "Practitioner", "PractitionerRole", "RelatedPerson", "Organization", "CareTeam")
-
 _COMMON = [
     _p("_security", "token", "meta.security", doc="Security labels"),
     _p("_tag", "token", "meta.tag", doc="Tags"),
     _p("_profile", "uri", "meta.profile", doc="Profiles claimed"),
 ]
 
+def _subject(path: str) -> list[tuple[Any, ...]]:
+    """`subject` and `patient` (the same element when it is a Patient), as R4 defines both."""
+    return [_p("patient", "reference", path, targets=("Patient",)), _p("subject", "reference", path)]
+
+
+_NAMED = [  # HumanName / Address / ContactPoint parameters shared by the person-like types
+    _p("name", "string", "name"),
+    _p("family", "string", "name.family"),
+    _p("given", "string", "name.given"),
+    _p("address", "string", "address"),
+    _p("address-city", "string", "address.city"),
+    _p("address-postalcode", "string", "address.postalCode"),
+    _p("telecom", "token", "telecom"),
+    _p("phone", "token", "telecom[system=phone]"),
+    _p("email", "token", "telecom[system=email]"),
+    _p("gender", "token", "gender"),
+    _p("active", "token", "active"),
+    _p("identifier", "token", "identifier"),
+]
+
 _SPEC: dict[str, list[tuple[Any, ...]]] = {
     "Patient": [
-        _p("identifier", "token", "identifier"),
-        _p("name", "string", "name"),
-        _p("family", "string", "name.family"),
-        _p("given", "string", "name.given"),
+        *_NAMED,
         _p("birthdate", "date", "birthDate"),
-        _p("gender", "token", "gender"),
-        _p("active", "token", "active"),
-        _p("telecom", "token", "telecom"),
-        _p("address-postalcode", "string", "address.postalCode"),
+        _p("death-date", "date", "deceasedDateTime"),
+        _p("language", "token", "communication.language"),
         _p("organization", "reference", "managingOrganization", targets=("Organization",)),
         _p("general-practitioner", "reference", "generalPractitioner"),
         _p("link", "reference", "link.other"),
     ],
-    "Practitioner": [
-        _p("identifier", "token", "identifier"),
-        _p("name", "string", "name"),
-        _p("family", "string", "name.family"),
-        _p("given", "string", "name.given"),
-        _p("active", "token", "active"),
-        _p("telecom", "token", "telecom"),
-    ],
+    "Practitioner": [*_NAMED, _p("communication", "token", "communication")],
     "PractitionerRole": [
         _p("identifier", "token", "identifier"),
         _p("practitioner", "reference", "practitioner", targets=("Practitioner",)),
@@ -98,7 +112,13 @@ _SPEC: dict[str, list[tuple[Any, ...]]] = {
         _p("role", "token", "code"),
         _p("specialty", "token", "specialty"),
         _p("active", "token", "active"),
+        _p("date", "date", "period"),
         _p("telecom", "token", "telecom"),
+        _p("phone", "token", "telecom[system=phone]"),
+        _p("email", "token", "telecom[system=email]"),
+        _p("location", "reference", "location"),
+        _p("service", "reference", "healthcareService"),
+        _p("endpoint", "reference", "endpoint"),
     ],
     "Organization": [
         _p("identifier", "token", "identifier"),
@@ -106,11 +126,14 @@ _SPEC: dict[str, list[tuple[Any, ...]]] = {
         _p("type", "token", "type"),
         _p("active", "token", "active"),
         _p("partof", "reference", "partOf", targets=("Organization",)),
+        _p("address", "string", "address"),
+        _p("address-city", "string", "address.city"),
+        _p("address-postalcode", "string", "address.postalCode"),
+        _p("endpoint", "reference", "endpoint"),
     ],
     "CareTeam": [
         _p("identifier", "token", "identifier"),
-        _p("patient", "reference", "subject", targets=("Patient",)),
-        _p("subject", "reference", "subject"),
+        *_subject("subject"),
         _p("participant", "reference", "participant.member"),
         _p("status", "token", "status"),
         _p("category", "token", "category"),
@@ -118,30 +141,33 @@ _SPEC: dict[str, list[tuple[Any, ...]]] = {
         _p("encounter", "reference", "encounter", targets=("Encounter",)),
     ],
     "RelatedPerson": [
-        _p("identifier", "token", "identifier"),
+        *_NAMED,
         _p("patient", "reference", "patient", targets=("Patient",)),
-        _p("name", "string", "name"),
         _p("relationship", "token", "relationship"),
-        _p("active", "token", "active"),
         _p("birthdate", "date", "birthDate"),
-        _p("gender", "token", "gender"),
     ],
     "Encounter": [
         _p("identifier", "token", "identifier"),
-        _p("patient", "reference", "subject", targets=("Patient",)),
-        _p("subject", "reference", "subject"),
+        *_subject("subject"),
         _p("class", "token", "class"),
         _p("status", "token", "status"),
         _p("type", "token", "type"),
         _p("date", "date", "period"),
         _p("service-provider", "reference", "serviceProvider", targets=("Organization",)),
         _p("participant", "reference", "participant.individual"),
+        _p("practitioner", "reference", "participant.individual", targets=("Practitioner",)),
+        _p("participant-type", "token", "participant.type"),
         _p("reason-code", "token", "reasonCode"),
+        _p("reason-reference", "reference", "reasonReference"),
+        _p("location", "reference", "location.location"),
+        _p("episode-of-care", "reference", "episodeOfCare"),
+        _p("based-on", "reference", "basedOn"),
+        _p("part-of", "reference", "partOf", targets=("Encounter",)),
+        _p("special-arrangement", "token", "hospitalization.specialArrangement"),
     ],
     "Flag": [
         _p("identifier", "token", "identifier"),
-        _p("patient", "reference", "subject", targets=("Patient",)),
-        _p("subject", "reference", "subject"),
+        *_subject("subject"),
         _p("status", "token", "status", doc="Flag status (SafeFlag extension to R4)"),
         _p("category", "token", "category", doc="Flag category (SafeFlag extension to R4)"),
         _p("code", "token", "code"),
@@ -151,8 +177,7 @@ _SPEC: dict[str, list[tuple[Any, ...]]] = {
     ],
     "Communication": [
         _p("identifier", "token", "identifier"),
-        _p("patient", "reference", "subject", targets=("Patient",)),
-        _p("subject", "reference", "subject"),
+        *_subject("subject"),
         _p("recipient", "reference", "recipient"),
         _p("sender", "reference", "sender"),
         _p("category", "token", "category"),
@@ -163,37 +188,49 @@ _SPEC: dict[str, list[tuple[Any, ...]]] = {
         _p("part-of", "reference", "partOf"),
         _p("encounter", "reference", "encounter", targets=("Encounter",)),
         _p("medium", "token", "medium"),
+        _p("instantiates-canonical", "reference", "instantiatesCanonical"),
+        _p("instantiates-uri", "uri", "instantiatesUri"),
     ],
     "DocumentReference": [
-        _p("identifier", "token", "identifier", "masterIdentifier"),
-        _p("patient", "reference", "subject", targets=("Patient",)),
-        _p("subject", "reference", "subject"),
+        _p("identifier", "token", "masterIdentifier", "identifier"),
+        *_subject("subject"),
         _p("type", "token", "type"),
         _p("category", "token", "category"),
         _p("date", "date", "date"),
         _p("author", "reference", "author"),
+        _p("authenticator", "reference", "authenticator"),
         _p("custodian", "reference", "custodian", targets=("Organization",)),
         _p("status", "token", "status"),
+        _p("description", "string", "description"),
         _p("relatesto", "reference", "relatesTo.target", targets=("DocumentReference",)),
         _p("relation", "token", "relatesTo.code"),
-        _p("encounter", "reference", "context.encounter"),
+        _p("encounter", "reference", "context.encounter", targets=("Encounter",)),
+        _p("related", "reference", "context.related"),
         _p("period", "date", "context.period"),
+        _p("event", "token", "context.event"),
+        _p("facility", "token", "context.facilityType"),
+        _p("setting", "token", "context.practiceSetting"),
         _p("contenttype", "token", "content.attachment.contentType"),
+        _p("format", "token", "content.format"),
+        _p("language", "token", "content.attachment.language"),
+        _p("location", "uri", "content.attachment.url"),
         _p("security-label", "token", "securityLabel"),
     ],
     "Binary": [],
     "Task": [
         _p("identifier", "token", "identifier"),
+        _p("group-identifier", "token", "groupIdentifier"),
         _p("owner", "reference", "owner"),
         _p("focus", "reference", "focus"),
         _p("status", "token", "status"),
         _p("code", "token", "code"),
-        _p("patient", "reference", "for", targets=("Patient",)),
-        _p("subject", "reference", "for"),
+        *_subject("for"),
+        _p("encounter", "reference", "encounter", targets=("Encounter",)),
         _p("authored-on", "date", "authoredOn"),
         _p("period", "date", "executionPeriod"),
         _p("modified", "date", "lastModified"),
         _p("requester", "reference", "requester"),
+        _p("performer", "token", "performerType"),
         _p("intent", "token", "intent"),
         _p("priority", "token", "priority"),
         _p("business-status", "token", "businessStatus"),
@@ -209,9 +246,18 @@ _SPEC: dict[str, list[tuple[Any, ...]]] = {
         _p("contact", "token", "contact"),
     ],
     "AuditEvent": [
-        _p("patient", "reference", "entity.what", targets=("Patient",)),
+        # R4: AuditEvent.agent.who.where(resolve() is Patient) | AuditEvent.entity.what.where(resolve() is Patient)
+        _p("patient", "reference", "agent.who", "entity.what", targets=("Patient",)),
         _p("entity", "reference", "entity.what"),
+        _p("entity-name", "string", "entity.name"),
+        _p("entity-type", "token", "entity.type"),
+        _p("entity-role", "token", "entity.role"),
         _p("agent", "reference", "agent.who"),
+        _p("agent-name", "string", "agent.name"),
+        _p("agent-role", "token", "agent.role"),
+        _p("altid", "token", "agent.altId"),
+        _p("address", "string", "agent.network.address"),
+        _p("policy", "uri", "agent.policy"),
         _p("date", "date", "recorded"),
         _p("type", "token", "type"),
         _p("subtype", "token", "subtype"),
@@ -219,10 +265,6 @@ _SPEC: dict[str, list[tuple[Any, ...]]] = {
         _p("outcome", "token", "outcome"),
         _p("site", "token", "source.site"),
         _p("source", "reference", "source.observer"),
-        _p("entity-type", "token", "entity.type"),
-        _p("entity-role", "token", "entity.role"),
-        _p("altid", "token", "agent.altId"),
-        _p("policy", "uri", "agent.policy"),
     ],
 }
 
@@ -249,16 +291,33 @@ def values_of(param: SearchParam, content: dict[str, Any]) -> list[Any]:
     return out
 
 
-def reference_values(
-    param: SearchParam, content: dict[str, Any], base: str
-) -> list[tuple[str | None, str | None, str | None, str | None, str | None]]:
+def reference_values(param: SearchParam, content: dict[str, Any], base: str) -> list[extract.RefRow]:
     out = []
     for value in values_of(param, content):
-        for rtype, rid, url, isys, ival in extract.references(value, base):
+        for row in extract.references(value, base):
+            rtype = row[0] or (extract.url_type(row[2]) if row[2] else None)
             if param.targets and rtype is not None and rtype not in param.targets:
-                continue
-            out.append((rtype, rid, url, isys, ival))
-    return out
+                continue  # `.where(resolve() is X)`: a reference to another type is not this parameter's
+            out.append(row)
+    return list(dict.fromkeys(out))
+
+
+def index_values(param: SearchParam, content: dict[str, Any], base: str) -> list[tuple[Any, ...]]:
+    """What `param` holds for `content`, as index rows without the parameter name: token (system, code),
+    string (normalized, exact), date (low, high), reference (type, id, url, identifier system/value).
+    The index writer stores these; the matcher compares against the very same values."""
+    kind = param.index_kind
+    if kind == "reference":
+        return list(reference_values(param, content, base))
+    out: list[tuple[Any, ...]] = []
+    for value in values_of(param, content):
+        if kind == "token":
+            out.extend(extract.tokens(value))
+        elif kind == "string":
+            out.extend((extract.normalize(text), text) for text in extract.strings(value))
+        elif kind == "date":
+            out.extend(extract.date_ranges(value))
+    return list(dict.fromkeys(out))
 
 
 def make_indexer(base: str) -> Any:
@@ -267,21 +326,11 @@ def make_indexer(base: str) -> Any:
     def index(resource_type: str, content: dict[str, Any]) -> IndexRows:
         rows = IndexRows()
         for param in params_for(resource_type).values():
-            kind = param.index_kind
-            if kind == "reference":
-                for rtype, rid, url, isys, ival in reference_values(param, content, base):
-                    rows.references.append((param.name, rtype, rid, url, isys, ival))
-                continue
-            for value in values_of(param, content):
-                if kind == "token":
-                    for system, code in extract.tokens(value):
-                        rows.tokens.append((param.name, system, code))
-                elif kind == "string":
-                    for text in extract.strings(value):
-                        rows.strings.append((param.name, extract.normalize(text), text))
-                elif kind == "date":
-                    for low, high in extract.date_ranges(value):
-                        rows.dates.append((param.name, low, high))
+            tables: dict[str, list[Any]] = {
+                "token": rows.tokens, "string": rows.strings, "date": rows.dates, "reference": rows.references
+            }
+            target = tables[param.index_kind]
+            target.extend((param.name, *v) for v in index_values(param, content, base))
         return rows
 
     return index

@@ -1,16 +1,23 @@
-"""Run a parsed search: the page, the total, `_include` and `_revinclude`."""
+"""Run a parsed search: the page, the total, `_include` and `_revinclude`
+(https://hl7.org/fhir/R4/search.html#include). Each include step is one query over the whole page,
+never one per resource."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.params import Include, SearchRequest
 from app.fhir.search.sql import count_query, page_query
 from app.storage.repository import StoredResource, current_select, row_to_stored
 from app.storage.tables import idx_reference, resource
+
+MAX_ITERATE = 5  # rounds of `_include:iterate` / `_revinclude:iterate`
+Restrict = Callable[[Table, str | None], Sequence[ColumnElement[bool]]]
 
 
 @dataclass
@@ -22,105 +29,85 @@ class SearchResult:
     includes_truncated: bool = False
 
 
-async def run_search(session: AsyncSession, req: SearchRequest, *, max_includes: int = 1000) -> SearchResult:
+async def run_search(
+    session: AsyncSession, req: SearchRequest, *, max_includes: int = 1000, restrict: Restrict | None = None
+) -> SearchResult:
+    """`restrict(resource_table, type)` adds the caller's access conditions (the security policy) to the
+    page, the total and the includes (`type` None: any type, for included resources)."""
+    where = list(restrict(resource, req.resource_type)) if restrict else []
     if req.summary == "count":
-        total = (await session.execute(count_query(req))).scalar_one()
-        return SearchResult(req, [], int(total))
-    rows = (await session.execute(page_query(req))).all() if req.count > 0 else []
+        return SearchResult(req, [], int((await session.execute(count_query(req, where))).scalar_one()))
+    rows = (await session.execute(page_query(req, where))).all() if req.count > 0 else []
     matches = [row_to_stored(r) for r in rows]
     total: int | None
     if req.total == "none":
         total = None
-    elif req.offset == 0 and len(matches) < req.count:
-        total = len(matches)
+    elif req.count > 0 and len(matches) < req.count and (matches or req.offset == 0):
+        total = req.offset + len(matches)  # the last page tells the total without counting
     else:
-        total = int((await session.execute(count_query(req))).scalar_one())
+        total = int((await session.execute(count_query(req, where))).scalar_one())
     result = SearchResult(req, matches, total)
     if matches and (req.include or req.revinclude):
-        await _add_includes(session, result, max_includes)
+        await _add_includes(session, result, max_includes, list(restrict(resource, None)) if restrict else [])
     return result
 
 
-async def fetch_current(session: AsyncSession, keys: set[tuple[str, str]]) -> list[StoredResource]:
-    """Current, not deleted, versions of the given (type, id) pairs."""
-    by_type: dict[str, list[str]] = {}
-    for rtype, rid in keys:
-        by_type.setdefault(rtype, []).append(rid)
-    out: list[StoredResource] = []
-    for rtype, rids in sorted(by_type.items()):
-        stmt = current_select().where(
-            resource.c.res_type == rtype, resource.c.res_id.in_(sorted(rids)), resource.c.deleted.is_(False)
-        )
-        out.extend(row_to_stored(r) for r in (await session.execute(stmt)).all())
-    return out
-
-
-async def _targets_of(
-    session: AsyncSession, sources: list[StoredResource], inc: Include
-) -> set[tuple[str, str]]:
-    pks = [s.pk for s in sources if s.resource_type == inc.source_type or inc.param == "*"]
+def _included_by(sources: list[StoredResource], inc: Include) -> Select[Any] | None:
+    """Resources that the page's `inc.source_type` resources reference through `inc.param`."""
+    pks = [s.pk for s in sources if s.resource_type == inc.source_type]
     if not pks:
-        return set()
+        return None
     r = idx_reference.c
-    stmt = select(r.target_type, r.target_id).where(
-        r.resource_pk.in_(pks), r.target_type.is_not(None), r.target_id.is_not(None)
-    )
+    keys = select(r.target_type, r.target_id).where(r.resource_pk.in_(pks), r.target_id.is_not(None))
     if inc.param != "*":
-        stmt = stmt.where(r.param == inc.param)
+        keys = keys.where(r.param == inc.param)
     if inc.target_type:
-        stmt = stmt.where(r.target_type == inc.target_type)
-    return {(t, i) for t, i in (await session.execute(stmt)).all()}
+        keys = keys.where(r.target_type == inc.target_type)
+    return current_select().where(
+        tuple_(resource.c.res_type, resource.c.res_id).in_(keys), resource.c.deleted.is_(False)
+    )
 
 
-async def _referrers_of(
-    session: AsyncSession, targets: list[StoredResource], inc: Include, limit: int
-) -> list[StoredResource]:
-    by_type: dict[str, list[str]] = {}
-    for t in targets:
-        by_type.setdefault(t.resource_type, []).append(t.id)
-    out: list[StoredResource] = []
+def _referring_to(targets: list[StoredResource], inc: Include) -> Select[Any] | None:
+    """Resources of `inc.source_type` whose `inc.param` references one of `targets`."""
+    keys = sorted({(t.resource_type, t.id) for t in targets if inc.target_type in (None, t.resource_type)})
+    if not keys:
+        return None
     r = idx_reference.c
-    for ttype, ids in by_type.items():
-        if inc.target_type and inc.target_type != ttype:
-            continue
-        pk_sub = select(r.resource_pk).where(
-            r.res_type == inc.source_type, r.target_type == ttype, r.target_id.in_(ids)
-        )
-        if inc.param != "*":
-            pk_sub = pk_sub.where(r.param == inc.param)
-        stmt = (
-            current_select()
-            .where(resource.c.pk.in_(pk_sub), resource.c.deleted.is_(False))
-            .order_by(resource.c.pk)
-            .limit(limit + 1)
-        )
-        out.extend(row_to_stored(row) for row in (await session.execute(stmt)).all())
-    return out
+    pks = select(r.resource_pk).where(tuple_(r.target_type, r.target_id).in_(keys))
+    if inc.source_type != "*":
+        pks = pks.where(r.res_type == inc.source_type)
+    if inc.param != "*":
+        pks = pks.where(r.param == inc.param)
+    return current_select().where(resource.c.pk.in_(pks), resource.c.deleted.is_(False))
 
 
-async def _add_includes(session: AsyncSession, result: SearchResult, max_includes: int) -> None:
+async def _add_includes(
+    session: AsyncSession, result: SearchResult, max_includes: int, where: list[ColumnElement[bool]]
+) -> None:
     seen = {(m.resource_type, m.id) for m in result.matches}
     frontier = list(result.matches)
-    for _round in range(3):  # _include:iterate follows at most three hops
+    req = result.request
+    for round_ in range(MAX_ITERATE):
         new: list[StoredResource] = []
-        for inc in result.request.include:
-            if _round > 0 and not inc.iterate:
+        steps = [(_included_by, i) for i in req.include] + [(_referring_to, i) for i in req.revinclude]
+        for build, inc in steps:
+            if round_ > 0 and not inc.iterate:
                 continue
-            keys = await _targets_of(session, frontier, inc) - seen
-            for f in await fetch_current(session, keys):
-                if (f.resource_type, f.id) not in seen:
-                    seen.add((f.resource_type, f.id))
-                    new.append(f)
-        for inc in result.request.revinclude:
-            if _round > 0 and not inc.iterate:
+            stmt = build(frontier, inc)
+            if stmt is None:
                 continue
-            for f in await _referrers_of(session, frontier, inc, max_includes):
-                if (f.resource_type, f.id) not in seen:
-                    seen.add((f.resource_type, f.id))
-                    new.append(f)
-        if len(result.included) + len(new) > max_includes:
-            new = new[: max_includes - len(result.included)]
-            result.includes_truncated = True
+            room = max_includes - len(result.included) - len(new)
+            stmt = stmt.where(*where).order_by(resource.c.pk).limit(room + len(seen) + 1)
+            rows = (await session.execute(stmt)).all()
+            for f in map(row_to_stored, rows):
+                if (f.resource_type, f.id) in seen:
+                    continue
+                if len(result.included) + len(new) >= max_includes:
+                    result.includes_truncated = True
+                    break
+                seen.add((f.resource_type, f.id))
+                new.append(f)
         result.included.extend(new)
         if not new or result.includes_truncated:
             break

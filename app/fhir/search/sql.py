@@ -1,211 +1,217 @@
 """Compile a `SearchRequest` into SQL over the resource and search-index tables.
 
-Every criterion becomes an EXISTS over its index table, correlated with the resource row; values
-of one parameter are ORed, parameters ANDed (https://hl7.org/fhir/R4/search.html#combining).
-The same SQL runs on SQLite and PostgreSQL.
+A selective criterion (a reference, `_id`, an identifier) becomes `pk IN (SELECT resource_pk FROM
+idx_* WHERE res_type = ? AND param = ? AND value...)` and drives the query from its index; the others
+become correlated EXISTS probes through the `resource_pk` indexes, and negations (`:not`,
+`:missing=true`) NOT EXISTS anti-joins. Values of one parameter are ORed, parameters ANDed
+(https://hl7.org/fhir/R4/search.html#combining). The same SQL runs on SQLite and PostgreSQL;
+`matcher.py` evaluates the same criteria in memory, so keep the two in step (tests/api/test_search_parity.py).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select, true
-from sqlalchemy.sql.selectable import NamedFromClause
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+    union_all,
+)
 
+from app.fhir.search.criteria import Criterion
+from app.fhir.search.dates import Ops, instant_condition, prefix_condition
+from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
 from app.fhir.search.extract import normalize
-from app.fhir.search.params import Criterion, DateValue, RefValue, SearchRequest, TokenValue
-from app.fhir.search.definitions import params_for
+from app.fhir.search.params import SearchRequest
+from app.fhir.search.values import RefValue, TokenValue
 from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource
+
+SQL_OPS = Ops(and_, or_, not_)
+_TABLES = {"token": idx_token, "uri": idx_token, "string": idx_string, "date": idx_date, "reference": idx_reference}
 
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _token_cond(t: Any, v: TokenValue) -> ColumnElement[bool]:
+def token_cond(system_col: Any, code_col: Any, v: TokenValue) -> ColumnElement[bool]:
     conds = []
     if v.match_system:
-        conds.append(t.c.system.is_(None) if v.system is None else t.c.system == v.system)
+        conds.append(system_col.is_(None) if v.system is None else system_col == v.system)
     if v.code is not None:
-        conds.append(t.c.code == v.code)
+        conds.append(code_col == v.code)
     return and_(*conds) if conds else true()
 
 
-def _date_cond(lo_col: Any, hi_col: Any, v: DateValue) -> ColumnElement[bool]:
-    eq = and_(lo_col >= v.low, hi_col <= v.high)
-    p = v.prefix
-    if p == "eq":
-        return eq
-    if p == "ne":
-        return not_(eq)
-    if p == "gt":
-        return hi_col > v.high
-    if p == "lt":
-        return lo_col < v.low
-    if p == "ge":
-        return or_(hi_col > v.high, eq)
-    if p == "le":
-        return or_(lo_col < v.low, eq)
-    if p == "sa":
-        return lo_col >= v.high
-    if p == "eb":
-        return hi_col <= v.low
-    # ap: within 10% of the gap to now, at least a day (R4 leaves "approximately" to the server)
-    slack = max(timedelta(days=1), (v.high - v.low) * 0.1)
-    return and_(hi_col > v.low - slack, lo_col < v.high + slack)
-
-
-def _rebind(cond: ColumnElement[bool], table: Any, alias: Any) -> ColumnElement[bool]:
-    from sqlalchemy.sql.util import ClauseAdapter
-
-    return ClauseAdapter(alias).traverse(cond)  # type: ignore[no-any-return]
-
-
-def _ref_value_cond(r: Any, v: RefValue, crit: Criterion) -> ColumnElement[bool]:
+def _ref_cond(t: Any, v: RefValue, crit: Criterion) -> ColumnElement[bool]:
     if v.url is not None:
-        return r.c.url == v.url
-    conds = [r.c.target_id == v.id]
+        return t.c.url == v.url  # type: ignore[no-any-return]
+    conds = [t.c.target_id == v.id]
     if v.type is not None:
-        conds.append(r.c.target_type == v.type)
-    elif crit.chain_types:
-        conds.append(r.c.target_type.in_(crit.chain_types))
+        conds.append(t.c.target_type == v.type)
+    if crit.type_hint is not None:
+        conds.append(t.c.target_type == crit.type_hint)
     return and_(*conds)
 
 
-def _identifier_cond(res: NamedFromClause, crit: Criterion, v: TokenValue) -> ColumnElement[bool]:
-    """`ref:identifier=sys|val`: the Reference carries the identifier, or points at a resource that does."""
-    r = idx_reference.alias()
-    own = []
-    if v.match_system:
-        own.append(r.c.ident_system.is_(None) if v.system is None else r.c.ident_system == v.system)
-    own.append(r.c.ident_value == v.code)
-    target = resource.alias()
-    tok = idx_token.alias()
-    pointed = (
-        select(target.c.res_id)
-        .join(tok, tok.c.resource_pk == target.c.pk)
-        .where(
-            target.c.res_type == r.c.target_type,
-            target.c.deleted.is_(False),
-            tok.c.param == "identifier",
-            _rebind(_token_cond(idx_token, v), idx_token, tok),
+def _value_cond(t: Any, crit: Criterion, v: Any) -> ColumnElement[bool]:
+    if crit.kind == "token":
+        return token_cond(t.c.system, t.c.code, v)
+    if crit.kind == "uri":
+        return t.c.code == v  # type: ignore[no-any-return]
+    if crit.kind == "string":
+        if crit.modifier == "exact":
+            return t.c.exact == v  # type: ignore[no-any-return]
+        pattern = _like_escape(normalize(v))
+        pattern = f"%{pattern}%" if crit.modifier == "contains" else f"{pattern}%"
+        return t.c.norm.like(pattern, escape="\\")  # type: ignore[no-any-return]
+    if crit.kind == "date":
+        return prefix_condition(v.prefix, t.c.low, t.c.high, v.low, v.high, SQL_OPS)  # type: ignore[no-any-return]
+    return _ref_cond(t, v, crit)
+
+
+def _index_pks(t: Any, rtype: str, name: str, *conds: Any) -> Select[Any]:
+    """`resource_pk` of the index rows of one parameter. Subqueries use the plain tables (building an
+    alias costs more than running the whole search) and never correlate: SQL scoping keeps nested
+    uses of the same table apart."""
+    return select(t.c.resource_pk).where(t.c.res_type == rtype, t.c.param == name, *conds).correlate(None)
+
+
+def _has_rows(res: Table, t: Table, name: str, cond: Any = None) -> ColumnElement[bool]:
+    """Correlated EXISTS, used under NOT (anti-join on the resource_pk index)."""
+    where = [t.c.resource_pk == res.c.pk, t.c.param == name]
+    if cond is not None:
+        where.append(cond(t))
+    found: ColumnElement[bool] = exists().where(*where).correlate(res)
+    return found
+
+
+def _identifier_pks(rtype: str, crit: Criterion) -> Any:
+    """`ref:identifier=sys|val`: the Reference carries the identifier, or points at a resource that does
+    (contract section 2). A UNION keeps both halves index-driven (an OR would force a scan)."""
+    assert crit.param is not None
+    types = crit.param.targets or tuple(t for t in SUPPORTED_TYPES if "identifier" in params_for(t))
+    r, tok = idx_reference.c, idx_token.c
+    branches = []
+    for v in crit.values:
+        branches.append(_index_pks(idx_reference, rtype, crit.name, token_cond(r.ident_system, r.ident_value, v)))
+        pointed = (
+            select(resource.c.res_type, resource.c.res_id)
+            .join(idx_token, tok.resource_pk == resource.c.pk)
+            .where(tok.res_type.in_(types), tok.param == "identifier", token_cond(tok.system, tok.code, v),
+                   resource.c.deleted.is_(False))
+            .correlate(None)
         )
-    )
-    return exists().where(
-        r.c.resource_pk == res.c.pk,
-        r.c.param == crit.name,
-        or_(and_(*own), r.c.target_id.in_(pointed)),
-    )
+        branches.append(_index_pks(idx_reference, rtype, crit.name, tuple_(r.target_type, r.target_id).in_(pointed)))
+    return union_all(*branches)
 
 
-def compile_criterion(res: NamedFromClause, crit: Criterion) -> ColumnElement[bool]:
+def _chain_pks(rtype: str, crit: Criterion) -> Select[Any]:
+    """`ref.param=value` / `ref:Type.param=value`: the referenced resource matches the chained criterion."""
+    targets = []
+    for ttype, chained in crit.chain:
+        targets.append(
+            select(resource.c.res_type, resource.c.res_id)
+            .where(resource.c.res_type == ttype, resource.c.deleted.is_(False),
+                   compile_criterion(resource, ttype, chained))
+            .correlate(None)
+        )
+    r = idx_reference.c
+    stmt = _index_pks(idx_reference, rtype, crit.name)
+    if crit.type_hint is not None:
+        stmt = stmt.where(r.target_type == crit.type_hint)
+    target_keys = targets[0] if len(targets) == 1 else union_all(*targets)
+    return stmt.where(tuple_(r.target_type, r.target_id).in_(target_keys))
+
+
+def selective(crit: Criterion) -> bool:
+    """Criteria that usually narrow a search to a handful of rows: a reference (by id, identifier or
+    chain), `_id`, or an identifier. These drive the query; the others are checked per candidate."""
+    if crit.modifier in ("not", "missing"):
+        return False
+    return crit.kind in ("reference", "_id") or crit.name == "identifier" or crit.modifier == "exact"
+
+
+def compile_criterion(res: Table, rtype: str, crit: Criterion, *, drive: bool = True) -> ColumnElement[bool]:
+    """The WHERE condition on `res` (the `resource` table, holding rows of `rtype`) for one criterion.
+
+    `drive=True` gives `pk IN (index rows)`, which SQLite evaluates first and then probes the resource
+    rows; `drive=False` gives a correlated EXISTS probed per candidate row through the `resource_pk`
+    index. PostgreSQL plans both as the same semi-join; SQLite cannot choose, so `where_clause` lets only
+    selective criteria drive (an unselective IN would materialise, e.g., every active Flag)."""
     if crit.kind == "_id":
-        ids = [v.code for v in crit.values]
-        cond = res.c.res_id.in_(ids)
+        cond = res.c.res_id.in_(list(crit.values))
         return not_(cond) if crit.modifier == "not" else cond
     if crit.kind == "_lastUpdated":
-        return or_(*[_instant_cond(res.c.last_updated, v) for v in crit.values])
-    table = {"token": idx_token, "uri": idx_token, "string": idx_string, "date": idx_date, "reference": idx_reference}[crit.kind]
+        col = res.c.last_updated
+        return or_(*[instant_condition(v.prefix, col, v.low, v.high, SQL_OPS) for v in crit.values])
+    table = _TABLES[crit.kind]
     if crit.missing is not None:
-        t = table.alias()
-        has = exists().where(t.c.resource_pk == res.c.pk, t.c.param == crit.name)
-        return not_(has) if crit.missing else has
-    if crit.chain is not None:
-        r = idx_reference.alias()
-        target = resource.alias()
-        sub = select(target.c.res_id).where(
-            target.c.res_type == r.c.target_type,
-            target.c.deleted.is_(False),
-            compile_criterion(target, crit.chain),
-        )
-        return exists().where(
-            r.c.resource_pk == res.c.pk,
-            r.c.param == crit.name,
-            r.c.target_type.in_(crit.chain_types),
-            r.c.target_id.in_(sub),
-        )
-    if crit.kind == "reference" and crit.modifier == "identifier":
-        return or_(*[_identifier_cond(res, crit, v) for v in crit.values])
-    t = table.alias()
-    if crit.kind in ("token", "uri"):
-        value_conds = [_rebind(_token_cond(idx_token, v), idx_token, t) for v in crit.values]
-    elif crit.kind == "string":
-        if crit.modifier == "exact":
-            value_conds = [t.c.exact == v for v in crit.values]
-        elif crit.modifier == "contains":
-            value_conds = [t.c.norm.like(f"%{_like_escape(normalize(v))}%", escape="\\") for v in crit.values]
-        else:
-            value_conds = [t.c.norm.like(f"{_like_escape(normalize(v))}%", escape="\\") for v in crit.values]
-    elif crit.kind == "date":
-        value_conds = [_date_cond(t.c.low, t.c.high, v) for v in crit.values]
-    else:
-        value_conds = [_ref_value_cond(t, v, crit) for v in crit.values]
-    cond = exists().where(t.c.resource_pk == res.c.pk, t.c.param == crit.name, or_(*value_conds))
-    return not_(cond) if crit.modifier == "not" else cond
+        if crit.missing:
+            return not_(_has_rows(res, table, crit.name))
+        return res.c.pk.in_(_index_pks(table, rtype, crit.name)) if drive else _has_rows(res, table, crit.name)
+    if crit.chain:
+        return res.c.pk.in_(_chain_pks(rtype, crit))
+    if crit.modifier == "identifier":
+        return res.c.pk.in_(_identifier_pks(rtype, crit))
+
+    def values(t: Any) -> ColumnElement[bool]:
+        return or_(*[_value_cond(t, crit, v) for v in crit.values])
+
+    if crit.modifier == "not":
+        return not_(_has_rows(res, table, crit.name, values))
+    if not drive:
+        return _has_rows(res, table, crit.name, values)
+    return res.c.pk.in_(_index_pks(table, rtype, crit.name, values(table)))
 
 
-def _instant_cond(col: Any, v: DateValue) -> ColumnElement[bool]:
-    """`_lastUpdated` is a point in time, not a range."""
-    inside = and_(col >= v.low, col < v.high)
-    p = v.prefix
-    if p == "eq":
-        return inside
-    if p == "ne":
-        return not_(inside)
-    if p in ("gt", "sa"):
-        return col >= v.high
-    if p in ("lt", "eb"):
-        return col < v.low
-    if p == "ge":
-        return col >= v.low
-    if p == "le":
-        return col < v.high
-    slack = max(timedelta(days=1), (v.high - v.low) * 0.1)
-    return and_(col >= v.low - slack, col < v.high + slack)
-
-
-def where_clause(req: SearchRequest, res: NamedFromClause) -> list[ColumnElement[bool]]:
+def where_clause(req: SearchRequest, res: Table) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = [res.c.res_type == req.resource_type, res.c.deleted.is_(False)]
-    conds.extend(compile_criterion(res, c) for c in req.criteria)
+    conds.extend(compile_criterion(res, req.resource_type, c, drive=selective(c)) for c in req.criteria)
     return conds
 
 
-def _sort_key(req: SearchRequest, res: NamedFromClause, name: str, desc: bool) -> Any:
+def _sort_key(req: SearchRequest, res: Table, name: str, desc: bool) -> Any:
+    """R4: with several values, ascending sorts by the lowest, descending by the highest
+    (https://hl7.org/fhir/R4/search.html#sort). Dates sort by the start of their range, as HAPI
+    does, so that open-ended Periods still sort by when they began."""
     if name == "_id":
         return res.c.res_id
     if name == "_lastUpdated":
         return res.c.last_updated
     param = params_for(req.resource_type)[name]
-    if param.type == "date":
-        t = idx_date.alias()
-        col = func.max(t.c.high) if desc else func.min(t.c.low)
-    elif param.type == "string":
-        t = idx_string.alias()
-        col = func.max(t.c.norm) if desc else func.min(t.c.norm)
-    else:
-        t = idx_token.alias()
-        col = func.max(t.c.code) if desc else func.min(t.c.code)
-    return select(col).where(t.c.resource_pk == res.c.pk, t.c.param == name).scalar_subquery()
+    t = _TABLES[param.type]
+    col = t.c.low if param.type == "date" else t.c.norm if param.type == "string" else t.c.code
+    agg = func.max(col) if desc else func.min(col)
+    return select(agg).where(t.c.resource_pk == res.c.pk, t.c.param == name).correlate(res).scalar_subquery()
 
 
-def page_query(req: SearchRequest) -> Select[Any]:
-    res = resource.alias("r")
+def page_query(req: SearchRequest, extra: Sequence[ColumnElement[bool]] = ()) -> Select[Any]:
+    """One page in a stable order; `extra` holds further conditions on `resource` (access policy)."""
+    res = resource
     stmt = select(
         res.c.pk, res.c.res_type, res.c.res_id, res.c.version_id, res.c.last_updated, res.c.deleted, res.c.content
-    ).where(*where_clause(req, res))
+    ).where(*where_clause(req, res), *extra)
     order = []
     for name, desc in req.sort:
         key = _sort_key(req, res, name, desc)
-        # NULLs (no value) sort last in both directions, on both databases
-        order.append((key.is_(None)).asc())
-        order.append(key.desc() if desc else key.asc())
-    order.append(res.c.pk.asc())
+        # resources without a value sort last in both directions (SQLite >= 3.30 and PostgreSQL)
+        order.append((key.desc() if desc else key.asc()).nulls_last())
+    order.append(res.c.pk.asc())  # a stable tiebreak: pages never overlap or skip
     return stmt.order_by(*order).limit(req.count).offset(req.offset)
 
 
-def count_query(req: SearchRequest) -> Select[Any]:
-    res = resource.alias("r")
-    return select(func.count()).select_from(res).where(*where_clause(req, res))
-
-
+def count_query(req: SearchRequest, extra: Sequence[ColumnElement[bool]] = ()) -> Select[Any]:
+    res = resource
+    return select(func.count(literal(1))).select_from(res).where(*where_clause(req, res), *extra)
