@@ -8,13 +8,17 @@ from __future__ import annotations
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 
 
-def is_valid(value: str) -> bool:
-    if len(value) != 10 or not value.isdigit():
-        return False
-    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1)))
+def check_digit(first_nine: str) -> int | None:
+    """The check digit for nine ASCII digits, or None when the remainder makes it 10 (no valid number)."""
+    total = sum(int(d) * w for d, w in zip(first_nine, range(10, 1, -1)))
     check = 11 - total % 11
     if check == 11:
-        check = 0
-    if check == 10:
+        return 0
+    return None if check == 10 else check
+
+
+def is_valid(value: str) -> bool:
+    # isascii: str.isdigit() is also true for '²' or Arabic-Indic digits, which int() may not take
+    if len(value) != 10 or not value.isascii() or not value.isdigit():
         return False
-    return check == int(value[9])
+    return check_digit(value[:9]) == int(value[9])

@@ -1,28 +1,38 @@
-"""Validation of incoming resources, in the order a client would want to be told:
+"""Validation of incoming resources, in the order a client would want to be told
+(https://hl7.org/fhir/R4/validation.html):
 
 1. shape: a JSON object whose `resourceType` is the type in the URL, an `id` that is a valid FHIR id
    (and equals the URL id on update);
 2. ele-1: no empty objects, arrays or strings and no nulls (https://hl7.org/fhir/R4/json.html#null);
-3. structure and cardinality (fhir.resources R4B models);
-4. required bindings that the models skip (`bindings.py`) and the per-1 invariant on Periods;
+3. elements (`elements.py`): unknown elements, JSON types and lexical forms of primitives, required
+   bindings (`bindings.py`); structure and cardinality (fhir.resources R4B models); core invariants
+   (`invariants.py`): all found at once, in one OperationOutcome;
+4. profiles: `profile=` canonicals asked for by `$validate` (the hook for `app/fhir/profiles.py`);
 5. business rules (422): NHS number check digit on every identifier with the NHS number system.
 
-1-4 answer 400, 5 answers 422 (contract section 2).
+1-4 answer 400, 5 answers 422 (contract section 2). `validate_resource` raises the first stage that
+fails; `$validate` turns that into a 200 OperationOutcome.
+
+Message ids: SF-0100 not an object, SF-0101 resourceType, SF-0102 id, SF-0103 id vs URL, SF-0104 binding,
+SF-0105 invariant, SF-0106 ele-1, SF-0107 structure (model), SF-0108 unknown element or wrong JSON shape,
+SF-0109 primitive value, SF-0113 missing required element, SF-0114 unknown profile, SF-0116 $validate
+parameters, SF-0117 unknown contained resource type, SF-0201 NHS number, SF-0002 $validate success.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from app.errors import BadRequest, Issue, Unprocessable
+from app.errors import BadRequest, Issue, Unprocessable, operation_outcome
 from app.fhir import nhs_number
-from app.fhir.bindings import DATATYPE_REQUIRED, REQUIRED
+from app.fhir.elements import Node, walk
+from app.fhir.invariants import invariant_issues
 from app.fhir.resources import structure_errors
-from app.fhir.search.dates import parse_range
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+CORE_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
 
 
 def check_id(res_id: str, expression: str = "id") -> None:
@@ -34,14 +44,15 @@ def check_id(res_id: str, expression: str = "id") -> None:
         )
 
 
-def _empties(node: Any, path: str) -> Iterator[str]:
+def empty_elements(node: Any, path: str) -> Iterator[str]:
+    """ele-1: where the JSON has a null, an empty object, array or string."""
     if node is None:
         yield path
     elif isinstance(node, dict):
         if not node:
             yield path
         for key, value in node.items():
-            yield from _empties(value, f"{path}.{key}")
+            yield from empty_elements(value, f"{path}.{key}")
     elif isinstance(node, list):
         if not node:
             yield path
@@ -49,89 +60,39 @@ def _empties(node: Any, path: str) -> Iterator[str]:
             # null is allowed inside primitive-extension arrays (`_given`), nowhere else
             if value is None and path.rsplit(".", 1)[-1].startswith("_"):
                 continue
-            yield from _empties(value, f"{path}[{i}]")
+            yield from empty_elements(value, f"{path}[{i}]")
     elif isinstance(node, str) and node.strip() == "":
         yield path
 
 
-def _walk_paths(node: Any, path: tuple[str, ...], expr: str) -> Iterator[tuple[str, Any]]:
-    if not path:
-        yield expr, node
-        return
-    if isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from _walk_paths(item, path, f"{expr}[{i}]")
-        return
-    if isinstance(node, dict) and path[0] in node:
-        yield from _walk_paths(node[path[0]], path[1:], f"{expr}.{path[0]}")
+# pydantic errors that only echo what the element walk reported in its own words
+_REPORTED_BY_WALK = frozenset({"parse_error", "fhir-validation-wrong-resource-type", "extra_forbidden"})
+_STRUCTURE_CODES = {"missing": "required", "model_field_validation.missing": "required", "extra_forbidden": "structure"}
 
 
-def _datatype_nodes(node: Any, expr: str) -> Iterator[tuple[str, str, Any]]:
-    """(element name, expression, value) for every element anywhere in the tree."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("contained", "resource"):
-                continue
-            sub = f"{expr}.{key}"
-            if isinstance(value, list):
-                for i, item in enumerate(value):
-                    yield key, f"{sub}[{i}]", item
-                    yield from _datatype_nodes(item, f"{sub}[{i}]")
-            else:
-                yield key, sub, value
-                yield from _datatype_nodes(value, sub)
-
-
-def binding_issues(resource_type: str, content: dict[str, Any]) -> list[Issue]:
-    issues: list[Issue] = []
-    for path, allowed in REQUIRED.get(resource_type, {}).items():
-        for expr, value in _walk_paths(content, path, resource_type):
-            if isinstance(value, str) and value not in allowed:
-                issues.append(
-                    Issue(
-                        "code-invalid",
-                        f"'{value}' is not in the required value set for {resource_type}.{'.'.join(path)} "
-                        f"({', '.join(sorted(allowed))})",
-                        expression=(expr,),
-                        msg_id="SF-0104",
-                    )
-                )
-    for name, expr, value in _datatype_nodes(content, resource_type):
-        rules = DATATYPE_REQUIRED.get(name)
-        if not rules or not isinstance(value, dict):
+def _model_issues(resource_type: str, content: dict[str, Any], known: set[str]) -> list[Issue]:
+    """fhir.resources findings the element walk did not already report (cardinality, required, choice)."""
+    issues = []
+    for expr, etype, msg in structure_errors(resource_type, content):
+        if any(expr == k or expr.startswith((k + ".", k + "[")) for k in known):
             continue
-        for element, allowed in rules.items():
-            code = value.get(element)
-            if isinstance(code, str) and code not in allowed:
-                issues.append(
-                    Issue(
-                        "code-invalid",
-                        f"'{code}' is not in the required value set for {name}.{element} "
-                        f"({', '.join(sorted(allowed))})",
-                        expression=(f"{expr}.{element}",),
-                        msg_id="SF-0104",
-                    )
-                )
-    for name, expr, value in _datatype_nodes(content, resource_type):
-        if isinstance(value, dict) and isinstance(value.get("start"), str) and isinstance(value.get("end"), str):
-            start, end = parse_range(value["start"]), parse_range(value["end"])
-            if start and end and start[0] >= end[1]:
-                issues.append(
-                    Issue(
-                        "invariant",
-                        "per-1: If present, start SHALL have a lower value than end",
-                        expression=(expr,),
-                        msg_id="SF-0105",
-                    )
-                )
+        if etype in _REPORTED_BY_WALK and known:
+            continue
+        code = _STRUCTURE_CODES.get(etype, "structure")
+        if code == "required":
+            issues.append(Issue(code, f"Missing required element {expr}", expression=(expr,), msg_id="SF-0113"))
+        else:
+            issues.append(Issue(code, f"{msg.removeprefix('Value error, ')} at {expr}", expression=(expr,),
+                                msg_id="SF-0107"))
     return issues
 
 
-def nhs_number_issues(resource_type: str, content: dict[str, Any]) -> list[Issue]:
+def nhs_number_issues(nodes: list[Node]) -> list[Issue]:
     issues = []
-    for name, expr, value in _datatype_nodes(content, resource_type):
+    for node in nodes:
+        value = node.value
         if (
-            isinstance(value, dict)
+            node.type == "Identifier"
             and value.get("system") == nhs_number.NHS_NUMBER_SYSTEM
             and isinstance(value.get("value"), str)
             and not nhs_number.is_valid(value["value"])
@@ -140,17 +101,14 @@ def nhs_number_issues(resource_type: str, content: dict[str, Any]) -> list[Issue
                 Issue(
                     "business-rule",
                     f"'{value['value']}' is not a valid NHS number (ten digits with a Modulus 11 check digit)",
-                    expression=(f"{expr}.value",),
+                    expression=(f"{node.expr}.value",),
                     msg_id="SF-0201",
                 )
             )
     return issues
 
 
-def validate_resource(
-    resource_type: str, content: Any, *, url_id: str | None = None, require_id: bool = False
-) -> list[Issue]:
-    """Raise BadRequest/Unprocessable for an invalid resource; return warnings (none yet)."""
+def _check_shape(resource_type: str, content: Any, url_id: str | None, require_id: bool) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise BadRequest("The body must be a JSON object holding a FHIR resource", msg_id="SF-0100")
     body_type = content.get("resourceType")
@@ -178,7 +136,40 @@ def validate_resource(
                 msg_id="SF-0103",
                 expression=f"{resource_type}.id",
             )
-    empties = list(_empties(content, resource_type))
+    return content
+
+
+# -- profiles: the hook for the profile engine (app/fhir/profiles) -------------------------------
+def check_profiles(resource_type: str, profiles: Sequence[str]) -> None:
+    """400 for a `profile=` this server cannot validate against (so `$validate` cannot be performed):
+    the core profile of the type and our own profiles in `fhir_profiles/` are known."""
+    from app.fhir import profiles as sf_profiles
+
+    for url in profiles:
+        if url.split("|")[0] != CORE_PROFILE + resource_type and not sf_profiles.known_profile(url, resource_type):
+            raise BadRequest(f"Unknown profile '{url}'", msg_id="SF-0114", code="not-supported", expression="profile")
+
+
+def profile_issues(resource_type: str, content: dict[str, Any], profiles: Sequence[str]) -> list[Issue]:
+    """Issues of `content` against `profiles` (already known to `check_profiles`), its claimed
+    `meta.profile`s and the default profile of its type (app/fhir/profiles); errors become 422."""
+    from app.fhir import profiles as sf_profiles
+
+    ours = [p for p in profiles if p.split("|")[0] != CORE_PROFILE + resource_type]
+    return sf_profiles.profile_issues(resource_type, content, ours)
+
+
+def validate_resource(
+    resource_type: str,
+    content: Any,
+    *,
+    url_id: str | None = None,
+    require_id: bool = False,
+    profiles: Sequence[str] = (),
+) -> list[Issue]:
+    """Raise BadRequest (400) or Unprocessable (422) for an invalid resource; return its warnings."""
+    content = _check_shape(resource_type, content, url_id, require_id)
+    empties = list(empty_elements(content, resource_type))
     if empties:
         raise BadRequest(
             issues=[
@@ -191,18 +182,76 @@ def validate_resource(
                 for e in empties
             ]
         )
-    errors = structure_errors(resource_type, content)
-    if errors:
-        issues = []
-        for expr, etype, msg in errors:
-            code = {"missing": "required", "extra_forbidden": "structure"}.get(etype, "value")
-            text = {"missing": "Missing required element", "extra_forbidden": "Unknown element"}.get(etype, msg)
-            issues.append(Issue(code, f"{text} at {expr}", expression=(expr,), msg_id="SF-0107"))
+    nodes, issues = walk(resource_type, content)
+    known = {e for issue in issues for e in issue.expression}
+    issues += _model_issues(resource_type, content, known)
+    issues += invariant_issues(resource_type, content, nodes)
+    if issues:
         raise BadRequest(issues=issues)
-    bad = binding_issues(resource_type, content)
-    if bad:
-        raise BadRequest(issues=bad)
-    rules = nhs_number_issues(resource_type, content)
-    if rules:
+    check_profiles(resource_type, profiles)
+    rules = nhs_number_issues(nodes) + profile_issues(resource_type, content, profiles)
+    if any(i.severity in ("error", "fatal") for i in rules):
         raise Unprocessable(issues=rules)
-    return []
+    return rules
+
+
+# -- $validate (https://hl7.org/fhir/R4/resource-operation-validate.html) --------------------------
+VALIDATE_MODES = ("create", "update", "profile")
+
+
+def _validate_input(body: Any) -> tuple[Any, list[str], list[str]]:
+    """The `resource`, `mode` and `profile` values of a $validate body: a resource or a Parameters."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        return body, [], []
+    params = body.get("parameter")
+    if not isinstance(params, list):
+        raise BadRequest("Parameters.parameter must be an array", msg_id="SF-0116", expression="Parameters.parameter")
+    resource: Any = None
+    modes: list[str] = []
+    profiles: list[str] = []
+    for i, p in enumerate(params):
+        name = p.get("name") if isinstance(p, dict) else None
+        value = next((v for k, v in p.items() if k.startswith("value")), None) if isinstance(p, dict) else None
+        if name == "resource":
+            resource = p.get("resource")
+        elif name in ("mode", "profile") and isinstance(value, str):
+            (modes if name == "mode" else profiles).append(value)
+        else:
+            raise BadRequest(f"Unexpected $validate parameter '{name}'", msg_id="SF-0116",
+                             expression=f"Parameters.parameter[{i}]")
+    if resource is None:
+        raise BadRequest("The Parameters carry no 'resource' to validate", msg_id="SF-0116",
+                         expression="Parameters.parameter")
+    return resource, modes, profiles
+
+
+def validate_operation(resource_type: str, body: Any, modes: Sequence[str], profiles: Sequence[str]) -> dict[str, Any]:
+    """The OperationOutcome of `$validate`: 200 with the issues whether or not the resource is valid (as
+    the spec, and HAPI FHIR since 6.6, answer); a 4xx FhirError only when validation cannot be performed:
+    no resource, a resource of another type, an unknown mode or profile."""
+    resource, body_modes, body_profiles = _validate_input(body)
+    modes = [*modes, *body_modes]
+    profiles = [*profiles, *body_profiles]
+    for mode in modes:
+        if mode not in VALIDATE_MODES:
+            raise BadRequest(f"mode '{mode}' is not supported by {resource_type}/$validate "
+                             f"({', '.join(VALIDATE_MODES)}; delete needs an instance)", msg_id="SF-0116",
+                             expression="mode")
+    if not isinstance(resource, dict):
+        raise BadRequest("The resource to validate must be a JSON object", msg_id="SF-0100")
+    if resource.get("resourceType") != resource_type:
+        raise BadRequest(f"{resource_type}/$validate takes a {resource_type}, not '{resource.get('resourceType')}'",
+                         msg_id="SF-0101", expression="resourceType")
+    check_profiles(resource_type, profiles)
+    issues: list[Issue] = []
+    if "update" in modes and "id" not in resource:
+        issues.append(Issue("required", "An update needs the resource id", expression=(f"{resource_type}.id",),
+                            msg_id="SF-0103"))
+    try:
+        issues += validate_resource(resource_type, resource, profiles=profiles)
+    except (BadRequest, Unprocessable) as invalid:
+        issues += invalid.issues
+    if not any(i.severity in ("error", "fatal") for i in issues):
+        issues = [*issues, Issue("informational", "Validation successful: no errors found", "information",
+                                 msg_id="SF-0002")]
+    return operation_outcome(issues)
