@@ -1,16 +1,343 @@
-"""Access policy: the one place that decides what may be done to which resource type.
+"""Access policy: THE one place that decides who may do what to which resource (contract section 3).
 
-Contract section 3: Flag, DocumentReference, Binary and AuditEvent are never deleted (405 for
-everyone); AuditEvent is never created or updated through the API (405). Role x scope x label rules
-arrive with the security issue and belong in this module too.
+A decision combines, in this order:
+  1. what nobody may do: Flag, DocumentReference, Binary and AuditEvent are never deleted, AuditEvent
+     is never created or updated through the API (405);
+  2. the role's table below (type level: 403 when the role may not do this to the type at all);
+  3. the token's SMART scopes, which only ever narrow the role (403, `insufficient_scope`);
+  4. the record: whether it is within the role's reach and whether its security label hides it;
+  5. for writes: whether the stored record may be changed by this role, and content conditions
+     (MASH writes plan-type Flags and referral-outcome Communications only, and so on).
+
+404 or 403 for a record the principal may not read? A record outside the role's reach (another
+organisation's Encounter for an ED clinician) answers 404, exactly as if it did not exist: the role
+has no business knowing it exists, and search never shows or counts it. A restricted (R/V) record
+inside the reach answers 403 (contract section 3), and search counts it as withheld. A type the role
+may not touch at all answers 403 for every id, existing or not, so it reveals nothing.
+
+"Of an organisation": created by a token of that organisation (`resource.created_by_org`), or naming
+the organisation, or one of its Practitioners/PractitionerRoles (`Principal.org_refs`, filled by
+`affiliation.enrich`), as recipient, sender, owner, author, custodian or serviceProvider. "Their team"
+is the organisation of the user's PractitionerRole, which is the token's `org`.
+
+Security labels are honoured on every resource type, not only on the Flag, Communication and
+DocumentReference that contract section 3 names: a restricted label means the same wherever it is.
+
+The SQL twin of `visibility` (for search) is `search_scope.py`; a test holds them equal on both databases.
 """
 
 from __future__ import annotations
 
-from app.errors import MethodNotAllowed
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from app.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
+from app.fhir.search.definitions import params_for, reference_values
+from app.fhir.search.extract import tokens
+from app.security.labels import is_restricted
+from app.security.principal import ROLES, Principal
+from app.security.scopes import letter_of
 
 NEVER_DELETED = frozenset({"Flag", "DocumentReference", "Binary", "AuditEvent"})
 SERVER_WRITTEN = frozenset({"AuditEvent"})
+CLEARED_ROLES = frozenset({"safeguarding-lead", "admin"})  # may see restricted records of any org
+
+
+class Reach(Enum):
+    """Which records of a type a role may touch."""
+
+    NONE = "-"
+    ALL = "all"  # every record
+    ORG = "org"  # records of the principal's organisation
+    ADDRESSED = "addressed"  # Communications addressed to the org or its people, or written by the org
+    SHARED = "shared"  # DocumentReference/Binary that Communications addressed to the org point to
+    OWNED = "owned"  # Tasks owned by the user or their team
+
+
+_, A, O, ADR, SHR, OWN = Reach.NONE, Reach.ALL, Reach.ORG, Reach.ADDRESSED, Reach.SHARED, Reach.OWNED
+
+# Columns are ROLES: ed-clinician, health-visitor, school-nurse, sexual-health-clinician,
+#                    safeguarding-lead, mash-practitioner, system, admin.
+# fmt: off
+READ: dict[str, tuple[Reach, ...]] = {  # read, vread, history, search
+    #                   ed   hv   sn   sh  lead  mash  sys  admin
+    "Patient":          (A,   A,   A,   A,   A,   A,   A,   A),
+    "Practitioner":     (A,   A,   A,   A,   A,   _,   A,   A),
+    "PractitionerRole": (A,   A,   A,   A,   A,   _,   A,   A),
+    "Organization":     (A,   A,   A,   A,   A,   A,   A,   A),
+    "CareTeam":         (A,   A,   A,   A,   A,   _,   A,   A),
+    "RelatedPerson":    (A,   A,   A,   A,   A,   _,   A,   A),
+    "Encounter":        (O,   O,   O,   O,   A,   _,   A,   A),
+    "Flag":             (A,   A,   A,   A,   A,   A,   A,   A),
+    "Communication":    (O,   O,   O,   O,   A,  ADR,  O,   A),
+    "DocumentReference": (O,  O,   O,   O,   A,  SHR,  O,   A),
+    "Binary":           (O,   O,   O,   O,   A,  SHR,  O,   A),
+    "Task":             (O,   O,   O,   O,   A,   _,   O,   A),
+    "Subscription":     (_,   _,   _,   _,   A,   _,   A,   A),
+    "AuditEvent":       (_,   _,   _,   _,   A,   _,   A,   A),
+}
+
+# create: None = denied, "" = allowed, "<condition>" = allowed when the new content meets it
+CREATE: dict[str, tuple[str | None, ...]] = {
+    #                   ed    hv    sn    sh    lead            mash                sys  admin
+    "Patient":          (None, None, None, None, None,           None,               "", ""),
+    "Practitioner":     (None, None, None, None, None,           None,               "", ""),
+    "PractitionerRole": (None, None, None, None, None,           None,               "", ""),
+    "Organization":     (None, None, None, None, None,           None,               "", ""),
+    "CareTeam":         (None, None, None, None, None,           None,               "", ""),
+    "RelatedPerson":    ("",   "",   "",   "",   "",             None,               "", ""),
+    "Encounter":        ("",   "",   "",   "",   "",             None,               "", ""),
+    "Flag":             ("",   "",   "",   "",   "",             "plan-type",        "", ""),
+    "Communication":    ("",   "",   "",   "",   "",             "referral-outcome", "", ""),
+    "DocumentReference": ("",  "",   "",   "",   "",             None,               "", ""),
+    "Binary":           ("",   "",   "",   "",   "",             None,               "", ""),
+    "Task":             (None, None, None, None, "referral-qa",  None,               "", ""),
+    "Subscription":     (None, None, None, None, None,           None,               "", ""),
+    "AuditEvent":       (None, None, None, None, None,           None,               None, None),
+}
+
+# update / patch: the stored records that may be changed, and the condition on the change
+UPDATE: dict[str, tuple[tuple[Reach, str], ...]] = {
+    #                   ed        hv                 sn                 sh        lead      mash                        sys       admin
+    "Patient":          ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (A, ""),  (A, "")),
+    "Practitioner":     ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (A, ""),  (A, "")),
+    "PractitionerRole": ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (A, ""),  (A, "")),
+    "Organization":     ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (A, ""),  (A, "")),
+    "CareTeam":         ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (A, ""),  (A, "")),
+    "RelatedPerson":    ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (A, ""),  (A, "")),
+    "Encounter":        ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (A, ""),  (A, "")),
+    "Flag":             ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (O, "plan-type"),           (A, ""),  (A, "")),
+    "Communication":    ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (ADR, "referral-outcome"),  (O, ""),  (A, "")),
+    "DocumentReference": ((O, ""), (O, ""),          (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (O, ""),  (A, "")),
+    "Binary":           ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (O, ""),  (A, "")),
+    "Task":             ((_, ""), (OWN, "status"),   (OWN, "status"),   (_, ""),  (O, ""),  (_, ""),                    (O, ""),  (A, "")),
+    "Subscription":     ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (A, ""),  (A, "")),
+    "AuditEvent":       ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (_, ""),  (_, "")),
+}
+
+DELETE: tuple[Reach, ...] = (_, _, _, _, _, _, _, A)  # only admin; NEVER_DELETED types are 405 first
+# fmt: on
+
+# Elements that name "the organisation" of a record, as search parameter names (their index rows
+# serve search_scope.py, their extractors serve this module: one definition for both).
+ORG_FIELDS: dict[str, tuple[str, ...]] = {
+    "Communication": ("recipient", "sender"),
+    "Task": ("owner",),
+    "DocumentReference": ("author", "custodian"),
+    "Encounter": ("service-provider",),
+    "Flag": ("author",),
+}
+REACH_FIELDS = {Reach.ADDRESSED: ("recipient",), Reach.OWNED: ("owner",)}
+
+SAFEFLAG_CS = "https://fhir.safeflag.example/CodeSystem/"
+PLAN_TYPES = frozenset({"child-protection-plan", "looked-after-child", "unborn-child-protection-plan"})
+TASK_STATUS_ELEMENTS = frozenset({"status", "statusReason", "businessStatus", "lastModified", "executionPeriod"})
+_ACTIONS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+class Visibility(Enum):
+    VISIBLE = "visible"
+    WITHHELD = "withheld"  # restricted label: counted in the search information entry, 403 on read
+    HIDDEN = "hidden"  # outside the role's reach: never shown, never counted, 404 on read
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    status: int  # 200 when allowed, else 403 / 404 / 405
+    reason: str  # for the AuditEvent outcomeDesc and the OperationOutcome
+    msg_id: str | None = None
+    insufficient_scope: bool = False
+
+    def error(self, resource_type: str, res_id: str | None = None) -> FhirError:
+        """The client-facing error; a 404 is worded exactly like a missing record's."""
+        if self.status == 404:
+            return NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
+        if self.status == 405:
+            return MethodNotAllowed(self.reason, msg_id=self.msg_id)
+        headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'} if self.insufficient_scope else None
+        return Forbidden(self.reason, msg_id=self.msg_id, headers=headers)
+
+    def enforce(self, resource_type: str, res_id: str | None = None) -> None:
+        if not self.allowed:
+            raise self.error(resource_type, res_id)
+
+
+ALLOW = Decision(True, 200, "allowed")
+
+
+def _col(principal: Principal) -> int:
+    return ROLES.index(principal.role)
+
+
+def _refs(resource_type: str, fields: tuple[str, ...], content: dict[str, Any], base: str) -> set[str]:
+    defs = params_for(resource_type)
+    out = set()
+    for name in fields:
+        for rtype, rid, _url, _s, _v in reference_values(defs[name], content, base):
+            if rtype and rid:
+                out.add(f"{rtype}/{rid}")
+    return out
+
+
+def in_reach(
+    principal: Principal, reach: Reach, resource_type: str, content: dict[str, Any], created_by_org: str | None
+) -> bool:
+    if reach is Reach.ALL:
+        return True
+    if reach is Reach.NONE:
+        return False
+    own_org = principal.org is not None and created_by_org == principal.org
+    if reach is Reach.SHARED:
+        return f"{resource_type}/{content.get('id')}" in principal.shared_refs
+    fields = REACH_FIELDS.get(reach) if reach is not Reach.ORG else ORG_FIELDS.get(resource_type, ())
+    if reach is Reach.OWNED:
+        own_org = False  # "they or their team own": the owner element only
+    return own_org or bool(_refs(resource_type, fields or (), content, principal.base) & principal.agent_refs)
+
+
+def cleared(principal: Principal, created_by_org: str | None) -> bool:
+    """May see restricted (R/V) records written by `created_by_org`."""
+    return principal.role in CLEARED_ROLES or (principal.org is not None and created_by_org == principal.org)
+
+
+def visibility(
+    principal: Principal, resource_type: str, content: dict[str, Any], created_by_org: str | None = None,
+    *, interaction: str = "search",
+) -> Visibility:
+    """How a stored record appears to the principal in a read (`interaction="read"`) or a search."""
+    reach = READ[resource_type][_col(principal)]
+    if not in_reach(principal, reach, resource_type, content, created_by_org):
+        return Visibility.HIDDEN
+    if not principal.scopes.allows(interaction, resource_type, content, context=principal.context):
+        return Visibility.HIDDEN  # a qualified scope narrows the result set like an added parameter
+    if is_restricted(content) and not cleared(principal, created_by_org):
+        return Visibility.WITHHELD
+    return Visibility.VISIBLE
+
+
+def visible(principal: Principal, stored: Any, created_by_org: str | None = None) -> bool:
+    """Search filter over a `StoredResource` (or anything with resource_type/content[/created_by_org])."""
+    org = getattr(stored, "created_by_org", created_by_org)
+    return visibility(principal, stored.resource_type, stored.content, org) is Visibility.VISIBLE
+
+
+def _codes(values: Any) -> set[tuple[str | None, str | None]]:
+    items = values if isinstance(values, list) else [values]
+    return {t for v in items for t in tokens(v)} if values else set()
+
+
+def _condition(name: str, content: dict[str, Any] | None, current: dict[str, Any] | None) -> str | None:
+    """None when `content` (and the change from `current`) meets the condition, else why not."""
+    content = content or {}
+    if name == "plan-type":
+        cats = _codes(content.get("category"))
+        if not any(s == SAFEFLAG_CS + "safeguarding-flag-category" and c in PLAN_TYPES for s, c in cats):
+            return "MASH practitioners may write only plan-type Flags (" + ", ".join(sorted(PLAN_TYPES)) + ")"
+    elif name == "referral-outcome":
+        cats = _codes(content.get("category"))
+        if (SAFEFLAG_CS + "safeguarding-communication-category", "referral-outcome") not in cats:
+            return "MASH practitioners may write only referral-outcome Communications"
+    elif name == "referral-qa":
+        if (SAFEFLAG_CS + "safeguarding-task", "referral-qa") not in _codes(content.get("code")):
+            return "safeguarding leads may create only referral-qa Tasks"
+    elif name == "status" and current is not None:
+        keys = (set(content) | set(current)) - {"id", "meta", "text"} - TASK_STATUS_ELEMENTS
+        if any(content.get(k) != current.get(k) for k in keys):
+            return "this role may change only the status of a Task (" + ", ".join(sorted(TASK_STATUS_ELEMENTS)) + ")"
+    return None
+
+
+def _deny(status: int, reason: str, msg_id: str, *, scope: bool = False) -> Decision:
+    return Decision(False, status, reason, msg_id, scope)
+
+
+def decide(
+    principal: Principal,
+    interaction: str,
+    resource_type: str,
+    resource: dict[str, Any] | None = None,
+    *,
+    current: dict[str, Any] | None = None,
+    created_by_org: str | None = None,
+) -> Decision:
+    """May `principal` perform `interaction` (a FHIR interaction or c/r/u/d/s) on this type/record?
+
+    - read, vread, history, delete: `resource` is the stored record (None: a type-level check).
+    - search: `resource` None; filter the results with `visibility`/`visible`.
+    - create: `resource` is the incoming content (update-as-create: ask for "create").
+    - update, patch: `resource` is the new content and `current` the stored record.
+    `created_by_org` is the stored record's `resource.created_by_org`.
+    """
+    action = _ACTIONS[letter_of(interaction)]
+    if action == "delete" and resource_type in NEVER_DELETED:
+        return _deny(405, f"{resource_type} resources are never deleted; change their status instead", "SF-0405")
+    if action in ("create", "update") and resource_type in SERVER_WRITTEN:
+        return _deny(405, f"{resource_type} is written by the server only; it cannot be {action}d "
+                          "through the API", "SF-0406")
+    if resource_type not in READ:
+        return _deny(403, f"{resource_type} is not a resource type this server grants access to", "SF-0800")
+    col = _col(principal)
+    stored = current if action == "update" else (resource if action != "create" else None)
+    if action in ("read", "search"):
+        type_allowed = READ[resource_type][col] is not Reach.NONE
+    elif action == "create":
+        type_allowed = CREATE[resource_type][col] is not None
+    elif action == "update":
+        type_allowed = UPDATE[resource_type][col][0] is not Reach.NONE
+    else:
+        type_allowed = DELETE[col] is not Reach.NONE
+    if not type_allowed:
+        return _deny(403, f"Role {principal.role} may not {action} {resource_type} resources", "SF-0800")
+    ctx = principal.context
+    for content in (resource, current) if action == "update" else (resource,):
+        if not principal.scopes.allows(action, resource_type, content, context=ctx):
+            return _deny(403, f"The token's scopes do not allow {action} of {resource_type}"
+                              + (" resources like this one" if content is not None else ""), "SF-0801", scope=True)
+    if stored is not None:
+        vis = visibility(principal, resource_type, stored, created_by_org, interaction=action)
+        if vis is Visibility.HIDDEN:
+            return _deny(404, f"{resource_type} outside the reach of role {principal.role}", "SF-0301")
+        if vis is Visibility.WITHHELD:
+            return _deny(403, f"This {resource_type} is restricted; only safeguarding leads and the organisation "
+                              "that wrote it may see it", "SF-0802")
+    condition = ""
+    if action == "create":
+        condition = CREATE[resource_type][col] or ""
+    elif action == "update" and current is not None:
+        reach, condition = UPDATE[resource_type][col]
+        if not in_reach(principal, reach, resource_type, current, created_by_org):
+            return _deny(403, f"Role {principal.role} may change only {resource_type} resources of their "
+                              f"own organisation" + (" that they or their team own" if reach is OWN else ""), "SF-0803")
+    elif action == "update":
+        condition = UPDATE[resource_type][col][1]
+    if condition:
+        why = _condition(condition, resource, current)
+        if why is None and condition != "status" and current is not None:
+            why = _condition(condition, current, None)  # the stored record must meet it too
+        if why:
+            return _deny(403, why, "SF-0804")
+    return ALLOW
+
+
+# Operations and endpoints that are not a FHIR interaction on one type. The data an operation reads
+# or writes is still decided by `decide`/`visibility` record by record.
+OPERATIONS: dict[str, frozenset[str]] = {
+    "metrics": frozenset({"admin", "system"}),  # GET /metrics (contract section 2: not an open endpoint)
+    "governance-report": frozenset({"safeguarding-lead", "admin"}),  # $governance-report, safeflag report
+    "validate": frozenset(ROLES),  # $validate reads and writes nothing
+    "batch": frozenset(ROLES),  # POST /fhir: each entry is decided as if sent alone
+    "transaction": frozenset(ROLES),
+    "safeguarding-summary": frozenset(ROLES) - {"mash-practitioner"},  # reads Flags, Communications, AuditEvents
+}
+
+
+def decide_operation(principal: Principal, name: str) -> Decision:
+    """May the principal call this operation or endpoint at all?"""
+    if principal.role in OPERATIONS.get(name, frozenset()):
+        return ALLOW
+    return _deny(403, f"Role {principal.role} may not use {name}", "SF-0805")
 
 
 def check_write_allowed(resource_type: str, interaction: str) -> None:

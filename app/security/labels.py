@@ -1,0 +1,74 @@
+"""Security labels (https://hl7.org/fhir/R4/security-labels.html) as contract section 3 uses them.
+
+- Restricted: `meta.security` R or V from `v3-Confidentiality`. Such records are visible only to
+  the safeguarding lead, admin, and users of the authoring organisation (policy.py decides).
+- Sexual-health writers (role `sexual-health-clinician`, or any token whose `care_setting` is SNOMED CT
+  788122004 "sexual health service") get R plus `SEX` (`v3-ActCode`) on what they write, unless the
+  resource already carries a confidentiality code (then theirs stands) or SEX.
+- The search information entry says how many were withheld and whom to ask. It never names the
+  authoring organisation: "a sexual-health clinic holds something on this child" is itself the secret.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from app.errors import Issue
+from app.security.principal import Principal
+
+CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+RESTRICTED_CODES = frozenset({"R", "V"})
+SEXUAL_HEALTH_SETTING = "788122004"
+
+RESTRICTED = {"system": CONFIDENTIALITY, "code": "R", "display": "restricted"}
+SEX = {"system": ACT_CODE, "code": "SEX", "display": "sexuality and reproductive health information sensitivity"}
+
+
+def security_labels(resource: dict[str, Any] | None) -> list[dict[str, Any]]:
+    meta = (resource or {}).get("meta")
+    labels = meta.get("security") if isinstance(meta, dict) else None
+    return [c for c in labels if isinstance(c, dict)] if isinstance(labels, list) else []
+
+
+def is_restricted(resource: dict[str, Any] | None) -> bool:
+    return any(
+        c.get("system") == CONFIDENTIALITY and c.get("code") in RESTRICTED_CODES for c in security_labels(resource)
+    )
+
+
+def writes_sexual_health(principal: Principal) -> bool:
+    return principal.role == "sexual-health-clinician" or principal.care_setting == SEXUAL_HEALTH_SETTING
+
+
+def default_labels(principal: Principal, resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource to store: a copy with R + SEX added for sexual-health writers, else `resource` itself."""
+    if not writes_sexual_health(principal):
+        return resource
+    labels = security_labels(resource)
+    add = []
+    if not any(c.get("system") == CONFIDENTIALITY for c in labels):
+        add.append(dict(RESTRICTED))
+    if not any(c.get("system") == ACT_CODE and c.get("code") == "SEX" for c in labels):
+        add.append(dict(SEX))
+    if not add:
+        return resource
+    out = copy.copy(resource)
+    meta = dict(out.get("meta") or {})
+    meta["security"] = [*(meta.get("security") or []), *add]
+    out["meta"] = meta
+    return out
+
+
+def withheld_issue(count: int) -> Issue:
+    """The information entry of a searchset from which `count` restricted records were withheld."""
+    noun = "record was" if count == 1 else "records were"
+    return Issue(
+        "suppressed",
+        f"{count} restricted {noun} withheld from this result. Restricted records are visible only to "
+        "safeguarding leads and to the organisation that wrote them; ask your safeguarding lead if you "
+        "need to know what they hold",
+        severity="information",
+        msg_id="SF-0820",
+    )

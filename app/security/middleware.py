@@ -1,0 +1,156 @@
+"""Hardening as pure-ASGI middleware (no BaseHTTPMiddleware: it costs on every request).
+
+- `SecurityHeadersMiddleware`: `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`,
+  `Referrer-Policy: no-referrer`, `Content-Security-Policy: default-src 'none'; frame-ancestors 'none'`
+  on every response, `Cache-Control: no-store` unless a route set its own (FHIR data must not sit in
+  shared caches); CORS closed unless `SAFEFLAG_CORS_ORIGINS` lists an origin (a preflight from any
+  other origin is refused with 403, and no CORS header is ever sent to it).
+- `RateLimitMiddleware`: a token bucket per client (429 + `Retry-After` + OperationOutcome
+  `throttled`). The client is the token's `iss` + `client_id`/`sub` read without verification (a
+  forged token buys nothing but a 401 from its own bucket), else the peer IP address. Probes
+  (`/healthz`, `/readyz`, `/metrics`) are not limited. Buckets live in the process: with N workers a
+  client gets N times the rate, which is acceptable for abuse protection.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import Issue, operation_outcome
+
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+)
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, Prefer, " \
+                     "X-Request-Id, X-Access-Context"
+CORS_EXPOSE_HEADERS = "ETag, Location, Content-Location, Last-Modified, X-Request-Id, WWW-Authenticate, Retry-After"
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
+FHIR_JSON = b"application/fhir+json; charset=utf-8"
+EXEMPT = ("/healthz", "/readyz", "/metrics")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _send_outcome(send: Send, status: int, issue: Issue, extra: list[tuple[bytes, bytes]]) -> None:
+    body = orjson.dumps(operation_outcome([issue]))
+    headers = [(b"content-type", FHIR_JSON), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp, *, cors_origins: Iterable[str] = ()) -> None:
+        self.app = app
+        self.origins = frozenset(o.strip().rstrip("/") for o in cors_origins if o.strip())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        allowed = origin is not None and origin in self.origins
+        cors = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")] \
+            if origin is not None and allowed else []
+        if scope["method"] == "OPTIONS" and origin and _header(scope, b"access-control-request-method"):
+            if not allowed:
+                await _send_outcome(send, 403, Issue("forbidden", f"Cross-origin requests from {origin[:100]} "
+                                                     "are not allowed", msg_id="SF-0831"), list(SECURITY_HEADERS))
+                return
+            preflight = [*cors, (b"access-control-allow-methods", CORS_METHODS.encode()),
+                         (b"access-control-allow-headers", CORS_ALLOW_HEADERS.encode()),
+                         (b"access-control-max-age", b"600"), *SECURITY_HEADERS]
+            await send({"type": "http.response.start", "status": 204, "headers": preflight})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                if cors:
+                    headers.extend(cors)
+                    headers.append((b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+class TokenBuckets:
+    """`rate` tokens per second up to `burst`, per key; least recently used keys are forgotten."""
+
+    def __init__(self, rate: float, burst: int, *, now: Callable[[], float] = time.monotonic,
+                 max_keys: int = 100_000) -> None:
+        self.rate, self.burst, self.now, self.max_keys = rate, burst, now, max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str) -> float:
+        """0 when a token was taken, else the seconds until one will be available."""
+        now = self.now()
+        tokens, last = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1 - 1e-9:  # float clocks: a full token's worth of time may add up to 0.99999...
+            tokens = max(0.0, tokens - 1)
+        else:
+            wait = (1 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def client_key(scope: Scope) -> str:
+    """Who is asking, for rate limiting: the bearer token's issuer and client, else the peer address."""
+    auth = _header(scope, b"authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        parts = auth[7:].strip().split(".")
+        if len(parts) == 3 and len(parts[1]) < 8192:
+            try:
+                claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+                who = claims.get("client_id") or claims.get("sub")
+                if isinstance(who, str) and isinstance(claims.get("iss"), str):
+                    return f"token:{claims['iss']}|{who}"
+            except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
+                pass
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, rate: float, burst: int, now: Callable[[], float] = time.monotonic,
+                 exempt: tuple[str, ...] = EXEMPT) -> None:
+        self.app = app
+        self.buckets = TokenBuckets(rate, burst, now=now) if rate > 0 else None
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.buckets is None or scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        wait = self.buckets.take(client_key(scope))
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            issue = Issue("throttled", f"Too many requests from this client; retry after {retry} s",
+                          msg_id="SF-0830")
+            await _send_outcome(send, 429, issue, [(b"retry-after", str(retry).encode())])
+            return
+        await self.app(scope, receive, send)

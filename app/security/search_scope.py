@@ -1,0 +1,141 @@
+"""The SQL twin of `policy.visibility`: conditions that make a search return exactly what the
+principal may see, and count what was withheld (contract section 3).
+
+Filtering in SQL rather than after the page is fetched keeps `total`, paging links and `_summary=count`
+honest: a record outside the role's reach must not show up in a count either. The same rules as
+policy.py, read off the same tables (`READ`, `ORG_FIELDS`, `REACH_FIELDS`) and the same index rows
+the search uses; tests/security/test_search_scope.py checks both agree on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import NamedFromClause
+
+from app.fhir.search.params import SearchRequest
+from app.fhir.search.sql import compile_criterion, where_clause
+from app.security.labels import CONFIDENTIALITY, RESTRICTED_CODES
+from app.security.policy import CLEARED_ROLES, ORG_FIELDS, REACH_FIELDS, READ, Reach
+from app.security.principal import ROLES, Principal
+from app.security.scopes import qualifier_criteria
+from app.storage.tables import idx_reference, idx_token, resource
+
+Condition = ColumnElement[bool]
+
+
+def _any(res: NamedFromClause) -> Any:
+    """An alias of `resource`, which the search compiler accepts wherever it takes the table."""
+    return res
+
+
+def _names_any(res: NamedFromClause, params: tuple[str, ...], refs: frozenset[str]) -> Condition | None:
+    """EXISTS an index row of `params` on this resource pointing at one of `refs` (`Type/id`)."""
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for ref in sorted(refs):
+        rtype, _, rid = ref.partition("/")
+        by_type[rtype].append(rid)
+    if not params or not by_type:
+        return None
+    t = idx_reference.alias()
+    targets = or_(*[and_(t.c.target_type == rtype, t.c.target_id.in_(ids)) for rtype, ids in by_type.items()])
+    return exists().where(t.c.resource_pk == res.c.pk, t.c.param.in_(params), targets)
+
+
+def reach_condition(principal: Principal, resource_type: str, res: NamedFromClause) -> Condition | None:
+    """Records within the role's read reach; None means every record."""
+    reach = READ[resource_type][ROLES.index(principal.role)]
+    if reach is Reach.ALL:
+        return None
+    if reach is Reach.NONE:
+        return false()
+    if reach is Reach.SHARED:
+        ids = [ref.partition("/")[2] for ref in principal.shared_refs if ref.startswith(resource_type + "/")]
+        return res.c.res_id.in_(sorted(ids)) if ids else false()
+    fields = ORG_FIELDS.get(resource_type, ()) if reach is Reach.ORG else REACH_FIELDS[reach]
+    conds: list[Condition] = []
+    if reach is not Reach.OWNED and principal.org is not None:
+        conds.append(res.c.created_by_org == principal.org)
+    named = _names_any(res, fields, principal.agent_refs)
+    if named is not None:
+        conds.append(named)
+    return or_(*conds) if conds else false()
+
+
+def scope_condition(principal: Principal, resource_type: str, res: NamedFromClause) -> Condition | None:
+    """What the token's qualified `s` scopes let through; None means no narrowing."""
+    alternatives = principal.scopes.search_constraints(resource_type, context=principal.context)
+    if alternatives is None:
+        return false()
+    if () in alternatives:
+        return None
+    ors = []
+    for params in alternatives:
+        scope_criteria = qualifier_criteria(resource_type, params, principal.base)
+        if scope_criteria is not None:
+            ors.append(and_(*[compile_criterion(_any(res), resource_type, c) for c in scope_criteria]))
+    return or_(*ors) if ors else false()
+
+
+def restricted(res: NamedFromClause) -> Condition:
+    """The record carries an R or V confidentiality label (the `_security` index rows)."""
+    t = idx_token.alias()
+    return exists().where(
+        t.c.resource_pk == res.c.pk, t.c.param == "_security", t.c.system == CONFIDENTIALITY,
+        t.c.code.in_(sorted(RESTRICTED_CODES)),
+    )
+
+
+def cleared_condition(principal: Principal, res: NamedFromClause) -> Condition | None:
+    """Restricted records this principal may see; None means all of them."""
+    if principal.role in CLEARED_ROLES:
+        return None
+    if principal.org is None:
+        return false()
+    return res.c.created_by_org == principal.org
+
+
+def _and(conds: list[Condition | None]) -> list[Condition]:
+    return [c for c in conds if c is not None]
+
+
+def visible_conditions(principal: Principal, resource_type: str, res: NamedFromClause) -> list[Condition]:
+    """ANDed to a search: exactly the records `policy.visibility` calls VISIBLE."""
+    cleared = cleared_condition(principal, res)
+    label = None if cleared is None else or_(not_(restricted(res)), cleared)
+    return _and([reach_condition(principal, resource_type, res), scope_condition(principal, resource_type, res),
+                 label])
+
+
+def withheld_conditions(principal: Principal, resource_type: str, res: NamedFromClause) -> list[Condition] | None:
+    """ANDed to a count: the records `policy.visibility` calls WITHHELD; None when there cannot be any."""
+    if principal.role in CLEARED_ROLES:
+        return None
+    # written by another organisation, or by no organisation's token at all (NULL is "not ours")
+    not_ours = (
+        or_(res.c.created_by_org.is_(None), res.c.created_by_org != principal.org)
+        if principal.org is not None else None
+    )
+    return _and([reach_condition(principal, resource_type, res), scope_condition(principal, resource_type, res),
+                 restricted(res), not_ours])
+
+
+def visible_any_type(principal: Principal, res: NamedFromClause, types: tuple[str, ...]) -> Condition:
+    """For system-level history and search: rows of any of `types`, each under its own type's rules."""
+    ors = [and_(res.c.res_type == t, *visible_conditions(principal, t, res)) for t in types
+           if READ[t][ROLES.index(principal.role)] is not Reach.NONE]
+    return or_(*ors) if ors else false()
+
+
+async def count_withheld(session: AsyncSession, principal: Principal, req: SearchRequest) -> int:
+    """How many records matching the search's criteria were withheld for their restricted label
+    (the number in the searchset's information entry, `labels.withheld_issue`)."""
+    res = resource.alias("r")
+    conds = withheld_conditions(principal, req.resource_type, res)
+    if conds is None:
+        return 0
+    stmt = select(func.count()).select_from(res).where(*where_clause(req, _any(res)), *conds)
+    return int((await session.execute(stmt)).scalar_one())
