@@ -12,6 +12,10 @@ from datetime import datetime, timezone
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.errors import FhirError
+from app.security.affiliation import enrich
+from app.security.guard import Guard
+from app.security.principal import Principal
 from app.fhir.search.definitions import make_indexer
 from app.fhir.service import FhirService
 from app.storage.db import create_engine, create_sessionmaker
@@ -36,6 +40,7 @@ class AppContext:
     clock: Clock = field(default_factory=SystemClock)
     ids: IdSource = field(default_factory=UuidIds)
     indexer: Indexer | None = None
+    audit_clock: Clock | None = None  # the time AuditEvents are recorded at (default: `clock`)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set after a commit that wrote outbox rows
 
     def __post_init__(self) -> None:
@@ -50,16 +55,46 @@ class AppContext:
         engine = create_engine(settings.effective_database_url, pool_size=settings.db_pool_size)
         return cls(settings, engine, create_sessionmaker(engine), **kw)  # type: ignore[arg-type]
 
+    def _repo(self, session: AsyncSession) -> Repository:
+        assert self.indexer is not None
+        return Repository(session, clock=self.clock, ids=self.ids, indexer=self.indexer)
+
     @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[FhirService]:
-        """One transaction: committed when the block ends normally, rolled back on any exception."""
-        async with self.sessionmaker() as session:
-            async with session.begin():
-                assert self.indexer is not None
-                repo = Repository(session, clock=self.clock, ids=self.ids, indexer=self.indexer)
-                yield FhirService(repo, self.settings)
-            if session.info.pop("outbox", False):
-                self.wake.set()
+    async def unit_of_work(
+        self, principal: Principal | None = None, *, request_id: str | None = None,
+        client_address: str | None = None,
+    ) -> AsyncIterator[FhirService]:
+        """One transaction: committed when the block ends normally, rolled back on any exception.
+
+        With a `principal`, every access is decided by the policy and audited in the same transaction;
+        a refused or failed access is audited afterwards in a transaction of its own."""
+        svc: FhirService | None = None
+        try:
+            async with self.sessionmaker() as session:
+                async with session.begin():
+                    repo = self._repo(session)
+                    if principal is not None:
+                        principal = await enrich(session, principal)
+                    audit_now = (self.audit_clock or self.clock).now
+                    guard = Guard(principal, repo, server=self.settings.fhir_base, now=audit_now,
+                                  request_id=request_id, client_address=client_address)
+                    svc = FhirService(repo, self.settings, principal=principal, guard=guard)
+                    yield svc
+                if session.info.pop("outbox", False):
+                    self.wake.set()
+        except Exception as exc:
+            if svc is not None:
+                await self._audit_attempt(svc, exc)
+            raise
+
+    async def _audit_attempt(self, svc: FhirService, exc: Exception) -> None:
+        status = exc.status if isinstance(exc, FhirError) else 500
+        desc = exc.issues[0].diagnostics if isinstance(exc, FhirError) and exc.issues else "server error"
+        event = svc.guard.attempt_event(status, desc)
+        if event is None:
+            return
+        async with self.sessionmaker() as session, session.begin():
+            await self._repo(session).create("AuditEvent", event, now=(self.audit_clock or self.clock).now())
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from app import openapi
-from app.api import interactions, operations, subscriptions, system
+from app.api import auth, interactions, operations, subscriptions, system
 from app.api.responses import fhir_response
 from app.config import Settings, get_settings
 from app.context import AppContext
@@ -25,6 +25,9 @@ from app.errors import FhirError, Issue, operation_outcome
 from app.fhir.validation import check_id
 from app.notify.channels.websocket import WebSocketRegistry
 from app.observability import Metrics, RequestMiddleware, configure_logging
+from app.security import redact
+from app.security.middleware import RateLimitMiddleware, SecurityHeadersMiddleware
+from app.security.runtime import SecurityRuntime
 
 log = logging.getLogger("safeflag")
 
@@ -34,6 +37,9 @@ _HTTP_CODES = {404: "not-found", 405: "not-supported", 406: "not-supported", 415
 def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
     settings = settings or (ctx.settings if ctx else get_settings())
     configure_logging(settings.log_level)
+    redact.install()  # bearer tokens and secrets never reach the logs
+    # refuses to start (InsecureKeyError) with a default, weak or group/world-readable issuer key
+    security = SecurityRuntime.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +59,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
+            await security.aclose()
             if own:
                 await app.state.ctx.close()
 
@@ -67,14 +74,20 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     app.state.started = datetime.now(timezone.utc)
     app.state.metrics = Metrics()
     app.state.ws_registry = WebSocketRegistry()
+    app.state.security = security
     if ctx is not None:
         app.state.ctx = ctx
+    app.include_router(auth.router)  # first: /fhir/{type}/{id} would catch /fhir/.well-known/...
     app.include_router(system.router)
     app.include_router(operations.router)
     app.include_router(subscriptions.router)
     app.include_router(subscriptions.ws_router)
     app.include_router(interactions.router)
-    app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
+    if settings.rate_limit_per_second > 0:
+        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+    app.add_middleware(SecurityHeadersMiddleware,
+                       cors_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics)  # added last = outermost
     _install_handlers(app)
     openapi.install(app)  # /openapi.json serves the committed openapi.yaml's document
     return app

@@ -16,10 +16,12 @@ import pytest
 from sqlalchemy import delete
 
 from app.config import Settings
-from app.context import AppContext
+from app.context import AppContext, SystemClock
+from app.security.tokens import default_scope
 from app.main import create_app
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
+from tests.security.tokens_fixture import auth, issuer, issuer_for, mint  # noqa: F401  (fixtures)
 from tests.support.postgres import PgCluster, start_cluster
 
 BASE_URL = "http://127.0.0.1:8080"
@@ -85,8 +87,9 @@ async def ctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None, cloc
     else:
         url = _pg_url(pg_cluster, "safeflag_api")
     settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
-                        _env_file=None)  # type: ignore[call-arg]
-    context = AppContext.from_settings(settings, clock=clock)
+                        rate_limit_per_second=0, _env_file=None)  # type: ignore[call-arg]
+    # AuditEvents take the real time so that audited reads do not move the resources' StepClock times
+    context = AppContext.from_settings(settings, clock=clock, audit_clock=SystemClock())
     await upgrade(context.engine)
     try:
         yield context
@@ -106,7 +109,15 @@ async def clean_ctx(ctx: AppContext, clock: StepClock) -> AppContext:
 
 @pytest.fixture
 async def client(clean_ctx: AppContext) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client that carries an admin token by default (tests of access control pass their own
+    `Authorization` header, from the `auth` fixture)."""
     app = create_app(ctx=clean_ctx)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as c:
+    token = admin_token(clean_ctx)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL,
+                                 headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
+
+
+def admin_token(ctx: AppContext) -> str:
+    return issuer_for(ctx).mint(sub="test-admin", role="admin", scope=default_scope("admin"), ttl=3600)

@@ -8,6 +8,7 @@ any FHIR resource needs (which would otherwise exhaust the recursion of the vali
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 import orjson
@@ -15,6 +16,8 @@ from fastapi import Depends, Request
 
 from app.context import AppContext
 from app.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from app.fhir.service import FhirService
+from app.observability import request_id_var
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json")
@@ -105,3 +108,13 @@ async def json_body(request: Request, ctx: AppContext, *, patch: bool = False) -
         raise UnsupportedMediaType(f"Content type '{mt}' is not supported; send application/fhir+json",
                                    msg_id="SF-0011")
     return parse_json(await read_body(request, ctx.settings.max_body_bytes))
+
+
+def unit_of_work(request: Request) -> AbstractAsyncContextManager[FhirService]:
+    """The request's unit of work, as the authenticated principal (set by `app.api.auth.authenticate`)."""
+    ctx: AppContext = request.app.state.ctx
+    return ctx.unit_of_work(
+        getattr(request.state, "principal", None),
+        request_id=request_id_var.get(),
+        client_address=request.client.host if request.client else None,
+    )

@@ -8,13 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
-from app.api.deps import ContextDep, check_accept, json_body, media_type, read_body
+from app.api.auth import authenticate
+from app.api.deps import ContextDep, check_accept, json_body, media_type, read_body, unit_of_work
 from app.api.responses import fhir_response, preferences, read_response, write_response
 from app.errors import BadRequest, UnsupportedMediaType
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.service import conditional_criteria, conditional_query
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)], tags=["FHIR interactions"])
+router = APIRouter(
+    prefix="/fhir", dependencies=[Depends(check_accept), Depends(authenticate)], tags=["FHIR interactions"]
+)
 
 TypePath = Annotated[str, Path(description="FHIR resource type", json_schema_extra={"enum": list(SUPPORTED_TYPES)})]
 IdPath = Annotated[str, Path(description="Logical id", pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
@@ -57,21 +60,21 @@ def _strict(request: Request) -> bool:
 
 @router.get("/_history", name="history_system", responses=_FHIR_OK)
 async def history_system(request: Request, ctx: ContextDep) -> Response:
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         bundle = await svc.history(None, None, _query(request))
     return fhir_response(bundle)
 
 
 @router.get("/{resource_type}/_history", name="history_type", responses=_FHIR_OK)
 async def history_type(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         bundle = await svc.history(resource_type, None, _query(request))
     return fhir_response(bundle)
 
 
 @router.get("/{resource_type}", name="search_type", responses=_FHIR_OK)
 async def search_type(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         bundle = await svc.search(resource_type, _query(request), strict=_strict(request))
     return fhir_response(bundle)
 
@@ -89,7 +92,7 @@ async def search_type_post(resource_type: TypePath, request: Request, ctx: Conte
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError as exc:
         raise BadRequest("The form body is not UTF-8", msg_id="SF-0012") from exc
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         bundle = await svc.search(resource_type, _query(request) + form, strict=_strict(request))
     return fhir_response(bundle)
 
@@ -103,7 +106,7 @@ async def create(resource_type: TypePath, request: Request, ctx: ContextDep) -> 
     header = request.headers.get("if-none-exist")
     if conditional is None and header is not None:
         conditional = conditional_query(header, resource_type)
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         outcome = await svc.create(resource_type, body, if_none_exist=conditional)
     return write_response(request, outcome, ctx.settings.fhir_base)
 
@@ -111,7 +114,7 @@ async def create(resource_type: TypePath, request: Request, ctx: ContextDep) -> 
 @router.put("/{resource_type}", name="conditional_update", openapi_extra=_RESOURCE_BODY, responses=_FHIR_OK)
 async def conditional_update(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
     body = await json_body(request, ctx)
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         outcome = await svc.conditional_update(
             resource_type, _query(request), body, if_match=request.headers.get("if-match")
         )
@@ -121,7 +124,7 @@ async def conditional_update(resource_type: TypePath, request: Request, ctx: Con
 @router.patch("/{resource_type}", name="conditional_patch", openapi_extra=_PATCH_BODY, responses=_FHIR_OK)
 async def conditional_patch(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
     body = await json_body(request, ctx, patch=True)
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         outcome = await svc.conditional_patch(
             resource_type, _query(request), body, media_type(request), if_match=request.headers.get("if-match")
         )
@@ -130,14 +133,14 @@ async def conditional_patch(resource_type: TypePath, request: Request, ctx: Cont
 
 @router.delete("/{resource_type}", name="conditional_delete", status_code=204)
 async def conditional_delete(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         outcome = await svc.conditional_delete(resource_type, _query(request))
     return write_response(request, outcome, ctx.settings.fhir_base)
 
 
 @router.get("/{resource_type}/{res_id}", name="read", responses=_FHIR_OK)
 async def read(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         stored = await svc.read(resource_type, res_id)
     return read_response(request, stored)
 
@@ -145,7 +148,7 @@ async def read(resource_type: TypePath, res_id: IdPath, request: Request, ctx: C
 @router.put("/{resource_type}/{res_id}", name="update", openapi_extra=_RESOURCE_BODY, responses=_FHIR_OK)
 async def update(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
     body = await json_body(request, ctx)
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         outcome = await svc.update(resource_type, res_id, body, if_match=request.headers.get("if-match"))
     return write_response(request, outcome, ctx.settings.fhir_base)
 
@@ -153,7 +156,7 @@ async def update(resource_type: TypePath, res_id: IdPath, request: Request, ctx:
 @router.patch("/{resource_type}/{res_id}", name="patch", openapi_extra=_PATCH_BODY, responses=_FHIR_OK)
 async def patch(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
     body = await json_body(request, ctx, patch=True)
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         outcome = await svc.patch(
             resource_type, res_id, body, media_type(request), if_match=request.headers.get("if-match")
         )
@@ -162,14 +165,14 @@ async def patch(resource_type: TypePath, res_id: IdPath, request: Request, ctx: 
 
 @router.delete("/{resource_type}/{res_id}", name="delete", status_code=204)
 async def delete(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         outcome = await svc.delete(resource_type, res_id, if_match=request.headers.get("if-match"))
     return write_response(request, outcome, ctx.settings.fhir_base)
 
 
 @router.get("/{resource_type}/{res_id}/_history", name="history_instance", responses=_FHIR_OK)
 async def history_instance(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         bundle = await svc.history(resource_type, res_id, _query(request))
     return fhir_response(bundle)
 
@@ -178,6 +181,6 @@ async def history_instance(resource_type: TypePath, res_id: IdPath, request: Req
 async def vread(
     resource_type: TypePath, res_id: IdPath, version_id: str, request: Request, ctx: ContextDep
 ) -> Response:
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         stored = await svc.vread(resource_type, res_id, version_id)
     return read_response(request, stored)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from app.api.auth import authenticate
 from app.api.deps import ContextDep, check_accept, json_body
 from app.api.interactions import TypePath
 from app.api.responses import fhir_response
@@ -15,7 +16,9 @@ from app.fhir.capabilities import register_operation
 from app.fhir.service import check_type
 from app.fhir.validation import validate_operation
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)], tags=["FHIR operations"])
+router = APIRouter(
+    prefix="/fhir", dependencies=[Depends(check_accept), Depends(authenticate)], tags=["FHIR operations"]
+)
 
 register_operation("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")
 

@@ -9,7 +9,8 @@ import orjson
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from starlette.responses import Response
 
-from app.api.deps import ContextDep, check_accept, json_body, media_type
+from app.api.auth import authenticate
+from app.api.deps import ContextDep, check_accept, json_body, media_type, unit_of_work
 from app.api.interactions import IdPath
 from app.api.responses import fhir_response
 from app.errors import BadRequest, FhirError
@@ -20,7 +21,7 @@ from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.subscriptions import parse_spec
 from app.storage.repository import format_instant
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)], tags=["Subscriptions"])
+router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept), Depends(authenticate)], tags=["Subscriptions"])
 ws_router = APIRouter(tags=["Subscriptions"])
 
 BACKPORT_OPS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
@@ -31,8 +32,8 @@ register_operation("get-ws-binding-token", BACKPORT_OPS + "backport-subscription
 
 
 @router.get("/Subscription/{res_id}/$status", name="subscription_status")
-async def subscription_status(res_id: IdPath, ctx: ContextDep) -> Response:
-    async with ctx.unit_of_work() as svc:
+async def subscription_status(res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+    async with unit_of_work(request) as svc:
         sub = await svc.read("Subscription", res_id)
         body = await sub_ops.status(svc.session, sub, ctx.settings.fhir_base)
     return fhir_response(body)
@@ -41,7 +42,7 @@ async def subscription_status(res_id: IdPath, ctx: ContextDep) -> Response:
 @router.get("/Subscription/{res_id}/$events", name="subscription_events")
 async def subscription_events(res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
     q = request.query_params
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         sub = await svc.read("Subscription", res_id)
         body = await sub_ops.events(
             svc.session, sub, ctx.settings.fhir_base, since=q.get("eventsSinceNumber"),
@@ -67,7 +68,7 @@ async def get_ws_binding_token(request: Request, ctx: ContextDep, res_id: str | 
     if not ids:
         raise BadRequest("Name the subscription(s): Subscription/{id}/$get-ws-binding-token or an 'id' parameter",
                          msg_id="SF-0730")
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         for sub_id in ids:
             sub = await svc.read("Subscription", sub_id)
             if (sub.content.get("channel") or {}).get("type") != "websocket":

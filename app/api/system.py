@@ -10,10 +10,12 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
-from app.api.deps import ContextDep, check_accept, json_body
+from app.api.auth import PrincipalDep, authenticate
+from app.api.deps import ContextDep, check_accept, json_body, unit_of_work
 from app.api.responses import fhir_response, preferences
 from app.fhir.capabilities import capability_statement
 from app.fhir.transaction import process
+from app.security.policy import decide_operation
 
 router = APIRouter()
 
@@ -37,13 +39,14 @@ _BUNDLE_BODY = {
 }
 
 
-@router.post("/fhir", name="transaction", tags=["FHIR system"], dependencies=[Depends(check_accept)],
+@router.post("/fhir", name="transaction", tags=["FHIR system"],
+             dependencies=[Depends(check_accept), Depends(authenticate)],
              openapi_extra=_BUNDLE_BODY, responses={200: {"content": {"application/fhir+json": {}}}})
 async def transaction(request: Request, ctx: ContextDep) -> Response:
     """batch / transaction (https://hl7.org/fhir/R4/http.html#transaction) in one unit of work: a failed
     transaction raises, which rolls every entry back; app/fhir/transaction.py does the work."""
     body = await json_body(request, ctx)
-    async with ctx.unit_of_work() as svc:
+    async with unit_of_work(request) as svc:
         bundle = await process(svc, body, preferences(request))
     return fhir_response(bundle)
 
@@ -80,8 +83,10 @@ async def readyz(ctx: ContextDep) -> Response:
 
 
 @router.get("/metrics", name="metrics", tags=["operations"])
-async def metrics(request: Request, ctx: ContextDep) -> Response:
-    """Prometheus text format; the pool gauges are read at scrape time."""
+async def metrics(request: Request, ctx: ContextDep, principal: PrincipalDep) -> Response:
+    """Prometheus text format; the pool gauges are read at scrape time. Not an open endpoint
+    (contract section 2): scrapers use an admin or system token."""
+    decide_operation(principal, "metrics").enforce("metrics")
     m = request.app.state.metrics
     m.observe_pool(ctx.engine.pool)
     # The classic text format (0.0.4): what every Prometheus version and scraper accepts.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from app.config import Settings
 from app.errors import (
@@ -25,8 +25,12 @@ from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.search.executor import run_search
 from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_search
 from app.fhir.validation import check_id, validate_resource
+from app.security.guard import Guard, search_patients
+from app.security.labels import withheld_issue
 from app.security.policy import check_write_allowed
+from app.security.search_scope import count_withheld
 from app.storage.repository import Repository, StoredResource
+from app.storage.tables import resource as resource_table
 
 
 @dataclass
@@ -97,11 +101,12 @@ def _comparable(content: dict[str, Any]) -> dict[str, Any]:
 
 
 class FhirService:
-    def __init__(self, repo: Repository, settings: Settings, principal: Any = None) -> None:
+    def __init__(self, repo: Repository, settings: Settings, principal: Any = None, guard: Guard | None = None) -> None:
         self.repo = repo
         self.session = repo.session
         self.settings = settings
         self.principal = principal  # app.security.principal.Principal, None for the server's own work
+        self.guard = guard or Guard(principal, repo, server=settings.fhir_base, now=repo.clock.now)
 
     @property
     def org(self) -> str | None:
@@ -111,6 +116,8 @@ class FhirService:
     # -- read --------------------------------------------------------------------------------
     async def read(self, resource_type: str, res_id: str) -> StoredResource:
         check_type(resource_type)
+        self.guard.begin("read", resource_type, res_id)
+        self.guard.check("read", resource_type, res_id=res_id)
         current = await self.repo.get(resource_type, res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
@@ -120,10 +127,14 @@ class FhirService:
                 msg_id="SF-0302",
                 headers={"ETag": current.etag},
             )
+        self.guard.check("read", resource_type, current.content, created_by_org=current.created_by_org, res_id=res_id)
+        await self.guard.audited(current)
         return current
 
     async def vread(self, resource_type: str, res_id: str, version: str) -> StoredResource:
         check_type(resource_type)
+        self.guard.begin("vread", resource_type, res_id)
+        self.guard.check("vread", resource_type, res_id=res_id)
         if not (version.isascii() and version.isdigit()) or len(version) > 9:  # beyond the int column: unknown
             raise NotFound(f"Version '{version}' of {resource_type}/{res_id} is not known", msg_id="SF-0303")
         rec = await self.repo.get_version(resource_type, res_id, int(version))
@@ -131,7 +142,12 @@ class FhirService:
             raise NotFound(f"Version {version} of {resource_type}/{res_id} is not known", msg_id="SF-0303")
         if rec.content is None:
             raise Gone(f"Version {version} of {resource_type}/{res_id} is a deletion", msg_id="SF-0302")
-        return StoredResource(0, rec.resource_type, rec.id, rec.version_id, rec.last_updated, False, rec.content)
+        current = await self.repo.get(resource_type, res_id)
+        org = current.created_by_org if current else None
+        self.guard.check("vread", resource_type, rec.content, created_by_org=org, res_id=res_id)
+        stored = StoredResource(0, rec.resource_type, rec.id, rec.version_id, rec.last_updated, False, rec.content, org)
+        await self.guard.audited(stored)
+        return stored
 
     # -- search ------------------------------------------------------------------------------
     def parse(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool) -> SearchRequest:
@@ -154,13 +170,23 @@ class FhirService:
         return req
 
     async def search(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = False) -> dict[str, Any]:
+        check_type(resource_type)
+        self.guard.begin("search-type", resource_type, query=f"{resource_type}?{urlencode(query)}")
+        self.guard.check("search", resource_type)
         req = self.parse(resource_type, query, strict=strict)
-        result = await run_search(self.session, req, max_includes=self.settings.max_includes)
+        result = await run_search(self.session, req, max_includes=self.settings.max_includes,
+                                  restrict=self.guard.restrict())
         issues = [
             Issue("not-supported", f"Unknown search parameter '{u}' for {resource_type} was ignored",
                   "warning", (u,), "SF-0400")
             for u in req.unknown
         ]
+        if self.principal is not None:
+            withheld = await count_withheld(self.session, self.principal, req)
+            if withheld:
+                issues.append(withheld_issue(withheld))
+        await self.guard.audited(patients=search_patients(result.matches))
+        self.last_search = result
         return bundles.searchset(result, self.settings.fhir_base, extra_issues=issues)
 
     async def _match(self, resource_type: str, query: list[tuple[str, str]], what: str) -> list[StoredResource]:
@@ -177,7 +203,7 @@ class FhirService:
             )
         req = self.parse(resource_type, query, strict=True)
         req.count, req.offset, req.include, req.revinclude = 2, 0, [], []
-        result = await run_search(self.session, req)
+        result = await run_search(self.session, req, restrict=self.guard.restrict())
         return result.matches
 
     async def match_one(self, resource_type: str, query: list[tuple[str, str]], what: str) -> StoredResource | None:
@@ -213,8 +239,14 @@ class FhirService:
 
         if resource_type is not None:
             check_type(resource_type)
+        level = "history-instance" if res_id else ("history-type" if resource_type else "history-system")
+        self.guard.begin(level, resource_type, res_id)
+        if resource_type is not None:
+            self.guard.check("read", resource_type, res_id=res_id)
         if resource_type and res_id:
-            await self._existing(resource_type, res_id, allow_deleted=True)
+            current = await self._existing(resource_type, res_id, allow_deleted=True)
+            self.guard.check("read", resource_type, current.content, created_by_org=current.created_by_org,
+                             res_id=res_id)
         count, offset, since, at = self.settings.default_count, 0, None, None
         for key, raw in query:
             if key == "_count":
@@ -225,9 +257,12 @@ class FhirService:
                 since = parse_date(raw, key).low
             elif key == "_at":
                 at = parse_date(raw, key).high
+        restrict = self.guard.restrict()
         records, total = await self.repo.history(
-            resource_type, res_id, since=since, at=at, limit=count, offset=offset
+            resource_type, res_id, since=since, at=at, limit=count, offset=offset,
+            restrict=restrict(resource_table, resource_type) if restrict else (),
         )
+        await self.guard.audited()
         path = "/".join(p for p in (resource_type, res_id) if p) + ("/" if resource_type else "") + "_history"
         return bundles.history(records, total, self.settings.fhir_base, path, query, offset, count)
 
@@ -243,13 +278,18 @@ class FhirService:
         """`assigned_id`: the id a transaction already chose for this entry's `urn:uuid` fullUrl."""
         check_type(resource_type)
         check_write_allowed(resource_type, "create")
+        self.guard.begin("create", resource_type)
         validate_resource(resource_type, body)
+        body = self.guard.labels(body)
+        self.guard.check("create", resource_type, body)
         if if_none_exist is not None:  # present but empty is an error (never "match all"), not a plain create
             existing = await self.match_one(resource_type, if_none_exist, "create")
             if existing is not None:
+                await self.guard.audited(existing)
                 return Outcome(200, existing, location=True)
         content = {k: v for k, v in body.items() if k != "id"}  # R4: the server ignores a client id on create
         stored = await self._store_new(resource_type, content, res_id=assigned_id)
+        await self.guard.audited(stored)
         return Outcome(201, stored, location=True)
 
     async def update(
@@ -258,15 +298,23 @@ class FhirService:
         check_type(resource_type)
         check_write_allowed(resource_type, "update")
         check_id(res_id)
+        self.guard.begin("update", resource_type, res_id)
         validate_resource(resource_type, body, url_id=res_id, require_id=True)
+        body = self.guard.labels(body)
         expected = parse_version(if_match)
         current = await self.repo.get(resource_type, res_id)
+        if current is None or current.deleted:
+            self.guard.check("create", resource_type, body, res_id=res_id)
+        else:
+            self.guard.check("update", resource_type, body, current=current.content,
+                             created_by_org=current.created_by_org, res_id=res_id)
         if current is None:
             if expected is not None:
                 raise PreconditionFailed(
                     f"{resource_type}/{res_id} does not exist, so If-Match cannot match", msg_id="SF-0413"
                 )
             stored = await self._store_new(resource_type, body, res_id=res_id, method="PUT")
+            await self.guard.audited(stored)
             return Outcome(201, stored, location=True)
         return await self._write_over(current, body, expected)
 
@@ -274,10 +322,13 @@ class FhirService:
         check_version(current, expected)
         if current.deleted:  # an update brings a deleted resource back (https://hl7.org/fhir/R4/http.html#delete)
             stored = await self._store_over(current, body)
+            await self.guard.audited(stored)
             return Outcome(201, stored, location=True)
         if _comparable(body) == _comparable(current.content):
+            await self.guard.audited(current)
             return Outcome(200, current)  # as HAPI: identical content makes no new version
         stored = await self._store_over(current, body)
+        await self.guard.audited(stored)
         return Outcome(200, stored)
 
     async def conditional_update(
@@ -285,7 +336,10 @@ class FhirService:
     ) -> Outcome:
         check_type(resource_type)
         check_write_allowed(resource_type, "update")
+        self.guard.begin("update", resource_type)
         validate_resource(resource_type, body)
+        body = self.guard.labels(body)
+        self.guard.check("search", resource_type)
         current = await self.match_one(resource_type, query, "update")
         if current is None:  # R4: no match -> create, with the body's id if it has one
             res_id = body.get("id")
@@ -297,8 +351,12 @@ class FhirService:
                         msg_id="SF-0414", code="duplicate", expression=f"{resource_type}.id",
                     )
                 return await self.update(resource_type, res_id, body, if_match=if_match)
+            self.guard.check("create", resource_type, body)
             stored = await self._store_new(resource_type, body, method="PUT")
+            await self.guard.audited(stored)
             return Outcome(201, stored, location=True)
+        self.guard.check("update", resource_type, body, current=current.content,
+                         created_by_org=current.created_by_org, res_id=current.id)
         if body.get("id") not in (None, current.id):
             raise BadRequest(
                 f"Resource id '{body.get('id')}' does not match the matched resource {current.id}",
@@ -311,6 +369,8 @@ class FhirService:
     ) -> Outcome:
         check_type(resource_type)
         check_write_allowed(resource_type, "patch")
+        self.guard.begin("patch", resource_type, res_id)
+        self.guard.check("update", resource_type, res_id=res_id)
         current = await self._existing(resource_type, res_id)
         return await self._patch(current, patch_body, content_type, parse_version(if_match))
 
@@ -322,6 +382,8 @@ class FhirService:
         and several 412, as HAPI answers."""
         check_type(resource_type)
         check_write_allowed(resource_type, "patch")
+        self.guard.begin("patch", resource_type)
+        self.guard.check("search", resource_type)
         current = await self.match_one(resource_type, query, "patch")
         if current is None:
             raise NotFound("The conditional patch criteria match no resource", msg_id="SF-0304")
@@ -339,28 +401,43 @@ class FhirService:
             raise Unprocessable("A patch may not change resourceType or id", msg_id="SF-0122", expression=f"{rtype}.id")
         # the patched resource is checked exactly like an update body (400 structure, 422 rules)
         validate_resource(rtype, patched, url_id=res_id, require_id=True)
+        self.guard.check("patch", rtype, patched, current=current.content, created_by_org=current.created_by_org,
+                         res_id=res_id)
         return await self._write_over(current, patched, None)
 
     async def delete(self, resource_type: str, res_id: str, *, if_match: str | None = None) -> Outcome:
         check_type(resource_type)
         check_write_allowed(resource_type, "delete")
+        self.guard.begin("delete", resource_type, res_id)
+        self.guard.check("delete", resource_type, res_id=res_id)
         current = await self.repo.get(resource_type, res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
+        self.guard.check("delete", resource_type, current.content, created_by_org=current.created_by_org,
+                         res_id=res_id)
         check_version(current, parse_version(if_match))
         if current.deleted:  # deleting again changes nothing (https://hl7.org/fhir/R4/http.html#delete)
+            await self.guard.audited(current)
             return Outcome(204, current)
         stored = await self._remove(current)
+        await self.guard.audited(stored)
         return Outcome(204, stored)
 
     async def conditional_delete(self, resource_type: str, query: list[tuple[str, str]]) -> Outcome:
         check_type(resource_type)
         check_write_allowed(resource_type, "delete")
+        self.guard.begin("delete", resource_type)
+        self.guard.check("delete", resource_type)
         # R4: no match is an ordinary delete of nothing (204); several are 412 (conditionalDelete "single")
         current = await self.match_one(resource_type, query, "delete")
         if current is None:
+            await self.guard.audited()
             return Outcome(204)
-        return Outcome(204, await self._remove(current))
+        self.guard.check("delete", resource_type, current.content, created_by_org=current.created_by_org,
+                         res_id=current.id)
+        stored = await self._remove(current)
+        await self.guard.audited(stored)
+        return Outcome(204, stored)
 
     # -- the three writes, with the resource-type rules around them (app/fhir/hooks.py) -----------
     async def _store_new(

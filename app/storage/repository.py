@@ -41,6 +41,7 @@ class StoredResource:
     last_updated: datetime  # naive UTC, millisecond precision
     deleted: bool
     content: dict[str, Any]
+    created_by_org: str | None = None  # the `org` of the token that created it (access policy)
 
     @property
     def etag(self) -> str:
@@ -100,11 +101,12 @@ _CURRENT_COLS = (
     resource.c.last_updated,
     resource.c.deleted,
     resource.c.content,
+    resource.c.created_by_org,
 )
 
 
 def row_to_stored(row: Sequence[Any]) -> StoredResource:
-    return StoredResource(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+    return StoredResource(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7] if len(row) > 7 else None)
 
 
 def current_select() -> Select[Any]:
@@ -141,11 +143,19 @@ class Repository:
         at: datetime | None = None,
         limit: int,
         offset: int,
+        restrict: Sequence[Any] = (),
     ) -> tuple[list[VersionRecord], int]:
+        """Versions newest first; `restrict` holds access conditions on the current `resource` row."""
         v = resource_version.c
-        conds = []
+        conds: list[Any] = []
+        if restrict:
+            conds.append(
+                resource_version.c.resource_pk.in_(select(resource.c.pk).where(*restrict))
+            )
         if resource_type is not None:
             conds.append(v.res_type == resource_type)
+        else:  # the audit trail is read by searching AuditEvent, not through system history
+            conds.append(v.res_type != "AuditEvent")
         if res_id is not None:
             conds.append(v.res_id == res_id)
         if since is not None:
@@ -178,10 +188,11 @@ class Repository:
         res_id: str | None = None,
         org: str | None = None,
         method: str = "POST",
+        now: datetime | None = None,
     ) -> StoredResource:
         """Insert version 1 of a new resource (server id unless `res_id` is given)."""
         res_id = res_id or self.new_id()
-        ts = self._now()
+        ts = utc_ms(now) if now is not None else self._now()
         doc = stamp(content, res_id, 1, ts)
         try:
             pk = (
@@ -206,7 +217,7 @@ class Repository:
         await self._write_version(pk, resource_type, res_id, 1, ts, method, doc)
         await self._write_index(pk, resource_type, doc)
         await self._write_outbox(resource_type, res_id, 1, "create", ts)
-        return StoredResource(pk, resource_type, res_id, 1, ts, False, doc)
+        return StoredResource(pk, resource_type, res_id, 1, ts, False, doc, org)
 
     async def update(self, current: StoredResource, content: dict[str, Any]) -> StoredResource:
         """Write version n+1 over `current`; 409 when another writer got there first."""
@@ -218,7 +229,8 @@ class Repository:
         await self._clear_index(current.pk)
         await self._write_index(current.pk, current.resource_type, doc)
         await self._write_outbox(current.resource_type, current.id, vid, "update", ts)
-        return StoredResource(current.pk, current.resource_type, current.id, vid, ts, False, doc)
+        return StoredResource(current.pk, current.resource_type, current.id, vid, ts, False, doc,
+                              current.created_by_org)
 
     async def delete(self, current: StoredResource) -> StoredResource:
         """Soft delete: a new version marked deleted; the index rows go, history stays."""
@@ -228,7 +240,8 @@ class Repository:
         await self._write_version(current.pk, current.resource_type, current.id, vid, ts, "DELETE", None)
         await self._clear_index(current.pk)
         await self._write_outbox(current.resource_type, current.id, vid, "delete", ts)
-        return StoredResource(current.pk, current.resource_type, current.id, vid, ts, True, current.content)
+        return StoredResource(current.pk, current.resource_type, current.id, vid, ts, True, current.content,
+                              current.created_by_org)
 
     async def _bump(
         self, current: StoredResource, vid: int, ts: datetime, *, deleted: bool, content: dict[str, Any]

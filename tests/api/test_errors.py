@@ -12,7 +12,7 @@ import pytest
 
 from app.context import AppContext
 from app.main import create_app
-from tests.conftest import BASE_URL
+from tests.conftest import BASE_URL, admin_token
 from tests.support.fhir_data import outcome, patient
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
@@ -215,7 +215,8 @@ async def small_client(clean_ctx: AppContext) -> AsyncIterator[httpx.AsyncClient
     """The same database, a 1000-byte body limit (the default 20 MiB is the same code path)."""
     settings = clean_ctx.settings.model_copy(update={"max_body_bytes": 1000})
     app = create_app(ctx=dataclasses.replace(clean_ctx, settings=settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as c:
+    headers = {"Authorization": f"Bearer {admin_token(clean_ctx)}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, headers=headers) as c:
         yield c
 
 

@@ -17,7 +17,7 @@ from app.notify.delivery import RetryPolicy
 from app.notify.dispatcher import Dispatcher
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
-from tests.conftest import BASE_URL, _pg_url
+from tests.conftest import BASE_URL, _pg_url, admin_token
 from tests.support.postgres import PgCluster
 from tests.support.receiver import Receiver
 
@@ -33,7 +33,8 @@ async def nctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None) -> 
     tmp = Path(tempfile.mkdtemp(prefix="safeflag-notify-"))
     url = f"sqlite+aiosqlite:///{tmp / 'n.db'}" if request.param == "sqlite" else _pg_url(pg_cluster, "safeflag_notify")
     settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
-                        notify_poll_seconds=0.05, notify_lease_seconds=2.0, _env_file=None)  # type: ignore[call-arg]
+                        notify_poll_seconds=0.05, notify_lease_seconds=2.0, rate_limit_per_second=0,
+                        _env_file=None)  # type: ignore[call-arg]
     context = AppContext.from_settings(settings)
     await upgrade(context.engine)
     try:
@@ -53,7 +54,8 @@ async def notify_ctx(nctx: AppContext) -> AppContext:
 @pytest.fixture
 async def api(notify_ctx: AppContext) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(ctx=notify_ctx)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as c:
+    headers = {"Authorization": f"Bearer {admin_token(notify_ctx)}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, headers=headers) as c:
         c.app = app  # type: ignore[attr-defined]
         yield c
 

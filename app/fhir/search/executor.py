@@ -77,6 +77,8 @@ def _referring_to(targets: list[StoredResource], inc: Include) -> Select[Any] | 
     pks = select(r.resource_pk).where(tuple_(r.target_type, r.target_id).in_(keys))
     if inc.source_type != "*":
         pks = pks.where(r.res_type == inc.source_type)
+    else:  # the audit trail is reached by searching AuditEvent itself, never as a side effect of `*`
+        pks = pks.where(r.res_type != "AuditEvent")
     if inc.param != "*":
         pks = pks.where(r.param == inc.param)
     return current_select().where(resource.c.pk.in_(pks), resource.c.deleted.is_(False))

@@ -201,7 +201,8 @@ def page_query(req: SearchRequest, extra: Sequence[ColumnElement[bool]] = ()) ->
     """One page in a stable order; `extra` holds further conditions on `resource` (access policy)."""
     res = resource
     stmt = select(
-        res.c.pk, res.c.res_type, res.c.res_id, res.c.version_id, res.c.last_updated, res.c.deleted, res.c.content
+        res.c.pk, res.c.res_type, res.c.res_id, res.c.version_id, res.c.last_updated, res.c.deleted, res.c.content,
+        res.c.created_by_org,
     ).where(*where_clause(req, res), *extra)
     order = []
     for name, desc in req.sort:

@@ -1,0 +1,137 @@
+"""The access guard of one unit of work: asks `policy` before every interaction, narrows searches
+with its SQL twin, applies default labels, and writes one AuditEvent per access in the same
+transaction (contract section 3). A refused or failed attempt is audited by `AppContext.unit_of_work`
+in a transaction of its own, after the access's own transaction rolled back (`attempt_event`).
+
+`principal` None means the server's own work (rules, the dispatcher): no policy, no audit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement
+
+from app.fhir.search.definitions import SUPPORTED_TYPES
+from app.security.audit import audit_for, outcome_for_status, patients_of
+from app.security.labels import default_labels
+from app.security.policy import Visibility, decide, decide_operation, visibility
+from app.security.principal import Principal
+from app.security.search_scope import visible_any_type, visible_conditions
+from app.storage.repository import Repository, StoredResource, utc_ms
+
+Restrict = Callable[[Any, str | None], list[ColumnElement[bool]]]
+
+
+class Guard:
+    def __init__(
+        self,
+        principal: Principal | None,
+        repo: Repository,
+        *,
+        server: str,
+        now: Callable[[], datetime],
+        request_id: str | None = None,
+        client_address: str | None = None,
+    ) -> None:
+        self.principal = principal
+        self.repo = repo
+        self.server = server
+        self.now = now
+        self.request_id = request_id
+        self.client_address = client_address
+        self.pending: dict[str, Any] | None = None  # the access under way, until audited
+        self.denied_reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.principal is not None
+
+    # -- decisions ---------------------------------------------------------------------------
+    def begin(self, interaction: str, resource_type: str | None = None, res_id: str | None = None,
+              query: str | None = None) -> None:
+        if self.active:
+            self.pending = {"interaction": interaction, "resource_type": resource_type, "res_id": res_id,
+                            "query": query}
+            self.denied_reason = None
+
+    def check(self, interaction: str, resource_type: str, resource: dict[str, Any] | None = None, *,
+              current: dict[str, Any] | None = None, created_by_org: str | None = None,
+              res_id: str | None = None) -> None:
+        if self.principal is None:
+            return
+        decision = decide(self.principal, interaction, resource_type, resource, current=current,
+                          created_by_org=created_by_org)
+        if not decision.allowed:
+            self.denied_reason = decision.reason
+            raise decision.error(resource_type, res_id)
+
+    def check_operation(self, name: str) -> None:
+        if self.principal is None:
+            return
+        decision = decide_operation(self.principal, name)
+        if not decision.allowed:
+            self.denied_reason = decision.reason
+            raise decision.error(name)
+
+    def labels(self, body: dict[str, Any]) -> dict[str, Any]:
+        return default_labels(self.principal, body) if self.principal is not None else body
+
+    def visible(self, stored: StoredResource) -> bool:
+        if self.principal is None:
+            return True
+        return visibility(self.principal, stored.resource_type, stored.content,
+                          stored.created_by_org) is Visibility.VISIBLE
+
+    def restrict(self) -> Restrict | None:
+        """Conditions that keep hidden and withheld records out of a search (None: no principal)."""
+        principal = self.principal
+        if principal is None:
+            return None
+
+        def conditions(res: Any, resource_type: str | None) -> list[ColumnElement[bool]]:
+            if resource_type is None:
+                return [visible_any_type(principal, res, SUPPORTED_TYPES)]
+            return visible_conditions(principal, resource_type, res)
+
+        return conditions
+
+    # -- audit -------------------------------------------------------------------------------
+    def _event(self, outcome: str, desc: str | None, *, resource: dict[str, Any] | None = None,
+               version_id: int | None = None, patients: Iterable[str] = (), res_id: str | None = None) -> dict[str, Any]:
+        p = self.pending or {}
+        return audit_for(
+            interaction=p.get("interaction", "operation"), principal=self.principal, recorded=self.now(),
+            outcome=outcome, outcome_desc=desc, resource_type=p.get("resource_type"),
+            res_id=res_id or p.get("res_id"), version_id=version_id, resource=resource, patients=patients,
+            query=p.get("query"), request_id=self.request_id, client_address=self.client_address,
+            server=self.server,
+        )
+
+    async def audited(self, stored: StoredResource | None = None, *, patients: Iterable[str] = ()) -> None:
+        """Record the successful access under way (one AuditEvent per access)."""
+        if not self.active or self.pending is None:
+            return
+        event = self._event(
+            "0", None, resource=stored.content if stored else None,
+            version_id=stored.version_id if stored else None, patients=patients,
+            res_id=stored.id if stored else None,
+        )
+        self.pending = None
+        await self.repo.create("AuditEvent", event, now=utc_ms(self.now()))
+
+    def attempt_event(self, status: int, description: str) -> dict[str, Any] | None:
+        """The AuditEvent of a refused or failed access (None when nothing was under way)."""
+        if not self.active or self.pending is None:
+            return None
+        return self._event(outcome_for_status(status), self.denied_reason or description)
+
+
+def search_patients(matches: Iterable[StoredResource]) -> list[str]:
+    out: dict[str, None] = {}
+    for m in matches:
+        for ref in patients_of(m.resource_type, m.content, m.id):
+            out[ref] = None
+    return list(out)
