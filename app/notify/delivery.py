@@ -90,7 +90,7 @@ class _Work:
     events: list[Event]
 
 
-async def _load(ctx: AppContext, sub_id: str) -> _Work | None:
+async def _load(ctx: AppContext, sub_id: str, owner: str, lease_seconds: float) -> _Work | None:
     async with ctx.sessionmaker() as session, session.begin():
         state = (
             await session.execute(select(subscription_state).where(subscription_state.c.sub_id == sub_id))
@@ -108,6 +108,15 @@ async def _load(ctx: AppContext, sub_id: str) -> _Work | None:
             spec = parse_spec(sub_id, res.content, base=ctx.settings.fhir_base, webhook_allow=ctx.settings.webhook_hosts)
         except FhirError as exc:
             return _Work(None, state, [])  # type: ignore[arg-type]  # handled by caller as an error
+        # The lease must outlive this send (up to the channel timeout) so that no other dispatcher
+        # sends the same events meanwhile; a killed dispatcher's lease still runs out.
+        renewed = await session.execute(
+            update(subscription_state)
+            .where(subscription_state.c.sub_id == sub_id, subscription_state.c.lease_owner == owner)
+            .values(lease_until=_now(ctx) + timedelta(seconds=spec.timeout_seconds + lease_seconds))
+        )
+        if renewed.rowcount != 1:  # type: ignore[attr-defined]
+            return None  # the lease ran out and another dispatcher has the subscription now
         n = notification.c
         rows = (
             await session.execute(
@@ -170,10 +179,10 @@ async def _send(
 
 async def deliver(
     ctx: AppContext, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
-    retry: RetryPolicy,
+    retry: RetryPolicy, lease_seconds: float = 30.0,
 ) -> int:
     """Send what is due for one leased subscription; returns the number of events delivered."""
-    work = await _load(ctx, sub_id)
+    work = await _load(ctx, sub_id, owner, lease_seconds)
     if work is None:
         await release(ctx, sub_id, owner)
         return 0

@@ -109,7 +109,8 @@ class Dispatcher:
         if not subs:
             return 0
         results = await asyncio.gather(
-            *(deliver(self.ctx, sub, self.owner, http=self.http, ws=self.ws, retry=self.retry) for sub in subs),
+            *(deliver(self.ctx, sub, self.owner, http=self.http, ws=self.ws, retry=self.retry,
+                      lease_seconds=self.lease_seconds) for sub in subs),
             return_exceptions=True,
         )
         delivered = 0

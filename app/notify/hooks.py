@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 async def prepare_subscription(
     svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
-    principal = getattr(svc, "principal", None)
-    owner = principal.claims if principal is not None and hasattr(principal, "claims") else None
+    principal = svc.principal
+    # who created it: each delivery is authorised again as this principal (contract section 3)
+    owner = principal.to_claims() if principal is not None else None
     content, patch = await lifecycle.prepare(
         svc.session, content, current, base=svc.settings.fhir_base, webhook_allow=svc.settings.webhook_hosts,
         owner=owner,

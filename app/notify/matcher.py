@@ -18,33 +18,61 @@ from app.fhir.search.matcher import matches
 from app.notify.outbox import OutboxRow
 from app.notify.subscriptions import SubscriptionSpec, parse_spec
 from app.notify.topics import TOPIC_RESOURCE_TYPES, topics_for
+from app.security.affiliation import enrich
+from app.security.policy import Visibility, visibility
+from app.security.principal import ClaimError, Principal
 from app.storage.notify_tables import notification, subscription_state
 from app.storage.tables import resource, resource_version
 
-SpecCache = dict[tuple[str, int], SubscriptionSpec | None]
+SpecCache = dict[tuple[str, int], "tuple[SubscriptionSpec, Principal | None] | None"]
 
 
-async def live_subscriptions(session: AsyncSession, base: str, cache: SpecCache) -> list[SubscriptionSpec]:
+async def live_subscriptions(
+    session: AsyncSession, base: str, cache: SpecCache
+) -> list[tuple[SubscriptionSpec, Principal | None]]:
     """Subscriptions that collect events: requested (awaiting handshake) or active."""
     r, s = resource.c, subscription_state.c
     stmt = (
-        select(r.res_id, r.version_id, r.content)
+        select(r.res_id, r.version_id, r.content, s.owner)
         .join(subscription_state, s.sub_id == r.res_id)
         .where(r.res_type == "Subscription", r.deleted.is_(False), s.status.in_(("requested", "active")))
     )
     out = []
-    for res_id, version, content in (await session.execute(stmt)).all():
+    for res_id, version, content, owner in (await session.execute(stmt)).all():
         key = (res_id, version)
         if key not in cache:
             try:
-                cache[key] = parse_spec(res_id, content, base=base, webhook_allow=[])
+                spec = parse_spec(res_id, content, base=base, webhook_allow=[])
             except FhirError:
                 # allow-list and other delivery-time checks are not match-time concerns
-                cache[key] = _lenient(res_id, content, base)
-        spec = cache[key]
-        if spec is not None:
-            out.append(spec)
+                spec = _lenient(res_id, content, base)
+            cache[key] = (spec, _owner(owner, base)) if spec is not None else None
+        entry = cache[key]
+        if entry is not None:
+            out.append(entry)
     return out
+
+
+def _owner(claims: dict[str, Any] | None, base: str) -> Principal | None:
+    """The principal that created the subscription (None: created by the server itself)."""
+    if not claims:
+        return None
+    try:
+        return Principal.from_claims(claims, base=base)
+    except ClaimError:
+        return None
+
+
+async def _may_see(session: AsyncSession, owner: Principal | None, row: OutboxRow, content: dict[str, Any]) -> bool:
+    """Authorised again at each event: the subscriber must be able to read what it would be told about."""
+    if owner is None:
+        return True
+    created_by = (
+        await session.execute(select(resource.c.created_by_org).where(
+            resource.c.res_type == row.res_type, resource.c.res_id == row.res_id))
+    ).scalar_one_or_none()
+    principal = await enrich(session, owner, row.res_type)
+    return visibility(principal, row.res_type, content, created_by) is Visibility.VISIBLE
 
 
 def _lenient(res_id: str, content: dict[str, Any], base: str) -> SubscriptionSpec | None:
@@ -105,10 +133,12 @@ async def match_rows(
         topics = {t.url for t in topics_for(row.res_type, row.action, content)}
         if not topics or content is None:
             continue
-        for spec in specs:
+        for spec, owner in specs:
             if spec.topic.url not in topics:
                 continue
             if not await matches(row.res_type, content, list(spec.criteria), resolve):
+                continue
+            if not await _may_see(session, owner, row, content):
                 continue
             number = await next_event_number(session, spec.id)
             await session.execute(

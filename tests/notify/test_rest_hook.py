@@ -161,3 +161,29 @@ async def test_heartbeat(api: httpx.AsyncClient, dispatcher: Dispatcher, receive
         await asyncio.sleep(0.1)
     beat = receiver.of_type("heartbeat")[0]
     assert _params(beat)["events-since-subscription-start"]["valueString"] == "0"
+
+
+async def test_each_delivery_is_authorised_as_the_subscriber(api: httpx.AsyncClient, dispatcher: Dispatcher,
+                                                             receiver: Receiver, notify_ctx: object) -> None:
+    """A system client of the 0-19 service hears of notices addressed to its own organisation only."""
+    from app.security.tokens import default_scope
+    from tests.security.tokens_fixture import issuer_for
+
+    token = issuer_for(notify_ctx).mint(  # type: ignore[arg-type]
+        sub="epr-019", role="system", scope=default_scope("system"), ttl=600, org="Organization/zero-19")
+    system = {"Authorization": f"Bearer {token}"}
+    resp = await api.post("/fhir/Subscription", json=subscription(receiver.url), headers=system)
+    assert resp.status_code == 201, resp.text
+    await dispatcher.run_once()
+    await receiver.wait_for(lambda: len(receiver.of_type("handshake")) == 1)
+    ours = (await api.post("/fhir/Communication", json=notice("Organization/zero-19"))).json()
+    await api.post("/fhir/Communication", json=notice("Organization/elsewhere"))
+    await dispatcher.run_once()
+    await receiver.wait_for(lambda: receiver.events() == [1])
+    focus = {p["name"]: p for p in _params(receiver.of_type("event-notification")[0])["notification-event"]["part"]}
+    assert focus["focus"]["valueReference"] == {"reference": f"{FHIR}/Communication/{ours['id']}"}
+    import asyncio
+
+    await asyncio.sleep(0.2)
+    await dispatcher.run_once()
+    assert receiver.events() == [1]
