@@ -72,6 +72,7 @@ def serve(
         public = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
         os.environ["SAFEFLAG_BASE_URL"] = f"http://{public}:{port}"
     settings = get_settings()
+    _issuer_key_or_exit(settings)
     if not no_migrate:
         _migrate_or_exit()
     if no_dispatcher:
@@ -99,6 +100,17 @@ def serve(
     )
 
 
+def _issuer_key_or_exit(settings: Settings) -> None:
+    """Create the local issuer key on first start; refuse to start with a default, weak or exposed one."""
+    from app.security.keys import InsecureKeyError, load_or_create_issuer_key
+
+    try:
+        load_or_create_issuer_key(settings.data_dir)
+    except InsecureKeyError as exc:
+        console.print(f"[red]refusing to start:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 def _print_banner(settings: Settings, host: str, port: int, workers: int) -> None:
     """Where to point a FHIR client and how to get a token; stdout, so stderr stays pure JSON logs."""
     from sqlalchemy.engine.url import make_url
@@ -123,13 +135,21 @@ def dispatcher(
     from app.notify.runtime import run_standalone
 
     if not no_migrate:
-        asyncio.run(_migrate())
+        _migrate_or_exit()
     asyncio.run(run_standalone(get_settings()))
 
 
 from app.security.cli import register as _register_security  # noqa: E402  (token, client add)
 
 _register_security(app)
+
+from app.safeguarding.report_cli import register as _register_report  # noqa: E402  (report)
+
+_register_report(app)
+
+from app.safeguarding.caseload_cli import register as _register_caseload  # noqa: E402  (import-caseload)
+
+_register_caseload(app)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,29 @@ def capability_statement(fhir_base: str, published: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                "security": _security(fhir_base),
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             }
         ],
+    }
+
+
+def _security(fhir_base: str) -> dict[str, Any]:
+    """SMART on FHIR security (https://hl7.org/fhir/smart-app-launch/conformance.html): Bearer tokens
+    from the local issuer or a configured identity provider; Backend Services at /auth/token."""
+    base = fhir_base.removesuffix("/fhir")
+    return {
+        "cors": False,
+        "service": [{
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR"}],
+            "text": "OAuth2 bearer tokens (SMART v2 scopes); SMART Backend Services client_credentials",
+        }],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "token", "valueUri": f"{base}/auth/token"}],
+        }],
+        "description": "Every endpoint except /fhir/metadata and /fhir/.well-known/smart-configuration needs "
+                       "'Authorization: Bearer <JWT>'; discovery at /fhir/.well-known/smart-configuration.",
     }
