@@ -1,0 +1,212 @@
+"""The read side of the FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html): read, vread,
+search, history and the matching behind conditional interactions. Mixed into `FhirService`, so a
+transaction entry and a plain request share one code path; every access goes through the Guard.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+from app.errors import BadRequest, Gone, Issue, NotFound, PreconditionFailed
+from app.fhir import bundles
+from app.fhir.search.definitions import SUPPORTED_TYPES
+from app.fhir.search.executor import SearchResult, run_search
+from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_date, parse_search
+from app.security.guard import search_patients
+from app.security.labels import withheld_issue
+from app.security.search_scope import count_withheld
+from app.storage.repository import StoredResource
+from app.storage.tables import resource as resource_table
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.security.guard import Guard
+    from app.storage.repository import Repository
+
+
+def check_type(resource_type: str) -> None:
+    if resource_type not in SUPPORTED_TYPES:
+        raise NotFound(f"Resource type '{resource_type}' is not supported", msg_id="SF-0300", code="not-supported")
+
+
+_NOT_CRITERIA = ("_format", "_pretty")
+
+
+def conditional_criteria(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The search criteria of a conditional interaction's query string (`_format`/`_pretty` are not)."""
+    return [(k, v) for k, v in query if k not in _NOT_CRITERIA]
+
+
+class ReadInteractions:
+    repo: Repository
+    session: Any
+    settings: Settings
+    principal: Any
+    guard: Guard
+    last_search: SearchResult | None = None
+
+    # -- read --------------------------------------------------------------------------------
+    async def read(self, resource_type: str, res_id: str) -> StoredResource:
+        check_type(resource_type)
+        self.guard.begin("read", resource_type, res_id)
+        self.guard.check("read", resource_type, res_id=res_id)
+        current = await self.repo.get(resource_type, res_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
+        if current.deleted:
+            raise Gone(
+                f"{resource_type}/{res_id} was deleted (version {current.version_id})",
+                msg_id="SF-0302",
+                headers={"ETag": current.etag},
+            )
+        self.guard.check("read", resource_type, current.content, created_by_org=current.created_by_org, res_id=res_id)
+        await self.guard.audited(current)
+        return current
+
+    async def vread(self, resource_type: str, res_id: str, version: str) -> StoredResource:
+        check_type(resource_type)
+        self.guard.begin("vread", resource_type, res_id)
+        self.guard.check("vread", resource_type, res_id=res_id)
+        if not (version.isascii() and version.isdigit()) or len(version) > 9:  # beyond the int column: unknown
+            raise NotFound(f"Version '{version}' of {resource_type}/{res_id} is not known", msg_id="SF-0303")
+        rec = await self.repo.get_version(resource_type, res_id, int(version))
+        if rec is None:
+            raise NotFound(f"Version {version} of {resource_type}/{res_id} is not known", msg_id="SF-0303")
+        if rec.content is None:
+            raise Gone(f"Version {version} of {resource_type}/{res_id} is a deletion", msg_id="SF-0302")
+        current = await self.repo.get(resource_type, res_id)
+        org = current.created_by_org if current else None
+        self.guard.check("vread", resource_type, rec.content, created_by_org=org, res_id=res_id)
+        stored = StoredResource(0, rec.resource_type, rec.id, rec.version_id, rec.last_updated, False, rec.content, org)
+        await self.guard.audited(stored)
+        return stored
+
+    # -- search ------------------------------------------------------------------------------
+    def parse(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool) -> SearchRequest:
+        check_type(resource_type)
+        req = parse_search(
+            resource_type,
+            query,
+            base=self.settings.fhir_base,
+            default_count=self.settings.default_count,
+            max_count=self.settings.max_count,
+        )
+        if req.unknown and strict:
+            raise BadRequest(
+                issues=[
+                    Issue("not-supported", f"Unknown search parameter '{u}' for {resource_type}",
+                          expression=(u,), msg_id="SF-0400")
+                    for u in req.unknown
+                ]
+            )
+        return req
+
+    async def search(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = False) -> dict[str, Any]:
+        check_type(resource_type)
+        self.guard.begin("search-type", resource_type, query=f"{resource_type}?{urlencode(query)}")
+        self.guard.check("search", resource_type)
+        req = self.parse(resource_type, query, strict=strict)
+        result = await run_search(self.session, req, max_includes=self.settings.max_includes,
+                                  restrict=self.guard.restrict())
+        issues = [
+            Issue("not-supported", f"Unknown search parameter '{u}' for {resource_type} was ignored",
+                  "warning", (u,), "SF-0400")
+            for u in req.unknown
+        ]
+        if self.principal is not None:
+            withheld = await count_withheld(self.session, self.principal, req)
+            if withheld:
+                issues.append(withheld_issue(withheld))
+        await self.guard.audited(patients=search_patients(result.matches))
+        self.last_search = result
+        return bundles.searchset(result, self.settings.fhir_base, extra_issues=issues)
+
+    async def _match(self, resource_type: str, query: list[tuple[str, str]], what: str) -> list[StoredResource]:
+        """Up to two matches for a conditional interaction. Unknown parameters are an error here, not
+        ignored, and result parameters alone (`_count`...) never turn the criteria into "match all"."""
+        query = conditional_criteria(query)
+        if not query:
+            raise BadRequest(f"A conditional {what} needs search parameters", msg_id="SF-0111")
+        results = sorted({k for k, _ in query if k.split(":")[0] in RESULT_PARAMS})
+        if results:
+            raise BadRequest(
+                f"'{results[0]}' is not a search criterion and cannot select the resource of a conditional {what}",
+                msg_id="SF-0111", expression=results[0],
+            )
+        req = self.parse(resource_type, query, strict=True)
+        req.count, req.offset, req.include, req.revinclude = 2, 0, [], []
+        result = await run_search(self.session, req, restrict=self.guard.restrict())
+        return result.matches
+
+    async def match_one(self, resource_type: str, query: list[tuple[str, str]], what: str) -> StoredResource | None:
+        matches = await self._match(resource_type, query, what)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"The conditional {what} criteria match more than one resource", msg_id="SF-0412",
+                code="multiple-matches",
+            )
+        return matches[0] if matches else None
+
+    async def resolve_reference(self, ref: str) -> str:
+        """A conditional reference `Type?criteria` in a Bundle (https://hl7.org/fhir/R4/http.html#trules)
+        -> `Type/id` of its one match. As HAPI: no match 404, several 412."""
+        rtype, _, raw_query = ref.partition("?")
+        if rtype not in SUPPORTED_TYPES:
+            raise BadRequest(f"Conditional reference '{ref}' names an unsupported type", msg_id="SF-0305")
+        matches = await self._match(rtype, parse_qsl(raw_query, keep_blank_values=True), "reference")
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"Conditional reference '{ref}' matches more than one resource", msg_id="SF-0412",
+                code="multiple-matches",
+            )
+        if not matches:
+            raise NotFound(f"Conditional reference '{ref}' matches no resource", msg_id="SF-0304")
+        return f"{rtype}/{matches[0].id}"
+
+    # -- history -----------------------------------------------------------------------------
+    async def history(
+        self, resource_type: str | None, res_id: str | None, query: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        if resource_type is not None:
+            check_type(resource_type)
+        level = "history-instance" if res_id else ("history-type" if resource_type else "history-system")
+        self.guard.begin(level, resource_type, res_id)
+        if resource_type is not None:
+            self.guard.check("read", resource_type, res_id=res_id)
+        if resource_type and res_id:
+            current = await self._existing(resource_type, res_id, allow_deleted=True)
+            self.guard.check("read", resource_type, current.content, created_by_org=current.created_by_org,
+                             res_id=res_id)
+        count, offset, since, at = self.settings.default_count, 0, None, None
+        for key, raw in query:
+            if key == "_count":
+                count = min(_int(key, raw), self.settings.max_count)
+            elif key == "_offset":
+                offset = _int(key, raw)
+            elif key == "_since":
+                since = parse_date(raw, key).low
+            elif key == "_at":
+                at = parse_date(raw, key).high
+        restrict = self.guard.restrict()
+        records, total = await self.repo.history(
+            resource_type, res_id, since=since, at=at, limit=count, offset=offset,
+            restrict=restrict(resource_table, resource_type) if restrict else (),
+        )
+        await self.guard.audited()
+        path = "/".join(p for p in (resource_type, res_id) if p) + ("/" if resource_type else "") + "_history"
+        return bundles.history(records, total, self.settings.fhir_base, path, query, offset, count)
+
+    async def _existing(self, resource_type: str, res_id: str, *, allow_deleted: bool = False) -> StoredResource:
+        current = await self.repo.get(resource_type, res_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
+        if current.deleted and not allow_deleted:
+            raise Gone(f"{resource_type}/{res_id} was deleted", msg_id="SF-0302")
+        return current
+
+
+def _int(name: str, raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()):
+        raise BadRequest(f"'{name}' must be a non-negative integer, not '{raw}'", msg_id="SF-0408", expression=name)
+    return min(int(raw), 2**31 - 1)  # a larger offset only means "past the end"; the databases take no more
