@@ -56,6 +56,20 @@ bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 	$(PY) -m bench.seed_large
 
+# Offline check of fhir_profiles/ with HAPI FHIR 8.8.0's validator: every example against its meta.profile,
+# exit 1 on any error (tests/hapi/launcher; Java 17+ and Maven; the jar is rebuilt when its sources change).
+HAPI_LAUNCHER := tests/hapi/launcher
+HAPI_JAR := $(HAPI_LAUNCHER)/target/hapi-launcher.jar
+PROFILES_DIR ?= fhir_profiles
+
+$(HAPI_JAR): $(HAPI_LAUNCHER)/pom.xml $(shell find $(HAPI_LAUNCHER)/src -type f 2>/dev/null)
+	mvn -q -B -f $(HAPI_LAUNCHER)/pom.xml -DskipTests package
+	@touch $@
+
+.PHONY: validate-profiles
+validate-profiles: $(HAPI_JAR)
+	java -Dloader.main=org.safeflag.hapi.ValidateProfiles -jar $(HAPI_JAR) $(PROFILES_DIR)
+
 # The virtualenv and caches only: ./var holds the database and the token issuer key.
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
