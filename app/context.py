@@ -62,7 +62,7 @@ class AppContext:
     @asynccontextmanager
     async def unit_of_work(
         self, principal: Principal | None = None, *, request_id: str | None = None,
-        client_address: str | None = None,
+        client_address: str | None = None, scheduled: bool = False,
     ) -> AsyncIterator[FhirService]:
         """One transaction: committed when the block ends normally, rolled back on any exception.
 
@@ -74,11 +74,14 @@ class AppContext:
                 async with session.begin():
                     repo = self._repo(session)
                     if principal is not None:
-                        principal = await enrich(session, principal)
+                        # MASH practitioners read the copies shared with them: resolve those up front
+                        shared = "DocumentReference" if principal.role == "mash-practitioner" else None
+                        principal = await enrich(session, principal, shared)
                     audit_now = (self.audit_clock or self.clock).now
                     guard = Guard(principal, repo, server=self.settings.fhir_base, now=audit_now,
                                   request_id=request_id, client_address=client_address)
                     svc = FhirService(repo, self.settings, principal=principal, guard=guard)
+                    svc.scheduled = scheduled
                     yield svc
                 if session.info.pop("outbox", False):
                     self.wake.set()

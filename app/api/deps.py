@@ -117,4 +117,6 @@ def unit_of_work(request: Request) -> AbstractAsyncContextManager[FhirService]:
         getattr(request.state, "principal", None),
         request_id=request_id_var.get(),
         client_address=request.client.host if request.client else None,
+        # `X-Access-Context: scheduled`: a silent (still audited) read, no access notification
+        scheduled=(request.headers.get("x-access-context") or "").strip().lower() == "scheduled",
     )

@@ -70,6 +70,10 @@ def capability_statement(fhir_base: str, published: str) -> dict[str, Any]:
         if ops:
             entry["operation"] = ops
         resources.append(entry)
+    # our profiles per type, the subscription topics, and the read-only conformance resource types
+    from app.fhir.conformance import with_conformance  # here: loading fhir_profiles/ waits for the first use
+
+    resources = with_conformance(resources)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -103,10 +107,9 @@ def _security(fhir_base: str) -> dict[str, Any]:
                         "code": "SMART-on-FHIR"}],
             "text": "OAuth2 bearer tokens (SMART v2 scopes); SMART Backend Services client_credentials",
         }],
-        "extension": [{
-            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-            "extension": [{"url": "token", "valueUri": f"{base}/auth/token"}],
-        }],
+        # No oauth-uris extension: its `authorize` URL is 1..1 and SafeFlag has no authorize endpoint (HAPI's
+        # validator rejects the extension without it); SMART v2 discovery is .well-known/smart-configuration.
         "description": "Every endpoint except /fhir/metadata and /fhir/.well-known/smart-configuration needs "
-                       "'Authorization: Bearer <JWT>'; discovery at /fhir/.well-known/smart-configuration.",
+                       "'Authorization: Bearer <JWT>'; discovery at /fhir/.well-known/smart-configuration, "
+                       f"token endpoint {base}/auth/token.",
     }

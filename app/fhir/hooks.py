@@ -28,6 +28,20 @@ BeforeDelete = Callable[["FhirService", "StoredResource"], Awaitable[None]]
 BEFORE_WRITE: dict[str, list[BeforeWrite]] = defaultdict(list)
 AFTER_WRITE: dict[str, list[AfterWrite]] = defaultdict(list)
 BEFORE_DELETE: dict[str, list[BeforeDelete]] = defaultdict(list)
+# after a read or search returned resources to a user (e.g. CP-IS style access notifications)
+AfterRead = Callable[["FhirService", "list[StoredResource]"], Awaitable[None]]
+AFTER_READ: list[AfterRead] = []
+
+
+def after_read(fn: AfterRead) -> AfterRead:
+    if fn not in AFTER_READ:
+        AFTER_READ.append(fn)
+    return fn
+
+
+async def run_after_read(svc: FhirService, resources: list[StoredResource]) -> None:
+    for hook in AFTER_READ:
+        await hook(svc, resources)
 
 
 def before_write(*resource_types: str) -> Callable[[BeforeWrite], BeforeWrite]:

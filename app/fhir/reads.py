@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from app.errors import BadRequest, Gone, Issue, NotFound, PreconditionFailed
-from app.fhir import bundles
+from app.fhir import bundles, hooks
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.search.executor import SearchResult, run_search
 from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_date, parse_search
@@ -44,6 +44,7 @@ class ReadInteractions:
     settings: Settings
     principal: Any
     guard: Guard
+    scheduled: bool = False  # `X-Access-Context: scheduled`: a silent (still audited) read
     last_search: SearchResult | None = None
 
     # -- read --------------------------------------------------------------------------------
@@ -60,8 +61,9 @@ class ReadInteractions:
                 msg_id="SF-0302",
                 headers={"ETag": current.etag},
             )
-        self.guard.check("read", resource_type, current.content, created_by_org=current.created_by_org, res_id=res_id)
+        await self.guard.check_record("read", current)
         await self.guard.audited(current)
+        await hooks.run_after_read(self, [current])
         return current
 
     async def vread(self, resource_type: str, res_id: str, version: str) -> StoredResource:
@@ -77,8 +79,8 @@ class ReadInteractions:
             raise Gone(f"Version {version} of {resource_type}/{res_id} is a deletion", msg_id="SF-0302")
         current = await self.repo.get(resource_type, res_id)
         org = current.created_by_org if current else None
-        self.guard.check("vread", resource_type, rec.content, created_by_org=org, res_id=res_id)
         stored = StoredResource(0, rec.resource_type, rec.id, rec.version_id, rec.last_updated, False, rec.content, org)
+        await self.guard.check_record("vread", stored)
         await self.guard.audited(stored)
         return stored
 
@@ -119,6 +121,7 @@ class ReadInteractions:
             if withheld:
                 issues.append(withheld_issue(withheld))
         await self.guard.audited(patients=search_patients(result.matches))
+        await hooks.run_after_read(self, [*result.matches, *result.included])
         self.last_search = result
         return bundles.searchset(result, self.settings.fhir_base, extra_issues=issues)
 

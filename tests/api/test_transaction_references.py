@@ -230,7 +230,7 @@ async def test_conditional_update_and_delete_entries(client: httpx.AsyncClient) 
         req("DELETE", f"Patient?{nhs_query('9990000026')}"),
     )
     bundle["entry"][1]["fullUrl"] = "urn:uuid:new"
-    bundle["entry"].append(post(flag("urn:uuid:new", f"Patient/{pid}")))
+    bundle["entry"].append(post(flag("urn:uuid:new", "Organization/la")))  # a SafeguardingFlag author
     r = await client.post("/fhir", json=bundle)
     assert r.status_code == 200
     upd, new, dele, fl = r.json()["entry"]

@@ -60,10 +60,11 @@ async def test_create_and_search_all_pages(fhir: AsyncFHIRClient, server: Runnin
     patient = resource(fhir, data.patient("9990000018"))
     await patient.save()
     assert patient.id and patient["meta"]["versionId"] == "1"
-    org = resource(fhir, data.organization())
-    await org.save()
     created = set()
-    for _ in range(FLAGS):
+    for i in range(FLAGS):
+        # one authoring organisation each: a second active flag of a category by the same author is a 409
+        org = resource(fhir, data.organization(f"Children's Services {i}"))
+        await org.save()
         flag = resource(fhir, data.flag(f"Patient/{patient.id}", f"Organization/{org.id}"))
         await flag.save()
         created.add(flag.id)
@@ -73,14 +74,14 @@ async def test_create_and_search_all_pages(fhir: AsyncFHIRClient, server: Runnin
     found = await fhir.resources("Flag").search(subject=f"Patient/{patient.id}").limit(10).fetch_all()
     assert sorted(f.id for f in found) == sorted(created)
 
-    # The CP-IS style check: active flags by NHS number, with the authoring organisation included.
+    # The CP-IS style check: active flags by NHS number, with the authoring organisations included.
     cpis = fhir.resources("Flag").search(**{"patient:identifier": f"{NHS}|9990000018"}, status="active")
     first = await cpis.include("Flag", "author").limit(10).fetch_raw()
     assert first["total"] == FLAGS
     next_link = next(link["url"] for link in first["link"] if link["relation"] == "next")
     assert next_link.startswith(server.fhir_base + "/Flag?")
     modes = [(e["search"]["mode"], e["resource"]["resourceType"]) for e in first["entry"]]
-    assert modes == [("match", "Flag")] * 10 + [("include", "Organization")]
+    assert modes == [("match", "Flag")] * 10 + [("include", "Organization")] * 10
     assert len(await cpis.fetch_all()) == FLAGS
 
 

@@ -17,11 +17,17 @@ from app.fhir.validation import validate_resource
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 XHTML = '<div xmlns="http://www.w3.org/1999/xhtml"><p>Amy Smith</p></div>'
-FLAG = {"resourceType": "Flag", "status": "active", "code": {"text": "x"}, "subject": {"reference": "Patient/1"}}
+# a valid SafeguardingFlag (fhir_profiles/): one category from our CodeSystem, its code, an author
+FLAG = {"resourceType": "Flag", "status": "active",
+        "category": [{"coding": [{"system": "https://fhir.safeflag.example/CodeSystem/safeguarding-flag-category",
+                                  "code": "child-protection-plan"}]}],
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "342191000000101"}], "text": "x"},
+        "subject": {"reference": "Patient/1"}, "author": {"reference": "Organization/1"}}
 EXT = "https://fhir.safeflag.example/StructureDefinition/"
 
 VALID: list[dict[str, Any]] = [
-    {"resourceType": "Patient", "id": "p1", "meta": {"profile": ["https://fhir.safeflag.example/x"]},
+    {"resourceType": "Patient", "id": "p1",
+     "meta": {"profile": ["https://fhir.safeflag.example/StructureDefinition/safeguarding-patient"]},
      "language": "en-GB", "text": {"status": "generated", "div": XHTML},
      "identifier": [{"use": "official", "system": NHS, "value": "9990000018"}], "active": True,
      "name": [{"use": "official", "family": "Smith", "given": ["Amy", "Jo"], "_given": [None, {"id": "g2"}]}],
@@ -44,6 +50,7 @@ VALID: list[dict[str, Any]] = [
      "extension": [{"url": EXT + "parental-responsibility", "valueBoolean": True}]},
     {"resourceType": "Encounter", "status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/"
                                                                   "v3-ActCode", "code": "EMER"},
+     "subject": {"reference": "Patient/1"},
      "period": {"start": "2026-01-05T09:00:00+00:00", "end": "2026-01-05T10:30:00Z"},
      "length": {"value": 90, "unit": "min", "system": "http://unitsofmeasure.org", "code": "min"},
      "hospitalization": {"dischargeDisposition": {"coding": [{"system": "http://snomed.info/sct",

@@ -1,0 +1,153 @@
+"""`GET /fhir/Patient/{id}/$safeguarding-summary`: what a record banner shows about a child (contract
+section 2; CP-IS shows clinicians a child's plans and the recent accesses to them), in ONE call:
+
+- the Patient (search mode `match`), so the banner can show name, NHS number and birth date;
+- the child's ACTIVE Flags (`match`) with their authors, the owning organisations and their office-hours
+  and out-of-hours numbers (`include`, as `_include=Flag:author`);
+- open notifications: the Communications about the child of category `ed-attendance`, `did-not-wait`,
+  `think-family` and `access-notification` (not `entered-in-error`; newest `sent` first, at most 25),
+  and the open `acknowledge` Tasks `for` the child (status requested..on-hold, newest first);
+- the last 25 accesses to the child's record: AuditEvents with the child as entity
+  (`AuditEvent?patient=Patient/id&_sort=-date&_count=25`).
+
+The answer is a `searchset` Bundle, as Patient `$everything` answers in R4
+(https://hl7.org/fhir/R4/patient-operation-everything.html): the same shape every FHIR client already
+reads, with `search.mode` telling the included authors apart; `total` counts the `match` entries. "The
+child" is found the way the CP-IS check finds it: by `patient:identifier=` with its NHS numbers (which
+matches references to this Patient and references carrying only the NHS number), else by reference.
+
+Access is the policy's, record by record: every section runs with the principal's search restrictions
+(`Guard.restrict`), and restricted records withheld from any section are counted in one information
+entry, as in a search. A principal who may not read AuditEvents (contract section 3: safeguarding
+leads, admin, system) sees an empty access section. The summary is one access, audited once as the
+`operation` on the Patient. Showing the active flags is a read of them: an unscheduled-care reader
+raises the access notifications (`access.py`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from app.errors import Gone, NotFound, operation_outcome
+from app.fhir.bundles import full_url
+from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+from app.fhir.profiles import CANONICAL_BASE
+from app.fhir.search.executor import run_search
+from app.fhir.search.params import parse_search
+from app.safeguarding.access import COMM_CATEGORY, record_flag_access
+from app.safeguarding.flag_refs import nhs_numbers
+from app.safeguarding.tasks import OPEN_STATUSES, TASK_CODES
+from app.security.labels import withheld_issue
+from app.security.search_scope import count_withheld
+from app.storage.repository import StoredResource, format_instant, utc_ms
+
+if TYPE_CHECKING:
+    from app.fhir.service import FhirService
+
+OPERATION = "safeguarding-summary"
+OPERATION_DEFINITION = CANONICAL_BASE + "/OperationDefinition/Patient-safeguarding-summary"
+NOTICE_CATEGORIES = ("ed-attendance", "did-not-wait", "think-family", "access-notification")
+RECENT = 25  # notifications and accesses shown
+OPEN_LIMIT = 100  # active flags and open Tasks: all of them, in practice
+
+
+def child_criterion(patient: StoredResource) -> tuple[str, str]:
+    numbers = nhs_numbers(patient)
+    if numbers:
+        return "patient:identifier", ",".join(f"{NHS_NUMBER_SYSTEM}|{n}" for n in numbers)
+    return "patient", f"Patient/{patient.id}"
+
+
+async def _section(
+    svc: FhirService, resource_type: str, query: list[tuple[str, str]]
+) -> tuple[list[StoredResource], list[StoredResource], int]:
+    """(matches, included, withheld) of one search, under the principal's access restrictions."""
+    req = parse_search(
+        resource_type,
+        [*query, ("_total", "none")],
+        base=svc.settings.fhir_base,
+        max_count=svc.settings.max_count,
+    )
+    result = await run_search(
+        svc.session, req, max_includes=svc.settings.max_includes, restrict=svc.guard.restrict()
+    )
+    withheld = await count_withheld(svc.session, svc.principal, req) if svc.principal is not None else 0
+    return result.matches, result.included, withheld
+
+
+def _entry(fhir_base: str, res: StoredResource, mode: str) -> dict[str, Any]:
+    return {
+        "fullUrl": full_url(fhir_base, res.resource_type, res.id),
+        "resource": res.content,
+        "search": {"mode": mode},
+    }
+
+
+async def safeguarding_summary(svc: FhirService, patient_id: str, *, scheduled: bool) -> dict[str, Any]:
+    """The summary Bundle; 404 for an unknown Patient, 410 for a deleted one, 403 for a role that may
+    not use the operation. `scheduled`: the `X-Access-Context: scheduled` header (a silent read)."""
+    svc.guard.check_operation(OPERATION)
+    svc.guard.begin("operation", "Patient", patient_id)
+    patient = await svc.repo.get("Patient", patient_id)
+    if patient is None:
+        raise NotFound(f"Patient/{patient_id} is not known", msg_id="SF-0301", expression="id")
+    if patient.deleted:
+        raise Gone(f"Patient/{patient_id} was deleted", msg_id="SF-0302")
+    svc.guard.check(
+        "read", "Patient", patient.content, created_by_org=patient.created_by_org, res_id=patient_id
+    )
+    child = child_criterion(patient)
+    categories = ",".join(f"{COMM_CATEGORY}|{c}" for c in NOTICE_CATEGORIES)
+    flags, authors, withheld = await _section(
+        svc, "Flag", [child, ("status", "active"), ("_include", "Flag:author"), ("_count", str(OPEN_LIMIT))]
+    )
+    notices, _, w_notices = await _section(
+        svc,
+        "Communication",
+        [
+            child,
+            ("category", categories),
+            ("status:not", "entered-in-error"),
+            ("_sort", "-sent"),
+            ("_count", str(RECENT)),
+        ],
+    )
+    tasks, _, w_tasks = await _section(
+        svc,
+        "Task",
+        [
+            child,
+            ("code", f"{TASK_CODES}|acknowledge"),
+            ("status", ",".join(OPEN_STATUSES)),
+            ("_sort", "-authored-on"),
+            ("_count", str(OPEN_LIMIT)),
+        ],
+    )
+    accesses, _, w_accesses = await _section(
+        svc, "AuditEvent", [("patient", f"Patient/{patient.id}"), ("_sort", "-date"), ("_count", str(RECENT))]
+    )
+    now: datetime = svc.repo.clock.now()
+    await record_flag_access(svc, svc.principal, flags, scheduled=scheduled, now=now)
+    await svc.guard.audited(patient)
+
+    base = svc.settings.fhir_base
+    matches = [patient, *flags, *notices, *tasks, *accesses]
+    entries = [_entry(base, r, "match") for r in [patient, *flags]]
+    entries += [_entry(base, r, "include") for r in authors]
+    entries += [_entry(base, r, "match") for r in [*notices, *tasks, *accesses]]
+    hidden = withheld + w_notices + w_tasks + w_accesses
+    if hidden:
+        entries.append(
+            {"resource": operation_outcome([withheld_issue(hidden)]), "search": {"mode": "outcome"}}
+        )
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": format_instant(utc_ms(now))},
+        "type": "searchset",
+        "total": len(matches),
+        "link": [{"relation": "self", "url": f"{base}/Patient/{patient.id}/${OPERATION}"}],
+        "entry": entries,
+    }
