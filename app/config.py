@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     auth_issuers: str = "[]"
     webhook_allow: str = "127.0.0.1,localhost"
     max_body_bytes: int = 20 * MiB
+    max_document_bytes: int = Field(default=10 * MiB, ge=1)  # a referral copy's document (Binary or inline)
     default_count: int = 50
     max_count: int = 500
     max_includes: int = 1000

@@ -17,7 +17,17 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from app import openapi
-from app.api import auth, interactions, operations, subscriptions, system
+from app.api import (
+    auth,
+    conformance,
+    governance,
+    interactions,
+    operations,
+    referrals,
+    safeguarding,
+    subscriptions,
+    system,
+)
 from app.api.responses import fhir_response
 from app.config import Settings, get_settings
 from app.context import AppContext
@@ -78,6 +88,10 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     if ctx is not None:
         app.state.ctx = ctx
     app.include_router(auth.router)  # first: /fhir/{type}/{id} would catch /fhir/.well-known/...
+    app.include_router(referrals.router)  # before interactions: Binary native read, $qa-queue
+    app.include_router(governance.router)
+    app.include_router(conformance.router)  # before interactions: /fhir/StructureDefinition etc.
+    app.include_router(safeguarding.router)
     app.include_router(system.router)
     app.include_router(operations.router)
     app.include_router(subscriptions.router)

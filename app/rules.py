@@ -10,6 +10,10 @@ import importlib
 RULE_MODULES = (
     "app.notify.hooks",
     "app.safeguarding.encounter_hooks",
+    "app.safeguarding.referrals",
+    "app.safeguarding.referral_qa",
+    "app.safeguarding.flags",
+    "app.safeguarding.access",
 )
 
 

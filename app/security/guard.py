@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement
 
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.security.audit import audit_for, outcome_for_status, patients_of
+from app.security.binary_policy import decide_binary, security_context
 from app.security.labels import default_labels
 from app.security.policy import Visibility, decide, decide_operation, visibility
 from app.security.principal import Principal
@@ -67,6 +68,21 @@ class Guard:
         if not decision.allowed:
             self.denied_reason = decision.reason
             raise decision.error(resource_type, res_id)
+
+    async def check_record(self, interaction: str, stored: StoredResource) -> None:
+        """Record-level check of a stored resource being read; a Binary follows the DocumentReference
+        named in its `securityContext` (app/security/binary_policy.py)."""
+        if self.principal is None:
+            return
+        if stored.resource_type != "Binary":
+            self.check(interaction, stored.resource_type, stored.content, created_by_org=stored.created_by_org,
+                       res_id=stored.id)
+            return
+        context = await security_context(self.repo.session, stored.content, self.server)
+        decision = decide_binary(self.principal, interaction, stored.content, stored.created_by_org, context)
+        if not decision.allowed:
+            self.denied_reason = decision.reason
+            raise decision.error("Binary", stored.id)
 
     def check_operation(self, name: str) -> None:
         if self.principal is None:

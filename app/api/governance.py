@@ -1,0 +1,47 @@
+"""`GET /fhir/$governance-report?month=YYYY-MM[&organization=Organization/x]` (contract section 6): the
+month's governance figures per provider organisation as a Parameters resource, computed by
+`app/safeguarding/report.py` as of the server's clock.
+
+Include this router BEFORE `interactions.router` (whose `/fhir/{type}` search route would take the path).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from app.api.auth import authenticate
+from app.api.deps import ContextDep, check_accept, unit_of_work
+from app.api.referrals import refuse_unknown
+from app.api.responses import fhir_response
+from app.errors import BadRequest
+from app.safeguarding.referral_rules import organization_param
+from app.safeguarding.report import governance_report, month_range, to_parameters
+
+router = APIRouter(prefix="/fhir", dependencies=[Depends(authenticate)], tags=["governance"])
+
+
+@router.get("/$governance-report", name="governance_report", dependencies=[Depends(check_accept)])
+async def governance_report_operation(
+    request: Request,
+    ctx: ContextDep,
+    month: Annotated[str | None, Query(description="YYYY-MM (UTC calendar month)")] = None,
+    organization: Annotated[str | None, Query(description="Organization/<id>: this organisation only")] = None,
+) -> Response:
+    async with unit_of_work(request) as svc:
+        svc.guard.begin("operation", query=f"$governance-report?{request.url.query}")
+        svc.guard.check_operation("governance-report")
+        refuse_unknown(request, ("month", "organization"), "$governance-report")
+        for name in ("month", "organization"):
+            if len(request.query_params.getlist(name)) > 1:
+                raise BadRequest(f"{name} may be given only once", msg_id="SF-0952", expression=name)
+        if month is None:
+            raise BadRequest("month is required (YYYY-MM)", msg_id="SF-0951", code="required", expression="month")
+        month_range(month)
+        base = ctx.settings.fhir_base
+        org = organization_param(organization, base) if organization is not None else None
+        report = await governance_report(svc.session, base, month, org, ctx.clock.now())
+        await svc.guard.audited()
+    return fhir_response(to_parameters(report))

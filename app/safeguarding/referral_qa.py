@@ -1,0 +1,186 @@
+"""Quality review of referral copies and the local authority's reply (contract section 5, "MASH referral
+copy"; https://hl7.org/fhir/R4/task.html, https://hl7.org/fhir/R4/communication.html).
+
+- A review is a Task with `code` `referral-qa` (`safeguarding-task`): `focus` a stored referral copy,
+  `for` the copy's child, `owner` a safeguarding lead (a PractitionerRole coded `safeguarding-lead` in
+  `care-team-role`, or a Practitioner holding one); once `completed` it carries an `output` of type
+  `qa-outcome` whose value is a `referral-qa-outcome` code (the profile checks the code).
+- The reply is a Communication of category `referral-outcome` whose `inResponseTo` names the
+  `mash-referral` Communication(s) it answers, about the same child.
+- The queue (`GET /fhir/DocumentReference/$qa-queue[?organization=Organization/x]`): current referral
+  copies with no completed `referral-qa` Task, oldest first; "of" an organisation as contract section 3
+  defines it for DocumentReference (written by it, or naming it or one of its people as author or
+  custodian).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlencode
+
+from sqlalchemy import and_, exists, func, literal, or_, select
+
+from app.errors import Unprocessable
+from app.fhir import bundles
+from app.fhir.hooks import before_write
+from app.fhir.search.executor import SearchResult
+from app.fhir.search.params import parse_search
+from app.fhir.search.sql import count_query, page_query, where_clause
+from app.safeguarding.lookup import Lookup
+from app.safeguarding.referral_rules import (
+    CARE_TEAM_ROLE,
+    DOC_TYPE,
+    TASK_CODE,
+    categories,
+    codes,
+    is_qa_task,
+    is_referral_copy,
+    local_ref,
+)
+from app.security.guard import search_patients
+from app.security.labels import withheld_issue
+from app.security.search_scope import withheld_conditions
+from app.storage.repository import row_to_stored
+from app.storage.tables import idx_reference, resource
+
+if TYPE_CHECKING:
+    from app.fhir.service import FhirService
+    from app.storage.repository import StoredResource
+
+LEAD = f"{CARE_TEAM_ROLE}|safeguarding-lead"
+DOC = "DocumentReference"
+
+
+async def _is_lead(lookup: Lookup, ref: str | None) -> bool:
+    if ref is None:
+        return False
+    if ref.startswith("PractitionerRole/"):
+        role = await lookup.get(ref)
+        return role is not None and "safeguarding-lead" in codes(role.content.get("code"), CARE_TEAM_ROLE)
+    if ref.startswith("Practitioner/"):
+        return bool(await lookup.search("PractitionerRole", [("practitioner", ref), ("role", LEAD)], count=1))
+    return False
+
+
+@before_write("Task")
+async def referral_qa_rules(
+    svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
+) -> dict[str, Any]:
+    if not is_qa_task(content):
+        return content
+    base = svc.settings.fhir_base
+    lookup = Lookup(svc.session, base)
+    focus = local_ref(content.get("focus"), base, "DocumentReference")
+    doc = await lookup.get(focus) if focus else None
+    if doc is None or not is_referral_copy(doc.content):
+        raise Unprocessable(f"A referral-qa Task's focus is a stored referral copy; "
+                            f"'{(content.get('focus') or {}).get('reference')}' is not one", msg_id="SF-0932",
+                            code="business-rule", expression="Task.focus")
+    if local_ref(content.get("for"), base) != local_ref(doc.content.get("subject"), base):
+        raise Unprocessable(f"Task.for must be the child the referral copy {focus} is about", msg_id="SF-0935",
+                            code="business-rule", expression="Task.for")
+    owner = content.get("owner")
+    if not await _is_lead(lookup, local_ref(owner, base)):
+        raise Unprocessable(f"A referral-qa Task is owned by a safeguarding lead (a PractitionerRole coded "
+                            f"{LEAD}, or its Practitioner); '{(owner or {}).get('reference')}' is not one",
+                            msg_id="SF-0933", code="business-rule", expression="Task.owner")
+    outcomes = [o for o in content.get("output") or [] if "qa-outcome" in codes(o.get("type"), TASK_CODE)]
+    if content.get("status") == "completed" and not outcomes:
+        raise Unprocessable("A completed referral-qa Task records its outcome: an output of type qa-outcome "
+                            "with a referral-qa-outcome code", msg_id="SF-0934", code="required",
+                            expression="Task.output")
+    return content
+
+
+@before_write("Communication")
+async def referral_outcome_rules(
+    svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
+) -> dict[str, Any]:
+    """The local authority's reply answers a stored mash-referral Communication about the same child."""
+    if "referral-outcome" not in categories(content):
+        return content
+    base = svc.settings.fhir_base
+    answered = content.get("inResponseTo") or []
+    if not answered:
+        raise Unprocessable("A referral-outcome Communication names the referral it answers in inResponseTo",
+                            msg_id="SF-0930", code="required", expression="Communication.inResponseTo")
+    lookup = Lookup(svc.session, base)
+    for i, value in enumerate(answered):
+        ref = local_ref(value, base, "Communication")
+        referral = await lookup.get(ref) if ref else None
+        if referral is None or "mash-referral" not in categories(referral.content):
+            raise Unprocessable(f"inResponseTo '{(value or {}).get('reference')}' is not a stored mash-referral "
+                                "Communication", msg_id="SF-0931", code="business-rule",
+                                expression=f"Communication.inResponseTo[{i}]")
+        if local_ref(referral.content.get("subject"), base) != local_ref(content.get("subject"), base):
+            raise Unprocessable(f"Communication.subject differs from the subject of the referral {ref}",
+                                msg_id="SF-0936", code="business-rule", expression="Communication.subject")
+    return content
+
+
+# -- the queue ---------------------------------------------------------------------------------------
+async def organization_members(lookup: Lookup, org: str) -> set[tuple[str, str]]:
+    """(type, id) of the Organization, its PractitionerRoles and their Practitioners (contract section 3)."""
+    out = {("Organization", org.partition("/")[2])}
+    for role in await lookup.search("PractitionerRole", [("organization", org)], count=1000):
+        out.add(("PractitionerRole", role.id))
+        prac = local_ref(role.content.get("practitioner"), lookup.base, "Practitioner")
+        if prac:
+            out.add(("Practitioner", prac.partition("/")[2]))
+    return out
+
+
+def _reviewed(res: Any, base: str) -> Any:
+    """EXISTS a completed referral-qa Task whose focus is the DocumentReference row of `res`."""
+    task, focus = resource.alias("qa_task"), idx_reference.alias("qa_focus")
+    treq = parse_search("Task", [("code", f"{TASK_CODE}|referral-qa"), ("status", "completed")], base=base)
+    return exists(
+        select(literal(1))
+        .select_from(task.join(focus, and_(focus.c.resource_pk == task.c.pk, focus.c.param == "focus")))
+        .where(*where_clause(treq, cast(Any, task)), focus.c.target_type == DOC, focus.c.target_id == res.c.res_id)
+    )
+
+
+def _queue_conditions(res: Any, base: str, org: str | None, members: set[tuple[str, str]]) -> list[Any]:
+    """Beyond `type`/`status`: not yet reviewed, and (when asked) of the organisation."""
+    conds = [~_reviewed(res, base)]
+    if org:
+        r = idx_reference.c
+        named = select(r.resource_pk).where(
+            r.res_type == DOC, r.param.in_(("author", "custodian")),
+            or_(*[and_(r.target_type == t, r.target_id == i) for t, i in sorted(members)]),
+        )
+        conds.append(or_(res.c.created_by_org == org, res.c.pk.in_(named)))
+    return conds
+
+
+async def qa_queue(svc: FhirService, organization: str | None, query: list[tuple[str, str]]) -> dict[str, Any]:
+    """The searchset Bundle of current referral copies awaiting review (of `organization` when given),
+    oldest first; searched, filtered and audited as `DocumentReference?...` would be for this principal."""
+    base = svc.settings.fhir_base
+    svc.guard.begin("search-type", DOC, query=f"{DOC}/$qa-queue?{urlencode(query)}")
+    svc.guard.check("search", DOC)
+    paging = [(k, v) for k, v in query if k in ("_count", "_offset")]
+    req = parse_search(DOC, [("type", f"{DOC_TYPE}|mash-referral"), ("status", "current"), *paging], base=base,
+                       default_count=svc.settings.default_count, max_count=svc.settings.max_count)
+    members = await organization_members(Lookup(svc.session, base), organization) if organization else set()
+    restrict = svc.guard.restrict()
+    extra = [*_queue_conditions(resource, base, organization, members),
+             *(restrict(resource, DOC) if restrict else [])]
+    rows = (await svc.session.execute(page_query(req, extra))).all() if req.count else []
+    total = int((await svc.session.execute(count_query(req, extra))).scalar_one())
+    issues = []
+    if svc.principal is not None:
+        res = resource.alias("withheld")
+        hidden = withheld_conditions(svc.principal, DOC, res)
+        if hidden is not None:
+            stmt = select(func.count()).select_from(res).where(
+                *where_clause(req, cast(Any, res)), *_queue_conditions(res, base, organization, members), *hidden)
+            withheld = int((await svc.session.execute(stmt)).scalar_one())
+            issues += [withheld_issue(withheld)] if withheld else []
+    matches = [row_to_stored(row) for row in rows]
+    await svc.guard.audited(patients=search_patients(matches))
+    shown = [("organization", organization)] if organization else []
+    link_req = replace(req, resource_type=f"{DOC}/$qa-queue", query=shown)
+    return bundles.searchset(SearchResult(link_req, matches, total), base, extra_issues=issues)
