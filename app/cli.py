@@ -151,6 +151,10 @@ from app.safeguarding.caseload_cli import register as _register_caseload  # noqa
 
 _register_caseload(app)
 
+from app.demo.cli import register as _register_demo  # noqa: E402  (demo)
+
+_register_demo(app)
+
 
 if __name__ == "__main__":
     app()

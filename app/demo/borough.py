@@ -1,0 +1,148 @@
+"""The synthetic borough `safeflag demo` seeds: its organisations, people and one family, and the
+resources the story writes (contract sections 4 and 5 for the codes).
+
+Every id is chosen here so that seeding is `PUT` update-as-create and a re-run changes nothing
+(https://hl7.org/fhir/R4/http.html#upsert). NHS numbers come from the 999 test range and carry valid
+Modulus 11 check digits; they are not the walkthrough's, so the demo leaves a reader's own data alone.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import date
+from typing import Any
+
+from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+
+CS = "https://fhir.safeflag.example/CodeSystem/"
+SNOMED = "http://snomed.info/sct"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+TOPIC = "https://fhir.safeflag.example/SubscriptionTopic/"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+SECRET_EXT = "https://fhir.safeflag.example/StructureDefinition/subscription-secret"
+
+CHILD_NHS, MOTHER_NHS = "9990000166", "9990000174"
+LA, ED, ZERO19, DUTY, MASH = (f"Organization/demo-{x}" for x in ("la", "ed", "0-19", "0-19-duty", "mash"))
+HV, LEAD, ED_NURSE = (f"PractitionerRole/demo-{x}" for x in ("hv", "lead", "ed-nurse"))
+CHILD, MOTHER = "Patient/demo-child", "Patient/demo-mother"
+SUBSCRIPTION = "Subscription/demo-0-19-ed-attendance"
+OFFICE_HOURS = {"system": "phone", "value": "01632 960101", "use": "work", "rank": 1}
+OUT_OF_HOURS = {"system": "phone", "value": "01632 960199", "use": "work", "rank": 2}
+ED_CARE_SETTING = "310000008"  # SNOMED CT emergency department: unscheduled care (contract section 3)
+
+
+def _id(ref: str) -> str:
+    return ref.partition("/")[2]
+
+
+def coding(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+def organization(ref: str, name: str, role: str | None = None, **extra: Any) -> dict[str, Any]:
+    org: dict[str, Any] = {"resourceType": "Organization", "id": _id(ref), "active": True, "name": name}
+    if role:
+        org["type"] = [coding(CS + "organization-role", role)]
+    return {**org, **extra}
+
+
+def practitioner_role(ref: str, org: str, role: str | None, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"resourceType": "PractitionerRole", "id": _id(ref), "active": True,
+                           "organization": {"reference": org}, "practitioner": {"display": name}}
+    if role:
+        out["code"] = [coding(CS + "care-team-role", role)]
+    return out
+
+
+def patient(ref: str, nhs: str, given: str, birth: str, gender: str, **extra: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": _id(ref),
+            "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": nhs}],
+            "name": [{"use": "official", "family": "Demo", "given": [given]}], "gender": gender,
+            "birthDate": birth, **extra}
+
+
+def reference_data(today: date) -> list[dict[str, Any]]:
+    """In dependency order: organisations, roles, the family, the child's CareTeam."""
+    # born in January two years ago: under 5 (a health visitor's child) and the same date all year
+    child_birth = date(today.year - 2, 1, 15).isoformat()
+    la = organization(LA, "Demo Borough Children's Services", telecom=[OFFICE_HOURS, OUT_OF_HOURS], contact=[
+        {"purpose": {"text": "Office hours (Mon-Fri 09:00-17:00)"}, "telecom": [OFFICE_HOURS]},
+        {"purpose": {"text": "Out of hours emergency duty team"}, "telecom": [OUT_OF_HOURS]}])
+    return [
+        la,
+        organization(MASH, "Demo Borough MASH", "local-authority-mash", partOf={"reference": LA}),
+        organization(ED, "Demo General Hospital Emergency Department", "emergency-department"),
+        organization(ZERO19, "Demo 0-19 Service", "zero-to-nineteen-service"),
+        organization(DUTY, "Demo 0-19 Duty Team", "zero-to-nineteen-duty", partOf={"reference": ZERO19}),
+        practitioner_role(HV, ZERO19, "health-visitor", "Hana Visitor"),
+        practitioner_role(LEAD, ZERO19, "safeguarding-lead", "Sam Lead"),
+        practitioner_role(ED_NURSE, ED, None, "Eddie Nurse"),
+        patient(MOTHER, MOTHER_NHS, "Morgan", "1996-05-20", "female"),
+        patient(CHILD, CHILD_NHS, "Casey", child_birth, "female", managingOrganization={"reference": ZERO19}),
+        {"resourceType": "CareTeam", "id": "demo-child-0-19", "status": "active", "name": "Casey's 0-19 team",
+         "subject": {"reference": CHILD}, "managingOrganization": [{"reference": ZERO19}],
+         "participant": [{"role": [coding(CS + "care-team-role", "health-visitor")],
+                          "member": {"reference": HV}}]},
+    ]
+
+
+def plan_flag(today: date) -> dict[str, Any]:
+    return {"resourceType": "Flag", "status": "active",
+            "category": [coding(CS + "safeguarding-flag-category", "child-protection-plan")],
+            "code": {"coding": [{"system": SNOMED, "code": "342191000000101",
+                                 "display": "Child protection plan"}]},
+            "subject": {"reference": CHILD}, "period": {"start": today.isoformat()},
+            "author": {"reference": LA}}
+
+
+def subscription(endpoint: str, secret: str) -> dict[str, Any]:
+    """The 0-19 service's rest-hook subscription to its health visitor's ED attendance notices."""
+    return {
+        "resourceType": "Subscription", "id": _id(SUBSCRIPTION), "status": "requested",
+        "extension": [{"url": SECRET_EXT, "valueString": secret}],
+        "reason": "Tell the 0-19 service's health visitor about ED attendances of her children",
+        "criteria": TOPIC + "ed-attendance",
+        "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria",
+                                     "valueString": f"Communication?recipient={HV}"}]},
+        "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
+                    "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content",
+                                                "valueCode": "id-only"}]}},
+    }
+
+
+def attendance(start: str) -> dict[str, Any]:
+    return {"resourceType": "Encounter", "status": "in-progress",
+            "class": {"system": ACT_CODE, "code": "EMER"}, "subject": {"reference": CHILD},
+            "period": {"start": start}, "serviceProvider": {"reference": ED}}
+
+
+def referral_copy(sent: str, text: str) -> dict[str, Any]:
+    """A transaction Bundle: the document as a Binary, its DocumentReference, the referral Communication
+    (in that order: the copy is checked against its Binary's bytes when it is written)."""
+    binary, copy = (f"urn:uuid:6a0d51a4-1d0e-4c39-9e1e-2f3f0b9e000{n}" for n in (1, 2))
+    entries = [
+        (binary, {"resourceType": "Binary", "contentType": "text/plain",
+                  "data": base64.b64encode(text.encode()).decode()}),
+        (copy, {"resourceType": "DocumentReference", "status": "current",
+                "type": coding(CS + "safeguarding-document-type", "mash-referral"),
+                "subject": {"reference": CHILD}, "author": [{"reference": ED_NURSE}],
+                "description": "Referral to Demo Borough MASH",
+                "content": [{"attachment": {"contentType": "text/plain", "url": binary}}]}),
+        (None, {"resourceType": "Communication", "status": "completed",
+                "category": [coding(CS + "safeguarding-communication-category", "mash-referral")],
+                "subject": {"reference": CHILD}, "sender": {"reference": ED_NURSE},
+                "recipient": [{"reference": MASH}], "sent": sent,
+                "payload": [{"contentReference": {"reference": copy}}]}),
+    ]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {**({"fullUrl": url} if url else {}), "resource": res,
+         "request": {"method": "POST", "url": res["resourceType"]}} for url, res in entries]}
+
+
+def qa_review(document: str) -> dict[str, Any]:
+    task = CS + "safeguarding-task"
+    return {"resourceType": "Task", "status": "completed", "intent": "order",
+            "code": coding(task, "referral-qa"), "focus": {"reference": document},
+            "for": {"reference": CHILD}, "owner": {"reference": LEAD},
+            "output": [{"type": coding(task, "qa-outcome"),
+                        "valueCodeableConcept": coding(CS + "referral-qa-outcome", "clear-and-complete")}]}
