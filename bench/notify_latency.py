@@ -260,6 +260,8 @@ async def run_db(db: str, args: argparse.Namespace, cluster: PgCluster | None) -
             if latencies
             else {},
             "latency_max_ms": round(max(latencies), 1) if latencies else None,
+            # p50 per 10 s of sending: a rising series means delivery fell behind the load
+            "latency_p50_ms_by_10s": _by_window(started, got),
             "request_ms": {q: round(percentile(request_ms, float(q[1:])), 1) for q in ("p50", "p99")}
             if request_ms
             else {},
@@ -274,6 +276,17 @@ async def run_db(db: str, args: argparse.Namespace, cluster: PgCluster | None) -
         srv.stop()
         await receiver.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _by_window(started: dict[str, float], got: dict[str, list[float]], window: float = 10.0) -> list[float]:
+    if not started:
+        return []
+    first = min(started.values())
+    buckets: dict[int, list[float]] = {}
+    for eid, t0 in started.items():
+        if eid in got:
+            buckets.setdefault(int((t0 - first) // window), []).append((min(got[eid]) - t0) * 1000)
+    return [round(percentile(buckets[k], 50), 1) for k in sorted(buckets)]
 
 
 def table(results: list[dict[str, Any]]) -> str:

@@ -89,6 +89,10 @@ async def metrics(request: Request, ctx: ContextDep, principal: PrincipalDep) ->
     decide_operation(principal, "metrics").enforce("metrics")
     m = request.app.state.metrics
     m.observe_pool(ctx.engine.pool)
+    from app.safeguarding import workload  # open / overdue acknowledgement Tasks per team (contract section 5)
+
+    async with ctx.sessionmaker() as session, session.begin():
+        await workload.observe(m.registry, session, ctx.settings.fhir_base, ctx.clock.now())
     # The classic text format (0.0.4): what every Prometheus version and scraper accepts.
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
@@ -28,6 +28,8 @@ from app.notify.subscriptions import SubscriptionSpec, parse_spec
 from app.storage.notify_tables import notification, subscription_state
 from app.storage.repository import utc_ms
 from app.storage.tables import resource, resource_version
+
+BUNDLES_PER_LEASE = 20  # then the lease goes back, so that other work (and dispatchers) get their turn
 
 
 @dataclass
@@ -106,7 +108,7 @@ async def _load(ctx: AppContext, sub_id: str, owner: str, lease_seconds: float) 
             return None
         try:
             spec = parse_spec(sub_id, res.content, base=ctx.settings.fhir_base, webhook_allow=ctx.settings.webhook_hosts)
-        except FhirError as exc:
+        except FhirError:
             return _Work(None, state, [])  # type: ignore[arg-type]  # handled by caller as an error
         # The lease must outlive this send (up to the channel timeout) so that no other dispatcher
         # sends the same events meanwhile; a killed dispatcher's lease still runs out.
@@ -126,30 +128,34 @@ async def _load(ctx: AppContext, sub_id: str, owner: str, lease_seconds: float) 
                 .limit(spec.max_count)
             )
         ).all()
-        events = [await _event(session, spec, row) for row in rows]
+        events = await _events(session, spec, list(rows))
         return _Work(spec, state, events)
 
 
-async def _event(session: AsyncSession, spec: SubscriptionSpec, row: Any) -> Event:
-    content = None
+async def _events(session: AsyncSession, spec: SubscriptionSpec, rows: list[Any]) -> list[Event]:
+    """The pending events with their focus versions, read in one query."""
     v = resource_version.c
-    content = (
-        await session.execute(
-            select(v.content).where(
-                v.res_type == row.focus_type, v.res_id == row.focus_id, v.version_id == row.focus_version
-            )
+    keys = {(r.focus_type, r.focus_id, r.focus_version) for r in rows}
+    contents: dict[tuple[str, str, int], dict[str, Any] | None] = {}
+    if keys:
+        stmt = select(v.res_type, v.res_id, v.version_id, v.content).where(
+            tuple_(v.res_type, v.res_id, v.version_id).in_(sorted(keys))
         )
-    ).scalar_one_or_none()
-    return Event(
-        number=int(row.event_number),
-        occurred_at=row.occurred_at,
-        focus_type=row.focus_type,
-        focus_id=row.focus_id,
-        focus_version=row.focus_version,
-        action=row.action,
-        resource=content if spec.content == "full-resource" else None,
-        context=tuple(_context_refs(content)),
-    )
+        contents = {(t, i, n): c for t, i, n, c in (await session.execute(stmt)).all()}
+    out = []
+    for row in rows:
+        content = contents.get((row.focus_type, row.focus_id, row.focus_version))
+        out.append(Event(
+            number=int(row.event_number),
+            occurred_at=row.occurred_at,
+            focus_type=row.focus_type,
+            focus_id=row.focus_id,
+            focus_version=row.focus_version,
+            action=row.action,
+            resource=content if spec.content == "full-resource" else None,
+            context=tuple(_context_refs(content)),
+        ))
+    return out
 
 
 def _context_refs(content: dict[str, Any] | None) -> list[str]:
@@ -181,19 +187,36 @@ async def deliver(
     ctx: AppContext, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
     retry: RetryPolicy, lease_seconds: float = 30.0,
 ) -> int:
-    """Send what is due for one leased subscription; returns the number of events delivered."""
+    """Send what is due for one leased subscription; returns the number of events delivered. A backlog
+    goes out as several full bundles under the same lease (two transactions a bundle, no new round)."""
+    delivered = 0
+    for _ in range(BUNDLES_PER_LEASE):
+        count, kept = await _deliver_one(ctx, sub_id, owner, http=http, ws=ws, retry=retry,
+                                         lease_seconds=lease_seconds)
+        delivered += count
+        if not kept:
+            return delivered
+    await release(ctx, sub_id, owner)
+    return delivered
+
+
+async def _deliver_one(
+    ctx: AppContext, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
+    retry: RetryPolicy, lease_seconds: float,
+) -> tuple[int, bool]:
+    """One bundle (or handshake, or heartbeat); (events delivered, lease still held for another bundle)."""
     work = await _load(ctx, sub_id, owner, lease_seconds)
     if work is None:
         await release(ctx, sub_id, owner)
-        return 0
+        return 0, False
     if work.spec is None:
         await release(ctx, sub_id, owner)
         await set_status(ctx, sub_id, "error", "subscription is no longer valid on this server")
-        return 0
+        return 0, False
     spec, state = work.spec, work.state
     if spec.channel_type == "websocket" and (ws is None or not ws.bound(sub_id)):
         await release(ctx, sub_id, owner)  # stays pending until a client binds (then $events replays)
-        return 0
+        return 0, False
     base = ctx.settings.fhir_base
     now = _now(ctx)
     if state.handshake_due:
@@ -205,7 +228,7 @@ async def deliver(
         await release(ctx, sub_id, owner, last_sent_at=now if result.ok else state.last_sent_at)
         await set_status(ctx, sub_id, "active" if result.ok else "error",
                          None if result.ok else f"handshake failed: {result.error}")
-        return 0
+        return 0, False
     if work.events:
         body = orjson.dumps(notification_bundle(
             fhir_base=base, sub_id=sub_id, topic_url=spec.topic.url, status="active", type_="event-notification",
@@ -214,12 +237,11 @@ async def deliver(
         result = await _send(ctx, spec, state.secret, body, http, ws)
         numbers = [e.number for e in work.events]
         if result.ok:
-            await _mark_delivered(ctx, sub_id, numbers, now)
-            await release(ctx, sub_id, owner, last_sent_at=now, attempts=0, failing_since=None,
-                          next_attempt_at=None, last_error=None)
-            return len(numbers)
+            more = len(numbers) == spec.max_count  # a full bundle: there may be a backlog behind it
+            await _delivered(ctx, sub_id, owner, numbers, now, keep_lease=more)
+            return len(numbers), more
         await _failed(ctx, sub_id, owner, state, now, retry, result.error or "delivery failed")
-        return 0
+        return 0, False
     if spec.heartbeat_seconds and (
         state.last_sent_at is None or state.last_sent_at + timedelta(seconds=spec.heartbeat_seconds) <= now
     ):
@@ -230,20 +252,29 @@ async def deliver(
         result = await _send(ctx, spec, state.secret, body, http, ws)
         if not result.ok:
             await _failed(ctx, sub_id, owner, state, now, retry, result.error or "heartbeat failed")
-            return 0
+            return 0, False
         await release(ctx, sub_id, owner, last_sent_at=now)
-        return 0
+        return 0, False
     await release(ctx, sub_id, owner)
-    return 0
+    return 0, False
 
 
-async def _mark_delivered(ctx: AppContext, sub_id: str, numbers: list[int], now: datetime) -> None:
-    n = notification.c
+async def _delivered(
+    ctx: AppContext, sub_id: str, owner: str, numbers: list[int], now: datetime, *, keep_lease: bool = False
+) -> None:
+    """Mark the events delivered and give the lease back (unless another bundle follows), in one transaction."""
+    n, s = notification.c, subscription_state.c
     async with ctx.sessionmaker() as session, session.begin():
         await session.execute(
             update(notification)
             .where(and_(n.sub_id == sub_id, n.event_number.in_(numbers), n.delivered_at.is_(None)))
             .values(delivered_at=now, attempts=n.attempts + 1)
+        )
+        await session.execute(
+            update(subscription_state)
+            .where(s.sub_id == sub_id, s.lease_owner == owner)
+            .values(last_sent_at=now, attempts=0, failing_since=None, next_attempt_at=None, last_error=None,
+                    **({} if keep_lease else {"lease_owner": None, "lease_until": None}))
         )
 
 

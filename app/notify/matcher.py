@@ -36,6 +36,9 @@ async def live_subscriptions(
         select(r.res_id, r.version_id, r.content, s.owner)
         .join(subscription_state, s.sub_id == r.res_id)
         .where(r.res_type == "Subscription", r.deleted.is_(False), s.status.in_(("requested", "active")))
+        # one order for everyone: matchers lock subscription_state rows (event counters) in this order,
+        # so two dispatchers on one PostgreSQL never wait on each other in a cycle (deadlock)
+        .order_by(r.res_id)
     )
     out = []
     for res_id, version, content, owner in (await session.execute(stmt)).all():

@@ -19,5 +19,6 @@ if TYPE_CHECKING:
 async def ed_attendance(
     svc: FhirService, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
 ) -> None:
+    # `previous` is None only for a brand-new Encounter (a re-created deleted one has its deleted version)
     await on_encounter_write(svc.repo, Lookup(svc.session, svc.settings.fhir_base), stored,
-                             utc_ms(svc.repo.clock.now()))
+                             utc_ms(svc.repo.clock.now()), first_write=previous is None)

@@ -1,34 +1,36 @@
 """Escalation of overdue acknowledgement Tasks, run by the dispatcher's timer (contract section 5):
 once per Task, an `escalation` Communication to the team's safeguarding lead and the Task reassigned.
 
-The lead is the `safeguarding-lead` participant of the child's active CareTeam; else a PractitionerRole
-coded `safeguarding-lead` in the owner's organisation; else the owner's organisation itself.
+The lead is the `safeguarding-lead` participant of the child's active CareTeam (referenced as the
+CareTeam references it); else a PractitionerRole coded `safeguarding-lead` in the owner's organisation;
+else the owner's organisation itself. A Task with no owner (an unrouted notice) escalates to the
+child's CareTeam lead when there is one, and otherwise only gets the escalation notice with no recipient.
+
+"Once" holds with any number of dispatcher processes: each Task is escalated in its own transaction
+that re-reads it, and the Task update is version-checked, so a second escalator's transaction fails
+with a conflict and rolls back its Communication too.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.context import AppContext
+from app.errors import Conflict
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import CARE_TEAM_ROLE, care_team_member
 from app.safeguarding.rules import COMM_CATEGORY
-from app.safeguarding.tasks import ESCALATED, OPEN_STATUSES, TASK_CODES, due_of, is_escalated
-from app.storage.repository import StoredResource, format_instant
+from app.safeguarding.tasks import ESCALATED, OPEN_STATUSES, TASK_CODES, due_of, is_escalated, is_overdue
+from app.storage.repository import StoredResource, format_instant, utc_ms
 
-BATCH = 200
+log = logging.getLogger("safeflag.escalation")
 
-
-async def _owner_org(lookup: Lookup, owner: dict[str, Any] | None) -> str | None:
-    ref = (owner or {}).get("reference", "")
-    if ref.startswith("Organization/"):
-        return str(ref)
-    if ref.startswith("PractitionerRole/"):
-        role = await lookup.get(ref)
-        org = ((role.content if role else {}).get("organization") or {}).get("reference")
-        return str(org) if org else None
-    return None
+PAGE = 200
+# Nothing is due sooner than one working day (>= 24 h) after it was sent (tasks.py), so only Tasks
+# authored at least a day ago can be overdue: that bound keeps the scan to the candidates.
+SHORTEST_DUE = timedelta(days=1)
 
 
 async def lead_for(lookup: Lookup, task: dict[str, Any], now: datetime) -> dict[str, Any] | None:
@@ -37,7 +39,7 @@ async def lead_for(lookup: Lookup, task: dict[str, Any], now: datetime) -> dict[
         member = await care_team_member(lookup, child, "safeguarding-lead", now.date())
         if member:
             return member
-    org = await _owner_org(lookup, task.get("owner"))
+    org = await lookup.organization_of(task.get("owner"))
     if org:
         roles = await lookup.search("PractitionerRole", [("organization", org), ("role", f"{CARE_TEAM_ROLE}|safeguarding-lead"),
                                                          ("_sort", "_id")], count=1)
@@ -64,27 +66,51 @@ def _escalation(task: StoredResource, lead: dict[str, Any] | None, now: datetime
     return comm
 
 
-async def escalate_overdue(ctx: AppContext, now: datetime) -> int:
-    """Escalate every open acknowledgement Task whose due time has passed; returns how many."""
-    done = 0
+async def overdue_candidates(ctx: AppContext, now: datetime) -> list[str]:
+    """Ids of open, not yet escalated acknowledgement Tasks authored at least a day before `now`."""
+    query = [
+        ("code", f"{TASK_CODES}|acknowledge"),
+        ("status", ",".join(OPEN_STATUSES)),
+        ("business-status:not", f"{TASK_CODES}|escalated"),
+        ("authored-on", "le" + format_instant(now - SHORTEST_DUE)),
+        ("_sort", "authored-on,_id"),
+    ]
+    ids: list[str] = []
     async with ctx.unit_of_work() as svc:
         lookup = Lookup(svc.session, ctx.settings.fhir_base)
-        tasks = await lookup.search(
-            "Task", [("code", f"{TASK_CODES}|acknowledge"), ("status", ",".join(OPEN_STATUSES))], count=BATCH
-        )
-        stamp = format_instant(now)
-        for task in tasks:
-            due = due_of(task.content)
-            if not due or due > stamp or is_escalated(task.content):
-                continue
-            lead = await lead_for(lookup, task.content, now)
-            await svc.repo.create("Communication", _escalation(task, lead, now))
-            updated = dict(task.content)
-            updated["businessStatus"] = ESCALATED
-            if lead:
-                updated["owner"] = lead
-            updated["note"] = [*task.content.get("note", []),
-                               {"time": stamp, "text": "Escalated to the safeguarding lead: acknowledgement overdue"}]
-            await svc.repo.update(task, updated)
-            done += 1
+        while True:
+            page = await lookup.search("Task", [*query, ("_offset", str(len(ids)))], count=PAGE)
+            ids += [t.id for t in page]
+            if len(page) < PAGE:
+                return ids
+
+
+async def escalate_one(ctx: AppContext, task_id: str, now: datetime) -> bool:
+    """Escalate one Task if it is (still) overdue and not escalated; its own transaction."""
+    async with ctx.unit_of_work() as svc:
+        task = await svc.repo.get("Task", task_id)
+        if task is None or task.deleted or is_escalated(task.content) or not is_overdue(task.content, now):
+            return False
+        lookup = Lookup(svc.session, ctx.settings.fhir_base)
+        lead = await lead_for(lookup, task.content, now)
+        await svc.repo.create("Communication", _escalation(task, lead, now))
+        updated = dict(task.content)
+        updated["businessStatus"] = ESCALATED
+        if lead:
+            updated["owner"] = lead
+        updated["note"] = [*task.content.get("note", []),
+                           {"time": format_instant(now), "text": "Escalated to the safeguarding lead: acknowledgement overdue"}]
+        await svc.repo.update(task, updated)
+    return True
+
+
+async def escalate_overdue(ctx: AppContext, now: datetime) -> int:
+    """Escalate every open acknowledgement Task whose due time has passed; returns how many."""
+    now = utc_ms(now)
+    done = 0
+    for task_id in await overdue_candidates(ctx, now):
+        try:
+            done += await escalate_one(ctx, task_id, now)
+        except Conflict:  # changed meanwhile (acknowledged, or escalated by another dispatcher): re-checked next run
+            log.info("escalation skipped: task changed concurrently", extra={"task": task_id})
     return done

@@ -20,7 +20,9 @@ class Lookup:
         self.base = base
 
     async def search(self, resource_type: str, query: list[tuple[str, str]], count: int = 100) -> list[StoredResource]:
-        req = parse_search(resource_type, [*query, ("_count", str(count))], base=self.base, max_count=1000)
+        # `_total=none`: the rules need the matches, never the count (which would cost a second query)
+        req = parse_search(resource_type, [*query, ("_count", str(count)), ("_total", "none")], base=self.base,
+                           max_count=1000)
         return (await run_search(self.session, req)).matches
 
     async def get(self, reference: str) -> StoredResource | None:
@@ -50,3 +52,20 @@ class Lookup:
         if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM and ident.get("value"):
             return await self.patient_by_nhs_number(str(ident["value"]))
         return None
+
+    async def organization_of(self, reference: dict[str, Any] | None) -> str | None:
+        """The team (Organization reference) of a Task owner or notice recipient: the Organization
+        itself, a PractitionerRole's `organization`, or the organisation of a Practitioner's first role."""
+        ref = (reference or {}).get("reference")
+        if not isinstance(ref, str):
+            return None
+        if ref.startswith("Organization/"):
+            return ref
+        roles: list[StoredResource] = []
+        if ref.startswith("PractitionerRole/"):
+            role = await self.get(ref)
+            roles = [role] if role is not None else []
+        elif ref.startswith("Practitioner/"):
+            roles = await self.search("PractitionerRole", [("practitioner", ref), ("_sort", "_id")], count=1)
+        org = ((roles[0].content if roles else {}).get("organization") or {}).get("reference")
+        return org if isinstance(org, str) else None

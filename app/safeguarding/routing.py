@@ -3,7 +3,9 @@
 the member of the child's active CareTeam whose participant role is `health-visitor` (under 5) or
 `school-nurse` (5 up to 18), referenced exactly as the CareTeam references it; else the child's
 `Patient.managingOrganization`; else the Organization typed `zero-to-nineteen-duty`; else nobody
-(the notice is still stored and counted as unrouted). Children are under 18 here, as in FGM-IS.
+(the notice is still stored and counted as unrouted). Children are under 18 here, as in FGM-IS; the
+school nurse covers 5 to 17. A child whose birth date is not on file goes to the CareTeam's health
+visitor, else its school nurse. When a role has several current holders, the latest start wins.
 """
 
 from __future__ import annotations
@@ -65,10 +67,14 @@ async def care_team_member(lookup: Lookup, child: StoredResource, role: str, on:
     for team in sorted(teams, key=lambda t: t.last_updated, reverse=True):
         if not _current(team.content.get("period"), on):
             continue
-        for participant in team.content.get("participant") or []:
-            member = participant.get("member")
-            if isinstance(member, dict) and _has_role(participant, role) and _current(participant.get("period"), on):
-                return {k: v for k, v in member.items() if k in ("reference", "identifier", "type", "display")}
+        holders = [
+            (str((p.get("period") or {}).get("start") or ""), i, p["member"])
+            for i, p in enumerate(team.content.get("participant") or [])
+            if isinstance(p.get("member"), dict) and _has_role(p, role) and _current(p.get("period"), on)
+        ]
+        if holders:  # several current holders (a hand-over not yet ended): the one who started last
+            member = max(holders, key=lambda h: (h[0], h[1]))[2]
+            return {k: v for k, v in member.items() if k in ("reference", "identifier", "type", "display")}
     return None
 
 
@@ -80,9 +86,11 @@ async def duty_team(lookup: Lookup) -> dict[str, Any] | None:
 
 async def route_child(lookup: Lookup, child: StoredResource | None, on: date) -> Route:
     if child is not None:
-        role = role_for_age(age_on(child.content.get("birthDate"), on))
-        if role:
-            member = await care_team_member(lookup, child, role, on)
+        age = age_on(child.content.get("birthDate"), on)
+        # no birth date on file (e.g. a Patient created by the caseload import): the caseload says who
+        # the child's practitioner is, whichever of the two roles they hold
+        for role in [role_for_age(age)] if age is not None else ["health-visitor", "school-nurse"]:
+            member = await care_team_member(lookup, child, role, on) if role else None
             if member:
                 return Route(member, "care-team")
         managing = child.content.get("managingOrganization")

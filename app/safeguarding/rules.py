@@ -1,13 +1,21 @@
 """What an ED Encounter write implies (contract section 5, "ED attendance"); each rule a small function.
 
-- `ed-attendance`: an Encounter of class EMER is seen for the first time (created, or updated to
-  EMER/finished when it was not noticed before): one notice for the child.
+- An attendance is an Encounter of class EMER (v3-ActCode) whose status is not `planned`, `cancelled`
+  or `entered-in-error`; its subject is the child by reference or by NHS-number identifier only
+  (a Patient with that NHS number is then found; unknown numbers keep the identifier).
+- `ed-attendance`: one notice per attendance, the first time it is written (created or updated).
 - `did-not-wait`: the discharge disposition is one of the three SNOMED CT "left before care was
-  complete" codes: a did-not-wait notice (urgent), once per attendance.
-- `think-family`: the attender is an adult with dependent children: one notice per child.
-- priority `urgent`: an active CP / LAC / unborn-plan flag, an injury attendance under 1 year, or did-not-wait.
-Idempotent: a notice carries the identifier `<Encounter id>|<category>|<child>`; the same attendance
-never produces the same notice twice (so the same Encounter id and version never notifies twice).
+  complete" codes: the notice is a did-not-wait notice (urgent) instead; an attendance first recorded
+  in progress and later finished as did-not-wait gets both, each once.
+- `think-family`: the attender is an adult (18 or over: children are under 18, as in FGM-IS) with
+  dependent children: one notice per child, `about` the adult's Encounter, no `encounter` element.
+- priority `urgent`: an active CP / LAC / unborn-plan flag, an injury attendance under 1 year, or
+  did-not-wait; else `routine`. Routing is routing.py; the acknowledgement Task is tasks.py (due in
+  working days, weekends skipped); a notice routed nowhere is stored with an owner-less Task.
+Idempotent: a notice carries the identifier `https://fhir.safeflag.example/Id/notice` =
+`Encounter/<id>|<category>|<child>` (child = Patient id, or the NHS number when no Patient is on file);
+the same attendance never produces the same notice twice, so neither a re-sent Encounter (HAPI makes
+no new version for identical content) nor a later version notifies again.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ EXT = "https://fhir.safeflag.example/StructureDefinition/"
 DNW_CODES = frozenset({"1066301000000103", "1066311000000101", "1066321000000107"})
 INJURY_CODES = frozenset({"417746004", "82271004", "125667009"})
 PLAN_CATEGORIES = frozenset({"child-protection-plan", "looked-after-child", "unborn-child-protection-plan"})
+NOT_ATTENDED = frozenset({"planned", "cancelled", "entered-in-error"})
 
 
 def _codes(concept: Any, system: str) -> set[str]:
@@ -41,6 +50,12 @@ def _codes(concept: Any, system: str) -> set[str]:
 def is_emergency(encounter: dict[str, Any]) -> bool:
     cls = encounter.get("class") or {}
     return cls.get("system") == ACT_CODE and cls.get("code") == "EMER"
+
+
+def is_attendance(encounter: dict[str, Any]) -> bool:
+    """An ED attendance that happened: class EMER and not planned, cancelled or recorded in error
+    (https://hl7.org/fhir/R4/valueset-encounter-status.html)."""
+    return is_emergency(encounter) and encounter.get("status") not in NOT_ATTENDED
 
 
 def did_not_wait(encounter: dict[str, Any]) -> bool:
@@ -92,10 +107,15 @@ async def _already(lookup: Lookup, key: str) -> bool:
     return bool(await lookup.search("Communication", [("identifier", f"{NOTICE_ID_SYSTEM}|{key}")], count=1))
 
 
-async def _plan_flag(lookup: Lookup, child: StoredResource | None) -> bool:
-    if child is None:
-        return False
-    flags = await lookup.search("Flag", [("patient", f"Patient/{child.id}"), ("status", "active")])
+async def _plan_flag(lookup: Lookup, child: StoredResource | None, child_ref: dict[str, Any] | None) -> bool:
+    if child is not None:
+        who = ("patient", f"Patient/{child.id}")
+    else:  # known by NHS number only: flags recorded against that identifier (contract section 2)
+        ident = (child_ref or {}).get("identifier") or {}
+        if not (ident.get("system") and ident.get("value")):
+            return False
+        who = ("patient:identifier", f"{ident['system']}|{ident['value']}")
+    flags = await lookup.search("Flag", [who, ("status", "active")])
     return any(_codes(cat, FLAG_CATEGORY) & PLAN_CATEGORIES for f in flags for cat in f.content.get("category") or [])
 
 
@@ -125,7 +145,7 @@ async def dependent_children(lookup: Lookup, adult: StoredResource) -> list[Stor
 
 async def notices_for(lookup: Lookup, encounter: StoredResource, now: datetime) -> list[Notice]:
     content = encounter.content
-    if not is_emergency(content):
+    if not is_attendance(content):
         return []
     about = f"Encounter/{encounter.id}"
     subject = await lookup.resolve_subject(content.get("subject"))
@@ -166,16 +186,20 @@ def communication(
     return comm
 
 
-async def on_encounter_write(repo: Repository, lookup: Lookup, encounter: StoredResource, now: datetime) -> int:
-    """Create the notices (and their acknowledgement Tasks) an Encounter write implies; returns how many."""
+async def on_encounter_write(
+    repo: Repository, lookup: Lookup, encounter: StoredResource, now: datetime, *, first_write: bool = False
+) -> int:
+    """Create the notices (and their acknowledgement Tasks) an Encounter write implies; returns how many.
+    `first_write`: the Encounter did not exist before this write, so no notice of it can exist yet
+    (the idempotency search is skipped on the hot path of a new attendance)."""
     created = 0
     for notice in await notices_for(lookup, encounter, now):
         key = _key(notice)
-        if await _already(lookup, key):
+        if not first_write and await _already(lookup, key):
             continue
         on = attendance_date(encounter.content, now)
         age = age_on(notice.child.content.get("birthDate"), on) if notice.child else None
-        prio = priority(plan_flag=await _plan_flag(lookup, notice.child), age=age,
+        prio = priority(plan_flag=await _plan_flag(lookup, notice.child, notice.child_ref), age=age,
                         injury=notice.own_encounter and is_injury(encounter.content),
                         dnw=notice.category == "did-not-wait")
         route = await route_child(lookup, notice.child, on)

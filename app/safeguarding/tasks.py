@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.fhir.search.dates import parse_range
 from app.storage.repository import format_instant
 
 TASK_CODES = "https://fhir.safeflag.example/CodeSystem/safeguarding-task"
@@ -56,6 +57,20 @@ def acknowledgement_task(
 def due_of(task: dict[str, Any]) -> str | None:
     end = ((task.get("restriction") or {}).get("period") or {}).get("end")
     return end if isinstance(end, str) else None
+
+
+def due_at(task: dict[str, Any]) -> datetime | None:
+    """The moment (naive UTC) after which the Task is overdue: the end of `restriction.period.end` at
+    its precision (a date-only due time lasts the whole day)."""
+    end = due_of(task)
+    found = parse_range(end) if end else None
+    return found[1] if found else None
+
+
+def is_overdue(task: dict[str, Any], now: datetime) -> bool:
+    """Open, due time passed (`now` naive UTC)."""
+    due = due_at(task)
+    return task.get("status") in OPEN_STATUSES and due is not None and due <= now
 
 
 def is_escalated(task: dict[str, Any]) -> bool:

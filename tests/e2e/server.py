@@ -107,15 +107,20 @@ class RunningServer:
         return {"Authorization": f"Bearer {out.stdout.strip()}"}
 
 
-def start_server(database_url: str | None = None) -> RunningServer:
-    """Start `safeflag serve` (SQLite in a temp data dir unless `database_url` is given) and wait until ready."""
+def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
+                 extra_env: dict[str, str] | None = None) -> RunningServer:
+    """Start `safeflag serve` (SQLite in a temp data dir unless `database_url` is given) and wait until ready.
+    `args` are more `serve` options (e.g. `--no-dispatcher`); `extra_env` more SAFEFLAG_ settings."""
     workdir = Path(tempfile.mkdtemp(prefix="safeflag-e2e-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEFLAG_")}
     env["SAFEFLAG_DATA_DIR"] = str(workdir / "data")
     if database_url:
         env["SAFEFLAG_DATABASE_URL"] = database_url
-    cmd = [*safeflag_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    env.update(extra_env or {})
+    # what `serve` would derive from --port, set here so that `safeflag token` mints for the same issuer
+    env.setdefault("SAFEFLAG_BASE_URL", f"http://127.0.0.1:{port}")
+    cmd = [*safeflag_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     started = time.perf_counter()
     # Files, not pipes: a full pipe would block the server's logging. cwd isolates it from a local .env.
     with open(workdir / "stdout.log", "wb") as out, open(workdir / "stderr.log", "wb") as err:

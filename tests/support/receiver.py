@@ -30,6 +30,7 @@ class Received:
 class Receiver:
     port: int = 0
     status: int = 200
+    delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -55,6 +56,8 @@ class Receiver:
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             self.received.append(Received(scope["path"], headers, body, time.time()))
             self.arrived.set()
+        if self.delay:  # a slow subscriber: the request is recorded, the answer comes later ("in flight")
+            await asyncio.sleep(self.delay)
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
 

@@ -1,0 +1,67 @@
+"""`safeflag import-caseload FILE.csv [--batch-size N]` (contract section 1): the command around
+`caseload.py`, with a rich progress bar. Registered on the `safeflag` app by `register(app)` in
+app/cli.py. Exit codes: 0 every row imported (or already there); 1 some rows were bad (listed with
+their line numbers; the good ones are committed); 2 the file or database could not be used at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from app.config import get_settings
+from app.safeguarding.caseload import CaseloadFileError, Report, Row, import_rows, read_rows
+
+err = Console(stderr=True)
+
+
+async def _import(rows: list[Row], report: Report, batch_size: int) -> None:
+    from app.context import AppContext
+
+    ctx = AppContext.from_settings(get_settings())
+    columns = (TextColumn("importing caseload"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task("rows", total=len(rows))
+            await import_rows(ctx, rows, report, batch_size=batch_size, progress=lambda n: bar.advance(task, n))
+    finally:
+        await ctx.close()
+
+
+def import_caseload(
+    file: Annotated[Path, typer.Argument(help="CSV: nhs_number,practitioner,role,team,start_date")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000, help="rows per transaction")] = 500,
+) -> None:
+    """Load health-visitor / school-nurse / safeguarding-lead caseloads: one CareTeam per child."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with open(file, encoding="utf-8-sig", newline="") as stream:
+            rows, bad = read_rows(stream)
+    except (OSError, UnicodeDecodeError, CaseloadFileError) as exc:
+        err.print(f"[red]error:[/red] cannot read {file}: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    report = Report(rows=len(rows) + len(bad), bad=bad)
+    try:
+        asyncio.run(_import(rows, report, batch_size))
+    except (OSError, SQLAlchemyError) as exc:
+        err.print(f"[red]error:[/red] database: {type(exc).__name__}: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    err.print(
+        f"{report.rows} rows: {report.imported} imported, {report.unchanged} already there, "
+        f"{len(report.bad)} bad; CareTeams {report.care_teams_created} created, "
+        f"{report.care_teams_updated} updated; Patients {report.patients_created} created", soft_wrap=True,
+    )
+    for bad_row in sorted(report.bad, key=lambda b: b.line):
+        err.print(f"  line {bad_row.line}: {bad_row.reason}", soft_wrap=True, markup=False)
+    if report.bad:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import-caseload")(import_caseload)
