@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.hapi.parity import http, safeflag_process, target  # noqa: F401  (fixtures of test_parity*.py)
 from tests.hapi.sandbox import (
     JAR,
     HapiProcess,
