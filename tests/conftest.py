@@ -23,6 +23,7 @@ from app.storage.migrate import upgrade
 from app.storage.tables import metadata
 from tests.security.tokens_fixture import auth, issuer, issuer_for, mint  # noqa: F401  (fixtures)
 from tests.support.postgres import PgCluster, start_cluster
+from tests.support.receiver import Receiver
 
 BASE_URL = "http://127.0.0.1:8080"
 FHIR = BASE_URL + "/fhir"
@@ -121,3 +122,14 @@ async def client(clean_ctx: AppContext) -> AsyncIterator[httpx.AsyncClient]:
 
 def admin_token(ctx: AppContext) -> str:
     return issuer_for(ctx).mint(sub="test-admin", role="admin", scope=default_scope("admin"), ttl=3600)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP receiver for webhook deliveries (tests/support/receiver.py), stopped after the test."""
+    r = Receiver()
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
@@ -64,16 +64,6 @@ def safeflag() -> Iterator[RunningServer]:
         yield srv
     finally:
         srv.cleanup()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
 
 
 async def test_encounters_created_on_hapi_notify_the_health_visitor_through_safeflag(

@@ -19,7 +19,6 @@ from app.storage.migrate import upgrade
 from app.storage.tables import metadata
 from tests.conftest import BASE_URL, _pg_url, admin_token
 from tests.support.postgres import PgCluster
-from tests.support.receiver import Receiver
 
 SECRET = "s" * 40
 COMM_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
@@ -58,16 +57,6 @@ async def api(notify_ctx: AppContext) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, headers=headers) as c:
         c.app = app  # type: ignore[attr-defined]
         yield c
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
 
 
 @pytest.fixture

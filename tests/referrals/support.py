@@ -6,18 +6,14 @@ them in app/main.py). Test-range NHS numbers only."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.context import AppContext
-from app.main import create_app
 from app.storage.tables import resource
-from tests.conftest import BASE_URL, admin_token
 
 CS = "https://fhir.safeflag.example/CodeSystem/"
 EXT = "https://fhir.safeflag.example/StructureDefinition/"
@@ -34,29 +30,10 @@ TEXT_SIZE, TEXT_HASH = 66, "MeL+e0opW3DBuL1qNjPmvvjVIfg="
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
-def with_referral_routes(app: FastAPI) -> FastAPI:
-    """Put the referral and governance routers first, unless app/main.py already includes them."""
-    from app.api import governance, referrals
-
-    paths = {getattr(r, "path", None) for r in app.router.routes}
-    for router in (referrals.router, governance.router):
-        if all(getattr(r, "path", None) in paths for r in router.routes):
-            continue
-        before = len(app.router.routes)
-        app.include_router(router)
-        added = app.router.routes[before:]
-        del app.router.routes[before:]
-        app.router.routes[0:0] = added
-    return app
-
-
 @pytest.fixture
-async def rclient(clean_ctx: AppContext) -> AsyncIterator[httpx.AsyncClient]:
-    """tests/conftest.py's `client` (both databases, admin token) on an app with the referral routes."""
-    app = with_referral_routes(create_app(ctx=clean_ctx))
-    headers = {"Authorization": f"Bearer {admin_token(clean_ctx)}"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, headers=headers) as c:
-        yield c
+async def rclient(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """tests/conftest.py's `client` (both databases, admin token); app/main.py serves the referral routes."""
+    return client
 
 
 def organization(name: str, role: str | None = None) -> dict[str, Any]:
