@@ -148,6 +148,8 @@ def decode_signed(
     return claims
 
 
+VERIFIED_CACHE_SIZE = 4096
+
 _ACCESS_TOKEN_MESSAGES = {
     "signature": "the token's signature does not verify",
     "missing": "the token has no '{claim}' claim",
@@ -173,9 +175,26 @@ class TokenVerifier:
     external: list[IssuerConfig] = field(default_factory=list)
     jwks: JwksCache | None = None
     now: Callable[[], float] = time.time
+    # Verified tokens until they expire: a client sends the same token with every request, and checking
+    # its signature again costs more CPU than the rest of a read. Only tokens that verified go in; the
+    # times are checked again on every hit, so an expired token is refused exactly as before. (A JWKS key
+    # withdrawn by an external issuer stops new tokens at once; tokens already seen run to their `exp`,
+    # as with any cache of JWKS verification.)
+    _verified: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The verified claims, or TokenError saying why not."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            self._check_times(hit)
+            return hit
+        claims = await self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # bounded: a burst of new tokens starts the cache afresh
+        self._verified[token] = claims
+        return claims
+
+    async def _verify(self, token: str) -> dict[str, Any]:
         if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise TokenError("the token is not a compact JWS")
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import Select, delete, func, insert, select, text, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -113,6 +113,24 @@ def current_select() -> Select[Any]:
     return select(*_CURRENT_COLS)
 
 
+# Statements built once and executed with parameters: building `insert(t).values(...)` per call cost
+# more CPU than executing it (README "Benchmarks"). SQLAlchemy caches their compiled SQL as usual.
+_INSERT_RESOURCE = insert(resource).returning(resource.c.pk)
+_INSERT_VERSION = insert(resource_version)
+_INSERT_OUTBOX = insert(outbox_event)
+_INSERT_INDEX = {t.name: insert(t) for t in (idx_token, idx_string, idx_reference, idx_date)}
+_DELETE_INDEX = [delete(t).where(t.c.resource_pk == bindparam("pk")) for t in (idx_token, idx_string, idx_reference, idx_date)]
+_BUMP = (
+    update(resource)
+    .where(resource.c.pk == bindparam("b_pk"), resource.c.version_id == bindparam("b_vid"))
+    .values(version_id=bindparam("version_id"), last_updated=bindparam("last_updated"),
+            deleted=bindparam("deleted"), content=bindparam("content"))
+)
+_CURRENT_BY_ID = current_select().where(
+    resource.c.res_type == bindparam("res_type"), resource.c.res_id == bindparam("res_id")
+)
+
+
 class Repository:
     def __init__(self, session: AsyncSession, *, clock: Clock, ids: IdSource, indexer: Indexer) -> None:
         self.session = session
@@ -122,8 +140,7 @@ class Repository:
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, resource_type: str, res_id: str) -> StoredResource | None:
-        stmt = current_select().where(resource.c.res_type == resource_type, resource.c.res_id == res_id)
-        row = (await self.session.execute(stmt)).first()
+        row = (await self.session.execute(_CURRENT_BY_ID, {"res_type": resource_type, "res_id": res_id})).first()
         return row_to_stored(row) if row else None
 
     async def get_version(self, resource_type: str, res_id: str, version_id: int) -> VersionRecord | None:
@@ -197,17 +214,9 @@ class Repository:
         try:
             pk = (
                 await self.session.execute(
-                    insert(resource)
-                    .values(
-                        res_type=resource_type,
-                        res_id=res_id,
-                        version_id=1,
-                        last_updated=ts,
-                        deleted=False,
-                        content=doc,
-                        created_by_org=org,
-                    )
-                    .returning(resource.c.pk)
+                    _INSERT_RESOURCE,
+                    {"res_type": resource_type, "res_id": res_id, "version_id": 1, "last_updated": ts,
+                     "deleted": False, "content": doc, "created_by_org": org},
                 )
             ).scalar_one()
         except IntegrityError as exc:
@@ -247,9 +256,9 @@ class Repository:
         self, current: StoredResource, vid: int, ts: datetime, *, deleted: bool, content: dict[str, Any]
     ) -> None:
         result = await self.session.execute(
-            update(resource)
-            .where(resource.c.pk == current.pk, resource.c.version_id == current.version_id)
-            .values(version_id=vid, last_updated=ts, deleted=deleted, content=content)
+            _BUMP,
+            {"b_pk": current.pk, "b_vid": current.version_id, "version_id": vid, "last_updated": ts,
+             "deleted": deleted, "content": content},
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(
@@ -262,16 +271,9 @@ class Repository:
         self, pk: int, rtype: str, rid: str, vid: int, ts: datetime, method: str, doc: dict[str, Any] | None
     ) -> None:
         await self.session.execute(
-            insert(resource_version).values(
-                resource_pk=pk,
-                res_type=rtype,
-                res_id=rid,
-                version_id=vid,
-                last_updated=ts,
-                deleted=method == "DELETE",
-                method=method,
-                content=doc,
-            )
+            _INSERT_VERSION,
+            {"resource_pk": pk, "res_type": rtype, "res_id": rid, "version_id": vid, "last_updated": ts,
+             "deleted": method == "DELETE", "method": method, "content": doc},
         )
 
     async def _write_outbox(self, rtype: str, rid: str, vid: int, action: str, ts: datetime) -> None:
@@ -279,9 +281,9 @@ class Repository:
         if rtype in NO_OUTBOX:
             return
         await self.session.execute(
-            insert(outbox_event).values(
-                res_type=rtype, res_id=rid, version_id=vid, action=action, occurred_at=ts, processed_at=None
-            )
+            _INSERT_OUTBOX,
+            {"res_type": rtype, "res_id": rid, "version_id": vid, "action": action, "occurred_at": ts,
+             "processed_at": None},
         )
         if not self.session.info.get("outbox"):
             self.session.info["outbox"] = True
@@ -289,23 +291,23 @@ class Repository:
                 await self.session.execute(text("SELECT pg_notify('safeflag_outbox', '')"))
 
     async def _clear_index(self, pk: int) -> None:
-        for table in (idx_token, idx_string, idx_reference, idx_date):
-            await self.session.execute(delete(table).where(table.c.resource_pk == pk))
+        for stmt in _DELETE_INDEX:
+            await self.session.execute(stmt, {"pk": pk})
 
     async def _write_index(self, pk: int, rtype: str, doc: dict[str, Any]) -> None:
         rows = self.indexer(rtype, doc)
         base = {"resource_pk": pk, "res_type": rtype}
         if rows.tokens:
             await self.session.execute(
-                insert(idx_token), [{**base, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]
+                _INSERT_INDEX["idx_token"], [{**base, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]
             )
         if rows.strings:
             await self.session.execute(
-                insert(idx_string), [{**base, "param": p, "norm": n, "exact": e} for p, n, e in rows.strings]
+                _INSERT_INDEX["idx_string"], [{**base, "param": p, "norm": n, "exact": e} for p, n, e in rows.strings]
             )
         if rows.references:
             await self.session.execute(
-                insert(idx_reference),
+                _INSERT_INDEX["idx_reference"],
                 [
                     {
                         **base,
@@ -321,5 +323,5 @@ class Repository:
             )
         if rows.dates:
             await self.session.execute(
-                insert(idx_date), [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in rows.dates]
+                _INSERT_INDEX["idx_date"], [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in rows.dates]
             )

@@ -69,6 +69,23 @@ async def test_minted_token_verifies() -> None:
     assert jwt.get_unverified_header(token) == {"alg": "ES256", "kid": LOCAL.kid, "typ": "at+jwt"}
 
 
+async def test_verified_token_cache_checks_times_on_every_hit() -> None:
+    clock = [NOW]
+    v = TokenVerifier(ISS, LOCAL, AUD, now=lambda: clock[0])
+    token = sign({**BASE_CLAIMS, "nbf": NOW})
+    first = await v.verify(token)
+    assert await v.verify(token) is first  # the second use is not verified again
+    clock[0] = NOW + 300 + MAX_SKEW + 1
+    await refused(token, "the token has expired", v)
+    clock[0] = NOW - MAX_SKEW - 1
+    await refused(token, "the token is not valid yet (nbf)", v)
+    # a token that failed is never cached: a forged signature fails every time
+    forged = token[: token.rindex(".") + 1] + b64(b"x" * 64)
+    clock[0] = NOW
+    for _ in range(2):
+        await refused(forged, "the token's signature does not verify", v)
+
+
 @pytest.mark.parametrize("exp_offset, ok", [(-MAX_SKEW + 1, True), (-MAX_SKEW - 1, False)])
 async def test_expiry_with_60s_skew(exp_offset: int, ok: bool) -> None:
     token = sign({**BASE_CLAIMS, "exp": NOW + exp_offset})
