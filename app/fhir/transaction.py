@@ -33,6 +33,7 @@ from app.fhir.bundle_request import (
 from app.fhir.outcomes import Answer, answer_read, answer_write, status_line
 from app.fhir.patch import patch_format
 from app.fhir.service import FhirService, Outcome, conditional_criteria, conditional_query
+from app.storage.buffer import savepoint
 from app.storage.repository import format_instant
 
 T = TypeVar("T")
@@ -218,7 +219,7 @@ class _Batch(_Run):
         out = []
         for entry in self.entries:
             try:
-                async with self.svc.session.begin_nested():  # SAVEPOINT: a failure undoes this entry only
+                async with savepoint(self.svc.session):  # a failure undoes this entry only
                     await self.rewrite(entry, {})
                     answer, _ = await self.execute(entry)
                 out.append(entry_json(answer, self.base))

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.security.scopes import parse_scope
 from app.security.tokens import key_fits
+from app.storage.buffer import savepoint
 from app.storage.security_tables import smart_client, used_jti
 
 ASSERTION_ALGS = ("RS384", "ES384")  # what the SMART spec requires servers to support
@@ -83,7 +84,7 @@ async def spend_jti(session: AsyncSession, client_id: str, jti: str, expires_at:
     """Record an assertion id until it expires; False when it was seen before (a replay)."""
     await session.execute(delete(used_jti).where(used_jti.c.expires_at < now))
     try:
-        async with session.begin_nested():
+        async with savepoint(session):
             await session.execute(insert(used_jti).values(client_id=client_id, jti=jti, expires_at=expires_at))
     except IntegrityError:
         return False

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
+from app.storage.buffer import KEEPS_QUEUE, defer
 from app.storage.notify_tables import outbox_event
 from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource, resource_version
 
@@ -115,7 +116,8 @@ def current_select() -> Select[Any]:
 
 # Statements built once and executed with parameters: building `insert(t).values(...)` per call cost
 # more CPU than executing it (README "Benchmarks"). SQLAlchemy caches their compiled SQL as usual.
-_INSERT_RESOURCE = insert(resource).returning(resource.c.pk)
+# A new or changed `resource` row leaves the queued rows (app/storage/buffer.py) queued: it reads none of them.
+_INSERT_RESOURCE = insert(resource).returning(resource.c.pk).execution_options(**{KEEPS_QUEUE: True})
 _INSERT_VERSION = insert(resource_version)
 _INSERT_OUTBOX = insert(outbox_event)
 _INSERT_INDEX = {t.name: insert(t) for t in (idx_token, idx_string, idx_reference, idx_date)}
@@ -125,7 +127,9 @@ _BUMP = (
     .where(resource.c.pk == bindparam("b_pk"), resource.c.version_id == bindparam("b_vid"))
     .values(version_id=bindparam("version_id"), last_updated=bindparam("last_updated"),
             deleted=bindparam("deleted"), content=bindparam("content"))
+    .execution_options(**{KEEPS_QUEUE: True})
 )
+_NOTIFY = text("SELECT pg_notify('safeflag_outbox', '')").execution_options(**{KEEPS_QUEUE: True})
 _CURRENT_BY_ID = current_select().where(
     resource.c.res_type == bindparam("res_type"), resource.c.res_id == bindparam("res_id")
 )
@@ -270,25 +274,23 @@ class Repository:
     async def _write_version(
         self, pk: int, rtype: str, rid: str, vid: int, ts: datetime, method: str, doc: dict[str, Any] | None
     ) -> None:
-        await self.session.execute(
-            _INSERT_VERSION,
+        defer(self.session, _INSERT_VERSION, [
             {"resource_pk": pk, "res_type": rtype, "res_id": rid, "version_id": vid, "last_updated": ts,
-             "deleted": method == "DELETE", "method": method, "content": doc},
-        )
+             "deleted": method == "DELETE", "method": method, "content": doc}
+        ])
 
     async def _write_outbox(self, rtype: str, rid: str, vid: int, action: str, ts: datetime) -> None:
         """The transactional outbox row (architecture principle 1); NOTIFY wakes dispatchers at commit."""
         if rtype in NO_OUTBOX:
             return
-        await self.session.execute(
-            _INSERT_OUTBOX,
+        defer(self.session, _INSERT_OUTBOX, [
             {"res_type": rtype, "res_id": rid, "version_id": vid, "action": action, "occurred_at": ts,
-             "processed_at": None},
-        )
+             "processed_at": None}
+        ])
         if not self.session.info.get("outbox"):
             self.session.info["outbox"] = True
             if self.session.bind is not None and self.session.bind.dialect.name == "postgresql":
-                await self.session.execute(text("SELECT pg_notify('safeflag_outbox', '')"))
+                await self.session.execute(_NOTIFY)
 
     async def _clear_index(self, pk: int) -> None:
         for stmt in _DELETE_INDEX:
@@ -298,30 +300,17 @@ class Repository:
         rows = self.indexer(rtype, doc)
         base = {"resource_pk": pk, "res_type": rtype}
         if rows.tokens:
-            await self.session.execute(
-                _INSERT_INDEX["idx_token"], [{**base, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]
-            )
+            defer(self.session, _INSERT_INDEX["idx_token"],
+                  [{**base, "param": p, "system": s, "code": c} for p, s, c in rows.tokens])
         if rows.strings:
-            await self.session.execute(
-                _INSERT_INDEX["idx_string"], [{**base, "param": p, "norm": n, "exact": e} for p, n, e in rows.strings]
-            )
+            defer(self.session, _INSERT_INDEX["idx_string"],
+                  [{**base, "param": p, "norm": n, "exact": e} for p, n, e in rows.strings])
         if rows.references:
-            await self.session.execute(
-                _INSERT_INDEX["idx_reference"],
-                [
-                    {
-                        **base,
-                        "param": p,
-                        "target_type": tt,
-                        "target_id": ti,
-                        "url": u,
-                        "ident_system": isys,
-                        "ident_value": ival,
-                    }
-                    for p, tt, ti, u, isys, ival in rows.references
-                ],
-            )
+            defer(self.session, _INSERT_INDEX["idx_reference"], [
+                {**base, "param": p, "target_type": tt, "target_id": ti, "url": u, "ident_system": isys,
+                 "ident_value": ival}
+                for p, tt, ti, u, isys, ival in rows.references
+            ])
         if rows.dates:
-            await self.session.execute(
-                _INSERT_INDEX["idx_date"], [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in rows.dates]
-            )
+            defer(self.session, _INSERT_INDEX["idx_date"],
+                  [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in rows.dates])

@@ -1,0 +1,136 @@
+"""Deferred version, index and outbox rows (app/storage/buffer.py) on both databases: what a create
+writes and in how many statements, reads in the same transaction seeing queued rows, create-then-update
+in one transaction, savepoints that fail or succeed, and rollback dropping the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, func, insert, select
+
+from app.context import AppContext
+from app.storage.buffer import PENDING, savepoint
+from app.storage.tables import idx_token, resource, resource_version
+from tests.support.fhir_data import patient
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+
+
+def _statements(ctx: AppContext) -> tuple[list[str], Any]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cur: Any, sql: str, *_a: Any) -> None:
+        seen.append(" ".join(sql.split()[:3]))
+
+    return seen, record
+
+
+async def _count(ctx: AppContext, table: Any, **where: Any) -> int:
+    async with ctx.sessionmaker() as session:
+        stmt = select(func.count()).select_from(table).where(*(table.c[k] == v for k, v in where.items()))
+        return int((await session.execute(stmt)).scalar_one())
+
+
+async def test_create_writes_queued_rows_in_one_statement_per_table(clean_ctx: AppContext) -> None:
+    seen, record = _statements(clean_ctx)
+    event.listen(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with clean_ctx.unit_of_work() as svc:
+            first = await svc.create("Patient", patient(nhs="9990000018"))
+            second = await svc.create("Patient", patient(nhs="9990000026"))
+    finally:
+        event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+    inserts = [s for s in seen if s.startswith("INSERT")]
+    # two resource rows at once (their keys are needed), then each queued table once for both
+    assert inserts == [
+        "INSERT INTO resource",
+        "INSERT INTO resource",
+        "INSERT INTO resource_version",
+        "INSERT INTO idx_token",
+        "INSERT INTO idx_string",
+        "INSERT INTO idx_date",
+        "INSERT INTO outbox_event",
+    ]
+    for outcome in (first, second):
+        rid = outcome.stored.id
+        assert await _count(clean_ctx, resource_version, res_type="Patient", res_id=rid) == 1
+    assert await _count(clean_ctx, idx_token, res_type="Patient", param="identifier", code="9990000026") == 1
+
+
+async def test_a_read_in_the_transaction_sees_queued_index_rows(clean_ctx: AppContext) -> None:
+    async with clean_ctx.unit_of_work() as svc:
+        created = await svc.create("Patient", patient(nhs="9990000034"))
+        assert svc.session.info[PENDING]  # queued, not yet written
+        await svc.search("Patient", [("identifier", f"{NHS}|9990000034")])
+        assert [m.id for m in svc.last_search.matches] == [created.stored.id]
+        assert PENDING not in svc.session.info
+
+
+async def test_create_then_update_in_one_transaction_leaves_only_the_new_index_rows(
+    clean_ctx: AppContext,
+) -> None:
+    async with clean_ctx.unit_of_work() as svc:
+        created = await svc.create("Patient", patient(nhs="9990000042"))
+        rid = created.stored.id
+        await svc.update("Patient", rid, {**patient(nhs="9990000050"), "id": rid})
+    assert await _count(clean_ctx, idx_token, param="identifier", code="9990000042") == 0
+    assert await _count(clean_ctx, idx_token, param="identifier", code="9990000050") == 1
+    assert await _count(clean_ctx, resource_version, res_type="Patient", res_id=rid) == 2
+
+
+async def test_rollback_drops_the_queue(clean_ctx: AppContext) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        async with clean_ctx.unit_of_work() as svc:
+            await svc.create("Patient", patient(nhs="9990000069"))
+            raise RuntimeError("boom")
+    assert await _count(clean_ctx, resource, res_type="Patient") == 0
+    assert await _count(clean_ctx, idx_token, res_type="Patient") == 0
+    async with clean_ctx.unit_of_work() as svc:  # the next transaction starts with an empty queue
+        assert PENDING not in svc.session.info
+        await svc.create("Patient", patient(nhs="9990000077"))
+    assert await _count(clean_ctx, resource_version, res_type="Patient") == 1
+
+
+async def test_savepoint_keeps_rows_queued_before_it_when_it_fails(clean_ctx: AppContext) -> None:
+    async with clean_ctx.unit_of_work() as svc:
+        kept = await svc.create("Patient", patient(nhs="9990000085"))
+        with pytest.raises(RuntimeError, match="entry failed"):
+            async with savepoint(svc.session):
+                await svc.create("Patient", patient(nhs="9990000093"))
+                raise RuntimeError("entry failed")
+        async with savepoint(svc.session):
+            await svc.create("Patient", patient(nhs="9990000107"))
+    codes = {"9990000085": 1, "9990000093": 0, "9990000107": 1}
+    for code, n in codes.items():
+        assert await _count(clean_ctx, idx_token, param="identifier", code=code) == n
+    assert await _count(clean_ctx, resource_version, res_type="Patient", res_id=kept.stored.id) == 1
+
+
+async def test_a_bare_savepoint_with_rows_queued_is_refused(clean_ctx: AppContext) -> None:
+    async with clean_ctx.sessionmaker() as session, session.begin():
+        session.info[PENDING] = {insert(idx_token): [{"resource_pk": 1}]}
+        with pytest.raises(RuntimeError) as err:
+            async with session.begin_nested():
+                pass
+        session.info.pop(PENDING)
+    assert str(err.value) == "rows are queued: open savepoints with app.storage.buffer.savepoint()"
+
+
+async def test_batch_entry_failure_keeps_the_other_entries(client: httpx.AsyncClient) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": patient(nhs="9990000115"), "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Patient", "gender": "nope"}, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": patient(nhs="9990000123"), "request": {"method": "POST", "url": "Patient"}},
+        ],
+    }
+    r = await client.post("/fhir", json=bundle)
+    assert r.status_code == 200
+    assert [e["response"]["status"][:3] for e in r.json()["entry"]] == ["201", "400", "201"]
+    for nhs in ("9990000115", "9990000123"):
+        found = await client.get("/fhir/Patient", params={"identifier": f"{NHS}|{nhs}"})
+        assert found.json()["total"] == 1
