@@ -11,6 +11,7 @@ become correlated EXISTS probes through the `resource_pk` indexes, and negations
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -81,16 +82,46 @@ def _value_cond(t: Any, crit: Criterion, v: Any) -> ColumnElement[bool]:
     return _ref_cond(t, v, crit)
 
 
+# Building SQLAlchemy expressions costs more CPU than running these short queries, so the parts that
+# do not depend on the search values are built once and shared (expressions are immutable).
+@lru_cache(maxsize=4096)
+def _index_pks_base(t: Any, rtype: str, name: str) -> Select[Any]:
+    return select(t.c.resource_pk).where(t.c.res_type == rtype, t.c.param == name).correlate(None)
+
+
+@lru_cache(maxsize=4096)
+def _param_is(t: Any, name: str) -> ColumnElement[bool]:
+    return t.c.param == name  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=1024)
+def _live_of_type(res: Table, rtype: str) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return res.c.res_type == rtype, res.c.deleted.is_(False)
+
+
+@lru_cache(maxsize=256)
+def _identified(types: tuple[str, ...]) -> Select[Any]:
+    """Keys of the live resources of `types` with an `identifier` (the value condition is added per search)."""
+    tok = idx_token.c
+    return (
+        select(resource.c.res_type, resource.c.res_id)
+        .join(idx_token, tok.resource_pk == resource.c.pk)
+        .where(tok.res_type.in_(types), tok.param == "identifier", resource.c.deleted.is_(False))
+        .correlate(None)
+    )
+
+
 def _index_pks(t: Any, rtype: str, name: str, *conds: Any) -> Select[Any]:
     """`resource_pk` of the index rows of one parameter. Subqueries use the plain tables (building an
     alias costs more than running the whole search) and never correlate: SQL scoping keeps nested
     uses of the same table apart."""
-    return select(t.c.resource_pk).where(t.c.res_type == rtype, t.c.param == name, *conds).correlate(None)
+    base = _index_pks_base(t, rtype, name)
+    return base.where(*conds) if conds else base
 
 
 def _has_rows(res: Table, t: Table, name: str, cond: Any = None) -> ColumnElement[bool]:
     """Correlated EXISTS, used under NOT (anti-join on the resource_pk index)."""
-    where = [t.c.resource_pk == res.c.pk, t.c.param == name]
+    where = [t.c.resource_pk == res.c.pk, _param_is(t, name)]
     if cond is not None:
         where.append(cond(t))
     found: ColumnElement[bool] = exists().where(*where).correlate(res)
@@ -106,13 +137,7 @@ def _identifier_pks(rtype: str, crit: Criterion) -> Any:
     branches = []
     for v in crit.values:
         branches.append(_index_pks(idx_reference, rtype, crit.name, token_cond(r.ident_system, r.ident_value, v)))
-        pointed = (
-            select(resource.c.res_type, resource.c.res_id)
-            .join(idx_token, tok.resource_pk == resource.c.pk)
-            .where(tok.res_type.in_(types), tok.param == "identifier", token_cond(tok.system, tok.code, v),
-                   resource.c.deleted.is_(False))
-            .correlate(None)
-        )
+        pointed = _identified(tuple(types)).where(token_cond(tok.system, tok.code, v))
         branches.append(_index_pks(idx_reference, rtype, crit.name, tuple_(r.target_type, r.target_id).in_(pointed)))
     return union_all(*branches)
 
@@ -177,7 +202,7 @@ def compile_criterion(res: Table, rtype: str, crit: Criterion, *, drive: bool = 
 
 
 def where_clause(req: SearchRequest, res: Table) -> list[ColumnElement[bool]]:
-    conds: list[ColumnElement[bool]] = [res.c.res_type == req.resource_type, res.c.deleted.is_(False)]
+    conds: list[ColumnElement[bool]] = list(_live_of_type(res, req.resource_type))
     conds.extend(compile_criterion(res, req.resource_type, c, drive=selective(c)) for c in req.criteria)
     return conds
 
