@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     max_count: int = 500
     max_includes: int = 1000
     log_level: str = "INFO"
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=16, ge=1)
     # security (app/security): per-client token bucket (0 turns it off), browser origins allowed by CORS
     rate_limit_per_second: float = Field(default=100.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)

@@ -1,7 +1,7 @@
 """The dispatcher: claim -> match -> deliver, plus timers (heartbeats, escalations).
 
 Runs in-process under `safeflag serve` or as any number of `safeflag dispatcher` processes against one
-PostgreSQL. It wakes on PostgreSQL `LISTEN safeflag_outbox` (the Repository NOTIFYs in the writing
+PostgreSQL. It wakes on PostgreSQL `LISTEN safeflag_outbox` (a trigger on the outbox table NOTIFYs in the writing
 transaction, so the wake-up arrives at commit), on the in-process signal set after each commit, or
 after a short poll interval.
 """

@@ -22,7 +22,7 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 16, echo: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     common: dict[str, Any] = {
         "json_serializer": _json_dumps,
@@ -41,10 +41,16 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     # asyncpg prepares statements; after five runs PostgreSQL may switch to a generic plan that cannot
     # see the search values and scans whole index tables (a 1 ms search became 15-50 ms). Always plan
     # with the actual values instead: planning these short queries costs well under a millisecond.
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
+    # The pool holds as many connections as a worker serves requests at once (overflow connections are
+    # opened and closed per request, and a new asyncpg connection costs more than the request). Rows
+    # queued by app/storage/buffer.py go out as one multi-row INSERT each: asyncpg's executemany costs a
+    # round of binds per row.
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=False,
         connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}}, **common
     )
+    engine.sync_engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

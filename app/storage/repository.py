@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -129,7 +129,6 @@ _BUMP = (
             deleted=bindparam("deleted"), content=bindparam("content"))
     .execution_options(**{KEEPS_QUEUE: True})
 )
-_NOTIFY = text("SELECT pg_notify('safeflag_outbox', '')").execution_options(**{KEEPS_QUEUE: True})
 _CURRENT_BY_ID = current_select().where(
     resource.c.res_type == bindparam("res_type"), resource.c.res_id == bindparam("res_id")
 )
@@ -287,10 +286,9 @@ class Repository:
             {"res_type": rtype, "res_id": rid, "version_id": vid, "action": action, "occurred_at": ts,
              "processed_at": None}
         ])
-        if not self.session.info.get("outbox"):
-            self.session.info["outbox"] = True
-            if self.session.bind is not None and self.session.bind.dialect.name == "postgresql":
-                await self.session.execute(_NOTIFY)
+        # PostgreSQL: the outbox INSERT's own trigger NOTIFYs dispatchers at commit (migration 0004);
+        # this flag wakes the in-process dispatcher.
+        self.session.info["outbox"] = True
 
     async def _clear_index(self, pk: int) -> None:
         for stmt in _DELETE_INDEX:

@@ -4,6 +4,7 @@ in one transaction, savepoints that fail or succeed, and rollback dropping the q
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -134,3 +135,28 @@ async def test_batch_entry_failure_keeps_the_other_entries(client: httpx.AsyncCl
     for nhs in ("9990000115", "9990000123"):
         found = await client.get("/fhir/Patient", params={"identifier": f"{NHS}|{nhs}"})
         assert found.json()["total"] == 1
+
+
+@pytest.mark.parametrize("ctx", ["pg"], indirect=True)  # LISTEN/NOTIFY is PostgreSQL's
+async def test_postgresql_outbox_insert_notifies_dispatchers_at_commit_only(clean_ctx: AppContext) -> None:
+    """Migration 0004: the outbox INSERT's trigger NOTIFYs `safeflag_outbox` at commit, once per
+    transaction, and never for a rolled-back one (the writer sends no NOTIFY statement of its own)."""
+    import asyncpg  # the listener is a plain asyncpg connection, like the dispatcher's
+
+    got: asyncio.Queue[str] = asyncio.Queue()
+    url = clean_ctx.engine.url.set(drivername="postgresql")
+    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        await conn.add_listener("safeflag_outbox", lambda *args: got.put_nowait(args[2]))
+        with pytest.raises(RuntimeError, match="undo"):
+            async with clean_ctx.unit_of_work() as svc:
+                await svc.create("Patient", patient(nhs="9990000131"))
+                raise RuntimeError("undo")
+        async with clean_ctx.unit_of_work() as svc:
+            await svc.create("Patient", patient(nhs="9990000158"))
+            await svc.create("Patient", patient(nhs="9990000166"))
+        assert await asyncio.wait_for(got.get(), 10) == "safeflag_outbox"
+        await asyncio.sleep(0.2)
+        assert got.empty()  # one wake-up for the committed transaction, none for the rolled-back one
+    finally:
+        await conn.close()
