@@ -71,15 +71,16 @@ async def resolve_subject(lookup: Lookup, flag: dict[str, Any]) -> tuple[StoredR
     return patient, None
 
 
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+
+
 async def advisory_lock(session: AsyncSession, key: str) -> None:
     """Serialise transactions that check-then-write the same `key` (PostgreSQL; released at commit).
     SQLite needs none: its one writer connection runs write transactions one at a time."""
     bind = session.bind
     if bind is not None and bind.dialect.name == "postgresql":
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest, "big", signed=True)}
-        )
+        await session.execute(_ADVISORY_LOCK, {"k": int.from_bytes(digest, "big", signed=True)})
 
 
 def nhs_numbers(patient: StoredResource) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
@@ -12,6 +13,13 @@ from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
 from app.storage.repository import StoredResource, current_select, row_to_stored
 from app.storage.tables import resource
+
+
+# built once, executed with parameters (building the statement costs more than running it)
+_LIVE_BY_ID = current_select().where(
+    resource.c.res_type == bindparam("res_type"), resource.c.res_id == bindparam("res_id"),
+    resource.c.deleted.is_(False),
+)
 
 
 class Lookup:
@@ -29,12 +37,7 @@ class Lookup:
         rtype, _, rid = reference.partition("/")
         if not rid or "/" in rid:
             return None
-        row = (
-            await self.session.execute(
-                current_select().where(resource.c.res_type == rtype, resource.c.res_id == rid,
-                                       resource.c.deleted.is_(False))
-            )
-        ).first()
+        row = (await self.session.execute(_LIVE_BY_ID, {"res_type": rtype, "res_id": rid})).first()
         return row_to_stored(row) if row else None
 
     async def patient_by_nhs_number(self, nhs: str) -> StoredResource | None:
