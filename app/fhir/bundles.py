@@ -23,6 +23,19 @@ def full_url(fhir_base: str, resource_type: str, res_id: str) -> str:
     return f"{fhir_base}/{resource_type}/{res_id}"
 
 
+def outcome_entry(issues: list[Issue]) -> dict[str, Any]:
+    """A searchset's `search.mode=outcome` entry. The OperationOutcome is not stored anywhere, so a fresh UUID
+    identifies it: `fullUrl` `urn:uuid:<id>` and the same `id` (a fullUrl may be a URN,
+    https://hl7.org/fhir/R4/bundle-definitions.html#Bundle.entry.fullUrl). R4 lets an unidentified resource
+    go without a fullUrl, but validators (HAPI's among them) want one on every non-batch entry."""
+    oid = str(uuid.uuid4())
+    return {
+        "fullUrl": f"urn:uuid:{oid}",
+        "resource": {"resourceType": "OperationOutcome", "id": oid, **operation_outcome(issues)},
+        "search": {"mode": "outcome"},
+    }
+
+
 @lru_cache(maxsize=64)
 def mandatory_elements(resource_type: str) -> frozenset[str]:
     """Top-level elements with minimum cardinality 1, which `_elements` keeps whether asked or not
@@ -112,7 +125,7 @@ def searchset(
             Issue("too-costly", "Included resources were truncated at the server's limit", "warning", msg_id="SF-0420")
         )
     if issues:
-        entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
+        entries.append(outcome_entry(issues))
     if entries:
         bundle["entry"] = entries
     return bundle

@@ -110,6 +110,6 @@ def _security(fhir_base: str) -> dict[str, Any]:
         # No oauth-uris extension: its `authorize` URL is 1..1 and SafeFlag has no authorize endpoint (HAPI's
         # validator rejects the extension without it); SMART v2 discovery is .well-known/smart-configuration.
         "description": "Every endpoint except /fhir/metadata and /fhir/.well-known/smart-configuration needs "
-                       "'Authorization: Bearer <JWT>'; discovery at /fhir/.well-known/smart-configuration, "
-                       f"token endpoint {base}/auth/token.",
+                       "'Authorization: Bearer' with a signed JWT access token; discovery at "
+                       f"/fhir/.well-known/smart-configuration, token endpoint {base}/auth/token.",
     }

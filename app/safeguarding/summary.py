@@ -30,8 +30,8 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from app.errors import Gone, NotFound, operation_outcome
-from app.fhir.bundles import full_url
+from app.errors import Gone, NotFound
+from app.fhir.bundles import full_url, outcome_entry
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import CANONICAL_BASE
 from app.fhir.search.executor import run_search
@@ -139,9 +139,7 @@ async def safeguarding_summary(svc: FhirService, patient_id: str, *, scheduled: 
     entries += [_entry(base, r, "match") for r in [*notices, *tasks, *accesses]]
     hidden = withheld + w_notices + w_tasks + w_accesses
     if hidden:
-        entries.append(
-            {"resource": operation_outcome([withheld_issue(hidden)]), "search": {"mode": "outcome"}}
-        )
+        entries.append(outcome_entry([withheld_issue(hidden)]))
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tests.hapi.conformance import profile_of
 from tests.hapi.emitted_data import CHILD, ED, LA, MOTHER, NHS, TOPIC, ZERO19, example, flag
 
 if TYPE_CHECKING:
@@ -103,20 +104,24 @@ async def bundles_and_outcomes(s: Scenario) -> None:
 
 async def notifications(s: Scenario) -> None:
     """The ed-attendance (full-resource) and access-notification (id-only) notifications, a handshake,
-    and `$status` / `$events` answers."""
+    and `$status` / `$events` answers, each to be checked against the Backport IG profile it claims."""
     o = s.out
+
+    def add(label: str, resource: dict[str, Any]) -> None:
+        o.add(label, resource, profile_of(resource))
+
     await s.deliver(lambda: len(s.receiver.of_type("event-notification")) >= 2)
     by_topic: dict[str, dict[str, Any]] = {}
     for r in s.receiver.of_type("event-notification"):
         params = r.json["entry"][0]["resource"]["parameter"]
         topic = next((p.get("valueCanonical") for p in params if p["name"] == "topic"), "empty")
         by_topic.setdefault(str(topic), r.json)
-    o.add("Bundle (notification, full-resource)", by_topic[TOPIC + "ed-attendance"])
-    o.add("Bundle (notification, id-only)", by_topic[TOPIC + "access-notification"])
-    o.add("Bundle (notification, handshake)", s.receiver.of_type("handshake")[0].json)
+    add("Bundle (notification, full-resource)", by_topic[TOPIC + "ed-attendance"])
+    add("Bundle (notification, id-only)", by_topic[TOPIC + "access-notification"])
+    add("Bundle (notification, handshake)", s.receiver.of_type("handshake")[0].json)
     sub = s.ed_subscription
-    o.add("Parameters ($status)", await s.search(f"/fhir/Subscription/{sub}/$status"))
-    o.add("Bundle ($events)", await s.search(f"/fhir/Subscription/{sub}/$events?eventsSinceNumber=1"))
+    add("Parameters ($status)", await s.search(f"/fhir/Subscription/{sub}/$status"))
+    add("Bundle ($events)", await s.search(f"/fhir/Subscription/{sub}/$events?eventsSinceNumber=1"))
 
 
 async def audit_events(s: Scenario) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from tests.conftest import FHIR
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-flag-category"
 SNOMED = "http://snomed.info/sct"
+UUID4_URN = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 def patient(nhs: str = "9990000018", family: str = "Smith", **extra: Any) -> dict[str, Any]:
@@ -54,6 +56,17 @@ def outcome(
     if expression is not None:
         issue["expression"] = expression
     return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def unidentified(entry: dict[str, Any]) -> dict[str, Any]:
+    """A searchset `outcome` entry without its one-off identity, once that is checked: `fullUrl` is a
+    `urn:uuid:` with a fresh UUID and the OperationOutcome's `id` is that UUID (app/fhir/bundles.py
+    outcome_entry). Compare what is returned exactly."""
+    full_url = entry["fullUrl"]
+    assert UUID4_URN.fullmatch(full_url), full_url
+    resource = dict(entry["resource"])
+    assert resource.pop("id") == full_url.removeprefix("urn:uuid:")
+    return {**{k: v for k, v in entry.items() if k != "fullUrl"}, "resource": resource}
 
 
 def location(rtype: str, rid: str, version: int) -> str:

@@ -117,7 +117,8 @@ def test_code_systems_hold_the_contract_codes(store: ConformanceStore) -> None:
         "zero-to-nineteen-service", "zero-to-nineteen-duty", "local-authority-mash", "emergency-department",
         "sexual-health-service",
     ]
-    assert _codes(store, "safeguarding-task") == ["acknowledge", "referral-qa", "qa-outcome"]
+    # `escalated` is the Task.businessStatus of an overdue acknowledgement Task (app/safeguarding/tasks.py)
+    assert _codes(store, "safeguarding-task") == ["acknowledge", "referral-qa", "qa-outcome", "escalated"]
     assert _codes(store, "referral-qa-outcome") == [
         "clear-and-complete", "incomplete-information", "threshold-not-evident", "escalated",
     ]

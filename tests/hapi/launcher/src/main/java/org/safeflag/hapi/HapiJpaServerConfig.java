@@ -59,7 +59,7 @@ import org.springframework.transaction.annotation.EnableTransactionManagement;
 @Import({
 	JpaR4Config.class,
 	// Topic-based (R4 backport: topics as Basic) subscriptions are accepted without it but never fire
-	// (hapi-sandbox.md). No test exercises topic delivery on HAPI yet.
+	// (hapi-sandbox.md); tests/hapi/test_subscription_topic.py proves one is activated and delivers.
 	SubscriptionTopicConfig.class,
 	SubscriptionSubmitterConfig.class,
 	SubscriptionProcessorConfig.class,
