@@ -38,12 +38,14 @@ Flags are never deleted: policy.py answers 405 before any hook.
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from app.errors import Conflict, Issue, Unprocessable
 from app.fhir.hooks import before_write
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import CANONICAL_BASE, get_store
+from app.fhir.search.prepared import PreparedSearch, prepared
 from app.safeguarding.flag_refs import advisory_lock, local_ref, nhs_numbers, ref_key, resolve_subject
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, age_on
@@ -298,6 +300,18 @@ def update_issues(flag: dict[str, Any], current: dict[str, Any]) -> list[Issue]:
 
 
 # -- duplicates -------------------------------------------------------------------------------------
+_ACTIVE_OF_CATEGORY = [("status", "active"), ("category", f"{CATEGORY_SYSTEM}|:category")]
+_ACTIVE_FLAGS_BY_CHILD = prepared("Flag", [("subject", "Patient/:child"), *_ACTIVE_OF_CATEGORY])
+
+
+@lru_cache(maxsize=8)
+def _active_flags_by_nhs(numbers: int) -> PreparedSearch:
+    """Active flags of a category about a child with `numbers` NHS numbers (usually one), named by
+    reference or by NHS number (`subject:identifier` matches both, contract section 2)."""
+    about = ",".join(f"{NHS_NUMBER_SYSTEM}|:nhs{i}" for i in range(numbers))
+    return prepared("Flag", [("subject:identifier", about), *_ACTIVE_OF_CATEGORY])
+
+
 async def check_duplicate(
     lookup: Lookup, flag: dict[str, Any], category: str, patient: StoredResource | None, own_id: str | None
 ) -> None:
@@ -305,24 +319,22 @@ async def check_duplicate(
     either names the child by reference or by NHS number."""
     author = ref_key(flag.get("author"), lookup.base)
     subject = ref_key(flag.get("subject"), lookup.base)
-    if patient is not None:
-        child = f"Patient/{patient.id}"
-        numbers = nhs_numbers(patient)
-        about = (
-            ("subject:identifier", ",".join(f"{NHS_NUMBER_SYSTEM}|{n}" for n in numbers))
-            if numbers
-            else ("subject", child)
-        )
-    elif subject is not None:
-        child, about = subject[1], ("subject" + subject[0], subject[1])
-    else:
+    if author is None or (patient is None and subject is None):
         return
-    if author is None:
-        return
+    child = f"Patient/{patient.id}" if patient is not None else subject[1]  # type: ignore[index]
     await advisory_lock(lookup.session, f"Flag|{category}|{child}|{author[1]}")
-    found = await lookup.search(
-        "Flag", [about, ("status", "active"), ("category", f"{CATEGORY_SYSTEM}|{category}")]
-    )
+    if patient is not None:
+        numbers = nhs_numbers(patient)
+        if numbers:
+            values = {f"nhs{i}": n for i, n in enumerate(numbers)}
+            found = await _active_flags_by_nhs(len(numbers)).run(lookup.session, category=category, **values)
+        else:
+            found = await _ACTIVE_FLAGS_BY_CHILD.run(lookup.session, category=category, child=patient.id)
+    else:
+        assert subject is not None
+        found = await lookup.search("Flag", [
+            ("subject" + subject[0], subject[1]), ("status", "active"), ("category", f"{CATEGORY_SYSTEM}|{category}"),
+        ])
     for other in found:
         if other.id != own_id and ref_key(other.content.get("author"), lookup.base) == author:
             raise Conflict(
