@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from app.fhir.search.prepared import prepared
 from app.safeguarding.lookup import Lookup
 from app.storage.repository import StoredResource
 
@@ -62,8 +63,11 @@ def _current(period: dict[str, Any] | None, on: date) -> bool:
     return (not start or start[:10] <= today) and (not end or end[:10] >= today)
 
 
+_ACTIVE_CARE_TEAMS = prepared("CareTeam", [("patient", "Patient/:child"), ("status", "active")])
+
+
 async def care_team_member(lookup: Lookup, child: StoredResource, role: str, on: date) -> dict[str, Any] | None:
-    teams = await lookup.search("CareTeam", [("patient", f"Patient/{child.id}"), ("status", "active")])
+    teams = await _ACTIVE_CARE_TEAMS.run(lookup.session, child=child.id)
     for team in sorted(teams, key=lambda t: t.last_updated, reverse=True):
         if not _current(team.content.get("period"), on):
             continue

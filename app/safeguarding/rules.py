@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from app.fhir.search.prepared import prepared
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
 from app.safeguarding.tasks import acknowledgement_task
@@ -103,19 +104,25 @@ def _key(notice: Notice) -> str:
     return f"{notice.about}|{notice.category}|{who}"
 
 
+# the searches every ED attendance runs, prepared once (app/fhir/search/prepared.py)
+_NOTICE = prepared("Communication", [("identifier", f"{NOTICE_ID_SYSTEM}|:key")], count=1)
+_ACTIVE_FLAGS_OF_CHILD = prepared("Flag", [("patient", "Patient/:child"), ("status", "active")])
+_ACTIVE_FLAGS_BY_IDENTIFIER = prepared("Flag", [("patient:identifier", ":system|:value"), ("status", "active")])
+
+
 async def _already(lookup: Lookup, key: str) -> bool:
-    return bool(await lookup.search("Communication", [("identifier", f"{NOTICE_ID_SYSTEM}|{key}")], count=1))
+    return bool(await _NOTICE.run(lookup.session, key=key))
 
 
 async def _plan_flag(lookup: Lookup, child: StoredResource | None, child_ref: dict[str, Any] | None) -> bool:
     if child is not None:
-        who = ("patient", f"Patient/{child.id}")
+        flags = await _ACTIVE_FLAGS_OF_CHILD.run(lookup.session, child=child.id)
     else:  # known by NHS number only: flags recorded against that identifier (contract section 2)
         ident = (child_ref or {}).get("identifier") or {}
-        if not (ident.get("system") and ident.get("value")):
+        if not (isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str)
+                and ident["system"] and ident["value"]):
             return False
-        who = ("patient:identifier", f"{ident['system']}|{ident['value']}")
-    flags = await lookup.search("Flag", [who, ("status", "active")])
+        flags = await _ACTIVE_FLAGS_BY_IDENTIFIER.run(lookup.session, system=ident["system"], value=ident["value"])
     return any(_codes(cat, FLAG_CATEGORY) & PLAN_CATEGORIES for f in flags for cat in f.content.get("category") or [])
 
 
