@@ -73,13 +73,13 @@ async def test_stale_write_is_409_on_both_databases(clean_ctx: AppContext) -> No
     assert (current.version_id, current.content["name"][0]["family"]) == (2, "First")
 
 
+# PostgreSQL only: SQLite has one writer connection, so its writers are serialised and cannot interleave
+@pytest.mark.parametrize("ctx", ["pg"], indirect=True)
 async def test_concurrent_update_is_409_on_postgresql(
     clean_ctx: AppContext, client: httpx.AsyncClient
 ) -> None:
     """Two transactions both read v1; the first writes and commits while the second's UPDATE waits on
     the row lock; PostgreSQL then finds the row no longer at v1 and the second request answers 409."""
-    if clean_ctx.settings.is_sqlite:
-        pytest.skip("SQLite has one writer connection: writers are serialised, they cannot interleave")
     pid = await create(client, patient())
     async with clean_ctx.unit_of_work() as first:
         v1 = await first.read("Patient", pid)
@@ -105,11 +105,11 @@ async def test_concurrent_update_is_409_on_postgresql(
     assert (stored["meta"]["versionId"], stored["name"][0]["family"]) == ("2", "First")
 
 
+# PostgreSQL only: SQLite has one writer connection, so its writers are serialised and cannot interleave
+@pytest.mark.parametrize("ctx", ["pg"], indirect=True)
 async def test_concurrent_create_with_one_client_id_is_409_on_postgresql(
     clean_ctx: AppContext, client: httpx.AsyncClient
 ) -> None:
-    if clean_ctx.settings.is_sqlite:
-        pytest.skip("SQLite has one writer connection: writers are serialised, they cannot interleave")
     async with clean_ctx.unit_of_work() as first:
         await first.update("Patient", "twin", {**patient(), "id": "twin"})
         second = asyncio.create_task(
