@@ -23,17 +23,20 @@ def full_url(fhir_base: str, resource_type: str, res_id: str) -> str:
     return f"{fhir_base}/{resource_type}/{res_id}"
 
 
+def transient_entry(resource: dict[str, Any], mode: str) -> dict[str, Any]:
+    """A searchset entry for a resource that is made for the answer and stored nowhere (an
+    OperationOutcome, a SubscriptionStatus): its UUID `id` (a fresh one if it has none) and `fullUrl`
+    `urn:uuid:<id>` (a fullUrl may be a URN, https://hl7.org/fhir/R4/bundle-definitions.html#Bundle.entry.fullUrl).
+    R4 lets an unidentified resource go without a fullUrl, but validators (HAPI's among them) want one on
+    every non-batch entry."""
+    rid = str(resource.get("id") or uuid.uuid4())
+    body = {"resourceType": resource["resourceType"], "id": rid, **{k: v for k, v in resource.items() if k != "id"}}
+    return {"fullUrl": f"urn:uuid:{rid}", "resource": body, "search": {"mode": mode}}
+
+
 def outcome_entry(issues: list[Issue]) -> dict[str, Any]:
-    """A searchset's `search.mode=outcome` entry. The OperationOutcome is not stored anywhere, so a fresh UUID
-    identifies it: `fullUrl` `urn:uuid:<id>` and the same `id` (a fullUrl may be a URN,
-    https://hl7.org/fhir/R4/bundle-definitions.html#Bundle.entry.fullUrl). R4 lets an unidentified resource
-    go without a fullUrl, but validators (HAPI's among them) want one on every non-batch entry."""
-    oid = str(uuid.uuid4())
-    return {
-        "fullUrl": f"urn:uuid:{oid}",
-        "resource": {"resourceType": "OperationOutcome", "id": oid, **operation_outcome(issues)},
-        "search": {"mode": "outcome"},
-    }
+    """A searchset's `search.mode=outcome` entry."""
+    return transient_entry(operation_outcome(issues), "outcome")
 
 
 @lru_cache(maxsize=64)

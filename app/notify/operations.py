@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest, NotFound
+from app.fhir.bundles import transient_entry
 from app.notify.bundle import Event, notification_bundle, status_parameters
 from app.notify.delivery import _context_refs
 from app.notify.subscriptions import CONTENT_CODES, PAYLOAD_EXT
@@ -38,11 +39,20 @@ async def _count(session: AsyncSession, sub_id: str) -> int:
 
 
 async def status(session: AsyncSession, sub: StoredResource, fhir_base: str) -> dict[str, Any]:
-    return status_parameters(
+    """A `searchset` Bundle holding the subscription's SubscriptionStatus (the operation's `return` is
+    a Bundle, one status per Subscription asked about; STU 1.1 OperationDefinition above)."""
+    params = status_parameters(
         fhir_base=fhir_base, sub_id=sub.id, topic_url=str(sub.content.get("criteria")),
         status=str(sub.content.get("status")), type_="query-status",
         events_since_start=await _count(session, sub.id), content=_content_code(sub),
     )
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 1,
+        "link": [{"relation": "self", "url": f"{fhir_base}/Subscription/{sub.id}/$status"}],
+        "entry": [transient_entry(params, "match")],
+    }
 
 
 def _number(name: str, raw: str | None) -> int | None:

@@ -120,7 +120,9 @@ async def notifications(s: Scenario) -> None:
     add("Bundle (notification, id-only)", by_topic[TOPIC + "access-notification"])
     add("Bundle (notification, handshake)", s.receiver.of_type("handshake")[0].json)
     sub = s.ed_subscription
-    add("Parameters ($status)", await s.search(f"/fhir/Subscription/{sub}/$status"))
+    status = await s.search(f"/fhir/Subscription/{sub}/$status")
+    add("Bundle ($status)", status)
+    add("Parameters ($status)", status["entry"][0]["resource"])
     add("Bundle ($events)", await s.search(f"/fhir/Subscription/{sub}/$events?eventsSinceNumber=1"))
 
 

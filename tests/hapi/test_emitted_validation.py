@@ -127,6 +127,7 @@ EMITTED = [
     "Bundle (notification, full-resource)",
     "Bundle (notification, id-only)",
     "Bundle (notification, handshake)",
+    "Bundle ($status)",
     "Parameters ($status)",
     "Bundle ($events)",
 ]

@@ -190,8 +190,9 @@ async def test_kill9_mid_burst_loses_nothing(stack: Stack, receiver: Receiver) -
     assert sorted(set(got)) == list(range(1, n + 1))  # none lost, gap-free
     assert await stack.count_notices() == n
     status = (await stack.api.get(f"/fhir/Subscription/{sub_id}/$status")).json()
-    assert "parameter" in status, stack.logs()
-    since_start = {p["name"]: p for p in status["parameter"]}["events-since-subscription-start"]["valueString"]
+    assert status.get("type") == "searchset", stack.logs()
+    params = status["entry"][0]["resource"]["parameter"]
+    since_start = {p["name"]: p for p in params}["events-since-subscription-start"]["valueString"]
     assert since_start == str(n)
     duplicates = {num for num, c in Counter(got).items() if c > 1}
     print(f"kill -9 after {len(before_kill)} events; in-flight resent: {sorted(duplicates)}")

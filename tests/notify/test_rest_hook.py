@@ -12,6 +12,8 @@ from app.notify.dispatcher import Dispatcher
 from app.storage.notify_tables import notification, outbox_event
 from tests.conftest import FHIR
 from tests.notify.conftest import SECRET, TOPIC, notice, subscription
+
+BACKPORT_STATUS = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"
 from tests.support.receiver import Receiver
 
 
@@ -109,7 +111,27 @@ async def test_receiver_down_then_back_delivers_in_order(api: httpx.AsyncClient,
         await dispatcher.run_once()
     assert receiver.events() == []
     state = (await api.get(f"/fhir/Subscription/{sub_id}/$status")).json()
-    assert {p["name"]: p for p in state["parameter"]}["events-since-subscription-start"]["valueString"] == "5"
+    # the operation's `return` is a searchset Bundle of SubscriptionStatus Parameters (Backport IG STU 1.1)
+    status = state["entry"][0]["resource"]
+    assert state == {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 1,
+        "link": [{"relation": "self", "url": f"{FHIR}/Subscription/{sub_id}/$status"}],
+        "entry": [{"fullUrl": f"urn:uuid:{status['id']}", "resource": status, "search": {"mode": "match"}}],
+    }
+    assert status == {
+        "resourceType": "Parameters",
+        "id": status["id"],
+        "meta": {"profile": [BACKPORT_STATUS]},
+        "parameter": [
+            {"name": "subscription", "valueReference": {"reference": f"{FHIR}/Subscription/{sub_id}"}},
+            {"name": "topic", "valueCanonical": TOPIC + "ed-attendance"},
+            {"name": "status", "valueCode": "active"},
+            {"name": "type", "valueCode": "query-status"},
+            {"name": "events-since-subscription-start", "valueString": "5"},
+        ],
+    }
     receiver.status = 200
     for _ in range(50):
         await dispatcher.run_once()
