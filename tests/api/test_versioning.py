@@ -74,6 +74,7 @@ async def test_stale_write_is_409_on_both_databases(clean_ctx: AppContext) -> No
 
 
 # PostgreSQL only: SQLite has one writer connection, so its writers are serialised and cannot interleave
+@pytest.mark.pg
 @pytest.mark.parametrize("ctx", ["pg"], indirect=True)
 async def test_concurrent_update_is_409_on_postgresql(
     clean_ctx: AppContext, client: httpx.AsyncClient
@@ -106,6 +107,7 @@ async def test_concurrent_update_is_409_on_postgresql(
 
 
 # PostgreSQL only: SQLite has one writer connection, so its writers are serialised and cannot interleave
+@pytest.mark.pg
 @pytest.mark.parametrize("ctx", ["pg"], indirect=True)
 async def test_concurrent_create_with_one_client_id_is_409_on_postgresql(
     clean_ctx: AppContext, client: httpx.AsyncClient

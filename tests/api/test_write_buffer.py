@@ -137,6 +137,7 @@ async def test_batch_entry_failure_keeps_the_other_entries(client: httpx.AsyncCl
         assert found.json()["total"] == 1
 
 
+@pytest.mark.pg
 @pytest.mark.parametrize("ctx", ["pg"], indirect=True)  # LISTEN/NOTIFY is PostgreSQL's
 async def test_postgresql_outbox_insert_notifies_dispatchers_at_commit_only(clean_ctx: AppContext) -> None:
     """Migration 0004: the outbox INSERT's trigger NOTIFYs `safeflag_outbox` at commit, once per
