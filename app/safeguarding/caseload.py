@@ -174,7 +174,7 @@ class _Batch:
         return self.known[reference]
 
     async def patient(self, nhs: str) -> str | None:
-        found = await self.lookup.search("Patient", [("identifier", f"{NHS_NUMBER_SYSTEM}|{nhs}")], count=2)
+        found = await self.lookup.patients_by_nhs_number(nhs)
         if len(found) > 1:
             return None
         if found:

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
 from app.fhir.search.prepared import prepared
-from app.storage.repository import StoredResource, current_select, row_to_stored
+from app.storage.repository import CURRENT_BY_ID, StoredResource, row_to_stored
 from app.storage.tables import resource
 
 # built once, executed with parameters (building the statement costs more than running it)
-_LIVE_BY_ID = current_select().where(
-    resource.c.res_type == bindparam("res_type"), resource.c.res_id == bindparam("res_id"),
-    resource.c.deleted.is_(False),
-)
-
-
+_LIVE_BY_ID = CURRENT_BY_ID.where(resource.c.deleted.is_(False))
 _PATIENT_BY_NHS = prepared("Patient", [("identifier", f"{NHS_NUMBER_SYSTEM}|:nhs")], count=2)
 
 
@@ -43,8 +37,12 @@ class Lookup:
         row = (await self.session.execute(_LIVE_BY_ID, {"res_type": rtype, "res_id": rid})).first()
         return row_to_stored(row) if row else None
 
+    async def patients_by_nhs_number(self, nhs: str) -> list[StoredResource]:
+        """The live Patients with this NHS number: none, one, or (a duplicate record) two, no more."""
+        return await _PATIENT_BY_NHS.run(self.session, nhs=nhs)
+
     async def patient_by_nhs_number(self, nhs: str) -> StoredResource | None:
-        found = await _PATIENT_BY_NHS.run(self.session, nhs=nhs)
+        found = await self.patients_by_nhs_number(nhs)
         return found[0] if len(found) == 1 else None
 
     async def resolve_subject(self, subject: dict[str, Any] | None) -> StoredResource | None:

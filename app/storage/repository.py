@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Select, bindparam, delete, func, insert, select, update
@@ -79,7 +79,7 @@ def format_instant(ts: datetime) -> str:
 
 def utc_ms(ts: datetime) -> datetime:
     if ts.tzinfo is not None:
-        ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
     return ts.replace(microsecond=(ts.microsecond // 1000) * 1000)
 
 
@@ -129,7 +129,7 @@ _BUMP = (
             deleted=bindparam("deleted"), content=bindparam("content"))
     .execution_options(**{KEEPS_QUEUE: True})
 )
-_CURRENT_BY_ID = current_select().where(
+CURRENT_BY_ID = current_select().where(
     resource.c.res_type == bindparam("res_type"), resource.c.res_id == bindparam("res_id")
 )
 
@@ -143,7 +143,7 @@ class Repository:
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, resource_type: str, res_id: str) -> StoredResource | None:
-        row = (await self.session.execute(_CURRENT_BY_ID, {"res_type": resource_type, "res_id": res_id})).first()
+        row = (await self.session.execute(CURRENT_BY_ID, {"res_type": resource_type, "res_id": res_id})).first()
         return row_to_stored(row) if row else None
 
     async def get_version(self, resource_type: str, res_id: str, version_id: int) -> VersionRecord | None:
