@@ -19,7 +19,7 @@ from tests.support.fhir_data import patient
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 
 
-def _statements(ctx: AppContext) -> tuple[list[str], Any]:
+def _statements() -> tuple[list[str], Any]:
     seen: list[str] = []
 
     def record(_conn: Any, _cur: Any, sql: str, *_a: Any) -> None:
@@ -35,7 +35,7 @@ async def _count(ctx: AppContext, table: Any, **where: Any) -> int:
 
 
 async def test_create_writes_queued_rows_in_one_statement_per_table(clean_ctx: AppContext) -> None:
-    seen, record = _statements(clean_ctx)
+    seen, record = _statements()
     event.listen(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
     try:
         async with clean_ctx.unit_of_work() as svc:
