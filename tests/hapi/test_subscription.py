@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.hapi.ed_feed import eventually
+from tests.hapi.parity import create
 from tests.hapi.support import FHIR_JSON, HookReceiver, new_nhs_number, nhs_identifier
 
 pytestmark = pytest.mark.hapi
@@ -38,15 +40,6 @@ async def hook() -> AsyncIterator[HookReceiver]:
         await receiver.stop()
 
 
-async def _create(hapi: httpx.AsyncClient, resource: dict[str, Any]) -> dict[str, Any]:
-    response = await hapi.post(
-        f"/{resource['resourceType']}", json=resource, headers={"Content-Type": FHIR_JSON}
-    )
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
 def _encounter(patient_id: str, act_code: str) -> dict[str, Any]:
     return {
         "resourceType": "Encounter",
@@ -57,20 +50,12 @@ def _encounter(patient_id: str, act_code: str) -> dict[str, Any]:
     }
 
 
-async def _eventually(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        await asyncio.sleep(every)
-
-
 async def test_rest_hook_subscription_puts_matching_encounters(
     hapi: httpx.AsyncClient, hook: HookReceiver, record_testsuite_property: Callable[[str, object], None]
 ) -> None:
     child = {"resourceType": "Patient", "identifier": [nhs_identifier(new_nhs_number())]}
-    patient = await _create(hapi, child)
-    subscription = await _create(hapi, {
+    patient = await create(hapi, child)
+    subscription = await create(hapi, {
         "resourceType": "Subscription",
         "status": "requested",
         "reason": "SafeFlag HAPI sandbox test: emergency attendances",
@@ -84,7 +69,7 @@ async def test_rest_hook_subscription_puts_matching_encounters(
         async def active() -> bool:
             return bool((await hapi.get(sub_path)).json()["status"] == "active")
 
-        await _eventually(active, ACTIVATION_TIMEOUT_S, "HAPI activating the requested subscription")
+        await eventually(active, ACTIVATION_TIMEOUT_S, "HAPI activating the requested subscription", every=0.5)
 
         # Probe until HAPI has registered the subscription with its matcher.
         probes: list[str] = []
@@ -93,25 +78,25 @@ async def test_rest_hook_subscription_puts_matching_encounters(
         async def probe_delivered() -> bool:
             nonlocal next_probe
             if time.monotonic() >= next_probe:
-                probes.append((await _create(hapi, _encounter(patient["id"], "EMER")))["id"])
+                probes.append((await create(hapi, _encounter(patient["id"], "EMER")))["id"])
                 next_probe = time.monotonic() + PROBE_EVERY_S
             return any(r.path.rsplit("/", 1)[-1] in probes for r in hook.received)
 
-        await _eventually(probe_delivered, REGISTRATION_TIMEOUT_S, "first delivery of a probe Encounter")
+        await eventually(probe_delivered, REGISTRATION_TIMEOUT_S, "first delivery of a probe Encounter", every=0.5)
         # Probes written before the registration are never delivered; one matched in the same batch as the
         # delivered probe arrives with it. Let those settle so none lands in the measured window.
         await asyncio.sleep(2.0)
 
         # The measured write, with a non-matching ambulatory Encounter written just before it.
-        ambulatory = await _create(hapi, _encounter(patient["id"], "AMB"))
-        emergency = await _create(hapi, _encounter(patient["id"], "EMER"))
+        ambulatory = await create(hapi, _encounter(patient["id"], "AMB"))
+        emergency = await create(hapi, _encounter(patient["id"], "EMER"))
         committed = time.time()
         target = f"/hook/Encounter/{emergency['id']}"
 
         async def delivered() -> bool:
             return any(r.path == target for r in hook.received)
 
-        await _eventually(delivered, DELIVERY_TIMEOUT_S, "delivery of the measured Encounter", every=0.02)
+        await eventually(delivered, DELIVERY_TIMEOUT_S, "delivery of the measured Encounter", every=0.02)
         arrival = next(r for r in hook.received if r.path == target)
         latency = arrival.at - committed
         # Both writes went into the same or consecutive matching batches; a wrong AMB delivery would
