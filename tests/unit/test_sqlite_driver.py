@@ -1,0 +1,121 @@
+"""app/storage/sqlite_driver.py and the SQLite engine of app/storage/db.py: one trip to aiosqlite's
+thread per statement, every DBAPI answer SQLAlchemy reads still right (rows, rowcount, lastrowid,
+RETURNING, errors), and the pool's check-in rolling back only a transaction that is really open."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.storage import sqlite_driver
+from app.storage.db import create_engine
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+    async with eng.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL UNIQUE)"))
+    yield eng
+    await eng.dispose()
+
+
+class Trips:
+    """Counts the functions queued on aiosqlite's thread, by name."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.names: list[str] = []
+        original = sqlite_driver.Connection._execute
+
+        async def counted(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            self.names.append(getattr(fn, "__name__", repr(fn)))
+            return await original(conn, fn, *args, **kwargs)
+
+        monkeypatch.setattr(sqlite_driver.Connection, "_execute", counted)
+
+
+async def test_the_engine_connects_through_the_one_trip_driver(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert type(raw.driver_connection) is sqlite_driver.Connection
+        journal = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+    assert journal == "wal"
+
+
+async def test_a_select_is_one_trip_and_returns_every_row(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": f"v{i}"} for i in range(5)])
+    trips = Trips(monkeypatch)
+    async with engine.connect() as conn:
+        trips.names.clear()
+        rows = (await conn.execute(text("SELECT a, b FROM t ORDER BY a"))).all()
+        assert trips.names == ["_run", "_run"]  # BEGIN IMMEDIATE (app/storage/db.py), the SELECT
+    assert [tuple(r) for r in rows] == [(1, "v0"), (2, "v1"), (3, "v2"), (4, "v3"), (5, "v4")]
+
+
+async def test_a_write_transaction_costs_one_trip_per_statement_plus_commit(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = Trips(monkeypatch)
+    async with engine.connect() as conn:
+        trips.names.clear()
+        async with conn.begin():
+            await conn.execute(text("INSERT INTO t (b) VALUES ('x')"))
+            await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": "y"}, {"b": "z"}])
+    # BEGIN IMMEDIATE, the INSERT, the executemany, COMMIT; no ROLLBACK at check-in after a commit
+    assert trips.names == ["_run", "_run", "_run", "commit"]
+
+
+async def test_rowcount_lastrowid_and_returning(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        result = await conn.execute(text("INSERT INTO t (b) VALUES ('first')"))
+        assert result.lastrowid == 1
+        many = await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": "m1"}, {"b": "m2"}])
+        assert many.rowcount == 2
+        returned = (await conn.execute(text("INSERT INTO t (b) VALUES ('r') RETURNING a, b"))).one()
+        assert tuple(returned) == (4, "r")
+        updated = await conn.execute(text("UPDATE t SET b = b || '!' WHERE a > 1"))
+        assert updated.rowcount == 3
+
+
+async def test_an_error_reaches_sqlalchemy_as_its_dbapi_exception(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO t (b) VALUES ('dup')"))
+    with pytest.raises(IntegrityError, match="UNIQUE constraint failed: t.b"):
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (b) VALUES ('other')"))
+            await conn.execute(text("INSERT INTO t (b) VALUES ('dup')"))
+    async with engine.connect() as conn:  # the failed transaction left nothing behind
+        assert (await conn.execute(text("SELECT b FROM t ORDER BY a"))).scalars().all() == ["dup"]
+
+
+async def test_streamed_results_come_in_the_asked_batches(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": f"s{i}"} for i in range(7)])
+    async with engine.connect() as conn:
+        result = await conn.stream(text("SELECT b FROM t ORDER BY a"))
+        batches = [[r[0] for r in part] async for part in result.partitions(3)]
+    assert batches == [["s0", "s1", "s2"], ["s3", "s4", "s5"], ["s6"]]
+
+
+async def test_check_in_rolls_back_only_an_open_transaction(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    trips = Trips(monkeypatch)
+    async with engine.connect() as conn:  # a transaction the connection's user never ended
+        await conn.execute(text("INSERT INTO t (b) VALUES ('left open')"))
+        trips.names.clear()
+    assert trips.names == ["rollback"]
+    async with engine.begin() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver.in_transaction is True
+    assert driver.in_transaction is False
+    trips.names.clear()
+    async with engine.connect():  # nothing begun, nothing open: no trip at check-in
+        pass
+    assert trips.names == []
