@@ -32,7 +32,7 @@ FORM_LIMIT = 64 * 1024  # a token request is a few kB; FastAPI's form parser wou
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def get_security(request: Request) -> SecurityRuntime:
+async def get_security(request: Request) -> SecurityRuntime:
     """The app's SecurityRuntime (built in the lifespan; built here on first use otherwise)."""
     runtime: SecurityRuntime | None = getattr(request.app.state, "security", None)
     if runtime is None:

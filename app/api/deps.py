@@ -29,7 +29,7 @@ MAX_DEPTH = 64
 _BOM = b"\xef\xbb\xbf"
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -37,8 +37,11 @@ def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def check_accept(request: Request) -> None:
-    """406 for XML (not implemented); JSON, `*/*` and no Accept at all are served JSON."""
+async def check_accept(request: Request) -> None:
+    """406 for XML (not implemented); JSON, `*/*` and no Accept at all are served JSON.
+
+    Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread pool,
+    a thread hop per dependency per request."""
     fmt = request.query_params.get("_format")
     if fmt is not None:
         if fmt.split(";")[0].strip().lower() in JSON_FORMATS:
