@@ -1,16 +1,29 @@
-"""aiosqlite with one trip to its thread per statement (SQLAlchemy's `sqlite+aiosqlite` dialect).
+"""aiosqlite for SQLAlchemy's `sqlite+aiosqlite` dialect, with few trips to its thread.
 
-aiosqlite runs each sqlite3 call on the connection's own thread and wakes the event loop for every
-one of them. SQLAlchemy's adapter makes four such calls per statement (create the cursor, execute,
-fetch all rows, close), and each trip costs some 30-40 us of CPU between the two threads and the
-event loop, several times SQLite's own work for the short statements of a FHIR write. A write of
-a Flag runs a dozen statements, so these trips were about a fifth of its CPU.
+aiosqlite runs every sqlite3 call on the connection's own thread and wakes the event loop for each.
+SQLAlchemy's adapter makes four such calls per statement (create the cursor, execute, fetch all,
+close); each trip cost 30-60 us of CPU between the two threads and the loop, many times SQLite's
+own work for the short indexed statements of a FHIR write. A create Flag runs a dozen statements,
+so the trips were about a third of its CPU.
 
-`Connection` keeps everything of aiosqlite (its thread, its queue, the SQLAlchemy adapter's use of
-its internals) and only changes `cursor()`: the returned `Cursor` does the whole statement in one
-trip (`sqlite3` cursor, execute, fetch every row, close) and answers `description`, `rowcount`,
-`lastrowid` and the fetches from what that trip brought back. sqlite3 objects are still only
-touched on aiosqlite's thread, so `check_same_thread` stays on.
+`Connection` keeps aiosqlite (its thread, its queue, the SQLAlchemy adapter's use of its internals)
+and only changes `cursor()`. The returned `Cursor` does a whole statement at once (sqlite3 cursor,
+execute, fetch every row, close) and answers `description`, `rowcount`, `lastrowid` and the
+fetches from that. Where it runs:
+
+- Outside a transaction (BEGIN, the connect-time PRAGMAs) a statement goes to aiosqlite's thread,
+  as do commit and rollback: these are where SQLite waits, for another process's write lock
+  (`busy_timeout`, up to 30 s) or for a WAL checkpoint's fsync at commit, and the event loop
+  must not wait with them.
+- Inside a transaction that this connection began with BEGIN IMMEDIATE (or EXCLUSIVE) it runs on
+  the caller's thread. Every SafeFlag transaction begins so (app/storage/db.py) and then holds
+  the database's write lock; in WAL mode the statements after it do not wait for other
+  connections
+  (https://www.sqlite.org/wal.html#concurrency, https://www.sqlite.org/lang_transaction.html).
+  What they cost is SQLite's CPU work, which held the GIL on the other thread anyway.
+
+The pool has this one connection and SQLAlchemy awaits each call on it, so the two threads never
+use it at the same time; that is what makes `check_same_thread=False` safe here.
 
 Used through `create_async_engine(..., async_creator=...)`:
 https://docs.sqlalchemy.org/en/20/orm/extensions/asyncio.html#using-the-async-creator-parameter
@@ -18,6 +31,7 @@ https://docs.sqlalchemy.org/en/20/orm/extensions/asyncio.html#using-the-async-cr
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -25,11 +39,12 @@ from typing import Any, Self
 
 import aiosqlite
 
+_TAKES_WRITE_LOCK = re.compile(r"\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE)\b", re.IGNORECASE)
 _Outcome = tuple[Any, int, int | None, list[Any] | None]
 
 
 def _run(conn: sqlite3.Connection, many: bool, sql: str, parameters: Any) -> _Outcome:
-    """One statement, on aiosqlite's thread: what the loop side of `Cursor` needs afterwards."""
+    """One statement, start to end: what `Cursor` answers afterwards."""
     cur = conn.cursor()
     try:
         if many:
@@ -43,7 +58,7 @@ def _run(conn: sqlite3.Connection, many: bool, sql: str, parameters: Any) -> _Ou
 
 
 class Cursor:
-    """The part of `aiosqlite.Cursor` that SQLAlchemy's adapter uses, one thread trip per statement."""
+    """The part of `aiosqlite.Cursor` that SQLAlchemy's adapter uses (module docstring)."""
 
     arraysize = 1
 
@@ -61,9 +76,17 @@ class Cursor:
         return None
 
     async def _statement(self, many: bool, sql: str, parameters: Any) -> Cursor:
-        self.description, self.rowcount, self.lastrowid, rows = await self._conn._execute(
-            _run, self._conn._conn, many, sql, [] if parameters is None else parameters
-        )
+        owner, conn = self._conn, self._conn._conn
+        if parameters is None:
+            parameters = []
+        if owner.write_locked and conn.in_transaction:  # never waits for a lock (module docstring)
+            outcome = _run(conn, many, sql, parameters)
+        else:
+            owner.write_locked = False
+            outcome = await owner._execute(_run, conn, many, sql, parameters)
+            if _TAKES_WRITE_LOCK.match(sql):
+                owner.write_locked = conn.in_transaction
+        self.description, self.rowcount, self.lastrowid, rows = outcome
         self._rows = deque(rows or ())
         return self
 
@@ -93,6 +116,8 @@ class Cursor:
 
 
 class Connection(aiosqlite.Connection):
+    write_locked = False  # a BEGIN IMMEDIATE/EXCLUSIVE of this connection holds the write lock
+
     def cursor(self) -> Cursor:  # type: ignore[override]  # aiosqlite's is awaitable; SQLAlchemy only enters it
         return Cursor(self)
 
@@ -101,7 +126,7 @@ def connector(path: str, *, timeout: float) -> Callable[[], Coroutine[Any, Any, 
     """`async_creator` for create_async_engine: a `Connection` to the SQLite file at `path`."""
 
     async def connect() -> Connection:
-        conn = Connection(lambda: sqlite3.connect(path, timeout=timeout), iter_chunk_size=64)
+        conn = Connection(lambda: sqlite3.connect(path, timeout=timeout, check_same_thread=False), iter_chunk_size=64)
         conn._thread.daemon = True  # as SQLAlchemy does for aiosqlite: never hold the process open
         return await conn
 

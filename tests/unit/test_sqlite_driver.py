@@ -1,9 +1,13 @@
-"""app/storage/sqlite_driver.py and the SQLite engine of app/storage/db.py: one trip to aiosqlite's
-thread per statement, every DBAPI answer SQLAlchemy reads still right (rows, rowcount, lastrowid,
-RETURNING, errors), and the pool's check-in rolling back only a transaction that is really open."""
+"""app/storage/sqlite_driver.py and the SQLite engine of app/storage/db.py: which statements go to
+aiosqlite's thread (BEGIN, commit, rollback, anything outside a BEGIN IMMEDIATE) and which run in
+place, the event loop running on while another process holds the write lock, every DBAPI answer
+SQLAlchemy reads still right (rows, rowcount, lastrowid, RETURNING, errors), and the pool's
+check-in rolling back only a transaction that is really open."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -48,18 +52,18 @@ async def test_the_engine_connects_through_the_one_trip_driver(engine: AsyncEngi
     assert journal == "wal"
 
 
-async def test_a_select_is_one_trip_and_returns_every_row(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_read_is_one_trip_for_begin_and_returns_every_row(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": f"v{i}"} for i in range(5)])
     trips = Trips(monkeypatch)
     async with engine.connect() as conn:
         trips.names.clear()
         rows = (await conn.execute(text("SELECT a, b FROM t ORDER BY a"))).all()
-        assert trips.names == ["_run", "_run"]  # BEGIN IMMEDIATE (app/storage/db.py), the SELECT
+        assert trips.names == ["_run"]  # BEGIN IMMEDIATE (app/storage/db.py); the SELECT runs in place
     assert [tuple(r) for r in rows] == [(1, "v0"), (2, "v1"), (3, "v2"), (4, "v3"), (5, "v4")]
 
 
-async def test_a_write_transaction_costs_one_trip_per_statement_plus_commit(
+async def test_a_write_transaction_costs_two_trips_begin_and_commit(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips = Trips(monkeypatch)
@@ -68,8 +72,52 @@ async def test_a_write_transaction_costs_one_trip_per_statement_plus_commit(
         async with conn.begin():
             await conn.execute(text("INSERT INTO t (b) VALUES ('x')"))
             await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": "y"}, {"b": "z"}])
-    # BEGIN IMMEDIATE, the INSERT, the executemany, COMMIT; no ROLLBACK at check-in after a commit
-    assert trips.names == ["_run", "_run", "_run", "commit"]
+    # BEGIN IMMEDIATE and COMMIT; the INSERT and the executemany run in place; no ROLLBACK at check-in
+    assert trips.names == ["_run", "commit"]
+
+
+async def test_statements_of_a_deferred_transaction_go_to_the_thread(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only BEGIN IMMEDIATE/EXCLUSIVE holds the write lock; after a plain BEGIN a write may still
+    wait for it, so nothing runs in place."""
+    trips = Trips(monkeypatch)
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        cursor = raw.driver_connection.cursor()
+        trips.names.clear()
+        await cursor.execute("BEGIN")
+        await cursor.execute("INSERT INTO t (b) VALUES ('deferred')")
+        await cursor.execute("SELECT count(*) FROM t")
+        assert await cursor.fetchall() == [(1,)]
+        await cursor.execute("COMMIT")
+        assert trips.names == ["_run"] * 4
+
+
+async def test_the_loop_runs_on_while_another_process_holds_the_write_lock(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """BEGIN IMMEDIATE waits for the lock (busy_timeout) on aiosqlite's thread, not on the loop."""
+    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t (b) VALUES ('other process')")
+    ticks = 0
+
+    async def write() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (b) VALUES ('ours')"))
+
+    task = asyncio.create_task(write())
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not task.done()  # still waiting for the other process's lock, and the loop ticked meanwhile
+    assert ticks == 20
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(task, timeout=10)
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT b FROM t ORDER BY a"))).scalars().all() == ["other process", "ours"]
 
 
 async def test_rowcount_lastrowid_and_returning(engine: AsyncEngine) -> None:
