@@ -8,7 +8,8 @@ dotted element paths; `targets` stands for `.where(resolve() is X)`. `Flag?statu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.fhir.search import extract
@@ -40,6 +41,14 @@ class SearchParam:
     paths: tuple[tuple[str, ...], ...]
     targets: tuple[str, ...] = ()
     description: str = ""
+    # Derived once: the indexer runs on every write. `getters` are the compiled `paths`; `index_kind`
+    # the table the values go to (a uri is indexed as a token).
+    getters: tuple[extract.Getter, ...] = field(init=False, repr=False, compare=False)
+    index_kind: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "getters", tuple(extract.compiled(p) for p in self.paths))
+        object.__setattr__(self, "index_kind", "token" if self.type == "uri" else self.type)
 
     @property
     def expression(self) -> str:
@@ -58,10 +67,6 @@ class SearchParam:
                 e += f".where(resolve() is {self.targets[0]})"
             exprs.append(e)
         return " | ".join(exprs)
-
-    @property
-    def index_kind(self) -> str:
-        return "token" if self.type == "uri" else self.type
 
 
 def _p(name: str, type_: str, *paths: str, targets: tuple[str, ...] = (), doc: str = "") -> tuple[Any, ...]:
@@ -285,52 +290,103 @@ def params_for(resource_type: str) -> dict[str, SearchParam]:
 
 
 def values_of(param: SearchParam, content: dict[str, Any]) -> list[Any]:
+    if len(param.getters) == 1:
+        return param.getters[0](content)
     out: list[Any] = []
-    for path in param.paths:
-        out.extend(extract.walk(content, path))
+    for path in param.getters:
+        out.extend(path(content))
     return out
 
 
-def reference_values(param: SearchParam, content: dict[str, Any], base: str) -> list[extract.RefRow]:
-    out = []
-    for value in values_of(param, content):
-        for row in extract.references(value, base):
-            rtype = row[0] or (extract.url_type(row[2]) if row[2] else None)
-            if param.targets and rtype is not None and rtype not in param.targets:
-                continue  # `.where(resolve() is X)`: a reference to another type is not this parameter's
-            out.append(row)
-    return list(dict.fromkeys(out))
+def _unique(rows: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(rows)) if len(rows) > 1 else rows
 
 
-def index_values(param: SearchParam, content: dict[str, Any], base: str) -> list[tuple[Any, ...]]:
+def _rows(kind: str, values: list[Any], base: str) -> list[tuple[Any, ...]]:
+    """The index rows of the values found at one path, repeats kept. (Loops, not comprehensions:
+    this runs for every parameter of every write, mostly on one value.)"""
+    out: list[tuple[Any, ...]] = []
+    if kind == "token":
+        for value in values:
+            out += extract.tokens(value)
+    elif kind == "reference":
+        for value in values:
+            out += extract.references(value, base)
+    elif kind == "string":
+        for value in values:
+            for text in extract.strings(value):
+                out.append((extract.normalize(text), text))
+    else:
+        for value in values:
+            out += extract.date_ranges(value)
+    return out
+
+
+def _is_target(row: tuple[Any, ...], targets: tuple[str, ...]) -> bool:
+    """`.where(resolve() is X)`: a reference to another type is not this parameter's."""
+    rtype = row[0] or (extract.url_type(row[2]) if row[2] else None)
+    return rtype is None or rtype in targets
+
+
+Memo = dict[tuple[extract.Getter, str], list[tuple[Any, ...]]]
+
+
+def index_values(
+    param: SearchParam, content: dict[str, Any], base: str, memo: Memo | None = None
+) -> list[tuple[Any, ...]]:
     """What `param` holds for `content`, as index rows without the parameter name: token (system, code),
     string (normalized, exact), date (low, high), reference (type, id, url, identifier system/value).
-    The index writer stores these; the matcher compares against the very same values."""
+    The index writer stores these; the matcher compares against the very same values. `memo` keeps
+    the rows of each path, for parameters that read the same element (`subject` and `patient`)."""
     kind = param.index_kind
-    if kind == "reference":
-        return list(reference_values(param, content, base))
     out: list[tuple[Any, ...]] = []
-    for value in values_of(param, content):
-        if kind == "token":
-            out.extend(extract.tokens(value))
-        elif kind == "string":
-            out.extend((extract.normalize(text), text) for text in extract.strings(value))
-        elif kind == "date":
-            out.extend(extract.date_ranges(value))
-    return list(dict.fromkeys(out))
+    for path in param.getters:
+        rows = memo.get((path, kind)) if memo is not None else None
+        if rows is None:
+            values = path(content)
+            rows = _rows(kind, values, base) if values else []
+            if memo is not None:
+                memo[(path, kind)] = rows
+        out = out + rows if out else rows  # never extends `rows`: the memo may hold it
+    if param.targets and out:
+        out = [row for row in out if _is_target(row, param.targets)]
+    return _unique(out)
+
+
+def reference_values(param: SearchParam, content: dict[str, Any], base: str) -> list[extract.RefRow]:
+    """`index_values` of a reference parameter: (type, id, url, identifier system, identifier value)."""
+    return index_values(param, content, base)
 
 
 def make_indexer(base: str) -> Any:
-    """Return an `Indexer` (resource type, JSON) -> IndexRows bound to our public FHIR base."""
+    """Return an `Indexer` (resource type, JSON) -> IndexRows bound to our public FHIR base.
+
+    Per resource type it lists once which table each parameter fills, the element its path starts
+    at (absent: nothing to extract) and whether another parameter reads the same path."""
+    kinds = ("token", "string", "date", "reference")
+    plans = {}
+    for rtype, params in REGISTRY.items():
+        uses = Counter((path, p.index_kind) for p in params.values() for path in p.getters)
+        plans[rtype] = [
+            (p, kinds.index(p.index_kind), extract.root_element(p.paths[0]) if len(p.paths) == 1 else None,
+             any(uses[(path, p.index_kind)] > 1 for path in p.getters))
+            for p in params.values()
+        ]
 
     def index(resource_type: str, content: dict[str, Any]) -> IndexRows:
         rows = IndexRows()
-        for param in params_for(resource_type).values():
-            tables: dict[str, list[Any]] = {
-                "token": rows.tokens, "string": rows.strings, "date": rows.dates, "reference": rows.references
-            }
-            target = tables[param.index_kind]
-            target.extend((param.name, *v) for v in index_values(param, content, base))
+        tables: tuple[list[Any], ...] = (rows.tokens, rows.strings, rows.dates, rows.references)
+        memo: Memo = {}
+        probe = content.get if isinstance(content, dict) else None
+        for param, table, root, shared in plans.get(resource_type, ()):
+            if root is not None and probe is not None and probe(root) is None:
+                continue
+            found = index_values(param, content, base, memo if shared else None)
+            if found:
+                name = (param.name,)
+                add = tables[table].append
+                for v in found:
+                    add(name + v)
         return rows
 
     return index
