@@ -11,16 +11,20 @@ and only changes `cursor()`. The returned `Cursor` does a whole statement at onc
 execute, fetch every row, close) and answers `description`, `rowcount`, `lastrowid` and the
 fetches from that. Where it runs:
 
-- Outside a transaction (BEGIN, the connect-time PRAGMAs) a statement goes to aiosqlite's thread,
-  as do commit and rollback: these are where SQLite waits, for another process's write lock
-  (`busy_timeout`, up to 30 s) or for a WAL checkpoint's fsync at commit, and the event loop
-  must not wait with them.
-- Inside a transaction that this connection began with BEGIN IMMEDIATE (or EXCLUSIVE) it runs on
-  the caller's thread. Every SafeFlag transaction begins so (app/storage/db.py) and then holds
-  the database's write lock; in WAL mode the statements after it do not wait for other
-  connections
+- BEGIN IMMEDIATE (every SafeFlag transaction begins so, app/storage/db.py) is first tried in
+  place without waiting (`busy_timeout` 0 for that statement). Only when another connection, in
+  practice another process, holds the write lock does it go to aiosqlite's thread and wait there
+  (`busy_timeout`, 30 s), so that the event loop never waits for a lock.
+- Inside that transaction every statement runs in place: this connection holds the write lock, and
+  in WAL mode nothing after BEGIN IMMEDIATE waits for other connections
   (https://www.sqlite.org/wal.html#concurrency, https://www.sqlite.org/lang_transaction.html).
-  What they cost is SQLite's CPU work, which held the GIL on the other thread anyway.
+  Its cost is SQLite's CPU work, which held the GIL on the other thread anyway.
+- COMMIT and ROLLBACK of that transaction run in place too. With WAL and `synchronous=NORMAL` a commit appends
+  to the WAL without fsync (https://www.sqlite.org/pragma.html#pragma_synchronous); the fsyncs
+  come with checkpoints, so this connection turns automatic checkpoints off and runs a PASSIVE
+  checkpoint on aiosqlite's thread every `CHECKPOINT_EVERY` commits instead
+  (https://www.sqlite.org/wal.html#application_initiated_checkpoints).
+- Everything else (statements outside such a transaction, connecting, closing) goes to the thread.
 
 The pool has this one connection and SQLAlchemy awaits each call on it, so the two threads never
 use it at the same time; that is what makes `check_same_thread=False` safe here.
@@ -39,8 +43,26 @@ from typing import Any, Self
 
 import aiosqlite
 
+CHECKPOINT_EVERY = 64  # commits; a create writes some 15 pages, so about SQLite's default of 1000 pages
 _TAKES_WRITE_LOCK = re.compile(r"\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE)\b", re.IGNORECASE)
 _Outcome = tuple[Any, int, int | None, list[Any] | None]
+
+
+def _begin_now(conn: sqlite3.Connection, sql: str, busy_ms: int) -> _Outcome | None:
+    """BEGIN IMMEDIATE without waiting for the write lock: None when another connection holds it."""
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        return _run(conn, False, sql, [])
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY":
+            return None
+        raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _run(conn: sqlite3.Connection, many: bool, sql: str, parameters: Any) -> _Outcome:
@@ -79,13 +101,16 @@ class Cursor:
         owner, conn = self._conn, self._conn._conn
         if parameters is None:
             parameters = []
+        outcome: _Outcome | None
         if owner.write_locked and conn.in_transaction:  # never waits for a lock (module docstring)
             outcome = _run(conn, many, sql, parameters)
         else:
             owner.write_locked = False
-            outcome = await owner._execute(_run, conn, many, sql, parameters)
-            if _TAKES_WRITE_LOCK.match(sql):
-                owner.write_locked = conn.in_transaction
+            takes_lock = not many and not conn.in_transaction and _TAKES_WRITE_LOCK.match(sql) is not None
+            outcome = _begin_now(conn, sql, owner.busy_ms) if takes_lock else None
+            if outcome is None:
+                outcome = await owner._execute(_run, conn, many, sql, parameters)
+            owner.write_locked = takes_lock and conn.in_transaction
         self.description, self.rowcount, self.lastrowid, rows = outcome
         self._rows = deque(rows or ())
         return self
@@ -117,6 +142,27 @@ class Cursor:
 
 class Connection(aiosqlite.Connection):
     write_locked = False  # a BEGIN IMMEDIATE/EXCLUSIVE of this connection holds the write lock
+    busy_ms = 30_000  # how long a statement on aiosqlite's thread waits for another connection's lock
+    commits = 0  # commits in place since the last checkpoint
+
+    async def commit(self) -> None:
+        conn = self._conn
+        if not (self.write_locked and conn.in_transaction):
+            await super().commit()
+            return
+        conn.commit()  # appends to the WAL, no fsync, no checkpoint (module docstring)
+        self.write_locked = False
+        self.commits += 1
+        if self.commits >= CHECKPOINT_EVERY:
+            self.commits = 0
+            await self._execute(_checkpoint, conn)
+
+    async def rollback(self) -> None:
+        if self.write_locked and self._conn.in_transaction:
+            self._conn.rollback()  # in WAL mode: drops this transaction's frames, no I/O, no lock wait
+            self.write_locked = False
+            return
+        await super().rollback()
 
     def cursor(self) -> Cursor:  # type: ignore[override]  # aiosqlite's is awaitable; SQLAlchemy only enters it
         return Cursor(self)
@@ -125,8 +171,14 @@ class Connection(aiosqlite.Connection):
 def connector(path: str, *, timeout: float) -> Callable[[], Coroutine[Any, Any, Connection]]:
     """`async_creator` for create_async_engine: a `Connection` to the SQLite file at `path`."""
 
+    def open_file() -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints come from Connection.commit
+        return db
+
     async def connect() -> Connection:
-        conn = Connection(lambda: sqlite3.connect(path, timeout=timeout, check_same_thread=False), iter_chunk_size=64)
+        conn = Connection(open_file, iter_chunk_size=64)
+        conn.busy_ms = int(timeout * 1000)
         conn._thread.daemon = True  # as SQLAlchemy does for aiosqlite: never hold the process open
         return await conn
 

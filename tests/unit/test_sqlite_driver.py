@@ -1,8 +1,8 @@
-"""app/storage/sqlite_driver.py and the SQLite engine of app/storage/db.py: which statements go to
-aiosqlite's thread (BEGIN, commit, rollback, anything outside a BEGIN IMMEDIATE) and which run in
-place, the event loop running on while another process holds the write lock, every DBAPI answer
-SQLAlchemy reads still right (rows, rowcount, lastrowid, RETURNING, errors), and the pool's
-check-in rolling back only a transaction that is really open."""
+"""app/storage/sqlite_driver.py and the SQLite engine of app/storage/db.py: a BEGIN IMMEDIATE
+transaction runs in place, start to commit, and leaves checkpoints to aiosqlite's thread; waiting
+for another process's write lock and statements outside such a transaction go to the thread, and
+the event loop runs on meanwhile; every DBAPI answer SQLAlchemy reads is still right (rows,
+rowcount, lastrowid, RETURNING, errors); the pool's check-in rolls back only what is open."""
 
 from __future__ import annotations
 
@@ -52,18 +52,19 @@ async def test_the_engine_connects_through_the_one_trip_driver(engine: AsyncEngi
     assert journal == "wal"
 
 
-async def test_a_read_is_one_trip_for_begin_and_returns_every_row(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_read_runs_in_place_and_returns_every_row(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": f"v{i}"} for i in range(5)])
     trips = Trips(monkeypatch)
     async with engine.connect() as conn:
         trips.names.clear()
         rows = (await conn.execute(text("SELECT a, b FROM t ORDER BY a"))).all()
-        assert trips.names == ["_run"]  # BEGIN IMMEDIATE (app/storage/db.py); the SELECT runs in place
+        assert trips.names == []  # BEGIN IMMEDIATE (app/storage/db.py) and the SELECT, in place
+    assert trips.names == []  # and the rollback at check-in
     assert [tuple(r) for r in rows] == [(1, "v0"), (2, "v1"), (3, "v2"), (4, "v3"), (5, "v4")]
 
 
-async def test_a_write_transaction_costs_two_trips_begin_and_commit(
+async def test_a_write_transaction_runs_in_place(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips = Trips(monkeypatch)
@@ -72,8 +73,25 @@ async def test_a_write_transaction_costs_two_trips_begin_and_commit(
         async with conn.begin():
             await conn.execute(text("INSERT INTO t (b) VALUES ('x')"))
             await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": "y"}, {"b": "z"}])
-    # BEGIN IMMEDIATE and COMMIT; the INSERT and the executemany run in place; no ROLLBACK at check-in
-    assert trips.names == ["_run", "commit"]
+    assert trips.names == []  # BEGIN IMMEDIATE, the INSERT, the executemany, COMMIT; nothing at check-in
+    other = sqlite3.connect(engine.url.database)  # committed for everyone
+    assert other.execute("SELECT b FROM t ORDER BY a").fetchall() == [("x",), ("y",), ("z",)]
+    other.close()
+
+
+async def test_checkpoints_come_every_so_many_commits_on_the_thread(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_driver, "CHECKPOINT_EVERY", 3)
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one() == 0
+        await conn.commit()
+        (await conn.get_raw_connection()).driver_connection.commits = 0
+    trips = Trips(monkeypatch)
+    for i in range(7):
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), {"b": f"c{i}"})
+    assert trips.names == ["_checkpoint", "_checkpoint"]
 
 
 async def test_statements_of_a_deferred_transaction_go_to_the_thread(
@@ -153,17 +171,21 @@ async def test_streamed_results_come_in_the_asked_batches(engine: AsyncEngine) -
 
 
 async def test_check_in_rolls_back_only_an_open_transaction(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    trips = Trips(monkeypatch)
+    rollbacks: list[bool] = []
+    original = sqlite_driver.Connection.rollback
+
+    async def counted(conn: Any) -> None:
+        rollbacks.append(conn.in_transaction)
+        await original(conn)
+
+    monkeypatch.setattr(sqlite_driver.Connection, "rollback", counted)
     async with engine.connect() as conn:  # a transaction the connection's user never ended
         await conn.execute(text("INSERT INTO t (b) VALUES ('left open')"))
-        trips.names.clear()
-    assert trips.names == ["rollback"]
+    assert rollbacks == [True]
     async with engine.begin() as conn:
-        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0  # it was rolled back
         driver = (await conn.get_raw_connection()).driver_connection
-        assert driver.in_transaction is True
     assert driver.in_transaction is False
-    trips.names.clear()
-    async with engine.connect():  # nothing begun, nothing open: no trip at check-in
+    async with engine.connect():  # nothing begun, nothing open: nothing to roll back at check-in
         pass
-    assert trips.names == []
+    assert rollbacks == [True]
