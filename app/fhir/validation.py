@@ -27,12 +27,15 @@ from typing import Any
 
 from app.errors import BadRequest, Issue, Unprocessable, operation_outcome
 from app.fhir import nhs_number
+from app.fhir import profiles as sf_profiles
 from app.fhir.elements import Node, walk
-from app.fhir.invariants import invariant_issues
+from app.fhir.invariants import CHECKS, invariant_issues
 from app.fhir.resources import structure_errors
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 CORE_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
+# the definition paths `invariant_issues` has checks for: the walk keeps only their Nodes (and resource roots)
+INVARIANT_PATHS = frozenset(CHECKS)
 
 
 def check_id(res_id: str, expression: str = "id") -> None:
@@ -87,9 +90,10 @@ def _model_issues(resource_type: str, content: dict[str, Any], known: set[str]) 
     return issues
 
 
-def nhs_number_issues(nodes: list[Node]) -> list[Issue]:
+def nhs_number_issues(identifiers: list[Node]) -> list[Issue]:
+    """SF-0201 for every Identifier (`elements.Walk.identifiers`) with the NHS number system and a bad value."""
     issues = []
-    for node in nodes:
+    for node in identifiers:
         value = node.value
         if (
             node.type == "Identifier"
@@ -143,20 +147,22 @@ def _check_shape(resource_type: str, content: Any, url_id: str | None, require_i
 def check_profiles(resource_type: str, profiles: Sequence[str]) -> None:
     """400 for a `profile=` this server cannot validate against (so `$validate` cannot be performed):
     the core profile of the type and our own profiles in `fhir_profiles/` are known."""
-    from app.fhir import profiles as sf_profiles
-
     for url in profiles:
         if url.split("|")[0] != CORE_PROFILE + resource_type and not sf_profiles.known_profile(url, resource_type):
             raise BadRequest(f"Unknown profile '{url}'", msg_id="SF-0114", code="not-supported", expression="profile")
 
 
-def profile_issues(resource_type: str, content: dict[str, Any], profiles: Sequence[str]) -> list[Issue]:
+def profile_issues(
+    resource_type: str,
+    content: dict[str, Any],
+    profiles: Sequence[str],
+    extensions: list[tuple[str, dict[str, Any]]] | None = None,
+) -> list[Issue]:
     """Issues of `content` against `profiles` (already known to `check_profiles`), its claimed
-    `meta.profile`s and the default profile of its type (app/fhir/profiles); errors become 422."""
-    from app.fhir import profiles as sf_profiles
-
+    `meta.profile`s and the default profile of its type (app/fhir/profiles); errors become 422.
+    `extensions`: (expression, Extension) of every Extension in `content`, from the element walk."""
     ours = [p for p in profiles if p.split("|")[0] != CORE_PROFILE + resource_type]
-    return sf_profiles.profile_issues(resource_type, content, ours)
+    return sf_profiles.profile_issues(resource_type, content, ours, extensions=extensions)
 
 
 def validate_resource(
@@ -169,6 +175,29 @@ def validate_resource(
 ) -> list[Issue]:
     """Raise BadRequest (400) or Unprocessable (422) for an invalid resource; return its warnings."""
     content = _check_shape(resource_type, content, url_id, require_id)
+    # One walk of the JSON serves stages 2, 3 and 5: it notes where ele-1 may fail (then `empty_elements`
+    # reports exactly where, before anything else), and collects the Identifiers and Extensions.
+    try:
+        found = walk(resource_type, content, INVARIANT_PATHS)
+    except Exception:
+        _check_empty_elements(resource_type, content)  # ele-1 is reported before anything else
+        raise
+    if found.maybe_empty:
+        _check_empty_elements(resource_type, content)
+    issues = found.issues
+    known = {e for issue in issues for e in issue.expression}
+    issues += _model_issues(resource_type, content, known)
+    issues += invariant_issues(resource_type, content, found.nodes)
+    if issues:
+        raise BadRequest(issues=issues)
+    check_profiles(resource_type, profiles)
+    rules = nhs_number_issues(found.identifiers) + profile_issues(resource_type, content, profiles, found.extensions)
+    if any(i.severity in ("error", "fatal") for i in rules):
+        raise Unprocessable(issues=rules)
+    return rules
+
+
+def _check_empty_elements(resource_type: str, content: dict[str, Any]) -> None:
     empties = list(empty_elements(content, resource_type))
     if empties:
         raise BadRequest(
@@ -182,17 +211,6 @@ def validate_resource(
                 for e in empties
             ]
         )
-    nodes, issues = walk(resource_type, content)
-    known = {e for issue in issues for e in issue.expression}
-    issues += _model_issues(resource_type, content, known)
-    issues += invariant_issues(resource_type, content, nodes)
-    if issues:
-        raise BadRequest(issues=issues)
-    check_profiles(resource_type, profiles)
-    rules = nhs_number_issues(nodes) + profile_issues(resource_type, content, profiles)
-    if any(i.severity in ("error", "fatal") for i in rules):
-        raise Unprocessable(issues=rules)
-    return rules
 
 
 # -- $validate (https://hl7.org/fhir/R4/resource-operation-validate.html) --------------------------

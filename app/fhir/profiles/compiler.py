@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.fhir import nhs_number
+from app.fhir.profiles.matching import matcher, pattern_matcher, values_at
 from app.fhir.profiles.store import ConformanceStore
 
 HL7_SD = "http://hl7.org/fhir/StructureDefinition/"
@@ -83,6 +84,33 @@ class Node:
     slices: dict[str, Node] = field(default_factory=dict)
     # per slice: [(path, expected value, exact?)] computed from the slice's own fixed/pattern
     match: tuple[tuple[str, Any, bool], ...] = ()
+    # set by `finish` for the engine's walk, so that it does not work them out on every instance
+    kids: tuple[Node, ...] = ()  # `children` in order
+    checks: bool = False  # any of fixed, pattern, binding, targets, constraints
+    pattern_match: Callable[[Any], bool] | None = None
+    choice_prefix: str | None = None  # `value` of `value[x]`
+    type_suffixes: frozenset[str] = frozenset()  # `types` as they end a choice's JSON name (`Quantity`)
+    absent_ok: bool = True  # nothing to report when the element is not there at all
+    slice_match: Callable[[Any], bool] = field(default=lambda item: True)  # is an item in this slice (`match`)
+
+    def finish(self) -> None:
+        self.kids = tuple(self.children.values())
+        self.pattern_match = None if self.pattern is None else pattern_matcher(self.pattern)
+        if len(self.match) == 1 and self.match[0][0] == "$this" and self.match[0][1] is self.pattern:
+            # a slice told apart by its own pattern only ever sees items that match it
+            self.pattern_match = None
+        self.checks = bool(
+            self.fixed is not None or self.pattern_match is not None or self.binding or self.targets is not None
+            or self.constraints
+        )
+        self.choice_prefix = self.name[:-3] if self.name.endswith("[x]") else None
+        self.type_suffixes = frozenset(t[:1].upper() + t[1:] for t in self.types)
+        self.absent_ok = self.min == 0 and all(s.min == 0 for s in self.slices.values())
+        tests = tuple((path, matcher(expected, exact)) for path, expected, exact in self.match)
+        if len(tests) == 1 and tests[0][0] == "$this":
+            self.slice_match = tests[0][1]  # values_at(item, "$this") is [item]
+        else:
+            self.slice_match = lambda item: all(any(test(v) for v in values_at(item, path)) for path, test in tests)
 
     def has_checks(self) -> bool:
         return bool(
@@ -129,6 +157,8 @@ class Compiler:
             if node.slices:
                 for slice_node in node.slices.values():
                     slice_node.match = self._slice_match(sd, node, slice_node)
+        for node in self._all(root):
+            node.finish()
         return root
 
     def _locate(self, root: Node, sd: dict[str, Any], eid: str) -> Node:

@@ -25,23 +25,18 @@ the instance path when the element is there (`Flag.category[0]`), the element id
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import Issue
 from app.fhir.profiles.compiler import Compiler, Node
-from app.fhir.profiles.matching import (
-    codings,
-    matches,
-    matches_pattern,
-    reference_type,
-    render_codes,
-    values_at,
-)
+from app.fhir.profiles.matching import codings, reference_type, render_codes
 from app.fhir.profiles.store import CANONICAL_BASE, ConformanceStore
 
 OUR_EXTENSIONS = CANONICAL_BASE + "/StructureDefinition/"
 GENERIC_CONTEXTS = ("Element", "Resource", "DomainResource")
+EXTENSION_LISTS = ("extension", "modifierExtension")
 
 
 @dataclass
@@ -57,13 +52,15 @@ class _Run:
         self.issues.append(Issue(code, text, severity, (expr,), msg_id))
 
 
-def _items(value: dict[str, Any], name: str, expr: str) -> list[tuple[str, str, Any]]:
+def _items(value: dict[str, Any], node: Node, expr: str) -> list[tuple[str, str, Any]]:
     """(key, instance expression, item) of a child element; a choice `value[x]` matches valueX keys."""
-    if name.endswith("[x]"):
-        prefix = name[:-3]
-        keys = [k for k in value if k.startswith(prefix) and k[len(prefix):len(prefix) + 1].isupper()]
+    prefix = node.choice_prefix
+    if prefix is None:
+        if node.name not in value:
+            return []
+        keys = [node.name]
     else:
-        keys = [name] if name in value else []
+        keys = [k for k in value if k.startswith(prefix) and k[len(prefix):len(prefix) + 1].isupper()]
     out: list[tuple[str, str, Any]] = []
     for key in keys:
         sub = value[key]
@@ -72,6 +69,36 @@ def _items(value: dict[str, Any], name: str, expr: str) -> list[tuple[str, str, 
         else:
             out.append((key, f"{expr}.{key}", sub))
     return out
+
+
+def is_ours(ext: dict[str, Any]) -> bool:
+    """An extension under our canonical base (whether or not we define it)."""
+    return str(ext.get("url", "")).startswith(OUR_EXTENSIONS)
+
+
+def _context(content: dict[str, Any], expr: str) -> tuple[str, bool] | None:
+    """Where `Engine._walk` meets the Extension at `expr` (`Flag.code.coding[0].extension[1]`): the path of
+    the element it extends (`Flag.code.coding`) and whether it is a modifierExtension; None where `_walk`
+    does not look (inside another extension, or not an item of an extension list)."""
+    root, *segments = expr.split(".")
+    name = segments[-1].partition("[")[0] if segments else ""
+    if name not in EXTENSION_LISTS:
+        return None
+    path, node = root, content
+    for segment in segments[:-1]:
+        key, _, index = segment.partition("[")
+        if key in EXTENSION_LISTS:
+            return None
+        node = node[key][int(index[:-1])] if index else node[key]
+        if key == "contained":
+            path = str(node.get("resourceType")) if isinstance(node, dict) else "Resource"
+        else:
+            path += "." + key.removeprefix("_")  # `_x` holds the extensions of primitive x
+    return path, name == "modifierExtension"
+
+
+def _out_of_range(node: Node, count: int) -> bool:
+    return count < node.min or (node.max is not None and count > node.max)
 
 
 def _short(value: Any) -> str:
@@ -108,10 +135,32 @@ class Engine:
         return run.issues
 
     def _element(self, node: Node, value: Any, expr: str, run: _Run) -> None:
+        if node.checks:
+            self._checks(node, value, expr, run)
+        if node.kids and isinstance(value, dict):
+            for child in node.kids:
+                name = child.name
+                if child.choice_prefix is None:  # the commonest cases: absent, or one value and no slices
+                    if name not in value:
+                        if not child.absent_ok:
+                            self._group(child, [], expr, run)
+                        continue
+                    sub = value[name]
+                    if not child.slices and not isinstance(sub, list):
+                        if _out_of_range(child, 1):
+                            self._cardinality(child, 1, expr, f".{name}", run)
+                        if child.checks or child.kids:
+                            self._element(child, sub, f"{expr}.{name}", run)
+                        continue
+                items = _items(value, child, expr)
+                if items or not child.absent_ok:
+                    self._group(child, items, expr, run)
+
+    def _checks(self, node: Node, value: Any, expr: str, run: _Run) -> None:
         if node.fixed is not None and value != node.fixed:
             text = f"{node.element_id}: the value must be exactly {_short(node.fixed)}"
             run.add("value", "SF-0603", text, expr)
-        if node.pattern is not None and not matches_pattern(node.pattern, value):
+        if node.pattern_match is not None and not node.pattern_match(value):
             text = f"{node.element_id}: the value must match the pattern {_short(node.pattern)}"
             run.add("value", "SF-0604", text, expr)
         if node.binding is not None:
@@ -124,18 +173,15 @@ class Engine:
         for c in node.constraints:
             if c.key not in run.skip_invariants and not c.check(value):
                 run.add("invariant", "SF-0612", f"{c.key}: {c.human}", f"{expr}.{c.at}", c.severity)
-        if isinstance(value, dict):
-            for child in node.children.values():
-                self._group(child, _items(value, child.name, expr), expr, run)
 
     def _group(self, node: Node, items: list[tuple[str, str, Any]], parent: str, run: _Run) -> None:
-        self._cardinality(node, len(items), f"{parent}.{node.name}", run)
-        if node.types:
-            allowed = {t[:1].upper() + t[1:] for t in node.types}
-            prefix = node.name[:-3]
+        if _out_of_range(node, len(items)):
+            self._cardinality(node, len(items), parent, f".{node.name}", run)
+        prefix = node.choice_prefix
+        if node.types and prefix is not None:
             typed = []
             for key, expr, item in items:
-                if key[len(prefix):] in allowed:
+                if key[len(prefix):] in node.type_suffixes:
                     typed.append((key, expr, item))
                 else:  # nothing else can be said of a value of the wrong type
                     run.add("structure", "SF-0610", f"{node.element_id}: type {key[len(prefix):]} is not "
@@ -144,8 +190,9 @@ class Engine:
         if node.slices:
             # when the element is missing altogether, its own min says so; its slices' mins would repeat it
             self._slices(node, items, parent, run, report_missing=bool(items) or node.min == 0)
-        for _, expr, item in items:
-            self._element(node, item, expr, run)
+        if node.checks or node.kids:
+            for _, expr, item in items:
+                self._element(node, item, expr, run)
 
     def _slices(
         self, node: Node, items: list[tuple[str, str, Any]], parent: str, run: _Run, report_missing: bool
@@ -153,10 +200,7 @@ class Engine:
         claimed: dict[str, list[tuple[str, Any]]] = {name: [] for name in node.slices}
         for _, expr, item in items:
             for name, slice_node in node.slices.items():
-                if all(
-                    any(matches(expected, v, exact) for v in values_at(item, path))
-                    for path, expected, exact in slice_node.match
-                ):
+                if slice_node.slice_match(item):
                     claimed[name].append((expr, item))
                     break
             else:
@@ -164,19 +208,22 @@ class Engine:
                     run.add("structure", "SF-0611", f"{node.element_id}: this element matches none of the "
                             f"slices {', '.join(node.slices)} and the slicing is closed", expr)
         for name, slice_node in node.slices.items():
-            if claimed[name] or report_missing:
-                self._cardinality(slice_node, len(claimed[name]), f"{parent}.{node.name}:{name}", run)
-            for expr, item in claimed[name]:
-                self._element(slice_node, item, expr, run)
+            count = len(claimed[name])
+            if (count or report_missing) and _out_of_range(slice_node, count):
+                self._cardinality(slice_node, count, parent, f".{node.name}:{name}", run)
+            if slice_node.checks or slice_node.kids:
+                for expr, item in claimed[name]:
+                    self._element(slice_node, item, expr, run)
 
     @staticmethod
-    def _cardinality(node: Node, count: int, expr: str, run: _Run) -> None:
+    def _cardinality(node: Node, count: int, parent: str, suffix: str, run: _Run) -> None:
+        """`parent + suffix` names the element (callers only call when the count is out of range)."""
         if count < node.min:
             text = f"{node.element_id}: minimum required = {node.min}, but only found {count}"
-            run.add("required", "SF-0601", text, expr)
+            run.add("required", "SF-0601", text, parent + suffix)
         if node.max is not None and count > node.max:
             text = f"{node.element_id}: maximum allowed = {node.max}, but found {count}"
-            run.add("structure", "SF-0602", text, expr)
+            run.add("structure", "SF-0602", text, parent + suffix)
 
     @staticmethod
     def _binding(node: Node, value: Any, expr: str, run: _Run) -> None:
@@ -185,8 +232,9 @@ class Engine:
         pairs = codings(value)
         if pairs is None:
             return
-        if any((c in binding.codes) if s is None else ((s, c) in binding.members) for s, c in pairs):
-            return
+        for system, code in pairs:
+            if (code in binding.codes) if system is None else ((system, code) in binding.members):
+                return
         where = f"the {binding.strength} value set '{binding.title}' ({binding.value_set})"
         text = (f"{node.element_id}: none of the codes provided ({render_codes(pairs)}) is in {where}"
                 if pairs else f"{node.element_id}: no code provided, and a code from {where} is expected")
@@ -198,10 +246,21 @@ class Engine:
             run.add("code-invalid", "SF-0606", text, expr, "warning")
 
     # -- extensions -----------------------------------------------------------------------------
-    def extension_issues(self, content: dict[str, Any]) -> list[Issue]:
-        """Every extension under our canonical base, wherever it sits: known, allowed there, valid."""
+    def extension_issues(
+        self, content: dict[str, Any], found: Sequence[tuple[str, dict[str, Any]]] | None = None
+    ) -> list[Issue]:
+        """Every extension under our canonical base, wherever it sits: known, allowed there, valid.
+        `found`: (expression, extension) of every Extension of `content` in document order, as
+        `elements.walk` collects them from a structurally valid resource; spares searching the JSON."""
         run = _Run("", content)
-        self._walk(content, str(content.get("resourceType")), str(content.get("resourceType")), run)
+        if found is None:
+            self._walk(content, str(content.get("resourceType")), str(content.get("resourceType")), run)
+            return run.issues
+        for expr, ext in found:
+            if is_ours(ext):
+                context = _context(content, expr)
+                if context is not None:
+                    self._extension(ext, context[0], expr, context[1], run)
         return run.issues
 
     def _walk(self, value: Any, path: str, expr: str, run: _Run) -> None:
@@ -212,9 +271,9 @@ class Engine:
         if not isinstance(value, dict):
             return
         for key, sub in value.items():
-            if key in ("extension", "modifierExtension") and isinstance(sub, list):
+            if key in EXTENSION_LISTS and isinstance(sub, list):
                 for i, ext in enumerate(sub):
-                    if isinstance(ext, dict) and str(ext.get("url", "")).startswith(OUR_EXTENSIONS):
+                    if isinstance(ext, dict) and is_ours(ext):
                         self._extension(ext, path, f"{expr}.{key}[{i}]", key == "modifierExtension", run)
             elif key == "contained" and isinstance(sub, list):
                 for i, res in enumerate(sub):

@@ -8,21 +8,47 @@ https://hl7.org/fhir/R4/references.html#Reference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
-def matches_pattern(pattern: Any, value: Any) -> bool:
+def pattern_matcher(pattern: Any) -> Callable[[Any], bool]:
+    """`pattern` compiled once (profiles are compiled once, instances checked on every write): the
+    returned test is true for a value that matches it."""
     if isinstance(pattern, dict):
-        return isinstance(value, dict) and all(
-            key in value and matches_pattern(sub, value[key]) for key, sub in pattern.items()
-        )
+        members = tuple((key, pattern_matcher(sub)) for key, sub in pattern.items())
+
+        def match_object(value: Any) -> bool:
+            if not isinstance(value, dict):
+                return False
+            for key, match in members:
+                if key not in value or not match(value[key]):
+                    return False
+            return True
+
+        return match_object
     if isinstance(pattern, list):
-        return isinstance(value, list) and all(any(matches_pattern(p, v) for v in value) for p in pattern)
-    return bool(pattern == value)
+        items = tuple(pattern_matcher(p) for p in pattern)
+
+        def match_array(value: Any) -> bool:
+            if not isinstance(value, list):
+                return False
+            for match in items:
+                if not any(match(v) for v in value):
+                    return False
+            return True
+
+        return match_array
+    return lambda value: bool(pattern == value)
 
 
-def matches(expected: Any, value: Any, exact: bool) -> bool:
-    return bool(expected == value) if exact else matches_pattern(expected, value)
+def matcher(expected: Any, exact: bool) -> Callable[[Any], bool]:
+    """fixed[x] (`exact`: equal) or pattern[x] matching of `expected`, compiled."""
+    return (lambda value: bool(expected == value)) if exact else pattern_matcher(expected)
+
+
+def matches_pattern(pattern: Any, value: Any) -> bool:
+    return pattern_matcher(pattern)(value)
 
 
 def values_at(item: Any, path: str) -> list[Any]:
