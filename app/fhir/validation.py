@@ -187,7 +187,14 @@ def validate_resource(
     issues = found.issues
     known = {e for issue in issues for e in issue.expression}
     issues += _model_issues(resource_type, content, known)
-    issues += invariant_issues(resource_type, content, found.nodes)
+    try:
+        issues += invariant_issues(resource_type, content, found.nodes)
+    except (TypeError, AttributeError, ValueError, KeyError):
+        # Invariants read elements of their datatype; a malformed one (a `telecom` that is a number,
+        # an `id` that is an array) can trip them. The structure issues already found say what is
+        # wrong. Without any, the failure is a bug of ours and must surface.
+        if not issues:
+            raise
     if issues:
         raise BadRequest(issues=issues)
     check_profiles(resource_type, profiles)

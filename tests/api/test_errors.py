@@ -87,6 +87,26 @@ async def test_unknown_contained_resource_type(client: httpx.AsyncClient) -> Non
         "structure", "SF-0117: 'Nope' is not a FHIR resource type", ["Patient.contained[0].resourceType"]))
 
 
+@pytest.mark.parametrize("path, body, expected", [
+    # org-1..3 iterate `telecom`; a number there once reached them and answered 500
+    ("/fhir/Organization", {"resourceType": "Organization", "name": "x", "telecom": 2.5},
+     outcome("structure", "SF-0108: Element 'telecom' must be an array", ["Organization.telecom"])),
+    # ref-1 collects the contained ids; an array there was unhashable and answered 500
+    ("/fhir/Task", {"resourceType": "Task", "status": "requested", "intent": "order",
+                    "contained": [{"resourceType": "Organization", "id": ["org"], "name": "x"}]},
+     outcome("structure", "SF-0108: Element 'id' must be a single value, not an array",
+             ["Task.contained[0].id"])),
+])
+async def test_malformed_elements_never_reach_the_invariants_as_a_500(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    assert_outcome(await client.post(path, json=body), 400, expected)
+    rtype = path.rsplit("/", 1)[1]
+    r = await client.post(f"{path}/$validate", json=body)
+    assert (r.status_code, r.json()) == (200, expected)
+    assert (await client.get(f"/fhir/{rtype}")).json()["total"] == 0  # nothing was written
+
+
 async def test_resource_type_must_match_the_url(client: httpx.AsyncClient) -> None:
     assert_outcome(await client.post("/fhir/Patient", json={"resourceType": "Flag"}), 400, outcome(
         "invalid", "SF-0101: resourceType 'Flag' does not match the URL type 'Patient'", ["resourceType"]))
