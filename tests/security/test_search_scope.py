@@ -162,3 +162,21 @@ async def test_visible_any_type(clean_ctx: AppContext) -> None:
         mash_rows = set((await session.execute(
             select(r.c.res_type).where(visible_any_type(mash, r, ("Encounter", "Task"))))).scalars())
         assert mash_rows == set()  # a MASH practitioner reads neither
+
+
+def test_visible_any_type_is_built_once_per_principal() -> None:
+    """Cached (app/security/search_scope.py): equal principals share the condition, and anything that
+    changes what a principal sees (here the organisation, or the token's scopes) gets its own."""
+    from dataclasses import replace
+
+    from app.security.search_scope import visible_any_type
+
+    who = _principals()[0]
+    same = replace(who)  # equal, not identical
+    types = tuple(FIELDS)
+    first = visible_any_type(who, resource, types)
+    assert visible_any_type(same, resource, types) is first
+    other_org = replace(who, org="Organization/elsewhere")
+    assert visible_any_type(other_org, resource, types) is not first
+    narrower = replace(who, scopes=ScopeSet.parse("user/Flag.rs", base=who.base))
+    assert str(visible_any_type(narrower, resource, types)) != str(first)
