@@ -1,8 +1,9 @@
 """Async engine and sessions for SQLite (embedded default) and PostgreSQL.
 
-SQLite runs in WAL mode through ONE writer connection (performance.md: a pool of writers gave the
-same throughput with a far worse p99), `synchronous=NORMAL`, a busy timeout, and `BEGIN IMMEDIATE`
-so that a second process (a `safeflag dispatcher`) waits for the lock instead of failing on upgrade.
+SQLite runs through ONE writer connection (performance.md: a pool of writers gave the same
+throughput with a far worse p99), opened by app/storage/sqlite_driver.py (WAL, `synchronous=NORMAL`,
+a 30 s busy timeout), and every transaction starts with `BEGIN IMMEDIATE` so that a second process
+(a `safeflag dispatcher`) waits for the lock instead of failing on upgrade.
 """
 
 from __future__ import annotations
@@ -57,16 +58,6 @@ def create_engine(url: str, *, pool_size: int = 16, echo: bool = False) -> Async
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -43,6 +43,9 @@ from typing import Any, Self
 
 import aiosqlite
 
+# What running transactions in place relies on (module docstring): WAL, commits without fsync, and
+# checkpoints only where Connection.commit runs them; and SafeFlag's schema relies on foreign keys.
+_PRAGMAS = ("journal_mode = WAL", "synchronous = NORMAL", "wal_autocheckpoint = 0", "foreign_keys = ON")
 CHECKPOINT_EVERY = 64  # commits; a create writes some 15 pages, so about SQLite's default of 1000 pages
 _TAKES_WRITE_LOCK = re.compile(r"\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE)\b", re.IGNORECASE)
 _Outcome = tuple[Any, int, int | None, list[Any] | None]
@@ -172,8 +175,11 @@ def connector(path: str, *, timeout: float) -> Callable[[], Coroutine[Any, Any, 
     """`async_creator` for create_async_engine: a `Connection` to the SQLite file at `path`."""
 
     def open_file() -> sqlite3.Connection:
-        db = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
-        db.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints come from Connection.commit
+        # isolation_level None: no implicit BEGIN, the engine issues BEGIN IMMEDIATE itself (db.py);
+        # `timeout` is the busy timeout of every wait on aiosqlite's thread (`Connection.busy_ms`).
+        db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        for pragma in _PRAGMAS:
+            db.execute(f"PRAGMA {pragma}")
         return db
 
     async def connect() -> Connection:
