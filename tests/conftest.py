@@ -127,9 +127,5 @@ def admin_token(ctx: AppContext) -> str:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     """A real HTTP receiver for webhook deliveries (tests/support/receiver.py), stopped after the test."""
-    r = Receiver()
-    await r.start()
-    try:
+    async with Receiver() as r:
         yield r
-    finally:
-        await r.stop()

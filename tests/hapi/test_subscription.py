@@ -32,12 +32,8 @@ DELIVERY_TIMEOUT_S = 60.0
 
 @pytest.fixture
 async def hook() -> AsyncIterator[HookReceiver]:
-    receiver = HookReceiver()
-    await receiver.start()
-    try:
+    async with HookReceiver() as receiver:
         yield receiver
-    finally:
-        await receiver.stop()
 
 
 def _encounter(patient_id: str, act_code: str) -> dict[str, Any]:

@@ -60,12 +60,8 @@ class FhirReplyReceiver(HookReceiver):
 
 @pytest.fixture
 async def hook() -> AsyncIterator[FhirReplyReceiver]:
-    receiver = FhirReplyReceiver()
-    await receiver.start()
-    try:
+    async with FhirReplyReceiver() as receiver:
         yield receiver
-    finally:
-        await receiver.stop()
 
 
 def _topic() -> dict[str, Any]:

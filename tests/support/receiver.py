@@ -8,7 +8,7 @@ import contextlib
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import uvicorn
@@ -87,6 +87,13 @@ class Receiver:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 10)
         self._server, self._task = None, None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
 
     def events(self) -> list[int]:
         """Every event number received, in arrival order (handshakes and heartbeats carry none)."""
