@@ -289,15 +289,6 @@ def params_for(resource_type: str) -> dict[str, SearchParam]:
     return REGISTRY.get(resource_type, {})
 
 
-def values_of(param: SearchParam, content: dict[str, Any]) -> list[Any]:
-    if len(param.getters) == 1:
-        return param.getters[0](content)
-    out: list[Any] = []
-    for path in param.getters:
-        out.extend(path(content))
-    return out
-
-
 def _unique(rows: list[Any]) -> list[Any]:
     return list(dict.fromkeys(rows)) if len(rows) > 1 else rows
 
