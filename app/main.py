@@ -28,6 +28,7 @@ from app.api import (
     subscriptions,
     system,
 )
+from app.api.hot import HotRoutes
 from app.api.responses import fhir_response
 from app.config import Settings, get_settings
 from app.context import AppContext
@@ -87,16 +88,21 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     app.state.security = security
     if ctx is not None:
         app.state.ctx = ctx
-    app.include_router(auth.router)  # first: /fhir/{type}/{id} would catch /fhir/.well-known/...
-    app.include_router(referrals.router)  # before interactions: Binary native read, $qa-queue
-    app.include_router(governance.router)
-    app.include_router(conformance.router)  # before interactions: /fhir/StructureDefinition etc.
-    app.include_router(safeguarding.router)
-    app.include_router(system.router)
-    app.include_router(operations.router)
-    app.include_router(subscriptions.router)
-    app.include_router(subscriptions.ws_router)
-    app.include_router(interactions.router)
+    earlier = [
+        auth.router,  # first: /fhir/{type}/{id} would catch /fhir/.well-known/...
+        referrals.router,  # before interactions: Binary native read, $qa-queue
+        governance.router,
+        conformance.router,  # before interactions: /fhir/StructureDefinition etc.
+        safeguarding.router,
+        system.router,
+        operations.router,
+        subscriptions.router,
+        subscriptions.ws_router,
+    ]
+    for router in [*earlier, interactions.router]:
+        app.include_router(router)
+    # create, read and search straight to their routes (app/api/hot.py), inside the exception handlers
+    app.router.middleware_stack = HotRoutes(app.router.middleware_stack, interactions.router, earlier)
     if settings.rate_limit_per_second > 0:
         app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.add_middleware(SecurityHeadersMiddleware,
