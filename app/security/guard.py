@@ -23,9 +23,6 @@ from app.security.principal import Principal
 from app.security.search_scope import visible_any_type, visible_conditions
 from app.storage.repository import Repository, StoredResource, utc_ms
 
-Restrict = Callable[[Any, str | None], list[ColumnElement[bool]]]
-
-
 class Guard:
     def __init__(
         self,
@@ -101,18 +98,9 @@ class Guard:
         return visibility(self.principal, stored.resource_type, stored.content,
                           stored.created_by_org) is Visibility.VISIBLE
 
-    def restrict(self) -> Restrict | None:
+    def restrict(self) -> Restriction | None:
         """Conditions that keep hidden and withheld records out of a search (None: no principal)."""
-        principal = self.principal
-        if principal is None:
-            return None
-
-        def conditions(res: Any, resource_type: str | None) -> list[ColumnElement[bool]]:
-            if resource_type is None:
-                return [visible_any_type(principal, res, SUPPORTED_TYPES)]
-            return visible_conditions(principal, resource_type, res)
-
-        return conditions
+        return Restriction(self.principal) if self.principal is not None else None
 
     # -- audit -------------------------------------------------------------------------------
     def _event(self, outcome: str, desc: str | None, *, resource: dict[str, Any] | None = None,
@@ -143,6 +131,19 @@ class Guard:
         if not self.active or self.pending is None:
             return None
         return self._event(outcome_for_status(status), self.denied_reason or description)
+
+
+class Restriction:
+    """A principal's access conditions on a search: `(resource table, type or None) -> conditions`.
+    They depend on the principal alone, which `asker` names (search statements are shared by it)."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.asker = principal
+
+    def __call__(self, res: Any, resource_type: str | None) -> list[ColumnElement[bool]]:
+        if resource_type is None:
+            return [visible_any_type(self.asker, res, SUPPORTED_TYPES)]
+        return visible_conditions(self.asker, resource_type, res)
 
 
 def search_patients(matches: Iterable[StoredResource]) -> list[str]:

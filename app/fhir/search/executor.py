@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, Select, Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.params import Include, SearchRequest
+from app.fhir.search.prepared import page_statement
 from app.fhir.search.sql import count_query, page_query
 from app.storage.repository import StoredResource, current_select, row_to_stored
 from app.storage.tables import idx_reference, resource
@@ -37,7 +38,7 @@ async def run_search(
     where = list(restrict(resource, req.resource_type)) if restrict else []
     if req.summary == "count":
         return SearchResult(req, [], int((await session.execute(count_query(req, where))).scalar_one()))
-    rows = (await session.execute(page_query(req, where))).all() if req.count > 0 else []
+    rows = (await session.execute(*_page(req, where, restrict))).all() if req.count > 0 else []
     matches = [row_to_stored(r) for r in rows]
     total: int | None
     if req.total == "none":
@@ -50,6 +51,14 @@ async def run_search(
     if matches and (req.include or req.revinclude):
         await _add_includes(session, result, max_includes, list(restrict(resource, None)) if restrict else [])
     return result
+
+
+def _page(req: SearchRequest, where: list[ColumnElement[bool]], restrict: Restrict | None) -> tuple[Any, ...]:
+    """The page query and its parameters; shared by shape when the access conditions name who asks."""
+    asker = getattr(restrict, "asker", None) if restrict is not None else None
+    if restrict is not None and asker is None:
+        return (page_query(req, where),)
+    return page_statement(req, where, asker)
 
 
 def _included_by(sources: list[StoredResource], inc: Include) -> Select[Any] | None:
