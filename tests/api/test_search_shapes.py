@@ -12,12 +12,14 @@ from sqlalchemy import literal, select
 
 from app.context import AppContext
 from app.fhir.search import prepared
+from app.fhir.search import executor
 from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
 from app.security.guard import Restriction
 from app.security.principal import Principal
 from app.security.scopes import ScopeSet
-from tests.api.test_search_prepared import NHS, _seed
+from tests.api.test_search_prepared import NHS, _flag, _seed
+from tests.support.fhir_data import create, organization
 from tests.conftest import BASE_URL
 
 CPIS = "Flag?patient:identifier={nhs}&status=active&_include=Flag:author"
@@ -57,7 +59,7 @@ async def test_the_statement_is_shared_only_by_the_same_asker(clean_ctx: AppCont
     async with clean_ctx.sessionmaker() as session, session.begin():
         for asker in (lead, clinician, lead, _principal("hv", "health-visitor", org="Organization/a")):
             await run_search(session, req, restrict=Restriction(asker))
-    assert [k[0] for k in _shapes_of("Flag")] == [lead, clinician]
+    assert [k[0] for k in _shapes_of("Flag")] == [("asker", lead), ("asker", clinician)]
 
 
 async def test_a_shape_whose_values_do_not_all_reach_the_sql_is_built_every_time(
@@ -80,3 +82,16 @@ def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         req = parse_search("Flag", [("status", "active"), ("_count", str(count))], base=f"{BASE_URL}/fhir")
         prepared.page_statement(req, [], None)
     assert [k[3] for k in prepared._SHAPES] == [3, 4, 5]  # the oldest went first
+
+
+async def test_an_included_author_is_the_one_of_each_page(client: httpx.AsyncClient) -> None:
+    ids = await _seed(client)  # every seeded flag is by ids["org"]
+    other = await create(client, organization())
+    r = await client.post("/fhir/Flag", json=_flag({"reference": f"Patient/{ids['p3']}"}, f"Organization/{other}",
+                                                    "looked-after-child"))
+    assert r.status_code == 201, r.text
+    executor._STEPS.clear()
+    for nhs, author in (("9990000018", ids["org"]), ("9990000034", other), ("9990000026", ids["org"])):
+        r = await client.get("/fhir/" + CPIS.format(nhs=f"{NHS}|{nhs}"))
+        assert _ids(r.json(), "include") == [author], nhs
+    assert len(executor._STEPS) == 1  # three pages, one include statement

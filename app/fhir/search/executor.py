@@ -4,11 +4,12 @@ never one per resource."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, select, tuple_
+from sqlalchemy import ColumnElement, Select, Table, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.params import Include, SearchRequest
@@ -38,7 +39,8 @@ async def run_search(
     where = list(restrict(resource, req.resource_type)) if restrict else []
     if req.summary == "count":
         return SearchResult(req, [], int((await session.execute(count_query(req, where))).scalar_one()))
-    rows = (await session.execute(*_page(req, where, restrict))).all() if req.count > 0 else []
+    share = _share_key(restrict)
+    rows = (await session.execute(*_page(req, where, share))).all() if req.count > 0 else []
     matches = [row_to_stored(r) for r in rows]
     total: int | None
     if req.total == "none":
@@ -49,35 +51,52 @@ async def run_search(
         total = int((await session.execute(count_query(req, where))).scalar_one())
     result = SearchResult(req, matches, total)
     if matches and (req.include or req.revinclude):
-        await _add_includes(session, result, max_includes, list(restrict(resource, None)) if restrict else [])
+        await _add_includes(session, result, max_includes, list(restrict(resource, None)) if restrict else [], share)
     return result
 
 
-def _page(req: SearchRequest, where: list[ColumnElement[bool]], restrict: Restrict | None) -> tuple[Any, ...]:
-    """The page query and its parameters; shared by shape when the access conditions name who asks."""
-    asker = getattr(restrict, "asker", None) if restrict is not None else None
-    if restrict is not None and asker is None:
-        return (page_query(req, where),)
-    return page_statement(req, where, asker)
+def _share_key(restrict: Restrict | None) -> Hashable | None:
+    """What the access conditions depend on, so that statements built with them can be shared: who
+    asks (a `Restriction` names its principal), or nothing without conditions; None: not shareable."""
+    if restrict is None:
+        return ("server",)
+    asker = getattr(restrict, "asker", None)
+    return ("asker", asker) if asker is not None else None
 
 
-def _included_by(sources: list[StoredResource], inc: Include) -> Select[Any] | None:
+def _page(req: SearchRequest, where: list[ColumnElement[bool]], share: Hashable | None) -> tuple[Any, ...]:
+    """The page query and its parameters; shared by shape when the access conditions can be."""
+    return page_statement(req, where, share) if share is not None else (page_query(req, where),)
+
+
+Step = tuple[Select[Any], dict[str, Any]]  # a statement and its parameters
+
+
+def _included_by(sources: list[StoredResource], inc: Include) -> Step | None:
     """Resources that the page's `inc.source_type` resources reference through `inc.param`."""
     pks = [s.pk for s in sources if s.resource_type == inc.source_type]
     if not pks:
         return None
+    return _included_by_statement(inc.param, inc.target_type), {"pks": pks}
+
+
+@lru_cache(maxsize=256)
+def _included_by_statement(param: str, target_type: str | None) -> Select[Any]:
+    """`_included_by` with the page's keys as one expanding parameter: one statement per include."""
     r = idx_reference.c
-    keys = select(r.target_type, r.target_id).where(r.resource_pk.in_(pks), r.target_id.is_not(None))
-    if inc.param != "*":
-        keys = keys.where(r.param == inc.param)
-    if inc.target_type:
-        keys = keys.where(r.target_type == inc.target_type)
+    keys = select(r.target_type, r.target_id).where(
+        r.resource_pk.in_(bindparam("pks", expanding=True)), r.target_id.is_not(None)
+    )
+    if param != "*":
+        keys = keys.where(r.param == param)
+    if target_type:
+        keys = keys.where(r.target_type == target_type)
     return current_select().where(
         tuple_(resource.c.res_type, resource.c.res_id).in_(keys), resource.c.deleted.is_(False)
     )
 
 
-def _referring_to(targets: list[StoredResource], inc: Include) -> Select[Any] | None:
+def _referring_to(targets: list[StoredResource], inc: Include) -> Step | None:
     """Resources of `inc.source_type` whose `inc.param` references one of `targets`."""
     keys = sorted({(t.resource_type, t.id) for t in targets if inc.target_type in (None, t.resource_type)})
     if not keys:
@@ -90,11 +109,31 @@ def _referring_to(targets: list[StoredResource], inc: Include) -> Select[Any] | 
         pks = pks.where(r.res_type != "AuditEvent")
     if inc.param != "*":
         pks = pks.where(r.param == inc.param)
-    return current_select().where(resource.c.pk.in_(pks), resource.c.deleted.is_(False))
+    return current_select().where(resource.c.pk.in_(pks), resource.c.deleted.is_(False)), {}
+
+
+# Include steps with the access conditions, the order and a bound LIMIT, by (statement, who asks):
+# the conditions depend on who asks only (app/security/guard.py `Restriction`).
+_STEPS: dict[Any, Select[Any]] = {}
+MAX_STEPS = 1024
+
+
+def _step(base: Select[Any], where: list[ColumnElement[bool]], share: Hashable | None) -> Select[Any]:
+    """`base` limited to what the asker may see; built once per `share` key when there is one."""
+    key = (base, share)
+    stmt = _STEPS.get(key) if share is not None else None
+    if stmt is None:
+        stmt = base.where(*where).order_by(resource.c.pk).limit(bindparam("room"))
+        if share is not None:
+            if len(_STEPS) >= MAX_STEPS:
+                _STEPS.pop(next(iter(_STEPS)))
+            _STEPS[key] = stmt
+    return stmt
 
 
 async def _add_includes(
-    session: AsyncSession, result: SearchResult, max_includes: int, where: list[ColumnElement[bool]]
+    session: AsyncSession, result: SearchResult, max_includes: int, where: list[ColumnElement[bool]],
+    share: Hashable | None,
 ) -> None:
     seen = {(m.resource_type, m.id) for m in result.matches}
     frontier = list(result.matches)
@@ -105,12 +144,14 @@ async def _add_includes(
         for build, inc in steps:
             if round_ > 0 and not inc.iterate:
                 continue
-            stmt = build(frontier, inc)
-            if stmt is None:
+            built = build(frontier, inc)
+            if built is None:
                 continue
+            base, params = built
             room = max_includes - len(result.included) - len(new)
-            stmt = stmt.where(*where).order_by(resource.c.pk).limit(room + len(seen) + 1)
-            rows = (await session.execute(stmt)).all()
+            # shared only when `base` itself is (an _include's); a _revinclude's keys are in its SQL
+            stmt = _step(base, where, share if params else None)
+            rows = (await session.execute(stmt, {**params, "room": room + len(seen) + 1})).all()
             for f in map(row_to_stored, rows):
                 if (f.resource_type, f.id) in seen:
                     continue
