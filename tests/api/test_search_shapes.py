@@ -75,13 +75,13 @@ async def test_a_shape_whose_values_do_not_all_reach_the_sql_is_built_every_time
     assert params == {} and again is not stmt  # built afresh
 
 
-def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_keeps_the_recently_used_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
     prepared._SHAPES.clear()
     monkeypatch.setattr(prepared, "MAX_SHAPES", 3)
-    for count in range(1, 6):
+    for count in (1, 2, 3, 1, 4, 5):
         req = parse_search("Flag", [("status", "active"), ("_count", str(count))], base=f"{BASE_URL}/fhir")
         prepared.page_statement(req, [], None)
-    assert [k[3] for k in prepared._SHAPES] == [3, 4, 5]  # the oldest went first
+    assert [k[3] for k in prepared._SHAPES] == [1, 4, 5]  # 2 and 3 went, least recently used first
 
 
 async def test_an_included_author_is_the_one_of_each_page(client: httpx.AsyncClient) -> None:

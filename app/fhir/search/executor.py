@@ -114,15 +114,17 @@ def _referring_to(targets: list[StoredResource], inc: Include) -> Step | None:
 
 # Include steps with the access conditions, the order and a bound LIMIT, by (statement, who asks):
 # the conditions depend on who asks only (app/security/guard.py `Restriction`).
-_STEPS: dict[Any, Select[Any]] = {}
-MAX_STEPS = 1024
+_STEPS: dict[Any, Select[Any]] = {}  # least recently used first
+MAX_STEPS = 256
 
 
 def _step(base: Select[Any], where: list[ColumnElement[bool]], share: Hashable | None) -> Select[Any]:
     """`base` limited to what the asker may see; built once per `share` key when there is one."""
     key = (base, share)
-    stmt = _STEPS.get(key) if share is not None else None
-    if stmt is None:
+    stmt = _STEPS.pop(key, None) if share is not None else None
+    if stmt is not None:
+        _STEPS[key] = stmt  # now the most recently used
+    else:
         stmt = base.where(*where).order_by(resource.c.pk).limit(bindparam("room"))
         if share is not None:
             if len(_STEPS) >= MAX_STEPS:

@@ -108,8 +108,8 @@ def prepared(resource_type: str, template: list[tuple[str, str]], *, count: int 
 # access conditions depend on the principal only). The CP-IS check, the rules' lookups and an EPR's
 # polling repeat a few shapes with other values; building the statement was a fifth of a search's CPU.
 _SLOT = "\x00"  # stands for a value in a shape: params.py refuses NUL in any search value
-_SHAPES: dict[Any, Select[Any] | None] = {}
-MAX_SHAPES = 2048
+_SHAPES: dict[Any, Select[Any] | None] = {}  # least recently used first
+MAX_SHAPES = 256  # a CP-IS shape with a clinician's access conditions holds about 50 KB
 
 
 def page_statement(
@@ -129,7 +129,7 @@ def page_statement(
     shape = (asker, req.resource_type, tuple(_map_criterion(c, take) for c in req.criteria), req.count,
              req.offset, tuple(req.sort))
     if shape in _SHAPES:
-        stmt = _SHAPES[shape]
+        stmt = _SHAPES[shape] = _SHAPES.pop(shape)  # now the most recently used
     else:
         stmt = _template(req, where)
         if len(_SHAPES) >= MAX_SHAPES:
