@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Select, Table, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.params import Include, SearchRequest
-from app.fhir.search.prepared import page_statement
+from app.fhir.search.prepared import page_statement, recently_used
 from app.fhir.search.sql import count_query, page_query
 from app.storage.repository import StoredResource, current_select, row_to_stored
 from app.storage.tables import idx_reference, resource
@@ -120,17 +120,10 @@ MAX_STEPS = 256
 
 def _step(base: Select[Any], where: list[ColumnElement[bool]], share: Hashable | None) -> Select[Any]:
     """`base` limited to what the asker may see; built once per `share` key when there is one."""
-    key = (base, share)
-    stmt = _STEPS.pop(key, None) if share is not None else None
-    if stmt is not None:
-        _STEPS[key] = stmt  # now the most recently used
-    else:
-        stmt = base.where(*where).order_by(resource.c.pk).limit(bindparam("room"))
-        if share is not None:
-            if len(_STEPS) >= MAX_STEPS:
-                _STEPS.pop(next(iter(_STEPS)))
-            _STEPS[key] = stmt
-    return stmt
+    def build() -> Select[Any]:
+        return base.where(*where).order_by(resource.c.pk).limit(bindparam("room"))
+
+    return build() if share is None else recently_used(_STEPS, (base, share), MAX_STEPS, build)
 
 
 async def _add_includes(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import BindParameter, ColumnElement, Select, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +31,7 @@ from app.fhir.search.sql import page_query
 from app.fhir.search.values import RefValue, TokenValue
 from app.storage.repository import StoredResource, row_to_stored
 
+V = TypeVar("V")
 PLACEHOLDER = re.compile(r":([a-z][a-z0-9_]*)")
 # The base only resolves absolute references in a query; templates use relative ones.
 _TEMPLATE_BASE = "http://prepared.invalid/fhir"
@@ -112,6 +113,19 @@ _SHAPES: dict[Any, Select[Any] | None] = {}  # least recently used first
 MAX_SHAPES = 256  # a CP-IS shape with a clinician's access conditions holds about 50 KB
 
 
+def recently_used(cache: dict[Any, V], key: Hashable, size: int, build: Callable[[], V]) -> V:
+    """`cache[key]`, built by `build` when missing; `cache` keeps the `size` most recently used entries
+    (a dict remembers insertion order: least recently used first)."""
+    if key in cache:
+        value = cache[key] = cache.pop(key)
+        return value
+    value = build()
+    if len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+    return value
+
+
 def page_statement(
     req: SearchRequest, where: Sequence[ColumnElement[bool]], asker: Hashable
 ) -> tuple[Select[Any], dict[str, Any]]:
@@ -128,13 +142,7 @@ def page_statement(
 
     shape = (asker, req.resource_type, tuple(_map_criterion(c, take) for c in req.criteria), req.count,
              req.offset, tuple(req.sort))
-    if shape in _SHAPES:
-        stmt = _SHAPES[shape] = _SHAPES.pop(shape)  # now the most recently used
-    else:
-        stmt = _template(req, where)
-        if len(_SHAPES) >= MAX_SHAPES:
-            _SHAPES.pop(next(iter(_SHAPES)))
-        _SHAPES[shape] = stmt
+    stmt = recently_used(_SHAPES, shape, MAX_SHAPES, lambda: _template(req, where))
     if stmt is None:
         return page_query(req, where), {}
     return stmt, {f"v{i}": v for i, v in enumerate(values)}
