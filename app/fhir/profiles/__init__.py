@@ -19,7 +19,7 @@ from typing import Any
 
 from app.errors import Issue
 from app.fhir.profiles.compiler import ProfileError
-from app.fhir.profiles.engine import Engine, is_ours
+from app.fhir.profiles.engine import Engine
 from app.fhir.profiles.selection import claimed_profiles, default_profile
 from app.fhir.profiles.store import CANONICAL_BASE, ConformanceStore, get_store
 
@@ -116,8 +116,7 @@ def profile_issues(
             urls.append(url)
     for url in urls:
         issues.extend(engine.structure_issues(url, content, CHECKED_BY_CORE_PIPELINE))
-    if extensions is None or any(is_ours(ext) for _, ext in extensions):
-        issues.extend(engine.extension_issues(content, extensions))
+    issues.extend(engine.extension_issues(content, extensions))
     return issues
 
 
