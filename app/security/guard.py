@@ -8,7 +8,7 @@ in a transaction of its own, after the access's own transaction rolled back (`at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -140,9 +140,9 @@ class Restriction:
     def __init__(self, principal: Principal) -> None:
         self.asker = principal
 
-    def __call__(self, res: Any, resource_type: str | None) -> list[ColumnElement[bool]]:
+    def __call__(self, res: Any, resource_type: str | None) -> Sequence[ColumnElement[bool]]:
         if resource_type is None:
-            return [visible_any_type(self.asker, res, SUPPORTED_TYPES)]
+            return (visible_any_type(self.asker, res, SUPPORTED_TYPES),)
         return visible_conditions(self.asker, resource_type, res)
 
 

@@ -103,12 +103,15 @@ def _and(conds: list[Condition | None]) -> list[Condition]:
     return [c for c in conds if c is not None]
 
 
-def visible_conditions(principal: Principal, resource_type: str, res: NamedFromClause) -> list[Condition]:
-    """ANDed to a search: exactly the records `policy.visibility` calls VISIBLE."""
+@lru_cache(maxsize=1024)
+def visible_conditions(principal: Principal, resource_type: str, res: NamedFromClause) -> tuple[Condition, ...]:
+    """ANDed to a search: exactly the records `policy.visibility` calls VISIBLE. Built once per
+    principal, type and table, as `visible_any_type` (every search asks for them; searches of one
+    shape share their statement, app/fhir/search/prepared.py, so building them was the only work left)."""
     cleared = cleared_condition(principal, res)
     label = None if cleared is None else or_(not_(restricted(res)), cleared)
-    return _and([reach_condition(principal, resource_type, res), scope_condition(principal, resource_type, res),
-                 label])
+    return tuple(_and([reach_condition(principal, resource_type, res), scope_condition(principal, resource_type, res),
+                       label]))
 
 
 def withheld_conditions(principal: Principal, resource_type: str, res: NamedFromClause) -> list[Condition] | None:

@@ -180,3 +180,14 @@ def test_visible_any_type_is_built_once_per_principal() -> None:
     assert visible_any_type(other_org, resource, types) is not first
     narrower = replace(who, scopes=ScopeSet.parse("user/Flag.rs", base=who.base))
     assert str(visible_any_type(narrower, resource, types)) != str(first)
+
+
+def test_visible_conditions_are_built_once_per_principal_and_type() -> None:
+    """Cached like `visible_any_type`: equal principals share them, another organisation or type does not."""
+    from dataclasses import replace
+
+    who = _principals()[0]
+    first = visible_conditions(who, "Flag", resource)
+    assert visible_conditions(replace(who), "Flag", resource) is first
+    assert visible_conditions(replace(who, org="Organization/elsewhere"), "Flag", resource) is not first
+    assert visible_conditions(who, "Encounter", resource) is not first
