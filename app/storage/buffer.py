@@ -7,6 +7,15 @@ just before COMMIT, so that every read in the transaction still sees every row i
 transaction stays all-or-nothing. A create Flag (the Flag, then its AuditEvent) goes from twelve
 INSERTs to eight; a transaction Bundle of N entries from about 6N to N + 6.
 
+On PostgreSQL the queue goes out as ONE statement whatever it holds: each table's rows become one
+`INSERT ... SELECT FROM unnest(...)` (a column's values as one array parameter), joined as
+data-modifying CTEs, which PostgreSQL runs exactly once each, to completion, whether or not the main
+statement reads them (https://www.postgresql.org/docs/15/queries-with.html#QUERIES-WITH-MODIFYING).
+A create Flag's six queued INSERTs (its and its AuditEvent's version, index and outbox rows) become one
+round trip, and the statement's text depends only on which tables have rows, so asyncpg prepares it
+once per connection. Values pass through each column's own SQLAlchemy bind processor (JSON is
+serialised exactly as before); SQLite has no data-modifying CTEs and keeps one executemany per table.
+
 Savepoints: rows queued outside a savepoint must not be dropped when the savepoint rolls back, so
 `savepoint()` flushes before it begins and before it is released; a savepoint opened any other way with
 rows queued is refused (RuntimeError), never silently allowed to lose them.
@@ -14,11 +23,13 @@ rows queued is refused (RuntimeError), never silently allowed to lose them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import JSON, Insert, Table, event
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
@@ -35,9 +46,69 @@ def defer(session: AsyncSession, stmt: Any, rows: list[dict[str, Any]]) -> None:
 
 def _flush(session: Session) -> None:
     pending = session.info.pop(PENDING, None)  # popped first: the INSERTs below must not flush again
-    if pending:
-        for stmt, rows in pending.items():
-            session.execute(stmt, rows)
+    if not pending:
+        return
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        plans = [_unnest_plan(stmt.table, tuple(rows[0]), conn.dialect) if isinstance(stmt, Insert) else None
+                 for stmt, rows in pending.items()]
+        if all(p is not None and all(r.keys() == rows[0].keys() for r in rows)
+               for p, rows in zip(plans, pending.values(), strict=True)):
+            sql, args = _one_statement(plans, list(pending.values()))  # type: ignore[arg-type]
+            conn.exec_driver_sql(sql, args)
+            return
+    for stmt, rows in pending.items():
+        session.execute(stmt, rows)
+
+
+class _UnnestPlan:
+    """One table's part of the PostgreSQL statement: its columns, their array casts and bind processors."""
+
+    def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect) -> None:
+        self.table, self.columns = table, columns
+        types = [table.c[name].type.dialect_impl(dialect) for name in columns]
+        self.procs: list[Callable[[Any], Any] | None] = [t.bind_processor(dialect) for t in types]
+        # JSON travels as text and is cast in the SELECT list (asyncpg's jsonb codec is for single values)
+        self.json = [isinstance(t, JSON) for t in types]
+        self.casts = ["TEXT" if j else t.compile(dialect=dialect) for t, j in zip(types, self.json, strict=True)]
+
+    def sql(self, first: int) -> str:
+        names = ", ".join(self.columns)
+        arrays = ", ".join(f"${first + i}::{cast}[]" for i, cast in enumerate(self.casts))
+        picks = ", ".join(f"u.c{i}::JSONB" if j else f"u.c{i}" for i, j in enumerate(self.json))
+        aliases = ", ".join(f"c{i}" for i in range(len(self.columns)))
+        return f"INSERT INTO {self.table.name} ({names}) SELECT {picks} FROM unnest({arrays}) AS u({aliases})"
+
+    def arrays(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
+        out = []
+        for name, proc in zip(self.columns, self.procs, strict=True):
+            values = [row[name] for row in rows]
+            out.append([proc(v) for v in values] if proc is not None else values)
+        return out
+
+
+@lru_cache(maxsize=64)
+def _unnest_plan(table: Table | None, columns: tuple[str, ...], dialect: Dialect) -> _UnnestPlan | None:
+    if not isinstance(table, Table) or not columns or any(name not in table.c for name in columns):
+        return None
+    return _UnnestPlan(table, columns, dialect)
+
+
+@lru_cache(maxsize=64)
+def _statement_text(plans: tuple[_UnnestPlan, ...]) -> str:
+    parts, first = [], 1
+    for plan in plans:
+        parts.append(plan.sql(first))
+        first += len(plan.columns)
+    ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts[:-1]))
+    return f"WITH {ctes} {parts[-1]}" if ctes else parts[-1]
+
+
+def _one_statement(plans: list[_UnnestPlan], rows: list[list[dict[str, Any]]]) -> tuple[str, tuple[Any, ...]]:
+    args: list[Any] = []
+    for plan, table_rows in zip(plans, rows, strict=True):
+        args.extend(plan.arrays(table_rows))
+    return _statement_text(tuple(plans)), tuple(args)
 
 
 async def flush(session: AsyncSession) -> None:

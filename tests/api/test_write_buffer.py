@@ -5,6 +5,8 @@ in one transaction, savepoints that fail or succeed, and rollback dropping the q
 from __future__ import annotations
 
 import asyncio
+import copy
+import re
 from typing import Any
 
 import httpx
@@ -12,9 +14,10 @@ import pytest
 from sqlalchemy import event, func, insert, select
 
 from app.context import AppContext
+from app.storage import buffer
 from app.storage.buffer import PENDING, savepoint
 from app.storage.tables import idx_token, resource, resource_version
-from tests.support.fhir_data import patient
+from tests.support.fhir_data import flag, organization, patient
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 
@@ -23,7 +26,7 @@ def _statements() -> tuple[list[str], Any]:
     seen: list[str] = []
 
     def record(_conn: Any, _cur: Any, sql: str, *_a: Any) -> None:
-        seen.append(" ".join(sql.split()[:3]))
+        seen.append(" ".join(sql.split()))
 
     return seen, record
 
@@ -43,17 +46,16 @@ async def test_create_writes_queued_rows_in_one_statement_per_table(clean_ctx: A
             second = await svc.create("Patient", patient(nhs="9990000026"))
     finally:
         event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
-    inserts = [s for s in seen if s.startswith("INSERT")]
-    # two resource rows at once (their keys are needed), then each queued table once for both
-    assert inserts == [
-        "INSERT INTO resource",
-        "INSERT INTO resource",
-        "INSERT INTO resource_version",
-        "INSERT INTO idx_token",
-        "INSERT INTO idx_string",
-        "INSERT INTO idx_date",
-        "INSERT INTO outbox_event",
-    ]
+    writes = [s for s in seen if s.startswith(("INSERT", "WITH"))]
+    # two resource rows at once (their keys are needed), then each queued table once for both: on
+    # SQLite one executemany per table, on PostgreSQL all of them in one statement
+    queued = ["resource_version", "idx_token", "idx_string", "idx_date", "outbox_event"]
+    if clean_ctx.engine.dialect.name == "sqlite":
+        assert [w.split(" (")[0] for w in writes] == ["INSERT INTO resource"] * 2 + [f"INSERT INTO {t}" for t in queued]
+    else:
+        assert [w.split(" (")[0] for w in writes[:2]] == ["INSERT INTO resource"] * 2
+        assert len(writes) == 3 and writes[2].startswith("WITH w0 AS (INSERT INTO resource_version ")
+        assert re.findall(r"INSERT INTO (\w+)", writes[2]) == queued
     for outcome in (first, second):
         rid = outcome.stored.id
         assert await _count(clean_ctx, resource_version, res_type="Patient", res_id=rid) == 1
@@ -161,3 +163,56 @@ async def test_postgresql_outbox_insert_notifies_dispatchers_at_commit_only(clea
         assert got.empty()  # one wake-up for the committed transaction, none for the rolled-back one
     finally:
         await conn.close()
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("ctx", ["pg"], indirect=True)  # the one-statement flush is PostgreSQL's
+async def test_postgresql_one_statement_flush_writes_what_one_insert_per_table_writes(
+    clean_ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same queued rows (every queued table, a deleted version's empty content, dates, booleans,
+    references with and without identifiers) written through the unnest statement and through SQLAlchemy's
+    own INSERT per table give the same rows, JSON nulls and SQL NULLs kept apart."""
+    from sqlalchemy import Text, cast, delete
+
+    from app.storage.notify_tables import outbox_event
+    from app.storage.tables import INDEX_TABLES, JsonDoc
+
+    tables = [resource_version, *INDEX_TABLES, outbox_event]
+
+    async def dump() -> list[list[tuple[Any, ...]]]:
+        out = []
+        async with clean_ctx.sessionmaker() as session:
+            for t in tables:
+                cols = [cast(c, Text) if isinstance(c.type, type(JsonDoc)) or c.name == "content" else c
+                        for c in t.c if c.name not in ("pk", "id")]
+                out.append(sorted((await session.execute(select(*cols))).all(), key=repr))
+        return out
+
+    batches: list[dict[Any, list[dict[str, Any]]]] = []  # every queue as it was flushed, in order
+    flush = buffer._flush
+
+    def recording_flush(session: Any) -> None:
+        batches.append(copy.deepcopy(session.info.get(PENDING, {})))
+        flush(session)
+
+    monkeypatch.setattr(buffer, "_flush", recording_flush)
+    async with clean_ctx.unit_of_work() as svc:
+        p = await svc.create("Patient", patient(nhs="9990000174"))
+        org = await svc.create("Organization", organization())
+        await svc.create("Flag", flag(f"Patient/{p.stored.id}", f"Organization/{org.stored.id}"))
+        gone = await svc.create("Patient", patient(nhs="9990000182"))
+        await svc.delete("Patient", gone.stored.id)
+    monkeypatch.undo()
+    assert {stmt.table.name for queued in batches for stmt in queued} == {t.name for t in tables}
+    one_statement = await dump()
+    async with clean_ctx.sessionmaker() as session, session.begin():
+        for t in tables:
+            await session.execute(delete(t))
+        for queued in batches:
+            for stmt, rows in queued.items():
+                await session.execute(stmt, rows)  # SQLAlchemy's own multi-row INSERT, one per table
+        for t in INDEX_TABLES:  # as the delete did after its rows were written
+            await session.execute(delete(t).where(t.c.resource_pk == gone.stored.pk))
+    assert await dump() == one_statement
+    assert any(row[-1] == "null" for row in one_statement[0])  # the deleted version's content: JSON null
