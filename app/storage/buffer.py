@@ -14,7 +14,12 @@ statement reads them (https://www.postgresql.org/docs/15/queries-with.html#QUERI
 A create Flag's six queued INSERTs (its and its AuditEvent's version, index and outbox rows) become one
 round trip, and the statement's text depends only on which tables have rows, so asyncpg prepares it
 once per connection. Values pass through each column's own SQLAlchemy bind processor (JSON is
-serialised exactly as before); SQLite has no data-modifying CTEs and keeps one executemany per table.
+serialised exactly as before).
+
+SQLite has no data-modifying CTEs: there each table's rows go out as one executemany, straight on the
+sqlite3 connection when the transaction holds the write lock in place (app/storage/sqlite_driver.py),
+the values through the same bind processors. SQLAlchemy's execution path (compiled-cache lookup,
+parameter construction per row, result set-up) cost more than SQLite's own work for these INSERTs.
 
 Savepoints: rows queued outside a savepoint must not be dropped when the savepoint rolls back, so
 `savepoint()` flushes before it begins and before it is released; a savepoint opened any other way with
@@ -49,20 +54,26 @@ def _flush(session: Session) -> None:
     if not pending:
         return
     conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        plans = [_unnest_plan(stmt.table, tuple(rows[0]), conn.dialect) if isinstance(stmt, Insert) else None
-                 for stmt, rows in pending.items()]
-        if all(p is not None and all(r.keys() == rows[0].keys() for r in rows)
-               for p, rows in zip(plans, pending.values(), strict=True)):
+    plans = [_table_plan(stmt.table, tuple(rows[0]), conn.dialect) if isinstance(stmt, Insert) else None
+             for stmt, rows in pending.items()]
+    if all(p is not None and all(r.keys() == rows[0].keys() for r in rows)
+           for p, rows in zip(plans, pending.values(), strict=True)):
+        if conn.dialect.name == "postgresql":
             sql, args = _one_statement(plans, list(pending.values()))  # type: ignore[arg-type]
             conn.exec_driver_sql(sql, args)
+            return
+        in_place = getattr(conn.connection.driver_connection, "executemany_in_place", None)
+        if in_place is not None and in_place(
+            [(p.insert_sql, p.row_tuples(rows)) for p, rows in zip(plans, pending.values())]  # type: ignore[union-attr]
+        ):
             return
     for stmt, rows in pending.items():
         session.execute(stmt, rows)
 
 
-class _UnnestPlan:
-    """One table's part of the PostgreSQL statement: its columns, their array casts and bind processors."""
+class _TablePlan:
+    """One table's queued INSERT without SQLAlchemy's execution path: its columns and their bind
+    processors, the part of the PostgreSQL statement (array casts) and SQLite's positional INSERT."""
 
     def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect) -> None:
         self.table, self.columns = table, columns
@@ -71,6 +82,8 @@ class _UnnestPlan:
         # JSON travels as text and is cast in the SELECT list (asyncpg's jsonb codec is for single values)
         self.json = [isinstance(t, JSON) for t in types]
         self.casts = ["TEXT" if j else t.compile(dialect=dialect) for t, j in zip(types, self.json, strict=True)]
+        marks = ", ".join("?" for _ in columns)
+        self.insert_sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
 
     def sql(self, first: int) -> str:
         names = ", ".join(self.columns)
@@ -78,6 +91,11 @@ class _UnnestPlan:
         picks = ", ".join(f"u.c{i}::JSONB" if j else f"u.c{i}" for i, j in enumerate(self.json))
         aliases = ", ".join(f"c{i}" for i in range(len(self.columns)))
         return f"INSERT INTO {self.table.name} ({names}) SELECT {picks} FROM unnest({arrays}) AS u({aliases})"
+
+    def row_tuples(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        names, procs = self.columns, self.procs
+        return [tuple(v if proc is None else proc(v) for v, proc in zip(map(row.__getitem__, names), procs))
+                for row in rows]
 
     def arrays(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
         out = []
@@ -88,14 +106,14 @@ class _UnnestPlan:
 
 
 @lru_cache(maxsize=64)
-def _unnest_plan(table: Table | None, columns: tuple[str, ...], dialect: Dialect) -> _UnnestPlan | None:
+def _table_plan(table: Table | None, columns: tuple[str, ...], dialect: Dialect) -> _TablePlan | None:
     if not isinstance(table, Table) or not columns or any(name not in table.c for name in columns):
         return None
-    return _UnnestPlan(table, columns, dialect)
+    return _TablePlan(table, columns, dialect)
 
 
 @lru_cache(maxsize=64)
-def _statement_text(plans: tuple[_UnnestPlan, ...]) -> str:
+def _statement_text(plans: tuple[_TablePlan, ...]) -> str:
     parts, first = [], 1
     for plan in plans:
         parts.append(plan.sql(first))
@@ -104,7 +122,7 @@ def _statement_text(plans: tuple[_UnnestPlan, ...]) -> str:
     return f"WITH {ctes} {parts[-1]}" if ctes else parts[-1]
 
 
-def _one_statement(plans: list[_UnnestPlan], rows: list[list[dict[str, Any]]]) -> tuple[str, tuple[Any, ...]]:
+def _one_statement(plans: list[_TablePlan], rows: list[list[dict[str, Any]]]) -> tuple[str, tuple[Any, ...]]:
     args: list[Any] = []
     for plan, table_rows in zip(plans, rows, strict=True):
         args.extend(plan.arrays(table_rows))

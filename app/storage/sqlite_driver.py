@@ -167,6 +167,17 @@ class Connection(aiosqlite.Connection):
             return
         await super().rollback()
 
+    def executemany_in_place(self, batches: list[tuple[str, list[tuple[Any, ...]]]]) -> bool:
+        """Run each (INSERT, rows) here and now if this connection's transaction holds the write lock
+        (module docstring); False, having run nothing, if it does not. For app/storage/buffer.py, whose
+        queued rows are written from SQLAlchemy's synchronous flush where nothing can be awaited."""
+        conn = self._conn
+        if not (self.write_locked and conn.in_transaction):
+            return False
+        for sql, rows in batches:
+            conn.executemany(sql, rows)
+        return True
+
     def cursor(self) -> Cursor:  # type: ignore[override]  # aiosqlite's is awaitable; SQLAlchemy only enters it
         return Cursor(self)
 

@@ -38,20 +38,36 @@ async def _count(ctx: AppContext, table: Any, **where: Any) -> int:
 
 
 async def test_create_writes_queued_rows_in_one_statement_per_table(clean_ctx: AppContext) -> None:
-    seen, record = _statements()
+    # what the database was asked to run: on PostgreSQL as SQLAlchemy sends it, on SQLite as sqlite3
+    # runs it (queued rows go straight to the sqlite3 connection; an executemany traces once per row)
+    sent, record = _statements()
+    traced: list[str] = []
+    sqlite = clean_ctx.engine.dialect.name == "sqlite"
     event.listen(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
     try:
         async with clean_ctx.unit_of_work() as svc:
+            raw = (await svc.session.connection()).sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            if sqlite:
+                raw._conn.set_trace_callback(lambda sql: traced.append(" ".join(sql.split())))
             first = await svc.create("Patient", patient(nhs="9990000018"))
             second = await svc.create("Patient", patient(nhs="9990000026"))
+            await buffer.flush(svc.session)
+            if sqlite:
+                raw._conn.set_trace_callback(None)
     finally:
         event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
-    writes = [s for s in seen if s.startswith(("INSERT", "WITH"))]
+    writes = [s for s in (traced if sqlite else sent) if s.startswith(("INSERT", "WITH"))]
+    if sqlite:  # SQLAlchemy sent only the resource rows: the queued ones went straight to sqlite3
+        assert [s.split(" (")[0] for s in sent if s.startswith("INSERT")] == ["INSERT INTO resource"] * 2
     # two resource rows at once (their keys are needed), then each queued table once for both: on
     # SQLite one executemany per table, on PostgreSQL all of them in one statement
     queued = ["resource_version", "idx_token", "idx_string", "idx_date", "outbox_event"]
-    if clean_ctx.engine.dialect.name == "sqlite":
-        assert [w.split(" (")[0] for w in writes] == ["INSERT INTO resource"] * 2 + [f"INSERT INTO {t}" for t in queued]
+    if sqlite:
+        tables = [w.split(" (")[0] for w in writes]
+        assert [t for i, t in enumerate(tables) if i == 0 or t != tables[i - 1]] == (
+            ["INSERT INTO resource"] + [f"INSERT INTO {t}" for t in queued]
+        )
+        assert tables.count("INSERT INTO resource") == 2 and tables.count("INSERT INTO outbox_event") == 2
     else:
         assert [w.split(" (")[0] for w in writes[:2]] == ["INSERT INTO resource"] * 2
         assert len(writes) == 3 and writes[2].startswith("WITH w0 AS (INSERT INTO resource_version ")
@@ -165,14 +181,13 @@ async def test_postgresql_outbox_insert_notifies_dispatchers_at_commit_only(clea
         await conn.close()
 
 
-@pytest.mark.pg
-@pytest.mark.parametrize("ctx", ["pg"], indirect=True)  # the one-statement flush is PostgreSQL's
-async def test_postgresql_one_statement_flush_writes_what_one_insert_per_table_writes(
+async def test_the_flush_writes_what_one_sqlalchemy_insert_per_table_writes(
     clean_ctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same queued rows (every queued table, a deleted version's empty content, dates, booleans,
-    references with and without identifiers) written through the unnest statement and through SQLAlchemy's
-    own INSERT per table give the same rows, JSON nulls and SQL NULLs kept apart."""
+    references with and without identifiers) written by the flush (PostgreSQL: one unnest statement;
+    SQLite: straight on sqlite3) and through SQLAlchemy's own INSERT per table give the same rows, JSON
+    nulls and SQL NULLs kept apart."""
     from sqlalchemy import Text, cast, delete
 
     from app.storage.notify_tables import outbox_event
