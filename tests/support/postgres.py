@@ -48,9 +48,12 @@ class PgCluster:
         subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
 
     def psql(self, sql: str) -> None:
+        self.psql_in("postgres", sql)
+
+    def psql_in(self, dbname: str, sql: str) -> None:
         psql = self.bindir / "psql"
         exe = str(psql) if psql.exists() else "psql"
-        self.run(exe, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-c", sql)
+        self.run(exe, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", dbname, "-c", sql)
 
     def stop(self) -> None:
         subprocess.run(
