@@ -54,21 +54,31 @@ def _flush(session: Session) -> None:
     if not pending:
         return
     conn = session.connection()
-    plans = [_table_plan(stmt.table, tuple(rows[0]), conn.dialect) if isinstance(stmt, Insert) else None
-             for stmt, rows in pending.items()]
-    if all(p is not None and all(r.keys() == rows[0].keys() for r in rows)
-           for p, rows in zip(plans, pending.values(), strict=True)):
+    plans = _plans(pending, conn.dialect)
+    if plans is not None:
         if conn.dialect.name == "postgresql":
-            sql, args = _one_statement(plans, list(pending.values()))  # type: ignore[arg-type]
-            conn.exec_driver_sql(sql, args)
+            conn.exec_driver_sql(*_one_statement(plans, list(pending.values())))
             return
         in_place = getattr(conn.connection.driver_connection, "executemany_in_place", None)
         if in_place is not None and in_place(
-            [(p.insert_sql, p.row_tuples(rows)) for p, rows in zip(plans, pending.values())]  # type: ignore[union-attr]
+            [(p.insert_sql, p.row_tuples(rows)) for p, rows in zip(plans, pending.values(), strict=True)]
         ):
             return
     for stmt, rows in pending.items():
         session.execute(stmt, rows)
+
+
+def _plans(pending: dict[Any, list[dict[str, Any]]], dialect: Dialect) -> list[_TablePlan] | None:
+    """A plan per queued INSERT, or None when one is not a plain INSERT of a table's columns with the
+    same keys in every row (then SQLAlchemy writes the queue, as it always could)."""
+    out = []
+    for stmt, rows in pending.items():
+        keys = rows[0].keys()
+        plan = _table_plan(stmt.table, tuple(keys), dialect) if isinstance(stmt, Insert) else None
+        if plan is None or any(row.keys() != keys for row in rows):
+            return None
+        out.append(plan)
+    return out
 
 
 class _TablePlan:
@@ -98,11 +108,8 @@ class _TablePlan:
                 for row in rows]
 
     def arrays(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
-        out = []
-        for name, proc in zip(self.columns, self.procs, strict=True):
-            values = [row[name] for row in rows]
-            out.append([proc(v) for v in values] if proc is not None else values)
-        return out
+        """`row_tuples` column by column: PostgreSQL's array parameters."""
+        return [list(column) for column in zip(*self.row_tuples(rows), strict=True)]
 
 
 @lru_cache(maxsize=64)
