@@ -104,7 +104,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     # create, read and search straight to their routes (app/api/hot.py), inside the exception handlers
     app.router.middleware_stack = HotRoutes(app.router.middleware_stack, interactions.router, earlier)
     if settings.rate_limit_per_second > 0:
-        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,
+                           identify=security.identify)
     app.add_middleware(SecurityHeadersMiddleware,
                        cors_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)  # added last = outermost

@@ -85,6 +85,18 @@ class SecurityRuntime:
         except (TokenError, ClaimError) as exc:
             raise invalid_token(str(exc)) from None
 
+    async def identify(self, authorization: str) -> str | None:
+        """`iss|client_id` (or `iss|sub`) of a bearer token that verifies, else None: what the rate
+        limit keys a client by (never claims that were not verified)."""
+        m = _BEARER.match(authorization)
+        if not m:
+            return None
+        try:
+            claims = await self.verifier.verify(m.group(1))
+        except TokenError:
+            return None
+        return f"{claims['iss']}|{claims.get('client_id') or claims['sub']}"
+
     async def aclose(self) -> None:
         if self.http is not None:
             await self.http.aclose()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
+from app.config import Settings
 from app.security.middleware import RateLimitMiddleware, SecurityHeadersMiddleware, TokenBuckets, client_key
+from app.security.runtime import SecurityRuntime
 
 EPR = "https://epr.example.nhs.uk"
 
@@ -22,7 +26,17 @@ class Clock:
         return self.t
 
 
-def make_app(clock: Clock, *, rate: float = 1.0, burst: int = 2) -> FastAPI:
+@pytest.fixture
+def security(tmp_path: Path) -> SecurityRuntime:
+    """A real issuer key and verifier: the rate limit keys a client by what verifies."""
+    return SecurityRuntime.from_settings(Settings(data_dir=tmp_path, _env_file=None))  # type: ignore[call-arg]
+
+
+def bearer(security: SecurityRuntime, sub: str, **claims: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {security.issuer.mint(sub=sub, role='system', scope='system/*.rs', **claims)}"}
+
+
+def make_app(clock: Clock, *, rate: float = 1.0, burst: int = 2, security: SecurityRuntime | None = None) -> FastAPI:
     app = FastAPI()
 
     @app.get("/fhir/Patient/1")
@@ -37,7 +51,8 @@ def make_app(clock: Clock, *, rate: float = 1.0, burst: int = 2) -> FastAPI:
     async def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
-    app.add_middleware(RateLimitMiddleware, rate=rate, burst=burst, now=clock)
+    app.add_middleware(RateLimitMiddleware, rate=rate, burst=burst, now=clock,
+                       identify=security.identify if security else None)
     app.add_middleware(SecurityHeadersMiddleware, cors_origins=[EPR])
     return app
 
@@ -86,11 +101,10 @@ async def test_cors_closed_except_for_listed_origins() -> None:
         assert "ETag" in got.headers["access-control-expose-headers"]
 
 
-async def test_rate_limit_per_client_with_retry_after() -> None:
+async def test_rate_limit_per_client_with_retry_after(security: SecurityRuntime) -> None:
     clock = Clock()
-    alice = {"Authorization": f"Bearer {fake_token(iss='i', sub='alice')}"}
-    bob = {"Authorization": f"Bearer {fake_token(iss='i', sub='bob')}"}
-    async with client(make_app(clock, rate=0.5, burst=2)) as c:
+    alice, bob = bearer(security, "alice"), bearer(security, "bob")
+    async with client(make_app(clock, rate=0.5, burst=2, security=security)) as c:
         assert [(await c.get("/fhir/Patient/1", headers=alice)).status_code for _ in range(2)] == [200, 200]
         r = await c.get("/fhir/Patient/1", headers=alice)
         assert r.status_code == 429
@@ -120,13 +134,20 @@ def test_token_buckets_refill_and_forget() -> None:
     assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
 
 
-def test_client_key() -> None:
+async def test_client_key_is_the_verified_identity_else_the_peer_address(security: SecurityRuntime) -> None:
     def scope(auth: str | None) -> dict:
         headers = [(b"authorization", auth.encode())] if auth else []
         return {"type": "http", "headers": headers, "client": ("10.1.2.3", 5000)}
 
-    assert client_key(scope(None)) == "ip:10.1.2.3"
-    assert client_key(scope(f"Bearer {fake_token(iss='i', sub='s', client_id='c')}")) == "token:i|c"
-    assert client_key(scope(f"Bearer {fake_token(iss='i', sub='s')}")) == "token:i|s"
-    assert client_key(scope("Bearer not-a-jwt")) == "ip:10.1.2.3"
-    assert client_key(scope("Bearer a.!!!.c")) == "ip:10.1.2.3"
+    iss = security.issuer.issuer
+    real = bearer(security, "s", client_id="c")["Authorization"]
+    assert await client_key(scope(None), security.identify) == "ip:10.1.2.3"
+    assert await client_key(scope(real), security.identify) == f"token:{iss}|c"
+    assert await client_key(scope(bearer(security, "s")["Authorization"]), security.identify) == f"token:{iss}|s"
+    # claims that did not verify never name the bucket: unsigned, re-signed, tampered, not a JWT
+    assert await client_key(scope(f"Bearer {fake_token(iss=iss, sub='s')}"), security.identify) == "ip:10.1.2.3"
+    head, body, sig = real.removeprefix("Bearer ").split(".")
+    assert await client_key(scope(f"Bearer {head}.{body}.{sig[::-1]}"), security.identify) == "ip:10.1.2.3"
+    assert await client_key(scope("Bearer not-a-jwt"), security.identify) == "ip:10.1.2.3"
+    assert await client_key(scope("Bearer a.!!!.c"), security.identify) == "ip:10.1.2.3"
+    assert await client_key(scope(real), None) == "ip:10.1.2.3"  # no verifier: the address only
