@@ -19,6 +19,9 @@ Shape (BALP RESTful patterns, with the OAuth access-token user agent):
   its security labels); each patient it is about (audit-entity-type 1, object-role 1 Patient, so
   `AuditEvent?patient=` finds every access to a child's record); the query for searches (base64, and
   the text in `description`); the X-Request-Id (BasicAuditEntityType XrequestId).
+Client text an event echoes (an error's wording, the query, the request id, token claims) goes through
+`clean`: control characters become visible `\\uXXXX` escapes and the text is bounded, so that every
+refused attempt can be written (PostgreSQL's JSONB refuses U+0000) and read back safely.
 We follow the BALP patterns but claim no BALP profile in `meta.profile`: the organisation agent and
 the request-id entity break the closed slicing of the write profiles, and BALP asks for one
 AuditEvent per patient of a search result, where we record one per access with a patient entity per
@@ -28,6 +31,7 @@ patient, so that "one access, one AuditEvent" stays countable.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -44,6 +48,8 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 ROLE_SYSTEM = "https://fhir.safeflag.example/CodeSystem/user-role"
 CLIENT_ID_SYSTEM = "https://fhir.safeflag.example/Id/client-id"
 OUTCOME_TEXT = {"0": "Success", "4": "Minor failure", "8": "Serious failure", "12": "Major failure"}
+MAX_TEXT = 2000  # characters of client text (an error's wording, a query) kept in one audit element
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 # restful-interaction code -> action (https://hl7.org/fhir/R4/valueset-audit-event-action.html)
 INTERACTIONS: dict[str, str] = {
@@ -77,6 +83,16 @@ def _cc(system: str, code: str, display: str | None = None) -> dict[str, Any]:
     return coding
 
 
+def clean(text: str, limit: int = MAX_TEXT) -> str:
+    """Client text fit for the audit trail: every control character (U+0000 above all, which PostgreSQL's
+    JSONB cannot hold), line separator and lone surrogate written as a visible `\\uXXXX` escape, and at
+    most `limit` characters. An audit record must always be writable, and must not let a client forge
+    line breaks or terminal escapes into whatever later prints it."""
+    if not text.isprintable():
+        text = _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def patients_of(resource_type: str, content: dict[str, Any] | None, res_id: str | None = None,
                 base: str = "") -> list[str]:
     """The Patients a resource is about: itself, or its `patient` search parameter's targets."""
@@ -91,9 +107,9 @@ def patients_of(resource_type: str, content: dict[str, Any] | None, res_id: str 
 
 
 def _user_agent(principal: Principal, action: str) -> dict[str, Any]:
-    who: dict[str, Any] = {"identifier": {"system": principal.issuer, "value": principal.sub}}
+    who: dict[str, Any] = {"identifier": {"system": clean(principal.issuer), "value": clean(principal.sub)}}
     if principal.fhir_user:
-        who["reference"] = principal.fhir_user
+        who["reference"] = clean(principal.fhir_user)
     if action in ("R", "E"):
         how = _cc("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient")
     else:
@@ -104,11 +120,11 @@ def _user_agent(principal: Principal, action: str) -> dict[str, Any]:
         ]},
         "role": [{"coding": [_cc(ROLE_SYSTEM, principal.role)]}],
         "who": who,
-        "altId": principal.sub,
+        "altId": clean(principal.sub),
         "requestor": True,
     }
     if principal.token_id:
-        agent["policy"] = [principal.token_id]
+        agent["policy"] = [clean(principal.token_id)]
     return agent
 
 
@@ -130,7 +146,7 @@ def _agents(principal: Principal | None, action: str, client_address: str | None
             "requestor": True,
         })
     client_type, server_type = _CLIENT_SERVER.get(action, _WRITE_CLIENT_SERVER)
-    client = (principal.client_id if principal else None) or "unknown"
+    client = clean((principal.client_id if principal else None) or "unknown")
     client_agent: dict[str, Any] = {
         "type": {"coding": [_cc(_SYSTEMS[client_type[0]], client_type[1], client_type[2])]},
         "who": {"identifier": {"system": CLIENT_ID_SYSTEM, "value": client}},
@@ -182,7 +198,7 @@ def audit_for(
         "action": action,
         "recorded": format_instant(utc_ms(recorded)),
         "outcome": outcome,
-        "outcomeDesc": outcome_desc or OUTCOME_TEXT.get(outcome, ""),
+        "outcomeDesc": clean(outcome_desc or OUTCOME_TEXT.get(outcome, "")),
         "agent": _agents(principal, action, client_address, server),
         "source": {
             "site": site,
@@ -192,7 +208,7 @@ def audit_for(
     })
     entities: list[dict[str, Any]] = []
     if resource_type and res_id:
-        what = f"{resource_type}/{res_id}" + (f"/_history/{version_id}" if version_id is not None else "")
+        what = clean(f"{resource_type}/{res_id}" + (f"/_history/{version_id}" if version_id is not None else ""))
         data: dict[str, Any] = {
             "what": {"reference": what},
             "type": _cc(ENTITY_TYPE, "2", "System Object"),
@@ -213,13 +229,13 @@ def audit_for(
         entities.append({
             "type": _cc(ENTITY_TYPE, "2", "System Object"),
             "role": _cc(OBJECT_ROLE, "24", "Query"),
-            "description": query,
-            "query": base64.b64encode(query.encode()).decode(),
+            "description": clean(query),
+            "query": base64.b64encode(query.encode(errors="replace")).decode(),  # as sent, up to a lone surrogate
         })
     if request_id:
         entities.append({
             "type": _cc(BALP + "CodeSystem/BasicAuditEntityType", "XrequestId"),
-            "what": {"identifier": {"value": request_id}},
+            "what": {"identifier": {"value": clean(request_id)}},
         })
     if entities:
         event["entity"] = entities
