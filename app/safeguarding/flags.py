@@ -30,13 +30,15 @@ changed element; `meta` is bookkeeping except `meta.security`, which decides who
 SF-0238 an `inactive` or `entered-in-error` flag carries the status-reason extension.
 Both: SF-0239 (409 `duplicate`) a flag becoming active while another active flag has the same
 category, subject and author. Conditional create (If-None-Exist) returns the existing flag before this
-runs. On PostgreSQL the check holds a transaction advisory lock on (category, subject, author) so two
+runs. Both see only the flags the writer may see: a restricted flag withheld from the writer neither
+matches nor conflicts, so no answer betrays it. On PostgreSQL the check holds a transaction advisory lock on (category, subject, author) so two
 concurrent creates cannot both pass; SQLite serialises writers already (BEGIN IMMEDIATE).
 Flags are never deleted: policy.py answers 405 before any hook.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -313,10 +315,16 @@ def _active_flags_by_nhs(numbers: int) -> PreparedSearch:
 
 
 async def check_duplicate(
-    lookup: Lookup, flag: dict[str, Any], category: str, patient: StoredResource | None, own_id: str | None
+    lookup: Lookup, flag: dict[str, Any], category: str, patient: StoredResource | None, own_id: str | None,
+    withheld: Callable[[StoredResource], bool],
 ) -> None:
     """409 when another active flag of `category` by the same author is about the same child, whether
-    either names the child by reference or by NHS number."""
+    either names the child by reference or by NHS number.
+
+    Only flags the writer may see count: a restricted flag `withheld` from the writer is not named in
+    a 409, nor betrayed by a 409 instead of a 201; the new flag stands beside it (a safeguarding lead
+    sees both and may end one). The restricted label exists so that nobody else learns such a flag
+    exists; a second flag does no harm that the lead cannot undo, a disclosure could."""
     author = ref_key(flag.get("author"), lookup.base)
     subject = ref_key(flag.get("subject"), lookup.base)
     if author is None or (patient is None and subject is None):
@@ -336,7 +344,7 @@ async def check_duplicate(
             ("subject" + subject[0], subject[1]), ("status", "active"), ("category", f"{CATEGORY_SYSTEM}|{category}"),
         ])
     for other in found:
-        if other.id != own_id and ref_key(other.content.get("author"), lookup.base) == author:
+        if other.id != own_id and ref_key(other.content.get("author"), lookup.base) == author and not withheld(other):
             raise Conflict(
                 f"Flag/{other.id} is already an active {category} flag for {child} by {author[1]}: end it, or "
                 "use conditional create (If-None-Exist) to get the existing one",
@@ -363,8 +371,8 @@ async def flag_rules(
     if category is None or content.get("status") != "active":
         return content
     if creating:
-        await check_duplicate(lookup, content, category, patient, None)
+        await check_duplicate(lookup, content, category, patient, None, svc.guard.withheld)
     elif current is not None and current.content.get("status") != "active":  # reactivated
         patient, _ = await resolve_subject(lookup, content)
-        await check_duplicate(lookup, content, category, patient, current.id)
+        await check_duplicate(lookup, content, category, patient, current.id, svc.guard.withheld)
     return content

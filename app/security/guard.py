@@ -98,6 +98,14 @@ class Guard:
         return visibility(self.principal, stored.resource_type, stored.content,
                           stored.created_by_org) is Visibility.VISIBLE
 
+    def withheld(self, stored: StoredResource) -> bool:
+        """The record's restricted label keeps it from this principal (a server lookup found it, and
+        nothing the principal is told may betray it: a duplicate check, a conflict message)."""
+        if self.principal is None:
+            return False
+        return visibility(self.principal, stored.resource_type, stored.content,
+                          stored.created_by_org) is Visibility.WITHHELD
+
     def restrict(self) -> Restriction | None:
         """Conditions that keep hidden and withheld records out of a search (None: no principal)."""
         return Restriction(self.principal) if self.principal is not None else None

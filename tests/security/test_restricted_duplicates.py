@@ -1,0 +1,79 @@
+"""A restricted flag is not betrayed by the duplicate-flag rule: for a writer who may not see it, it
+neither conflicts (no 409 naming it, no 409 instead of 201) nor matches a conditional create (no 200
+with it instead of 201). The new flag stands beside it; a safeguarding lead sees both."""
+
+from __future__ import annotations
+
+import httpx
+
+from app.context import AppContext
+from app.security.tokens import default_scope
+from tests.safeguarding.support import CATEGORY, CHILD, ED, borough, flag, oo, organization, put
+from tests.security.tokens_fixture import issuer_for
+
+SH = "Organization/sh"
+
+
+def bearer(ctx: AppContext, role: str, org: str) -> dict[str, str]:
+    token = issuer_for(ctx).mint(sub=f"u-{role}", role=role, scope=default_scope(role), org=org)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def conflict(existing: str) -> dict[str, object]:
+    return oo({"severity": "error", "code": "duplicate", "expression": ["Flag.category", "Flag.subject", "Flag.author"],
+               "diagnostics": f"SF-0239: Flag/{existing} is already an active exploitation-risk flag for {CHILD} by "
+                              f"{SH}: end it, or use conditional create (If-None-Exist) to get the existing one"})
+
+
+async def test_a_restricted_flag_neither_conflicts_nor_matches_for_a_writer_who_may_not_see_it(
+    client: httpx.AsyncClient, clean_ctx: AppContext
+) -> None:
+    await borough(client)
+    await put(client, organization("sh", "Sexual health service"))
+    sh, ed = bearer(clean_ctx, "sexual-health-clinician", SH), bearer(clean_ctx, "ed-clinician", ED)
+    lead = bearer(clean_ctx, "safeguarding-lead", "Organization/elsewhere")
+    risk = flag("exploitation-risk", CHILD, SH)
+    r = await client.post("/fhir/Flag", json=risk, headers=sh)  # labelled R + SEX: the sexual-health service's
+    assert r.status_code == 201, r.text
+    hidden = r.json()["id"]
+    assert (await client.get(f"/fhir/Flag/{hidden}", headers=ed)).status_code == 403
+
+    criteria = f"patient={CHILD}&category={CATEGORY}|exploitation-risk&author={SH}&status=active"
+    r = await client.post("/fhir/Flag", json=risk, headers={**ed, "If-None-Exist": criteria})
+    assert r.status_code == 201, r.text  # matched nothing the ED may see, and conflicts with nothing either
+    mine = r.json()["id"]
+    assert mine != hidden and hidden not in r.text
+    r = await client.post("/fhir/Flag", json=risk, headers=ed)
+    assert (r.status_code, r.json()) == (409, conflict(mine))  # the flag the ED may see, never the other
+    r = await client.post("/fhir/Flag", json=risk, headers={**ed, "If-None-Exist": criteria})
+    assert (r.status_code, r.json()["id"]) == (200, mine)
+    # the lead, who may see both, gets the conflict for either; so does the sexual-health service
+    r = await client.post("/fhir/Flag", json=risk, headers=lead)
+    assert (r.status_code, r.json()["issue"][0]["code"]) == (409, "duplicate")
+    assert r.json() in (conflict(mine), conflict(hidden))
+    r = await client.post("/fhir/Flag", json=risk, headers=sh)
+    assert r.json() in (conflict(mine), conflict(hidden))
+    found = (await client.get(f"/fhir/Flag?patient={CHILD}&status=active", headers=lead)).json()
+    assert sorted(e["resource"]["id"] for e in found["entry"]) == sorted([hidden, mine])
+
+
+async def test_reactivating_a_flag_ignores_a_restricted_one_the_writer_may_not_see(
+    client: httpx.AsyncClient, clean_ctx: AppContext
+) -> None:
+    await borough(client)
+    await put(client, organization("sh", "Sexual health service"))
+    sh, ed = bearer(clean_ctx, "sexual-health-clinician", SH), bearer(clean_ctx, "ed-clinician", ED)
+    risk = flag("exploitation-risk", CHILD, SH)
+    ended = {**risk, "status": "inactive", "extension": [{
+        "url": "https://fhir.safeflag.example/StructureDefinition/status-reason",
+        "valueCodeableConcept": {"coding": [{"system": "https://fhir.safeflag.example/CodeSystem/status-reason",
+                                             "code": "plan-ended"}]}}]}
+    r = await client.post("/fhir/Flag", json=risk, headers=ed)
+    assert r.status_code == 201, r.text
+    r = await client.put(f"/fhir/Flag/{r.json()['id']}", json={**ended, "id": r.json()["id"]}, headers=ed)
+    assert r.status_code == 200, r.text
+    mine = r.json()
+    assert (await client.post("/fhir/Flag", json=risk, headers=sh)).status_code == 201
+    active = {k: v for k, v in mine.items() if k not in ("extension", "meta")}
+    r = await client.put(f"/fhir/Flag/{mine['id']}", json={**active, "status": "active"}, headers=ed)
+    assert (r.status_code, r.json()["status"]) == (200, "active")
