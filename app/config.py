@@ -8,10 +8,13 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+HolidaysRegion = Literal["england-and-wales", "scotland", "northern-ireland"]  # UK bank-holiday calendars
 
 
 class Settings(BaseSettings):
@@ -33,6 +36,8 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(default=100.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)
     cors_origins: str = ""
+    # whose bank holidays the acknowledgement due times skip (app/safeguarding/tasks.py)
+    holidays_region: HolidaysRegion = "england-and-wales"
     # notification delivery (contract section 6)
     dispatcher_in_process: bool = True
     notify_poll_seconds: float = 0.5

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -42,6 +43,22 @@ class StepClock:
     def now(self) -> datetime:
         self.current += timedelta(seconds=1)
         return self.current
+
+
+class RunningClock:
+    """A real-time clock that starts at a fixed instant: time passes as it really does (delivery,
+    leases and retries are real) while the date and weekday are fixed, so no outcome depends on the
+    day the suite runs. Default start: Wednesday 4 March 2026, 10:00 UTC (GMT, no bank holiday near)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.reset(start)
+
+    def reset(self, start: datetime | None = None) -> None:
+        self.start = start or datetime(2026, 3, 4, 10, 0, 0, tzinfo=timezone.utc)
+        self.origin = time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.origin)
 
 
 @pytest.fixture(scope="session")

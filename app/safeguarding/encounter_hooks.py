@@ -21,4 +21,5 @@ async def ed_attendance(
 ) -> None:
     # `previous` is None only for a brand-new Encounter (a re-created deleted one has its deleted version)
     await on_encounter_write(svc.repo, Lookup(svc.session, svc.settings.fhir_base), stored,
-                             utc_ms(svc.repo.clock.now()), first_write=previous is None)
+                             utc_ms(svc.repo.clock.now()), first_write=previous is None,
+                             region=svc.settings.holidays_region)

@@ -28,9 +28,10 @@ from app.storage.repository import StoredResource, format_instant, utc_ms
 log = logging.getLogger("safeflag.escalation")
 
 PAGE = 200
-# Nothing is due sooner than one working day (>= 24 h) after it was sent (tasks.py), so only Tasks
-# authored at least a day ago can be overdue: that bound keeps the scan to the candidates.
-SHORTEST_DUE = timedelta(days=1)
+# Nothing is due sooner than one working day after it was sent (tasks.py): the same London wall-clock
+# time a day or more later, at least 23 hours across the spring clock change. So only Tasks authored
+# at least 23 hours ago can be overdue: that bound keeps the scan to the candidates.
+SHORTEST_DUE = timedelta(hours=23)
 
 
 async def lead_for(lookup: Lookup, task: dict[str, Any], now: datetime) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@
   dependent children: one notice per child, `about` the adult's Encounter, no `encounter` element.
 - priority `urgent`: an active CP / LAC / unborn-plan flag, an injury attendance under 1 year, or
   did-not-wait; else `routine`. Routing is routing.py; the acknowledgement Task is tasks.py (due in
-  working days, weekends skipped); a notice routed nowhere is stored with an owner-less Task.
+  working days, weekends and bank holidays skipped); a notice routed nowhere is stored with an owner-less Task.
 Idempotent: a notice carries the identifier `https://fhir.safeflag.example/Id/notice` =
 `Encounter/<id>|<category>|<child>` (child = Patient id, or the NHS number when no Patient is on file);
 the same attendance never produces the same notice twice, so neither a re-sent Encounter (HAPI makes
@@ -27,7 +27,7 @@ from typing import Any
 from app.fhir.search.prepared import prepared
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
-from app.safeguarding.tasks import acknowledgement_task
+from app.safeguarding.tasks import DEFAULT_REGION, HolidaysRegion, acknowledgement_task
 from app.storage.repository import Repository, StoredResource, format_instant
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -194,7 +194,8 @@ def communication(
 
 
 async def on_encounter_write(
-    repo: Repository, lookup: Lookup, encounter: StoredResource, now: datetime, *, first_write: bool = False
+    repo: Repository, lookup: Lookup, encounter: StoredResource, now: datetime, *, first_write: bool = False,
+    region: HolidaysRegion = DEFAULT_REGION,
 ) -> int:
     """Create the notices (and their acknowledgement Tasks) an Encounter write implies; returns how many.
     `first_write`: the Encounter did not exist before this write, so no notice of it can exist yet
@@ -213,7 +214,7 @@ async def on_encounter_write(
         comm = await repo.create("Communication", communication(notice, encounter, route, prio, now, key))
         await repo.create("Task", acknowledgement_task(
             communication_id=comm.id, child=notice.child_ref, owner=route.recipient, priority=prio, sent=now,
-            requester=encounter.content.get("serviceProvider"),
+            requester=encounter.content.get("serviceProvider"), region=region,
         ))
         created += 1
     return created

@@ -1,14 +1,23 @@
 """Acknowledgement Tasks: one per notice, owned by the recipient, due in 1 working day (urgent) or
 5 (routine), escalated ONCE to the team's safeguarding lead when overdue (contract section 5).
 
-Working days skip Saturdays and Sundays; bank holidays are not modelled.
+Working days are counted on the Europe/London calendar, whatever the server's time zone: they skip
+Saturdays, Sundays and the bank holidays of one UK region (England and Wales by default; Scotland or
+Northern Ireland by `SAFEFLAG_HOLIDAYS_REGION`), from the `holidays` package. A notice is due at the
+same London wall-clock time on the Nth working day after the London day it was sent (so a notice sent
+at 23:30 UTC on a summer Friday, 00:30 on Saturday in London, is due on Monday at 00:30 BST).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import holidays
+
+from app.config import HolidaysRegion
 from app.fhir.search.dates import parse_range
 from app.storage.repository import format_instant
 
@@ -17,23 +26,43 @@ ESCALATED = {"coding": [{"system": TASK_CODES, "code": "escalated", "display": "
 OPEN_STATUSES = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
-def add_working_days(start: datetime, days: int) -> datetime:
-    current = start
-    added = 0
+LONDON = ZoneInfo("Europe/London")
+DEFAULT_REGION: HolidaysRegion = "england-and-wales"
+_SUBDIVISIONS = {"england-and-wales": "ENG", "scotland": "SCT", "northern-ireland": "NIR"}
+
+
+@lru_cache(maxsize=None)
+def bank_holidays(region: HolidaysRegion) -> holidays.HolidayBase:
+    """The region's bank holidays (the package fills in each year when first asked about it)."""
+    return holidays.country_holidays("GB", subdiv=_SUBDIVISIONS[region])
+
+
+def is_working_day(day: date, region: HolidaysRegion = DEFAULT_REGION) -> bool:
+    return day.weekday() < 5 and day not in bank_holidays(region)
+
+
+def add_working_days(start: datetime, days: int, region: HolidaysRegion = DEFAULT_REGION) -> datetime:
+    """`start` moved to the same London wall-clock time on the `days`-th working day after its London
+    day. `start` is UTC, naive or aware; the answer is UTC of the same kind."""
+    if days == 0:
+        return start
+    local = (start if start.tzinfo else start.replace(tzinfo=UTC)).astimezone(LONDON)
+    day, added = local.date(), 0
     while added < days:
-        current += timedelta(days=1)
-        if current.weekday() < 5:
-            added += 1
-    return current
+        day += timedelta(days=1)
+        added += is_working_day(day, region)
+    # never a changeover day (always a Sunday), so the wall-clock time exists exactly once
+    due = datetime.combine(day, local.timetz()).astimezone(UTC)
+    return due if start.tzinfo else due.replace(tzinfo=None)
 
 
-def due_time(sent: datetime, priority: str) -> datetime:
-    return add_working_days(sent, 1 if priority == "urgent" else 5)
+def due_time(sent: datetime, priority: str, region: HolidaysRegion = DEFAULT_REGION) -> datetime:
+    return add_working_days(sent, 1 if priority == "urgent" else 5, region)
 
 
 def acknowledgement_task(
     *, communication_id: str, child: dict[str, Any] | None, owner: dict[str, Any] | None, priority: str,
-    sent: datetime, requester: dict[str, Any] | None,
+    sent: datetime, requester: dict[str, Any] | None, region: HolidaysRegion = DEFAULT_REGION,
 ) -> dict[str, Any]:
     task: dict[str, Any] = {
         "resourceType": "Task",
@@ -43,7 +72,7 @@ def acknowledgement_task(
         "code": {"coding": [{"system": TASK_CODES, "code": "acknowledge", "display": "Acknowledge notice"}]},
         "focus": {"reference": f"Communication/{communication_id}"},
         "authoredOn": format_instant(sent),
-        "restriction": {"period": {"end": format_instant(due_time(sent, priority))}},
+        "restriction": {"period": {"end": format_instant(due_time(sent, priority, region))}},
     }
     if child:
         task["for"] = child

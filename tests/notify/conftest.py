@@ -18,6 +18,7 @@ from app.notify.dispatcher import Dispatcher
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
 from tests.conftest import BASE_URL, _pg_url, admin_token
+from tests.notify.ed_data import CLOCK
 from tests.support.postgres import PgCluster
 
 SECRET = "s" * 40
@@ -28,13 +29,14 @@ TOPIC = "https://fhir.safeflag.example/SubscriptionTopic/"
 
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
 async def nctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None) -> AsyncIterator[AppContext]:
-    """A context with the real clock (delivery timing is real) on each database."""
+    """A context on each database whose clock runs in real time (delivery timing is real) from a fixed
+    instant (ed_data.CLOCK, reset before each test)."""
     tmp = Path(tempfile.mkdtemp(prefix="safeflag-notify-"))
     url = f"sqlite+aiosqlite:///{tmp / 'n.db'}" if request.param == "sqlite" else _pg_url(pg_cluster, "safeflag_notify")
     settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
                         notify_poll_seconds=0.05, notify_lease_seconds=2.0, rate_limit_per_second=0,
                         _env_file=None)  # type: ignore[call-arg]
-    context = AppContext.from_settings(settings)
+    context = AppContext.from_settings(settings, clock=CLOCK)
     await upgrade(context.engine)
     try:
         yield context
@@ -47,6 +49,7 @@ async def notify_ctx(nctx: AppContext) -> AppContext:
     async with nctx.engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             await conn.execute(delete(table))
+    CLOCK.reset()
     return nctx
 
 

@@ -1,13 +1,16 @@
 """Builders for the ED attendance flow (contract section 5): organisations, practitioners, a child's
-CareTeam, flags, RelatedPersons and ED Encounters. Test-range NHS numbers only; ages are relative to
-today because the notification tests run on the real clock."""
+CareTeam, flags, RelatedPersons and ED Encounters. Test-range NHS numbers only. The notification tests
+run on CLOCK, real time from a fixed instant (reset before each test), so ages and attendance times are
+relative to that clock and nothing depends on the day the suite runs."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
+
+from tests.conftest import RunningClock
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 SNOMED = "http://snomed.info/sct"
@@ -19,15 +22,20 @@ TASK_CODES = CS + "safeguarding-task"
 NOTICE_ID = "https://fhir.safeflag.example/Id/notice"
 DNW = ("1066301000000103", "1066311000000101", "1066321000000107")
 INJURY = ("417746004", "82271004", "125667009")
+CLOCK = RunningClock()
+
+
+def today() -> date:
+    return CLOCK.now().date()
 
 
 def born(years: int = 0, days: int = 0) -> str:
-    """A birth date `years` years and `days` days before today (so the age is exactly that)."""
-    today = date.today()
+    """A birth date `years` years and `days` days before CLOCK's today (so the age is exactly that)."""
+    on = today()
     try:
-        anniversary = today.replace(year=today.year - years)
+        anniversary = on.replace(year=on.year - years)
     except ValueError:  # 29 February
-        anniversary = today.replace(year=today.year - years, day=28)
+        anniversary = on.replace(year=on.year - years, day=28)
     return (anniversary - timedelta(days=days)).isoformat()
 
 
@@ -111,7 +119,7 @@ def related_person(patient_ref: str, *, nhs: str | None = None, parental: bool =
 
 
 def now_instant() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return CLOCK.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def encounter(subject: dict[str, Any], ed: str, *, status: str = "finished", disposition: str | None = None,

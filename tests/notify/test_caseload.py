@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -27,6 +27,7 @@ from tests.notify.ed_data import (
     practitioner,
     put,
     search,
+    today,
 )
 
 HEADER = "nhs_number,practitioner,role,team,start_date"
@@ -64,7 +65,7 @@ def _members(team: dict) -> list[tuple[str, str, dict]]:
 async def test_import_validate_rerun_and_route(api: httpx.AsyncClient, notify_ctx: AppContext, tmp_path: Path) -> None:
     await borough(api)
     await put(api, "Patient", "c1", child("9990000018", born(2)))
-    start = (date.today() - timedelta(days=30)).isoformat()
+    start = (today() - timedelta(days=30)).isoformat()
     csv_text = "\n".join([
         HEADER,
         f"9990000018,PractitionerRole/hv-1,health-visitor,Organization/zero19,{start}",
@@ -121,7 +122,7 @@ async def test_import_validate_rerun_and_route(api: httpx.AsyncClient, notify_ct
 
     # hand-over: a new health visitor from yesterday; the previous one ends the day before
     await put(api, "Practitioner", "hv2", practitioner("Newcomer"))
-    handover = (date.today() - timedelta(days=1)).isoformat()
+    handover = (today() - timedelta(days=1)).isoformat()
     code, err = await _run(notify_ctx, tmp_path,
                            f"{HEADER}\n9990000018,Practitioner/hv2,health-visitor,Organization/zero19,{handover}\n")
     assert code == 0, err
@@ -129,7 +130,7 @@ async def test_import_validate_rerun_and_route(api: httpx.AsyncClient, notify_ct
     assert team["meta"]["versionId"] == "2"
     assert _members(team) == [
         ("health-visitor", "PractitionerRole/hv-1",
-         {"start": start, "end": (date.today() - timedelta(days=2)).isoformat()}),
+         {"start": start, "end": (today() - timedelta(days=2)).isoformat()}),
         ("health-visitor", "Practitioner/hv2", {"start": handover}),
     ]
     enc3 = await post(api, encounter(by_nhs("9990000018"), "Organization/ed"))

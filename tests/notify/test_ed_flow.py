@@ -5,7 +5,7 @@ acknowledgement, escalation, and delivery to an `ed-attendance` subscriber at a 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +18,7 @@ from app.safeguarding.tasks import due_time
 from tests.conftest import FHIR
 from tests.notify.conftest import subscription
 from tests.notify.ed_data import (
+    CLOCK,
     COMM_CATEGORY,
     DNW,
     INJURY,
@@ -56,9 +57,9 @@ def _no_profile_errors(resource: dict[str, Any]) -> None:
 
 async def _attend(api: httpx.AsyncClient, subject: dict[str, Any], **kw: Any) -> tuple[dict[str, Any], datetime,
                                                                                      datetime]:
-    before = datetime.now(UTC) - timedelta(milliseconds=1)
+    before = CLOCK.now() - timedelta(milliseconds=1)
     enc = await post(api, encounter(subject, "Organization/ed", **kw))
-    return enc, before, datetime.now(UTC) + timedelta(milliseconds=1)
+    return enc, before, CLOCK.now() + timedelta(milliseconds=1)
 
 
 async def _notice_and_task(api: httpx.AsyncClient, enc_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -96,8 +97,8 @@ async def test_child_under_5_notice_and_task_exactly(api: httpx.AsyncClient) -> 
         "sender": {"reference": "Organization/ed"},
         "payload": [{"contentString": f"ED attendance on {enc['period']['start']} (routed via care-team)"}],
     }
-    due = due_time(sent.replace(tzinfo=None), "routine")
-    assert (due - sent.replace(tzinfo=None)).days in (7, 9)  # 5 working days: one weekend, or two from a weekend
+    assert sent.date() == date(2026, 3, 4)  # CLOCK's Wednesday: 5 working days later is next Wednesday
+    due = sent.replace(tzinfo=None) + timedelta(days=7)
     assert _strip(task) == {
         "resourceType": "Task",
         "status": "requested",
@@ -348,7 +349,7 @@ async def test_acknowledge_by_patch_or_put(api: httpx.AsyncClient, notify_ctx: A
     assert put_ack.status_code == 200 and put_ack.json()["status"] == "completed"
     assert (await api.get("/fhir/Task", params=count)).json()["total"] == 0
     # acknowledged Tasks never escalate
-    assert await escalate_overdue(notify_ctx, datetime.now(UTC) + timedelta(days=30)) == 0
+    assert await escalate_overdue(notify_ctx, CLOCK.now() + timedelta(days=30)) == 0
 
 
 async def test_escalation_once_to_the_safeguarding_lead(api: httpx.AsyncClient, notify_ctx: AppContext) -> None:
@@ -360,7 +361,7 @@ async def test_escalation_once_to_the_safeguarding_lead(api: httpx.AsyncClient, 
     await put(api, "CareTeam", "ct2", care_team("Patient/c2", ("health-visitor", "PractitionerRole/hv-1")))
     comm1, task1 = await _notice_and_task(api, (await _attend(api, by_ref("c1")))[0]["id"])
     _, task2 = await _notice_and_task(api, (await _attend(api, by_ref("c2")))[0]["id"])
-    now = datetime.now(UTC)
+    now = CLOCK.now()
     assert await escalate_overdue(notify_ctx, now) == 0  # nothing is due yet
     later = _instant(task1["restriction"]["period"]["end"]) + timedelta(minutes=1)
     # two dispatchers' timers at once still escalate each Task once
