@@ -1,8 +1,9 @@
-"""Alembic migrations run from the application (`safeflag migrate`, `safeflag serve`, tests)."""
+"""Alembic migrations run from the application (`safeflag migrate`, `safeflag serve`, tests).
+
+The configuration is built here, not read from alembic.ini (which serves developers running `alembic
+revision` in the checkout), so an installed `safeflag` needs only its package (app/data_files.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -11,12 +12,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-ROOT = Path(__file__).resolve().parents[2]
+from app.data_files import data_dir
 
 
 def alembic_config() -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(data_dir("migrations")))
+    cfg.set_main_option("path_separator", "os")  # as alembic.ini says: no legacy splitting of paths
     return cfg
 
 

@@ -48,6 +48,7 @@ class RunningServer:
     startup_rss_mb: float = 0.0
     startup_cpu_s: float = 0.0  # CPU time to ready: steadier than wall time on a shared machine
     headers: dict[str, str] = field(default_factory=dict)
+    command: list[str] = field(default_factory=safeflag_command)  # the `safeflag` it runs
 
     @property
     def database(self) -> str:
@@ -101,16 +102,20 @@ class RunningServer:
         if not _has_token_command():
             return {}
         out = subprocess.run(
-            [*safeflag_command(), "token", "--sub", "e2e-test", "--role", "admin"],
+            [*self.command, "token", "--sub", "e2e-test", "--role", "admin"],
             env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=60, check=True,
         )
         return {"Authorization": f"Bearer {out.stdout.strip()}"}
 
 
 def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
-                 extra_env: dict[str, str] | None = None) -> RunningServer:
+                 extra_env: dict[str, str] | None = None, command: list[str] | None = None,
+                 ready: bool = True) -> RunningServer:
     """Start `safeflag serve` (SQLite in a temp data dir unless `database_url` is given) and wait until ready.
-    `args` are more `serve` options (e.g. `--no-dispatcher`); `extra_env` more SAFEFLAG_ settings."""
+    `args` are more `serve` options (e.g. `--no-dispatcher`); `extra_env` more SAFEFLAG_ settings;
+    `command` another installed `safeflag` (a wheel in its own virtual environment); `ready=False` waits
+    only until it answers `/healthz` (a server that cannot be ready, e.g. on an unmigrated database)."""
+    command = command or safeflag_command()
     workdir = Path(tempfile.mkdtemp(prefix="safeflag-e2e-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEFLAG_")}
@@ -120,15 +125,15 @@ def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
     env.update(extra_env or {})
     # what `serve` would derive from --port, set here so that `safeflag token` mints for the same issuer
     env.setdefault("SAFEFLAG_BASE_URL", f"http://127.0.0.1:{port}")
-    cmd = [*safeflag_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [*command, "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     started = time.perf_counter()
     # Files, not pipes: a full pipe would block the server's logging. cwd isolates it from a local .env.
     with open(workdir / "stdout.log", "wb") as out, open(workdir / "stderr.log", "wb") as err:
         proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
-    server = RunningServer(proc, base_url, workdir, env)
+    server = RunningServer(proc, base_url, workdir, env, command=command)
     try:
-        server.startup_s = _wait_ready(server, started)
+        server.startup_s = _wait_ready(server, started, "/readyz" if ready else "/healthz")
         server.startup_rss_mb = server.rss_mb()
         server.startup_cpu_s = server.cpu_s()
         server.headers = server._mint_headers()
@@ -138,7 +143,7 @@ def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
     return server
 
 
-def _wait_ready(server: RunningServer, started: float) -> float:
+def _wait_ready(server: RunningServer, started: float, probe: str = "/readyz") -> float:
     deadline = started + READY_TIMEOUT_S
     with httpx.Client(timeout=2.0) as http:
         while time.perf_counter() < deadline:
@@ -148,7 +153,7 @@ def _wait_ready(server: RunningServer, started: float) -> float:
                     + "\n".join(server.stderr_lines()[-30:])
                 )
             try:
-                if http.get(server.base_url + "/readyz").status_code == 200:
+                if http.get(server.base_url + probe).status_code == 200:
                     return time.perf_counter() - started
             except httpx.TransportError:
                 pass

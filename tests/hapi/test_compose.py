@@ -142,9 +142,15 @@ def test_hapi_environment(compose: dict[str, Any]) -> None:
 def test_dockerfile_serves_the_composed_port(
     dockerfile: list[tuple[str, str]], compose: dict[str, Any]
 ) -> None:
-    instructions = dict(dockerfile)
-    assert dockerfile[0] == ("FROM", "python:3.11-slim")
-    assert any(i == "RUN" and args.startswith("pip install . ") for i, args in dockerfile)
+    froms = [i for i, (instruction, _) in enumerate(dockerfile) if instruction == "FROM"]
+    assert [dockerfile[i][1] for i in froms] == ["python:3.11-slim AS build", "python:3.11-slim"]
+    build, image = dockerfile[froms[0]:froms[1]], dockerfile[froms[1]:]
+    # the build stage makes the wheel; the image installs only that wheel: no source tree, no PYTHONPATH
+    assert ("RUN", "pip wheel --no-cache-dir --no-deps -w /dist .") in build
+    assert any(i == "RUN" and args.startswith("pip install /tmp/dist/*.whl ") for i, args in image)
+    assert not any(i == "COPY" and not args.startswith("--from=build") for i, args in image)
+    instructions = dict(image)
+    assert "PYTHONPATH" not in instructions["ENV"]
     assert instructions["EXPOSE"] == str(PORT)
     cmd = json.loads(instructions["CMD"])
     assert cmd == ["safeflag", "serve", "--host", "0.0.0.0", "--port", str(PORT)]
@@ -166,7 +172,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
         if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv", "var", "tests/hapi/launcher/target", "**/__pycache__"} <= ignored
-    for needed in ("app", "migrations", "fhir_profiles", "pyproject.toml", "alembic.ini"):
+    for needed in ("app", "migrations", "fhir_profiles", "pyproject.toml", "setup.py", "README.md"):
         assert needed not in ignored and (ROOT / needed).exists()
 
 

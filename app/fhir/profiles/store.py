@@ -14,10 +14,11 @@ from typing import Any
 
 import orjson
 
+from app.data_files import data_dir
 from app.fhir.terminology import Terminology
 
 CANONICAL_BASE = "https://fhir.safeflag.example"
-PROFILES_DIR = Path(__file__).resolve().parents[3] / "fhir_profiles"
+PROFILES_DIR = data_dir("fhir_profiles")
 # The Backport IG carries an R4 topic's canonical URL in this extension on Basic
 TOPIC_URL_EXTENSIONS = (
     "http://hl7.org/fhir/StructureDefinition/artifact-url",
