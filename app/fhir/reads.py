@@ -15,7 +15,7 @@ from app.fhir.search.executor import SearchResult, run_search
 from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_date, parse_search
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
-from app.security.search_scope import count_withheld
+from app.security.search_scope import withholds
 from app.storage.repository import StoredResource
 from app.storage.tables import resource as resource_table
 
@@ -116,10 +116,8 @@ class ReadInteractions:
                   "warning", (u,), "SF-0400")
             for u in req.unknown
         ]
-        if self.principal is not None:
-            withheld = await count_withheld(self.session, self.principal, req)
-            if withheld:
-                issues.append(withheld_issue(withheld))
+        if self.principal is not None and await withholds(self.session, self.principal, req, result.matches):
+            issues.append(withheld_issue())
         await self.guard.audited(patients=search_patients(result.matches))
         await hooks.run_after_read(self, [*result.matches, *result.included])
         self.last_search = result

@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
-from sqlalchemy import and_, exists, func, literal, or_, select
+from sqlalchemy import and_, exists, literal, or_, select
 
 from app.errors import Unprocessable
 from app.fhir import bundles
@@ -40,7 +40,7 @@ from app.safeguarding.referral_rules import (
 )
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
-from app.security.search_scope import withheld_conditions
+from app.security.search_scope import withholds
 from app.storage.repository import row_to_stored
 from app.storage.tables import idx_reference, resource
 
@@ -171,15 +171,9 @@ async def qa_queue(svc: FhirService, organization: str | None, query: list[tuple
     rows = (await svc.session.execute(page_query(req, extra))).all() if req.count else []
     total = int((await svc.session.execute(count_query(req, extra))).scalar_one())
     issues = []
-    if svc.principal is not None:
-        res = resource.alias("withheld")
-        hidden = withheld_conditions(svc.principal, DOC, res)
-        if hidden is not None:
-            stmt = select(func.count()).select_from(res).where(
-                *where_clause(req, cast(Any, res)), *_queue_conditions(res, base, organization, members), *hidden)
-            withheld = int((await svc.session.execute(stmt)).scalar_one())
-            issues += [withheld_issue(withheld)] if withheld else []
     matches = [row_to_stored(row) for row in rows]
+    if svc.principal is not None and await withholds(svc.session, svc.principal, req, matches):
+        issues.append(withheld_issue())
     await svc.guard.audited(patients=search_patients(matches))
     shown = [("organization", organization)] if organization else []
     link_req = replace(req, resource_type=f"{DOC}/$qa-queue", query=shown)

@@ -17,8 +17,8 @@ child" is found the way the CP-IS check finds it: by `patient:identifier=` with 
 matches references to this Patient and references carrying only the NHS number), else by reference.
 
 Access is the policy's, record by record: every section runs with the principal's search restrictions
-(`Guard.restrict`), and restricted records withheld from any section are counted in one information
-entry, as in a search. A principal who may not read AuditEvents (contract section 3: safeguarding
+(`Guard.restrict`), and when the child has restricted records withheld from any section one information
+entry says so, as a search's does (whatever the sections' other criteria, and with no number). A principal who may not read AuditEvents (contract section 3: safeguarding
 leads, admin, system) sees an empty access section. The summary is one access, audited once as the
 `operation` on the Patient. Showing the active flags is a read of them: an unscheduled-care reader
 raises the access notifications (`access.py`).
@@ -40,7 +40,7 @@ from app.safeguarding.access import COMM_CATEGORY, record_flag_access
 from app.safeguarding.flag_refs import nhs_numbers
 from app.safeguarding.tasks import OPEN_STATUSES, TASK_CODES
 from app.security.labels import withheld_issue
-from app.security.search_scope import count_withheld
+from app.security.search_scope import withholds
 from app.storage.repository import StoredResource, format_instant, utc_ms
 
 if TYPE_CHECKING:
@@ -62,8 +62,9 @@ def child_criterion(patient: StoredResource) -> tuple[str, str]:
 
 async def _section(
     svc: FhirService, resource_type: str, query: list[tuple[str, str]]
-) -> tuple[list[StoredResource], list[StoredResource], int]:
-    """(matches, included, withheld) of one search, under the principal's access restrictions."""
+) -> tuple[list[StoredResource], list[StoredResource], bool]:
+    """(matches, included, withheld) of one search, under the principal's access restrictions; `withheld`
+    as a search's notice (search_scope.withholds): the child has records of the type withheld from them."""
     req = parse_search(
         resource_type,
         [*query, ("_total", "none")],
@@ -73,7 +74,7 @@ async def _section(
     result = await run_search(
         svc.session, req, max_includes=svc.settings.max_includes, restrict=svc.guard.restrict()
     )
-    withheld = await count_withheld(svc.session, svc.principal, req) if svc.principal is not None else 0
+    withheld = svc.principal is not None and await withholds(svc.session, svc.principal, req, result.matches)
     return result.matches, result.included, withheld
 
 
@@ -137,9 +138,8 @@ async def safeguarding_summary(svc: FhirService, patient_id: str, *, scheduled: 
     entries = [_entry(base, r, "match") for r in [patient, *flags]]
     entries += [_entry(base, r, "include") for r in authors]
     entries += [_entry(base, r, "match") for r in [*notices, *tasks, *accesses]]
-    hidden = withheld + w_notices + w_tasks + w_accesses
-    if hidden:
-        entries.append(outcome_entry([withheld_issue(hidden)]))
+    if withheld or w_notices or w_tasks or w_accesses:
+        entries.append(outcome_entry([withheld_issue()]))
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),

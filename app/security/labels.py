@@ -5,8 +5,10 @@
 - Sexual-health writers (role `sexual-health-clinician`, or any token whose `care_setting` is SNOMED CT
   788122004 "sexual health service") get R plus `SEX` (`v3-ActCode`) on what they write, unless the
   resource already carries a confidentiality code (then theirs stands) or SEX.
-- The search information entry says how many were withheld and whom to ask. It never names the
-  authoring organisation: "a sexual-health clinic holds something on this child" is itself the secret.
+- The search information entry says that restricted records about the search's patients were withheld and
+  whom to ask; no number, and nothing that the search's other criteria change (search_scope.withholds).
+  It never names the authoring organisation: "a sexual-health clinic holds something on this child" is
+  itself the secret.
 """
 
 from __future__ import annotations
@@ -61,14 +63,13 @@ def default_labels(principal: Principal, resource: dict[str, Any]) -> dict[str, 
     return out
 
 
-def withheld_issue(count: int) -> Issue:
-    """The information entry of a searchset from which `count` restricted records were withheld."""
-    noun = "record was" if count == 1 else "records were"
+def withheld_issue() -> Issue:
+    """The information entry of a searchset from which restricted records about its patients were withheld."""
     return Issue(
         "suppressed",
-        f"{count} restricted {noun} withheld from this result. Restricted records are visible only to "
-        "safeguarding leads and to the organisation that wrote them; ask your safeguarding lead if you "
-        "need to know what they hold",
+        "Restricted records about the patient(s) of this search were withheld from this result. Restricted "
+        "records are visible only to safeguarding leads and to the organisation that wrote them; ask your "
+        "safeguarding lead if you need to know what they hold",
         severity="information",
         msg_id="SF-0820",
     )

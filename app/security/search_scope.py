@@ -1,5 +1,5 @@
 """The SQL twin of `policy.visibility`: conditions that make a search return exactly what the
-principal may see, and count what was withheld (contract section 3).
+principal may see, and tell whether records were withheld (contract section 3).
 
 Filtering in SQL rather than after the page is fetched keeps `total`, paging links and `_summary=count`
 honest: a record outside the role's reach must not show up in a count either. The same rules as
@@ -10,6 +10,8 @@ the search uses; tests/security/test_search_scope.py checks both agree on SQLite
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -17,12 +19,14 @@ from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import NamedFromClause
 
-from app.fhir.search.params import SearchRequest
+from app.fhir.search.params import Criterion, SearchRequest
 from app.fhir.search.sql import compile_criterion, where_clause
+from app.security.audit import patients_of
 from app.security.labels import CONFIDENTIALITY, RESTRICTED_CODES
 from app.security.policy import CLEARED_ROLES, ORG_FIELDS, REACH_FIELDS, READ, Reach
 from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
+from app.storage.repository import StoredResource
 from app.storage.tables import idx_reference, idx_token, resource
 
 Condition = ColumnElement[bool]
@@ -140,12 +144,40 @@ def visible_any_type(principal: Principal, res: NamedFromClause, types: tuple[st
     return or_(*ors) if ors else false()
 
 
-async def count_withheld(session: AsyncSession, principal: Principal, req: SearchRequest) -> int:
-    """How many records matching the search's criteria were withheld for their restricted label
-    (the number in the searchset's information entry, `labels.withheld_issue`)."""
-    res = resource.alias("r")
+PATIENT_PARAMS = ("patient", "subject")
+
+
+def named_patients(req: SearchRequest) -> list[Criterion]:
+    """The criteria by which a search names the patients it is about: `patient` or `subject` by
+    reference or by identifier. Never a chain or `:missing`: those pick children by other traits, and
+    the notice would list every child with restricted records."""
+    return [c for c in req.criteria if c.name in PATIENT_PARAMS and c.kind == "reference" and not c.chain
+            and c.modifier in (None, "identifier") and c.missing is None and c.type_hint in (None, "Patient")]
+
+
+async def withholds(session: AsyncSession, principal: Principal, req: SearchRequest,
+                    shown: Iterable[StoredResource]) -> bool:
+    """Whether a search's notice says restricted records were withheld (`labels.withheld_issue`).
+
+    It does when a record of the searched type that the principal may not see (its restricted label, within
+    the role's reach and scopes) is about a patient of the search: one its criteria name, or one a record
+    shown is about. Its other criteria play no part, and there is no number: what the notice says
+    depends on who asks, the patients named and what they see, so no criterion about the hidden record
+    itself (author, category, code, `_id`, a date...) can probe it. A search that names no patient and
+    shows nobody's record says nothing."""
+    res = resource.alias("w")
     conds = withheld_conditions(principal, req.resource_type, res)
-    if conds is None:
-        return 0
-    stmt = select(func.count()).select_from(res).where(*where_clause(req, _any(res)), *conds)
-    return int((await session.execute(stmt)).scalar_one())
+    if conds is None or req.resource_type == "Patient":
+        return False
+    about: list[Condition] = []
+    named = named_patients(req)
+    if named:
+        about.append(and_(*where_clause(replace(req, criteria=named), _any(res))))
+    refs = frozenset(ref for m in shown for ref in patients_of(m.resource_type, m.content, m.id))
+    of_shown = _names_any(res, ("patient",), refs)
+    if of_shown is not None:
+        about.append(and_(res.c.res_type == req.resource_type, res.c.deleted.is_(False), of_shown))
+    if not about:
+        return False
+    stmt = select(res.c.pk).where(or_(*about), *conds).limit(1)
+    return (await session.execute(stmt)).first() is not None

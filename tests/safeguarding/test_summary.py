@@ -115,7 +115,7 @@ async def test_what_an_ed_clinician_sees_and_whom_their_look_notifies(client: ht
         ("outcome", "OperationOutcome", ""),
     ]
     assert r.json()["entry"][-1]["resource"]["issue"][0]["diagnostics"].startswith(
-        "SF-0820: 1 restricted record was withheld from this result.")
+        "SF-0820: Restricted records about the patient(s) of this search were withheld from this result.")
     notified = "/fhir/Communication?category=" + CS + "safeguarding-communication-category|access-notification"
     assert (await client.get(notified)).json()["total"] == 0  # a scheduled look is silent
 
