@@ -55,13 +55,14 @@ class ReadInteractions:
         current = await self.repo.get(resource_type, res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
+        # a deleted record the reader may not see answers 404 like any other, not 410
+        await self.guard.check_record("read", current)
         if current.deleted:
             raise Gone(
                 f"{resource_type}/{res_id} was deleted (version {current.version_id})",
                 msg_id="SF-0302",
                 headers={"ETag": current.etag},
             )
-        await self.guard.check_record("read", current)
         await self.guard.audited(current)
         await hooks.run_after_read(self, [current])
         return current

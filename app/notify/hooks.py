@@ -1,16 +1,43 @@
-"""Subscription write hooks: validate, keep the secret out of the stored resource, and keep the
-delivery state row in step with the resource (same transaction)."""
+"""Subscription write hooks: validate, keep the secret out of the stored resource, record who the
+Subscription belongs to, and keep the delivery state row in step with the resource (same transaction).
+
+A Subscription is its creator's (organisation and client, app/security/policy.py `Reach.CREATOR`): the
+creator tag is set here on create and carried over on every later write, whatever the body says, so
+neither the creator nor an admin changing it can hand it to someone else.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.fhir.hooks import after_write, before_write
+from app.fhir.hooks import after_write, before_delete, before_write
 from app.notify import lifecycle
+from app.security.policy import CREATOR_SYSTEM, creator_tag, decide, is_creator
 
 if TYPE_CHECKING:
     from app.fhir.service import FhirService
     from app.storage.repository import StoredResource
+
+
+def _with_creator(content: dict[str, Any], tag: dict[str, Any] | None) -> dict[str, Any]:
+    """`content` with exactly one creator tag (`tag`), or none when `tag` is None; other tags kept."""
+    meta = dict(content.get("meta") or {})
+    tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == CREATOR_SYSTEM)]
+    if tag is not None:
+        tags.append(dict(tag))
+    if tags:
+        meta["tag"] = tags
+    else:
+        meta.pop("tag", None)
+    out = {k: v for k, v in content.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out
+
+
+def _stored_tag(current: StoredResource) -> dict[str, Any] | None:
+    tags = (current.content.get("meta") or {}).get("tag") or []
+    return next((t for t in tags if isinstance(t, dict) and t.get("system") == CREATOR_SYSTEM), None)
 
 
 @before_write("Subscription")
@@ -18,8 +45,20 @@ async def prepare_subscription(
     svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
     principal = svc.principal
-    # who created it: each delivery is authorised again as this principal (contract section 3)
-    owner = principal.to_claims() if principal is not None else None
+    owner: dict[str, Any] | None = None  # None: the stored creator's claims stay
+    if current is None:
+        tag = creator_tag(principal) if principal is not None else None
+        owner = principal.to_claims() if principal is not None else None
+    else:
+        if principal is not None and current.deleted:
+            # bringing a deleted Subscription back is a change of it: its creator's (or admin's) alone
+            decide(principal, "update", "Subscription", content, current=current.content,
+                   created_by_org=current.created_by_org).enforce("Subscription", current.id)
+        tag = _stored_tag(current)
+        if principal is not None and is_creator(principal, current.content, current.created_by_org):
+            owner = principal.to_claims()  # the creator's own change: its current claims authorise deliveries
+    content = _with_creator(content, tag)
+    # each delivery is authorised again as the creator (contract section 3)
     content, patch = await lifecycle.prepare(
         svc.session, content, current, base=svc.settings.fhir_base, webhook_allow=svc.settings.webhook_hosts,
         owner=owner,
@@ -35,3 +74,31 @@ async def store_subscription_state(
     patch = scratch.get("subscription_state")
     if patch is not None:
         await lifecycle.apply_state(svc.session, stored.id, patch)
+    svc.guard.note_change(_changes(previous, stored), stored.created_by_org)
+
+
+@before_delete("Subscription")
+async def note_subscription_delete(svc: FhirService, current: StoredResource) -> None:
+    svc.guard.note_change([], current.created_by_org)
+
+
+def _changes(previous: StoredResource | None, stored: StoredResource) -> list[tuple[str, str]]:
+    """What the AuditEvent says changed: the status (old -> new) and whether the endpoint or filters
+    changed (never the endpoint itself: AuditEvents have more readers than the Subscription)."""
+    before = {} if previous is None or previous.deleted else previous.content
+    after = stored.content
+    out = []
+    if before.get("status") != after.get("status"):
+        out.append(("status", f"{before.get('status', '(none)')} -> {after.get('status')}"))
+    for element, value in (("channel.endpoint", _endpoint), ("criteria", _filters)):
+        if value(before) != value(after):
+            out.append((element, "changed" if before else "set"))
+    return out
+
+
+def _endpoint(content: dict[str, Any]) -> Any:
+    return (content.get("channel") or {}).get("endpoint")
+
+
+def _filters(content: dict[str, Any]) -> Any:
+    return content.get("criteria"), content.get("_criteria")

@@ -181,6 +181,8 @@ def audit_for(
     client_address: str | None = None,
     server: str = "https://fhir.safeflag.example/fhir",
     site: str = "SafeFlag",
+    changes: Iterable[tuple[str, str]] = (),
+    subscriber: str | None = None,
 ) -> dict[str, Any]:
     """One AuditEvent for one access.
 
@@ -188,7 +190,10 @@ def audit_for(
     delete, history-instance/-type/-system, operation). `resource` is the content read or written
     (its patient subject and security labels are recorded; never its data); `patients` adds Patient
     references (e.g. those of search results or named in the query). `query` is the raw query string
-    of a search (`Flag?patient=...`). `outcome` is "0", "4" or "8".
+    of a search (`Flag?patient=...`). `outcome` is "0", "4" or "8". `changes` are (element, what
+    changed) details of the resource entity (a Subscription's status and endpoint); `subscriber` the
+    organisation a Subscription belongs to (an entity with object-role 9, so `AuditEvent?entity=` finds
+    the changes to an organisation's subscriptions).
     """
     action = INTERACTIONS[interaction]
     event: dict[str, Any] = {"resourceType": "AuditEvent"}
@@ -217,7 +222,16 @@ def audit_for(
         labels = security_labels(resource)
         if labels:
             data["securityLabel"] = [{k: v for k, v in c.items() if k in ("system", "code", "display")} for c in labels]
+        details = [{"type": element, "valueString": text} for element, text in changes]
+        if details:
+            data["detail"] = details
         entities.append(data)
+    if subscriber:
+        entities.append({
+            "what": {"reference": subscriber},
+            "type": _cc(ENTITY_TYPE, "3", "Organization"),
+            "role": _cc(OBJECT_ROLE, "9", "Subscriber"),
+        })
     about = dict.fromkeys(list(patients) + patients_of(resource_type or "", resource, res_id))
     for ref in about:
         entities.append({

@@ -89,6 +89,12 @@ class Guard:
             self.denied_reason = decision.reason
             raise decision.error(name)
 
+    def note_change(self, changes: list[tuple[str, str]], subscriber: str | None) -> None:
+        """Details for the AuditEvent of the write under way (`audit_for` `changes`, `subscriber`)."""
+        if self.pending is not None:
+            self.pending["changes"] = changes
+            self.pending["subscriber"] = subscriber
+
     def labels(self, body: dict[str, Any]) -> dict[str, Any]:
         return default_labels(self.principal, body) if self.principal is not None else body
 
@@ -119,7 +125,7 @@ class Guard:
             outcome=outcome, outcome_desc=desc, resource_type=p.get("resource_type"),
             res_id=res_id or p.get("res_id"), version_id=version_id, resource=resource, patients=patients,
             query=p.get("query"), request_id=self.request_id, client_address=self.client_address,
-            server=self.server,
+            server=self.server, changes=p.get("changes", ()), subscriber=p.get("subscriber"),
         )
 
     async def audited(self, stored: StoredResource | None = None, *, patients: Iterable[str] = ()) -> None:

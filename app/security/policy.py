@@ -15,6 +15,10 @@ has no business knowing it exists, and search never shows or counts it. A restri
 inside the reach answers 403 (contract section 3), and search counts it as withheld. A type the role
 may not touch at all answers 403 for every id, existing or not, so it reveals nothing.
 
+"Their own" Subscription (`Reach.CREATOR`): created by a token of the same organisation and client
+(`sub`), as `creator_tag` records; anyone else gets 404 for it, whatever the interaction or operation,
+and only `admin` manages every Subscription.
+
 "Of an organisation": created by a token of that organisation (`resource.created_by_org`), or naming
 the organisation, or one of its Practitioners/PractitionerRoles (`Principal.org_refs`, filled by
 `affiliation.enrich`), as recipient, sender, owner, author, custodian or serviceProvider. "Their team"
@@ -53,9 +57,11 @@ class Reach(Enum):
     ADDRESSED = "addressed"  # Communications addressed to the org or its people, or written by the org
     SHARED = "shared"  # DocumentReference/Binary that Communications addressed to the org point to
     OWNED = "owned"  # Tasks owned by the user or their team
+    CREATOR = "creator"  # Subscriptions created by the principal's organisation and client (`creator_tag`)
 
 
 _, A, O, ADR, SHR, OWN = Reach.NONE, Reach.ALL, Reach.ORG, Reach.ADDRESSED, Reach.SHARED, Reach.OWNED
+CRT = Reach.CREATOR
 
 # Columns are ROLES: ed-clinician, health-visitor, school-nurse, sexual-health-clinician,
 #                    safeguarding-lead, mash-practitioner, system, admin.
@@ -74,7 +80,7 @@ READ: dict[str, tuple[Reach, ...]] = {  # read, vread, history, search
     "DocumentReference": (O,  O,   O,   O,   A,  SHR,  O,   A),
     "Binary":           (O,   O,   O,   O,   A,  SHR,  O,   A),
     "Task":             (O,   O,   O,   O,   A,   _,   O,   A),
-    "Subscription":     (_,   _,   _,   _,   A,   _,   A,   A),
+    "Subscription":     (_,   _,   _,   _,   _,   _,  CRT,  A),
     "AuditEvent":       (_,   _,   _,   _,   A,   _,   A,   A),
 }
 
@@ -112,11 +118,12 @@ UPDATE: dict[str, tuple[tuple[Reach, str], ...]] = {
     "DocumentReference": ((O, ""), (O, ""),          (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (O, ""),  (A, "")),
     "Binary":           ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (O, ""),  (A, "")),
     "Task":             ((_, ""), (OWN, "status"),   (OWN, "status"),   (_, ""),  (O, ""),  (_, ""),                    (O, ""),  (A, "")),
-    "Subscription":     ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (A, ""),  (A, "")),
+    "Subscription":     ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (CRT, ""), (A, "")),
     "AuditEvent":       ((_, ""), (_, ""),           (_, ""),           (_, ""),  (_, ""),  (_, ""),                    (_, ""),  (_, "")),
 }
 
 DELETE: tuple[Reach, ...] = (_, _, _, _, _, _, _, A)  # only admin; NEVER_DELETED types are 405 first
+DELETE_OF_TYPE: dict[str, tuple[Reach, ...]] = {"Subscription": (_, _, _, _, _, _, CRT, A)}  # a client its own
 # fmt: on
 
 # Elements that name "the organisation" of a record, as search parameter names (their index rows
@@ -131,6 +138,7 @@ ORG_FIELDS: dict[str, tuple[str, ...]] = {
 REACH_FIELDS = {Reach.ADDRESSED: ("recipient",), Reach.OWNED: ("owner",)}
 
 SAFEFLAG_CS = "https://fhir.safeflag.example/CodeSystem/"
+CREATOR_SYSTEM = SAFEFLAG_CS + "created-by-client"  # meta.tag of a Subscription: the `sub` of its creator
 PLAN_TYPES = frozenset({"child-protection-plan", "looked-after-child", "unborn-child-protection-plan"})
 TASK_STATUS_ELEMENTS = frozenset({"status", "statusReason", "businessStatus", "lastModified", "executionPeriod"})
 _ACTIONS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -188,6 +196,8 @@ def in_reach(
         return True
     if reach is Reach.NONE:
         return False
+    if reach is Reach.CREATOR:
+        return is_creator(principal, content, created_by_org)
     own_org = principal.org is not None and created_by_org == principal.org
     if reach is Reach.SHARED:
         return f"{resource_type}/{content.get('id')}" in principal.shared_refs
@@ -195,6 +205,24 @@ def in_reach(
     if reach is Reach.OWNED:
         own_org = False  # "they or their team own": the owner element only
     return own_org or bool(_refs(resource_type, fields or (), content, principal.base) & principal.agent_refs)
+
+
+def creator_tag(principal: Principal) -> dict[str, str]:
+    """The tag that makes a new Subscription the principal's (with `resource.created_by_org`)."""
+    return {"system": CREATOR_SYSTEM, "code": principal.sub}
+
+
+def creator_of(content: dict[str, Any]) -> str | None:
+    """The client (token `sub`) that created a Subscription, from its `creator_tag`."""
+    for tag in (content.get("meta") or {}).get("tag") or []:
+        if isinstance(tag, dict) and tag.get("system") == CREATOR_SYSTEM:
+            return tag.get("code") if isinstance(tag.get("code"), str) else None
+    return None
+
+
+def is_creator(principal: Principal, content: dict[str, Any], created_by_org: str | None) -> bool:
+    """Created by this principal's organisation and client: a Subscription is theirs alone."""
+    return created_by_org == principal.org and creator_of(content) == principal.sub
 
 
 def cleared(principal: Principal, created_by_org: str | None) -> bool:
@@ -287,7 +315,7 @@ def decide(
     elif action == "update":
         type_allowed = UPDATE[resource_type][col][0] is not Reach.NONE
     else:
-        type_allowed = DELETE[col] is not Reach.NONE
+        type_allowed = DELETE_OF_TYPE.get(resource_type, DELETE)[col] is not Reach.NONE
     if not type_allowed:
         return _deny(403, f"Role {principal.role} may not {action} {resource_type} resources", "SF-0800")
     ctx = principal.context

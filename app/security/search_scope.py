@@ -23,7 +23,7 @@ from app.fhir.search.params import Criterion, SearchRequest
 from app.fhir.search.sql import compile_criterion, where_clause
 from app.security.audit import patients_of
 from app.security.labels import CONFIDENTIALITY, RESTRICTED_CODES
-from app.security.policy import CLEARED_ROLES, ORG_FIELDS, REACH_FIELDS, READ, Reach
+from app.security.policy import CLEARED_ROLES, CREATOR_SYSTEM, ORG_FIELDS, REACH_FIELDS, READ, Reach
 from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
 from app.storage.repository import StoredResource
@@ -57,6 +57,8 @@ def reach_condition(principal: Principal, resource_type: str, res: NamedFromClau
         return None
     if reach is Reach.NONE:
         return false()
+    if reach is Reach.CREATOR:
+        return created_by_condition(principal, res)
     if reach is Reach.SHARED:
         ids = [ref.partition("/")[2] for ref in principal.shared_refs if ref.startswith(resource_type + "/")]
         return res.c.res_id.in_(sorted(ids)) if ids else false()
@@ -68,6 +70,15 @@ def reach_condition(principal: Principal, resource_type: str, res: NamedFromClau
     if named is not None:
         conds.append(named)
     return or_(*conds) if conds else false()
+
+
+def created_by_condition(principal: Principal, res: NamedFromClause) -> Condition:
+    """Records created by the principal's organisation and client (`policy.is_creator`): the
+    creator tag's `_tag` index row names its `sub`."""
+    t = idx_token.alias()
+    org = res.c.created_by_org.is_(None) if principal.org is None else res.c.created_by_org == principal.org
+    return and_(org, exists().where(t.c.resource_pk == res.c.pk, t.c.param == "_tag",
+                                    t.c.system == CREATOR_SYSTEM, t.c.code == principal.sub))
 
 
 def scope_condition(principal: Principal, resource_type: str, res: NamedFromClause) -> Condition | None:

@@ -5,6 +5,7 @@ EXPECTED is written by hand from contract section 3, NOT computed from app/secur
 Each cell is five letters for read, search, create, update, delete:
     A  any record (restricted ones only for safeguarding-lead, admin and the authoring organisation)
     O  records of the user's own organisation only
+    C  records created by the user's own organisation and client only (404 for any other, every interaction)
     Y  create allowed (with a typical resource of the type)
     -  refused for the role (403)
     X  refused for everyone (405: never deleted / server-written)
@@ -43,7 +44,7 @@ Communication      OOYO-  OOYO-  OOYO-  OOYO-  AAYO-  OOYO-  OOYO-  AAYAA
 DocumentReference  OOYOX  OOYOX  OOYOX  OOYOX  AAYOX  OO--X  OOYOX  AAYAX
 Binary             OOYOX  OOYOX  OOYOX  OOYOX  AAYOX  OO--X  OOYOX  AAYAX
 Task               OO---  OO-O-  OO-O-  OO---  AAYO-  -----  OOYO-  AAYAA
-Subscription       -----  -----  -----  -----  AA---  -----  AAYA-  AAYAA
+Subscription       -----  -----  -----  -----  -----  -----  CCYCC  AAYAA
 AuditEvent         --XXX  --XXX  --XXX  --XXX  AAXXX  --XXX  AAXXX  AAXXX
 """
 # fmt: on
@@ -76,11 +77,13 @@ def sample(rtype: str, org: str, restricted: bool) -> dict[str, Any]:
                                           "code": "referral-outcome"}]}])
     elif rtype == "DocumentReference":
         res.update(status="current", author=[ref], custodian=ref)
+    elif rtype == "Subscription":  # created by the sample principal's client (`principal` below)
+        res.update(status="off", meta={"tag": [{"system": CS + "created-by-client", "code": "u-system"}]})
     elif rtype == "Task":
         res.update(status="requested", owner=ref, code={"coding": [{"system": CS + "safeguarding-task",
                                                                     "code": "referral-qa"}]})
     if restricted:
-        res["meta"] = {"security": [{"system": CONFIDENTIALITY, "code": "R"}]}
+        res["meta"] = {**res.get("meta", {}), "security": [{"system": CONFIDENTIALITY, "code": "R"}]}
     return res
 
 
@@ -94,7 +97,7 @@ def expected_read(cell: str, role: str, own: bool, restricted: bool) -> int:
     letter = cell[0]
     if letter == "-":
         return 403
-    if letter == "O" and not own:
+    if letter in "OC" and not own:
         return 404
     if restricted and not own and role not in CLEARED:
         return 403

@@ -30,6 +30,9 @@ FIELDS = {
     "Task": lambda ref: {"owner": ref, "status": "requested"},
     "Binary": lambda ref: {"contentType": "text/plain"},
     "Patient": lambda ref: {"gender": "female"},
+    # created by client "u" (the principals' `sub`) when it names OWN or MEMBER, else by another client
+    "Subscription": lambda ref: {"status": "off", "meta": {"tag": [{"system": CS + "created-by-client",
+                                 "code": "u" if ref["reference"] in (OWN, MEMBER) else "other-client"}]}},
 }
 
 
@@ -42,7 +45,7 @@ async def _populate(ctx: AppContext) -> None:
             for n, (creator, named, label) in enumerate(combos):
                 body: dict[str, Any] = {"resourceType": rtype, **make({"reference": named})}
                 if label:
-                    body["meta"] = {"security": [{"system": CONFIDENTIALITY, "code": label}]}
+                    body["meta"] = {**body.get("meta", {}), "security": [{"system": CONFIDENTIALITY, "code": label}]}
                 await repo.create(rtype, body, res_id=f"{rtype.lower()}-{n}", org=creator)
 
 
@@ -55,6 +58,9 @@ def _principals(base: str = "http://127.0.0.1:8080/fhir") -> list[Principal]:
                              fhir_user=ME, org_refs=frozenset({OWN, MEMBER}), own_refs=frozenset({ME}),
                              shared_refs=frozenset({"DocumentReference/documentreference-3", "Binary/binary-7"})))
     out.append(Principal(sub="u", role="health-visitor", scopes=ScopeSet.parse("user/Flag.rs", base=base), issuer="t"))
+    out.append(Principal(sub="other-client", role="system", scopes=ScopeSet.parse("system/*.rs", base=base),
+                         issuer="t", org=OWN, org_refs=frozenset({OWN})))  # another client of the same org
+    out.append(Principal(sub="u", role="system", scopes=ScopeSet.parse("system/*.rs", base=base), issuer="t"))
     out.append(Principal(sub="u", role="ed-clinician", issuer="t", org=OWN, org_refs=frozenset({OWN}),
                          scopes=ScopeSet.parse(f"user/Flag.rs?author={OWN} user/Task.r", base=base)))
     return out
@@ -183,3 +189,24 @@ def test_visible_conditions_are_built_once_per_principal_and_type() -> None:
     assert visible_conditions(replace(who), "Flag", resource) is first
     assert visible_conditions(replace(who, org="Organization/elsewhere"), "Flag", resource) is not first
     assert visible_conditions(who, "Encounter", resource) is not first
+
+
+async def test_subscriptions_are_their_creators(clean_ctx: AppContext) -> None:
+    """Worked out by hand: of the 60 Subscriptions, OWN created 20, 8 of them by its client "u" (named
+    OWN or MEMBER, each unlabelled or labelled three ways) and 12 by "other-client"; each client sees
+    its own only; "u" of no organisation sees the 4 unrestricted ones that no organisation's "u" created;
+    a safeguarding lead and an ED clinician see none, admin all 60."""
+    await _populate(clean_ctx)
+    by_role_sub = {}
+    async with clean_ctx.sessionmaker() as session:
+        for who in _principals(clean_ctx.settings.fhir_base):
+            r = resource.alias("r")
+            n = (await session.execute(select(func.count()).select_from(r).where(
+                r.c.res_type == "Subscription", *visible_conditions(who, "Subscription", r)))).scalar_one()
+            by_role_sub[(who.role, who.sub, who.org)] = n
+    assert by_role_sub[("system", "u", OWN)] == 8
+    assert by_role_sub[("system", "other-client", OWN)] == 12
+    assert by_role_sub[("system", "u", None)] == 4
+    assert by_role_sub[("safeguarding-lead", "u", OWN)] == 0
+    assert by_role_sub[("ed-clinician", "u", OWN)] == 0
+    assert by_role_sub[("admin", "u", OWN)] == 60
