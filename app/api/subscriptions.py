@@ -46,7 +46,7 @@ async def subscription_events(res_id: IdPath, request: Request, ctx: ContextDep)
         sub = await svc.read("Subscription", res_id)
         body = await sub_ops.events(
             svc.session, sub, ctx.settings.fhir_base, since=q.get("eventsSinceNumber"),
-            until=q.get("eventsUntilNumber"), content=q.get("content"),
+            until=q.get("eventsUntilNumber"), content=q.get("content"), caller=svc.principal,
         )
     return fhir_response(body)
 

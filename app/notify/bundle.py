@@ -26,6 +26,7 @@ class Event:
     action: str
     resource: dict[str, Any] | None  # the focus version, for full-resource payloads
     context: tuple[str, ...] = ()  # additional-context references, e.g. Patient/1
+    withheld: bool = False  # the reader may not see the focus: number and timestamp only (`$events`)
 
 
 def status_parameters(
@@ -55,7 +56,7 @@ def status_parameters(
             {"name": "event-number", "valueString": str(ev.number)},
             {"name": "timestamp", "valueInstant": format_instant(ev.occurred_at)},
         ]
-        if content != "empty":
+        if content != "empty" and not ev.withheld:
             parts.append(
                 {"name": "focus", "valueReference": {"reference": f"{fhir_base}/{ev.focus_type}/{ev.focus_id}"}}
             )
@@ -80,7 +81,9 @@ def notification_bundle(
     events: list[Event] = (),  # type: ignore[assignment]
     content: str = "id-only",
     error: str | None = None,
+    notice: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`notice`: an OperationOutcome for the status entry's `response.outcome` (events withheld)."""
     params = status_parameters(
         fhir_base=fhir_base, sub_id=sub_id, topic_url=topic_url, status=status, type_=type_,
         events_since_start=events_since_start, events=events, content=content, error=error,
@@ -91,11 +94,13 @@ def notification_bundle(
             "fullUrl": f"urn:uuid:{params['id']}",
             "resource": params,
             "request": {"method": "GET", "url": f"{fhir_base}/Subscription/{sub_id}/{operation}"},
-            "response": {"status": "200"},
+            "response": {"status": "200", **({"outcome": notice} if notice else {})},
         }
     ]
     if content != "empty":
         for ev in events:
+            if ev.withheld:
+                continue
             entry: dict[str, Any] = {"fullUrl": f"{fhir_base}/{ev.focus_type}/{ev.focus_id}"}
             if content == "full-resource" and ev.resource is not None:
                 entry["resource"] = ev.resource

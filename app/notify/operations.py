@@ -1,6 +1,14 @@
 """`$status` and `$events` on a Subscription (Backport IG operations
 https://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition-backport-subscription-status.html and
--events.html): the current status and event count, and a replay of any event-number range."""
+-events.html): the current status and event count, and a replay of any event-number range.
+
+Only the Subscription's creator (or an admin) reaches these (the read before them answers 404 to anyone
+else). `$events` is authorised again for its caller, event by event, as a read of the focus would be: an
+event whose focus the caller may not read keeps its number and timestamp (the numbering stays gap-free)
+but loses its focus, context and resource, and the restricted ones among them are counted in the notice
+a search gives (`labels.withheld_issue`, on the status entry's `response.outcome`). `content` may narrow
+the Subscription's own payload, never widen it.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +18,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, NotFound, operation_outcome
 from app.fhir.bundles import transient_entry
 from app.notify.bundle import Event, notification_bundle, status_parameters
 from app.notify.delivery import _context_refs
 from app.notify.subscriptions import CONTENT_CODES, PAYLOAD_EXT
 from app.notify.topics import TOPICS
+from app.security.labels import withheld_issue
+from app.security.policy import Visibility, visibility
+from app.security.principal import Principal
 from app.storage.notify_tables import notification, subscription_state
 from app.storage.repository import StoredResource
-from app.storage.tables import resource_version
+from app.storage.tables import resource, resource_version
 
 MAX_REPLAY = 1000
 
@@ -63,38 +74,52 @@ def _number(name: str, raw: str | None) -> int | None:
     return int(raw)
 
 
+def narrowed(requested: str | None, own: str) -> str:
+    """The payload `$events` answers with: the one asked for if it is no wider than the Subscription's."""
+    if requested is not None and CONTENT_CODES.index(requested) < CONTENT_CODES.index(own):
+        return requested
+    return own
+
+
 async def events(
     session: AsyncSession, sub: StoredResource, fhir_base: str, *, since: str | None, until: str | None,
-    content: str | None,
+    content: str | None, caller: Principal | None,
 ) -> dict[str, Any]:
     lo, hi = _number("eventsSinceNumber", since), _number("eventsUntilNumber", until)
     if content is not None and content not in CONTENT_CODES:
         raise BadRequest(f"content must be one of {', '.join(CONTENT_CODES)}", msg_id="SF-0721", expression="content")
     if sub.content.get("criteria") not in TOPICS:
         raise NotFound("This Subscription has no events", msg_id="SF-0722")
-    n = notification.c
-    stmt = select(n.event_number, n.occurred_at, n.focus_type, n.focus_id, n.focus_version, n.action).where(
-        n.sub_id == sub.id
+    n, v, r = notification.c, resource_version.c, resource.c
+    stmt = (
+        select(n.event_number, n.occurred_at, n.focus_type, n.focus_id, n.focus_version, n.action, v.content,
+               r.created_by_org)
+        .select_from(notification)
+        .outerjoin(resource_version, (v.res_type == n.focus_type) & (v.res_id == n.focus_id)
+                   & (v.version_id == n.focus_version))
+        .outerjoin(resource, (r.res_type == n.focus_type) & (r.res_id == n.focus_id))
+        .where(n.sub_id == sub.id)
     )
     if lo is not None:
         stmt = stmt.where(n.event_number >= lo)
     if hi is not None:
         stmt = stmt.where(n.event_number <= hi)
     rows = (await session.execute(stmt.order_by(n.event_number).limit(MAX_REPLAY))).all()
-    code = content or _content_code(sub)
-    evs = []
-    v = resource_version.c
+    code = narrowed(content, _content_code(sub))
+    evs, withheld = [], 0
     for row in rows:
-        body = (
-            await session.execute(
-                select(v.content).where(v.res_type == row.focus_type, v.res_id == row.focus_id,
-                                        v.version_id == row.focus_version)
-            )
-        ).scalar_one_or_none()
+        body = row.content
+        seen = Visibility.HIDDEN if body is None else (
+            Visibility.VISIBLE if caller is None
+            else visibility(caller, row.focus_type, body, row.created_by_org, interaction="read"))
+        withheld += seen is Visibility.WITHHELD
+        shown = seen is Visibility.VISIBLE
         evs.append(Event(int(row.event_number), row.occurred_at, row.focus_type, row.focus_id, row.focus_version,
-                         row.action, body if code == "full-resource" else None, tuple(_context_refs(body))))
+                         row.action, body if shown and code == "full-resource" else None,
+                         tuple(_context_refs(body)) if shown else (), withheld=not shown))
     return notification_bundle(
         fhir_base=fhir_base, sub_id=sub.id, topic_url=str(sub.content.get("criteria")),
         status=str(sub.content.get("status")), type_="query-event", events_since_start=await _count(session, sub.id),
         now=datetime.now(timezone.utc).replace(tzinfo=None), events=evs, content=code,
+        notice=operation_outcome([withheld_issue(withheld)]) if withheld else None,
     )
