@@ -5,8 +5,8 @@ https://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition-backport-subs
 Only the Subscription's creator (or an admin) reaches these (the read before them answers 404 to anyone
 else). `$events` is authorised again for its caller, event by event, as a read of the focus would be: an
 event whose focus the caller may not read keeps its number and timestamp (the numbering stays gap-free)
-but loses its focus, context and resource, and the restricted ones among them are counted in the notice
-a search gives (`labels.withheld_issue`, on the status entry's `response.outcome`). `content` may narrow
+but loses its focus, context and resource; when a restricted one is among them, the notice a search
+gives (`labels.withheld_issue`) is on the status entry's `response.outcome`. `content` may narrow
 the Subscription's own payload, never widen it.
 """
 
@@ -106,13 +106,13 @@ async def events(
         stmt = stmt.where(n.event_number <= hi)
     rows = (await session.execute(stmt.order_by(n.event_number).limit(MAX_REPLAY))).all()
     code = narrowed(content, _content_code(sub))
-    evs, withheld = [], 0
+    evs, withheld = [], False
     for row in rows:
         body = row.content
         seen = Visibility.HIDDEN if body is None else (
             Visibility.VISIBLE if caller is None
             else visibility(caller, row.focus_type, body, row.created_by_org, interaction="read"))
-        withheld += seen is Visibility.WITHHELD
+        withheld |= seen is Visibility.WITHHELD
         shown = seen is Visibility.VISIBLE
         evs.append(Event(int(row.event_number), row.occurred_at, row.focus_type, row.focus_id, row.focus_version,
                          row.action, body if shown and code == "full-resource" else None,
@@ -121,5 +121,5 @@ async def events(
         fhir_base=fhir_base, sub_id=sub.id, topic_url=str(sub.content.get("criteria")),
         status=str(sub.content.get("status")), type_="query-event", events_since_start=await _count(session, sub.id),
         now=datetime.now(timezone.utc).replace(tzinfo=None), events=evs, content=code,
-        notice=operation_outcome([withheld_issue(withheld)]) if withheld else None,
+        notice=operation_outcome([withheld_issue()]) if withheld else None,
     )

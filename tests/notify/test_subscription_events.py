@@ -105,7 +105,7 @@ async def test_restricted_events_are_withheld_with_the_search_notice(
     api: httpx.AsyncClient, notify_ctx: AppContext, dispatcher: Dispatcher
 ) -> None:
     """A caller that may read Flags but not restricted ones (not cleared, not the authoring organisation)
-    gets the event's number and time and the notice a search gives."""
+    gets the event's number and time and the notice a search gives (which carries no number)."""
     child = await _child(api)
     r = await api.post("/fhir/Subscription", json=_flag_subscription(child, "full-resource"))
     sid = r.json()["id"]
@@ -122,6 +122,6 @@ async def test_restricted_events_are_withheld_with_the_search_notice(
     assert bundle["entry"][0]["response"] == {"status": "200", "outcome": {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "information", "code": "suppressed", "diagnostics": (
-            "SF-0820: 1 restricted record was withheld from this result. Restricted records are visible only to "
-            "safeguarding leads and to the organisation that wrote them; ask your safeguarding lead if you "
-            "need to know what they hold")}]}}
+            "SF-0820: Restricted records about the patient(s) of this search were withheld from this result. "
+            "Restricted records are visible only to safeguarding leads and to the organisation that wrote them; "
+            "ask your safeguarding lead if you need to know what they hold")}]}}
