@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from app.cli_errors import describe, fail, run
 from app.config import Settings, get_settings
 
 app = typer.Typer(help="SafeFlag: FHIR R4 safeguarding service", no_args_is_help=True, add_completion=False)
@@ -38,8 +39,7 @@ def _migrate_or_exit() -> None:
     try:
         asyncio.run(_migrate())
     except (OSError, SQLAlchemyError) as exc:
-        console.print(f"[red]cannot migrate the database:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
-        raise typer.Exit(1) from exc
+        raise fail(f"cannot migrate the database: {describe(exc)}", 1) from None
 
 
 @app.command()
@@ -107,8 +107,7 @@ def _issuer_key_or_exit(settings: Settings) -> None:
     try:
         load_or_create_issuer_key(settings.data_dir)
     except InsecureKeyError as exc:
-        console.print(f"[red]refusing to start:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"refusing to start: {exc}") from None
 
 
 def _print_banner(settings: Settings, host: str, port: int, workers: int) -> None:
@@ -156,5 +155,10 @@ from app.demo.cli import register as _register_demo  # noqa: E402  (demo)
 _register_demo(app)
 
 
+def main() -> None:
+    """The `safeflag` console script: errors are one plain line on stderr (app/cli_errors.py)."""
+    sys.exit(run(app))
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from app.cli_errors import describe, fail, say_error
 from app.config import get_settings
 from app.security.keys import InsecureKeyError
 
@@ -99,7 +100,7 @@ async def run(out: Console) -> int:
             await upgrade(ctx.engine)
             app = create_app(ctx=ctx)
         except (OSError, SQLAlchemyError) as exc:
-            out.print(f"[red]cannot migrate the database:[/red] {escape(f'{type(exc).__name__}: {exc}')}")
+            say_error(f"cannot migrate the database: {describe(exc)}")
             return 1
         async with app.router.lifespan_context(app):
             stop = asyncio.Event()
@@ -135,8 +136,7 @@ def demo() -> None:
     try:
         code = asyncio.run(run(out))
     except InsecureKeyError as exc:
-        Console(stderr=True).print(f"[red]refusing to start:[/red] {escape(str(exc))}")
-        code = 2
+        raise fail(f"refusing to start: {exc}") from None
     raise typer.Exit(code)
 
 

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from app.cli_errors import describe, fail
 from app.config import get_settings
 from app.safeguarding.caseload import CaseloadFileError, Report, Row, import_rows, read_rows
 
@@ -44,14 +45,12 @@ def import_caseload(
         with open(file, encoding="utf-8-sig", newline="") as stream:
             rows, bad = read_rows(stream)
     except (OSError, UnicodeDecodeError, CaseloadFileError) as exc:
-        err.print(f"[red]error:[/red] cannot read {file}: {exc}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(f"cannot read {file}: {exc}") from None
     report = Report(rows=len(rows) + len(bad), bad=bad)
     try:
         asyncio.run(_import(rows, report, batch_size))
     except (OSError, SQLAlchemyError) as exc:
-        err.print(f"[red]error:[/red] database: {type(exc).__name__}: {exc}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(f"database: {describe(exc)}") from None
     err.print(
         f"{report.rows} rows: {report.imported} imported, {report.unchanged} already there, "
         f"{len(report.bad)} bad; CareTeams {report.care_teams_created} created, "

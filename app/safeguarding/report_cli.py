@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.cli_errors import describe, fail
 from app.config import get_settings
 from app.errors import FhirError
 from app.safeguarding.report import Number, Report, Tally, governance_report, month_range, to_rows
@@ -30,11 +31,6 @@ TREND_MONTHS = 12
 COUNTS = ("referral-copies", "ed-notifications", "ed-overdue", "ed-unrouted", "access-notifications")
 SHARES = ("referral-qa-share", "ed-acknowledged-on-time-share")
 SECONDS = ("ed-delivery-median-seconds", "ed-delivery-p95-seconds")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return typer.Exit(code)
 
 
 def months_up_to(month: str, n: int) -> list[str]:
@@ -147,22 +143,24 @@ def report(
     from app.safeguarding.referral_rules import organization_param
 
     if format not in FORMATS:
-        raise _fail(f"--format must be one of {', '.join(FORMATS)}, not '{format}'")
+        raise fail(f"--format must be one of {', '.join(FORMATS)}, not '{format}'")
     try:
         month_range(month)
         ref = organization_param(org, get_settings().fhir_base) if org is not None else None
         now = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC)
     except FhirError as exc:
-        raise _fail(exc.issues[0].to_fhir()["diagnostics"]) from exc
+        raise fail(exc.issues[0].to_fhir()["diagnostics"]) from exc
     except ValueError as exc:
-        raise _fail(f"--as-of must be an ISO 8601 instant, not '{as_of}'") from exc
+        raise fail(f"--as-of must be an ISO 8601 instant, not '{as_of}'") from exc
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
+    if chart and not chart.parent.is_dir():  # before any work or output
+        raise fail(f"--chart: {chart.parent} is not a directory")
     months = months_up_to(month, TREND_MONTHS) if chart else [month]
     try:
         reports = asyncio.run(_reports(months, ref, now))
     except (OSError, SQLAlchemyError) as exc:
-        raise _fail(f"cannot read the database: {type(exc).__name__}: {exc}", 1) from exc
+        raise fail(f"cannot read the database: {describe(exc)}", 1) from exc
     current = reports[-1]
     if format == "json":
         print(json.dumps(to_rows(current), indent=2))
@@ -171,8 +169,11 @@ def report(
     else:
         print_table(current)
     if chart:
-        draw_chart(reports, chart, ref)
-        err.print(f"chart written to {chart}")
+        try:
+            draw_chart(reports, chart, ref)
+        except OSError as exc:  # not writable, disk full...
+            raise fail(f"--chart: cannot write {chart}: {exc.strerror or exc}", 1) from None
+        err.print(f"chart written to {chart}", soft_wrap=True, markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from app.cli_errors import fail
 from app.config import Settings, get_settings
 from app.security.clients import ClientRegistration, put_client, validate_client_scope, validate_jwks
 from app.security.keys import InsecureKeyError, load_or_create_issuer_key
@@ -28,17 +29,12 @@ from app.security.tokens import TokenIssuer, default_scope
 console = Console(stderr=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code=2)
-
-
 def _ref(value: str | None, option: str, types: tuple[str, ...]) -> str | None:
     if value is None:
         return None
     rtype, _, rid = value.partition("/")
     if rtype not in types or not rid:
-        raise _fail(f"{option} must look like {types[0]}/<id>, not '{value}'")
+        raise fail(f"{option} must look like {types[0]}/<id>, not '{value}'")
     return value
 
 
@@ -66,19 +62,19 @@ def token(
 ) -> None:
     """Print one signed bearer token (compact JWT) from the local issuer key."""
     if role not in ROLES:
-        raise _fail(f"--role must be one of {', '.join(ROLES)}")
+        raise fail(f"--role must be one of {', '.join(ROLES)}")
     _ref(org, "--org", ("Organization",))
     _ref(practitioner, "--practitioner", ("Practitioner", "PractitionerRole"))
     if scope is not None:
         context = "system" if role == "system" else "user"
         useful = [p for p in scope.split() if (s := parse_scope(p)) is not None and s.context == context]
         if not useful:
-            raise _fail(f"--scope grants nothing to role {role}: it needs {context}/ resource scopes")
+            raise fail(f"--scope grants nothing to role {role}: it needs {context}/ resource scopes")
     try:
         text = mint_token(get_settings(), sub=sub, role=role, org=org, practitioner=practitioner,
                           care_setting=care_setting, scope=scope, ttl=ttl)
     except InsecureKeyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(text)
 
 
@@ -104,17 +100,17 @@ def client_add(
 ) -> None:
     """Register (or replace) a SMART Backend Services client."""
     if not client_id or len(client_id) > 256:
-        raise _fail("--id must be 1 to 256 characters")
+        raise fail("--id must be 1 to 256 characters")
     _ref(org, "--org", ("Organization",))
     try:
         jwks = validate_jwks(json.loads(jwks_file.read_text(encoding="utf-8")))
         scopes = validate_client_scope(scope)
     except OSError as exc:
-        raise _fail(f"cannot read {jwks_file}: {exc.strerror}") from None
+        raise fail(f"cannot read {jwks_file}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise _fail(f"{jwks_file} is not JSON: {exc}") from None
+        raise fail(f"{jwks_file} is not JSON: {exc}") from None
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     created = asyncio.run(_register(get_settings(), ClientRegistration(client_id, jwks, scopes, org)))
     console.print(f"[green]{'registered' if created else 'updated'}[/green] client {client_id} "
                   f"({len(jwks['keys'])} key(s); scopes: {scopes})")

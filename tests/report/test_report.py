@@ -150,3 +150,20 @@ def test_cli_refuses_bad_options() -> None:
                           (["--month", "2026-01", "--as-of", "soon"], "--as-of must be an ISO 8601 instant")):
         result = CliRunner().invoke(cli, ["report", *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+async def test_cli_chart_to_a_bad_path(month: AppContext, tmp_path: Any) -> None:
+    """One plain line on stderr, no traceback: a missing directory is refused before any work (exit 2),
+    a path that cannot be written after the figures (exit 1)."""
+    missing = tmp_path / ("[no]-" + "d" * 120) / ("e" * 100) / "x.png"
+    result = await asyncio.to_thread(run_cli, month, "--month", "2026-02", "--chart", str(missing))
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == f"error: --chart: {missing.parent} is not a directory\n"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    folder = tmp_path / "already-a-directory.png"
+    folder.mkdir()
+    result = await asyncio.to_thread(run_cli, month, "--month", "2026-02", "--format", "json", "--chart", str(folder),
+                                     "--as-of", "2026-02-03T12:00:00Z")
+    assert result.exit_code == 1 and json.loads(result.stdout)  # the figures, then the failure
+    assert result.stderr == f"error: --chart: cannot write {folder}: Is a directory\n"
+    assert result.exception is None or isinstance(result.exception, SystemExit)

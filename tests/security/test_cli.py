@@ -92,13 +92,22 @@ def test_client_add_registers_and_replaces(env: Path) -> None:
 
 
 @pytest.mark.parametrize("content, scope, message", [
-    ("{not json", "system/Encounter.c", "is not JSON"),
-    ('{"keys": []}', "system/Encounter.c", "non-empty 'keys' list"),
-    (None, "user/Flag.rs", "is not a SMART v2 system/ resource scope"),
+    ("{not json", "system/Encounter.c",
+     "{path} is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ('{"keys": []}', "system/Encounter.c", "the JWKS must be an object with a non-empty 'keys' list"),
+    (None, "user/Flag.rs", "'user/Flag.rs' is not a SMART v2 system/ resource scope (e.g. system/Encounter.c)"),
 ])
 def test_client_add_refuses(env: Path, content: str | None, scope: str, message: str) -> None:
+    """One plain line on stderr whatever the path's length (over 200 characters here; Rich used to
+    wrap it at 80 columns) and whatever brackets it holds."""
     key = SigningKey.from_private(ec.generate_private_key(ec.SECP384R1()))
-    jwks_file = env / "jwks.json"
+    folder = env / ("[deep]-" + "d" * 100) / ("e" * 100)
+    folder.mkdir(parents=True)
+    jwks_file = folder / "jwks.json"
+    assert len(str(jwks_file)) > 200
     jwks_file.write_text(content if content is not None else json.dumps(key.jwk()))
-    result = runner.invoke(app, ["client", "add", "--id", "c", "--jwks-file", str(jwks_file), "--scope", scope])
-    assert result.exit_code == 2 and message in result.stderr
+    result = runner.invoke(app, ["client", "add", "--id", "c", "--jwks-file", str(jwks_file), "--scope", scope],
+                           env={"COLUMNS": "40"})
+    assert result.exit_code == 2
+    assert result.stderr == "error: " + message.replace("{path}", str(jwks_file)) + "\n"
+    assert result.stdout == ""
