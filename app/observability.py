@@ -5,6 +5,10 @@ every response (echoed when the client sends a sane one, generated otherwise), t
 counts it by FHIR interaction (the route name) and status, and writes one JSON access-log line.
 It must stay the outermost middleware so that every response, errors included, carries the id.
 
+A client that goes away before its request body has arrived (Starlette's `ClientDisconnect`) is no
+server error: nothing is answered (nobody is listening), it is logged at INFO as "client aborted"
+and counted with status 499, the "client closed request" convention of nginx.
+
 Metric names follow https://prometheus.io/docs/practices/naming/ (`_total`, `_seconds`).
 """
 
@@ -21,6 +25,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import Issue, operation_outcome
@@ -30,6 +35,7 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 log = logging.getLogger("safeflag")
+CLIENT_CLOSED_REQUEST = 499
 
 
 class Metrics:
@@ -96,6 +102,8 @@ class RequestMiddleware:
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            state["status"] = CLIENT_CLOSED_REQUEST
         except Exception:
             # Handled here rather than by Starlette's ServerErrorMiddleware, which sits outside this
             # middleware: its 500 would lack X-Request-Id and its log line the request id.
@@ -120,7 +128,8 @@ class RequestMiddleware:
         level = logging.ERROR if status >= 500 else logging.INFO
         if log.isEnabledFor(level):
             # The path only: query strings carry NHS numbers, which do not belong in logs.
-            log.log(level, "request", extra={
+            message = "client aborted" if status == CLIENT_CLOSED_REQUEST else "request"
+            log.log(level, message, extra={
                 "method": scope["method"], "path": scope["path"], "status": status,
                 "interaction": interaction, "duration_ms": round(elapsed * 1000, 2),
             })
