@@ -220,8 +220,9 @@ class FhirService(ReadInteractions):
             raise Unprocessable("The patch must leave a JSON object", msg_id="SF-0121")
         if patched.get("id") != res_id or patched.get("resourceType") != rtype:
             raise Unprocessable("A patch may not change resourceType or id", msg_id="SF-0122", expression=f"{rtype}.id")
-        # the patched resource is checked exactly like an update body (400 structure, 422 rules)
+        # the patched resource is checked, labelled and authorised exactly like the same body in a PUT
         validate_resource(rtype, patched, url_id=res_id, require_id=True)
+        patched = self.guard.labels(patched)
         self.guard.check("patch", rtype, patched, current=current.content, created_by_org=current.created_by_org,
                          res_id=res_id)
         return await self._write_over(current, patched, None)

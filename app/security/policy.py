@@ -295,7 +295,8 @@ def decide(
     - read, vread, history, delete: `resource` is the stored record (None: a type-level check).
     - search: `resource` None; filter the results with `visibility`/`visible`.
     - create: `resource` is the incoming content (update-as-create: ask for "create").
-    - update, patch: `resource` is the new content and `current` the stored record.
+    - update, patch: `resource` is the new content (a patch's result) and `current` the stored record.
+    With no `resource` and no `current` the check is type-level: the role table and the scopes only.
     `created_by_org` is the stored record's `resource.created_by_org`.
     """
     action = _ACTIONS[letter_of(interaction)]
@@ -340,7 +341,7 @@ def decide(
                               f"own organisation" + (" that they or their team own" if reach is OWN else ""), "SF-0803")
     elif action == "update":
         condition = UPDATE[resource_type][col][1]
-    if condition:
+    if condition and resource is not None:  # content conditions need content: none in a type-level check
         why = _condition(condition, resource, current)
         if why is None and condition != "status" and current is not None:
             why = _condition(condition, current, None)  # the stored record must meet it too
@@ -376,7 +377,8 @@ def check_write_allowed(resource_type: str, interaction: str) -> None:
             msg_id="SF-0405",
         )
     if interaction in ("create", "update", "patch") and resource_type in SERVER_WRITTEN:
+        done = "patched" if interaction == "patch" else f"{interaction}d"
         raise MethodNotAllowed(
-            f"{resource_type} is written by the server only; it cannot be {interaction}d through the API",
+            f"{resource_type} is written by the server only; it cannot be {done} through the API",
             msg_id="SF-0406",
         )
