@@ -62,9 +62,10 @@ class AppContext:
     @asynccontextmanager
     async def unit_of_work(
         self, principal: Principal | None = None, *, request_id: str | None = None,
-        client_address: str | None = None, scheduled: bool = False,
+        client_address: str | None = None, scheduled: bool = False, metrics: object = None,
     ) -> AsyncIterator[FhirService]:
-        """One transaction: committed when the block ends normally, rolled back on any exception.
+        """One transaction: committed when the block ends normally, rolled back on any exception; after
+        the commit, the writes' committed work (`FhirService.notes`) runs with `metrics` (the app's).
 
         With a `principal`, every access is decided by the policy and audited in the same transaction;
         a refused or failed access is audited afterwards in a transaction of its own."""
@@ -85,6 +86,8 @@ class AppContext:
                     yield svc
                 if session.info.pop("outbox", False):
                     self.wake.set()
+            if svc is not None:
+                svc.notes.run_committed(metrics)
         except Exception as exc:
             if svc is not None:
                 await self._audit_attempt(svc, exc)

@@ -59,6 +59,10 @@ class Metrics:
             "safeflag_db_pool_checked_out", "Database connections in use", registry=self.registry
         )
         self.pool_size = Gauge("safeflag_db_pool_size", "Database pool size", registry=self.registry)
+        self.ed_unrouted = Counter(
+            "safeflag_ed_unrouted_total", "ED notices routed to no health visitor, school nurse or team, by reason",
+            ["reason"], registry=self.registry,
+        )
         self.pool_overflow = Gauge(
             "safeflag_db_pool_overflow", "Database connections opened beyond the pool size", registry=self.registry
         )

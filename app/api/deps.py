@@ -122,4 +122,5 @@ def unit_of_work(request: Request) -> AbstractAsyncContextManager[FhirService]:
         client_address=request.client.host if request.client else None,
         # `X-Access-Context: scheduled`: a silent (still audited) read, no access notification
         scheduled=(request.headers.get("x-access-context") or "").strip().lower() == "scheduled",
+        metrics=request.app.state.metrics,
     )

@@ -51,6 +51,8 @@ def answer_response(answer: Answer) -> Response:
         headers["Last-Modified"] = http_date(answer.stored)
     if answer.location:
         headers["Location"] = answer.location
+    if answer.headers:
+        headers.update(answer.headers)
     body = answer.resource if answer.resource is not None else answer.outcome
     if body is None:
         return Response(status_code=answer.status, headers=headers)

@@ -48,7 +48,7 @@ async def transaction(request: Request, ctx: ContextDep) -> Response:
     body = await json_body(request, ctx)
     async with unit_of_work(request) as svc:
         bundle = await process(svc, body, preferences(request))
-    return fhir_response(bundle)
+    return fhir_response(bundle, headers=svc.notes.header_values() or None)
 
 
 @router.get("/healthz", name="healthz", tags=["operations"])

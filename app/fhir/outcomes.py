@@ -3,12 +3,14 @@ that `Prefer: return=` asks for (https://hl7.org/fhir/R4/http.html#ops).
 
 One function serves both an HTTP response (`app/api/responses.py`) and a batch/transaction
 `Bundle.entry.response` (https://hl7.org/fhir/R4/bundle-definitions.html#Bundle.entry.response), so an
-entry is answered exactly as the same request sent alone.
+entry is answered exactly as the same request sent alone. Warnings raised by a write's rules (an ED
+notice routed to no one) join the OperationOutcome of `return=OperationOutcome`, and are a Bundle
+entry's `response.outcome` whatever the return mode; the headers they ask for go on the HTTP response.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -46,6 +48,8 @@ class Answer:
     location: str | None
     resource: dict[str, Any] | None = None  # Prefer: return=representation
     outcome: dict[str, Any] | None = None  # Prefer: return=OperationOutcome
+    warnings: tuple[Issue, ...] = ()  # from the write's rules: a Bundle entry's `response.outcome` carries them
+    headers: dict[str, str] | None = None  # response headers the write's rules asked for
 
 
 def answer_write(outcome: Outcome, fhir_base: str, return_mode: str | None) -> Answer:
@@ -54,17 +58,14 @@ def answer_write(outcome: Outcome, fhir_base: str, return_mode: str | None) -> A
     if outcome.status == 204 or stored is None:
         return Answer(204, stored, None)
     loc = location(fhir_base, stored) if outcome.location or outcome.status == 201 else None
+    told = Answer(outcome.status, stored, loc, warnings=tuple(outcome.issues), headers=outcome.headers or None)
     if return_mode == "minimal":
-        return Answer(outcome.status, stored, loc)
+        return told
     if return_mode == "OperationOutcome":
         verb = "created" if outcome.status == 201 else "processed"
-        issues = outcome.issues or [
-            Issue(
-                "informational", f"{stored.resource_type}/{stored.id} {verb}", "information", msg_id="SF-0001"
-            )
-        ]
-        return Answer(outcome.status, stored, loc, outcome=operation_outcome(issues))
-    return Answer(outcome.status, stored, loc, resource=stored.content)
+        done = Issue("informational", f"{stored.resource_type}/{stored.id} {verb}", "information", msg_id="SF-0001")
+        return replace(told, outcome=operation_outcome([done, *outcome.issues]))
+    return replace(told, resource=stored.content)
 
 
 def answer_read(stored: StoredResource, if_none_match: str | None) -> Answer:

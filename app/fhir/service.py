@@ -5,8 +5,11 @@ entry behaves exactly like the same request sent alone. Nothing here commits.
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from app.config import Settings
@@ -27,8 +30,72 @@ class Outcome:
     status: int
     stored: StoredResource | None = None
     body: dict[str, Any] | None = None
-    issues: list[Issue] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)  # warnings from the write's rules (Notes)
     location: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # response headers the write's rules asked for
+
+
+log = logging.getLogger("safeflag")
+
+
+@dataclass
+class Notes:
+    """What the rules of a write (app/fhir/hooks.py) tell beside its result: warning `issues` (in the
+    OperationOutcome of `Prefer: return=OperationOutcome` and a Bundle entry's `response.outcome`),
+    response `headers` (several values of one header are listed once each, comma-separated), and
+    `committed` work (log lines, metrics) run only once the unit of work has committed, with the
+    app's Metrics (None outside a request)."""
+
+    issues: list[Issue] = field(default_factory=list)
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    committed: list[Callable[[Any], None]] = field(default_factory=list)
+
+    def header(self, name: str, value: str) -> None:
+        values = self.headers.setdefault(name, [])
+        if value not in values:
+            values.append(value)
+
+    def header_values(self) -> dict[str, str]:
+        return {name: ", ".join(values) for name, values in self.headers.items()}
+
+    def merge(self, other: Notes) -> None:
+        self.issues += other.issues
+        for name, values in other.headers.items():
+            for value in values:
+                self.header(name, value)
+        self.committed += other.committed
+
+    def run_committed(self, metrics: Any) -> None:
+        for work in self.committed:
+            try:
+                work(metrics)
+            except Exception:  # noqa: BLE001 - the write is committed: its answer must not become a 500
+                log.exception("after-commit work failed")
+
+
+W = TypeVar("W", bound=Callable[..., Awaitable[Outcome]])
+
+
+def noted(method: W) -> W:
+    """A write interaction whose rules' Notes go on its Outcome and join the unit of work's (`svc.notes`)
+    only when it succeeds, so a batch entry that fails leaves none behind. A write called by another
+    (a conditional update that creates) is collected by the outer one."""
+
+    @functools.wraps(method)
+    async def run(self: FhirService, *args: Any, **kwargs: Any) -> Outcome:
+        if self.writing is not None:
+            return await method(self, *args, **kwargs)
+        self.writing = notes = Notes()
+        try:
+            outcome: Outcome = await method(self, *args, **kwargs)
+        finally:
+            self.writing = None
+        outcome.issues += notes.issues
+        outcome.headers |= notes.header_values()
+        self.notes.merge(notes)
+        return outcome
+
+    return run  # type: ignore[return-value]
 
 
 def parse_version(raw: str | None) -> int | None:
@@ -81,6 +148,12 @@ class FhirService(ReadInteractions):
         self.settings = settings
         self.principal = principal  # app.security.principal.Principal, None for the server's own work
         self.guard = guard or Guard(principal, repo, server=settings.fhir_base, now=repo.clock.now)
+        self.notes = Notes()  # of every successful write of this unit of work
+        self.writing: Notes | None = None  # of the write under way
+
+    def note(self) -> Notes:
+        """Where a rule of the write under way puts what it has to tell (Notes)."""
+        return self.writing if self.writing is not None else self.notes
 
     @property
     def org(self) -> str | None:
@@ -88,6 +161,7 @@ class FhirService(ReadInteractions):
         return getattr(self.principal, "org", None)
 
     # -- writes ------------------------------------------------------------------------------
+    @noted
     async def create(
         self,
         resource_type: str,
@@ -113,6 +187,7 @@ class FhirService(ReadInteractions):
         await self.guard.audited(stored)
         return Outcome(201, stored, location=True)
 
+    @noted
     async def update(
         self, resource_type: str, res_id: str, body: Any, *, if_match: str | None = None
     ) -> Outcome:
@@ -152,6 +227,7 @@ class FhirService(ReadInteractions):
         await self.guard.audited(stored)
         return Outcome(200, stored)
 
+    @noted
     async def conditional_update(
         self, resource_type: str, query: list[tuple[str, str]], body: Any, *, if_match: str | None = None
     ) -> Outcome:
@@ -185,6 +261,7 @@ class FhirService(ReadInteractions):
             )
         return await self._write_over(current, {**body, "id": current.id}, parse_version(if_match))
 
+    @noted
     async def patch(
         self, resource_type: str, res_id: str, patch_body: Any, content_type: str, *, if_match: str | None = None
     ) -> Outcome:
@@ -195,6 +272,7 @@ class FhirService(ReadInteractions):
         current = await self._existing(resource_type, res_id)
         return await self._patch(current, patch_body, content_type, parse_version(if_match))
 
+    @noted
     async def conditional_patch(
         self, resource_type: str, query: list[tuple[str, str]], patch_body: Any, content_type: str,
         *, if_match: str | None = None,

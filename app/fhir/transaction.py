@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from app.errors import BadRequest, FhirError, Issue
+from app.errors import BadRequest, FhirError, Issue, operation_outcome
 from app.fhir.bundle_request import (
     KINDS,
     Entry,
@@ -93,6 +93,8 @@ def entry_json(answer: Answer, fhir_base: str) -> dict[str, Any]:
         response["lastModified"] = format_instant(stored.last_updated)
     if answer.outcome is not None:
         response["outcome"] = answer.outcome
+    elif answer.warnings:  # "hints and warnings produced as part of processing this entry" (R4)
+        response["outcome"] = operation_outcome(answer.warnings)
     out["response"] = response
     return out
 

@@ -1,5 +1,6 @@
 """ED attendance rules on every Encounter write (contract section 5): notices and Tasks in the same
-transaction as the Encounter, so a committed attendance always has its notices."""
+transaction as the Encounter, so a committed attendance always has its notices; a notice routed to
+no one is told to the writer, the log and the metrics (unrouted.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from app.fhir.hooks import after_write
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.rules import on_encounter_write
+from app.safeguarding.unrouted import tell
 from app.storage.repository import utc_ms
 
 if TYPE_CHECKING:
@@ -20,6 +22,7 @@ async def ed_attendance(
     svc: FhirService, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
 ) -> None:
     # `previous` is None only for a brand-new Encounter (a re-created deleted one has its deleted version)
-    await on_encounter_write(svc.repo, Lookup(svc.session, svc.settings.fhir_base), stored,
-                             utc_ms(svc.repo.clock.now()), first_write=previous is None,
-                             region=svc.settings.holidays_region)
+    sent = await on_encounter_write(svc.repo, Lookup(svc.session, svc.settings.fhir_base), stored,
+                                    utc_ms(svc.repo.clock.now()), first_write=previous is None,
+                                    region=svc.settings.holidays_region)
+    tell(svc.note(), stored, sent, svc.settings.fhir_base)

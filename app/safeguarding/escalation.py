@@ -20,7 +20,7 @@ from typing import Any
 from app.context import AppContext
 from app.errors import Conflict
 from app.safeguarding.lookup import Lookup
-from app.safeguarding.routing import CARE_TEAM_ROLE, care_team_member
+from app.safeguarding.routing import care_team_member, lead_of
 from app.safeguarding.rules import COMM_CATEGORY
 from app.safeguarding.tasks import ESCALATED, OPEN_STATUSES, TASK_CODES, due_of, is_escalated, is_overdue
 from app.storage.repository import StoredResource, format_instant, utc_ms
@@ -42,11 +42,7 @@ async def lead_for(lookup: Lookup, task: dict[str, Any], now: datetime) -> dict[
             return member
     org = await lookup.organization_of(task.get("owner"))
     if org:
-        roles = await lookup.search("PractitionerRole", [("organization", org), ("role", f"{CARE_TEAM_ROLE}|safeguarding-lead"),
-                                                         ("_sort", "_id")], count=1)
-        if roles:
-            return {"reference": f"PractitionerRole/{roles[0].id}"}
-        return {"reference": org}
+        return await lead_of(lookup, org) or {"reference": org}
     return None
 
 

@@ -47,15 +47,22 @@ class Lookup:
 
     async def resolve_subject(self, subject: dict[str, Any] | None) -> StoredResource | None:
         """A subject given by reference, or by NHS-number identifier only (contract section 5)."""
+        found = await self.subject_matches(subject)
+        return found[0] if len(found) == 1 else None
+
+    async def subject_matches(self, subject: dict[str, Any] | None) -> list[StoredResource]:
+        """The live Patients a subject may stand for: by reference one or none; by NHS-number identifier
+        none, one, or two (a duplicate record: then it stands for neither)."""
         if not isinstance(subject, dict):
-            return None
+            return []
         ref = subject.get("reference")
         if isinstance(ref, str) and ref.startswith("Patient/"):
-            return await self.get(ref)
+            found = await self.get(ref)
+            return [found] if found is not None else []
         ident = subject.get("identifier")
         if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM and ident.get("value"):
-            return await self.patient_by_nhs_number(str(ident["value"]))
-        return None
+            return await self.patients_by_nhs_number(str(ident["value"]))
+        return []
 
     async def organization_of(self, reference: dict[str, Any] | None) -> str | None:
         """The team (Organization reference) of a Task owner or notice recipient: the Organization

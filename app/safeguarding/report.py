@@ -12,8 +12,10 @@ provider organisation. Every figure is computed from stored data, as of `now`:
   the first `delivered_at` of its subscription notifications (notices never delivered are left out;
   p95 by nearest rank); `ed-acknowledged-on-time-share`: over the notices' acknowledge Tasks whose due
   time (`restriction.period.end`) has passed or that are completed, the share completed by the due
-  time; `ed-overdue`: those Tasks still open with the due time passed; `ed-unrouted`: notices with no
-  recipient.
+  time; `ed-overdue`: those Tasks still open with the due time passed; `ed-unrouted`: notices routed
+  to no health visitor, school nurse or team (tagged with an unrouted reason, even when they went to
+  the ED's safeguarding lead, or with no recipient), followed when above 0 by `ed-unrouted-list`
+  (valueUri): the search that lists the acknowledgement Tasks nobody owns.
 - `access-notifications`: access-notification Communications `sent` in the month.
 - `flags-<category>`: Flags first stored in the month, per `safeguarding-flag-category` code (not
   entered-in-error), only categories with at least one.
@@ -42,6 +44,7 @@ from app.safeguarding.referral_rules import DOC_TYPE, QA_OUTCOME, TASK_CODE, cod
 from app.safeguarding.report_data import ReportData, Row, instant
 from app.safeguarding.rules import COMM_CATEGORY, FLAG_CATEGORY
 from app.safeguarding.tasks import due_of
+from app.safeguarding.unrouted import UNROUTED_LIST, is_unrouted
 from app.storage.repository import utc_ms
 
 ED_CATEGORIES = ("ed-attendance", "did-not-wait", "think-family")
@@ -122,6 +125,7 @@ class Report:
     organizations: dict[str, Tally]
     total: Tally
     names: dict[str, str]
+    unrouted_list: str = UNROUTED_LIST  # absolute: the server's base first
 
 
 class _Builder:
@@ -193,7 +197,7 @@ async def _notices(b: _Builder, start: datetime, end: datetime, now: datetime) -
         def change(t: Tally, row: Row = row, seconds: float | None = seconds,
                    states: list[tuple[datetime | None, datetime | None, bool]] = states) -> None:
             t.notices += 1
-            t.unrouted += 0 if row.content.get("recipient") else 1
+            t.unrouted += 1 if is_unrouted(row.content) else 0
             if seconds is not None:
                 t.delivery.append(seconds)
             for due, finished, open_now in states:
@@ -244,7 +248,8 @@ async def governance_report(
     await _notices(b, start, end, now)
     await _access(b, start, end)
     await _flags(b, start, end)
-    return Report(month, now, dict(sorted(b.tallies.items())), b.total, await data.names(b.tallies))
+    return Report(month, now, dict(sorted(b.tallies.items())), b.total, await data.names(b.tallies),
+                  f"{base}/{UNROUTED_LIST}")
 
 
 def _part(name: str, value: float) -> dict[str, Any]:
@@ -259,7 +264,11 @@ def to_parameters(report: Report) -> dict[str, Any]:
         if org in report.names:
             ref["display"] = report.names[org]
         parts = [{"name": "organization", "valueReference": ref}]
-        parts += [_part(k, v) for k, v in tally.figures().items() if v is not None]
+        for name, value in tally.figures().items():
+            if value is not None:
+                parts.append(_part(name, value))
+            if name == "ed-unrouted" and value:
+                parts.append({"name": "ed-unrouted-list", "valueUri": report.unrouted_list})
         params.append({"name": "organization", "part": parts})
     out: dict[str, Any] = {"resourceType": "Parameters"}
     if params:

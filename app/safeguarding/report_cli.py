@@ -86,6 +86,9 @@ def print_table(report: Report) -> None:
         out.print(f"No records for {report.month}.")
         return
     out.print(table)
+    if report.total.unrouted:
+        out.print(f"ed-unrouted: {report.total.unrouted} notice(s) routed to no one; those nobody owns: "
+                  f"GET {report.unrouted_list}", soft_wrap=True)
 
 
 def print_csv(rows: list[dict[str, Any]]) -> None:

@@ -2,10 +2,13 @@
 
 the member of the child's active CareTeam whose participant role is `health-visitor` (under 5) or
 `school-nurse` (5 up to 18), referenced exactly as the CareTeam references it; else the child's
-`Patient.managingOrganization`; else the Organization typed `zero-to-nineteen-duty`; else nobody
-(the notice is still stored and counted as unrouted). Children are under 18 here, as in FGM-IS; the
-school nurse covers 5 to 17. A child whose birth date is not on file goes to the CareTeam's health
-visitor, else its school nurse. When a role has several current holders, the latest start wins.
+`Patient.managingOrganization`; else the Organization typed `zero-to-nineteen-duty`; else nobody.
+Children are under 18 here, as in FGM-IS; the school nurse covers 5 to 17. A child whose birth date
+is not on file goes to the CareTeam's health visitor, else its school nurse. When a role has several
+current holders, the latest start wins.
+
+A notice routed to nobody is "unrouted" and carries the reason (UNROUTED_REASONS): it then goes to
+the safeguarding lead of the ED's own organisation (`ed_lead`), or to no one (see unrouted.py).
 """
 
 from __future__ import annotations
@@ -23,10 +26,18 @@ ORG_ROLE = "https://fhir.safeflag.example/CodeSystem/organization-role"
 ADULT_AGE = 18
 
 
+# Why a notice reached no health visitor, school nurse or team; each means the duty team is missing too.
+PATIENT_UNKNOWN = "patient-unknown"  # no live Patient is the attendance's subject (NHS number unknown)
+PATIENT_AMBIGUOUS = "patient-ambiguous"  # several live Patients hold the subject's NHS number
+NO_CARE_TEAM = "no-care-team"  # the child is on file: no CareTeam member for its age, no managing organisation
+UNROUTED_REASONS = (PATIENT_UNKNOWN, PATIENT_AMBIGUOUS, NO_CARE_TEAM)
+
+
 @dataclass(frozen=True)
 class Route:
     recipient: dict[str, Any] | None
-    via: str  # care-team | managing-organization | duty-team | unrouted
+    via: str  # care-team | managing-organization | duty-team | ed-safeguarding-lead | unrouted
+    reason: str | None = None  # one of UNROUTED_REASONS when no named recipient or team was found
 
 
 def age_on(birth: str | None, on: date) -> int | None:
@@ -88,7 +99,15 @@ async def duty_team(lookup: Lookup) -> dict[str, Any] | None:
     return {"reference": f"Organization/{orgs[0].id}"} if orgs else None
 
 
-async def route_child(lookup: Lookup, child: StoredResource | None, on: date) -> Route:
+async def lead_of(lookup: Lookup, org: str) -> dict[str, Any] | None:
+    """A PractitionerRole coded `safeguarding-lead` in the organisation `org` (the first by id)."""
+    query = [("organization", org), ("role", f"{CARE_TEAM_ROLE}|safeguarding-lead"), ("_sort", "_id")]
+    roles = await lookup.search("PractitionerRole", query, count=1)
+    return {"reference": f"PractitionerRole/{roles[0].id}"} if roles else None
+
+
+async def route_child(lookup: Lookup, child: StoredResource | None, on: date, *, ambiguous: bool = False) -> Route:
+    """`ambiguous`: the subject's NHS number is held by several Patients (so `child` is None)."""
     if child is not None:
         age = age_on(child.content.get("birthDate"), on)
         # no birth date on file (e.g. a Patient created by the caseload import): the caseload says who
@@ -103,4 +122,5 @@ async def route_child(lookup: Lookup, child: StoredResource | None, on: date) ->
     duty = await duty_team(lookup)
     if duty:
         return Route(duty, "duty-team")
-    return Route(None, "unrouted")
+    reason = NO_CARE_TEAM if child is not None else PATIENT_AMBIGUOUS if ambiguous else PATIENT_UNKNOWN
+    return Route(None, "unrouted", reason)

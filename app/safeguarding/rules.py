@@ -10,8 +10,10 @@
 - `think-family`: the attender is an adult (18 or over: children are under 18, as in FGM-IS) with
   dependent children: one notice per child, `about` the adult's Encounter, no `encounter` element.
 - priority `urgent`: an active CP / LAC / unborn-plan flag, an injury attendance under 1 year, or
-  did-not-wait; else `routine`. Routing is routing.py; the acknowledgement Task is tasks.py (due in
-  working days, weekends and bank holidays skipped); a notice routed nowhere is stored with an owner-less Task.
+  did-not-wait; else `routine` (a notice routed to no one keeps these rules). Routing is routing.py;
+  the acknowledgement Task is tasks.py (due in working days, weekends and bank holidays skipped); a
+  notice routed to no one goes to the ED's own safeguarding lead, else is stored with an owner-less
+  Task, and is never silent (unrouted.py).
 Idempotent: a notice carries the identifier `https://fhir.safeflag.example/Id/notice` =
 `Encounter/<id>|<category>|<child>` (child = Patient id, or the NHS number when no Patient is on file);
 the same attendance never produces the same notice twice, so neither a re-sent Encounter (HAPI makes
@@ -28,6 +30,7 @@ from app.fhir.search.prepared import prepared
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
 from app.safeguarding.tasks import DEFAULT_REGION, HolidaysRegion, acknowledgement_task
+from app.safeguarding.unrouted import REASON_SYSTEM, Sent, ed_organization, to_ed_lead
 from app.storage.repository import Repository, StoredResource, format_instant
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -91,6 +94,7 @@ class Notice:
     child_ref: dict[str, Any] | None
     about: str  # Encounter/<id>
     own_encounter: bool
+    ambiguous: bool = False  # the subject's NHS number is held by several Patients (`child` is None)
 
 
 def _child_ref(child: StoredResource | None, subject: Any) -> dict[str, Any] | None:
@@ -155,14 +159,15 @@ async def notices_for(lookup: Lookup, encounter: StoredResource, now: datetime) 
     if not is_attendance(content):
         return []
     about = f"Encounter/{encounter.id}"
-    subject = await lookup.resolve_subject(content.get("subject"))
+    matches = await lookup.subject_matches(content.get("subject"))
+    subject = matches[0] if len(matches) == 1 else None
     on = attendance_date(content, now)
     age = age_on(subject.content.get("birthDate"), on) if subject else None
     category = "did-not-wait" if did_not_wait(content) else "ed-attendance"
     if age is not None and age >= ADULT_AGE:
         kids = await dependent_children(lookup, subject) if subject else []
         return [Notice("think-family", k, _child_ref(k, None), about, False) for k in kids]
-    return [Notice(category, subject, _child_ref(subject, content.get("subject")), about, True)]
+    return [Notice(category, subject, _child_ref(subject, content.get("subject")), about, True, len(matches) > 1)]
 
 
 def communication(
@@ -184,6 +189,8 @@ def communication(
         comm["encounter"] = {"reference": notice.about}
     if route.recipient:
         comm["recipient"] = [route.recipient]
+    if route.reason:  # routed to no one: the governance report counts it, wherever it went instead
+        comm["meta"] = {"tag": [{"system": REASON_SYSTEM, "code": route.reason}]}
     if isinstance(content.get("serviceProvider"), dict):
         comm["sender"] = content["serviceProvider"]
     start = (content.get("period") or {}).get("start", "")
@@ -196,11 +203,11 @@ def communication(
 async def on_encounter_write(
     repo: Repository, lookup: Lookup, encounter: StoredResource, now: datetime, *, first_write: bool = False,
     region: HolidaysRegion = DEFAULT_REGION,
-) -> int:
-    """Create the notices (and their acknowledgement Tasks) an Encounter write implies; returns how many.
+) -> list[Sent]:
+    """Create the notices (and their acknowledgement Tasks) an Encounter write implies; returns them.
     `first_write`: the Encounter did not exist before this write, so no notice of it can exist yet
     (the idempotency search is skipped on the hot path of a new attendance)."""
-    created = 0
+    created: list[Sent] = []
     for notice in await notices_for(lookup, encounter, now):
         key = _key(notice)
         if not first_write and await _already(lookup, key):
@@ -210,11 +217,12 @@ async def on_encounter_write(
         prio = priority(plan_flag=await _plan_flag(lookup, notice.child, notice.child_ref), age=age,
                         injury=notice.own_encounter and is_injury(encounter.content),
                         dnw=notice.category == "did-not-wait")
-        route = await route_child(lookup, notice.child, on)
+        route = await route_child(lookup, notice.child, on, ambiguous=notice.ambiguous)
+        route = await to_ed_lead(lookup, route, ed_organization(encounter))
         comm = await repo.create("Communication", communication(notice, encounter, route, prio, now, key))
-        await repo.create("Task", acknowledgement_task(
+        task = await repo.create("Task", acknowledgement_task(
             communication_id=comm.id, child=notice.child_ref, owner=route.recipient, priority=prio, sent=now,
             requester=encounter.content.get("serviceProvider"), region=region,
         ))
-        created += 1
+        created.append(Sent(notice.category, f"Communication/{comm.id}", f"Task/{task.id}", route))
     return created

@@ -17,7 +17,7 @@ from app.context import AppContext
 from app.safeguarding.lookup import Lookup
 from app.storage.notify_tables import notification
 from app.storage.repository import utc_ms
-from tests.conftest import StepClock
+from tests.conftest import FHIR, StepClock
 from tests.notify.ed_data import (
     care_team,
     child,
@@ -179,12 +179,16 @@ async def script(ctx: AppContext, clock: StepClock) -> None:
                     org="Organization/la")  # a person of no role: the writing token's organisation
 
 
+UNROUTED_LIST = FHIR + "/Task?owner:missing=true&code=acknowledge"
+
+
 def _org(ref: str, name: str, **figures: float) -> dict[str, Any]:
-    return {"name": "organization", "part": [
-        {"name": "organization", "valueReference": {"reference": ref, "display": name}},
-        *[{"name": k.replace("_", "-"), ("valueDecimal" if isinstance(v, float) else "valueInteger"): v}
-          for k, v in figures.items()],
-    ]}
+    parts: list[dict[str, Any]] = [{"name": "organization", "valueReference": {"reference": ref, "display": name}}]
+    for k, v in figures.items():
+        parts.append({"name": k.replace("_", "-"), ("valueDecimal" if isinstance(v, float) else "valueInteger"): v})
+        if k == "ed_unrouted" and v:  # the figure links to the list of the notices' owner-less Tasks
+            parts.append({"name": "ed-unrouted-list", "valueUri": UNROUTED_LIST})
+    return {"name": "organization", "part": parts}
 
 
 ZERO = {"referral_copies": 0}

@@ -20,7 +20,7 @@ from app.context import AppContext
 from app.safeguarding.report import Tally, governance_report, p95, to_rows
 from tests.conftest import StepClock
 from tests.referrals.support import oo, token
-from tests.report.month import AS_OF, EXPECTED, script
+from tests.report.month import AS_OF, EXPECTED, UNROUTED_LIST, script
 
 FIGURES = list(Tally().figures())
 
@@ -38,6 +38,8 @@ def rows_of(parameters: dict[str, Any]) -> list[dict[str, Any]]:
     for param in parameters.get("parameter", []):
         row: dict[str, Any] = {}
         for part in param["part"]:
+            if "valueUri" in part:  # a link, not a figure: the CLI prints it below its table
+                continue
             value = next(v for k, v in part.items() if k.startswith("value"))
             row[part["name"]] = value["reference"] if part["name"] == "organization" else value
         out.append(row)
@@ -133,6 +135,9 @@ async def test_cli_json_csv_and_table(month: AppContext) -> None:
     for text in ("governance figures, 2026-01", "Northgate 0-19 Service", "Organization/la",
                  "ed-acknowledged-on-time-share", "40.0 %", "flags-looked-after-child"):
         assert text in result.stdout, text
+    # the unrouted figure's list, one line below the table
+    assert result.stdout.splitlines()[-1] == ("ed-unrouted: 1 notice(s) routed to no one; those nobody owns: GET "
+                                              f"{UNROUTED_LIST}")
 
 
 async def test_cli_chart(month: AppContext, tmp_path: Any) -> None:
