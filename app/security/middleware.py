@@ -35,7 +35,8 @@ SECURITY_HEADERS = (
 )
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, Prefer, " \
                      "X-Request-Id, X-Access-Context"
-CORS_EXPOSE_HEADERS = "ETag, Location, Content-Location, Last-Modified, X-Request-Id, WWW-Authenticate, Retry-After"
+CORS_EXPOSE_HEADERS = ("ETag, Location, Content-Location, Last-Modified, X-Request-Id, WWW-Authenticate, Retry-After, "
+                       "X-SafeFlag-Unrouted")
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
 FHIR_JSON = b"application/fhir+json; charset=utf-8"
 EXEMPT = ("/healthz", "/readyz", "/metrics")

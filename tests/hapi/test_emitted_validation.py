@@ -178,7 +178,7 @@ async def test_all_conformance_resources_are_on_hapi(
 ) -> None:
     folders = {r["resourceType"] for r in conformance_resources()}
     assert folders == {"CodeSystem", "ValueSet", "StructureDefinition", "SearchParameter", "ConceptMap"}
-    assert len(hapi_profiles) == len(conformance_resources()) == 9 + 13 + 13 + 2 + 1
+    assert len(hapi_profiles) == len(conformance_resources()) == 10 + 14 + 13 + 2 + 1
     # every conformance resource of fhir_profiles/ but the SubscriptionTopic descriptors (see conformance.py)
     on_disk = {p.parent.name for p in PROFILES_DIR.glob("*/*.json")} - {"examples", "SubscriptionTopic"}
     assert on_disk == folders

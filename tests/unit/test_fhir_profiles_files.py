@@ -36,8 +36,8 @@ def test_folder_holds_the_expected_files() -> None:
         folder = path.relative_to(PROFILES_DIR).parts[0]
         counts[folder] = counts.get(folder, 0) + 1
     assert counts == {
-        "CodeSystem": 9, "ConceptMap": 1, "SearchParameter": 2, "StructureDefinition": 13,
-        "SubscriptionTopic": 4, "ValueSet": 13, "examples": 15,
+        "CodeSystem": 10, "ConceptMap": 1, "SearchParameter": 2, "StructureDefinition": 13,
+        "SubscriptionTopic": 4, "ValueSet": 14, "examples": 15,
     }
 
 
@@ -247,7 +247,7 @@ def test_read_only_search_and_supported_profiles(store: ConformanceStore) -> Non
     assert ids("SearchParameter", base="Flag", code="status") == ["flag-status"]
     assert ids("CodeSystem", _id="status-reason", status="active") == ["status-reason"]
     assert ids("CodeSystem", status="draft") == []
-    assert len(ids("CodeSystem")) == 9
+    assert len(ids("CodeSystem")) == 10
     assert ids("Patient") == []  # examples are not served
     with pytest.raises(KeyError, match="publisher"):
         store.search("CodeSystem", {"publisher": "SafeFlag"})
