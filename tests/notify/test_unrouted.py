@@ -25,12 +25,14 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select, update
 
 from app.context import AppContext
 from app.fhir.profiles import profile_issues
 from app.notify.delivery import RetryPolicy
 from app.notify.dispatcher import Dispatcher
 from app.observability import JsonFormatter
+from app.storage.tables import idx_token, resource
 from tests.conftest import FHIR
 from tests.notify.conftest import subscription
 from tests.notify.ed_data import (
@@ -165,12 +167,24 @@ async def test_patient_unknown_no_lead_listed_as_ownerless(
         {"name": "ed-unrouted", "valueInteger": 1}, {"name": "ed-unrouted-list", "valueUri": FHIR + LIST[5:]}]
 
 
+async def _legacy_duplicate(ctx: AppContext, patient_id: str, nhs: str) -> None:
+    """Make Patient/<patient_id> found by the NHS number `nhs` too, as in a database holding duplicates
+    from before NHS numbers were unique (no write through the server can make one)."""
+    t = idx_token.c
+    pk = select(resource.c.pk).where(resource.c.res_type == "Patient", resource.c.res_id == patient_id)
+    async with ctx.engine.begin() as conn:
+        done = await conn.execute(update(idx_token).where(t.resource_pk == pk.scalar_subquery(), t.param == "identifier",
+                                                          t.system == NHS).values(code=nhs))
+    assert done.rowcount == 1
+
+
 async def test_patient_ambiguous_goes_to_the_ed_safeguarding_lead(
     client: httpx.AsyncClient, clean_ctx: AppContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     await _world(client, ed_lead=True)
     await put(client, "Patient", "twin-1", child(NHS_A, "2024-03-01", "Organization/zero19"))
-    await put(client, "Patient", "twin-2", child(NHS_A, "2024-03-01", "Organization/zero19", family="Other"))
+    await put(client, "Patient", "twin-2", child(NHS_B, "2024-03-01", "Organization/zero19", family="Other"))
+    await _legacy_duplicate(clean_ctx, "twin-2", NHS_A)
     r = await client.post("/fhir/Encounter", json=encounter(by_nhs(NHS_A), "Organization/ed", start=START),
                           headers={**_ed(clean_ctx), "X-Request-Id": "ed-req-2"})
     assert r.status_code == 201, r.text
