@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from app.fhir.search.limits import SearchLimits
 
 MiB = 1024 * 1024
 HolidaysRegion = Literal["england-and-wales", "scotland", "northern-ireland"]  # UK bank-holiday calendars
@@ -30,6 +34,11 @@ class Settings(BaseSettings):
     default_count: int = 50
     max_count: int = 500
     max_includes: int = 1000
+    # what one search may ask for (app/fhir/search/limits.py), and entries per batch/transaction Bundle:
+    # beyond them 400 too-costly
+    search_max_criteria: int = Field(default=10, ge=1)
+    search_max_values: int = Field(default=100, ge=1)
+    bundle_max_entries: int = Field(default=100, ge=1)
     log_level: str = "INFO"
     db_pool_size: int = Field(default=16, ge=1)
     # security (app/security): per-client token bucket (0 turns it off), browser origins allowed by CORS
@@ -52,6 +61,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'safeflag.db'}"
+
+    @property
+    def search_limits(self) -> SearchLimits:
+        from app.fhir.search.limits import SearchLimits
+
+        return SearchLimits(self.search_max_criteria, self.search_max_values)
 
     @property
     def is_sqlite(self) -> bool:

@@ -25,7 +25,9 @@ READY_TIMEOUT_S = 5.0
 @router.get("/fhir/metadata", name="capabilities", tags=["FHIR system"], dependencies=[Depends(check_accept)])
 async def capabilities(request: Request, ctx: ContextDep) -> Response:
     published = request.app.state.started.strftime("%Y-%m-%dT%H:%M:%S+00:00")
-    return fhir_response(capability_statement(ctx.settings.fhir_base, published))
+    settings = ctx.settings
+    return fhir_response(capability_statement(settings.fhir_base, published, limits=settings.search_limits,
+                                              bundle_max_entries=settings.bundle_max_entries))
 
 
 _BUNDLE_BODY = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from app.errors import BadRequest, Issue
+from app.errors import BadRequest, Issue, PayloadTooLarge
 from app.fhir.validation import ID_RE
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -52,8 +52,10 @@ def _issue(text: str, expression: str, msg_id: str, code: str = "invalid") -> Is
     return Issue(code, text, expression=(expression,), msg_id=msg_id)
 
 
-def parse_bundle(body: Any, fhir_base: str) -> tuple[str, list[Entry]]:
-    """(bundle type, entries) or BadRequest listing every envelope fault."""
+def parse_bundle(body: Any, fhir_base: str, max_entries: int | None = None) -> tuple[str, list[Entry]]:
+    """(bundle type, entries) or BadRequest listing every envelope fault; more than `max_entries`
+    entries is 413 `too-costly` (a Bundle runs in one database transaction: on SQLite every other
+    request waits for it)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise BadRequest(
             "POST [base] takes a Bundle of type batch or transaction",
@@ -71,6 +73,9 @@ def parse_bundle(body: Any, fhir_base: str) -> tuple[str, list[Entry]]:
     raw_entries = body.get("entry", [])
     if not isinstance(raw_entries, list):
         raise BadRequest("Bundle.entry must be an array", msg_id="SF-0602", expression="Bundle.entry")
+    if max_entries is not None and len(raw_entries) > max_entries:
+        raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; a {kind} takes at most {max_entries}: "
+                              "split it", msg_id="SF-0433", expression="Bundle.entry")
     issues: list[Issue] = []
     entries = []
     for i, raw in enumerate(raw_entries):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
+from app.fhir.search.limits import DEFAULT_LIMITS, SearchLimits
 from app.security.policy import NEVER_DELETED, SERVER_WRITTEN
 
 FHIR_VERSION = "4.0.1"
@@ -31,7 +32,8 @@ def _interactions(rtype: str) -> list[str]:
     return out
 
 
-def capability_statement(fhir_base: str, published: str) -> dict[str, Any]:
+def capability_statement(fhir_base: str, published: str, *, limits: SearchLimits = DEFAULT_LIMITS,
+                         bundle_max_entries: int = 100) -> dict[str, Any]:
     resources = []
     for rtype in SUPPORTED_TYPES:
         writable = rtype not in SERVER_WRITTEN
@@ -88,12 +90,20 @@ def capability_statement(fhir_base: str, published: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                "documentation": _documentation(limits, bundle_max_entries),
                 "security": _security(fhir_base),
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             }
         ],
     }
+
+
+def _documentation(limits: SearchLimits, bundle_max_entries: int) -> str:
+    """The bounds a client must stay within (markdown)."""
+    return (f"Each search (and each conditional interaction's criteria) takes {limits.describe()}; a search "
+            f"beyond that is answered 400 with issue code `too-costly`. A batch or transaction Bundle takes at most "
+            f"{bundle_max_entries} entries; more is answered 413 `too-costly`.")
 
 
 def _security(fhir_base: str) -> dict[str, Any]:

@@ -94,6 +94,7 @@ class ReadInteractions:
             base=self.settings.fhir_base,
             default_count=self.settings.default_count,
             max_count=self.settings.max_count,
+            limits=self.settings.search_limits,
         )
         if req.unknown and strict:
             raise BadRequest(

@@ -49,7 +49,7 @@ class Preferences:
 
 async def process(svc: FhirService, body: Any, prefs: Preferences) -> dict[str, Any]:
     """The batch-response or transaction-response Bundle; raises FhirError when a transaction fails."""
-    kind, entries = parse_bundle(body, svc.settings.fhir_base)
+    kind, entries = parse_bundle(body, svc.settings.fhir_base, svc.settings.bundle_max_entries)
     run = _Transaction(svc, entries, prefs) if kind == "transaction" else _Batch(svc, entries, prefs)
     responses = await run.run()
     bundle: dict[str, Any] = {"resourceType": "Bundle", "id": svc.repo.new_id(), "type": KINDS[kind]}

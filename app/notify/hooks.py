@@ -61,7 +61,7 @@ async def prepare_subscription(
     # each delivery is authorised again as the creator (contract section 3)
     content, patch = await lifecycle.prepare(
         svc.session, content, current, base=svc.settings.fhir_base, webhook_allow=svc.settings.webhook_hosts,
-        owner=owner,
+        owner=owner, limits=svc.settings.search_limits,
     )
     scratch["subscription_state"] = patch
     return content

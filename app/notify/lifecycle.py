@@ -13,6 +13,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Issue, Unprocessable
+from app.fhir.search.limits import SearchLimits
 from app.notify.subscriptions import parse_spec, split_secret
 from app.storage.notify_tables import subscription_state
 from app.storage.repository import StoredResource
@@ -41,12 +42,14 @@ async def prepare(
     base: str,
     webhook_allow: list[str],
     owner: dict[str, Any] | None = None,
+    limits: SearchLimits | None = None,
 ) -> tuple[dict[str, Any], StatePatch]:
     """Validate a Subscription about to be written; return the content to store and the state to keep."""
     content, secret, issues = split_secret(content)
     if issues:
         raise Unprocessable(issues=issues)
-    spec = parse_spec(current.id if current else "new", content, base=base, webhook_allow=webhook_allow)
+    spec = parse_spec(current.id if current else "new", content, base=base, webhook_allow=webhook_allow,
+                      limits=limits)
     stored_secret = None
     if current is not None and not current.deleted:
         stored_secret = (

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from app.errors import Issue, Unprocessable
+from app.fhir.search.limits import Budget, SearchLimits, SearchTooCostly
 from app.fhir.search.params import Criterion, parse_criterion
 from app.notify.topics import TOPICS, Topic
 
@@ -74,9 +75,12 @@ def _allowed_host(endpoint: str, allow: list[str]) -> bool:
     return host in allow
 
 
-def parse_spec(sub_id: str, content: dict[str, Any], *, base: str, webhook_allow: list[str]) -> SubscriptionSpec:
-    """Validate a Subscription against what this server supports; 422 naming each problem."""
+def parse_spec(sub_id: str, content: dict[str, Any], *, base: str, webhook_allow: list[str],
+               limits: SearchLimits | None = None) -> SubscriptionSpec:
+    """Validate a Subscription against what this server supports; 422 naming each problem. With
+    `limits` (a write), its filters together are bounded as one search is: 400 too-costly beyond."""
     issues: list[Issue] = []
+    budget = Budget(limits)
     criteria_url = content.get("criteria") or ""
     topic = TOPICS.get(criteria_url)
     if topic is None:
@@ -102,7 +106,10 @@ def parse_spec(sub_id: str, content: dict[str, Any], *, base: str, webhook_allow
                                     f"(allowed: {', '.join(topic.filters)})", expr, "SF-0704"))
                 continue
             try:
-                crit = parse_criterion(rtype, key, value, base)
+                budget.spend(key, criteria=1)
+                crit = parse_criterion(rtype, key, value, base, budget)
+            except SearchTooCostly:
+                raise
             except Exception as exc:  # noqa: BLE001 - a bad filter value is the client's error
                 issues.append(_fail(f"Invalid filter '{key}={value}': {exc}", expr, "SF-0704"))
                 continue

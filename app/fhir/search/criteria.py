@@ -7,11 +7,12 @@ evaluates it in memory for subscription filters, so both read it the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.errors import BadRequest
 from app.fhir.search.definitions import SPECIAL, SUPPORTED_TYPES, SearchParam, params_for
+from app.fhir.search.limits import Budget, SearchTooCostly
 from app.fhir.search.values import bad, parse_date, parse_reference, parse_token, split_values, unescape
 
 # modifiers each parameter type accepts here (https://hl7.org/fhir/R4/search.html#modifiers);
@@ -55,10 +56,12 @@ def _modifier_error(key: str, kind: str, modifier: str) -> Exception:
     )
 
 
-def _values(raw: str, key: str, parse: Any) -> tuple[Any, ...]:
+def _values(raw: str, key: str, parse: Any, budget: Budget | None) -> tuple[Any, ...]:
     parts = [p for p in split_values(raw) if p != ""]
     if not parts:
         raise bad(f"Empty value for parameter '{key}'", key, "SF-0403")
+    if budget is not None:
+        budget.spend(key, values=len(parts))
     return tuple(parse(p) for p in parts)
 
 
@@ -71,8 +74,11 @@ def _chain_types(param: SearchParam, type_hint: str | None, chained_name: str) -
     return tuple(t for t in SUPPORTED_TYPES if name in SPECIAL or name in params_for(t))
 
 
-def parse_criterion(resource_type: str, key: str, raw: str, base: str) -> Criterion | None:
-    """Parse one `key=value` pair for `resource_type`; None when the parameter is unknown there."""
+def parse_criterion(resource_type: str, key: str, raw: str, base: str, budget: Budget | None = None) -> Criterion | None:
+    """Parse one `key=value` pair for `resource_type`; None when the parameter is unknown there.
+    With a `budget` (limits.py), its values (a chain's, per type it is tried on) spend from it."""
+    if budget is not None:
+        budget.check_chain(key)
     head, dot, chain_rest = key.partition(".")
     name, _, modifier_s = head.partition(":")
     modifier = modifier_s or None
@@ -83,8 +89,8 @@ def parse_criterion(resource_type: str, key: str, raw: str, base: str) -> Criter
         if dot:
             raise bad(f"'{name}' cannot be chained ('{key}')", key, "SF-0405")
         if kind == "_id":
-            return Criterion(name, kind, None, modifier, _values(raw, key, unescape), base=base, key=key)
-        values = _values(raw, key, lambda v: parse_date(unescape(v), key))
+            return Criterion(name, kind, None, modifier, _values(raw, key, unescape, budget), base=base, key=key)
+        values = _values(raw, key, lambda v: parse_date(unescape(v), key), budget)
         return Criterion(name, kind, None, None, values, base=base, key=key)
     param = params_for(resource_type).get(name)
     if param is None:
@@ -101,6 +107,8 @@ def parse_criterion(resource_type: str, key: str, raw: str, base: str) -> Criter
             raise bad(f"':missing' cannot be chained ('{key}')", key, "SF-0405")
         if raw not in ("true", "false"):
             raise bad(f"':missing' takes true or false, not '{raw}'", key, "SF-0406")
+        if budget is not None:
+            budget.spend(key, values=1)
         return Criterion(name, kind, param, modifier, missing=raw == "true", base=base, key=key)
     if dot:
         if kind != "reference" or modifier == "identifier":
@@ -108,7 +116,9 @@ def parse_criterion(resource_type: str, key: str, raw: str, base: str) -> Criter
         chain = []
         for t in _chain_types(param, type_hint, chain_rest):
             try:
-                c = parse_criterion(t, chain_rest, raw, base)
+                c = parse_criterion(t, chain_rest, raw, base, budget)
+            except SearchTooCostly as exc:  # name the whole chain, as the client sent it
+                raise SearchTooCostly(issues=[replace(exc.issues[0], expression=(key,))]) from None
             except BadRequest as exc:  # name the whole chain, as the client sent it
                 raise bad(exc.issues[0].diagnostics, key, exc.issues[0].msg_id or "SF-0405") from None
             if c is not None:
@@ -124,4 +134,5 @@ def parse_criterion(resource_type: str, key: str, raw: str, base: str) -> Criter
         parse = lambda v: parse_date(unescape(v), key)
     else:
         parse = lambda v: parse_reference(v, base)
-    return Criterion(name, kind, param, modifier, _values(raw, key, parse), type_hint=type_hint, base=base, key=key)
+    return Criterion(name, kind, param, modifier, _values(raw, key, parse, budget), type_hint=type_hint, base=base,
+                     key=key)

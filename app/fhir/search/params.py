@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from app.fhir.search.criteria import Criterion, parse_criterion
 from app.fhir.search.definitions import SPECIAL, SUPPORTED_TYPES, params_for
+from app.fhir.search.limits import DEFAULT_LIMITS, Budget, SearchLimits
 from app.fhir.search.values import DateValue, RefValue, TokenValue, bad, parse_date
 
 __all__ = [
@@ -59,19 +60,23 @@ def parse_search(
     base: str,
     default_count: int = 50,
     max_count: int = 500,
+    limits: SearchLimits | None = DEFAULT_LIMITS,
 ) -> SearchRequest:
-    """Criteria are ANDed across parameters; unknown parameters are collected in `unknown`."""
+    """Criteria are ANDed across parameters; unknown parameters are collected in `unknown`. More
+    criteria or values than `limits` allow is a 400 `too-costly` (limits.py)."""
     req = SearchRequest(resource_type, count=default_count)
+    budget = Budget(limits)
     for key, raw in query:
         if "\x00" in key or "\x00" in raw:
             raise bad("Search parameters may not contain NUL characters", key.replace("\x00", ""), "SF-0401")
         bare = key.split(":")[0]
         if bare in RESULT_PARAMS:
-            _result_param(req, key, bare, raw, max_count)
+            _result_param(req, key, bare, raw, max_count, budget)
             if bare not in ("_count", "_offset", "_format", "_pretty"):
                 req.query.append((key, raw))
             continue
-        crit = parse_criterion(resource_type, key, raw, base)
+        budget.spend(key, criteria=1)
+        crit = parse_criterion(resource_type, key, raw, base, budget)
         if crit is None:
             req.unknown.append(key)
             continue
@@ -93,11 +98,12 @@ def _int(name: str, raw: str, lo: int, hi: int | None = None) -> int:
     return value
 
 
-def _sort(req: SearchRequest, key: str, raw: str) -> None:
+def _sort(req: SearchRequest, key: str, raw: str, budget: Budget) -> None:
     if key != "_sort":
         raise bad(f"Modifiers are not supported on _sort ('{key}')", key, "SF-0410")
     params = params_for(req.resource_type)
     for item in raw.split(","):
+        budget.spend(key, criteria=1)
         desc = item.startswith("-")
         name = item[1:] if desc else item
         param = params.get(name)
@@ -127,12 +133,13 @@ def _include(raw: str, key: str, bare: str, iterate: bool, resource_type: str) -
     return Include(source, pname, target, iterate)
 
 
-def _result_param(req: SearchRequest, key: str, bare: str, raw: str, max_count: int) -> None:
+def _result_param(req: SearchRequest, key: str, bare: str, raw: str, max_count: int, budget: Budget) -> None:
     if bare in ("_include", "_revinclude"):
         modifier = key[len(bare) + 1 :] if ":" in key else ""
         if modifier not in ("", "iterate", "recurse"):
             raise bad(f"Modifier ':{modifier}' is not supported on {bare} (supported: :iterate)", key, "SF-0404")
         for item in raw.split(","):
+            budget.spend(key, criteria=1)
             inc = _include(item, key, bare, bool(modifier), req.resource_type)
             (req.include if bare == "_include" else req.revinclude).append(inc)
         return
@@ -143,7 +150,7 @@ def _result_param(req: SearchRequest, key: str, bare: str, raw: str, max_count: 
     elif bare == "_offset":
         req.offset = _int(key, raw, 0, MAX_OFFSET)
     elif bare == "_sort":
-        _sort(req, key, raw)
+        _sort(req, key, raw, budget)
     elif bare == "_summary":
         if raw not in _SUMMARY:
             raise bad(f"_summary={raw} is not supported (supported: {', '.join(_SUMMARY)})", key, "SF-0411")
