@@ -2,8 +2,14 @@
 
 Runs in-process under `safeflag serve` or as any number of `safeflag dispatcher` processes against one
 PostgreSQL. It wakes on PostgreSQL `LISTEN safeflag_outbox` (a trigger on the outbox table NOTIFYs in the writing
-transaction, so the wake-up arrives at commit), on the in-process signal set after each commit, or
-after a short poll interval.
+transaction, so the wake-up arrives at commit), on the in-process signal set after each commit or when
+one of its deliveries ends, or after a short poll interval. The signal is cleared before a round looks
+for work, never after: a commit that lands while a round runs (after its outbox query found nothing)
+leaves the signal set, so the next round starts at once instead of after the poll interval.
+
+Each subscription's delivery runs as a task of its own: the loop goes on matching and starting the
+deliveries of other subscriptions while one waits on a slow or unresponsive subscriber. A lease held
+by a dispatcher whose process is gone is taken back at once (app/notify/liveness.py).
 """
 
 from __future__ import annotations
@@ -11,18 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, or_, select, update
 
 from app.context import AppContext
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.delivery import RetryPolicy, deliver, lease
+from app.notify.liveness import FileLiveness, Liveness, PgLiveness, sqlite_lock_dir
 from app.notify.matcher import SpecCache, match_rows
 from app.notify.outbox import CHANNEL, claim_batch, mark_processed
 from app.storage.notify_tables import notification, subscription_state
@@ -48,7 +53,7 @@ class Dispatcher:
     ) -> None:
         self.ctx = ctx
         self.ws = ws
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.liveness = Liveness()  # until start(): leases name this owner, nobody can prove it gone
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         s = ctx.settings
@@ -61,9 +66,58 @@ class Dispatcher:
         self.cache: SpecCache = {}
         self.wake = ctx.wake
         self._last_timers = datetime.min
+        self._inflight: dict[str, asyncio.Task[int]] = {}  # subscription -> its delivery, running
+        self._alive: dict[str, float] = {}  # other lease owners seen alive -> until when (loop time) to trust it
+        self._conn: Any = None  # PostgreSQL: the LISTEN connection, which also holds the liveness lock
+        self._reconnect_at = 0.0
+
+    @property
+    def owner(self) -> str:
+        """The name this dispatcher's leases carry (app/notify/liveness.py)."""
+        return self.liveness.owner
 
     def _now(self) -> datetime:
         return utc_ms(self.ctx.clock.now())
+
+    async def start(self) -> None:
+        """Take this process's liveness lock and, on PostgreSQL, LISTEN for commits of other processes."""
+        url = self.ctx.engine.url
+        if url.get_backend_name() != "postgresql":
+            if type(self.liveness) is Liveness and (directory := sqlite_lock_dir(url.database)) is not None:
+                self.liveness = FileLiveness(directory)
+            return
+        import asyncpg
+
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._reconnect_at = asyncio.get_running_loop().time() + 5.0
+        try:
+            conn = await asyncpg.connect(dsn)
+            await conn.add_listener(CHANNEL, lambda *_: self.wake.set())
+            if not isinstance(self.liveness, PgLiveness):
+                self.liveness = PgLiveness(conn)
+            self.liveness.conn = conn
+            await self.liveness.hold()
+        except Exception:  # noqa: BLE001 - polling (and time-limited leases) still work without it
+            log.warning("LISTEN unavailable; polling only")
+            return
+        self._conn = conn
+        self.wake.set()  # whatever was committed while there was no LISTEN
+
+    async def _keep_connection(self) -> None:
+        """On PostgreSQL, connect again (same liveness token) after the connection was lost."""
+        if self.ctx.engine.url.get_backend_name() != "postgresql":
+            return
+        if (self._conn is None or self._conn.is_closed()) and asyncio.get_running_loop().time() >= self._reconnect_at:
+            await self.start()
+
+    async def close(self) -> None:
+        self.liveness.close()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+        if self._own_http:
+            await self.http.aclose()
 
     async def match_once(self) -> int:
         """Consume one batch of outbox rows; returns how many rows were consumed."""
@@ -77,6 +131,30 @@ class Dispatcher:
         if len(self.cache) > 10_000:
             self.cache.clear()
         return len(rows)
+
+    async def _reclaim(self, session: Any, now: datetime) -> None:
+        """Release the leases of other dispatchers whose process is gone (app/notify/liveness.py)."""
+        s = subscription_state.c
+        owners = set((await session.execute(
+            select(s.lease_owner).distinct()
+            .where(s.lease_owner.is_not(None), s.lease_owner != self.owner, s.lease_until >= now)
+        )).scalars())
+        clock = asyncio.get_running_loop().time()
+        owners = {o for o in owners if self._alive.get(o, 0.0) <= clock}
+        if not owners:
+            return
+        dead = await self.liveness.dead(owners)
+        for o in owners - dead:  # checked again after a poll interval
+            self._alive[o] = clock + self.poll_seconds
+        if dead:
+            await session.execute(
+                update(subscription_state).where(s.lease_owner.in_(sorted(dead)))
+                .values(lease_owner=None, lease_until=None)
+            )
+            log.warning("took back the delivery leases of dispatchers that are gone",
+                        extra={"owners": sorted(dead)})
+        if len(self._alive) > 1000:
+            self._alive.clear()
 
     async def _due_subscriptions(self, now: datetime) -> list[str]:
         s, n = subscription_state.c, notification.c
@@ -93,26 +171,27 @@ class Dispatcher:
             .limit(100)
         )
         async with self.ctx.sessionmaker() as session, session.begin():
+            await self._reclaim(session, now)
             rows = (await session.execute(stmt)).all()
             bound = self.ws.bound_subscriptions() if self.ws else set()
             leased = []
             for sub_id, channel in rows:
-                if channel == "websocket" and sub_id not in bound:
+                if sub_id in self._inflight or (channel == "websocket" and sub_id not in bound):
                     continue
                 if await lease(session, sub_id, self.owner, now, self.lease_seconds):
                     leased.append(sub_id)
         return leased
 
+    def _deliver(self, sub: str) -> Awaitable[int]:
+        return deliver(self.ctx, sub, self.owner, http=self.http, ws=self.ws, retry=self.retry,
+                       lease_seconds=self.lease_seconds)
+
     async def deliver_once(self) -> int:
-        now = self._now()
-        subs = await self._due_subscriptions(now)
+        """Deliver what is due now and wait for it; returns the number of events delivered."""
+        subs = await self._due_subscriptions(self._now())
         if not subs:
             return 0
-        results = await asyncio.gather(
-            *(deliver(self.ctx, sub, self.owner, http=self.http, ws=self.ws, retry=self.retry,
-                      lease_seconds=self.lease_seconds) for sub in subs),
-            return_exceptions=True,
-        )
+        results = await asyncio.gather(*(self._deliver(sub) for sub in subs), return_exceptions=True)
         delivered = 0
         for sub, res in zip(subs, results):
             if isinstance(res, BaseException):
@@ -120,6 +199,22 @@ class Dispatcher:
             else:
                 delivered += res
         return delivered
+
+    async def start_deliveries(self) -> int:
+        """Start a delivery task for each subscription with something due; returns how many started.
+        Each task wakes the loop when it ends (its subscription may have more by then)."""
+        subs = await self._due_subscriptions(self._now())
+        for sub in subs:
+            task: asyncio.Task[int] = asyncio.ensure_future(self._deliver(sub))  # type: ignore[arg-type]
+            self._inflight[sub] = task
+            task.add_done_callback(lambda t, sub=sub: self._delivery_ended(sub, t))
+        return len(subs)
+
+    def _delivery_ended(self, sub: str, task: asyncio.Task[int]) -> None:
+        self._inflight.pop(sub, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery crashed", extra={"subscription": sub, "error": repr(task.exception())})
+        self.wake.set()
 
     async def run_timers(self, force: bool = False) -> int:
         now = self._now()
@@ -134,38 +229,52 @@ class Dispatcher:
                 log.exception("timer failed")
         return done
 
-    async def run_once(self) -> int:
-        """One full round; returns the amount of work done (0 when idle)."""
+    async def _match_all(self) -> int:
         work = 0
         while True:
             consumed = await self.match_once()
             work += consumed
             if consumed < self.batch_size:
-                break
+                return work
+
+    async def run_once(self) -> int:
+        """One full round, deliveries awaited; returns the amount of work done (0 when idle)."""
+        work = await self._match_all()
         work += await self.deliver_once()
         work += await self.run_timers()
         return work
 
     async def run(self, stop: asyncio.Event) -> None:
-        listener = await self._listen()
+        await self.start()
         try:
             while not stop.is_set():
+                # Cleared BEFORE looking for work: a commit (or a delivery ending) from here on sets it
+                # again, and the wait below then returns at once (module docstring).
+                self.wake.clear()
                 try:
-                    work = await self.run_once()
+                    await self._keep_connection()
+                    work = await self._match_all() + await self.start_deliveries() + await self.run_timers()
                 except Exception:  # noqa: BLE001 - keep the loop alive; the outbox keeps the work
                     log.exception("dispatcher round failed")
                     work = 0
                 if work:
                     continue
-                self.wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wait(stop), timeout=self.poll_seconds)
         finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
-            if self._own_http:
-                await self.http.aclose()
+            await self._finish_deliveries()
+            await self.close()
+
+    async def _finish_deliveries(self, timeout: float = 8.0) -> None:
+        """Let running deliveries end (their leases are released); cancel what is still running then."""
+        tasks = list(self._inflight.values())
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     async def _wait(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -174,19 +283,3 @@ class Dispatcher:
         finally:
             for w in waiters:
                 w.cancel()
-
-    async def _listen(self) -> object | None:
-        """LISTEN on PostgreSQL so that commits in other processes wake this one."""
-        url = self.ctx.engine.url
-        if url.get_backend_name() != "postgresql":
-            return None
-        import asyncpg
-
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        try:
-            conn = await asyncpg.connect(dsn)
-            await conn.add_listener(CHANNEL, lambda *_: self.wake.set())
-        except Exception:  # noqa: BLE001 - polling still works without LISTEN
-            log.warning("LISTEN unavailable; polling only")
-            return None
-        return conn

@@ -1,5 +1,6 @@
 """A real `safeflag serve` process for the end-to-end tests: started on a free 127.0.0.1 port with its
-own data directory, waited for on `/readyz`, stopped with SIGTERM.
+own data directory, waited for on `/readyz`, stopped with SIGTERM (or killed with SIGKILL and started
+again on the same port, data directory and database: `kill9`, `restart`).
 
 `RunningServer.headers` is the one place where e2e requests get their credentials: once the CLI has
 the `token` command (contract section 1), a bearer token is minted from the server's own issuer key.
@@ -49,6 +50,7 @@ class RunningServer:
     startup_cpu_s: float = 0.0  # CPU time to ready: steadier than wall time on a shared machine
     headers: dict[str, str] = field(default_factory=dict)
     command: list[str] = field(default_factory=safeflag_command)  # the `safeflag` it runs
+    args: list[str] = field(default_factory=list)  # the command that started it
 
     @property
     def database(self) -> str:
@@ -92,6 +94,19 @@ class RunningServer:
                 raise
         return self.proc.returncode
 
+    def kill9(self) -> None:
+        """SIGKILL: the process ends at once, nothing of it runs (a crash)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def restart(self) -> None:
+        """Start `safeflag serve` again with the same command, environment and data (the same issuer
+        key, so `headers` stay valid) and wait until it is ready."""
+        assert self.proc.poll() is not None, "restart() of a server that is still running"
+        self.proc = _launch(self.args, self.env, self.workdir, append=True)
+        self.startup_s = _wait_ready(self, time.perf_counter())
+
     def cleanup(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -127,11 +142,9 @@ def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
     env.setdefault("SAFEFLAG_BASE_URL", f"http://127.0.0.1:{port}")
     cmd = [*command, "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     started = time.perf_counter()
-    # Files, not pipes: a full pipe would block the server's logging. cwd isolates it from a local .env.
-    with open(workdir / "stdout.log", "wb") as out, open(workdir / "stderr.log", "wb") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    proc = _launch(cmd, env, workdir)
     base_url = f"http://127.0.0.1:{port}"
-    server = RunningServer(proc, base_url, workdir, env, command=command)
+    server = RunningServer(proc, base_url, workdir, env, command=command, args=cmd)
     try:
         server.startup_s = _wait_ready(server, started, "/readyz" if ready else "/healthz")
         server.startup_rss_mb = server.rss_mb()
@@ -141,6 +154,13 @@ def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
         server.cleanup()
         raise
     return server
+
+
+def _launch(cmd: list[str], env: dict[str, str], workdir: Path, append: bool = False) -> subprocess.Popen[bytes]:
+    # Files, not pipes: a full pipe would block the server's logging. cwd isolates it from a local .env.
+    mode = "ab" if append else "wb"
+    with open(workdir / "stdout.log", mode) as out, open(workdir / "stderr.log", mode) as err:
+        return subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
 
 
 def _wait_ready(server: RunningServer, started: float, probe: str = "/readyz") -> float:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,13 @@ import httpx
 import pytest
 
 from tests.conftest import _pg_url
+from tests.e2e.crash import database
 from tests.e2e.server import RunningServer, safeflag_command, start_server
 from tests.notify.conftest import BACKPORT, subscription
 from tests.notify.ed_data import by_nhs, encounter, organization
 from tests.support.receiver import Receiver
+
+__all__ = ["database"]  # fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -139,14 +142,6 @@ def events_at(receiver: Receiver, path: str = "") -> list[int]:
             if p["name"] == "notification-event":
                 out += [int(part["valueString"]) for part in p["part"] if part["name"] == "event-number"]
     return out
-
-
-@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
-def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-    else:
-        yield _pg_url(request.getfixturevalue("pg_cluster"), f"proc_{uuid.uuid4().hex[:10]}")
 
 
 async def _stack(database_url: str | None) -> Stack:

@@ -1,5 +1,6 @@
-"""A real HTTP receiver for webhook tests: records every request, can answer 503 ("down") or stop
-listening altogether and come back on the same port."""
+"""A real HTTP receiver for webhook tests: records every request, can answer 503 ("down"), stop
+listening altogether and come back on the same port, or hold each request open until released
+(`hold`: a subscriber that accepted the connection and never answers)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class Receiver:
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    hold: asyncio.Event | None = None  # when given, every request is answered only once it is set
+    open_requests: int = 0  # requests recorded and not yet answered
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -48,6 +51,8 @@ class Receiver:
         body = b""
         while True:
             msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return  # the sender went away mid-request (e.g. was killed): nothing was delivered
             body += msg.get("body", b"")
             if not msg.get("more_body"):
                 break
@@ -56,8 +61,14 @@ class Receiver:
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             self.received.append(Received(scope["path"], headers, body, time.time()))
             self.arrived.set()
-        if self.delay:  # a slow subscriber: the request is recorded, the answer comes later ("in flight")
-            await asyncio.sleep(self.delay)
+        self.open_requests += 1
+        try:
+            if self.delay:  # a slow subscriber: the request is recorded, the answer comes later ("in flight")
+                await asyncio.sleep(self.delay)
+            if self.hold is not None:
+                await self.hold.wait()
+        finally:
+            self.open_requests -= 1
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
 
