@@ -200,8 +200,11 @@ class ReadInteractions:
         path = "/".join(p for p in (resource_type, res_id) if p) + ("/" if resource_type else "") + "_history"
         return bundles.history(records, total, self.settings.fhir_base, path, query, offset, count)
 
-    async def _existing(self, resource_type: str, res_id: str, *, allow_deleted: bool = False) -> StoredResource:
-        current = await self.repo.get(resource_type, res_id)
+    async def _existing(
+        self, resource_type: str, res_id: str, *, allow_deleted: bool = False, for_write: bool = False
+    ) -> StoredResource:
+        get = self.repo.get_for_write if for_write else self.repo.get
+        current = await get(resource_type, res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
         if current.deleted and not allow_deleted:

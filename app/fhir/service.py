@@ -198,7 +198,7 @@ class FhirService(ReadInteractions):
         validate_resource(resource_type, body, url_id=res_id, require_id=True)
         body = self.guard.labels(body)
         expected = parse_version(if_match)
-        current = await self.repo.get(resource_type, res_id)
+        current = await self.repo.get_for_write(resource_type, res_id)
         if current is None or current.deleted:
             self.guard.check("create", resource_type, body, res_id=res_id)
         else:
@@ -269,7 +269,7 @@ class FhirService(ReadInteractions):
         check_write_allowed(resource_type, "patch")
         self.guard.begin("patch", resource_type, res_id)
         self.guard.check("update", resource_type, res_id=res_id)
-        current = await self._existing(resource_type, res_id)
+        current = await self._existing(resource_type, res_id, for_write=True)
         return await self._patch(current, patch_body, content_type, parse_version(if_match))
 
     @noted
@@ -310,7 +310,7 @@ class FhirService(ReadInteractions):
         check_write_allowed(resource_type, "delete")
         self.guard.begin("delete", resource_type, res_id)
         self.guard.check("delete", resource_type, res_id=res_id)
-        current = await self.repo.get(resource_type, res_id)
+        current = await self.repo.get_for_write(resource_type, res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
         self.guard.check("delete", resource_type, current.content, created_by_org=current.created_by_org,

@@ -85,7 +85,7 @@ async def overdue_candidates(ctx: AppContext, now: datetime) -> list[str]:
 async def escalate_one(ctx: AppContext, task_id: str, now: datetime) -> bool:
     """Escalate one Task if it is (still) overdue and not escalated; its own transaction."""
     async with ctx.unit_of_work() as svc:
-        task = await svc.repo.get("Task", task_id)
+        task = await svc.repo.get_for_write("Task", task_id)  # an acknowledgement under way finishes first
         if task is None or task.deleted or is_escalated(task.content) or not is_overdue(task.content, now):
             return False
         lookup = Lookup(svc.session, ctx.settings.fhir_base)

@@ -1,21 +1,18 @@
 """References in safeguarding flags and what they point at: the subject Patient, given by reference or
 by NHS number only (contract section 5); comparable keys for references; the NHS numbers of a Patient;
-and the per-key transaction lock that check-then-write rules (duplicate flags, access notifications)
-hold on PostgreSQL. Spec: https://hl7.org/fhir/R4/references.html
+and (from app/storage/locks.py) the per-key transaction lock that check-then-write rules (duplicate
+flags, access notifications) hold on PostgreSQL. Spec: https://hl7.org/fhir/R4/references.html
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Issue
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.search.extract import references
 from app.safeguarding.lookup import Lookup
+from app.storage.locks import advisory_lock  # noqa: F401  (re-exported: flags.py, access.py)
 from app.storage.repository import StoredResource
 
 
@@ -69,18 +66,6 @@ async def resolve_subject(lookup: Lookup, flag: dict[str, Any]) -> tuple[StoredR
             "reference it in Flag.subject.reference"
         )
     return patient, None
-
-
-_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
-
-
-async def advisory_lock(session: AsyncSession, key: str) -> None:
-    """Serialise transactions that check-then-write the same `key` (PostgreSQL; released at commit).
-    SQLite needs none: its one writer connection runs write transactions one at a time."""
-    bind = session.bind
-    if bind is not None and bind.dialect.name == "postgresql":
-        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-        await session.execute(_ADVISORY_LOCK, {"k": int.from_bytes(digest, "big", signed=True)})
 
 
 def nhs_numbers(patient: StoredResource) -> list[str]:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
 from app.storage.buffer import KEEPS_QUEUE, defer
+from app.storage.locks import advisory_lock, on_postgresql
 from app.storage.notify_tables import outbox_event
 from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource, resource_version
 
@@ -132,6 +133,8 @@ _BUMP = (
 CURRENT_BY_ID = current_select().where(
     resource.c.res_type == bindparam("res_type"), resource.c.res_id == bindparam("res_id")
 )
+# PostgreSQL: the current row, locked until the transaction ends (SQLite renders no FOR UPDATE)
+CURRENT_FOR_UPDATE = CURRENT_BY_ID.with_for_update()
 
 
 class Repository:
@@ -144,6 +147,19 @@ class Repository:
     # -- reads -------------------------------------------------------------------------------
     async def get(self, resource_type: str, res_id: str) -> StoredResource | None:
         row = (await self.session.execute(CURRENT_BY_ID, {"res_type": resource_type, "res_id": res_id})).first()
+        return row_to_stored(row) if row else None
+
+    async def get_for_write(self, resource_type: str, res_id: str) -> StoredResource | None:
+        """The current resource, for a write that decides on it (If-Match, the next version): on
+        PostgreSQL a concurrent writer of the same resource waits here until this transaction ends,
+        then reads what it wrote, so writes of one resource run one after another as on SQLite (a
+        stale If-Match is 412, never a lost race). A resource not stored yet is locked by its id
+        (an advisory lock), so that two PUTs creating it do the same."""
+        params = {"res_type": resource_type, "res_id": res_id}
+        row = (await self.session.execute(CURRENT_FOR_UPDATE, params)).first()
+        if row is None and on_postgresql(self.session):
+            await advisory_lock(self.session, f"{resource_type}/{res_id}")
+            row = (await self.session.execute(CURRENT_FOR_UPDATE, params)).first()
         return row_to_stored(row) if row else None
 
     async def get_version(self, resource_type: str, res_id: str, version_id: int) -> VersionRecord | None:

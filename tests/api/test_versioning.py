@@ -1,5 +1,6 @@
 """Versioning on both databases (https://hl7.org/fhir/R4/http.html#concurrency, #versioning):
-If-Match forms, 412, 409 for a concurrent write (proved with two real PostgreSQL transactions),
+If-Match forms, 412 (also for the loser of a concurrent write, proved with two real PostgreSQL
+transactions), 409 for a write over a stale read,
 If-None-Match 304, update-as-create, no-change updates, revive after delete, idempotent delete,
 vread of a deletion, history, and the types that are never deleted or never written."""
 
@@ -76,14 +77,13 @@ async def test_stale_write_is_409_on_both_databases(clean_ctx: AppContext) -> No
 # PostgreSQL only: SQLite has one writer connection, so its writers are serialised and cannot interleave
 @pytest.mark.pg
 @pytest.mark.parametrize("ctx", ["pg"], indirect=True)
-async def test_concurrent_update_is_409_on_postgresql(
+async def test_concurrent_update_waits_and_answers_412_on_postgresql(
     clean_ctx: AppContext, client: httpx.AsyncClient
 ) -> None:
-    """Two transactions both read v1; the first writes and commits while the second's UPDATE waits on
-    the row lock; PostgreSQL then finds the row no longer at v1 and the second request answers 409."""
+    """Two transactions write v1 with If-Match 1: the second waits for the first's lock on the row,
+    then reads v2 and answers 412, as SQLite (and a request sent after the first) does."""
     pid = await create(client, patient())
     async with clean_ctx.unit_of_work() as first:
-        v1 = await first.read("Patient", pid)
         await first.update("Patient", pid, {**patient(family="First"), "id": pid}, if_match='W/"1"')
         second = asyncio.create_task(
             client.put(
@@ -93,14 +93,11 @@ async def test_concurrent_update_is_409_on_postgresql(
             )
         )
         await asyncio.sleep(0.5)
-        assert not second.done(), "the second UPDATE should wait for the first transaction's row lock"
-        assert v1.version_id == 1
+        assert not second.done(), "the second write should wait for the first transaction's row lock"
     r = await second
     assert (r.status_code, r.json()) == (
-        409,
-        outcome(
-            "conflict", f"SF-0409: Patient/{pid} was changed by a concurrent request; read it again and retry"
-        ),
+        412,
+        outcome("conflict", f"SF-0413: If-Match version 1 does not match the current version 2 of Patient/{pid}"),
     )
     stored = (await client.get(f"/fhir/Patient/{pid}")).json()
     assert (stored["meta"]["versionId"], stored["name"][0]["family"]) == ("2", "First")
@@ -109,9 +106,11 @@ async def test_concurrent_update_is_409_on_postgresql(
 # PostgreSQL only: SQLite has one writer connection, so its writers are serialised and cannot interleave
 @pytest.mark.pg
 @pytest.mark.parametrize("ctx", ["pg"], indirect=True)
-async def test_concurrent_create_with_one_client_id_is_409_on_postgresql(
+async def test_concurrent_create_with_one_client_id_waits_and_updates_on_postgresql(
     clean_ctx: AppContext, client: httpx.AsyncClient
 ) -> None:
+    """Update-as-create of one id by two transactions: the second waits for the first (a lock on the
+    id), then finds the resource and updates it (200, version 2) instead of failing."""
     async with clean_ctx.unit_of_work() as first:
         await first.update("Patient", "twin", {**patient(), "id": "twin"})
         second = asyncio.create_task(
@@ -120,10 +119,7 @@ async def test_concurrent_create_with_one_client_id_is_409_on_postgresql(
         await asyncio.sleep(0.5)
         assert not second.done()
     r = await second
-    assert (r.status_code, r.json()) == (
-        409,
-        outcome("conflict", "SF-0409: Patient/twin was created by a concurrent request"),
-    )
+    assert (r.status_code, r.json()["meta"]["versionId"], r.json()["name"][0]["family"]) == (200, "2", "B")
 
 
 async def test_if_none_match_on_read_and_vread(client: httpx.AsyncClient) -> None:
