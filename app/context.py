@@ -96,11 +96,12 @@ class AppContext:
     async def _audit_attempt(self, svc: FhirService, exc: Exception) -> None:
         status = exc.status if isinstance(exc, FhirError) else 500
         desc = exc.issues[0].diagnostics if isinstance(exc, FhirError) and exc.issues else "server error"
-        event = svc.guard.attempt_event(status, desc)
-        if event is None:
+        attempt = svc.guard.attempt_event(status, desc)
+        if attempt is None:
             return
+        event, org = attempt
         async with self.sessionmaker() as session, session.begin():
-            await self._repo(session).create("AuditEvent", event, now=(self.audit_clock or self.clock).now())
+            await self._repo(session).create("AuditEvent", event, org=org, now=(self.audit_clock or self.clock).now())
 
     async def close(self) -> None:
         await self.engine.dispose()

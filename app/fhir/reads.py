@@ -120,7 +120,7 @@ class ReadInteractions:
         ]
         if self.principal is not None and await withholds(self.session, self.principal, req, result.matches):
             issues.append(withheld_issue())
-        await self.guard.audited(patients=search_patients(result.matches))
+        await self.guard.audited(patients=search_patients(result.matches), shown=[*result.matches, *result.included])
         await hooks.run_after_read(self, [*result.matches, *result.included])
         self.last_search = result
         return bundles.searchset(result, self.settings.fhir_base, extra_issues=issues)
@@ -177,6 +177,7 @@ class ReadInteractions:
         self.guard.begin(level, resource_type, res_id)
         if resource_type is not None:
             self.guard.check("read", resource_type, res_id=res_id)
+        current: StoredResource | None = None
         if resource_type and res_id:
             current = await self._existing(resource_type, res_id, allow_deleted=True)
             self.guard.check("read", resource_type, current.content, created_by_org=current.created_by_org,
@@ -196,7 +197,7 @@ class ReadInteractions:
             resource_type, res_id, since=since, at=at, limit=count, offset=offset,
             restrict=restrict(resource_table, resource_type) if restrict else (),
         )
-        await self.guard.audited()
+        await self.guard.audited(shown=[*records, current] if current is not None else records)
         path = "/".join(p for p in (resource_type, res_id) if p) + ("/" if resource_type else "") + "_history"
         return bundles.history(records, total, self.settings.fhir_base, path, query, offset, count)
 

@@ -174,7 +174,7 @@ async def qa_queue(svc: FhirService, organization: str | None, query: list[tuple
     matches = [row_to_stored(row) for row in rows]
     if svc.principal is not None and await withholds(svc.session, svc.principal, req, matches):
         issues.append(withheld_issue())
-    await svc.guard.audited(patients=search_patients(matches))
+    await svc.guard.audited(patients=search_patients(matches), shown=matches)
     shown = [("organization", organization)] if organization else []
     link_req = replace(req, resource_type=f"{DOC}/$qa-queue", query=shown)
     return bundles.searchset(SearchResult(link_req, matches, total), base, extra_issues=issues)

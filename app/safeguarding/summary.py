@@ -18,8 +18,9 @@ matches references to this Patient and references carrying only the NHS number),
 
 Access is the policy's, record by record: every section runs with the principal's search restrictions
 (`Guard.restrict`), and when the child has restricted records withheld from any section one information
-entry says so, as a search's does (whatever the sections' other criteria, and with no number). A principal who may not read AuditEvents (contract section 3: safeguarding
-leads, admin, system) sees an empty access section. The summary is one access, audited once as the
+entry says so, as a search's does (whatever the sections' other criteria, and with no number). A
+principal who may not read AuditEvents (safeguarding leads, admin, system may) sees an empty access
+section, and accesses about restricted records are restricted AuditEvents (`labels.audit_restriction`). The summary is one access, audited once as the
 `operation` on the Patient. Showing the active flags is a read of them: an unscheduled-care reader
 raises the access notifications (`access.py`).
 """
@@ -131,7 +132,7 @@ async def safeguarding_summary(svc: FhirService, patient_id: str, *, scheduled: 
     )
     now: datetime = svc.repo.clock.now()
     await record_flag_access(svc, svc.principal, flags, scheduled=scheduled, now=now)
-    await svc.guard.audited(patient)
+    await svc.guard.audited(patient, shown=[*flags, *authors, *notices, *tasks, *accesses])
 
     base = svc.settings.fhir_base
     matches = [patient, *flags, *notices, *tasks, *accesses]

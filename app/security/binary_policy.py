@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.extract import split_reference
-from app.security.policy import Decision, Visibility, decide, visibility
+from app.security.policy import WITHHELD_MSG, Decision, Visibility, decide, visibility
 from app.security.principal import Principal
 from app.storage.tables import resource
 
@@ -69,5 +69,5 @@ def decide_binary(
         return Decision(False, 404, f"Binary outside the reach of role {principal.role}", "SF-0301")
     if vis is Visibility.WITHHELD:
         return Decision(False, 403, "This Binary belongs to a restricted DocumentReference; only safeguarding "
-                                    "leads and the organisation that wrote it may see it", "SF-0802")
+                                    "leads and the organisation that wrote it may see it", WITHHELD_MSG)
     return Decision(True, 200, "allowed")

@@ -4,6 +4,9 @@ transaction (contract section 3). A refused or failed attempt is audited by `App
 in a transaction of its own, after the access's own transaction rolled back (`attempt_event`).
 
 `principal` None means the server's own work (rules, the dispatcher): no policy, no audit.
+
+An AuditEvent about a restricted record is itself restricted to that record's readers
+(`labels.audit_restriction`): the guard notes the restricted records an access touched, shown or refused.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from sqlalchemy import ColumnElement
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.security.audit import audit_for, outcome_for_status, patients_of
 from app.security.binary_policy import decide_binary, security_context
-from app.security.labels import default_labels
-from app.security.policy import Visibility, decide, decide_operation, visibility
+from app.security.labels import RESTRICTED, audit_restriction, default_labels, is_restricted
+from app.security.policy import WITHHELD_MSG, Visibility, decide, decide_operation, visibility
 from app.security.principal import Principal
 from app.security.search_scope import visible_any_type, visible_conditions
 from app.storage.repository import Repository, StoredResource, utc_ms
@@ -52,7 +55,7 @@ class Guard:
               query: str | None = None) -> None:
         if self.active:
             self.pending = {"interaction": interaction, "resource_type": resource_type, "res_id": res_id,
-                            "query": query}
+                            "query": query, "restricted": None}
             self.denied_reason = None
 
     def check(self, interaction: str, resource_type: str, resource: dict[str, Any] | None = None, *,
@@ -64,6 +67,8 @@ class Guard:
                           created_by_org=created_by_org)
         if not decision.allowed:
             self.denied_reason = decision.reason
+            if decision.msg_id == WITHHELD_MSG:
+                self._touched(created_by_org)
             raise decision.error(resource_type, res_id)
 
     async def check_record(self, interaction: str, stored: StoredResource) -> None:
@@ -79,6 +84,8 @@ class Guard:
         decision = decide_binary(self.principal, interaction, stored.content, stored.created_by_org, context)
         if not decision.allowed:
             self.denied_reason = decision.reason
+            if decision.msg_id == WITHHELD_MSG:
+                self._touched(context.created_by_org if context is not None else stored.created_by_org)
             raise decision.error("Binary", stored.id)
 
     def check_operation(self, name: str) -> None:
@@ -117,31 +124,52 @@ class Guard:
         return Restriction(self.principal) if self.principal is not None else None
 
     # -- audit -------------------------------------------------------------------------------
+    def _touched(self, *created_by_org: str | None) -> None:
+        """The access under way touched a restricted record written by `created_by_org` (none given: a
+        version whose writer it does not know)."""
+        if self.pending is not None:
+            self.pending["restricted"] = {*(self.pending["restricted"] or ()), *created_by_org}
+
     def _event(self, outcome: str, desc: str | None, *, resource: dict[str, Any] | None = None,
-               version_id: int | None = None, patients: Iterable[str] = (), res_id: str | None = None) -> dict[str, Any]:
+               version_id: int | None = None, patients: Iterable[str] = (),
+               res_id: str | None = None) -> tuple[dict[str, Any], str | None]:
+        """The AuditEvent and the organisation it is kept as written by (`labels.audit_restriction`)."""
         p = self.pending or {}
-        return audit_for(
+        event = audit_for(
             interaction=p.get("interaction", "operation"), principal=self.principal, recorded=self.now(),
             outcome=outcome, outcome_desc=desc, resource_type=p.get("resource_type"),
             res_id=res_id or p.get("res_id"), version_id=version_id, resource=resource, patients=patients,
             query=p.get("query"), request_id=self.request_id, client_address=self.client_address,
             server=self.server, changes=p.get("changes", ()), subscriber=p.get("subscriber"),
         )
+        restricted, org = audit_restriction(self.principal, p.get("restricted"))
+        if restricted:
+            event["meta"] = {"security": [dict(RESTRICTED)]}
+        return event, org
 
-    async def audited(self, stored: StoredResource | None = None, *, patients: Iterable[str] = ()) -> None:
-        """Record the successful access under way (one AuditEvent per access)."""
+    async def audited(self, stored: StoredResource | None = None, *, patients: Iterable[str] = (),
+                      shown: Iterable[Any] = ()) -> None:
+        """Record the successful access under way (one AuditEvent per access). `shown`: the records a
+        search, history or operation returned (a restricted one restricts the AuditEvent)."""
         if not self.active or self.pending is None:
             return
-        event = self._event(
+        for record in (stored, *shown) if stored is not None else shown:
+            if not is_restricted(record.content):
+                continue
+            if isinstance(record, StoredResource):
+                self._touched(record.created_by_org)
+            else:  # a history version: its writer is the resource's, not known here
+                self._touched()
+        event, org = self._event(
             "0", None, resource=stored.content if stored else None,
             version_id=stored.version_id if stored else None, patients=patients,
             res_id=stored.id if stored else None,
         )
         self.pending = None
-        await self.repo.create("AuditEvent", event, now=utc_ms(self.now()))
+        await self.repo.create("AuditEvent", event, org=org, now=utc_ms(self.now()))
 
-    def attempt_event(self, status: int, description: str) -> dict[str, Any] | None:
-        """The AuditEvent of a refused or failed access (None when nothing was under way)."""
+    def attempt_event(self, status: int, description: str) -> tuple[dict[str, Any], str | None] | None:
+        """The AuditEvent of a refused or failed access and its organisation (None when nothing was under way)."""
         if not self.active or self.pending is None:
             return None
         return self._event(outcome_for_status(status), self.denied_reason or description)

@@ -5,6 +5,11 @@
 - Sexual-health writers (role `sexual-health-clinician`, or any token whose `care_setting` is SNOMED CT
   788122004 "sexual health service") get R plus `SEX` (`v3-ActCode`) on what they write, unless the
   resource already carries a confidentiality code (then theirs stands) or SEX.
+- An AuditEvent about a restricted record (it names one, a search or history showed one, or a read was
+  refused because of one) is labelled R itself and kept as written by the record's organisation, so
+  that the same readers may see it: safeguarding leads, admins and that organisation. So is every
+  AuditEvent of a sexual-health writer's access, whose own organisation stands as its writer: which
+  children a sexual-health service looks up is the same secret (`audit_restriction`).
 - The search information entry says that restricted records about the search's patients were withheld and
   whom to ask; no number, and nothing that the search's other criteria change (search_scope.withholds).
   It never names the authoring organisation: "a sexual-health clinic holds something on this child" is
@@ -61,6 +66,19 @@ def default_labels(principal: Principal, resource: dict[str, Any]) -> dict[str, 
     meta["security"] = [*(meta.get("security") or []), *add]
     out["meta"] = meta
     return out
+
+
+def audit_restriction(principal: Principal | None, records: set[str | None] | None) -> tuple[bool, str | None]:
+    """(restricted, organisation) of an access's AuditEvent: `records` holds the organisations that wrote
+    the restricted records the access touched (None: it touched none; a None inside: a record no
+    organisation's token wrote). The AuditEvent's organisation is the one writer when there is one, else
+    None, which leaves it to safeguarding leads and admins."""
+    orgs = set(records or ())
+    if principal is not None and writes_sexual_health(principal):
+        orgs.add(principal.org)
+    elif records is None:
+        return False, None
+    return True, (next(iter(orgs)) if len(orgs) == 1 else None)
 
 
 def withheld_issue() -> Issue:

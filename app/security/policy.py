@@ -46,6 +46,7 @@ from app.security.scopes import letter_of
 NEVER_DELETED = frozenset({"Flag", "DocumentReference", "Binary", "AuditEvent"})
 SERVER_WRITTEN = frozenset({"AuditEvent"})
 CLEARED_ROLES = frozenset({"safeguarding-lead", "admin"})  # may see restricted records of any org
+WITHHELD_MSG = "SF-0802"  # the refusal of a record withheld for its restricted label (403)
 
 
 class Reach(Enum):
@@ -330,7 +331,7 @@ def decide(
             return _deny(404, f"{resource_type} outside the reach of role {principal.role}", "SF-0301")
         if vis is Visibility.WITHHELD:
             return _deny(403, f"This {resource_type} is restricted; only safeguarding leads and the organisation "
-                              "that wrote it may see it", "SF-0802")
+                              "that wrote it may see it", WITHHELD_MSG)
     condition = ""
     if action == "create":
         condition = CREATE[resource_type][col] or ""

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import httpx
 
-from app.context import AppContext
-from app.security.tokens import default_scope
 from tests.safeguarding.support import CATEGORY, CHILD, ED, borough, flag, oo, organization, put
-from tests.security.tokens_fixture import issuer_for
+from tests.security.tokens_fixture import Auth
 
 SH = "Organization/sh"
 
 
-def bearer(ctx: AppContext, role: str, org: str) -> dict[str, str]:
-    token = issuer_for(ctx).mint(sub=f"u-{role}", role=role, scope=default_scope(role), org=org)
-    return {"Authorization": f"Bearer {token}"}
+async def writers(client: httpx.AsyncClient, auth: Auth) -> tuple[dict[str, str], dict[str, str]]:
+    """The borough and a sexual-health service; its clinician's and an ED clinician's headers."""
+    await borough(client)
+    await put(client, organization("sh", "Sexual health service"))
+    return auth("sexual-health-clinician", org=SH), auth("ed-clinician", org=ED)
 
 
 def conflict(existing: str) -> dict[str, object]:
@@ -26,12 +26,10 @@ def conflict(existing: str) -> dict[str, object]:
 
 
 async def test_a_restricted_flag_neither_conflicts_nor_matches_for_a_writer_who_may_not_see_it(
-    client: httpx.AsyncClient, clean_ctx: AppContext
+    client: httpx.AsyncClient, auth: Auth
 ) -> None:
-    await borough(client)
-    await put(client, organization("sh", "Sexual health service"))
-    sh, ed = bearer(clean_ctx, "sexual-health-clinician", SH), bearer(clean_ctx, "ed-clinician", ED)
-    lead = bearer(clean_ctx, "safeguarding-lead", "Organization/elsewhere")
+    sh, ed = await writers(client, auth)
+    lead = auth("safeguarding-lead", org="Organization/elsewhere")
     risk = flag("exploitation-risk", CHILD, SH)
     r = await client.post("/fhir/Flag", json=risk, headers=sh)  # labelled R + SEX: the sexual-health service's
     assert r.status_code == 201, r.text
@@ -58,11 +56,9 @@ async def test_a_restricted_flag_neither_conflicts_nor_matches_for_a_writer_who_
 
 
 async def test_reactivating_a_flag_ignores_a_restricted_one_the_writer_may_not_see(
-    client: httpx.AsyncClient, clean_ctx: AppContext
+    client: httpx.AsyncClient, auth: Auth
 ) -> None:
-    await borough(client)
-    await put(client, organization("sh", "Sexual health service"))
-    sh, ed = bearer(clean_ctx, "sexual-health-clinician", SH), bearer(clean_ctx, "ed-clinician", ED)
+    sh, ed = await writers(client, auth)
     risk = flag("exploitation-risk", CHILD, SH)
     ended = {**risk, "status": "inactive", "extension": [{
         "url": "https://fhir.safeflag.example/StructureDefinition/status-reason",

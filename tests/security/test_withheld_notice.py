@@ -19,20 +19,14 @@ import pytest
 
 from app.context import AppContext
 from app.security.labels import CONFIDENTIALITY, SEX, withheld_issue
-from app.security.tokens import default_scope
 from app.storage.repository import StoredResource
 from tests.safeguarding.support import CATEGORY, CHILD, CHILD_NHS, LA, NHS, ED, example, flag, patient
-from tests.security.tokens_fixture import issuer_for
+from tests.security.tokens_fixture import Auth
 
 SH, NOBODY = "Organization/sh", "Organization/nobody"
 P2, P3 = "Patient/p2", "Patient/p3"
 LABELS = {"security": [{"system": CONFIDENTIALITY, "code": "R"}, SEX]}
 NOTICE = withheld_issue().to_fhir()
-
-
-def bearer(ctx: AppContext, role: str, org: str | None) -> dict[str, str]:
-    token = issuer_for(ctx).mint(sub=f"u-{role}", role=role, scope=default_scope(role), org=org)
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def world(ctx: AppContext) -> dict[str, StoredResource]:
@@ -100,9 +94,9 @@ def seen(bundle: dict[str, Any]) -> tuple[tuple[tuple[str, str, str], ...], int 
     return shown, bundle.get("total"), notices
 
 
-async def test_no_criterion_changes_what_the_notice_says(client: httpx.AsyncClient, clean_ctx: AppContext) -> None:
+async def test_no_criterion_changes_what_the_notice_says(client: httpx.AsyncClient, clean_ctx: AppContext, auth: Auth) -> None:
     w = await world(clean_ctx)
-    ed = bearer(clean_ctx, "ed-clinician", ED)
+    ed = auth("ed-clinician", org=ED)
     hidden = {w[k].id for k in ("risk", "ended", "p2")}
     of_child = {w[k].id for k in ("plan", "fgm")}
     learnt: dict[tuple[Any, ...], tuple[list[Any], list[tuple[str, str]]]] = {}
@@ -132,18 +126,18 @@ async def test_no_criterion_changes_what_the_notice_says(client: httpx.AsyncClie
 @pytest.mark.parametrize("reader, org", [("safeguarding-lead", "Organization/elsewhere"),
                                          ("sexual-health-clinician", SH)])
 async def test_readers_who_may_see_them_get_no_notice(
-    client: httpx.AsyncClient, clean_ctx: AppContext, reader: str, org: str
+    client: httpx.AsyncClient, clean_ctx: AppContext, auth: Auth, reader: str, org: str
 ) -> None:
     w = await world(clean_ctx)
-    headers = bearer(clean_ctx, reader, org)
+    headers = auth(reader, org=org)
     r = await client.get("/fhir/Flag", params={"patient": CHILD, "author": SH}, headers=headers)
     shown, total, notices = seen(r.json())
     assert (shown, total, notices) == (tuple(sorted(("match", "Flag", w[k].id) for k in ("risk", "ended"))), 2, [])
 
 
-async def test_includes_and_reads_of_restricted_flags(client: httpx.AsyncClient, clean_ctx: AppContext) -> None:
+async def test_includes_and_reads_of_restricted_flags(client: httpx.AsyncClient, clean_ctx: AppContext, auth: Auth) -> None:
     w = await world(clean_ctx)
-    ed = bearer(clean_ctx, "ed-clinician", ED)
+    ed = auth("ed-clinician", org=ED)
     r = await client.get("/fhir/Patient", params={"_id": "example-child,p2", "_revinclude": "Flag:patient"},
                          headers=ed)
     shown, total, notices = seen(r.json())
