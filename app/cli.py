@@ -36,8 +36,13 @@ def _migrate_or_exit() -> None:
     """Migrate, or say in one line why not (no traceback) and exit 1."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from app.storage.nhs_numbers import DuplicateNhsNumbers
+
     try:
         asyncio.run(_migrate())
+    except DuplicateNhsNumbers as exc:  # the list of records to resolve, NHS numbers masked
+        console.print(f"cannot migrate the database: {exc}", soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(1) from None
     except (OSError, SQLAlchemyError) as exc:
         raise fail(f"cannot migrate the database: {describe(exc)}", 1) from None
 
@@ -149,6 +154,10 @@ _register_report(app)
 from app.safeguarding.caseload_cli import register as _register_caseload  # noqa: E402  (import-caseload)
 
 _register_caseload(app)
+
+from app.safeguarding.patients_cli import register as _register_patients  # noqa: E402  (patients duplicates)
+
+_register_patients(app)
 
 from app.demo.cli import register as _register_demo  # noqa: E402  (demo)
 

@@ -16,8 +16,9 @@ the notices will reference it), `role` (`health-visitor` | `school-nurse` | `saf
   update creates no version). A new holder of a role with a later start date ends the previous holder's
   participation the day before (one health visitor, school nurse and lead per child at a time).
 - A child with no Patient on file gets a minimal one (the NHS number only), so that an ED attendance
-  that names the child by NHS number reaches the caseload holder; an NHS number that matches several
-  Patients is a bad row (nobody can tell which child is meant).
+  that names the child by NHS number reaches the caseload holder. A live Patient's NHS number is unique:
+  when another writer gives the number to a Patient while the import creates one, the database refuses
+  the second (409) and that child's rows are bad rows, the rest of the batch is kept.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from datetime import date, timedelta
 from typing import IO, Any
 
 from app.context import AppContext
-from app.errors import FhirError
+from app.errors import Conflict, FhirError
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
 from app.fhir.service import FhirService
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import CARE_TEAM_ROLE
+from app.storage.buffer import savepoint
 
 CASELOAD_SYSTEM = "https://fhir.safeflag.example/Id/caseload"
 COLUMNS = ("nhs_number", "practitioner", "role", "team", "start_date")
@@ -173,14 +175,15 @@ class _Batch:
             self.known[reference] = await self.lookup.get(reference) is not None
         return self.known[reference]
 
-    async def patient(self, nhs: str) -> str | None:
+    async def patient(self, nhs: str) -> str:
+        """The child's Patient id, a new minimal Patient when there is none; Conflict (409) when the
+        NHS number is held by a Patient this transaction cannot see yet (a concurrent writer)."""
         found = await self.lookup.patients_by_nhs_number(nhs)
-        if len(found) > 1:
-            return None
         if found:
-            return found[0].id
-        created = await self.svc.create("Patient", {"resourceType": "Patient",
-                                                    "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": nhs}]})
+            return found[0].id  # the only one: the database keeps a live Patient's NHS number unique
+        async with savepoint(self.svc.session):  # a refused create leaves nothing behind
+            created = await self.svc.create("Patient", {"resourceType": "Patient",
+                                                        "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": nhs}]})
         self.report.patients_created += 1
         assert created.stored is not None
         return created.stored.id
@@ -200,9 +203,11 @@ class _Batch:
             current, content = teams[0], dict(teams[0].content)
             content["participant"] = [dict(p) for p in content.get("participant") or []]
         else:
-            patient_id = await self.patient(nhs)
-            if patient_id is None:
-                self.report.bad += [BadRow(r.line, f"NHS number {nhs} matches more than one Patient") for r in good]
+            try:
+                patient_id = await self.patient(nhs)
+            except Conflict as exc:
+                reason = str(exc.outcome()["issue"][0]["diagnostics"])
+                self.report.bad += [BadRow(r.line, f"no Patient created: {reason}") for r in good]
                 return
             current, content = None, new_care_team(patient_id, good[0])
         changed = [merge(content, row) for row in good]

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
+from app.storage import nhs_numbers
 from app.storage.buffer import KEEPS_QUEUE, defer
 from app.storage.locks import advisory_lock, on_postgresql
 from app.storage.notify_tables import outbox_event
@@ -243,7 +244,7 @@ class Repository:
                 f"{resource_type}/{res_id} was created by a concurrent request", msg_id="SF-0409"
             ) from exc
         await self._write_version(pk, resource_type, res_id, 1, ts, method, doc)
-        await self._write_index(pk, resource_type, doc)
+        await self._write_index(pk, resource_type, doc, replace=False)
         await self._write_outbox(resource_type, res_id, 1, "create", ts)
         return StoredResource(pk, resource_type, res_id, 1, ts, False, doc, org)
 
@@ -255,7 +256,7 @@ class Repository:
         await self._bump(current, vid, ts, deleted=False, content=doc)
         await self._write_version(current.pk, current.resource_type, current.id, vid, ts, "PUT", doc)
         await self._clear_index(current.pk)
-        await self._write_index(current.pk, current.resource_type, doc)
+        await self._write_index(current.pk, current.resource_type, doc, replace=True)
         await self._write_outbox(current.resource_type, current.id, vid, "update", ts)
         return StoredResource(current.pk, current.resource_type, current.id, vid, ts, False, doc,
                               current.created_by_org)
@@ -267,6 +268,8 @@ class Repository:
         await self._bump(current, vid, ts, deleted=True, content=current.content)
         await self._write_version(current.pk, current.resource_type, current.id, vid, ts, "DELETE", None)
         await self._clear_index(current.pk)
+        if current.resource_type == "Patient":  # a deleted Patient frees its NHS numbers
+            await nhs_numbers.free(self.session, current.pk)
         await self._write_outbox(current.resource_type, current.id, vid, "delete", ts)
         return StoredResource(current.pk, current.resource_type, current.id, vid, ts, True, current.content,
                               current.created_by_org)
@@ -310,8 +313,12 @@ class Repository:
         for stmt in _DELETE_INDEX:
             await self.session.execute(stmt, {"pk": pk})
 
-    async def _write_index(self, pk: int, rtype: str, doc: dict[str, Any]) -> None:
+    async def _write_index(self, pk: int, rtype: str, doc: dict[str, Any], *, replace: bool) -> None:
+        """The search-index rows of `doc`; for a Patient also its NHS numbers, unique among live Patients
+        (409 otherwise: app/storage/nhs_numbers.py). `replace`: `pk` had index rows before (an update)."""
         rows = self.indexer(rtype, doc)
+        if rtype == "Patient":
+            await nhs_numbers.claim(self.session, pk, doc, nhs_numbers.nhs_numbers(rows.tokens), replace=replace)
         base = {"resource_pk": pk, "res_type": rtype}
         if rows.tokens:
             defer(self.session, _INSERT_INDEX["idx_token"],

@@ -130,3 +130,13 @@ idx_date = Table(
 )
 
 INDEX_TABLES = (idx_token, idx_string, idx_reference, idx_date)
+
+# One row per NHS number held by a live Patient: the primary key is what makes the number unique
+# (app/storage/nhs_numbers.py writes it in the Patient version's own transaction).
+patient_nhs_number = Table(
+    "patient_nhs_number",
+    metadata,
+    Column("nhs_number", String(16), primary_key=True),
+    _resource_fk(),
+    Index("ix_patient_nhs_number_resource", "resource_pk"),
+)

@@ -103,7 +103,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def test_metrics(client: httpx.AsyncClient, clean_ctx: AppContext) -> None:
     assert (await client.post("/fhir/Patient", json=patient())).status_code == 201
-    assert (await client.post("/fhir/Patient", json=patient())).status_code == 201
+    assert (await client.post("/fhir/Patient", json=patient("9990000026"))).status_code == 201
     assert (await client.get("/fhir/Patient/unknown")).status_code == 404
     assert (await client.get("/no/such/endpoint")).status_code == 404
     r = await client.get("/metrics")

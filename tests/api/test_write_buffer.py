@@ -57,21 +57,23 @@ async def test_create_writes_queued_rows_in_one_statement_per_table(clean_ctx: A
     finally:
         event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
     writes = [s for s in (traced if sqlite else sent) if s.startswith(("INSERT", "WITH"))]
-    if sqlite:  # SQLAlchemy sent only the resource rows: the queued ones went straight to sqlite3
-        assert [s.split(" (")[0] for s in sent if s.startswith("INSERT")] == ["INSERT INTO resource"] * 2
-    # two resource rows at once (their keys are needed), then each queued table once for both: on
-    # SQLite one executemany per table, on PostgreSQL all of them in one statement
+    # each Patient's resource row and its NHS number at once (the key is needed; the number's
+    # uniqueness must answer inside the write), then each queued table once for both
+    at_once = ["INSERT INTO resource", "INSERT INTO patient_nhs_number"] * 2
+    if sqlite:  # SQLAlchemy sent only those: the queued ones went straight to sqlite3
+        assert [s.split(" (")[0] for s in sent if s.startswith("INSERT")] == at_once
+    # on SQLite one executemany per queued table, on PostgreSQL all of them in one statement
     queued = ["resource_version", "idx_token", "idx_string", "idx_date", "outbox_event"]
     if sqlite:
         tables = [w.split(" (")[0] for w in writes]
         assert [t for i, t in enumerate(tables) if i == 0 or t != tables[i - 1]] == (
-            ["INSERT INTO resource"] + [f"INSERT INTO {t}" for t in queued]
+            at_once + [f"INSERT INTO {t}" for t in queued]
         )
         assert tables.count("INSERT INTO resource") == 2 and tables.count("INSERT INTO outbox_event") == 2
     else:
-        assert [w.split(" (")[0] for w in writes[:2]] == ["INSERT INTO resource"] * 2
-        assert len(writes) == 3 and writes[2].startswith("WITH w0 AS (INSERT INTO resource_version ")
-        assert re.findall(r"INSERT INTO (\w+)", writes[2]) == queued
+        assert [w.split(" (")[0] for w in writes[:4]] == at_once
+        assert len(writes) == 5 and writes[4].startswith("WITH w0 AS (INSERT INTO resource_version ")
+        assert re.findall(r"INSERT INTO (\w+)", writes[4]) == queued
     for outcome in (first, second):
         rid = outcome.stored.id
         assert await _count(clean_ctx, resource_version, res_type="Patient", res_id=rid) == 1

@@ -112,12 +112,20 @@ async def test_conditional_create_with_if_none_exist(target: Server, http: httpx
     assert (first.status_code, second.status_code) == (201, 200)
     assert second.json()["id"] == first.json()["id"]
     assert second.json()["name"][0]["family"] == "Parity"  # the existing one, untouched
+    # a plain second create with the same NHS number: HAPI stores a duplicate, SafeFlag refuses it
+    # (a live Patient's NHS number is unique)
+    duplicate = await http.post("/Patient", json=patient(nhs), headers={"Content-Type": FHIR_JSON})
+    assert duplicate.status_code == target.expect(hapi=201, safeflag=409)
+    assert is_outcome(duplicate.json()) == target.expect(hapi=False, safeflag=True)
     # two matches: the condition is ambiguous, nothing is created (https://hl7.org/fhir/R4/http.html#ccreate)
-    await create(http, patient(nhs))
-    ambiguous = await http.post("/Patient", json=patient(nhs), headers=condition)
+    local = {"system": "https://example.org/Id/parity-record", "value": nhs}
+    for _ in range(2):
+        await create(http, {**patient(nhs), "identifier": [local]})  # no NHS number
+    local_condition = {**condition, "If-None-Exist": f"identifier={local['system']}|{nhs}"}
+    ambiguous = await http.post("/Patient", json=patient(new_nhs_number()), headers=local_condition)
     assert ambiguous.status_code == 412
     assert is_outcome(ambiguous.json())
-    found = (await http.get("/Patient", params={"identifier": f"{NHS_NUMBER_SYSTEM}|{nhs}"})).json()
+    found = (await http.get("/Patient", params={"identifier": f"{local['system']}|{nhs}"})).json()
     assert len(matches(found)) == 2
 
 
