@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     search_max_values: int = Field(default=100, ge=1)
     bundle_max_entries: int = Field(default=100, ge=1)
     log_level: str = "INFO"
+    profiles_dir: Path | None = None  # conformance resources to validate with (default: the bundled fhir_profiles/)
     db_pool_size: int = Field(default=16, ge=1)
     # security (app/security): per-client token bucket (0 turns it off), browser origins allowed by CORS
     rate_limit_per_second: float = Field(default=100.0, ge=0)

@@ -16,7 +16,9 @@ from app.errors import FhirError
 from app.security.affiliation import enrich
 from app.security.guard import Guard
 from app.security.principal import Principal
+from app.fhir.profiles import use_profiles
 from app.fhir.search.definitions import make_indexer
+from app.fhir.server_writes import check_server_write
 from app.fhir.service import FhirService
 from app.storage.db import create_engine, create_sessionmaker
 from app.storage.repository import Clock, IdSource, Indexer, Repository
@@ -47,6 +49,8 @@ class AppContext:
         from app import rules
 
         rules.load()  # resource-type write rules (safeguarding, notifications)
+        if self.settings.profiles_dir is not None:
+            use_profiles(self.settings.profiles_dir)
         if self.indexer is None:
             self.indexer = make_indexer(self.settings.fhir_base)
 
@@ -57,7 +61,7 @@ class AppContext:
 
     def _repo(self, session: AsyncSession) -> Repository:
         assert self.indexer is not None
-        return Repository(session, clock=self.clock, ids=self.ids, indexer=self.indexer)
+        return Repository(session, clock=self.clock, ids=self.ids, indexer=self.indexer, check=check_server_write)
 
     @asynccontextmanager
     async def unit_of_work(

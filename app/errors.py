@@ -14,7 +14,8 @@ as an OperationOutcome (https://hl7.org/fhir/R4/http.html#summary, /operationout
     ├── PayloadTooLarge            413 too-costly
     ├── UnsupportedMediaType       415 not-supported
     ├── Unprocessable              422 processing / business-rule / invariant / code-invalid
-    └── TooManyRequests            429 throttled
+    ├── TooManyRequests            429 throttled
+    └── ServerWriteInvalid         500 exception (a resource the server wrote failed validation: our bug)
 
 Each error carries one or more `Issue`s; each issue has a stable message id (`SF-xxxx`) at the start
 of its diagnostics so that clients and tests can key on it.
@@ -160,3 +161,12 @@ class TooManyRequests(FhirError):
     status = 429
     default_code = "throttled"
     default_message = "Too many requests"
+
+
+class ServerWriteInvalid(FhirError):
+    """A resource the server wrote itself (a notice, a Task, an escalation...) failed its validation: a
+    server bug, never the client's fault. The whole transaction rolls back."""
+
+    status = 500
+    default_code = "exception"
+    default_message = "Internal server error"

@@ -345,14 +345,15 @@ class FhirService(ReadInteractions):
     ) -> StoredResource:
         scratch: dict[str, Any] = {}
         content = await hooks.run_before_write(self, resource_type, content, None, scratch)
-        stored = await self.repo.create(resource_type, content, res_id=res_id, method=method, org=self.org)
+        stored = await self.repo.create(resource_type, content, res_id=res_id, method=method, org=self.org,
+                                        validated=True)
         await hooks.run_after_write(self, stored, None, scratch)
         return stored
 
     async def _store_over(self, current: StoredResource, content: dict[str, Any]) -> StoredResource:
         scratch: dict[str, Any] = {}
         content = await hooks.run_before_write(self, current.resource_type, content, current, scratch)
-        stored = await self.repo.update(current, content)
+        stored = await self.repo.update(current, content, validated=True)
         await hooks.run_after_write(self, stored, current, scratch)
         return stored
 

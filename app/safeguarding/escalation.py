@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.context import AppContext
-from app.errors import Conflict
+from app.errors import Conflict, ServerWriteInvalid
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import care_team_member, lead_of
 from app.safeguarding.rules import COMM_CATEGORY
@@ -110,4 +110,6 @@ async def escalate_overdue(ctx: AppContext, now: datetime) -> int:
             done += await escalate_one(ctx, task_id, now)
         except Conflict:  # changed meanwhile (acknowledged, or escalated by another dispatcher): re-checked next run
             log.info("escalation skipped: task changed concurrently", extra={"task": task_id})
+        except ServerWriteInvalid:  # logged at ERROR (profile and issue); the other Tasks still escalate
+            continue
     return done

@@ -72,6 +72,8 @@ class IndexRows:
 
 
 Indexer = Callable[[str, dict[str, Any]], IndexRows]
+# Validates a resource the server wrote itself before it is stored (app/fhir/server_writes.py); raises
+ServerWriteCheck = Callable[[str, dict[str, Any]], None]
 
 
 def format_instant(ts: datetime) -> str:
@@ -139,11 +141,15 @@ CURRENT_FOR_UPDATE = CURRENT_BY_ID.with_for_update()
 
 
 class Repository:
-    def __init__(self, session: AsyncSession, *, clock: Clock, ids: IdSource, indexer: Indexer) -> None:
+    def __init__(
+        self, session: AsyncSession, *, clock: Clock, ids: IdSource, indexer: Indexer,
+        check: ServerWriteCheck | None = None,
+    ) -> None:
         self.session = session
         self.clock = clock
         self.ids = ids
         self.indexer = indexer
+        self.check = check  # run on every create/update not marked `validated` (the server's own writes)
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, resource_type: str, res_id: str) -> StoredResource | None:
@@ -226,11 +232,15 @@ class Repository:
         org: str | None = None,
         method: str = "POST",
         now: datetime | None = None,
+        validated: bool = False,
     ) -> StoredResource:
-        """Insert version 1 of a new resource (server id unless `res_id` is given)."""
+        """Insert version 1 of a new resource (server id unless `res_id` is given). `validated`: the
+        content passed the API's validation already; anything else is the server's own and is checked."""
         res_id = res_id or self.new_id()
         ts = utc_ms(now) if now is not None else self._now()
         doc = stamp(content, res_id, 1, ts)
+        if self.check is not None and not validated:
+            self.check(resource_type, doc)
         try:
             pk = (
                 await self.session.execute(
@@ -248,11 +258,16 @@ class Repository:
         await self._write_outbox(resource_type, res_id, 1, "create", ts)
         return StoredResource(pk, resource_type, res_id, 1, ts, False, doc, org)
 
-    async def update(self, current: StoredResource, content: dict[str, Any]) -> StoredResource:
-        """Write version n+1 over `current`; 409 when another writer got there first."""
+    async def update(
+        self, current: StoredResource, content: dict[str, Any], *, validated: bool = False
+    ) -> StoredResource:
+        """Write version n+1 over `current`; 409 when another writer got there first. `validated` as
+        for `create`."""
         vid = current.version_id + 1
         ts = self._now()
         doc = stamp(content, current.id, vid, ts)
+        if self.check is not None and not validated:
+            self.check(current.resource_type, doc)
         await self._bump(current, vid, ts, deleted=False, content=doc)
         await self._write_version(current.pk, current.resource_type, current.id, vid, ts, "PUT", doc)
         await self._clear_index(current.pk)

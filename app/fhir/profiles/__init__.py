@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from app.errors import Issue
 from app.fhir.profiles.compiler import ProfileError
 from app.fhir.profiles.engine import Engine
 from app.fhir.profiles.selection import claimed_profiles, default_profile
-from app.fhir.profiles.store import CANONICAL_BASE, ConformanceStore, get_store
+from app.fhir.profiles.store import CANONICAL_BASE, ConformanceStore, get_store, set_root
 
 __all__ = [
     "CANONICAL_BASE",
@@ -33,6 +34,7 @@ __all__ = [
     "known_profile",
     "profile_issues",
     "profiles_for",
+    "use_profiles",
     "validate_against",
 ]
 
@@ -40,6 +42,14 @@ __all__ = [
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
     return Engine(get_store())
+
+
+def use_profiles(root: Path) -> None:
+    """Validate and serve with the conformance resources under `root` instead of the bundled
+    `fhir_profiles/` (setting `SAFEFLAG_PROFILES_DIR`; the server's own tests use it to load a profile
+    that its own resources fail)."""
+    if set_root(root):
+        get_engine.cache_clear()
 
 
 HL7_SD = "http://hl7.org/fhir/StructureDefinition/"

@@ -150,7 +150,21 @@ class ConformanceStore:
         )
 
 
+_root = PROFILES_DIR  # SAFEFLAG_PROFILES_DIR (app/fhir/profiles `use_profiles`)
+
+
 @lru_cache(maxsize=1)
 def get_store() -> ConformanceStore:
-    """The store of the project's own `fhir_profiles/` (loaded on first use; call at start-up to warm)."""
-    return ConformanceStore.load(PROFILES_DIR)
+    """The store of the project's own `fhir_profiles/`, or of the folder `SAFEFLAG_PROFILES_DIR` names
+    (loaded on first use; call at start-up to warm)."""
+    return ConformanceStore.load(_root)
+
+
+def set_root(root: Path) -> bool:
+    """Load the store from `root` from now on; True when that changes the folder."""
+    global _root
+    if root.resolve() == _root.resolve():
+        return False
+    _root = root
+    get_store.cache_clear()
+    return True
