@@ -3,24 +3,21 @@ delivery state kept), so that their creators keep managing them; both databases.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import insert, select
 
-from app.config import Settings
-from app.context import AppContext
 from app.main import create_app
 from app.storage.migrate import upgrade
 from app.storage.notify_tables import subscription_state
 from app.storage.repository import Repository
 from app.storage.tables import idx_token, resource, resource_version
-from tests.conftest import BASE_URL, _pg_url
+from tests.conftest import BASE_URL
 from tests.notify.conftest import subscription
 from tests.notify.owners import HV_ORG, intruder, owner
 from tests.support.fhir_data import outcome
+from tests.support.fresh_db import fresh_context
 from tests.support.postgres import PgCluster
 
 CREATOR = {"system": "https://fhir.safeflag.example/CodeSystem/created-by-client", "code": "hv-epr"}
@@ -28,12 +25,7 @@ CREATOR = {"system": "https://fhir.safeflag.example/CodeSystem/created-by-client
 
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
 async def test_stored_subscriptions_get_their_creator(db: str, pg_cluster: PgCluster | None) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="safeflag-migrate-"))
-    url = f"sqlite+aiosqlite:///{tmp / 'm.db'}" if db == "sqlite" else _pg_url(pg_cluster, "safeflag_creator_tag")
-    settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
-                        rate_limit_per_second=0, _env_file=None)  # type: ignore[call-arg]
-    ctx = AppContext.from_settings(settings)
-    try:
+    async with fresh_context(db, pg_cluster, "safeflag_creator_tag") as ctx:
         await upgrade(ctx.engine, "20261126_0004")
         async with ctx.sessionmaker() as session, session.begin():
             repo = Repository(session, clock=ctx.clock, ids=ctx.ids, indexer=ctx.indexer)  # type: ignore[arg-type]
@@ -61,5 +53,3 @@ async def test_stored_subscriptions_get_their_creator(db: str, pg_cluster: PgClu
             r = await api.get("/fhir/Subscription/legacy", headers=intruder(ctx))
             assert (r.status_code, r.json()) == (404, outcome("not-found", "SF-0301: Subscription/legacy is not known",
                                                               ["id"]))
-    finally:
-        await ctx.close()
