@@ -9,6 +9,7 @@
    (`SAFEFLAG_PROFILES_DIR`) whose safeguarding-task profile asks for a `Task.note` the acknowledgement
    Task never has, an ED attendance answers 500 with the request id, nothing of it is stored, and an
    ERROR log line names the profile and the issue. A real `safeflag serve` process on both databases.
+3. The escalation timer goes on past an escalation that fails its profile. Both databases.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import orjson
 from sqlalchemy import select
 
 from app.context import AppContext
+from app.fhir.profiles import use_profiles
 from app.fhir.profiles.store import PROFILES_DIR
 from app.fhir.validation import validate_resource
 from app.notify.delivery import RetryPolicy
@@ -208,3 +210,46 @@ async def test_invalid_server_write_is_a_500_and_rolls_back(database: str | None
     finally:
         server.stop()
         server.cleanup()
+
+
+async def test_an_escalation_that_fails_its_profile_does_not_stop_the_others(
+    client: httpx.AsyncClient, clean_ctx: AppContext, tmp_path: Path
+) -> None:
+    """The escalation timer goes on past a Task whose escalation fails validation: that Task stays as
+    it was (its transaction rolled back), the next is escalated. The profile folder in use is switched
+    as SAFEFLAG_PROFILES_DIR would (to one requiring Communication.recipient, which an escalation with
+    no safeguarding lead to address lacks), and back afterwards."""
+    await world(client)
+    alone = {"resourceType": "Patient", "id": "alone", "identifier": [{"system": NHS, "value": "9990000069"}],
+             "birthDate": "2025-06-01"}  # no CareTeam, no lead: its escalation has no recipient
+    await put(client, alone)
+    first = await post(client, encounter({"reference": "Patient/alone"}))
+    second = await post(client, encounter({"reference": CHILD}))
+    tasks = {}
+    for enc in (first, second):
+        comm = (await client.get("/fhir/Communication", params={"encounter": f"Encounter/{enc['id']}"})).json()
+        notices = [e["resource"] for e in comm["entry"] if e["search"]["mode"] == "match"]
+        assert len(notices) == 1, [(n["category"], n.get("recipient")) for n in notices]
+        notice = notices[0]
+        found = (await client.get("/fhir/Task", params={"focus": f"Communication/{notice['id']}"})).json()
+        (task,) = [e["resource"] for e in found["entry"] if e["search"]["mode"] == "match"]
+        tasks[enc["id"]] = task
+    root = tmp_path / "profiles"
+    shutil.copytree(PROFILES_DIR, root)
+    path = root / "StructureDefinition" / "safeguarding-communication.json"
+    sd = orjson.loads(path.read_bytes())
+    sd["differential"]["element"].append({"id": "Communication.recipient", "path": "Communication.recipient",
+                                          "min": 1})
+    path.write_bytes(orjson.dumps(sd))
+    use_profiles(root)
+    try:
+        assert await escalate_overdue(clean_ctx, datetime(2026, 2, 2, 12, tzinfo=UTC)) == 1
+    finally:
+        use_profiles(PROFILES_DIR)
+    unescalated = (await client.get(f"/fhir/Task/{tasks[first['id']]['id']}")).json()
+    assert unescalated == tasks[first["id"]]
+    escalated = (await client.get(f"/fhir/Task/{tasks[second['id']]['id']}")).json()
+    assert (escalated["meta"]["versionId"], escalated["businessStatus"]["coding"][0]["code"]) == ("2", "escalated")
+    found = (await client.get("/fhir/Communication", params={"category": f"{CS}safeguarding-communication-category|escalation"})).json()
+    assert [e["resource"]["about"][0]["reference"] for e in found["entry"] if e["search"]["mode"] == "match"] == [
+        f"Task/{escalated['id']}"]
