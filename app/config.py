@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     profiles_dir: Path | None = None  # conformance resources to validate with (default: the bundled fhir_profiles/)
     db_pool_size: int = Field(default=16, ge=1)
+    statement_timeout_seconds: float = Field(default=10.0, ge=0)  # PostgreSQL; 0: none
     # security (app/security): per-client token bucket (0 turns it off), browser origins allowed by CORS
     rate_limit_per_second: float = Field(default=100.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)

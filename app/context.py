@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +22,10 @@ from app.fhir.search.definitions import make_indexer
 from app.fhir.server_writes import check_server_write
 from app.fhir.service import FhirService
 from app.storage.db import create_engine, create_sessionmaker
+from app.storage.failures import as_fhir_error
 from app.storage.repository import Clock, IdSource, Indexer, Repository
+
+log = logging.getLogger("safeflag")
 
 
 class SystemClock:
@@ -56,7 +60,8 @@ class AppContext:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: object) -> AppContext:
-        engine = create_engine(settings.effective_database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(settings.effective_database_url, pool_size=settings.db_pool_size,
+                               statement_timeout=settings.statement_timeout_seconds)
         return cls(settings, engine, create_sessionmaker(engine), **kw)  # type: ignore[arg-type]
 
     def _repo(self, session: AsyncSession) -> Repository:
@@ -93,8 +98,16 @@ class AppContext:
             if svc is not None:
                 svc.notes.run_committed(metrics)
         except Exception as exc:
+            failure = as_fhir_error(exc)  # the database failed, not the request: 503 (app/storage/failures.py)
             if svc is not None:
-                await self._audit_attempt(svc, exc)
+                try:
+                    await self._audit_attempt(svc, failure or exc)
+                except Exception as audit_exc:
+                    if failure is None or as_fhir_error(audit_exc) is None:
+                        raise
+                    log.warning("refused attempt not audited: the database is unavailable")
+            if failure is not None:
+                raise failure from exc
             raise
 
     async def _audit_attempt(self, svc: FhirService, exc: Exception) -> None:

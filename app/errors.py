@@ -15,7 +15,8 @@ as an OperationOutcome (https://hl7.org/fhir/R4/http.html#summary, /operationout
     ├── UnsupportedMediaType       415 not-supported
     ├── Unprocessable              422 processing / business-rule / invariant / code-invalid
     ├── TooManyRequests            429 throttled
-    └── ServerWriteInvalid         500 exception (a resource the server wrote failed validation: our bug)
+    ├── ServerWriteInvalid         500 exception (a resource the server wrote failed validation: our bug)
+    └── ServiceUnavailable         503 transient / timeout (the database, not the request)
 
 Each error carries one or more `Issue`s; each issue has a stable message id (`SF-xxxx`) at the start
 of its diagnostics so that clients and tests can key on it.
@@ -170,3 +171,9 @@ class ServerWriteInvalid(FhirError):
     status = 500
     default_code = "exception"
     default_message = "Internal server error"
+
+
+class ServiceUnavailable(FhirError):
+    status = 503
+    default_code = "transient"
+    default_message = "Service unavailable"

@@ -37,8 +37,9 @@ from app.fhir.validation import check_id
 from app.notify.channels.websocket import WebSocketRegistry
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.security import redact
-from app.security.middleware import RateLimitMiddleware, SecurityHeadersMiddleware
+from app.security.middleware import CancelOnDisconnectMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware
 from app.security.runtime import SecurityRuntime
+from app.storage.failures import as_fhir_error
 
 log = logging.getLogger("safeflag")
 
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         app.include_router(router)
     # create, read and search straight to their routes (app/api/hot.py), inside the exception handlers
     app.router.middleware_stack = HotRoutes(app.router.middleware_stack, interactions.router, earlier)
+    app.add_middleware(CancelOnDisconnectMiddleware)  # a read whose client has gone stops, query and all
     if settings.rate_limit_per_second > 0:
         app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,
                            identify=security.identify)
@@ -158,6 +160,9 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> Response:
+        failure = as_fhir_error(exc)  # a database that is down or too slow: 503, not 500
+        if failure is not None:
+            return fhir_response(failure.outcome(), failure.status, failure.headers)
         log.exception("unhandled error", exc_info=exc)
         body = operation_outcome(
             [Issue("exception", "Internal server error; quote the X-Request-Id when reporting it", msg_id="SF-0500")]

@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import Issue, operation_outcome
+from app.storage.failures import as_fhir_error
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 # An echoed id ends up in our logs and in a response header: accept only short, plain tokens.
@@ -108,19 +109,26 @@ class RequestMiddleware:
             await self.app(scope, receive, send_wrapper)
         except ClientDisconnect:
             state["status"] = CLIENT_CLOSED_REQUEST
-        except Exception:
+        except Exception as exc:
             # Handled here rather than by Starlette's ServerErrorMiddleware, which sits outside this
             # middleware: its 500 would lack X-Request-Id and its log line the request id.
-            log.exception("unhandled error", extra={"method": scope["method"], "path": scope["path"]})
-            state["status"] = 500
+            failure = as_fhir_error(exc)  # a database that is down or too slow: 503, not 500
+            status = failure.status if failure else 500
+            if failure is None:
+                log.exception("unhandled error", extra={"method": scope["method"], "path": scope["path"]})
+            state["status"] = status
             if not state["started"]:
+                body = failure.outcome() if failure else internal_error_outcome()
+                headers = [(k.lower().encode(), v.encode()) for k, v in (failure.headers if failure else {}).items()]
                 await send_wrapper({
-                    "type": "http.response.start", "status": 500,
-                    "headers": [(b"content-type", b"application/fhir+json; charset=utf-8")],
+                    "type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/fhir+json; charset=utf-8"), *headers],
                 })
-                await send({"type": "http.response.body", "body": orjson.dumps(internal_error_outcome())})
+                await send({"type": "http.response.body", "body": orjson.dumps(body)})
         finally:
-            self._record(scope, int(state["status"]), time.perf_counter() - start)
+            # a read cancelled because its client left (CancelOnDisconnectMiddleware) is a client abort too
+            gone = scope.get("safeflag.client_gone") and not state["started"]
+            self._record(scope, CLIENT_CLOSED_REQUEST if gone else int(state["status"]), time.perf_counter() - start)
             self.metrics.in_progress.dec()
             request_id_var.reset(token)
 
@@ -152,6 +160,22 @@ def _request_id(scope: Scope) -> str:
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 
 
+SQL_EXCERPT = 300  # characters of a failed statement's SQL kept in a log line
+
+
+def clip_sql(text: str) -> str:
+    """SQLAlchemy errors quote the whole statement (`[SQL: ...]`): a 1,000-value search made a 136 KB log
+    line. Keep a short excerpt of each."""
+    start = text.find("[SQL: ")
+    while start != -1:
+        end = text.find("]\n", start)
+        end = len(text) if end == -1 else end
+        if end - start > SQL_EXCERPT:
+            text = f"{text[:start + SQL_EXCERPT]} ... ({end - start} characters)" + text[end:]
+        start = text.find("[SQL: ", start + 6)
+    return text
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (UTC), level, logger, msg, request_id when inside a request, extras."""
 
@@ -161,7 +185,7 @@ class JsonFormatter(logging.Formatter):
             "ts": ts.replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": clip_sql(record.getMessage()),
         }
         rid = request_id_var.get()
         if rid:
@@ -170,7 +194,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STD and not key.startswith("_"):
                 out[key] = value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = clip_sql(self.formatException(record.exc_info))
         return orjson.dumps(out, default=str).decode()
 
 

@@ -16,6 +16,7 @@ from app.api.responses import fhir_response, preferences
 from app.fhir.capabilities import capability_statement
 from app.fhir.transaction import process
 from app.security.policy import decide_operation
+from app.storage.failures import RETRY_AFTER_S
 
 router = APIRouter()
 
@@ -71,7 +72,8 @@ async def readyz(ctx: ContextDep) -> Response:
         # The exception type only: its message may name hosts or users, and /readyz needs no token.
         detail = (f"Cannot reach the database ({type(exc).__name__}); check SAFEFLAG_DATABASE_URL "
                   "and that the database server is running")
-        return JSONResponse({"status": "unavailable", "database": "unreachable", "detail": detail}, status_code=503)
+        return JSONResponse({"status": "unavailable", "database": "unreachable", "detail": detail}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
     head = head_revision()
     if current != head:
         detail = (f"The database schema is at migration {current or 'none'} but this build needs {head}: "

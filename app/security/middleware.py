@@ -13,10 +13,18 @@
   bucket with unsigned tokens naming it. Probes (`/healthz`, `/readyz`, `/metrics`) are not
   limited. Buckets live in the process: with N workers a client gets N times the rate, which is
   acceptable for abuse protection.
+- `CancelOnDisconnectMiddleware`: a read (GET, HEAD, `POST .../_search`) whose client goes away before
+  the answer is sent is cancelled, and with it its database statement (asyncpg sends PostgreSQL a
+  cancel request when the awaiting task is cancelled): a client that gave up must not keep a pooled
+  connection and a backend busy. Writes are never cancelled half-way: they finish and commit or roll
+  back as if the client were still there. The request is marked `CLIENT_GONE` in its scope (logged and
+  counted as 499, not as an error).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from collections import OrderedDict
@@ -40,6 +48,8 @@ CORS_EXPOSE_HEADERS = ("ETag, Location, Content-Location, Last-Modified, X-Reque
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
 FHIR_JSON = b"application/fhir+json; charset=utf-8"
 EXEMPT = ("/healthz", "/readyz", "/metrics")
+CLIENT_GONE = "safeflag.client_gone"  # scope key: the client disconnected before its answer was sent
+MAX_SEARCH_FORM = 1024 * 1024  # a POST _search body read ahead, so that the disconnect can be watched
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -155,3 +165,62 @@ class RateLimitMiddleware:
             await _send_outcome(send, 429, issue, [(b"retry-after", str(retry).encode())])
             return
         await self.app(scope, receive, send)
+
+
+def _cancellable(scope: Scope) -> bool:
+    """Reads only; a `POST _search` only with a declared, modest body (read ahead in full)."""
+    if scope["method"] in ("GET", "HEAD"):
+        return True
+    length = _header(scope, b"content-length")
+    return (scope["method"] == "POST" and scope["path"].endswith("/_search") and length is not None
+            and length.isdigit() and int(length) <= MAX_SEARCH_FORM)
+
+
+class CancelOnDisconnectMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _cancellable(scope):
+            await self.app(scope, receive, send)
+            return
+        body: list[Message] = []  # the whole request body, read ahead (none for GET)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                scope[CLIENT_GONE] = True
+                return
+            body.append(message)
+            if not message.get("more_body"):
+                break
+        gone = asyncio.Event()
+        answered = False
+
+        async def replay() -> Message:
+            if body:
+                return body.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def track(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = True
+            await send(message)
+
+        work = asyncio.ensure_future(self.app(scope, replay, track))
+        watch = asyncio.ensure_future(receive())  # the server answers http.disconnect when the client leaves
+        try:
+            await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+            if not work.done() and not answered and watch.result()["type"] == "http.disconnect":
+                scope[CLIENT_GONE] = True
+                gone.set()
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                return
+            await work
+        finally:
+            watch.cancel()
+            if not work.done():
+                work.cancel()

@@ -24,12 +24,17 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_engine(url: str, *, pool_size: int = 16, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 16, echo: bool = False,
+                  statement_timeout: float = 0) -> AsyncEngine:
+    """`statement_timeout` (seconds, PostgreSQL; 0: none) stops any one statement that runs longer, so a
+    costly query cannot hold a pooled connection and a backend for minutes (app/storage/failures.py
+    answers it 503). Migrations build their own engine without it."""
     parsed = make_url(url)
     common: dict[str, Any] = {
         "json_serializer": _json_dumps,
         "json_deserializer": orjson.loads,
         "echo": echo,
+        "hide_parameters": True,  # error messages (and so logs) never carry the values: NHS numbers
     }
     if parsed.get_backend_name() == "sqlite":
         db_path = parsed.database
@@ -51,7 +56,8 @@ def create_engine(url: str, *, pool_size: int = 16, echo: bool = False) -> Async
     # round of binds per row.
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=False,
-        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}}, **common
+        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan",
+                                          "statement_timeout": str(int(statement_timeout * 1000))}}, **common
     )
     engine.sync_engine.dialect.use_insertmanyvalues_wo_returning = True
     return engine

@@ -40,6 +40,7 @@ class PgCluster:
     datadir: Path
     port: int
     as_user: list[str]
+    opts: str = ""  # the server options it was started with, to start it again after `halt`
 
     def url(self, dbname: str) -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -54,6 +55,14 @@ class PgCluster:
         psql = self.bindir / "psql"
         exe = str(psql) if psql.exists() else "psql"
         self.run(exe, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", dbname, "-c", sql)
+
+    def halt(self) -> None:
+        """Shut the server down (fast: sessions are ended), keeping its data for `restart`."""
+        self.run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def restart(self) -> None:
+        self.run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", self.opts,
+                 "-l", str(self.datadir.parent / "log"), "-w", "start")
 
     def stop(self) -> None:
         subprocess.run(
@@ -88,7 +97,7 @@ def start_cluster() -> PgCluster:
         [*as_user, str(bindir / "pg_ctl"), "-D", str(datadir), "-o", opts, "-l", str(root / "log"), "-w", "start"],
         check=True, capture_output=True, timeout=120,
     )
-    cluster = PgCluster(bindir, datadir, port, as_user)
+    cluster = PgCluster(bindir, datadir, port, as_user, opts)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:

@@ -1,0 +1,161 @@
+"""Costly requests against a real `safeflag serve`: other clients are still answered while attackers
+fire the costliest searches and Bundles the bounds allow, and a client that gives up on a costly search
+stops its PostgreSQL statement (the backend does not run on for minutes).
+
+No timed assertion on speed: the other client's reads must all answer 200 and each within the
+statement timeout (the longest any one statement may hold a connection), and the attackers must
+still be at work when the other client is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.conftest import _pg_url
+from tests.e2e.server import RunningServer, start_server
+from tests.support.fhir_data import patient
+
+TIMEOUT_S = 5.0  # the servers' statement timeout here: no read may wait longer than one statement
+ATTACKERS = 24  # more than the PostgreSQL pool (16): before the bounds, about 24 such requests held it all
+NHS = ("9990000018", "9990000026", "9990000034", "9990000042")
+
+
+def _start(db: str, request: pytest.FixtureRequest, dbname: str, **env: str) -> RunningServer:
+    url = _pg_url(request.getfixturevalue("pg_cluster"), dbname) if db == "pg" else None
+    return start_server(url, args=("--no-dispatcher",),
+                        extra_env={"SAFEFLAG_STATEMENT_TIMEOUT_SECONDS": str(TIMEOUT_S),
+                                   "SAFEFLAG_RATE_LIMIT_PER_SECOND": "0", "SAFEFLAG_LOG_LEVEL": "WARNING", **env})
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
+def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    srv = _start(request.param, request, "e2e_costly")
+    try:
+        with httpx.Client(base_url=srv.fhir_base, headers=srv.headers, timeout=30) as http:
+            for i, nhs in enumerate(NHS):
+                assert http.post("/Patient", json=patient(nhs, family=f"Costly{i}")).status_code == 201
+        yield srv
+    finally:
+        srv.stop()
+        srv.cleanup()
+
+
+def costliest_searches() -> list[str]:
+    """The worst shapes within the default bounds (10 criteria, 100 values; bench/search_bounds.py)."""
+    return [
+        "Patient?" + urlencode([("name", f"a{i}") for i in range(10)]),
+        "Patient?" + urlencode([("name:contains", ",".join(f"a{i}{j}" for j in range(10))) for i in range(10)]),
+        "Flag?" + urlencode([("subject.name", f"a{i}") for i in range(10)]),
+        "Patient?" + urlencode([("identifier:not", f"x|{i}") for i in range(10)]),
+    ]
+
+
+def refused_searches() -> list[str]:
+    """What the bounds refuse (400), each of which held a PostgreSQL backend for minutes before them."""
+    return ["Patient?" + urlencode([("name", "a")] * 100), "Patient?" + urlencode([("name", ",".join(["a"] * 1000))]),
+            "Flag?" + urlencode([("subject." * 8 + "name", "a")])]
+
+
+async def _attack(http: httpx.AsyncClient, urls: list[str], stop: asyncio.Event, statuses: list[int]) -> None:
+    i = 0
+    while not stop.is_set():
+        statuses.append((await http.get(urls[i % len(urls)])).status_code)
+        i += 1
+
+
+async def _reads_under_attack(server: RunningServer, attack_urls: list[str], *, post: bool = False) -> list[int]:
+    # the attackers: a fresh connection per request (a pooled one idle past the server's keep-alive could
+    # be closed under it, a client-side race that says nothing about the server)
+    limits = httpx.Limits(max_connections=ATTACKERS, max_keepalive_connections=0)
+    async with (httpx.AsyncClient(base_url=server.fhir_base, headers=server.headers, timeout=60, limits=limits) as bad,
+                httpx.AsyncClient(base_url=server.fhir_base, headers=server.headers, timeout=60) as http):
+        pid = (await http.get(f"/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{NHS[0]}")).json()
+        pid = pid["entry"][0]["resource"]["id"]
+        stop, statuses = asyncio.Event(), list[int]()
+        if post:
+            async def send_bundles(size: int) -> None:
+                while not stop.is_set():
+                    statuses.append((await bad.post(server.fhir_base, json=transaction(size))).status_code)
+            attackers = [asyncio.create_task(send_bundles(size)) for size in (100, 100, 5000)]
+        else:
+            n = len(attack_urls)
+            attackers = [asyncio.create_task(_attack(bad, attack_urls[i % n:] + attack_urls[:i % n], stop,
+                                                     statuses)) for i in range(ATTACKERS)]
+        await asyncio.sleep(0.5)  # the attack is under way
+        answered = []
+        for _ in range(20):
+            start = time.perf_counter()
+            r = await http.get(f"/Patient/{pid}")
+            answered.append((r.status_code, time.perf_counter() - start <= TIMEOUT_S))
+            r = await http.get(f"/Flag?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|{NHS[1]}&status=active")
+            answered.append((r.status_code, time.perf_counter() - start <= TIMEOUT_S))
+        still_attacking = not any(t.done() for t in attackers)
+        stop.set()
+        await asyncio.gather(*attackers)
+    assert answered == [(200, True)] * 40
+    assert still_attacking
+    return statuses
+
+
+@pytest.mark.pg
+async def test_other_clients_are_answered_during_the_costliest_searches(server: RunningServer) -> None:
+    """PostgreSQL: more attackers than pooled connections. (On SQLite every request queues for its one
+    connection, so two dozen attackers delay everyone by their own whole queue: the bounds keep each
+    short, and the Bundle test below covers SQLite's writer.)"""
+    if server.database != "PostgreSQL":
+        pytest.skip("the pool-exhaustion attack is PostgreSQL's; SQLite is covered by the Bundle test")
+    statuses = await _reads_under_attack(server, costliest_searches() + refused_searches())
+    assert set(statuses) == {200, 400}
+
+
+def transaction(size: int) -> dict[str, object]:
+    entries = [{"resource": {"resourceType": "Patient", "gender": "male"}, "request": {"method": "POST", "url": "Patient"}}
+               for _ in range(size)]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+async def test_other_clients_are_answered_during_the_largest_allowed_bundles(server: RunningServer) -> None:
+    """The largest allowed transaction holds SQLite's writer briefly; a 5,000-entry one (6 s) is refused."""
+    statuses = await _reads_under_attack(server, [], post=True)
+    assert set(statuses) == {200, 413}
+
+
+@pytest.mark.pg
+async def test_a_client_that_gives_up_stops_its_postgresql_statement(request: pytest.FixtureRequest) -> None:
+    # bounds raised far past the defaults, so that one search plans for longer than this test waits
+    srv = _start("pg", request, "e2e_gives_up", SAFEFLAG_SEARCH_MAX_CRITERIA="1000", SAFEFLAG_SEARCH_MAX_VALUES="1000",
+                 SAFEFLAG_STATEMENT_TIMEOUT_SECONDS="600", SAFEFLAG_LOG_LEVEL="INFO")
+    engine = create_async_engine(srv.env["SAFEFLAG_DATABASE_URL"])
+    watch = text("SELECT count(*) FROM pg_stat_activity WHERE datname = 'e2e_gives_up' AND state = 'active' "
+                 "AND pid <> pg_backend_pid() AND query LIKE '%idx_string%'")
+    try:
+        costly = "/Patient?" + urlencode([("name", f"a{i}") for i in range(150)])
+        async with httpx.AsyncClient(base_url=srv.fhir_base, headers=srv.headers) as http:
+            try:
+                answer: httpx.Response | None = await http.get(costly, timeout=3.0)
+            except httpx.ReadTimeout:  # the client gives up and closes its connection
+                answer = None
+            assert answer is None, (answer.status_code, answer.text[:300])
+        async with engine.connect() as conn:
+            running = []
+            for _ in range(100):  # up to 10 s: planning 150 criteria takes minutes
+                running.append((await conn.execute(watch)).scalar_one())
+                if running[-1] == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert running[-1] == 0, running
+        srv.stop()
+        gone = [r for r in srv.log_records() if r.get("status") == 499]
+        assert [(r["level"], r["path"], r["interaction"]) for r in gone] == [("INFO", "/fhir/Patient", "search_type")]
+    finally:
+        await engine.dispose()
+        srv.stop()
+        srv.cleanup()
