@@ -142,14 +142,22 @@ class ReadInteractions:
         result = await run_search(self.session, req, restrict=self.guard.restrict())
         return result.matches
 
-    async def match_one(self, resource_type: str, query: list[tuple[str, str]], what: str) -> StoredResource | None:
+    async def match_one(
+        self, resource_type: str, query: list[tuple[str, str]], what: str, *, for_write: bool = False
+    ) -> StoredResource | None:
+        """The one match of conditional criteria (None: no match; several: 412). `for_write`: the match
+        locked for the write and read again as it is now (`Repository.get_for_write`), so conditional
+        writes of one resource run one after another too (None if it was deleted meanwhile)."""
         matches = await self._match(resource_type, query, what)
         if len(matches) > 1:
             raise PreconditionFailed(
                 f"The conditional {what} criteria match more than one resource", msg_id="SF-0412",
                 code="multiple-matches",
             )
-        return matches[0] if matches else None
+        if not matches or not for_write:
+            return matches[0] if matches else None
+        current = await self.repo.get_for_write(resource_type, matches[0].id)
+        return None if current is None or current.deleted else current
 
     async def resolve_reference(self, ref: str) -> str:
         """A conditional reference `Type?criteria` in a Bundle (https://hl7.org/fhir/R4/http.html#trules)

@@ -237,7 +237,7 @@ class FhirService(ReadInteractions):
         validate_resource(resource_type, body)
         body = self.guard.labels(body)
         self.guard.check("search", resource_type)
-        current = await self.match_one(resource_type, query, "update")
+        current = await self.match_one(resource_type, query, "update", for_write=True)
         if current is None:  # R4: no match -> create, with the body's id if it has one
             res_id = body.get("id")
             if res_id:
@@ -283,7 +283,7 @@ class FhirService(ReadInteractions):
         check_write_allowed(resource_type, "patch")
         self.guard.begin("patch", resource_type)
         self.guard.check("search", resource_type)
-        current = await self.match_one(resource_type, query, "patch")
+        current = await self.match_one(resource_type, query, "patch", for_write=True)
         if current is None:
             raise NotFound("The conditional patch criteria match no resource", msg_id="SF-0304")
         return await self._patch(current, patch_body, content_type, parse_version(if_match))
@@ -329,7 +329,7 @@ class FhirService(ReadInteractions):
         self.guard.begin("delete", resource_type)
         self.guard.check("delete", resource_type)
         # R4: no match is an ordinary delete of nothing (204); several are 412 (conditionalDelete "single")
-        current = await self.match_one(resource_type, query, "delete")
+        current = await self.match_one(resource_type, query, "delete", for_write=True)
         if current is None:
             await self.guard.audited()
             return Outcome(204)

@@ -2,7 +2,8 @@
 20 requests at once through the app, each in its own transaction and connection. Unconditional PUTs
 and PATCHes all succeed, one after another, with consecutive versions and none lost; of PUTs that all
 carry the same If-Match exactly one wins and the others answer 412, as a stale If-Match does. On
-PostgreSQL they used to race (409 SF-0409); SQLite runs write transactions one at a time."""
+PostgreSQL they used to race (409 SF-0409); SQLite runs write transactions one at a time. Conditional
+updates and patches (by identifier) too."""
 
 from __future__ import annotations
 
@@ -77,3 +78,20 @@ async def test_same_if_match_race_one_wins_the_rest_412(client: httpx.AsyncClien
             assert r.json() == outcome(
                 "conflict", "SF-0413: If-Match version 1 does not match the current version 2 of Patient/p1")
     assert await versions(client) == {1: "v1", 2: winner.json()["name"][0]["given"][0]}
+
+
+async def test_concurrent_conditional_updates_and_patches_all_apply(client: httpx.AsyncClient) -> None:
+    """`PUT Patient?identifier=...` and `PATCH Patient?identifier=...` racing on one Patient: each
+    writes over the version before it, none answers 409."""
+    ident = {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}
+    r = await client.put("/fhir/Patient/p1", json={**person("v1"), "identifier": [ident]})
+    assert r.status_code == 201
+    url = f"/fhir/Patient?identifier={ident['system']}|{ident['value']}"
+    puts = [client.put(url, json={**person(f"w{i}"), "identifier": [ident]}) for i in range(N // 2)]
+    patches = [client.patch(url, content=orjson.dumps([{"op": "add", "path": "/name/-", "value": {"family": f"n{i}"}}]),
+                            headers={"Content-Type": "application/json-patch+json"}) for i in range(N // 2)]
+    answers = await asyncio.gather(*puts, *patches)
+    assert [r.status_code for r in answers] == [200] * N, [r.text for r in answers if r.status_code != 200]
+    assert sorted(int(r.json()["meta"]["versionId"]) for r in answers) == list(range(2, N + 2))
+    history = (await client.get("/fhir/Patient/p1/_history", params={"_count": 100})).json()
+    assert history["total"] == N + 1
