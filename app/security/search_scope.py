@@ -180,15 +180,14 @@ async def withholds(session: AsyncSession, principal: Principal, req: SearchRequ
     conds = withheld_conditions(principal, req.resource_type, res)
     if conds is None or req.resource_type == "Patient":
         return False
-    about: list[Condition] = []
     named = named_patients(req)
-    if named:
-        about.append(and_(*where_clause(replace(req, criteria=named), _any(res))))
-    refs = frozenset(ref for m in shown for ref in patients_of(m.resource_type, m.content, m.id))
-    of_shown = _names_any(res, ("patient",), refs)
-    if of_shown is not None:
-        about.append(and_(res.c.res_type == req.resource_type, res.c.deleted.is_(False), of_shown))
-    if not about:
-        return False
-    stmt = select(res.c.pk).where(or_(*about), *conds).limit(1)
+    if named:  # every record shown matched these too: its patient is one of those named
+        about = where_clause(replace(req, criteria=named), _any(res))
+    else:
+        refs = frozenset(ref for m in shown for ref in patients_of(m.resource_type, m.content, m.id))
+        of_shown = _names_any(res, ("patient",), refs)
+        if of_shown is None:
+            return False
+        about = [res.c.res_type == req.resource_type, res.c.deleted.is_(False), of_shown]
+    stmt = select(res.c.pk).where(*about, *conds).limit(1)
     return (await session.execute(stmt)).first() is not None
