@@ -130,6 +130,7 @@ class Scenario:
         await self.subscriptions()
         await self.ed_attendances()
         await self.escalations_and_acknowledgement()
+        await self.unrouted_notice()
         await self.access_notification()
         await self.referral_copy()
         await bundles_and_outcomes(self)
@@ -292,6 +293,21 @@ class Scenario:
             headers={"Content-Type": "application/merge-patch+json"},
         )
         o.add("Task (acknowledged)", acked, SD + "safeguarding-task")
+
+    async def unrouted_notice(self) -> None:
+        """An attendance naming a child by an NHS number no Patient has (and no duty team is on file):
+        the notice, tagged with its unrouted reason, and its owner-less Task."""
+        o = self.out
+        subject = {"type": "Patient", "identifier": {"system": NHS, "value": "9990000042"}}
+        enc = await self.post(encounter(subject))
+        found = await self.search(f"/fhir/Communication?encounter=Encounter/{enc['id']}")
+        (comm,) = [e["resource"] for e in found["entry"] if e["search"]["mode"] == "match"]
+        assert comm["meta"]["tag"] == [{"system": CS + "unrouted-reason", "code": "patient-unknown"}]
+        o.add("Communication (ed-attendance, unrouted)", comm, SD + "safeguarding-communication")
+        tasks = await self.search(f"/fhir/Task?focus=Communication/{comm['id']}")
+        (task,) = [e["resource"] for e in tasks["entry"] if e["search"]["mode"] == "match"]
+        assert "owner" not in task
+        o.add("Task (acknowledge, unrouted)", task, SD + "safeguarding-task")
 
     async def access_notification(self) -> None:
         clinician = self.token("ed-clinician", org=ED, care_setting=ED_CARE_SETTING)

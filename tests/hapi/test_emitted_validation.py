@@ -95,6 +95,8 @@ EMITTED = [
     "Communication (escalation)",
     "Task (escalated)",
     "Task (acknowledged)",
+    "Communication (ed-attendance, unrouted)",
+    "Task (acknowledge, unrouted)",
     "Bundle (searchset, CP-IS check with _include)",
     "Bundle ($safeguarding-summary)",
     "Communication (access-notification)",
