@@ -28,7 +28,7 @@ ADULT_AGE = 18
 
 # Why a notice reached no health visitor, school nurse or team; each means the duty team is missing too.
 PATIENT_UNKNOWN = "patient-unknown"  # no live Patient is the attendance's subject (NHS number unknown)
-PATIENT_AMBIGUOUS = "patient-ambiguous"  # several live Patients hold the subject's NHS number
+PATIENT_AMBIGUOUS = "patient-ambiguous"  # several live Patients hold its NHS number (data older than uniqueness)
 NO_CARE_TEAM = "no-care-team"  # the child is on file: no CareTeam member for its age, no managing organisation
 UNROUTED_REASONS = (PATIENT_UNKNOWN, PATIENT_AMBIGUOUS, NO_CARE_TEAM)
 
