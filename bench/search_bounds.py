@@ -101,7 +101,9 @@ async def measure(label: str, url: str, data_dir: Path, patients: int) -> None:
             print(f"{label:10} {name:40} {status:18} {ms:9.1f} ms", flush=True)
         for kind, n in (("batch", settings.bundle_max_entries), ("transaction", settings.bundle_max_entries),
                         ("transaction", settings.bundle_max_entries // 4)):
-            entries = ([{"request": {"method": "GET", "url": "Patient?name=a&name=a&name=a"}}] * n if kind == "batch"
+            costliest = "Patient?" + "&".join(f"name=a{i}" for i in range(limits.max_criteria))
+            entries = ([{"request": {"method": "GET", "url": costliest}}] * (n // limits.max_criteria)
+                       if kind == "batch"
                        else [{"resource": {"resourceType": "Patient", "name": [{"family": f"B{i}"}]},
                               "request": {"method": "POST", "url": "Patient"}} for i in range(n)])
             bundle = {"resourceType": "Bundle", "type": kind, "entry": entries}
@@ -110,7 +112,7 @@ async def measure(label: str, url: str, data_dir: Path, patients: int) -> None:
                 async with ctx.unit_of_work() as svc:
                     await process(svc, bundle, Preferences())
             status, ms = await timed(send)
-            print(f"{label:10} {f'largest allowed {kind} ({n})':40} {status:18} {ms:9.1f} ms", flush=True)
+            print(f"{label:10} {f'largest allowed {kind} ({len(entries)})':40} {status:18} {ms:9.1f} ms", flush=True)
     finally:
         await ctx.close()
 

@@ -54,8 +54,8 @@ def _issue(text: str, expression: str, msg_id: str, code: str = "invalid") -> Is
 
 def parse_bundle(body: Any, fhir_base: str, max_entries: int | None = None) -> tuple[str, list[Entry]]:
     """(bundle type, entries) or BadRequest listing every envelope fault; more than `max_entries`
-    entries is 413 `too-costly` (a Bundle runs in one database transaction: on SQLite every other
-    request waits for it)."""
+    entries, or search criteria over all search entries, is 413 `too-costly` (a Bundle runs in one
+    database transaction: on SQLite every other request waits for it)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise BadRequest(
             "POST [base] takes a Bundle of type batch or transaction",
@@ -86,7 +86,27 @@ def parse_bundle(body: Any, fhir_base: str, max_entries: int | None = None) -> t
         issues.extend(_duplicates(entries))
     if issues:
         raise BadRequest(issues=issues)
+    if max_entries is not None:
+        _check_search_criteria(entries, max_entries)
     return kind, entries
+
+
+_NOT_COUNTED = ("_count", "_offset", "_format", "_pretty", "_summary", "_total", "_elements")
+
+
+def _check_search_criteria(entries: list[Entry], most: int) -> None:
+    """The search entries of one Bundle together take at most `most` criteria (as one search counts
+    them), so that a Bundle of costly searches holds the database no longer than a few searches would:
+    each entry alone is bounded as any search, but a hundred of the costliest ones in a batch held
+    SQLite's one connection for half a minute."""
+    total = sum(
+        len(value.split(",")) if key.split(":")[0] in ("_sort", "_include", "_revinclude") else 1
+        for e in entries if e.interaction == "search"
+        for key, value in e.query if key.split(":")[0] not in _NOT_COUNTED
+    )
+    if total > most:
+        raise PayloadTooLarge(f"The Bundle's search entries have {total} criteria together; a Bundle takes at most "
+                              f"{most}: split it", msg_id="SF-0434", expression="Bundle.entry")
 
 
 def _parse_entry(i: int, raw: Any, fhir_base: str, issues: list[Issue]) -> Entry | None:

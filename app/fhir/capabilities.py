@@ -103,7 +103,8 @@ def _documentation(limits: SearchLimits, bundle_max_entries: int) -> str:
     """The bounds a client must stay within (markdown)."""
     return (f"Each search (and each conditional interaction's criteria) takes {limits.describe()}; a search "
             f"beyond that is answered 400 with issue code `too-costly`. A batch or transaction Bundle takes at most "
-            f"{bundle_max_entries} entries; more is answered 413 `too-costly`.")
+            f"{bundle_max_entries} entries, and its search entries at most {bundle_max_entries} criteria together; "
+            "more is answered 413 `too-costly`.")
 
 
 def _security(fhir_base: str) -> dict[str, Any]:

@@ -112,7 +112,7 @@ async def test_the_bounds_are_settings_stated_in_the_capability_statement(narrow
         "parameter and each _sort, _include and _revinclude value counting once), 3 values in all (a,b counts two; "
         "a chained parameter's count once per resource type it is tried on) and chains through 3 references; a "
         "search beyond that is answered 400 with issue code `too-costly`. A batch or transaction Bundle takes at most "
-        "7 entries; more is answered 413 `too-costly`.")
+        "7 entries, and its search entries at most 7 criteria together; more is answered 413 `too-costly`.")
     assert (await narrow.get("/fhir/Patient?name=a&family=b,c")).status_code == 200
     r = await narrow.get("/fhir/Patient?name=a&family=b&gender=male")
     assert r.status_code == 400
@@ -134,3 +134,19 @@ async def test_bundles_beyond_the_entry_bound_are_413_too_costly(client: httpx.A
     r = await client.post("/fhir", json=full)
     assert r.status_code == 200 and len(r.json()["entry"]) == 100
     assert await count(client, "Patient") == 100
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+async def test_the_search_entries_of_a_bundle_share_one_bound(client: httpx.AsyncClient, kind: str) -> None:
+    """Each search entry is bounded as any search; together they take at most 100 criteria, so that a
+    batch of the costliest searches cannot hold the database for the time of a hundred of them."""
+    costly = "Patient?" + urlencode([("name", f"a{i}") for i in range(10)])
+    over = tx(*[req("GET", costly) for _ in range(10)], req("GET", "Patient?_sort=family,gender&_count=5"), kind=kind)
+    r = await client.post("/fhir", json=over)
+    assert (r.status_code, r.json()) == (413, outcome(
+        "too-costly", "SF-0434: The Bundle's search entries have 102 criteria together; a Bundle takes at most 100: "
+        "split it", ["Bundle.entry"]))
+    allowed = tx(*[req("GET", costly) for _ in range(10)], *[req("GET", "Patient/nobody") for _ in range(90)],
+                 kind=kind)
+    r = await client.post("/fhir", json=allowed)
+    assert r.status_code == (200 if kind == "batch" else 404)  # a transaction fails on its first missing read
