@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     base_url: str = "http://127.0.0.1:8080"
     auth_issuers: str = "[]"
-    webhook_allow: str = "127.0.0.1,localhost"
+    webhook_allow: str = "127.0.0.1,localhost"  # host:port entries, or a host for ports 80/443 (app/notify/allow.py)
     max_body_bytes: int = 20 * MiB
     max_document_bytes: int = Field(default=10 * MiB, ge=1)  # a referral copy's document (Binary or inline)
     default_count: int = 50

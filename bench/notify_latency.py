@@ -46,7 +46,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-def server(db_url: str, work: Path, workers: int) -> Server:
+def server(db_url: str, work: Path, workers: int, hook_port: int) -> Server:
     port = free_port()
     return Server(
         "safeflag",  # with its in-process dispatcher (one per worker), as `make run` serves it
@@ -57,6 +57,7 @@ def server(db_url: str, work: Path, workers: int) -> Server:
             "SAFEFLAG_BASE_URL": f"http://127.0.0.1:{port}",
             "SAFEFLAG_LOG_LEVEL": "WARNING",
             "SAFEFLAG_RATE_LIMIT_PER_SECOND": "0",
+            "SAFEFLAG_WEBHOOK_ALLOW": f"127.0.0.1:{hook_port}",  # the receiver's exact port
             "PYTHONPATH": str(ROOT),
         },
         port,
@@ -225,9 +226,9 @@ async def run_db(db: str, args: argparse.Namespace, cluster: PgCluster | None) -
         url = cluster.url("bench_notify")
     else:
         url = f"sqlite+aiosqlite:///{work / 'safeflag.db'}"
-    srv = server(url, work, args.workers)
     receiver = Receiver()
     await receiver.start()
+    srv = server(url, work, args.workers, receiver.port)
     try:
         srv.start()
         headers = {"Authorization": f"Bearer {admin_token(srv)}"}

@@ -85,6 +85,7 @@ async def run(out: Console) -> int:
     from app.demo.receiver import Receiver
     from app.demo.story import StepFailed, Story, new_secret
     from app.main import create_app
+    from app.notify.allow import host_port, names_host
     from app.notify.runtime import make_dispatcher
     from app.storage.migrate import upgrade
 
@@ -107,6 +108,10 @@ async def run(out: Console) -> int:
             dispatcher = asyncio.create_task(make_dispatcher(ctx, ws=app.state.ws_registry).run(stop))
             receiver = Receiver(new_secret())
             await receiver.start()
+            # the receiver listens on a free loopback port, which this run allows when the allow-list
+            # lets 127.0.0.1 through at all (as the default does, for its default ports only)
+            if names_host(settings.webhook_hosts, "127.0.0.1"):
+                settings.webhook_allow += "," + host_port(receiver.url)
             try:
                 transport = httpx.ASGITransport(app=app)
                 base = settings.base_url

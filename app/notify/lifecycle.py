@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Issue, Unprocessable
 from app.fhir.search.limits import SearchLimits
-from app.notify.subscriptions import parse_spec, split_secret
+from app.notify.subscriptions import header_issues, parse_spec, split_secret
 from app.storage.notify_tables import subscription_state
 from app.storage.repository import StoredResource
 
@@ -50,6 +50,8 @@ async def prepare(
         raise Unprocessable(issues=issues)
     spec = parse_spec(current.id if current else "new", content, base=base, webhook_allow=webhook_allow,
                       limits=limits)
+    if issues := header_issues(spec):
+        raise Unprocessable(issues=issues)
     stored_secret = None
     if current is not None and not current.deleted:
         stored_secret = (

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import FhirError
 from app.fhir.search.matcher import matches
+from app.notify.allow import host_port
 from app.notify.outbox import OutboxRow
 from app.notify.subscriptions import SubscriptionSpec, parse_spec
 from app.notify.topics import TOPIC_RESOURCE_TYPES, topics_for
@@ -86,10 +87,8 @@ def _lenient(res_id: str, content: dict[str, Any], base: str) -> SubscriptionSpe
 
 
 def _any_host(content: dict[str, Any]) -> list[str]:
-    from urllib.parse import urlsplit
-
-    endpoint = (content.get("channel") or {}).get("endpoint") or ""
-    return [(urlsplit(endpoint).hostname or "").lower()]
+    endpoint = (content.get("channel") or {}).get("endpoint")
+    return [host_port(endpoint)] if isinstance(endpoint, str) else []
 
 
 async def _version_content(session: AsyncSession, row: OutboxRow) -> dict[str, Any] | None:

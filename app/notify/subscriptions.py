@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from app.errors import Issue, Unprocessable
 from app.fhir.search.limits import Budget, SearchLimits, SearchTooCostly
 from app.fhir.search.params import Criterion, parse_criterion
+from app.notify.allow import allowed, host_port, reserved_header, target
 from app.notify.topics import TOPICS, Topic
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -70,9 +71,12 @@ def split_secret(content: dict[str, Any]) -> tuple[dict[str, Any], str | None, l
     return out, value if isinstance(value, str) else None, issues
 
 
-def _allowed_host(endpoint: str, allow: list[str]) -> bool:
-    host = (urlsplit(endpoint).hostname or "").lower()
-    return host in allow
+def header_issues(spec: SubscriptionSpec) -> list[Issue]:
+    """Headers a subscription may not set (app/notify/allow.py), refused when it is written; one stored
+    before the rule is dropped at delivery instead, so its notices still go out."""
+    return [_fail(f"A channel header may not set '{name}': SafeFlag sets it, or it routes or frames the request",
+                  f"Subscription.channel.header[{i}]", "SF-0712")
+            for i, (name, _value) in enumerate(spec.headers) if reserved_header(name)]
 
 
 def parse_spec(sub_id: str, content: dict[str, Any], *, base: str, webhook_allow: list[str],
@@ -125,12 +129,12 @@ def parse_spec(sub_id: str, content: dict[str, Any], *, base: str, webhook_allow
                             "Subscription.channel.type", "SF-0705"))
     endpoint = channel.get("endpoint")
     if ctype == "rest-hook":
-        parts = urlsplit(endpoint or "")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not isinstance(endpoint, str) or target(endpoint) is None:
             issues.append(_fail("A rest-hook subscription needs an http(s) endpoint", "Subscription.channel.endpoint",
                                 "SF-0706"))
-        elif not _allowed_host(endpoint or "", webhook_allow):
-            issues.append(_fail(f"Endpoint host '{parts.hostname}' is not in SAFEFLAG_WEBHOOK_ALLOW",
+        elif not allowed(endpoint, webhook_allow):
+            issues.append(_fail(f"Endpoint '{host_port(endpoint)}' is not in SAFEFLAG_WEBHOOK_ALLOW (entries are "
+                                "host:port, or a host for its scheme's default port)",
                                 "Subscription.channel.endpoint", "SF-0707"))
     payload = channel.get("_payload") or {}
     content_code = "id-only"

@@ -160,8 +160,9 @@ async def test_a_failing_step_fails_the_demo_and_skips_what_needs_it(tmp_path: P
         (STEPS[0], "OK"), (STEPS[1], "OK"), (STEPS[2], "OK"), (STEPS[3], "FAILED"),
         (STEPS[4], "skipped"), (STEPS[5], "skipped"), (STEPS[6], "OK"),
     ]
-    assert re.search(r"^   PUT /Subscription/demo-0-19-ed-attendance: HTTP 422: SF-0707: Endpoint host "
-                     r"'127\.0\.0\.1' is not in SAFEFLAG_WEBHOOK_ALLOW$", out, re.MULTILINE), out
+    assert re.search(r"^   PUT /Subscription/demo-0-19-ed-attendance: HTTP 422: SF-0707: Endpoint "
+                     r"'127\.0\.0\.1:\d+' is not in SAFEFLAG_WEBHOOK_ALLOW \(entries are host:port, or a host "
+                     r"for its scheme's default port\)$", out, re.MULTILINE), out
     assert "5. ED attendance -> health visitor notified  skipped (needs step 4)" in out
     assert [(s, r) for s, r, _ in table_rows(out)][3:6] == [
         (f"4. {STEPS[3]}", "FAILED"), (f"5. {STEPS[4]}", "skipped"), (f"6. {STEPS[5]}", "skipped")]

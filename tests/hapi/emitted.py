@@ -375,6 +375,7 @@ async def scenario(workdir: Path) -> AsyncIterator[Scenario]:
     await upgrade(ctx.engine)
     receiver = Receiver()
     await receiver.start()
+    settings.webhook_allow = f"127.0.0.1:{receiver.port}"  # the receiver's exact port
     try:
         admin = issuer_for(ctx).mint(sub="hapi-admin", role="admin", scope=default_scope("admin"), ttl=3600)
         app = create_app(ctx=ctx)

@@ -118,7 +118,7 @@ def test_safeflag_environment_is_settings(compose: dict[str, Any]) -> None:
     )
     assert (db.username, db.password) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
     assert urlsplit(settings.base_url).port == PORT
-    assert settings.webhook_hosts == ["127.0.0.1", "localhost", "hapi"]
+    assert settings.webhook_hosts == ["127.0.0.1", "localhost", "hapi:8080"]
     mounts = compose["services"]["safeflag"]["volumes"]
     assert f"safeflag-data:{settings.data_dir}" in mounts  # the issuer key survives a new container
 

@@ -2,7 +2,7 @@
 
 A HAPI R4 criteria REST-hook Subscription (`Encounter?class=EMER`, payload application/fhir+json, header
 `Authorization: Bearer <system token>` minted by `safeflag token` for SafeFlag) points at the FHIR base of
-a real `safeflag serve` process (127.0.0.1, SAFEFLAG_WEBHOOK_ALLOW default). Each Encounter the ED creates
+a real `safeflag serve` process (127.0.0.1, SAFEFLAG_WEBHOOK_ALLOW naming the receiver's port). Each Encounter the ED creates
 on HAPI is PUT by HAPI to SafeFlag's `Encounter/{id}` (update-as-create), which writes the health
 visitor's notice (Communication + acknowledgement Task) and notifies a real receiver subscribed on SafeFlag
 to the `ed-attendance` topic. The HAPI Subscription carries HAPI's `subscription-resthook-strip-version-ids`
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import orjson
@@ -48,6 +48,7 @@ from tests.hapi.ed_feed import (
     world,
 )
 from tests.hapi.support import FHIR_JSON, new_nhs_number, nhs_identifier
+from tests.support.postgres import free_port
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.hapi
@@ -58,12 +59,24 @@ DELIVERY_TIMEOUT_S = 90.0
 
 
 @pytest.fixture(scope="module")
-def safeflag() -> Iterator[RunningServer]:
-    srv = start_server()  # SQLite, in-process dispatcher, SAFEFLAG_WEBHOOK_ALLOW default
+def hook_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def safeflag(hook_port: int) -> Iterator[RunningServer]:
+    # SQLite, in-process dispatcher; the allow-list names the receiver's exact port
+    srv = start_server(extra_env={"SAFEFLAG_WEBHOOK_ALLOW": f"127.0.0.1:{hook_port}"})
     try:
         yield srv
     finally:
         srv.cleanup()
+
+
+@pytest.fixture
+async def receiver(hook_port: int) -> AsyncIterator[Receiver]:
+    async with Receiver(port=hook_port) as r:
+        yield r
 
 
 async def test_encounters_created_on_hapi_notify_the_health_visitor_through_safeflag(

@@ -20,6 +20,7 @@ from app.storage.tables import metadata
 from tests.conftest import BASE_URL, _pg_url, admin_token
 from tests.notify.ed_data import CLOCK
 from tests.support.postgres import PgCluster
+from tests.support.receiver import Receiver
 
 SECRET = "s" * 40
 COMM_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
@@ -54,12 +55,20 @@ async def notify_ctx(nctx: AppContext) -> AppContext:
 
 
 @pytest.fixture
-async def api(notify_ctx: AppContext) -> AsyncIterator[httpx.AsyncClient]:
+async def api(notify_ctx: AppContext, receiver: Receiver) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin's API client; the test's receiver is allowed (by its exact port) besides the default
+    entries, which allow loopback's default ports only."""
+    settings, default = notify_ctx.settings, notify_ctx.settings.webhook_allow
+    settings.webhook_allow = f"{default},127.0.0.1:{receiver.port}"
     app = create_app(ctx=notify_ctx)
     headers = {"Authorization": f"Bearer {admin_token(notify_ctx)}"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, headers=headers) as c:
-        c.app = app  # type: ignore[attr-defined]
-        yield c
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL,
+                                     headers=headers) as c:
+            c.app = app  # type: ignore[attr-defined]
+            yield c
+    finally:
+        settings.webhook_allow = default
 
 
 @pytest.fixture

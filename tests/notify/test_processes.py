@@ -144,8 +144,10 @@ def events_at(receiver: Receiver, path: str = "") -> list[int]:
     return out
 
 
-async def _stack(database_url: str | None) -> Stack:
-    server = await asyncio.to_thread(start_server, database_url, args=("--no-dispatcher",), extra_env=FAST)
+async def _stack(database_url: str | None, receiver: Receiver) -> Stack:
+    """A server whose allow-list names the receiver's exact port."""
+    env = {**FAST, "SAFEFLAG_WEBHOOK_ALLOW": f"127.0.0.1:{receiver.port}"}
+    server = await asyncio.to_thread(start_server, database_url, args=("--no-dispatcher",), extra_env=env)
     stack = Stack(server)
     try:
         for rid, org in (("ed", organization("City ED", "emergency-department")),
@@ -159,8 +161,8 @@ async def _stack(database_url: str | None) -> Stack:
 
 
 @pytest.fixture
-async def stack(database: str | None) -> AsyncIterator[Stack]:
-    s = await _stack(database)
+async def stack(database: str | None, receiver: Receiver) -> AsyncIterator[Stack]:
+    s = await _stack(database, receiver)
     try:
         yield s
     finally:
@@ -232,7 +234,7 @@ async def test_receiver_down_then_back(stack: Stack, receiver: Receiver) -> None
 
 @pytest.mark.pg
 async def test_two_dispatchers_deliver_each_event_once(pg_cluster: Any, receiver: Receiver) -> None:
-    stack = await _stack(_pg_url(pg_cluster, f"proc_{uuid.uuid4().hex[:10]}"))
+    stack = await _stack(_pg_url(pg_cluster, f"proc_{uuid.uuid4().hex[:10]}"), receiver)
     try:
         # a longer lease: nothing is killed here, so no lease may run out while a delivery is in flight
         for _ in range(2):

@@ -160,7 +160,8 @@ async def test_bad_subscriptions_rejected(api: httpx.AsyncClient, receiver: Rece
     assert far.status_code == 422
     assert far.json()["issue"] == [{
         "severity": "error", "code": "invalid",
-        "diagnostics": "SF-0707: Endpoint host 'example.org' is not in SAFEFLAG_WEBHOOK_ALLOW",
+        "diagnostics": "SF-0707: Endpoint 'example.org:80' is not in SAFEFLAG_WEBHOOK_ALLOW (entries are host:port, "
+                       "or a host for its scheme's default port)",
         "expression": ["Subscription.channel.endpoint"],
     }]
     bad_filter = await api.post("/fhir/Subscription", json=subscription(

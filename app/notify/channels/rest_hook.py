@@ -1,8 +1,9 @@
 """rest-hook channel: POST the notification Bundle to the subscriber's endpoint.
 
 Signed with `X-SafeFlag-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>` using the
-subscription's write-only secret (contract section 6), with the subscriber's own headers, a timeout,
-and only to hosts in SAFEFLAG_WEBHOOK_ALLOW (checked again here: the setting may have changed).
+subscription's write-only secret (contract section 6), with the subscriber's own headers (never one
+SafeFlag sets or one that routes the request, app/notify/allow.py), a timeout, and only to the hosts
+and ports SAFEFLAG_WEBHOOK_ALLOW allows (checked again here: the setting may have changed).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from urllib.parse import urlsplit
-
 import httpx
+
+from app.notify.allow import allowed, host_port, reserved_header
 
 SIGNATURE_HEADER = "X-SafeFlag-Signature"
 
@@ -38,12 +39,11 @@ async def post(
     timeout: float,
     allow: list[str],
 ) -> DeliveryResult:
-    host = (urlsplit(endpoint).hostname or "").lower()
-    if host not in allow:
-        return DeliveryResult(False, f"endpoint host '{host}' is not allowed")
+    if not allowed(endpoint, allow):
+        return DeliveryResult(False, f"endpoint '{host_port(endpoint)}' is not allowed")
     if not secret:
         return DeliveryResult(False, "rest-hook subscription has no secret")
-    out = {k: v for k, v in headers}
+    out = {k: v for k, v in headers if not reserved_header(k)}  # one stored before the rule: dropped
     out["Content-Type"] = "application/fhir+json"
     out[SIGNATURE_HEADER] = sign(secret, body)
     try:
