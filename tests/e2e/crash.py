@@ -16,6 +16,7 @@ from tests.conftest import _pg_url
 from tests.e2e.server import RunningServer, start_server
 from tests.notify.conftest import subscription
 from tests.notify.ed_data import by_nhs, encounter, organization
+from tests.support.postgres import free_port
 from tests.support.receiver import Receiver
 
 CHILD_NHS = "9990000018"  # not on file: the notice goes to the 0-19 duty team
@@ -30,8 +31,15 @@ def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 
 @pytest.fixture
-async def server(database: str | None) -> AsyncIterator[RunningServer]:
-    srv = await asyncio.to_thread(start_server, database, extra_env={"SAFEFLAG_LOG_LEVEL": "WARNING"})
+def hook_port() -> int:
+    """The receiver's port, which the server's allow-list names exactly."""
+    return free_port()
+
+
+@pytest.fixture
+async def server(database: str | None, hook_port: int) -> AsyncIterator[RunningServer]:
+    srv = await asyncio.to_thread(start_server, database, extra_env={
+        "SAFEFLAG_LOG_LEVEL": "WARNING", "SAFEFLAG_WEBHOOK_ALLOW": f"127.0.0.1:{hook_port}"})
     try:
         yield srv
     finally:

@@ -16,11 +16,13 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.crash import attend, database, encounters_notified, server, setup_attendances, taken_back
+from tests.e2e.crash import (
+    attend, database, encounters_notified, hook_port, server, setup_attendances, taken_back,
+)
 from tests.e2e.server import RunningServer
 from tests.support.receiver import Receiver
 
-__all__ = ["database", "server"]  # fixtures
+__all__ = ["database", "hook_port", "server"]  # fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +31,9 @@ pytestmark = pytest.mark.e2e
 WELL_BEFORE_THE_LEASE_ENDS_S = 10.0
 
 
-async def test_kill9_mid_delivery_restart_takes_the_lease_back_at_once(server: RunningServer) -> None:
-    async with Receiver() as receiver, httpx.AsyncClient(base_url=server.base_url, headers=server.headers,
+async def test_kill9_mid_delivery_restart_takes_the_lease_back_at_once(server: RunningServer,
+                                                                       hook_port: int) -> None:
+    async with Receiver(port=hook_port) as receiver, httpx.AsyncClient(base_url=server.base_url, headers=server.headers,
                                                          timeout=30) as api:
         await setup_attendances(api, receiver)
         receiver.hold = asyncio.Event()  # the subscriber takes the notification and does not answer

@@ -115,10 +115,11 @@ async def test_lease_of_a_live_dispatcher_is_respected(
 
 
 async def test_a_stalled_subscriber_does_not_hold_back_other_subscriptions(
-    api: httpx.AsyncClient, dispatchers: Callable[..., Dispatcher],
+    notify_ctx: AppContext, api: httpx.AsyncClient, dispatchers: Callable[..., Dispatcher],
 ) -> None:
     d = dispatchers()
     async with Receiver() as stalled, Receiver() as prompt:
+        notify_ctx.settings.webhook_allow += f",127.0.0.1:{stalled.port},127.0.0.1:{prompt.port}"
         await _subscribe(api, d, stalled, timeout_s=60)
         await _subscribe(api, d, prompt)
         stalled.hold = asyncio.Event()  # accepts each notification and does not answer

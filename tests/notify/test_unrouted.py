@@ -295,10 +295,11 @@ async def test_a_rolled_back_attendance_is_neither_logged_nor_counted(
 
 
 async def test_the_ed_leads_subscription_gets_the_notice(
-    client: httpx.AsyncClient, clean_ctx: AppContext, receiver: Receiver
+    client: httpx.AsyncClient, clean_ctx: AppContext, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rest-hook subscriber of the ED's safeguarding lead (`ed-attendance`, recipient filter) gets the
-    rerouted notice at a real receiver."""
+    rerouted notice at a real receiver (whose port the allow-list names)."""
+    monkeypatch.setattr(clean_ctx.settings, "webhook_allow", f"127.0.0.1:{receiver.port}")
     await _world(client, ed_lead=True)
     r = await client.post("/fhir/Subscription", json=subscription(
         receiver.url, filters=("Communication?recipient=PractitionerRole/ed-lead",), content="full-resource"))

@@ -28,9 +28,11 @@ HOUR = 3600.0
 
 
 @pytest.fixture
-def slow_poll_ctx(notify_ctx: AppContext) -> AppContext:
-    """The same database, wake-up signal and app as `api`, with an hour's poll and timers every round."""
-    settings = notify_ctx.settings.model_copy(update={"notify_poll_seconds": HOUR, "notify_timer_seconds": 0.0})
+def slow_poll_ctx(notify_ctx: AppContext, receiver: Receiver) -> AppContext:
+    """The same database, wake-up signal and app as `api`, with an hour's poll and timers every round
+    (and the receiver's port allowed, as `api` allows it)."""
+    settings = notify_ctx.settings.model_copy(update={"notify_poll_seconds": HOUR, "notify_timer_seconds": 0.0,
+                                                      "webhook_allow": f"127.0.0.1:{receiver.port}"})
     return dataclasses.replace(notify_ctx, settings=settings)
 
 
