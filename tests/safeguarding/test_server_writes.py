@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from sqlalchemy import select
 
 from app.context import AppContext
@@ -105,7 +106,9 @@ def kind(rtype: str, content: dict[str, Any]) -> str | None:
 
 
 async def test_every_server_written_kind_meets_its_profile(client: httpx.AsyncClient, clean_ctx: AppContext,
-                                                           auth: Auth, receiver: Receiver) -> None:
+                                                           auth: Auth, receiver: Receiver,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clean_ctx.settings, "webhook_allow", f"127.0.0.1:{receiver.port}")  # the receiver's port
     await world(client)
     await post(client, subscription(receiver.url, "ed-attendance", "id-only"))
     dispatcher = Dispatcher(clean_ctx, retry=RetryPolicy(base_seconds=0.05, cap_seconds=0.2))
