@@ -74,14 +74,19 @@ async def readyz(ctx: ContextDep) -> Response:
                   "and that the database server is running")
         return JSONResponse({"status": "unavailable", "database": "unreachable", "detail": detail}, status_code=503,
                             headers={"Retry-After": str(RETRY_AFTER_S)})
-    head = head_revision()
+    try:
+        head = head_revision()
+    except Exception as exc:  # noqa: BLE001 - a build without readable migrations is "not ready", never a 500
+        detail = f"This build's migrations cannot be read ({type(exc).__name__}); reinstall SafeFlag"
+        return JSONResponse({"status": "unavailable", "database": "reachable", "detail": detail}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
     if current != head:
         detail = (f"The database schema is at migration {current or 'none'} but this build needs {head}: "
                   "run `safeflag migrate`")
         return JSONResponse(
             {"status": "unavailable", "database": "reachable", "migrations": {"current": current, "head": head},
              "detail": detail},
-            status_code=503,
+            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
         )
     return JSONResponse({"status": "ok", "database": "reachable", "migrations": {"current": current}})
 

@@ -30,6 +30,7 @@ from app.notify.delivery import RetryPolicy, deliver, lease
 from app.notify.liveness import FileLiveness, Liveness, PgLiveness, sqlite_lock_dir
 from app.notify.matcher import SpecCache, match_rows
 from app.notify.outbox import CHANNEL, claim_batch, mark_processed
+from app.storage.failures import as_fhir_error
 from app.storage.notify_tables import notification, subscription_state
 from app.storage.repository import utc_ms
 
@@ -67,6 +68,7 @@ class Dispatcher:
         self.wake = ctx.wake
         self._last_timers = datetime.min
         self._inflight: dict[str, asyncio.Task[int]] = {}  # subscription -> its delivery, running
+        self._failing: str | None = None  # message id of the database failure said last, until a round works
         self._alive: dict[str, float] = {}  # other lease owners seen alive -> until when (loop time) to trust it
         self._conn: Any = None  # PostgreSQL: the LISTEN connection, which also holds the liveness lock
         self._reconnect_at = 0.0
@@ -254,9 +256,11 @@ class Dispatcher:
                 try:
                     await self._keep_connection()
                     work = await self._match_all() + await self.start_deliveries() + await self.run_timers()
-                except Exception:  # noqa: BLE001 - keep the loop alive; the outbox keeps the work
-                    log.exception("dispatcher round failed")
+                except Exception as exc:  # noqa: BLE001 - keep the loop alive; the outbox keeps the work
+                    self._round_failed(exc)
                     work = 0
+                else:
+                    self._failing = None
                 if work:
                     continue
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -264,6 +268,18 @@ class Dispatcher:
         finally:
             await self._finish_deliveries()
             await self.close()
+
+    def _round_failed(self, exc: BaseException) -> None:
+        """A database that is down, busy or not migrated is said once, in one line, until a round works
+        again (it would otherwise log a traceback every poll); anything else is a bug: with its traceback."""
+        failure = as_fhir_error(exc)
+        if failure is None:
+            log.exception("dispatcher round failed")
+            return
+        issue = failure.issues[0]
+        if self._failing != issue.msg_id:
+            log.warning("dispatcher waiting for the database: %s: %s", issue.msg_id, issue.diagnostics)
+        self._failing = issue.msg_id
 
     async def _finish_deliveries(self, timeout: float = 8.0) -> None:
         """Let running deliveries end (their leases are released); cancel what is still running then."""

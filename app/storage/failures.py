@@ -7,6 +7,9 @@
 - A statement ran past `SAFEFLAG_STATEMENT_TIMEOUT_SECONDS` (PostgreSQL's `statement_timeout`): 503
   `timeout` with `Retry-After`. The search bounds (app/fhir/search/limits.py) keep every allowed search
   far below it, so a timeout means an overloaded or unanalysed database: worth a retry, not a 400.
+- The database has no SafeFlag schema, or an older one (a server started with `--no-migrate`, or a new
+  release before `safeflag migrate`): 503 `transient` naming the command that fixes it. `/readyz` says
+  the same.
 - SQLite refusing a statement as too large (expression depth, compound SELECT, variables): 400
   `too-costly`, as the search bounds answer; a locked database: 503 `transient`.
 
@@ -22,6 +25,8 @@ from app.errors import BadRequest, FhirError, ServiceUnavailable
 RETRY_AFTER_S = 5
 _UNAVAILABLE_STATES = ("57P01", "57P02", "57P03")  # admin / crash shutdown, cannot connect now
 _TOO_LARGE = ("too large", "too many")
+_SCHEMA_STATES = ("42P01", "42703")  # undefined table, undefined column
+_SCHEMA_MESSAGES = ("no such table", "no such column", "has no column named")
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -42,6 +47,9 @@ def as_fhir_error(exc: BaseException) -> FhirError | None:
         return ServiceUnavailable("The database did not finish the request in time and it was stopped; retry "
                                   "later, or narrow the search", msg_id="SF-0961", code="timeout", headers=retry)
     message = str(getattr(exc, "orig", exc)).lower()
+    if state in _SCHEMA_STATES or (isinstance(exc, sa.OperationalError) and any(t in message for t in _SCHEMA_MESSAGES)):
+        return ServiceUnavailable("The database is not at this release's schema: the operator must run "
+                                  "`safeflag migrate`", msg_id="SF-0963", headers=retry)
     if isinstance(exc, sa.OperationalError) and "sqlite" in type(exc.orig).__module__:
         if any(t in message for t in _TOO_LARGE):
             return BadRequest("The request is too large for the database to run; narrow it",
