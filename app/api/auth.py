@@ -85,7 +85,11 @@ async def smart_configuration(security: SecurityDep) -> Response:
 @router.post("/auth/token", name="token")
 async def token(request: Request, ctx: ContextDep, security: SecurityDep) -> Response:
     try:
-        if media_type(request) != "application/x-www-form-urlencoded":
+        try:
+            form_type = media_type(request) == "application/x-www-form-urlencoded"
+        except FhirError:  # a Content-Type that is no media type: an OAuth error here, not an OperationOutcome
+            form_type = False
+        if not form_type:
             raise OAuthError("invalid_request", "send the request as application/x-www-form-urlencoded")
         try:
             raw = await read_body(request, FORM_LIMIT)

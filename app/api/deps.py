@@ -3,11 +3,15 @@ nesting checks, content negotiation (https://hl7.org/fhir/R4/http.html#mime-type
 
 Every way a body can be unusable ends here as a 400/406/413/415 OperationOutcome: too large (by
 Content-Length or, for a chunked body, while it streams in), not JSON, not UTF-8, nested deeper than
-any FHIR resource needs (which would otherwise exhaust the recursion of the validators).
+any FHIR resource needs (which would otherwise exhaust the recursion of the validators), an object
+with the same member twice (RFC 8259 leaves its meaning open; a parser keeping the last one would let
+a client hide a value from whatever reads the first), or a `Content-Type` that is no media type.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
@@ -27,6 +31,10 @@ JSON_FORMATS = ("json", "application/json", "application/fhir+json", "applicatio
 # extension is about 12 deep; 64 is generous and far below Python's recursion limit.
 MAX_DEPTH = 64
 _BOM = b"\xef\xbb\xbf"
+# RFC 9110 section 8.3.1: type "/" subtype, each a token
+_MEDIA_TYPE = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+$")
+# the end of an object member's name: a closing quote and the colon (a string's own quotes are escaped)
+_NAME_END = re.compile(rb'"[ \t\r\n]*:')
 
 
 async def get_context(request: Request) -> AppContext:
@@ -58,7 +66,16 @@ async def check_accept(request: Request) -> None:
 
 
 def media_type(request: Request) -> str:
-    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    """The request's media type, lower case ("" when there is no `Content-Type`); 415 for a header
+    that is not a media type at all (`;;;===///` was once read as no header)."""
+    header = request.headers.get("content-type")
+    if header is None:
+        return ""
+    found = header.split(";")[0].strip().lower()
+    if not _MEDIA_TYPE.match(found):
+        raise UnsupportedMediaType(f"Content-Type '{header[:100]}' is not a media type; send application/fhir+json",
+                                   msg_id="SF-0017")
+    return found
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -74,18 +91,75 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """True when arrays/objects nest deeper than `limit` (iterative: safe on any depth orjson accepts)."""
+def member_count(value: Any, limit: int = MAX_DEPTH) -> int | None:
+    """How many object members `value` holds in all, or None when arrays/objects nest deeper than
+    `limit` (iterative: safe on any depth orjson accepts)."""
+    members = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
+        if isinstance(node, dict):
+            members += len(node)
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
             continue
         if depth > limit:
-            return True
+            return None
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+    return members
+
+
+class _Repeated(dict):  # type: ignore[type-arg]
+    """An object that named a member more than once (`repeated` says which)."""
+
+    repeated = ""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    marked = _Repeated(found)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def _repeated_member(value: Any) -> str | None:
+    """The FHIRPath-style location of the first member named twice in one object, if any."""
+    stack: list[tuple[Any, str]] = [(value, value.get("resourceType", "") if isinstance(value, dict) else "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Repeated):
+            return f"{path}.{node.repeated}" if path else node.repeated
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(node))))
+    return None
+
+
+def check_repeated_members(raw: bytes, members: int) -> None:
+    """400 when an object names a member twice. orjson keeps the last silently, so: every member's
+    name ends in `"` then `:`, and those endings are counted (a string can add to the count, through
+    an escaped quote before a colon, never take from it); only when there are more endings than the
+    parsed members is the body parsed again, by the standard library, object by object."""
+    if len(_NAME_END.findall(raw)) <= members:
+        return
+    try:
+        where = _repeated_member(json.loads(raw, object_pairs_hook=_pairs))
+    except ValueError:  # orjson read it; the two parsers differ only on what neither accepts here
+        return
+    if where is not None:
+        name = where.rsplit(".", 1)[-1]
+        raise BadRequest(f"The JSON object at {where.rpartition('.')[0] or 'the top level'} names '{name}' more "
+                         "than once", msg_id="SF-0016", expression=where, code="structure")
 
 
 def parse_json(raw: bytes) -> Any:
@@ -97,8 +171,10 @@ def parse_json(raw: bytes) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}", msg_id="SF-0012") from exc
-    if too_deep(value):
+    members = member_count(value)
+    if members is None:
         raise BadRequest(f"The request body nests JSON deeper than {MAX_DEPTH} levels", msg_id="SF-0015")
+    check_repeated_members(raw, members)
     return value
 
 
