@@ -6,6 +6,11 @@ Checked (key, where):
 - per-1  Period: start <= end (https://hl7.org/fhir/R4/datatypes.html#Period)
 - ext-1  Extension: extensions or a value[x], not both, not neither
 - ref-1  Reference: a local `#id` reference names a contained resource
+- Reference.reference follows R4's literal reference grammar (https://hl7.org/fhir/R4/references.html#literal):
+         `Type/id` with an optional `/_history/vid`, the same under an absolute http(s) base, `#id` (or `#`)
+         for a contained resource, `urn:uuid:` / `urn:oid:` (Bundle entries), or a conditional
+         `Type?criteria` (Bundle entries, resolved before the write). An id of `.` or `..` is refused
+         too: it is a path step, not a resource. So `Patient/../../etc/passwd` is a 400.
 - att-1  Attachment: `data` needs `contentType`
 - cpt-2  ContactPoint: `value` needs `system`
 - qty-3  Quantity (and Age, Count, Distance, Duration): `code` needs `system`
@@ -44,6 +49,15 @@ _FORBIDDEN_TAGS = frozenset(
 _DECLARATION = re.compile(r"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 # `Type/id` or `.../Type/id/_history/n` (https://hl7.org/fhir/R4/references.html#literal)
 _TYPED_REFERENCE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[^/]+)?$")
+
+_ID = r"[A-Za-z0-9\-.]{1,64}"
+_LITERAL_REFERENCE = re.compile(
+    rf"(?:https?://(?:[A-Za-z0-9\-\\.:%$]*/)+)?[A-Z][A-Za-z]+/(?!\.\.?(?:/|$)){_ID}(?:/_history/(?!\.\.?$){_ID})?"
+    r"|#[A-Za-z0-9\-.]{0,64}"
+    r"|urn:uuid:[A-Za-z0-9\-._]{1,64}"  # a UUID, or a looser placeholder some clients use in Bundles
+    r"|urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+"
+    r"|[A-Z][A-Za-z]+\?\S+"
+)
 
 Check = Callable[[Node, "Context"], list[Issue]]
 
@@ -87,6 +101,10 @@ def extension(node: Node, _ctx: Context) -> list[Issue]:
 
 def reference(node: Node, ctx: Context) -> list[Issue]:
     ref = node.value.get("reference")
+    if isinstance(ref, str) and not _LITERAL_REFERENCE.fullmatch(ref):
+        return [Issue("invalid", f"'{ref[:200]}' is not a FHIR R4 reference: use Type/id (optionally /_history/n), "
+                      "an absolute URL ending so, #id for a contained resource, or urn:uuid: in a Bundle",
+                      expression=(f"{node.expr}.reference",), msg_id="SF-0118")]
     if isinstance(ref, str) and ref.startswith("#") and ref != "#" and ref[1:] not in ctx.contained_ids:
         return _fail("ref-1", f"SHALL have a contained resource if a local reference is provided ({ref})",
                      f"{node.expr}.reference")

@@ -85,3 +85,34 @@ async def test_content_type_that_is_no_media_type(client: httpx.AsyncClient, con
     # the token endpoint answers such a header as OAuth does
     r = await client.post("/auth/token", content=b"grant_type=client_credentials", headers={"content-type": content_type})
     assert (r.status_code, r.json()["error"]) == (400, "invalid_request")
+
+
+NOT_A_REFERENCE = ("SF-0118: '{ref}' is not a FHIR R4 reference: use Type/id (optionally /_history/n), an absolute "
+                   "URL ending so, #id for a contained resource, or urn:uuid: in a Bundle")
+
+
+@pytest.mark.parametrize("ref", ["Patient/../../etc/passwd", "Patient/..", "../Patient/1", "Patient/1/extra",
+                                 "patient/1", "Patient/", "Patient/a b", "file:///etc/passwd",
+                                 "https://x.example/fhir/Patient/1/../../2", "urn:uuid:../x", "/_history/",
+                                 "urn:oid:1.2.x"])
+async def test_reference_outside_the_r4_grammar(client: httpx.AsyncClient, ref: str) -> None:
+    la = await create(client, organization())
+    body = flag(f"Patient/{await create(client, patient())}", f"Organization/{la}")
+    r = await client.post("/fhir/Flag", json={**body, "subject": {"reference": ref}})
+    assert_outcome(r, 400, outcome("invalid", NOT_A_REFERENCE.format(ref=ref), ["Flag.subject.reference"]))
+    # wherever the Reference is: an array element, an extension's value, a transaction entry
+    r = await client.post("/fhir/Patient", json=patient("9990000026", generalPractitioner=[{"reference": ref}]))
+    assert_outcome(r, 400, outcome("invalid", NOT_A_REFERENCE.format(ref=ref),
+                                   ["Patient.generalPractitioner[0].reference"]))
+    r = await client.post("/fhir", json=tx(post({**body, "author": {"reference": ref}})))
+    assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource.author.reference"]
+    assert await count(client, "Flag") == 0 and await count(client, "Patient") == 1
+
+
+@pytest.mark.parametrize("ref", ["Organization/{id}", "Organization/{id}/_history/1",
+                                 "https://other.example/fhir/Organization/o-9", "http://127.0.0.1:8080/fhir/Organization/{id}"])
+async def test_references_in_the_r4_grammar(client: httpx.AsyncClient, ref: str) -> None:
+    la = await create(client, organization())
+    child = await create(client, patient())
+    r = await client.post("/fhir/Flag", json={**flag(f"Patient/{child}", ref.format(id=la))})
+    assert r.status_code == 201, r.text
