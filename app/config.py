@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     auth_issuers: str = "[]"
     webhook_allow: str = "127.0.0.1,localhost"  # host:port entries, or a host for ports 80/443 (app/notify/allow.py)
     max_body_bytes: int = 20 * MiB
+    max_url_bytes: int = Field(default=8 * 1024, ge=256)  # path + query; longer answers 414 (app/security/middleware.py)
     max_document_bytes: int = Field(default=10 * MiB, ge=1)  # a referral copy's document (Binary or inline)
     default_count: int = 50
     max_count: int = 500

@@ -37,7 +37,9 @@ from app.fhir.validation import check_id
 from app.notify.channels.websocket import WebSocketRegistry
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.security import redact
-from app.security.middleware import CancelOnDisconnectMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware
+from app.security.middleware import (
+    CancelOnDisconnectMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware, UrlLengthMiddleware,
+)
 from app.security.runtime import SecurityRuntime
 from app.storage.failures import as_fhir_error
 
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     if settings.rate_limit_per_second > 0:
         app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,
                            identify=security.identify)
+    app.add_middleware(UrlLengthMiddleware, max_bytes=settings.max_url_bytes)
     app.add_middleware(SecurityHeadersMiddleware,
                        cors_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)  # added last = outermost

@@ -19,6 +19,12 @@
   connection and a backend busy. Writes are never cancelled half-way: they finish and commit or roll
   back as if the client were still there. The request is marked `CLIENT_GONE` in its scope (logged and
   counted as 499, not as an error).
+- `UrlLengthMiddleware`: a request whose path and query together exceed `SAFEFLAG_MAX_URL_BYTES`
+  (default 8 KiB) is answered 414 with an OperationOutcome (`too-long`), before routing, parsing or
+  authentication. The HTTP server has its own, higher limit: uvicorn's httptools parser (what
+  `safeflag serve` runs) refuses a URL over 65,535 bytes with a plain-text 400 before any application
+  code runs. This limit must stay below that one, so that a client sees the FHIR answer for every
+  URL up to the parser's limit.
 """
 
 from __future__ import annotations
@@ -224,3 +230,19 @@ class CancelOnDisconnectMiddleware:
             watch.cancel()
             if not work.done():
                 work.cancel()
+class UrlLengthMiddleware:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope.get("raw_path") or scope["path"].encode("utf-8")
+            length = len(path) + (len(scope["query_string"]) + 1 if scope.get("query_string") else 0)
+            if length > self.max_bytes:
+                issue = Issue("too-long", f"The request URL is {length} bytes long; this server takes at most "
+                              f"{self.max_bytes} (send long searches as POST {scope['path'][:60]}/_search)",
+                              msg_id="SF-0018")
+                await _send_outcome(send, 414, issue, [])
+                return
+        await self.app(scope, receive, send)
