@@ -24,7 +24,7 @@ from app.security.keys import InsecureKeyError, load_or_create_issuer_key
 from app.security.principal import ROLES
 from app.security.runtime import local_issuer
 from app.security.scopes import parse_scope
-from app.security.tokens import TokenIssuer, default_scope
+from app.security.tokens import MAX_LIFETIME, TokenIssuer, default_scope
 
 console = Console(stderr=True)
 
@@ -58,7 +58,7 @@ def token(
     ] = None,
     care_setting: Annotated[str | None, typer.Option("--care-setting", help="care setting code")] = None,
     scope: Annotated[str | None, typer.Option("--scope", help='SMART v2 scopes, e.g. "user/Flag.rs"')] = None,
-    ttl: Annotated[int, typer.Option("--ttl", min=1, max=30 * 24 * 3600, help="lifetime in seconds")] = 3600,
+    ttl: Annotated[int, typer.Option("--ttl", min=1, max=MAX_LIFETIME, help="lifetime in seconds (at most 24 h)")] = 3600,
 ) -> None:
     """Print one signed bearer token (compact JWT) from the local issuer key."""
     if role not in ROLES:

@@ -10,6 +10,9 @@
 - `aud` must contain the FHIR base URL (`<base>/fhir`), or the issuer entry's `audience`: a token
   minted for another API is not accepted here.
 - `exp` (required) and `nbf` are checked with at most 60 s clock skew (contract section 3).
+- Lifetime at most 24 hours (`MAX_LIFETIME`), from every issuer: a token whose `exp` is more than
+  24 h (plus the skew) ahead, or more than 24 h after its own `iat`, is refused. A token good for
+  centuries is a stolen credential that never stops working; `safeflag token --ttl` mints no longer.
 - Required claims: `iss`, `sub`, `exp`, `aud`, `role`, `scope`.
 """
 
@@ -31,6 +34,7 @@ from app.security.keys import PublicKey, SigningKey
 
 ALLOWED_ALGS = ("RS256", "RS384", "ES256", "ES384")
 MAX_SKEW = 60
+MAX_LIFETIME = 24 * 3600  # seconds; README "Security"
 MAX_TOKEN_BYTES = 16 * 1024
 _KEY_FOR_ALG = {"RS256": ("RSA", None), "RS384": ("RSA", None), "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384")}
 
@@ -238,6 +242,10 @@ class TokenVerifier:
             raise TokenError("the token's 'exp' claim is not a number")
         if now > exp + MAX_SKEW:
             raise TokenError("the token has expired")
+        iat = claims.get("iat")
+        issued = iat if isinstance(iat, (int, float)) and not isinstance(iat, bool) else now
+        if exp - min(issued, now + MAX_SKEW) > MAX_LIFETIME + MAX_SKEW:
+            raise TokenError("the token's lifetime (exp) is longer than the 24 hours accepted here")
         if nbf is not None:
             if not isinstance(nbf, (int, float)) or isinstance(nbf, bool):
                 raise TokenError("the token's 'nbf' claim is not a number")
@@ -266,6 +274,8 @@ class TokenIssuer:
         care_setting: str | None = None,
         client_id: str | None = None,
     ) -> str:
+        if not 0 < ttl <= MAX_LIFETIME:
+            raise ValueError(f"a token's lifetime is 1 to {MAX_LIFETIME} seconds, not {ttl}")
         now = int(self.now())
         claims: dict[str, Any] = {
             "iss": self.issuer,
