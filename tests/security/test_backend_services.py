@@ -69,7 +69,7 @@ async def test_end_to_end(clean_ctx: AppContext, sec_client: httpx.AsyncClient) 
 
 
 def _refusals() -> list[Any]:
-    now = int(time.time())
+    # times are taken when the case runs, not when the module is collected (minutes earlier in a long run)
     cases: list[tuple[str, Any, int, str, str]] = [
         ("wrong grant", {"grant_type": "password"}, 400, "unsupported_grant_type",
          "only grant_type=client_credentials is supported"),
@@ -87,8 +87,8 @@ def _refusals() -> list[Any]:
          "client_assertion sub must be the client_id"),
         ("wrong audience", lambda: assertion(aud=f"{BASE_URL}/fhir"), 401, "invalid_client",
          f"client_assertion aud must be the token endpoint {TOKEN_URL}"),
-        ("expired", lambda: assertion(exp=now - 61), 401, "invalid_client", "client_assertion has expired"),
-        ("exp too far", lambda: assertion(exp=now + 600), 401, "invalid_client",
+        ("expired", lambda: assertion(exp=int(time.time()) - 61), 401, "invalid_client", "client_assertion has expired"),
+        ("exp too far", lambda: assertion(exp=int(time.time()) + 600), 401, "invalid_client",
          "client_assertion exp is more than five minutes in the future"),
         ("no jti", lambda: assertion(jti=None), 401, "invalid_client", "client_assertion has no 'jti' claim"),
         ("unknown kid", lambda: assertion(headers={"kid": "nope"}), 401, "invalid_client",
