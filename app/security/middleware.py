@@ -30,7 +30,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import OrderedDict
@@ -200,7 +199,8 @@ class CancelOnDisconnectMiddleware:
             if not message.get("more_body"):
                 break
         gone = asyncio.Event()
-        answered = False
+        current = asyncio.current_task()
+        state = {"answered": False, "cancelled": False}
 
         async def replay() -> Message:
             if body:
@@ -209,27 +209,28 @@ class CancelOnDisconnectMiddleware:
             return {"type": "http.disconnect"}
 
         async def track(message: Message) -> None:
-            nonlocal answered
             if message["type"] == "http.response.body" and not message.get("more_body"):
-                answered = True
+                state["answered"] = True
             await send(message)
 
-        work = asyncio.ensure_future(self.app(scope, replay, track))
-        watch = asyncio.ensure_future(receive())  # the server answers http.disconnect when the client leaves
-        try:
-            await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-            if not work.done() and not answered and watch.result()["type"] == "http.disconnect":
-                scope[CLIENT_GONE] = True
+        async def watch() -> None:  # the server answers http.disconnect when the client leaves
+            if (await receive())["type"] == "http.disconnect" and not state["answered"] and current is not None:
+                state["cancelled"] = True
                 gone.set()
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
-                return
-            await work
+                current.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await self.app(scope, replay, track)
+        except asyncio.CancelledError:
+            if not state["cancelled"] or current is None:
+                raise
+            current.uncancel()  # ours: the request ends here, quietly
+            scope[CLIENT_GONE] = True
         finally:
-            watch.cancel()
-            if not work.done():
-                work.cancel()
+            watcher.cancel()
+
+
 class UrlLengthMiddleware:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app

@@ -1,4 +1,5 @@
-"""A failed statement's SQL reaches the logs only as a short excerpt, and never its parameters."""
+"""A failed statement's SQL reaches the logs only as a short excerpt, never its parameters; what SQLite
+refuses is answered as the client can act on it, not as a 500."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from app.observability import SQL_EXCERPT, JsonFormatter
+from app.storage.failures import as_fhir_error
 
 
 def test_a_huge_failed_statement_is_logged_as_a_short_excerpt() -> None:
@@ -38,3 +40,26 @@ def test_a_huge_failed_statement_is_logged_as_a_short_excerpt() -> None:
     assert "Expression tree is too large" in logged["exc"]
     assert "[SQL parameters hidden due to hide_parameters=True]" in logged["exc"]
     engine.dispose()
+
+
+def test_sqlite_refusals_are_answered_as_the_client_can_act_on_them() -> None:
+    """What SQLite refuses as too large is the request's size (400 too-costly); a locked database is
+    transient (503 with Retry-After); other errors stay unexpected."""
+    engine = create_engine("sqlite://", hide_parameters=True)
+    with engine.connect() as conn:
+        try:
+            conn.execute(text("SELECT 1 WHERE " + " OR ".join(["1 = 1"] * 5000)))
+        except OperationalError as exc:
+            too_large = as_fhir_error(exc)
+        try:
+            conn.execute(text("SELECT * FROM no_such_table"))
+        except OperationalError as exc:
+            assert as_fhir_error(exc) is None
+    engine.dispose()
+    assert too_large is not None and too_large.status == 400
+    assert too_large.outcome() == {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": "too-costly",
+        "diagnostics": "SF-0962: The request is too large for the database to run; narrow it"}]}
+    locked = as_fhir_error(OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")))
+    assert locked is not None and (locked.status, locked.headers) == (503, {"Retry-After": "5"})
+    assert locked.outcome()["issue"][0]["diagnostics"] == "SF-0960: The database is busy; retry later"
