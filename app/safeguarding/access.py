@@ -12,6 +12,9 @@ out of hours, maternity triage) creates one Communication per owning organisatio
   reader's own organisation, notifies nobody;
 - the payload says who (fhirUser, else the token subject; the organisation), where (the care
   setting), when, and which flags;
+- one that names a restricted flag (a safeguarding lead or admin in unscheduled care read it) is labelled
+  R and kept as the flag's organisation's: the recipient, leads and admins read it, the reader's
+  colleagues (its sender) do not;
 - idempotent: identifier `https://fhir.safeflag.example/Id/access-notification|<org>|<child>|<day>`
   (`<child>` is `Patient/id`, or the NHS number of a child known by identifier only; `<day>` is the
   UTC date of the read), checked under a transaction advisory lock on PostgreSQL.
@@ -32,6 +35,7 @@ from app.fhir.profiles import CANONICAL_BASE, get_store
 from app.safeguarding.flag_refs import advisory_lock, resolve_subject
 from app.safeguarding.flags import category_of
 from app.safeguarding.lookup import Lookup
+from app.security.labels import RESTRICTED, is_restricted
 from app.storage.repository import StoredResource, format_instant, utc_ms
 
 if TYPE_CHECKING:
@@ -179,9 +183,11 @@ async def record_flag_access(
             "Communication", [("identifier", f"{ACCESS_ID_SYSTEM}|{_escape(key)}")], count=1
         ):
             continue
-        await svc.repo.create(
-            "Communication", notification(principal, setting, owner, child_ref, owned, key, sent)
-        )
+        comm = notification(principal, setting, owner, child_ref, owned, key, sent)
+        writers = {f.created_by_org for f in owned if is_restricted(f.content)}
+        if writers:  # it names restricted flags: only their readers may read it (not the reader's colleagues)
+            comm["meta"] = {"security": [dict(RESTRICTED)]}
+        await svc.repo.create("Communication", comm, org=next(iter(writers)) if len(writers) == 1 else None)
         created += 1
     return created
 

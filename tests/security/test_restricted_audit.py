@@ -130,3 +130,27 @@ async def test_safeguarding_summary_keeps_restricted_accesses_out(
     assert shown[-1] == ("outcome", "OperationOutcome")
     r = await client.get(summary, headers={**lead, "X-Access-Context": "scheduled"})
     assert hidden in r.text
+
+
+async def test_an_access_notification_naming_a_restricted_flag_is_restricted(
+    client: httpx.AsyncClient, auth: Auth
+) -> None:
+    """A safeguarding lead of the ED reads a restricted flag in unscheduled care: the sexual-health service
+    is told, as CP-IS tells an owner; the ED's other clinicians (the notice's sender) must not read it."""
+    await borough(client)
+    await put(client, organization("sh", "Sexual health service"))
+    sh = auth("sexual-health-clinician", org=SH)
+    hidden = (await client.post("/fhir/Flag", json=flag("exploitation-risk", CHILD, SH), headers=sh)).json()["id"]
+    lead = auth("safeguarding-lead", org=ED, care_setting="310000008")
+    assert (await client.get(f"/fhir/Flag/{hidden}", headers=lead)).status_code == 200
+    notices = {"category": "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category|"
+                           "access-notification"}
+    [told] = (await client.get("/fhir/Communication", params=notices, headers=sh)).json()["entry"]
+    assert (told["resource"]["about"], told["resource"]["sender"], told["resource"]["meta"]["security"]) == (
+        [{"reference": f"Flag/{hidden}"}], {"reference": ED}, R)
+    ed = auth("ed-clinician", org=ED)
+    found = (await client.get("/fhir/Communication", params={**notices, "patient": CHILD}, headers=ed)).json()
+    assert [e["search"]["mode"] for e in found.get("entry", [])] == ["outcome"] and hidden not in json.dumps(found)
+    r = await client.get(f"/fhir/Communication/{told['resource']['id']}", headers=ed)
+    assert r.status_code == 403 and hidden not in r.text
+    assert (await client.get(f"/fhir/Communication/{told['resource']['id']}", headers=lead)).status_code == 200
