@@ -120,7 +120,8 @@ class ReadInteractions:
         ]
         if self.principal is not None and await withholds(self.session, self.principal, req, result.matches):
             issues.append(withheld_issue())
-        await self.guard.audited(patients=search_patients(result.matches), shown=[*result.matches, *result.included])
+        shown = [*result.matches, *result.included]
+        await self.guard.audited(patients=search_patients(result.matches), shown=shown)
         await hooks.run_after_read(self, [*result.matches, *result.included])
         self.last_search = result
         return bundles.searchset(result, self.settings.fhir_base, extra_issues=issues)

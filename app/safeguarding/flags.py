@@ -31,8 +31,9 @@ SF-0238 an `inactive` or `entered-in-error` flag carries the status-reason exten
 Both: SF-0239 (409 `duplicate`) a flag becoming active while another active flag has the same
 category, subject and author. Conditional create (If-None-Exist) returns the existing flag before this
 runs. Both see only the flags the writer may see: a restricted flag withheld from the writer neither
-matches nor conflicts, so no answer betrays it. On PostgreSQL the check holds a transaction advisory lock on (category, subject, author) so two
-concurrent creates cannot both pass; SQLite serialises writers already (BEGIN IMMEDIATE).
+matches nor conflicts, so no answer betrays it. On PostgreSQL the check holds a transaction advisory
+lock on (category, subject, author) so two concurrent creates cannot both pass; SQLite serialises
+writers already (BEGIN IMMEDIATE).
 Flags are never deleted: policy.py answers 405 before any hook.
 """
 
@@ -344,7 +345,9 @@ async def check_duplicate(
             ("subject" + subject[0], subject[1]), ("status", "active"), ("category", f"{CATEGORY_SYSTEM}|{category}"),
         ])
     for other in found:
-        if other.id != own_id and ref_key(other.content.get("author"), lookup.base) == author and not withheld(other):
+        if other.id == own_id or ref_key(other.content.get("author"), lookup.base) != author:
+            continue
+        if not withheld(other):
             raise Conflict(
                 f"Flag/{other.id} is already an active {category} flag for {child} by {author[1]}: end it, or "
                 "use conditional create (If-None-Exist) to get the existing one",

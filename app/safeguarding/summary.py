@@ -20,8 +20,8 @@ Access is the policy's, record by record: every section runs with the principal'
 (`Guard.restrict`), and when the child has restricted records withheld from any section one information
 entry says so, as a search's does (whatever the sections' other criteria, and with no number). A
 principal who may not read AuditEvents (safeguarding leads, admin, system may) sees an empty access
-section, and accesses about restricted records are restricted AuditEvents (`labels.audit_restriction`). The summary is one access, audited once as the
-`operation` on the Patient. Showing the active flags is a read of them: an unscheduled-care reader
+section, and accesses about restricted records are restricted AuditEvents (`labels.audit_restriction`).
+The summary is one access, audited once as the `operation` on the Patient. Showing the active flags is a read of them: an unscheduled-care reader
 raises the access notifications (`access.py`).
 """
 
