@@ -162,15 +162,16 @@ async def test_a_client_that_gives_up_stops_its_postgresql_statement(request: py
             assert answer is None, (answer.status_code, answer.text[:300])
         async with engine.connect() as conn:
             running = []
-            for _ in range(100):  # up to 10 s: planning 150 criteria takes minutes
+            for _ in range(300):  # up to 30 s (a busy machine): planning 150 criteria takes many minutes
                 running.append((await conn.execute(watch)).scalar_one())
                 if running[-1] == 0:
                     break
                 await asyncio.sleep(0.1)
             assert running[-1] == 0, running
         srv.stop()
-        gone = [r for r in srv.log_records() if r.get("status") == 499]
-        assert [(r["level"], r["path"], r["interaction"]) for r in gone] == [("INFO", "/fhir/Patient", "search_type")]
+        records = srv.log_records()
+        gone = [(r["level"], r["path"], r["interaction"]) for r in records if r.get("status") == 499]
+        assert gone == [("INFO", "/fhir/Patient", "search_type")], records[-5:]
     finally:
         await engine.dispose()
         srv.stop()
