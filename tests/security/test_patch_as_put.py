@@ -89,7 +89,7 @@ def record(rtype: str, org: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             return {"extension": [{"url": SD + "subscription-secret", "valueString": "s" * 32}],
                     "status": "off", "reason": "ED attendances", "criteria": SD.replace(
                         "StructureDefinition", "SubscriptionTopic") + "ed-attendance",
-                    "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook",
+                    "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1/hook",
                                 "payload": "application/fhir+json"}}, [
                 {"op": "replace", "path": "/reason", "value": "Flags"}]
         case _:  # AuditEvent: written by the server only, refused before anything is read
