@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     profiles_dir: Path | None = None  # conformance resources to validate with (default: the bundled fhir_profiles/)
     db_pool_size: int = Field(default=16, ge=1)
     statement_timeout_seconds: float = Field(default=10.0, ge=0)  # PostgreSQL; 0: none
+    # SQLite commits without fsync (synchronous=NORMAL): faster, but the last acknowledged commits can
+    # be lost on power loss or an OS crash (never on a crash of the process). Off by default.
+    sqlite_may_lose_commits_on_power_loss: bool = False
     # security (app/security): per-client token bucket (0 turns it off), browser origins allowed by CORS
     rate_limit_per_second: float = Field(default=100.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)
@@ -70,6 +73,10 @@ class Settings(BaseSettings):
         from app.fhir.search.limits import SearchLimits
 
         return SearchLimits(self.search_max_criteria, self.search_max_values)
+
+    @property
+    def sqlite_durable(self) -> bool:
+        return not self.sqlite_may_lose_commits_on_power_loss
 
     @property
     def is_sqlite(self) -> bool:

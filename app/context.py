@@ -21,7 +21,7 @@ from app.fhir.profiles import use_profiles
 from app.fhir.search.definitions import make_indexer
 from app.fhir.server_writes import check_server_write
 from app.fhir.service import FhirService
-from app.storage.db import create_engine, create_sessionmaker
+from app.storage.db import BOOKKEEPING, create_engine, create_sessionmaker
 from app.storage.failures import as_fhir_error
 from app.storage.repository import Clock, IdSource, Indexer, Repository
 
@@ -48,6 +48,8 @@ class AppContext:
     indexer: Indexer | None = None
     audit_clock: Clock | None = None  # the time AuditEvents are recorded at (default: `clock`)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set after a commit that wrote outbox rows
+    # sessions for the dispatcher's own bookkeeping: on SQLite their commits need no fsync (db.BOOKKEEPING)
+    bookkeeping: async_sessionmaker[AsyncSession] = field(init=False)
 
     def __post_init__(self) -> None:
         from app import rules
@@ -57,11 +59,13 @@ class AppContext:
             use_profiles(self.settings.profiles_dir)
         if self.indexer is None:
             self.indexer = make_indexer(self.settings.fhir_base)
+        self.bookkeeping = create_sessionmaker(self.engine.execution_options(**BOOKKEEPING))
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: object) -> AppContext:
         engine = create_engine(settings.effective_database_url, pool_size=settings.db_pool_size,
-                               statement_timeout=settings.statement_timeout_seconds)
+                               statement_timeout=settings.statement_timeout_seconds,
+                               sqlite_durable=settings.sqlite_durable)
         return cls(settings, engine, create_sessionmaker(engine), **kw)  # type: ignore[arg-type]
 
     def _repo(self, session: AsyncSession) -> Repository:

@@ -59,7 +59,7 @@ async def lease(session: AsyncSession, sub_id: str, owner: str, now: datetime, s
 
 async def release(ctx: AppContext, sub_id: str, owner: str, **values: Any) -> None:
     s = subscription_state.c
-    async with ctx.sessionmaker() as session, session.begin():
+    async with ctx.bookkeeping() as session, session.begin():
         await session.execute(
             update(subscription_state)
             .where(s.sub_id == sub_id, s.lease_owner == owner)
@@ -93,7 +93,7 @@ class _Work:
 
 
 async def _load(ctx: AppContext, sub_id: str, owner: str, lease_seconds: float) -> _Work | None:
-    async with ctx.sessionmaker() as session, session.begin():
+    async with ctx.bookkeeping() as session, session.begin():
         state = (
             await session.execute(select(subscription_state).where(subscription_state.c.sub_id == sub_id))
         ).first()
@@ -264,7 +264,7 @@ async def _delivered(
 ) -> None:
     """Mark the events delivered and give the lease back (unless another bundle follows), in one transaction."""
     n, s = notification.c, subscription_state.c
-    async with ctx.sessionmaker() as session, session.begin():
+    async with ctx.bookkeeping() as session, session.begin():
         await session.execute(
             update(notification)
             .where(and_(n.sub_id == sub_id, n.event_number.in_(numbers), n.delivered_at.is_(None)))

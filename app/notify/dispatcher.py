@@ -123,7 +123,7 @@ class Dispatcher:
 
     async def match_once(self) -> int:
         """Consume one batch of outbox rows; returns how many rows were consumed."""
-        async with self.ctx.sessionmaker() as session, session.begin():
+        async with self.ctx.bookkeeping() as session, session.begin():
             rows = await claim_batch(session, self.batch_size)
             if not rows:
                 return 0
@@ -172,7 +172,7 @@ class Dispatcher:
             )
             .limit(100)
         )
-        async with self.ctx.sessionmaker() as session, session.begin():
+        async with self.ctx.bookkeeping() as session, session.begin():
             await self._reclaim(session, now)
             rows = (await session.execute(stmt)).all()
             bound = self.ws.bound_subscriptions() if self.ws else set()

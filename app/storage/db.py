@@ -1,8 +1,8 @@
 """Async engine and sessions for SQLite (embedded default) and PostgreSQL.
 
-SQLite runs through ONE writer connection (performance.md: a pool of writers gave the same
-throughput with a far worse p99), opened by app/storage/sqlite_driver.py (WAL, `synchronous=NORMAL`,
-a 30 s busy timeout), and every transaction starts with `BEGIN IMMEDIATE` so that a second process
+SQLite runs through ONE writer connection (a pool of writers gave the same throughput with a far
+worse p99), opened by app/storage/sqlite_driver.py (WAL, `synchronous=FULL` so that every answered
+commit is on disk, unless `sqlite_durable=False`; a 30 s busy timeout), and every transaction starts with `BEGIN IMMEDIATE` so that a second process
 (a `safeflag dispatcher`) waits for the lock instead of failing on upgrade.
 """
 
@@ -25,7 +25,7 @@ def _json_dumps(value: Any) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 16, echo: bool = False,
-                  statement_timeout: float = 0) -> AsyncEngine:
+                  statement_timeout: float = 0, sqlite_durable: bool = True) -> AsyncEngine:
     """`statement_timeout` (seconds, PostgreSQL; 0: none) stops any one statement that runs longer, so a
     costly query cannot hold a pooled connection and a backend for minutes (app/storage/failures.py
     answers it 503). Migrations build their own engine without it."""
@@ -42,7 +42,7 @@ def create_engine(url: str, *, pool_size: int = 16, echo: bool = False,
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
             url, pool_size=1, max_overflow=0, pool_timeout=60,
-            async_creator=sqlite_driver.connector(db_path or ":memory:", timeout=30),
+            async_creator=sqlite_driver.connector(db_path or ":memory:", timeout=30, durable=sqlite_durable),
             pool_reset_on_return=None, **common,  # see _configure_sqlite's "reset"
         )
         _configure_sqlite(engine)
@@ -63,9 +63,18 @@ def create_engine(url: str, *, pool_size: int = 16, echo: bool = False,
     return engine
 
 
+# Execution option of the dispatcher's bookkeeping transactions (notification rows, leases, delivered
+# marks): their commits need no fsync of their own on SQLite, as the dispatcher redoes whatever a
+# power loss takes from them out of the durable outbox (at-least-once, same event numbers);
+# app/storage/sqlite_driver.py. A no-op on PostgreSQL.
+BOOKKEEPING = {"safeflag_bookkeeping": True}
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        bookkeeping = conn.get_execution_options().get("safeflag_bookkeeping", False)
+        conn.connection.driver_connection.sync_next_transaction(not bookkeeping)
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     @event.listens_for(engine.sync_engine, "reset")

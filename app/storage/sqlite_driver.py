@@ -19,11 +19,28 @@ fetches from that. Where it runs:
   in WAL mode nothing after BEGIN IMMEDIATE waits for other connections
   (https://www.sqlite.org/wal.html#concurrency, https://www.sqlite.org/lang_transaction.html).
   Its cost is SQLite's CPU work, which held the GIL on the other thread anyway.
-- COMMIT and ROLLBACK of that transaction run in place too. With WAL and `synchronous=NORMAL` a commit appends
-  to the WAL without fsync (https://www.sqlite.org/pragma.html#pragma_synchronous); the fsyncs
-  come with checkpoints, so this connection turns automatic checkpoints off and runs a PASSIVE
-  checkpoint on aiosqlite's thread every `CHECKPOINT_EVERY` commits instead
-  (https://www.sqlite.org/wal.html#application_initiated_checkpoints).
+- COMMIT is durable by default: WAL with `synchronous=FULL` syncs the WAL to disk at every commit, so
+  a commit that was answered survives a power loss or an OS crash, not only a crash of the process
+  (https://www.sqlite.org/pragma.html#pragma_synchronous). That fsync runs on aiosqlite's thread,
+  never on the event loop. `durable=False` (the setting `SAFEFLAG_SQLITE_MAY_LOSE_COMMITS_ON_POWER_LOSS`)
+  gives `synchronous=NORMAL`: the commit appends to the WAL without fsync and runs in place; the WAL
+  is synced only at checkpoints, so the last commits before a power loss or OS crash may be lost
+  (never on a crash of the process: the OS still writes what it was handed). ROLLBACK runs in place.
+- A transaction may also give up the fsync alone (`sync_next_transaction(False)` before its BEGIN;
+  SQLite takes the level per connection, outside a transaction): the dispatcher's own bookkeeping
+  (notification rows, leases, delivered marks; app/storage/db.py `BOOKKEEPING`), which it can redo
+  from the durable outbox. Such a commit is lost on power loss only with the commits after it that
+  were not synced either: the WAL is replayed as a prefix (each frame's checksum chains the ones
+  before it), and the next durable commit's fsync covers every frame before it.
+- Checkpoints (copying the WAL into the database file) do not decide durability: a commit is durable
+  once its WAL frames are synced. This connection turns SQLite's automatic checkpoints off and runs a
+  PASSIVE checkpoint on aiosqlite's thread every `CHECKPOINT_EVERY` of its commits instead
+  (https://www.sqlite.org/wal.html#application_initiated_checkpoints); every process on the database
+  (`serve`, `dispatcher`, the CLI) does so for its own commits, and the last connection to close
+  checkpoints what is left. A checkpoint cannot pass a snapshot another process is still reading,
+  so the WAL may grow while such a read lasts (as with SQLite's own automatic checkpoints);
+  `journal_size_limit` truncates it back to 64 MiB once a checkpoint has caught up. After a crash
+  the next connection recovers the committed transactions from the WAL.
 - Everything else (statements outside such a transaction, connecting, closing) goes to the thread.
 
 The pool has this one connection and SQLAlchemy awaits each call on it, so the two threads never
@@ -43,9 +60,9 @@ from typing import Any, Self
 
 import aiosqlite
 
-# What running transactions in place relies on (module docstring): WAL, commits without fsync, and
-# checkpoints only where Connection.commit runs them; and SafeFlag's schema relies on foreign keys.
-_PRAGMAS = ("journal_mode = WAL", "synchronous = NORMAL", "wal_autocheckpoint = 0", "foreign_keys = ON")
+# What running transactions in place relies on (module docstring): WAL, and checkpoints only where
+# Connection.commit runs them; SafeFlag's schema relies on foreign keys. `synchronous` comes from `durable`.
+_PRAGMAS = ("journal_mode = WAL", "wal_autocheckpoint = 0", "journal_size_limit = 67108864", "foreign_keys = ON")
 CHECKPOINT_EVERY = 64  # commits; a create writes some 15 pages, so about SQLite's default of 1000 pages
 _TAKES_WRITE_LOCK = re.compile(r"\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE)\b", re.IGNORECASE)
 _Outcome = tuple[Any, int, int | None, list[Any] | None]
@@ -62,6 +79,10 @@ def _begin_now(conn: sqlite3.Connection, sql: str, busy_ms: int) -> _Outcome | N
         raise
     finally:
         conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+
+
+def _durable_commit(conn: sqlite3.Connection) -> None:
+    conn.commit()  # synchronous=FULL: the WAL is synced before this returns
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -147,13 +168,26 @@ class Connection(aiosqlite.Connection):
     write_locked = False  # a BEGIN IMMEDIATE/EXCLUSIVE of this connection holds the write lock
     busy_ms = 30_000  # how long a statement on aiosqlite's thread waits for another connection's lock
     commits = 0  # commits in place since the last checkpoint
+    durable = True  # synchronous=FULL: every commit synced to disk, on aiosqlite's thread (module docstring)
+    syncing = True  # the level the sqlite3 connection is at now (FULL when durable, unless relaxed)
+
+    def sync_next_transaction(self, sync: bool) -> None:
+        """Whether the next transaction's commit is synced to disk (only where `durable`); call before
+        its BEGIN. A pragma without I/O, run in place."""
+        sync = sync and self.durable
+        if sync != self.syncing:
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if sync else 'NORMAL'}")
+            self.syncing = sync
 
     async def commit(self) -> None:
         conn = self._conn
         if not (self.write_locked and conn.in_transaction):
             await super().commit()
             return
-        conn.commit()  # appends to the WAL, no fsync, no checkpoint (module docstring)
+        if self.syncing:
+            await self._execute(_durable_commit, conn)
+        else:
+            conn.commit()  # appends to the WAL, no fsync, no checkpoint (module docstring)
         self.write_locked = False
         self.commits += 1
         if self.commits >= CHECKPOINT_EVERY:
@@ -182,20 +216,22 @@ class Connection(aiosqlite.Connection):
         return Cursor(self)
 
 
-def connector(path: str, *, timeout: float) -> Callable[[], Coroutine[Any, Any, Connection]]:
-    """`async_creator` for create_async_engine: a `Connection` to the SQLite file at `path`."""
+def connector(path: str, *, timeout: float, durable: bool = True) -> Callable[[], Coroutine[Any, Any, Connection]]:
+    """`async_creator` for create_async_engine: a `Connection` to the SQLite file at `path`; `durable`
+    False trades durability on power loss or OS crash for commits without fsync (module docstring)."""
 
     def open_file() -> sqlite3.Connection:
         # isolation_level None: no implicit BEGIN, the engine issues BEGIN IMMEDIATE itself (db.py);
         # `timeout` is the busy timeout of every wait on aiosqlite's thread (`Connection.busy_ms`).
         db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        for pragma in _PRAGMAS:
+        for pragma in (*_PRAGMAS, f"synchronous = {'FULL' if durable else 'NORMAL'}"):
             db.execute(f"PRAGMA {pragma}")
         return db
 
     async def connect() -> Connection:
         conn = Connection(open_file, iter_chunk_size=64)
         conn.busy_ms = int(timeout * 1000)
+        conn.durable = conn.syncing = durable
         conn._thread.daemon = True  # as SQLAlchemy does for aiosqlite: never hold the process open
         return await conn
 

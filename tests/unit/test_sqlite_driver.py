@@ -64,19 +64,48 @@ async def test_a_read_runs_in_place_and_returns_every_row(engine: AsyncEngine, m
     assert [tuple(r) for r in rows] == [(1, "v0"), (2, "v1"), (3, "v2"), (4, "v3"), (5, "v4")]
 
 
-async def test_a_write_transaction_runs_in_place(
+async def test_a_write_transaction_runs_in_place_and_its_durable_commit_on_the_thread(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips = Trips(monkeypatch)
     async with engine.connect() as conn:
+        assert (await conn.execute(text("PRAGMA synchronous"))).scalar_one() == 2  # FULL: fsync at commit
+        await conn.rollback()
         trips.names.clear()
         async with conn.begin():
             await conn.execute(text("INSERT INTO t (b) VALUES ('x')"))
             await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": "y"}, {"b": "z"}])
-    assert trips.names == []  # BEGIN IMMEDIATE, the INSERT, the executemany, COMMIT; nothing at check-in
+    # BEGIN IMMEDIATE, the INSERT, the executemany in place; the COMMIT (and its fsync) on the thread,
+    # so the event loop never waits for the disk; nothing at check-in
+    assert trips.names == ["_durable_commit"]
     other = sqlite3.connect(engine.url.database)  # committed for everyone
     assert other.execute("SELECT b FROM t ORDER BY a").fetchall() == [("x",), ("y",), ("z",)]
     other.close()
+
+
+async def test_commits_that_may_be_lost_on_power_loss_run_in_place_without_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SAFEFLAG_SQLITE_MAY_LOSE_COMMITS_ON_POWER_LOSS=true`: synchronous=NORMAL, the COMMIT in place."""
+    from app.config import Settings
+
+    settings = Settings(data_dir=tmp_path, sqlite_may_lose_commits_on_power_loss="true", _env_file=None)  # type: ignore[call-arg]
+    assert settings.sqlite_durable is False
+    assert Settings(data_dir=tmp_path, _env_file=None).sqlite_durable is True  # type: ignore[call-arg]
+    eng = create_engine(settings.effective_database_url, sqlite_durable=settings.sqlite_durable)
+    try:
+        async with eng.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL UNIQUE)"))
+        trips = Trips(monkeypatch)
+        async with eng.connect() as conn:
+            assert (await conn.execute(text("PRAGMA synchronous"))).scalar_one() == 1  # NORMAL
+            await conn.rollback()
+            trips.names.clear()
+            async with conn.begin():
+                await conn.execute(text("INSERT INTO t (b) VALUES ('x')"))
+        assert trips.names == []
+    finally:
+        await eng.dispose()
 
 
 async def test_checkpoints_come_every_so_many_commits_on_the_thread(
@@ -91,7 +120,8 @@ async def test_checkpoints_come_every_so_many_commits_on_the_thread(
     for i in range(7):
         async with engine.begin() as conn:
             await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), {"b": f"c{i}"})
-    assert trips.names == ["_checkpoint", "_checkpoint"]
+    assert [n for n in trips.names if n != "_durable_commit"] == ["_checkpoint", "_checkpoint"]
+    assert trips.names.count("_durable_commit") == 7
 
 
 async def test_statements_of_a_deferred_transaction_go_to_the_thread(
@@ -189,3 +219,25 @@ async def test_check_in_rolls_back_only_an_open_transaction(engine: AsyncEngine,
     async with engine.connect():  # nothing begun, nothing open: nothing to roll back at check-in
         pass
     assert rollbacks == [True]
+
+
+async def test_bookkeeping_transactions_commit_without_fsync_and_the_next_one_syncs_again(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher's bookkeeping (app/storage/db.py BOOKKEEPING) commits in place at
+    synchronous=NORMAL; the transaction after it is back at FULL, its fsync covering both."""
+    from app.storage.db import BOOKKEEPING
+
+    bookkeeping = engine.execution_options(**BOOKKEEPING)
+    trips = Trips(monkeypatch)
+    async with bookkeeping.begin() as conn:
+        await conn.execute(text("INSERT INTO t (b) VALUES ('matched')"))
+        assert (await conn.execute(text("PRAGMA synchronous"))).scalar_one() == 1
+    assert trips.names == []  # no fsync, nothing on the thread
+    async with engine.begin() as conn:
+        assert (await conn.execute(text("PRAGMA synchronous"))).scalar_one() == 2
+        await conn.execute(text("INSERT INTO t (b) VALUES ('answered')"))
+    assert trips.names == ["_durable_commit"]
+    other = sqlite3.connect(engine.url.database)
+    assert other.execute("SELECT b FROM t ORDER BY a").fetchall() == [("matched",), ("answered",)]
+    other.close()
