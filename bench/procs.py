@@ -144,7 +144,7 @@ class Server:
             self._log.close()
 
 
-def safeflag_server(port: int, workers: int, data_dir: Path, db_url: str) -> Server:
+def safeflag_server(port: int, workers: int, data_dir: Path, db_url: str, env: dict[str, str] | None = None) -> Server:
     return Server(
         "safeflag",
         [
@@ -166,6 +166,7 @@ def safeflag_server(port: int, workers: int, data_dir: Path, db_url: str) -> Ser
             "SAFEFLAG_RATE_LIMIT_PER_SECOND": "1000000000",
             "SAFEFLAG_RATE_LIMIT_BURST": "1000000000",
             "PYTHONPATH": str(ROOT),
+            **(env or {}),
         },
         port,
         data_dir / "safeflag-server.log",

@@ -62,12 +62,9 @@ def search_flags(patients: list[tuple[str, str]], orgs: list[str]) -> list[dict[
     return out
 
 
-async def seed_pair(
-    safeflag_base: str, ceiling_base: str, sizes: Sizes, token: str | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Seed SafeFlag and the ceiling with the same Flags; return their seed descriptions."""
-    sf = Seeder(safeflag_base, token)
-    ceil = Seeder(ceiling_base, None)
+async def seed_safeflag(base: str, sizes: Sizes, token: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Seed one SafeFlag server; returns its seed description and the search Flags' bodies."""
+    sf = Seeder(base, token)
     try:
         org_ids = await sf.create_all(
             [organization_body(i) for i in range(sizes.seed_orgs + sizes.create_orgs)]
@@ -81,14 +78,22 @@ async def seed_pair(
             patients[sizes.search_patients :],
         )
         flags = search_flags(search_patients, seed_orgs)
-        sf_flag_ids = await sf.create_all(flags)
-        ceil_flag_ids = await ceil.create_all(flags)
+        flag_ids = await sf.create_all(flags)
     finally:
         await sf.close()
-        await ceil.close()
     expected = [[nhs, 1 + i % 3] for i, (_pid, nhs) in enumerate(search_patients)]
     common = {"search": expected, "create_patients": create_patients, "create_orgs": create_orgs}
-    return (
-        {"base": safeflag_base, "flag_ids": sf_flag_ids, "require_include": True, **common},
-        {"base": ceiling_base, "flag_ids": ceil_flag_ids, "require_include": False, **common},
-    )
+    return {"base": base, "flag_ids": flag_ids, "require_include": True, **common}, flags
+
+
+async def seed_pair(
+    safeflag_base: str, ceiling_base: str, sizes: Sizes, token: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Seed SafeFlag and the ceiling with the same Flags; return their seed descriptions."""
+    sf_seed, flags = await seed_safeflag(safeflag_base, sizes, token)
+    ceil = Seeder(ceiling_base, None)
+    try:
+        ceil_flag_ids = await ceil.create_all(flags)
+    finally:
+        await ceil.close()
+    return sf_seed, {**sf_seed, "base": ceiling_base, "flag_ids": ceil_flag_ids, "require_include": False}
