@@ -65,7 +65,9 @@ class PgLiveness(Liveness):
         self.owner = f"pg:{self.token}:{_suffix()}"
 
     async def hold(self) -> None:
-        await self.conn.execute("SELECT pg_advisory_lock($1, $2)", NAMESPACE, self.token)
+        # try, never wait: after a reconnection the lost session may hold it a little longer (then
+        # this process still counts as alive through it)
+        await self.conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", NAMESPACE, self.token)
 
     async def dead(self, owners: set[str]) -> set[str]:
         tokens = {o: _token(o, "pg") for o in owners}
