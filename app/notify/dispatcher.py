@@ -37,6 +37,7 @@ from app.storage.repository import utc_ms
 log = logging.getLogger("safeflag.dispatcher")
 
 Timer = Callable[[AppContext, datetime], Awaitable[int]]
+DUE_PER_ROUND = 100  # subscriptions a round looks at
 
 
 class Dispatcher:
@@ -170,7 +171,7 @@ class Dispatcher:
                 or_(s.lease_until.is_(None), s.lease_until < now),
                 or_(s.next_attempt_at.is_(None), s.next_attempt_at <= now),
             )
-            .limit(100)
+            .limit(DUE_PER_ROUND)
         )
         async with self.ctx.bookkeeping() as session, session.begin():
             await self._reclaim(session, now)
@@ -252,16 +253,21 @@ class Dispatcher:
             while not stop.is_set():
                 # Cleared BEFORE looking for work: a commit (or a delivery ending) from here on sets it
                 # again, and the wait below then returns at once (module docstring).
+                # Nothing else calls for a round at once: what a round leaves to do comes with a wake-up
+                # (a commit, a delivery that ended) or its time (a retry), except due subscriptions
+                # beyond one query's limit.
                 self.wake.clear()
                 try:
                     await self._keep_connection()
-                    work = await self._match_all() + await self.start_deliveries() + await self.run_timers()
+                    await self._match_all()
+                    more = await self.start_deliveries() >= DUE_PER_ROUND
+                    await self.run_timers()
                 except Exception as exc:  # noqa: BLE001 - keep the loop alive; the outbox keeps the work
                     self._round_failed(exc)
-                    work = 0
+                    more = False
                 else:
                     self._failing = None
-                if work:
+                if more:
                     continue
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wait(stop), timeout=self.poll_seconds)
