@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.e2e.crash import CHILD_NHS, database, encounters_notified, server, setup_attendances
+from tests.e2e.crash import CHILD_NHS, database, encounters_notified, hook_port, server, setup_attendances
 from tests.e2e.server import RunningServer
 from tests.notify.ed_data import NHS, by_nhs, encounter, flag, organization
 from tests.support.receiver import Receiver
 
-__all__ = ["database", "server"]  # fixtures
+__all__ = ["database", "hook_port", "server"]  # fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -148,13 +148,13 @@ async def check_round(api: httpx.AsyncClient, receiver: Receiver, acked: Acked) 
         await asyncio.sleep(0.05)
 
 
-async def test_sigkill_during_writes_loses_no_acknowledged_write(server: RunningServer) -> None:
+async def test_sigkill_during_writes_loses_no_acknowledged_write(server: RunningServer, hook_port: int) -> None:
     seed = int(os.environ.get("SAFEFLAG_CRASH_SEED") or random.SystemRandom().randrange(2**32))
     print(f"{server.database}: SAFEFLAG_CRASH_SEED={seed}")
     rng = random.Random(seed)
     flags = flag_bodies()
     total = Acked()
-    async with Receiver() as receiver, httpx.AsyncClient(base_url=server.base_url, headers=server.headers,
+    async with Receiver(port=hook_port) as receiver, httpx.AsyncClient(base_url=server.base_url, headers=server.headers,
                                                          timeout=30) as api:
         await setup_attendances(api, receiver)
         await seed_flag_data(api)
