@@ -27,6 +27,7 @@ from app.api import (
     safeguarding,
     subscriptions,
     system,
+    unknown_operations,
 )
 from app.api.hot import HotRoutes
 from app.api.responses import fhir_response
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         operations.router,
         subscriptions.router,
         subscriptions.ws_router,
+        unknown_operations.router,  # last before interactions: `$name` is never taken for an id
     ]
     for router in [*earlier, interactions.router]:
         app.include_router(router)
@@ -125,11 +127,16 @@ def _install_handlers(app: FastAPI) -> None:
         return fhir_response(exc.outcome(), exc.status, exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
-        """Path/query parameters FastAPI refused: the logical id pattern, mostly (same words as check_id)."""
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        """Path/query parameters FastAPI refused: the logical id pattern, mostly (same words as check_id);
+        `$name` in an id's place is an operation we do not serve there."""
         issues: list[Issue] = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ()) if p not in ("path", "query", "header", "body")]
+            if loc == ["res_id"] and str(err.get("input")).startswith("$"):
+                rtype = request.url.path.removeprefix("/fhir/").split("/")[0]
+                unknown = unknown_operations.unknown_operation(request, str(err["input"])[1:], rtype)
+                return fhir_response(unknown.outcome(), unknown.status, unknown.headers or None)
             if loc == ["res_id"]:
                 try:
                     check_id(str(err.get("input")))

@@ -1,5 +1,5 @@
 """Read-only routes for the conformance resources of `fhir_profiles/` (app/fhir/conformance.py):
-`GET /fhir/{StructureDefinition|CodeSystem|ValueSet|SearchParameter|ConceptMap}[/{id}]`; every write
+`GET /fhir/{StructureDefinition|CodeSystem|ValueSet|SearchParameter|ConceptMap|OperationDefinition}[/{id}]`; every write
 interaction answers 405. Each read and search is audited like any other (contract section 3); every
 authenticated role may read them, as they describe the API rather than anyone's record.
 
@@ -18,6 +18,7 @@ from starlette.responses import Response
 from app.api.auth import authenticate
 from app.api.deps import check_accept, unit_of_work
 from app.api.responses import fhir_response, preferences
+from app.api.unknown_operations import refuse_operation
 from app.fhir import conformance
 from app.fhir.conformance import CONFORMANCE_TYPES
 
@@ -54,6 +55,7 @@ def _search(rtype: str) -> Endpoint:
 
 def _read(rtype: str) -> Endpoint:
     async def read(res_id: str, request: Request) -> Response:
+        refuse_operation(request, rtype, res_id)
         async with unit_of_work(request) as svc:
             svc.guard.begin("read", rtype, res_id)
             resource = conformance.read(rtype, res_id)

@@ -1,5 +1,6 @@
-"""FHIR operations on resource types: `$validate` (https://hl7.org/fhir/R4/resource-operation-validate.html).
-Thin routes: parse the request, call `app/fhir`, render. Subscription operations live in subscriptions.py."""
+"""FHIR operations on resource types: `$validate` at the type and instance levels
+(https://hl7.org/fhir/R4/resource-operation-validate.html). Thin routes: parse the request, call
+`app/fhir`, render. Subscription operations live in subscriptions.py, unknown ones in unknown_operations.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from app.api.auth import authenticate
-from app.api.deps import ContextDep, check_accept, json_body
-from app.api.interactions import TypePath
+from app.api.deps import ContextDep, check_accept, json_body, media_type, unit_of_work
+from app.api.interactions import IdPath, TypePath
 from app.api.responses import fhir_response
 from app.fhir.capabilities import register_operation
 from app.fhir.service import check_type
+from app.fhir.validate_instance import validate_instance
 from app.fhir.validation import validate_operation
 
 router = APIRouter(
@@ -48,3 +50,22 @@ async def validate(
     check_type(resource_type)
     body = await json_body(request, ctx)
     return fhir_response(validate_operation(resource_type, body, mode or [], profile or []))
+
+
+@router.post("/{resource_type}/{res_id}/$validate", name="validate_instance", openapi_extra=_VALIDATE_BODY,
+             responses={200: {"description": "OperationOutcome: whether the body would be accepted as an update "
+                                             "of this resource"}})
+async def validate_instance_operation(
+    resource_type: TypePath,
+    res_id: IdPath,
+    request: Request,
+    ctx: ContextDep,
+    mode: Annotated[list[str] | None, Query(description="update | delete | profile")] = None,
+    profile: Annotated[list[str] | None, Query(description="canonical URL of a profile to validate against")] = None,
+) -> Response:
+    check_type(resource_type)
+    # `?mode=delete` needs no body (R4: the resource is present unless the mode is delete)
+    body = None if "delete" in (mode or []) and not media_type(request) else await json_body(request, ctx)
+    async with unit_of_work(request) as svc:
+        outcome = await validate_instance(svc, resource_type, res_id, body, mode or [], profile or [])
+    return fhir_response(outcome)

@@ -1,9 +1,10 @@
 """Subscription operations and the websocket channel (Subscriptions Backport IG):
-`$status`, `$events`, `$get-ws-binding-token`, and `/fhir/ws` for `bind-with-token`."""
+`$status` (type and instance level), `$events`, `$get-ws-binding-token`, and `/fhir/ws` for `bind-with-token`."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
@@ -12,8 +13,10 @@ from starlette.responses import Response
 from app.api.auth import authenticate
 from app.api.deps import ContextDep, check_accept, json_body, media_type, unit_of_work
 from app.api.interactions import IdPath
+from app.api.referrals import refuse_unknown
 from app.api.responses import fhir_response
 from app.errors import BadRequest, FhirError
+from app.fhir.validation import check_id
 from app.fhir.capabilities import register_operation
 from app.notify import operations as sub_ops
 from app.notify.bundle import notification_bundle
@@ -31,11 +34,32 @@ register_operation("get-ws-binding-token", BACKPORT_OPS + "backport-subscription
                    ("Subscription",))
 
 
+@router.get("/Subscription/$status", name="subscription_status_type")
+async def subscription_status_type(request: Request, ctx: ContextDep) -> Response:
+    """The status of the Subscriptions named by `id` (each the caller's own, exactly as the instance
+    level: another's id is 404 as an unknown one), or of all the caller's; `status` filters them."""
+    refuse_unknown(request, ("id", "status"), "Subscription/$status")
+    q = request.query_params
+    ids = list(dict.fromkeys(i.strip() for v in q.getlist("id") for i in v.split(",")))
+    statuses = {s.strip() for v in q.getlist("status") for s in v.split(",")}
+    for sub_id in ids:
+        check_id(sub_id)
+    base = ctx.settings.fhir_base
+    async with unit_of_work(request) as svc:
+        subs = [await svc.read("Subscription", sub_id) for sub_id in ids] if ids else await sub_ops.callers_subscriptions(
+            svc, sorted(statuses), ctx.settings.max_count)
+        shown = [sub for sub in subs if not statuses or sub.content.get("status") in statuses]
+        self_url = f"{base}/Subscription/$status" + (f"?{urlencode(q.multi_items())}" if q else "")
+        body = await sub_ops.status(svc.session, shown, base, self_url)
+    return fhir_response(body)
+
+
 @router.get("/Subscription/{res_id}/$status", name="subscription_status")
 async def subscription_status(res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+    base = ctx.settings.fhir_base
     async with unit_of_work(request) as svc:
         sub = await svc.read("Subscription", res_id)
-        body = await sub_ops.status(svc.session, sub, ctx.settings.fhir_base)
+        body = await sub_ops.status(svc.session, [sub], base, f"{base}/Subscription/{sub.id}/$status")
     return fhir_response(body)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.fhir.search.canonicals import definition
 from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
+from app.fhir.search.targets import can_target
 from app.fhir.search.limits import DEFAULT_LIMITS, SearchLimits
 from app.security.policy import NEVER_DELETED, SERVER_WRITTEN
 
@@ -15,12 +17,31 @@ SOFTWARE_VERSION = "0.1.0"
 
 _ALL = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
 
-# type-level operations the API registers: name -> (definition canonical, types or None for all)
+# the operations the API registers: name -> (definition canonical, types; None for every type, () for a
+# system-level operation, listed in `rest.operation`)
 OPERATIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
 
 
-def register_operation(name: str, definition: str, types: tuple[str, ...] | None = None) -> None:
-    OPERATIONS[name] = (definition, types)
+def register_operation(name: str, canonical: str, types: tuple[str, ...] | None = None) -> None:
+    OPERATIONS[name] = (canonical, types)
+
+
+def served_operation(name: str, resource_type: str | None) -> bool:
+    """Whether `$name` is served on `resource_type` (None: at system level), at some level."""
+    if name not in OPERATIONS:
+        return False
+    types = OPERATIONS[name][1]
+    if resource_type is None:
+        return types == ()
+    return types is None or resource_type in types
+
+
+def reverse_includes(rtype: str) -> list[str]:
+    """`_revinclude` values that can find resources of `rtype`: reference parameters of the served types
+    whose targets include it. A parameter without declared targets takes any type R4 allows there, so it
+    is listed only where the R4 element can point at `rtype` (app/fhir/search/targets.py)."""
+    return [f"{other}:{p.name}" for other in SUPPORTED_TYPES for p in params_for(other).values()
+            if p.type == "reference" and can_target(p, rtype)]
 
 
 def _interactions(rtype: str) -> list[str]:
@@ -49,24 +70,20 @@ def capability_statement(fhir_base: str, published: str, *, limits: SearchLimits
             "conditionalUpdate": writable,
             "conditionalDelete": "single" if rtype not in NEVER_DELETED else "not-supported",
             "searchInclude": [f"{rtype}:{p.name}" for p in params_for(rtype).values() if p.type == "reference"],
-            "searchRevInclude": [
-                f"{other}:{p.name}"
-                for other in SUPPORTED_TYPES
-                for p in params_for(other).values()
-                if p.type == "reference" and (not p.targets or rtype in p.targets)
-            ],
+            "searchRevInclude": reverse_includes(rtype),
             "searchParam": [
-                {"name": "_id", "type": "token"},
-                {"name": "_lastUpdated", "type": "date"},
+                {"name": "_id", "definition": definition(rtype, "_id"), "type": "token"},
+                {"name": "_lastUpdated", "definition": definition(rtype, "_lastUpdated"), "type": "date"},
                 *[
-                    {"name": p.name, "type": p.type, "documentation": p.description or p.expression}
+                    {"name": p.name, "definition": definition(rtype, p.name), "type": p.type,
+                     "documentation": p.description or p.expression}
                     for p in params_for(rtype).values()
                 ],
             ],
         }
         ops = [
-            {"name": name, "definition": definition}
-            for name, (definition, types) in sorted(OPERATIONS.items())
+            {"name": name, "definition": canonical}
+            for name, (canonical, types) in sorted(OPERATIONS.items())
             if types is None or rtype in types
         ]
         if ops:
@@ -94,6 +111,8 @@ def capability_statement(fhir_base: str, published: str, *, limits: SearchLimits
                 "security": _security(fhir_base),
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+                "operation": [{"name": name, "definition": canonical}
+                              for name, (canonical, types) in sorted(OPERATIONS.items()) if types == ()],
             }
         ],
     }

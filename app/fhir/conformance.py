@@ -1,7 +1,7 @@
 """The conformance resources of `fhir_profiles/` (StructureDefinition, CodeSystem, ValueSet, SearchParameter,
-ConceptMap), served read-only: read by id and search by the parameters every canonical resource has
+ConceptMap, OperationDefinition), served read-only: read by id and search by the parameters every canonical resource has
 (https://hl7.org/fhir/R4/canonicalresource.html#search: `url`, `name`, `status`, `version`, plus
-StructureDefinition `type`, SearchParameter `type`/`base`/`code`), as searchset Bundles with the same
+StructureDefinition `type`, SearchParameter `type`/`base`/`code`, OperationDefinition `code`), as searchset Bundles with the same
 paging, `_count`, `_summary`, `_elements` and `_total` handling as any search. Matching is exact (a
 comma is OR, a repeated parameter AND; `url` ignores a `|version`). `_sort`, `_include` and
 `_revinclude` are not supported here and, like unknown parameters, are ignored with a warning entry
@@ -20,11 +20,14 @@ from typing import Any
 from app.errors import BadRequest, Issue, MethodNotAllowed, NotFound
 from app.fhir import bundles
 from app.fhir.profiles import get_store
+from app.fhir.search.canonicals import definition
 from app.fhir.search.executor import SearchResult
 from app.fhir.search.params import RESULT_PARAMS, parse_search
 from app.storage.repository import StoredResource
 
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ConceptMap")
+CONFORMANCE_TYPES = (
+    "StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ConceptMap", "OperationDefinition"
+)
 TOPIC_CANONICAL = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
     "capabilitystatement-subscriptiontopic-canonical"
@@ -37,7 +40,7 @@ _COMMON = (
     ("version", "token", "The business version"),
 )
 SEARCH_PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "StructureDefinition": (*_COMMON, ("type", "token", "The type the structure constrains or extends")),
+    "StructureDefinition": (*_COMMON, ("type", "uri", "The type the structure constrains or extends")),
     "CodeSystem": _COMMON,
     "ValueSet": _COMMON,
     "SearchParameter": (
@@ -47,6 +50,7 @@ SEARCH_PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("code", "token", "The code used in the URL"),
     ),
     "ConceptMap": _COMMON,
+    "OperationDefinition": (*_COMMON, ("code", "token", "The name used to invoke the operation")),
 }
 _NOT_HERE = ("_sort", "_include", "_revinclude")  # result parameters that mean nothing for these files
 _LOADED = datetime(1970, 1, 1)  # not shown: searchset entries carry no lastUpdated of their own
@@ -151,8 +155,9 @@ def with_conformance(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "documentation": "SafeFlag's own conformance resources (fhir_profiles/), read-only",
                 "interaction": [{"code": "read"}, {"code": "search-type"}],
                 "searchParam": [
-                    {"name": "_id", "type": "token"},
-                    *({"name": n, "type": t, "documentation": d} for n, t, d in SEARCH_PARAMS[rtype]),
+                    {"name": "_id", "definition": definition(rtype, "_id"), "type": "token"},
+                    *({"name": n, "definition": definition(rtype, n), "type": t, "documentation": d}
+                      for n, t, d in SEARCH_PARAMS[rtype]),
                 ],
             }
         )

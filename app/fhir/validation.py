@@ -224,8 +224,9 @@ def _check_empty_elements(resource_type: str, content: dict[str, Any]) -> None:
 VALIDATE_MODES = ("create", "update", "profile")
 
 
-def _validate_input(body: Any) -> tuple[Any, list[str], list[str]]:
-    """The `resource`, `mode` and `profile` values of a $validate body: a resource or a Parameters."""
+def validate_input(body: Any) -> tuple[Any, list[str], list[str]]:
+    """The `resource`, `mode` and `profile` values of a $validate body: a resource or a Parameters (or
+    nothing, for an instance's `mode=delete`)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         return body, [], []
     params = body.get("parameter")
@@ -244,7 +245,7 @@ def _validate_input(body: Any) -> tuple[Any, list[str], list[str]]:
         else:
             raise BadRequest(f"Unexpected $validate parameter '{name}'", msg_id="SF-0116",
                              expression=f"Parameters.parameter[{i}]")
-    if resource is None:
+    if resource is None and "delete" not in modes:  # R4: present unless the mode is delete
         raise BadRequest("The Parameters carry no 'resource' to validate", msg_id="SF-0116",
                          expression="Parameters.parameter")
     return resource, modes, profiles
@@ -254,7 +255,7 @@ def validate_operation(resource_type: str, body: Any, modes: Sequence[str], prof
     """The OperationOutcome of `$validate`: 200 with the issues whether or not the resource is valid (as
     the spec, and HAPI FHIR since 6.6, answer); a 4xx FhirError only when validation cannot be performed:
     no resource, a resource of another type, an unknown mode or profile."""
-    resource, body_modes, body_profiles = _validate_input(body)
+    resource, body_modes, body_profiles = validate_input(body)
     modes = [*modes, *body_modes]
     profiles = [*profiles, *body_profiles]
     for mode in modes:
@@ -276,6 +277,11 @@ def validate_operation(resource_type: str, body: Any, modes: Sequence[str], prof
         issues += validate_resource(resource_type, resource, profiles=profiles)
     except (BadRequest, Unprocessable) as invalid:
         issues += invalid.issues
+    return validation_outcome(issues)
+
+
+def validation_outcome(issues: list[Issue]) -> dict[str, Any]:
+    """`$validate`'s OperationOutcome: the issues, and a note of success when none is an error."""
     if not any(i.severity in ("error", "fatal") for i in issues):
         issues = [*issues, Issue("informational", "Validation successful: no errors found", "information",
                                  msg_id="SF-0002")]

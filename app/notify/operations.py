@@ -1,10 +1,11 @@
-"""`$status` and `$events` on a Subscription (Backport IG operations
+"""`$status` and `$events` on Subscriptions (Backport IG operations
 https://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition-backport-subscription-status.html and
 -events.html): the current status and event count, and a replay of any event-number range.
 
 Only the Subscription's creator (or an admin) reaches these (the read before them answers 404 to anyone
-else). `$events` is authorised again for its caller, event by event, as a read of the focus would be: an
-event whose focus the caller may not read keeps its number and timestamp (the numbering stays gap-free)
+else); at the type level, `$status?id=` reads each id the same way, and without ids it covers the
+Subscriptions a search shows the caller (its own; every one for admin). `$events` is authorised again
+for its caller, event by event, as a read of the focus would be: an event whose focus the caller may not read keeps its number and timestamp (the numbering stays gap-free)
 but loses its focus, context and resource; when a restricted one is among them, the notice a search
 gives (`labels.withheld_issue`) is on the status entry's `response.outcome`. `content` may narrow
 the Subscription's own payload, never widen it.
@@ -13,7 +14,7 @@ the Subscription's own payload, never widen it.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +31,9 @@ from app.security.principal import Principal
 from app.storage.notify_tables import notification, subscription_state
 from app.storage.repository import StoredResource
 from app.storage.tables import resource, resource_version
+
+if TYPE_CHECKING:
+    from app.fhir.service import FhirService
 
 MAX_REPLAY = 1000
 
@@ -49,21 +53,39 @@ async def _count(session: AsyncSession, sub_id: str) -> int:
     return int(value or 0)
 
 
-async def status(session: AsyncSession, sub: StoredResource, fhir_base: str) -> dict[str, Any]:
-    """A `searchset` Bundle holding the subscription's SubscriptionStatus (the operation's `return` is
+async def status(session: AsyncSession, subs: list[StoredResource], fhir_base: str, self_url: str) -> dict[str, Any]:
+    """A `searchset` Bundle holding each subscription's SubscriptionStatus (the operation's `return` is
     a Bundle, one status per Subscription asked about; STU 1.1 OperationDefinition above)."""
-    params = status_parameters(
-        fhir_base=fhir_base, sub_id=sub.id, topic_url=str(sub.content.get("criteria")),
-        status=str(sub.content.get("status")), type_="query-status",
-        events_since_start=await _count(session, sub.id), content=_content_code(sub),
-    )
-    return {
+    entries = []
+    for sub in subs:
+        params = status_parameters(
+            fhir_base=fhir_base, sub_id=sub.id, topic_url=str(sub.content.get("criteria")),
+            status=str(sub.content.get("status")), type_="query-status",
+            events_since_start=await _count(session, sub.id), content=_content_code(sub),
+        )
+        entries.append(transient_entry(params, "match"))
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": 1,
-        "link": [{"relation": "self", "url": f"{fhir_base}/Subscription/{sub.id}/$status"}],
-        "entry": [transient_entry(params, "match")],
+        "total": len(entries),
+        "link": [{"relation": "self", "url": self_url}],
     }
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+async def callers_subscriptions(svc: FhirService, statuses: list[str], limit: int) -> list[StoredResource]:
+    """The Subscriptions the caller may see (its own; every one for admin), searched and audited as
+    `Subscription?status=` is; more than `limit` is 400 `too-costly` rather than a silent cut."""
+    query = [("status", ",".join(statuses))] if statuses else []
+    await svc.search("Subscription", [*query, ("_count", str(limit)), ("_total", "accurate")])
+    found = svc.last_search
+    assert found is not None  # set by the search just run
+    if found.total is not None and found.total > len(found.matches):
+        raise BadRequest(f"$status covers at most {limit} Subscriptions; name them with 'id' or narrow with 'status'",
+                         msg_id="SF-0723", code="too-costly")
+    return list(found.matches)
 
 
 def _number(name: str, raw: str | None) -> int | None:

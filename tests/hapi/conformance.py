@@ -1,7 +1,7 @@
 """SafeFlag's conformance resources on the HAPI sandbox, and `$validate` calls against them.
 
-`upload_profiles` PUTs every CodeSystem, ValueSet, StructureDefinition, SearchParameter and ConceptMap of
-`fhir_profiles/` (in that order: a ValueSet's CodeSystem and a profile's ValueSets must exist first) with
+`upload_profiles` PUTs every CodeSystem, ValueSet, StructureDefinition, SearchParameter, ConceptMap and
+OperationDefinition of `fhir_profiles/` (in that order: a ValueSet's CodeSystem and a profile's ValueSets must exist first) with
 its own id. The four `SubscriptionTopic/` files (R4 `Basic` descriptors with R5 cross-version extensions)
 are left out: HAPI stores them, but its validator cannot check them offline (fhir_profiles/README.md), no
 instance refers to them, and HAPI's own topic machinery reads Basic resources of that shape.
@@ -31,7 +31,7 @@ BACKPORT_DIR = Path(__file__).resolve().parent / "backport"
 FHIR_JSON = "application/fhir+json"
 SD = "https://fhir.safeflag.example/StructureDefinition/"
 CORE = "http://hl7.org/fhir/StructureDefinition/"
-UPLOAD_ORDER = ("CodeSystem", "ValueSet", "StructureDefinition", "SearchParameter", "ConceptMap")
+UPLOAD_ORDER = ("CodeSystem", "ValueSet", "StructureDefinition", "SearchParameter", "ConceptMap", "OperationDefinition")
 # The one issue HAPI reports for every resource without a narrative: a best-practice warning (dom-6).
 DOM6 = (
     "Constraint failed: dom-6: 'A resource should have narrative for robust management' (defined in "

@@ -179,8 +179,9 @@ async def test_all_conformance_resources_are_on_hapi(
     hapi: httpx.AsyncClient, hapi_profiles: list[str]
 ) -> None:
     folders = {r["resourceType"] for r in conformance_resources()}
-    assert folders == {"CodeSystem", "ValueSet", "StructureDefinition", "SearchParameter", "ConceptMap"}
-    assert len(hapi_profiles) == len(conformance_resources()) == 10 + 14 + 13 + 2 + 1
+    assert folders == {"CodeSystem", "ValueSet", "StructureDefinition", "SearchParameter", "ConceptMap",
+                       "OperationDefinition"}
+    assert len(hapi_profiles) == len(conformance_resources()) == 10 + 14 + 13 + 5 + 1 + 3
     # every conformance resource of fhir_profiles/ but the SubscriptionTopic descriptors (see conformance.py)
     on_disk = {p.parent.name for p in PROFILES_DIR.glob("*/*.json")} - {"examples", "SubscriptionTopic"}
     assert on_disk == folders

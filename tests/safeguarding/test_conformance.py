@@ -14,7 +14,7 @@ from tests.safeguarding.support import oo
 from tests.support.fhir_data import unidentified
 
 SD = "https://fhir.safeflag.example/StructureDefinition/"
-TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ConceptMap")
+TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ConceptMap", "OperationDefinition")
 
 
 def found(bundle: dict[str, Any]) -> list[str]:
@@ -49,7 +49,8 @@ async def test_search_by_canonical_parameters(client: httpx.AsyncClient) -> None
     assert found(await search(client, "/fhir/ValueSet?url=https://fhir.safeflag.example/ValueSet/care-setting,"
                                       "https://fhir.safeflag.example/ValueSet/injury-reason")) == [
         "care-setting", "injury-reason"]
-    assert sorted(found(await search(client, "/fhir/SearchParameter?base=Flag"))) == ["flag-category", "flag-status"]
+    assert sorted(found(await search(client, "/fhir/SearchParameter?base=Flag"))) == [
+        "flag-category", "flag-code", "flag-status"]
     assert found(await search(client, "/fhir/SearchParameter?code=status&type=token")) == ["flag-status"]
     assert found(await search(client, "/fhir/ConceptMap?_id=flag-category-to-code")) == ["flag-category-to-code"]
     assert found(await search(client, "/fhir/CodeSystem?version=9.9.9")) == []
@@ -110,8 +111,8 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     by_type = {r["type"]: r for r in rest["resource"]}
     for rtype in TYPES:
         assert by_type[rtype]["interaction"] == [{"code": "read"}, {"code": "search-type"}], rtype
-        assert {"name": "url", "type": "uri", "documentation": "The canonical URL (a |version suffix is ignored)"} \
-            in by_type[rtype]["searchParam"]
+        assert {"name": "url", "definition": "http://hl7.org/fhir/SearchParameter/conformance-url", "type": "uri",
+                "documentation": "The canonical URL (a |version suffix is ignored)"} in by_type[rtype]["searchParam"]
     assert by_type["Flag"]["supportedProfile"] == [SD + "safeguarding-flag"]
     assert by_type["Patient"]["supportedProfile"] == [SD + "safeguarding-patient"]
     assert "supportedProfile" not in by_type["Organization"]

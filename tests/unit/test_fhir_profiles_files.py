@@ -36,7 +36,7 @@ def test_folder_holds_the_expected_files() -> None:
         folder = path.relative_to(PROFILES_DIR).parts[0]
         counts[folder] = counts.get(folder, 0) + 1
     assert counts == {
-        "CodeSystem": 10, "ConceptMap": 1, "SearchParameter": 2, "StructureDefinition": 13,
+        "CodeSystem": 10, "ConceptMap": 1, "OperationDefinition": 3, "SearchParameter": 5, "StructureDefinition": 13,
         "SubscriptionTopic": 4, "ValueSet": 14, "examples": 15,
     }
 
@@ -161,6 +161,11 @@ def test_search_parameters(store: ConformanceStore) -> None:
     assert got == {
         (BASE + "/SearchParameter/flag-status", "status", ("Flag",), "token", "Flag.status"),
         (BASE + "/SearchParameter/flag-category", "category", ("Flag",), "token", "Flag.category"),
+        (BASE + "/SearchParameter/flag-code", "code", ("Flag",), "token", "Flag.code"),
+        (BASE + "/SearchParameter/relatedperson-family", "family", ("RelatedPerson",), "string",
+         "RelatedPerson.name.family"),
+        (BASE + "/SearchParameter/relatedperson-given", "given", ("RelatedPerson",), "string",
+         "RelatedPerson.name.given"),
     }
 
 

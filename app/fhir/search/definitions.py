@@ -2,8 +2,9 @@
 for the index writer, the SQL compiler, the subscription matcher and the CapabilityStatement.
 
 Paths are the R4 expressions (https://hl7.org/fhir/R4/searchparameter-registry.html) reduced to
-dotted element paths; `targets` stands for `.where(resolve() is X)`. `Flag?status` and
-`Flag?category` are our own (R4 has neither; `fhir_profiles/` publishes their SearchParameters).
+dotted element paths; `targets` stands for `.where(resolve() is X)`. `Flag?status`, `Flag?category`,
+`Flag?code` and `RelatedPerson?family`/`given` are our own (R4 has none of them; `fhir_profiles/`
+publishes their SearchParameters). Each parameter's canonical URL: app/fhir/search/canonicals.py.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ _SPEC: dict[str, list[tuple[Any, ...]]] = {
         *_subject("subject"),
         _p("status", "token", "status", doc="Flag status (SafeFlag extension to R4)"),
         _p("category", "token", "category", doc="Flag category (SafeFlag extension to R4)"),
-        _p("code", "token", "code"),
+        _p("code", "token", "code", doc="Flag code (SafeFlag extension to R4)"),
         _p("date", "date", "period"),
         _p("author", "reference", "author"),
         _p("encounter", "reference", "encounter", targets=("Encounter",)),
