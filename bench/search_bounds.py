@@ -91,7 +91,8 @@ async def measure(label: str, url: str, data_dir: Path, patients: int) -> None:
         org = await seed(ctx, patients)
         if not settings.is_sqlite:  # planner statistics, as autovacuum keeps them on a live server
             async with ctx.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await auto.exec_driver_sql("ANALYZE")
         limits = settings.search_limits
         for name, rtype, query in shapes(limits.max_criteria, limits.max_values, org):
             async def search(rtype: str = rtype, query: Query = query) -> None:

@@ -7,6 +7,8 @@ through the app and once through the same app without `HotRoutes`: the same rout
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 import orjson
@@ -43,10 +45,12 @@ async def _call(app: Any, method: str, path: str, token: str | None, body: bytes
         "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8080),
     }
     sent = False
+    answered = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
         nonlocal sent
-        if sent:
+        if sent:  # as ASGI servers do: http.disconnect once the response is sent (or the client has gone)
+            await answered.wait()
             return {"type": "http.disconnect"}
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
@@ -60,6 +64,8 @@ async def _call(app: Any, method: str, path: str, token: str | None, body: bytes
                                                                                         b"last-modified"))
         elif message["type"] == "http.response.body":
             out["body"] += message.get("body", b"")
+            if not message.get("more_body"):
+                answered.set()
 
     await app(scope, receive, send)
     route = getattr(scope.get("route"), "name", None)
