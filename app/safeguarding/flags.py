@@ -31,7 +31,9 @@ SF-0238 an `inactive` or `entered-in-error` flag carries the status-reason exten
 Both: SF-0239 (409 `duplicate`) a flag becoming active while another active flag has the same
 category, subject and author. Conditional create (If-None-Exist) returns the existing flag before this
 runs. Both see only the flags the writer may see: a restricted flag withheld from the writer neither
-matches nor conflicts, so no answer betrays it. On PostgreSQL the check holds a transaction advisory
+matches nor conflicts, so no answer betrays it. A flag the writer's role or scopes do not let it read
+(`system/Flag.c` only) is not matched either, but still conflicts (a duplicate is a clinical-safety
+hazard): the 409 then names no flag, author or content (policy.conflict_sight). On PostgreSQL the check holds a transaction advisory
 lock on (category, subject, author) so two concurrent creates cannot both pass; SQLite serialises
 writers already (BEGIN IMMEDIATE).
 Flags are never deleted: policy.py answers 405 before any hook.
@@ -52,6 +54,7 @@ from app.fhir.search.prepared import PreparedSearch, prepared
 from app.safeguarding.flag_refs import advisory_lock, local_ref, nhs_numbers, ref_key, resolve_subject
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, age_on
+from app.security.policy import Visibility
 from app.storage.repository import StoredResource
 
 if TYPE_CHECKING:
@@ -317,15 +320,17 @@ def _active_flags_by_nhs(numbers: int) -> PreparedSearch:
 
 async def check_duplicate(
     lookup: Lookup, flag: dict[str, Any], category: str, patient: StoredResource | None, own_id: str | None,
-    withheld: Callable[[StoredResource], bool],
+    sight: Callable[[StoredResource], Visibility],
 ) -> None:
     """409 when another active flag of `category` by the same author is about the same child, whether
     either names the child by reference or by NHS number.
 
-    Only flags the writer may see count: a restricted flag `withheld` from the writer is not named in
-    a 409, nor betrayed by a 409 instead of a 201; the new flag stands beside it (a safeguarding lead
-    sees both and may end one). The restricted label exists so that nobody else learns such a flag
-    exists; a second flag does no harm that the lead cannot undo, a disclosure could."""
+    How a flag counts is `sight` (policy.conflict_sight). A restricted flag withheld from the writer
+    does not count: it is not named in a 409, nor betrayed by a 409 instead of a 201; the new flag stands
+    beside it (a safeguarding lead sees both and may end one). The restricted label exists so that
+    nobody else learns such a flag exists; a second flag does no harm that the lead cannot undo, a
+    disclosure could. A flag the writer may not read for its role or scopes (not restricted) conflicts
+    without being named: the writer learns only that such a flag exists, which it is about to assert."""
     author = ref_key(flag.get("author"), lookup.base)
     subject = ref_key(flag.get("subject"), lookup.base)
     if author is None or (patient is None and subject is None):
@@ -347,14 +352,19 @@ async def check_duplicate(
     for other in found:
         if other.id == own_id or ref_key(other.content.get("author"), lookup.base) != author:
             continue
-        if not withheld(other):
-            raise Conflict(
-                f"Flag/{other.id} is already an active {category} flag for {child} by {author[1]}: end it, or "
-                "use conditional create (If-None-Exist) to get the existing one",
-                msg_id="SF-0239",
-                code="duplicate",
-                expression=["Flag.category", "Flag.subject", "Flag.author"],
-            )
+        seen = sight(other)
+        if seen is Visibility.WITHHELD:
+            continue
+        raise Conflict(
+            f"Flag/{other.id} is already an active {category} flag for {child} by {author[1]}: end it, or "
+            "use conditional create (If-None-Exist) to get the existing one"
+            if seen is Visibility.VISIBLE
+            else "An active flag of this category for this patient and author already exists; ask a reader "
+            "with Flag read access",
+            msg_id="SF-0239",
+            code="duplicate",
+            expression=["Flag.category", "Flag.subject", "Flag.author"],
+        )
 
 
 @before_write("Flag")
@@ -374,8 +384,8 @@ async def flag_rules(
     if category is None or content.get("status") != "active":
         return content
     if creating:
-        await check_duplicate(lookup, content, category, patient, None, svc.guard.withheld)
+        await check_duplicate(lookup, content, category, patient, None, svc.guard.sight)
     elif current is not None and current.content.get("status") != "active":  # reactivated
         patient, _ = await resolve_subject(lookup, content)
-        await check_duplicate(lookup, content, category, patient, current.id, svc.guard.withheld)
+        await check_duplicate(lookup, content, category, patient, current.id, svc.guard.sight)
     return content

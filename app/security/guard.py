@@ -21,7 +21,7 @@ from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.security.audit import audit_for, outcome_for_status, patients_of
 from app.security.binary_policy import decide_binary, security_context
 from app.security.labels import RESTRICTED, audit_restriction, default_labels, is_restricted
-from app.security.policy import WITHHELD_MSG, Visibility, decide, decide_operation, visibility
+from app.security.policy import WITHHELD_MSG, Visibility, conflict_sight, decide, decide_operation, visibility
 from app.security.principal import Principal
 from app.security.search_scope import visible_any_type, visible_conditions
 from app.storage.repository import Repository, StoredResource, utc_ms
@@ -111,13 +111,12 @@ class Guard:
         return visibility(self.principal, stored.resource_type, stored.content,
                           stored.created_by_org) is Visibility.VISIBLE
 
-    def withheld(self, stored: StoredResource) -> bool:
-        """The record's restricted label keeps it from this principal (a server lookup found it, and
-        nothing the principal is told may betray it: a duplicate check, a conflict message)."""
+    def sight(self, stored: StoredResource) -> Visibility:
+        """How a record a server lookup found may show in what this principal is told when it blocks
+        their write (a duplicate check's conflict message): `policy.conflict_sight`."""
         if self.principal is None:
-            return False
-        return visibility(self.principal, stored.resource_type, stored.content,
-                          stored.created_by_org) is Visibility.WITHHELD
+            return Visibility.VISIBLE
+        return conflict_sight(self.principal, stored.resource_type, stored.content, stored.created_by_org)
 
     def restrict(self) -> Restriction | None:
         """Conditions that keep hidden and withheld records out of a search (None: no principal)."""

@@ -252,6 +252,20 @@ def visible(principal: Principal, stored: Any, created_by_org: str | None = None
     return visibility(principal, stored.resource_type, stored.content, org) is Visibility.VISIBLE
 
 
+def conflict_sight(
+    principal: Principal, resource_type: str, content: dict[str, Any], created_by_org: str | None = None
+) -> Visibility:
+    """How a stored record that blocks the principal's write (a duplicate Flag) may show in the refusal.
+    WITHHELD: its restricted label keeps it from the principal, whatever the scopes; it must not even
+    conflict, since a 409 instead of a 201 would betray it. VISIBLE: the principal could find it by a
+    search (as a conditional create does), so the refusal names it. HIDDEN: the role or scopes do not
+    let the principal find it (`system/Flag.c` only): the write is still refused, without naming the
+    record, its author or its content."""
+    if is_restricted(content) and not cleared(principal, created_by_org):
+        return Visibility.WITHHELD
+    return visibility(principal, resource_type, content, created_by_org)
+
+
 def _codes(values: Any) -> set[tuple[str | None, str | None]]:
     items = values if isinstance(values, list) else [values]
     return {t for v in items for t in tokens(v)} if values else set()
