@@ -29,6 +29,7 @@ from app.api import (
     system,
     unknown_operations,
 )
+from app.api.compression import GzipResponses
 from app.api.hot import HotRoutes
 from app.api.responses import fhir_response
 from app.config import Settings, get_settings
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         app.include_router(router)
     # create, read and search straight to their routes (app/api/hot.py), inside the exception handlers
     app.router.middleware_stack = HotRoutes(app.router.middleware_stack, interactions.router, earlier)
+    app.add_middleware(GzipResponses)  # innermost: the log line and metrics see the request as the client sent it
     app.add_middleware(CancelOnDisconnectMiddleware)  # a read whose client has gone stops, query and all
     if settings.rate_limit_per_second > 0:
         app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,

@@ -6,12 +6,22 @@ Content-Length or, for a chunked body, while it streams in), not JSON, not UTF-8
 any FHIR resource needs (which would otherwise exhaust the recursion of the validators), an object
 with the same member twice (RFC 8259 leaves its meaning open; a parser keeping the last one would let
 a client hide a value from whatever reads the first), or a `Content-Type` that is no media type.
+
+A body sent with `Content-Encoding: gzip` or `deflate` (HAPI's `GZipContentInterceptor`) is inflated
+as it streams in, and the size limit applies to the inflated body, so a small body that inflates
+without end (a "zip bomb") is refused with 413 after at most the limit's worth of memory. Any other
+content coding is 415 (RFC 9110 section 15.5.16).
+
+The `fhirVersion` media-type parameter (https://hl7.org/fhir/R4/http.html#version-parameter) names
+the FHIR version a client sends or wants: this server speaks R4 only, so a `Content-Type` naming
+another version is 415 and an `Accept` (or `_format`) asking only for another version is 406.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
@@ -35,6 +45,11 @@ _BOM = b"\xef\xbb\xbf"
 _MEDIA_TYPE = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+$")
 # the end of an object member's name: a closing quote and the colon (a string's own quotes are escaped)
 _NAME_END = re.compile(rb'"[ \t\r\n]*:')
+# `fhirVersion` values meaning R4: R4 gives the major.minor version ("4.0"); 4.0.1 names the same release
+FHIR_VERSIONS = ("4.0", "4.0.1")
+_FHIR_VERSION = re.compile(r";\s*fhirversion\s*=\s*\"?([^;,\"\s]*)", re.IGNORECASE)
+# Content-Encoding -> zlib window bits: gzip framing, and HTTP's "deflate" (the zlib format, RFC 9110 8.4.1.2)
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 async def get_context(request: Request) -> AppContext:
@@ -53,16 +68,34 @@ async def check_accept(request: Request) -> None:
     fmt = request.query_params.get("_format")
     if fmt is not None:
         if fmt.split(";")[0].strip().lower() in JSON_FORMATS:
+            if not _is_r4(fmt):
+                raise NotAcceptable(f"_format={fmt[:200]} asks for another FHIR version; this server speaks FHIR R4 "
+                                    "only (fhirVersion=4.0)", msg_id="SF-0030", expression="_format")
             return
         raise NotAcceptable(f"_format={fmt} is not supported; this server speaks application/fhir+json",
                             msg_id="SF-0010", expression="_format")
     accept = request.headers.get("accept")
     if not accept:
         return
-    types = [p.split(";")[0].strip().lower() for p in accept.split(",")]
-    if any(t in JSON_TYPES or t in ("*/*", "application/*", "") or t.endswith("+json") for t in types):
+    ranges = accept.split(",")
+    if any(_json_range(r.split(";")[0].strip().lower()) and _is_r4(r) for r in ranges):
         return
+    if any(_json_range(r.split(";")[0].strip().lower()) for r in ranges):
+        raise NotAcceptable(f"Cannot produce '{accept[:200]}': this server speaks FHIR R4 only (fhirVersion=4.0)",
+                            msg_id="SF-0030")
     raise NotAcceptable(f"Cannot produce '{accept}'; this server speaks application/fhir+json", msg_id="SF-0010")
+
+
+def _json_range(media_range: str) -> bool:
+    return media_range in JSON_TYPES or media_range in ("*/*", "application/*", "") or media_range.endswith("+json")
+
+
+def _is_r4(media_type_text: str) -> bool:
+    """False when a media type's `fhirVersion` parameter names another FHIR version than R4."""
+    if "=" not in media_type_text:  # no parameter at all: the common case, decided without a regex
+        return True
+    found = _FHIR_VERSION.search(media_type_text)
+    return found is None or found.group(1) in FHIR_VERSIONS
 
 
 def media_type(request: Request) -> str:
@@ -75,19 +108,73 @@ def media_type(request: Request) -> str:
     if not _MEDIA_TYPE.match(found):
         raise UnsupportedMediaType(f"Content-Type '{header[:100]}' is not a media type; send application/fhir+json",
                                    msg_id="SF-0017")
+    if not _is_r4(header):
+        raise UnsupportedMediaType(f"Content-Type '{header[:100]}' names another FHIR version; this server speaks "
+                                   "FHIR R4 only (fhirVersion=4.0)", msg_id="SF-0030")
     return found
 
 
+def _too_large(limit: int, coding: str | None = None) -> PayloadTooLarge:
+    inflated = f" once {coding}-decoded" if coding else ""
+    return PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes{inflated}", msg_id="SF-0013")
+
+
+def content_coding(request: Request) -> str | None:
+    """The request body's content coding (None for none or `identity`); 415 for one not supported."""
+    header = request.headers.get("content-encoding")
+    if header is None:
+        return None
+    coding = header.strip().lower()
+    if coding in ("", "identity"):
+        return None
+    if coding not in _CODINGS:
+        raise UnsupportedMediaType(f"Content-Encoding '{header[:100]}' is not supported (supported: gzip, deflate)",
+                                   msg_id="SF-0031",
+                                   headers={"Accept-Encoding": "gzip, deflate"})
+    return coding
+
+
 async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, decoded from its content coding, refused (413) as soon as the body as sent or as
+    decoded passes `limit` bytes."""
+    coding = content_coding(request)
     length = request.headers.get("content-length")
     if length and length.isascii() and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes", msg_id="SF-0013")
+        raise _too_large(limit)
+    if coding is not None:
+        return await _inflate(request, limit, coding)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes", msg_id="SF-0013")
+            raise _too_large(limit)
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _inflate(request: Request, limit: int, coding: str) -> bytes:
+    """Decode a gzip/deflate body chunk by chunk, never holding more than `limit` + 1 decoded bytes."""
+    inflater = zlib.decompressobj(_CODINGS[coding])
+    chunks: list[bytes] = []
+    sent = size = 0
+    try:
+        async for chunk in request.stream():
+            sent += len(chunk)
+            if sent > limit:
+                raise _too_large(limit)
+            data = chunk
+            while data and not inflater.eof:
+                out = inflater.decompress(data, limit + 1 - size)  # at most one byte past the limit
+                size += len(out)
+                if size > limit:
+                    raise _too_large(limit, coding)
+                chunks.append(out)
+                data = inflater.unconsumed_tail
+        complete = inflater.eof
+    except zlib.error as exc:
+        raise BadRequest(f"The request body is not valid {coding} data: {exc}", msg_id="SF-0032") from exc
+    if not complete:
+        raise BadRequest(f"The request body ends before its {coding} data does", msg_id="SF-0032")
     return b"".join(chunks)
 
 

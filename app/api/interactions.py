@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from app.api.auth import authenticate
 from app.api.deps import ContextDep, check_accept, json_body, media_type, read_body, unit_of_work
-from app.api.responses import fhir_response, preferences, read_response, write_response
+from app.api.responses import fhir_response, preferences, read_response, summary_of, write_response
 from app.errors import BadRequest, UnsupportedMediaType
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.service import conditional_criteria, conditional_query
@@ -140,9 +140,10 @@ async def conditional_delete(resource_type: TypePath, request: Request, ctx: Con
 
 @router.get("/{resource_type}/{res_id}", name="read", responses=_FHIR_OK)
 async def read(resource_type: TypePath, res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+    summary = summary_of(request)
     async with unit_of_work(request) as svc:
         stored = await svc.read(resource_type, res_id)
-    return read_response(request, stored)
+    return read_response(request, stored, summary)
 
 
 @router.put("/{resource_type}/{res_id}", name="update", openapi_extra=_RESOURCE_BODY, responses=_FHIR_OK)
@@ -181,6 +182,7 @@ async def history_instance(resource_type: TypePath, res_id: IdPath, request: Req
 async def vread(
     resource_type: TypePath, res_id: IdPath, version_id: str, request: Request, ctx: ContextDep
 ) -> Response:
+    summary = summary_of(request)
     async with unit_of_work(request) as svc:
         stored = await svc.vread(resource_type, res_id, version_id)
-    return read_response(request, stored)
+    return read_response(request, stored, summary)

@@ -52,7 +52,7 @@ async def read_binary(res_id: IdPath, request: Request) -> Response:
         stored = await svc.read("Binary", res_id)
     if as_resource:
         return read_response(request, stored)
-    answer = answer_read(stored, request.headers.get("if-none-match"))
+    answer = answer_read(stored, request.headers.get("if-none-match"), request.headers.get("if-modified-since"))
     if answer.status == 304:
         return answer_response(answer)
     raw, content_type = native(stored.content)

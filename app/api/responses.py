@@ -3,6 +3,7 @@ and the body chosen by `app/fhir/outcomes.py`, the same rules a Bundle entry is 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC
 from email.utils import format_datetime
 from typing import Any
@@ -11,7 +12,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.fhir.bundles import subset
 from app.fhir.outcomes import Answer, answer_read, answer_write
+from app.fhir.search.params import read_summary
 from app.fhir.service import Outcome
 from app.fhir.transaction import Preferences
 from app.storage.repository import StoredResource
@@ -50,7 +53,8 @@ def answer_response(answer: Answer) -> Response:
         headers["ETag"] = answer.stored.etag
         headers["Last-Modified"] = http_date(answer.stored)
     if answer.location:
-        headers["Location"] = answer.location
+        # R4 http.html: Location on create, Content-Location allowed on update; both on every write
+        headers["Location"] = headers["Content-Location"] = answer.location
     if answer.headers:
         headers.update(answer.headers)
     body = answer.resource if answer.resource is not None else answer.outcome
@@ -64,6 +68,14 @@ def write_response(request: Request, outcome: Outcome, fhir_base: str) -> Respon
     return answer_response(answer_write(outcome, fhir_base, preferences(request).return_mode))
 
 
-def read_response(request: Request, stored: StoredResource) -> Response:
-    """read/vread, honouring If-None-Match (304)."""
-    return answer_response(answer_read(stored, request.headers.get("if-none-match")))
+def summary_of(request: Request) -> str | None:
+    """A read's `_summary` (400 for a mode a read has not): checked before the read is made."""
+    return read_summary(request.query_params.getlist("_summary"))
+
+
+def read_response(request: Request, stored: StoredResource, summary: str | None = None) -> Response:
+    """read/vread, honouring If-None-Match and If-Modified-Since (304) and `_summary` (`summary_of`)."""
+    answer = answer_read(stored, request.headers.get("if-none-match"), request.headers.get("if-modified-since"))
+    if summary is not None and answer.resource is not None:
+        answer = replace(answer, resource=subset(answer.resource, None, summary))
+    return answer_response(answer)

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from app.errors import Issue, operation_outcome
-from app.fhir.resources import model_class
+from app.fhir.resources import element_defs, model_class
 from app.fhir.search.executor import SearchResult
 from app.storage.repository import StoredResource, VersionRecord, format_instant
 
@@ -54,14 +54,53 @@ def mandatory_elements(resource_type: str) -> frozenset[str]:
     )
 
 
+@lru_cache(maxsize=256)
+def summary_elements(type_name: str) -> tuple[frozenset[str], dict[str, str]]:
+    """The elements of a resource or backbone type that R4 marks `isSummary`, as fhir.resources' models
+    carry them (`summary_element_property`; for the 14 types served here the same as the R4 4.0.1
+    StructureDefinitions), and the backbone types among them by JSON name (their own summary applies)."""
+    fields = model_class(type_name).model_fields
+    names = frozenset(
+        f.alias or name for name, f in fields.items() if (f.json_schema_extra or {}).get("summary_element_property")
+    )
+    defs = element_defs(type_name)
+    return names, {n: defs[n].type for n in names if n in defs and defs[n].nested}
+
+
+def _summary(node: dict[str, Any], type_name: str) -> dict[str, Any]:
+    """`_summary=true`: only the summary elements, also inside the backbone elements kept."""
+    names, backbones = summary_elements(type_name)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        name = key[1:] if key.startswith("_") else key  # a primitive's id/extensions follow its value
+        if key != "resourceType" and name not in names:
+            continue
+        inner = backbones.get(key)
+        if inner is None:
+            out[key] = value
+        elif isinstance(value, list):
+            out[key] = [_summary(v, inner) if isinstance(v, dict) else v for v in value]
+        elif isinstance(value, dict):
+            out[key] = _summary(value, inner)
+    return out
+
+
 def subset(content: dict[str, Any], elements: list[str] | None, summary: str | None) -> dict[str, Any]:
-    """Apply `_elements` / `_summary=data`, marking the copy SUBSETTED as the spec asks."""
-    if not elements and summary != "data":
+    """Apply `_elements` or `_summary` (https://hl7.org/fhir/R4/search.html#summary), marking the copy
+    SUBSETTED as R4 asks: `true` keeps the summary elements, `text` text, id, meta and the mandatory
+    top-level elements, `data` all but text."""
+    if not elements and summary not in ("true", "text", "data"):
         return content
-    if elements:
-        keep = set(elements) | set(_ALWAYS) | mandatory_elements(str(content.get("resourceType")))
+    rtype = str(content.get("resourceType"))
+    if elements or summary == "text":
+        keep = set(elements or ("text",)) | set(_ALWAYS) | mandatory_elements(rtype)
         # a primitive's extensions travel in `_name` (https://hl7.org/fhir/R4/json.html#primitive)
         out = {k: v for k, v in content.items() if k in keep or (k.startswith("_") and k[1:] in keep)}
+    elif summary == "true":
+        try:
+            out = _summary(content, rtype)
+        except (KeyError, ValueError, LookupError):  # not a type the models know: nothing to leave out
+            out = dict(content)
     else:
         out = {k: v for k, v in content.items() if k != "text"}
     meta = dict(out.get("meta") or {})

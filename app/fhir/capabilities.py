@@ -66,7 +66,7 @@ def capability_statement(fhir_base: str, published: str, *, limits: SearchLimits
             "readHistory": True,
             "updateCreate": writable,
             "conditionalCreate": writable,
-            "conditionalRead": "not-supported",
+            "conditionalRead": "full-support",
             "conditionalUpdate": writable,
             "conditionalDelete": "single" if rtype not in NEVER_DELETED else "not-supported",
             "searchInclude": [f"{rtype}:{p.name}" for p in params_for(rtype).values() if p.type == "reference"],

@@ -11,6 +11,8 @@ entry's `response.outcome` whatever the return mode; the headers they ask for go
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -33,12 +35,29 @@ def location(fhir_base: str, stored: StoredResource) -> str:
     return f"{fhir_base}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
 
 
-def not_modified(stored: StoredResource, if_none_match: str | None) -> bool:
-    """If-None-Match on read/vread: `W/"n"`, `"n"`, bare `n` (fhirpy sends it) or `*`."""
-    if if_none_match is None:
+def not_modified(stored: StoredResource, if_none_match: str | None, if_modified_since: str | None = None) -> bool:
+    """A conditional read (https://hl7.org/fhir/R4/http.html#cread) that may be answered 304.
+
+    If-None-Match: `W/"n"`, `"n"`, bare `n` (fhirpy sends it) or `*`. If-Modified-Since: an HTTP date
+    the resource's lastUpdated (to the second, the precision of the date) is not after. As RFC 9110
+    section 13.2.2 orders them, If-Modified-Since is not looked at when If-None-Match is sent, and a date
+    that is not a valid HTTP date is ignored (section 13.1.3)."""
+    if if_none_match is not None:
+        tags = {t.strip().removeprefix("W/").strip('"') for t in if_none_match.split(",")}
+        return str(stored.version_id) in tags or "*" in tags
+    if if_modified_since is None:
         return False
-    tags = {t.strip().removeprefix("W/").strip('"') for t in if_none_match.split(",")}
-    return str(stored.version_id) in tags or "*" in tags
+    since = http_date_value(if_modified_since)
+    return since is not None and stored.last_updated.replace(microsecond=0, tzinfo=UTC) <= since
+
+
+def http_date_value(text: str) -> datetime | None:
+    """An HTTP date (RFC 9110 section 5.6.7, the three forms) as an aware UTC datetime; None if it is none."""
+    try:
+        found = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -57,7 +76,8 @@ def answer_write(outcome: Outcome, fhir_base: str, return_mode: str | None) -> A
     stored = outcome.stored
     if outcome.status == 204 or stored is None:
         return Answer(204, stored, None)
-    loc = location(fhir_base, stored) if outcome.location or outcome.status == 201 else None
+    # every write that leaves a version names it: HAPI's client takes an update's id from the header
+    loc = location(fhir_base, stored)
     told = Answer(outcome.status, stored, loc, warnings=tuple(outcome.issues), headers=outcome.headers or None)
     if return_mode == "minimal":
         return told
@@ -68,7 +88,7 @@ def answer_write(outcome: Outcome, fhir_base: str, return_mode: str | None) -> A
     return replace(told, resource=stored.content)
 
 
-def answer_read(stored: StoredResource, if_none_match: str | None) -> Answer:
-    if not_modified(stored, if_none_match):
+def answer_read(stored: StoredResource, if_none_match: str | None, if_modified_since: str | None = None) -> Answer:
+    if not_modified(stored, if_none_match, if_modified_since):
         return Answer(304, stored, None)
     return Answer(200, stored, None, resource=stored.content)

@@ -31,7 +31,6 @@ class Outcome:
     stored: StoredResource | None = None
     body: dict[str, Any] | None = None
     issues: list[Issue] = field(default_factory=list)  # warnings from the write's rules (Notes)
-    location: bool = False
     headers: dict[str, str] = field(default_factory=dict)  # response headers the write's rules asked for
 
 
@@ -181,11 +180,11 @@ class FhirService(ReadInteractions):
             existing = await self.match_one(resource_type, if_none_exist, "create")
             if existing is not None:
                 await self.guard.audited(existing)
-                return Outcome(200, existing, location=True)
+                return Outcome(200, existing)
         content = {k: v for k, v in body.items() if k != "id"}  # R4: the server ignores a client id on create
         stored = await self._store_new(resource_type, content, res_id=assigned_id)
         await self.guard.audited(stored)
-        return Outcome(201, stored, location=True)
+        return Outcome(201, stored)
 
     @noted
     async def update(
@@ -211,7 +210,7 @@ class FhirService(ReadInteractions):
                 )
             stored = await self._store_new(resource_type, body, res_id=res_id, method="PUT")
             await self.guard.audited(stored)
-            return Outcome(201, stored, location=True)
+            return Outcome(201, stored)
         return await self._write_over(current, body, expected)
 
     async def _write_over(self, current: StoredResource, body: dict[str, Any], expected: int | None) -> Outcome:
@@ -219,7 +218,7 @@ class FhirService(ReadInteractions):
         if current.deleted:  # an update brings a deleted resource back (https://hl7.org/fhir/R4/http.html#delete)
             stored = await self._store_over(current, body)
             await self.guard.audited(stored)
-            return Outcome(201, stored, location=True)
+            return Outcome(201, stored)
         if _comparable(body) == _comparable(current.content):
             await self.guard.audited(current)
             return Outcome(200, current)  # as HAPI: identical content makes no new version
@@ -251,7 +250,7 @@ class FhirService(ReadInteractions):
             self.guard.check("create", resource_type, body)
             stored = await self._store_new(resource_type, body, method="PUT")
             await self.guard.audited(stored)
-            return Outcome(201, stored, location=True)
+            return Outcome(201, stored)
         self.guard.check("update", resource_type, body, current=current.content,
                          created_by_org=current.created_by_org, res_id=current.id)
         if body.get("id") not in (None, current.id):

@@ -103,7 +103,8 @@ async def test_failures_are_reported_per_entry_and_the_rest_is_committed(client:
             {
                 "fullUrl": f"{FHIR}/Patient/{pid}",
                 "resource": updated,
-                "response": {"status": "200 OK", "etag": 'W/"2"', "lastModified": instant(4)},
+                "response": {"status": "200 OK", "location": location("Patient", pid, 2), "etag": 'W/"2"',
+                             "lastModified": instant(4)},
             },
             {"response": {"status": "204 No Content", "etag": 'W/"2"', "lastModified": instant(5)}},
         ],

@@ -95,7 +95,7 @@ async def test_conditional_update(client: httpx.AsyncClient) -> None:
     assert updated.status_code == 200
     assert updated.json()["id"] == pid
     assert updated.json()["meta"] == {"versionId": "2", "lastUpdated": instant(2)}
-    assert "location" not in updated.headers
+    assert updated.headers["location"] == updated.headers["content-location"] == location("Patient", pid, 2)
     stale = await client.put(url, json=patient(family="Brown"), headers={"If-Match": 'W/"1"'})
     assert stale.status_code == 412
     wrong_id = await client.put(url, json={**patient(), "id": "someone-else"})

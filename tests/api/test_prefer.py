@@ -108,7 +108,8 @@ async def test_bundle_entries_honour_return(client: httpx.AsyncClient, kind: str
     org, upd, read = r.json()["entry"]
     oid = org["response"]["location"].split("/")[-3]
     assert org == {"response": created_response("Organization", oid, 2)}
-    assert upd == {"response": {"status": "200 OK", "etag": 'W/"2"', "lastModified": instant(3)}}
+    assert upd == {"response": {"status": "200 OK", "location": location("Patient", pid, 2), "etag": 'W/"2"',
+                                "lastModified": instant(3)}}
     assert read["resource"]["id"] == pid  # a read is answered with the resource whatever the preference
     r = await client.post(
         "/fhir", json=tx(post(organization("Two")), kind=kind), headers={"Prefer": "return=OperationOutcome"}

@@ -12,6 +12,7 @@ from tests.support.fhir_data import (
     count,
     create,
     instant,
+    location,
     nhs_query,
     organization,
     outcome,
@@ -40,7 +41,8 @@ async def test_processing_order_is_delete_post_put_get(client: httpx.AsyncClient
         "response": {"status": "204 No Content", "etag": 'W/"2"', "lastModified": instant(3)}
     }
     assert entries[2]["response"]["lastModified"] == instant(4)
-    assert entries[1]["response"] == {"status": "200 OK", "etag": 'W/"2"', "lastModified": instant(5)}
+    assert entries[1]["response"] == {"status": "200 OK", "location": location("Patient", keep, 2), "etag": 'W/"2"',
+                                      "lastModified": instant(5)}
     assert entries[1]["resource"]["name"][0]["family"] == "Kept"
     search = entries[0]
     assert search["response"] == {"status": "200 OK"}

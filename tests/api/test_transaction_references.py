@@ -234,7 +234,8 @@ async def test_conditional_update_and_delete_entries(client: httpx.AsyncClient) 
     r = await client.post("/fhir", json=bundle)
     assert r.status_code == 200
     upd, new, dele, fl = r.json()["entry"]
-    assert upd["response"] == {"status": "200 OK", "etag": 'W/"2"', "lastModified": instant(5)}
+    assert upd["response"] == {"status": "200 OK", "location": location("Patient", pid, 2), "etag": 'W/"2"',
+                               "lastModified": instant(5)}
     assert upd["resource"]["id"] == pid
     new_id = new["resource"]["id"]
     assert new["response"]["status"] == "201 Created"

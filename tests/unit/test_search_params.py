@@ -156,7 +156,8 @@ def test_includes() -> None:
                                   "parameter of Flag"), "_include")),
         ("_include=Task:owner", (("SF-0409: Invalid _include value 'Task:owner': the source type must be Flag "
                                  "(or use _include:iterate)"), "_include")),
-        ("_summary=true", ("SF-0411: _summary=true is not supported (supported: count, data, false)", "_summary")),
+        ("_summary=yes", ("SF-0411: _summary=yes is not supported (supported: true, text, data, count, false)",
+                          "_summary")),
         ("_total=all", ("SF-0412: _total must be none, estimate or accurate, not 'all'", "_total")),
     ],
 )

@@ -18,7 +18,7 @@ from app.fhir.search.values import DateValue, RefValue, TokenValue, bad, parse_d
 
 __all__ = [
     "Criterion", "DateValue", "Include", "RefValue", "SearchRequest", "TokenValue",
-    "parse_criterion", "parse_date", "parse_search",
+    "parse_criterion", "parse_date", "parse_search", "read_summary",
 ]
 
 RESULT_PARAMS = {
@@ -26,7 +26,19 @@ RESULT_PARAMS = {
     "_format", "_pretty",
 }
 MAX_OFFSET = 2**31 - 1
-_SUMMARY = ("count", "data", "false")
+SUMMARY_MODES = ("true", "text", "data", "count", "false")
+
+
+def read_summary(values: list[str]) -> str | None:
+    """The `_summary` of a read or vread (https://hl7.org/fhir/R4/search.html#summary): true, text or
+    data (None for none or `false`); `count` belongs to searches; 400 for anything else or a repeat."""
+    if not values:
+        return None
+    if len(values) > 1 or values[0] not in SUMMARY_MODES or values[0] == "count":
+        modes = ", ".join(m for m in SUMMARY_MODES if m != "count")
+        raise bad(f"_summary={','.join(values)[:100]} is not supported on a read (supported: {modes})", "_summary",
+                  "SF-0411")
+    return None if values[0] == "false" else values[0]
 
 
 @dataclass(frozen=True)
@@ -152,8 +164,8 @@ def _result_param(req: SearchRequest, key: str, bare: str, raw: str, max_count: 
     elif bare == "_sort":
         _sort(req, key, raw, budget)
     elif bare == "_summary":
-        if raw not in _SUMMARY:
-            raise bad(f"_summary={raw} is not supported (supported: {', '.join(_SUMMARY)})", key, "SF-0411")
+        if raw not in SUMMARY_MODES:
+            raise bad(f"_summary={raw} is not supported (supported: {', '.join(SUMMARY_MODES)})", key, "SF-0411")
         req.summary = None if raw == "false" else raw
     elif bare == "_total":
         if raw not in ("none", "estimate", "accurate"):
