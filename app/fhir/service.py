@@ -290,8 +290,12 @@ class FhirService(ReadInteractions):
     async def _patch(
         self, current: StoredResource, patch_body: Any, content_type: str, expected: int | None
     ) -> Outcome:
-        check_version(current, expected)
         rtype, res_id = current.resource_type, current.id
+        # first as an unchanged update: a record the writer may not change answers 404 (or 403) before a
+        # bad patch's 400 or a stale If-Match's 412 could tell it exists
+        self.guard.check("patch", rtype, current.content, current=current.content,
+                         created_by_org=current.created_by_org, res_id=res_id)
+        check_version(current, expected)
         patched = apply_patch(current.content, patch_body, content_type)
         if not isinstance(patched, dict):
             raise Unprocessable("The patch must leave a JSON object", msg_id="SF-0121")
