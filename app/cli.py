@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import sys
 from pathlib import Path
@@ -12,11 +13,30 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from app.cli_errors import describe, fail, run
+from app.cli_errors import describe, fail, run, safeflag_script
 from app.config import Settings, get_settings
 
 app = typer.Typer(help="SafeFlag: FHIR R4 safeguarding service", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"safeflag {version('safeflag')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            typer.echo("safeflag (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    _version_flag: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                                help="print the version and exit")] = False,
+) -> None:
+    """SafeFlag: FHIR R4 safeguarding service"""
 
 
 async def _migrate() -> None:
@@ -77,6 +97,7 @@ def serve(
         public = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
         os.environ["SAFEFLAG_BASE_URL"] = f"http://{public}:{port}"
     settings = get_settings()
+    _port_free_or_exit(host, port)
     _issuer_key_or_exit(settings)
     if not no_migrate:
         _migrate_or_exit()
@@ -105,6 +126,26 @@ def serve(
     )
 
 
+def _port_free_or_exit(host: str, port: int) -> None:
+    """Say that the address is taken before printing a banner for a server that cannot start (uvicorn
+    would log it only after the banner, migrations and all). Bound and closed at once, with the
+    SO_REUSEADDR uvicorn sets, so only a socket that is really listening there refuses it."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise fail(f"cannot listen on {host}:{port}: {reason}", 1) from None
+
+
 def _issuer_key_or_exit(settings: Settings) -> None:
     """Create the local issuer key on first start; refuse to start with a default, weak or exposed one."""
     from app.security.keys import InsecureKeyError, load_or_create_issuer_key
@@ -119,16 +160,25 @@ def _print_banner(settings: Settings, host: str, port: int, workers: int) -> Non
     """Where to point a FHIR client and how to get a token; stdout, so stderr stays pure JSON logs."""
     from sqlalchemy.engine.url import make_url
 
-    script = Path(sys.executable).parent / "safeflag"
-    with contextlib.suppress(ValueError):
-        script = script.relative_to(Path.cwd())
+    script = safeflag_script()
     database = make_url(settings.effective_database_url).render_as_string(hide_password=True)
     print(f"SafeFlag FHIR R4 server on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
     print(f"  FHIR base URL : {settings.fhir_base}")
     print(f"  database      : {database}")
-    print(f"  mint a token  : TOKEN=$({script} token --sub demo --role admin)")
+    print(f"  mint a token  : TOKEN=$({_token_hint(settings, script)})")
     print(f'  then          : curl -H "Authorization: Bearer $TOKEN" {settings.fhir_base}/Patient')
     print("  operations    : /healthz /readyz /metrics   (stop: Ctrl-C or SIGTERM)", flush=True)
+
+
+def _token_hint(settings: Settings, script: str) -> str:
+    """`safeflag token` as it must be typed in another shell to mint for this server: the base URL (the
+    issuer and audience) always, the data directory (the issuer key) when it is not the default."""
+    import shlex
+
+    env = ""
+    if "data_dir" in settings.model_fields_set:
+        env = f"SAFEFLAG_DATA_DIR={shlex.quote(str(settings.data_dir.resolve()))} "
+    return f"{env}{script} token --base-url {shlex.quote(settings.base_url)} --sub demo --role admin"
 
 
 @app.command()

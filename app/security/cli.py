@@ -1,41 +1,77 @@
-"""`safeflag token` and `safeflag client add` (contract section 1), registered on the `safeflag` app
-by `register(app)` in app/cli.py.
+"""`safeflag token` (and the `client` commands of app/security/client_cli.py), registered on the
+`safeflag` app by `register(app)` in app/cli.py.
 
 `token` prints one compact JWT from the local issuer key (and nothing else on stdout, so that
-`TOKEN=$(safeflag token --sub demo --role admin)` works). `client add` registers a SMART Backend
-Services client: its public JWKS, the `system/` scopes it may be granted, and its organisation.
+`TOKEN=$(safeflag token --sub demo --role admin)` works), for the server at the configured base URL
+(`SAFEFLAG_BASE_URL`) or `--base-url`: the issuer and audience a server accepts follow its base URL.
+Every option is checked: an unknown role, care setting or scope is refused, never dropped.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 
 from app.cli_errors import fail
 from app.config import Settings, get_settings
-from app.security.clients import ClientRegistration, put_client, validate_client_scope, validate_jwks
+from app.fhir.profiles import CANONICAL_BASE
 from app.security.keys import InsecureKeyError, load_or_create_issuer_key
 from app.security.principal import ROLES
 from app.security.runtime import local_issuer
 from app.security.scopes import parse_scope
 from app.security.tokens import MAX_LIFETIME, TokenIssuer, default_scope
 
-console = Console(stderr=True)
+def base_url_option(value: str, option: str = "--base-url") -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise fail(f"{option} must be an http(s) URL such as http://127.0.0.1:8080, not '{value}'")
+    return value.rstrip("/")
 
 
-def _ref(value: str | None, option: str, types: tuple[str, ...]) -> str | None:
+def reference_option(value: str | None, option: str, types: tuple[str, ...]) -> str | None:
     if value is None:
         return None
     rtype, _, rid = value.partition("/")
     if rtype not in types or not rid:
         raise fail(f"{option} must look like {types[0]}/<id>, not '{value}'")
     return value
+
+
+CARE_SETTINGS = CANONICAL_BASE + "/ValueSet/care-setting"
+# token --scope may also carry these (they grant nothing here, but an identity provider's tokens have them)
+IDENTITY_SCOPES = ("openid", "fhirUser", "profile", "launch", "online_access", "offline_access")
+
+
+def care_setting_codes() -> list[tuple[str, str]]:
+    """(system, code) of every care setting a token may name, from the bundled ValueSet."""
+    from app.fhir.profiles import get_store
+
+    return sorted(get_store().terminology.expand(CARE_SETTINGS))  # SNOMED CT (http:) before the local codes
+
+
+def _care_setting(value: str | None) -> str | None:
+    if value is None:
+        return None
+    system, bar, code = value.rpartition("|")
+    if any(c == code and (not bar or s == system) for s, c in care_setting_codes()):
+        return value
+    raise fail(f"--care-setting '{value}' is not one of {', '.join(c for _, c in care_setting_codes())}")
+
+
+def _check_scope(scope: str, role: str) -> None:
+    """Every part a resource scope of the role's context (user/ or system/) or an identity scope: an
+    unknown or misspelt scope is refused, never silently dropped."""
+    context = "system" if role == "system" else "user"
+    parts = scope.split()
+    for part in parts:
+        parsed = parse_scope(part)
+        if part not in IDENTITY_SCOPES and (parsed is None or parsed.context != context):
+            raise fail(f"--scope: '{part}' is not a SMART v2 {context}/ resource scope the server knows "
+                       f"(e.g. {context}/Flag.rs)")
+    if all(part in IDENTITY_SCOPES for part in parts):
+        raise fail(f"--scope grants nothing to role {role}: it needs {context}/ resource scopes")
 
 
 def mint_token(
@@ -56,68 +92,32 @@ def token(
     practitioner: Annotated[
         str | None, typer.Option("--practitioner", help="fhirUser: Practitioner/<id> or PractitionerRole/<id>")
     ] = None,
-    care_setting: Annotated[str | None, typer.Option("--care-setting", help="care setting code")] = None,
+    care_setting: Annotated[str | None, typer.Option(
+        "--care-setting", help="where the user works: " + ", ".join(c for _, c in care_setting_codes()))] = None,
     scope: Annotated[str | None, typer.Option("--scope", help='SMART v2 scopes, e.g. "user/Flag.rs"')] = None,
     ttl: Annotated[int, typer.Option("--ttl", min=1, max=MAX_LIFETIME, help="lifetime in seconds (at most 24 h)")] = 3600,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="the server's public base URL (default: SAFEFLAG_BASE_URL, else http://127.0.0.1:8080)")] = None,
 ) -> None:
     """Print one signed bearer token (compact JWT) from the local issuer key."""
     if role not in ROLES:
         raise fail(f"--role must be one of {', '.join(ROLES)}")
-    _ref(org, "--org", ("Organization",))
-    _ref(practitioner, "--practitioner", ("Practitioner", "PractitionerRole"))
+    reference_option(org, "--org", ("Organization",))
+    reference_option(practitioner, "--practitioner", ("Practitioner", "PractitionerRole"))
+    _care_setting(care_setting)
     if scope is not None:
-        context = "system" if role == "system" else "user"
-        useful = [p for p in scope.split() if (s := parse_scope(p)) is not None and s.context == context]
-        if not useful:
-            raise fail(f"--scope grants nothing to role {role}: it needs {context}/ resource scopes")
+        _check_scope(scope, role)
+    settings = get_settings() if base_url is None else get_settings(base_url=base_url_option(base_url))
     try:
-        text = mint_token(get_settings(), sub=sub, role=role, org=org, practitioner=practitioner,
+        text = mint_token(settings, sub=sub, role=role, org=org, practitioner=practitioner,
                           care_setting=care_setting, scope=scope, ttl=ttl)
     except InsecureKeyError as exc:
         raise fail(str(exc)) from None
     typer.echo(text)
 
 
-async def _register(settings: Settings, reg: ClientRegistration) -> bool:
-    from app.storage.db import create_engine, create_sessionmaker
-    from app.storage.migrate import upgrade
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(settings.effective_database_url)
-    try:
-        await upgrade(engine)
-        async with create_sessionmaker(engine)() as session, session.begin():
-            return await put_client(session, reg, datetime.now(UTC).replace(tzinfo=None))
-    finally:
-        await engine.dispose()
-
-
-def client_add(
-    client_id: Annotated[str, typer.Option("--id", help="client_id the client will use as iss/sub")],
-    jwks_file: Annotated[Path, typer.Option("--jwks-file", help="the client's public JWKS (JSON)")],
-    scope: Annotated[str, typer.Option("--scope", help='system/ scopes it may get, e.g. "system/Encounter.c"')],
-    org: Annotated[str | None, typer.Option("--org", help="Organization/<id> its tokens act for")] = None,
-) -> None:
-    """Register (or replace) a SMART Backend Services client."""
-    if not client_id or len(client_id) > 256:
-        raise fail("--id must be 1 to 256 characters")
-    _ref(org, "--org", ("Organization",))
-    try:
-        jwks = validate_jwks(json.loads(jwks_file.read_text(encoding="utf-8")))
-        scopes = validate_client_scope(scope)
-    except OSError as exc:
-        raise fail(f"cannot read {jwks_file}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise fail(f"{jwks_file} is not JSON: {exc}") from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    created = asyncio.run(_register(get_settings(), ClientRegistration(client_id, jwks, scopes, org)))
-    console.print(f"[green]{'registered' if created else 'updated'}[/green] client {client_id} "
-                  f"({len(jwks['keys'])} key(s); scopes: {scopes})")
-
-
 def register(app: typer.Typer) -> None:
+    from app.security.client_cli import register_clients
+
     app.command("token")(token)
-    clients = typer.Typer(help="SMART Backend Services clients", no_args_is_help=True, add_completion=False)
-    clients.command("add")(client_add)
-    app.add_typer(clients, name="client")
+    register_clients(app)

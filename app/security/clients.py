@@ -69,6 +69,20 @@ async def get_client(session: AsyncSession, client_id: str) -> ClientRegistratio
     return ClientRegistration(*row) if row else None
 
 
+async def list_clients(session: AsyncSession) -> list[ClientRegistration]:
+    c = smart_client.c
+    rows = await session.execute(select(c.client_id, c.jwks, c.scope, c.org, c.active).order_by(c.client_id))
+    return [ClientRegistration(*row) for row in rows]
+
+
+async def remove_client(session: AsyncSession, client_id: str) -> bool:
+    """Delete a registration; False when there was none. Its spent assertion ids stay until they expire
+    (so registering it again cannot replay them), and access tokens already issued stay valid until they
+    expire (five minutes at most)."""
+    result = await session.execute(delete(smart_client).where(smart_client.c.client_id == client_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def put_client(session: AsyncSession, reg: ClientRegistration, now: datetime) -> bool:
     """Register or replace a client; True when it is new."""
     values = {"jwks": reg.jwks, "scope": reg.scope, "org": reg.org, "active": reg.active, "updated_at": now}

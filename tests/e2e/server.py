@@ -125,11 +125,13 @@ class RunningServer:
 
 def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
                  extra_env: dict[str, str] | None = None, command: list[str] | None = None,
-                 ready: bool = True) -> RunningServer:
+                 ready: bool = True, base_url_env: bool = True) -> RunningServer:
     """Start `safeflag serve` (SQLite in a temp data dir unless `database_url` is given) and wait until ready.
     `args` are more `serve` options (e.g. `--no-dispatcher`); `extra_env` more SAFEFLAG_ settings;
     `command` another installed `safeflag` (a wheel in its own virtual environment); `ready=False` waits
-    only until it answers `/healthz` (a server that cannot be ready, e.g. on an unmigrated database)."""
+    only until it answers `/healthz` (a server that cannot be ready, e.g. on an unmigrated database);
+    `base_url_env=False` leaves SAFEFLAG_BASE_URL unset, so the server derives it from its port (and
+    `headers` are empty: a token must then be minted for that base URL)."""
     command = command or safeflag_command()
     workdir = Path(tempfile.mkdtemp(prefix="safeflag-e2e-"))
     port = free_port()
@@ -139,7 +141,8 @@ def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
         env["SAFEFLAG_DATABASE_URL"] = database_url
     env.update(extra_env or {})
     # what `serve` would derive from --port, set here so that `safeflag token` mints for the same issuer
-    env.setdefault("SAFEFLAG_BASE_URL", f"http://127.0.0.1:{port}")
+    if base_url_env:
+        env.setdefault("SAFEFLAG_BASE_URL", f"http://127.0.0.1:{port}")
     cmd = [*command, "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     started = time.perf_counter()
     proc = _launch(cmd, env, workdir)
@@ -149,7 +152,7 @@ def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
         server.startup_s = _wait_ready(server, started, "/readyz" if ready else "/healthz")
         server.startup_rss_mb = server.rss_mb()
         server.startup_cpu_s = server.cpu_s()
-        server.headers = server._mint_headers()
+        server.headers = server._mint_headers() if base_url_env else {}
     except BaseException:
         server.cleanup()
         raise

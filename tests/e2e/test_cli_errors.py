@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -64,3 +65,44 @@ def test_database_errors_without_sql_and_a_good_command(tmp_path: Path) -> None:
     assert _run(tmp_path, "migrate").returncode == 0
     done = _run(tmp_path, *report)
     assert (done.returncode, json.loads(done.stdout), done.stderr) == (0, [], "")
+
+
+def _commands() -> list[list[str]]:
+    import typer.main
+
+    from app.cli import app
+
+    top = typer.main.get_command(app)
+    out: list[list[str]] = [[]]
+    for name, command in top.commands.items():  # type: ignore[attr-defined]
+        out.append([name])
+        out.extend([name, sub] for sub in getattr(command, "commands", {}))
+    return out
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_help_in_plain_words(tmp_path: Path, columns: str) -> None:
+    """Every command's help: option types as words (TEXT, INTEGER, PATH), nothing after a flag, no
+    typer `<bool>`/`<str>`/`<int>`; `token --care-setting` lists every care setting code."""
+    from app.security.cli import care_setting_codes
+
+    env = {**os.environ, "SAFEFLAG_DATA_DIR": str(tmp_path / "data"), "COLUMNS": columns}
+    for command in _commands():
+        done = subprocess.run([*safeflag_command(), *command, "--help"], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=120, check=False)
+        assert (done.returncode, done.stderr) == (0, ""), command
+        assert re.search(r"<(bool|str|int|float|path)\b", done.stdout) is None, (command, done.stdout)
+        assert "--help" in done.stdout
+    token_help = subprocess.run([*safeflag_command(), "token", "--help"], capture_output=True, text=True, env=env,
+                                cwd=tmp_path, timeout=120, check=True).stdout
+    words = set(re.findall(r"[\w-]+", token_help))
+    assert {code for _, code in care_setting_codes()} <= words
+    assert re.search(r"--port\s+INTEGER", subprocess.run([*safeflag_command(), "serve", "--help"], capture_output=True,
+                                                          text=True, env=env, cwd=tmp_path, timeout=120).stdout)
+
+
+def test_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    done = _run(tmp_path, "--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"safeflag {version('safeflag')}\n", "")

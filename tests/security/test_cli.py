@@ -45,14 +45,42 @@ def test_token_prints_a_verifiable_jwt_only(env: Path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--role", "superuser"], "--role must be one of"),
-    (["--role", "admin", "--org", "Practitioner/1"], "--org must look like Organization/<id>"),
-    (["--role", "admin", "--scope", "system/*.cruds"], "--scope grants nothing to role admin"),
+    (["--role", "superuser"], "--role must be one of ed-clinician, health-visitor, school-nurse, "
+                              "sexual-health-clinician, safeguarding-lead, mash-practitioner, system, admin"),
+    (["--role", "admin", "--org", "Practitioner/1"], "--org must look like Organization/<id>, not 'Practitioner/1'"),
+    (["--role", "admin", "--scope", "system/*.cruds"],
+     "--scope: 'system/*.cruds' is not a SMART v2 user/ resource scope the server knows (e.g. user/Flag.rs)"),
+    (["--role", "admin", "--scope", "user/Flag.rs user/Flag.bogus"],
+     "--scope: 'user/Flag.bogus' is not a SMART v2 user/ resource scope the server knows (e.g. user/Flag.rs)"),
+    (["--role", "system", "--scope", "system/Flag.rs system/Nothing.rs"],
+     "--scope: 'system/Nothing.rs' is not a SMART v2 system/ resource scope the server knows (e.g. system/Flag.rs)"),
+    (["--role", "admin", "--scope", "openid fhirUser"], "--scope grants nothing to role admin: it needs user/ resource scopes"),
+    (["--role", "admin", "--care-setting", "ward"],
+     "--care-setting 'ward' is not one of 1078501000000104, 1326421000000106, 310000008, 788122004, 931821000000105, "
+     "maternity-triage, out-of-hours, urgent-care, walk-in-centre"),
+    (["--role", "admin", "--care-setting", "http://snomed.info/sct|urgent-care"],
+     "--care-setting 'http://snomed.info/sct|urgent-care' is not one of 1078501000000104, 1326421000000106, "
+     "310000008, 788122004, 931821000000105, maternity-triage, out-of-hours, urgent-care, walk-in-centre"),
+    (["--role", "admin", "--base-url", "127.0.0.1:8092"],
+     "--base-url must be an http(s) URL such as http://127.0.0.1:8080, not '127.0.0.1:8092'"),
 ])
 def test_token_refuses_bad_options(env: Path, args: list[str], message: str) -> None:
+    """One line naming the option, nothing minted: a misspelt scope is refused, never silently dropped."""
     result = runner.invoke(app, ["token", "--sub", "x", *args])
-    assert result.exit_code == 2
-    assert message in result.stderr and result.stdout == ""
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
+
+
+def test_token_follows_the_base_url(env: Path) -> None:
+    """`--base-url` (else SAFEFLAG_BASE_URL) sets the issuer and audience; identity scopes and a care
+    setting as `system|code` are accepted."""
+    result = runner.invoke(app, ["token", "--sub", "a", "--role", "admin", "--base-url", "http://127.0.0.1:8092/",
+                                 "--scope", "openid fhirUser user/Flag.rs",
+                                 "--care-setting", "https://fhir.safeflag.example/CodeSystem/care-setting|urgent-care"])
+    assert result.exit_code == 0, result.stderr
+    key = load_or_create_issuer_key(env)
+    claims = jwt.decode(result.stdout.strip(), key.public_key, algorithms=["ES256"], audience="http://127.0.0.1:8092/fhir")
+    assert (claims["iss"], claims["scope"]) == ("http://127.0.0.1:8092/auth", "openid fhirUser user/Flag.rs")
+    assert claims["care_setting"] == "https://fhir.safeflag.example/CodeSystem/care-setting|urgent-care"
 
 
 def test_token_refuses_an_unsafe_key(env: Path) -> None:
