@@ -16,8 +16,8 @@ from app.api.interactions import IdPath
 from app.api.referrals import refuse_unknown
 from app.api.responses import fhir_response
 from app.errors import BadRequest, FhirError
-from app.fhir.validation import check_id
 from app.fhir.capabilities import register_operation
+from app.fhir.validation import check_id
 from app.notify import operations as sub_ops
 from app.notify.bundle import notification_bundle
 from app.notify.channels.websocket import WebSocketRegistry
@@ -41,13 +41,15 @@ async def subscription_status_type(request: Request, ctx: ContextDep) -> Respons
     refuse_unknown(request, ("id", "status"), "Subscription/$status")
     q = request.query_params
     ids = list(dict.fromkeys(i.strip() for v in q.getlist("id") for i in v.split(",")))
-    statuses = {s.strip() for v in q.getlist("status") for s in v.split(",")}
+    statuses = {s.strip() for v in q.getlist("status") for s in v.split(",") if s.strip()}
     for sub_id in ids:
         check_id(sub_id)
     base = ctx.settings.fhir_base
     async with unit_of_work(request) as svc:
-        subs = [await svc.read("Subscription", sub_id) for sub_id in ids] if ids else await sub_ops.callers_subscriptions(
-            svc, sorted(statuses), ctx.settings.max_count)
+        if ids:
+            subs = [await svc.read("Subscription", sub_id) for sub_id in ids]
+        else:
+            subs = await sub_ops.callers_subscriptions(svc, sorted(statuses), ctx.settings.max_count)
         shown = [sub for sub in subs if not statuses or sub.content.get("status") in statuses]
         self_url = f"{base}/Subscription/$status" + (f"?{urlencode(q.multi_items())}" if q else "")
         body = await sub_ops.status(svc.session, shown, base, self_url)

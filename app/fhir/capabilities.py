@@ -8,8 +8,8 @@ from typing import Any
 
 from app.fhir.search.canonicals import definition
 from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
-from app.fhir.search.targets import can_target
 from app.fhir.search.limits import DEFAULT_LIMITS, SearchLimits
+from app.fhir.search.targets import can_target
 from app.security.policy import NEVER_DELETED, SERVER_WRITTEN
 
 FHIR_VERSION = "4.0.1"

@@ -154,7 +154,7 @@ def _with_reference(rtype: str, path: tuple[str, ...], ref: str) -> dict[str, An
 async def test_each_listed_rev_include_finds_stored_data(
     client: httpx.AsyncClient, clean_ctx: AppContext, target: str
 ) -> None:
-    listed = [x["searchRevInclude"] for x in (await metadata(client))["resource"] if x["type"] == target][0]
+    listed = next(x["searchRevInclude"] for x in (await metadata(client))["resource"] if x["type"] == target)
     expected = [f"{s}:{p.name}" for s in SUPPORTED_TYPES for p in params_for(s).values()
                 if p.type == "reference" and target in target_types(p)]
     assert listed == expected
