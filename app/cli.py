@@ -98,6 +98,13 @@ def serve(
         os.environ["SAFEFLAG_BASE_URL"] = f"http://{public}:{port}"
     settings = get_settings()
     _port_free_or_exit(host, port)
+    if settings.metrics_bind:
+        from app.metrics_listener import parse_bind
+
+        try:
+            _port_free_or_exit(*parse_bind(settings.metrics_bind))
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     _issuer_key_or_exit(settings)
     if not no_migrate:
         _migrate_or_exit()
@@ -167,7 +174,8 @@ def _print_banner(settings: Settings, host: str, port: int, workers: int) -> Non
     print(f"  database      : {database}")
     print(f"  mint a token  : TOKEN=$({_token_hint(settings, script)})")
     print(f'  then          : curl -H "Authorization: Bearer $TOKEN" {settings.fhir_base}/Patient')
-    print("  operations    : /healthz /readyz /metrics   (stop: Ctrl-C or SIGTERM)", flush=True)
+    scrape = f"   metrics without a token: http://{settings.metrics_bind}/metrics" if settings.metrics_bind else ""
+    print(f"  operations    : /healthz /readyz /metrics{scrape}   (stop: Ctrl-C or SIGTERM)", flush=True)
 
 
 def _token_hint(settings: Settings, script: str) -> str:

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     search_max_values: int = Field(default=100, ge=1)
     bundle_max_entries: int = Field(default=100, ge=1)
     log_level: str = "INFO"
+    metrics_bind: str = ""  # loopback host:port of a token-free /metrics listener (app/metrics_listener.py)
     profiles_dir: Path | None = None  # conformance resources to validate with (default: the bundled fhir_profiles/)
     db_pool_size: int = Field(default=16, ge=1)
     statement_timeout_seconds: float = Field(default=10.0, ge=0)  # PostgreSQL; 0: none

@@ -68,9 +68,17 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
 
             dispatcher = make_dispatcher(app.state.ctx, ws=app.state.ws_registry)
             task = asyncio.create_task(dispatcher.run(stop), name="safeflag-dispatcher")
+        scrape = None
+        if settings.metrics_bind:
+            from app import metrics_listener
+            from app.api.system import render_metrics
+
+            scrape = await metrics_listener.start(settings.metrics_bind, lambda: render_metrics(app))
         try:
             yield
         finally:
+            if scrape is not None:
+                scrape.close()
             stop.set()
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):

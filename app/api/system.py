@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -92,18 +93,25 @@ async def readyz(ctx: ContextDep) -> Response:
 
 
 @router.get("/metrics", name="metrics", tags=["operations"])
-async def metrics(request: Request, ctx: ContextDep, principal: PrincipalDep) -> Response:
+async def metrics(request: Request, principal: PrincipalDep) -> Response:
     """Prometheus text format; the pool gauges are read at scrape time. Not an open endpoint
-    (contract section 2): scrapers use an admin or system token."""
+    (contract section 2): scrapers use an admin or system token, or the loopback-only listener of
+    `SAFEFLAG_METRICS_BIND` (app/metrics_listener.py), which needs none."""
     decide_operation(principal, "metrics").enforce("metrics")
-    m = request.app.state.metrics
-    m.observe_pool(ctx.engine.pool)
-    from app.safeguarding import workload  # open / overdue acknowledgement Tasks per team (contract section 5)
+    # The classic text format (0.0.4): what every Prometheus version and scraper accepts.
+    return Response(await render_metrics(request.app), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
+
+async def render_metrics(app: Any) -> bytes:
+    """Every figure, the pool gauges and the open / overdue acknowledgement Tasks per team (contract
+    section 5) read now."""
+    from app.safeguarding import workload
+
+    m, ctx = app.state.metrics, app.state.ctx
+    m.observe_pool(ctx.engine.pool)
     async with ctx.sessionmaker() as session, session.begin():
         await workload.observe(m.registry, session, ctx.settings.fhir_base, ctx.clock.now())
-    # The classic text format (0.0.4): what every Prometheus version and scraper accepts.
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return bytes(generate_latest(m.registry))
 
 
 def started_now() -> datetime:
