@@ -118,9 +118,28 @@ def test_safeflag_environment_is_settings(compose: dict[str, Any]) -> None:
     )
     assert (db.username, db.password) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
     assert urlsplit(settings.base_url).port == PORT
-    assert settings.webhook_hosts == ["127.0.0.1", "localhost", "hapi:8080"]
+    assert settings.webhook_hosts == ["host.docker.internal", "hapi:8080"]
     mounts = compose["services"]["safeflag"]["volumes"]
     assert f"safeflag-data:{settings.data_dir}" in mounts  # the issuer key survives a new container
+
+
+def test_webhooks_reach_the_docker_host(compose: dict[str, Any]) -> None:
+    """Inside the container 127.0.0.1 is the container: a receiver on the host is host.docker.internal,
+    which `extra_hosts` maps to the host's gateway (Docker Desktop defines it itself), and which the
+    allow-list admits on ports 80/443 (and the hapi service on 8080), not the container's own loopback."""
+    from app.notify.allow import allowed
+
+    service = compose["services"]["safeflag"]
+    assert service["extra_hosts"] == ["host.docker.internal:host-gateway"]
+    allow = Settings(webhook_allow=_env(service)["SAFEFLAG_WEBHOOK_ALLOW"], _env_file=None).webhook_hosts  # type: ignore[call-arg]
+    verdicts = {url: allowed(url, allow) for url in (
+        "http://host.docker.internal/hooks/safeflag", "https://host.docker.internal/hooks/safeflag",
+        "http://hapi:8080/fhir", "http://host.docker.internal:9000/hook", "http://127.0.0.1/hook",
+        "http://localhost/hook", "http://postgres:5432/")}
+    assert verdicts == {
+        "http://host.docker.internal/hooks/safeflag": True, "https://host.docker.internal/hooks/safeflag": True,
+        "http://hapi:8080/fhir": True, "http://host.docker.internal:9000/hook": False, "http://127.0.0.1/hook": False,
+        "http://localhost/hook": False, "http://postgres:5432/": False}
 
 
 def test_hapi_environment(compose: dict[str, Any]) -> None:
