@@ -3,11 +3,14 @@
 Token claims: `iss`, `sub`, `exp`, `scope` (SMART v2), `fhirUser` (`Practitioner/…` or
 `PractitionerRole/…`), `role`, `org` (`Organization/…`), `care_setting`, and for SMART Backend
 Services tokens `client_id` (RFC 9068). Claims are checked here once; the policy never looks at
-raw claims again.
+raw claims again. A claim with a control character (U+0000-U+001F, U+007F-U+009F) is refused: the
+principal's claims go into every AuditEvent and log line, where a NUL cannot be stored (PostgreSQL
+JSONB) and a newline or escape would forge or garble a line.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,6 +27,9 @@ ROLES = (
     "system",
     "admin",
 )
+
+CLAIMS = ("iss", "sub", "role", "scope", "org", "fhirUser", "care_setting", "client_id", "jti")  # what a Principal keeps
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ClaimError(ValueError):
@@ -108,6 +114,10 @@ class Principal:
 
     @classmethod
     def from_claims(cls, claims: dict[str, Any], *, base: str = "") -> Principal:
+        for name in CLAIMS:
+            value = claims.get(name)
+            if isinstance(value, str) and _CONTROL.search(value):
+                raise ClaimError(f"claim '{name}' contains a control character")
         sub = _opt_str(claims, "sub")
         if sub is None:
             raise ClaimError("claim 'sub' is missing")
