@@ -5,6 +5,11 @@ every /fhir response is `application/fhir+json` (a resource, a Bundle or an Oper
 4xx is an OperationOutcome, and FastAPI's `422 HTTPValidationError` is dropped because parameter errors
 answer 400 with an OperationOutcome. That keeps schemathesis (tests/api/test_schemathesis.py) honest.
 
+It also says what FastAPI cannot see: bearer authentication (every operation but the open ones, found
+from the routes' dependencies), the server, each type's search parameters (`x-search-parameters`, from
+the search registry), the statuses of conditional create (200), update-as-create (201) and of what no
+one may write (405), and that `$governance-report` needs `month`.
+
 `python -m app.openapi` (`make openapi`) prints it as YAML with sorted keys, so the file only changes
 when the API does; tests/test_openapi.py fails when the committed file is stale.
 """
@@ -109,9 +114,90 @@ def _other_operation(path: str, op: dict[str, Any]) -> None:
                 response["content"] = {"application/json": {"schema": {"type": "object"}}}
 
 
+BEARER: dict[str, Any] = {
+    "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+    "description": "A JWT from the local issuer (`safeflag token`, or `POST /auth/token` for SMART Backend "
+                   "Services clients) or a configured identity provider; 401 with `WWW-Authenticate` without one",
+}
+SERVERS = [{"url": "http://127.0.0.1:8080", "description": "`safeflag serve`'s default; a deployment answers at "
+                                                           "its SAFEFLAG_BASE_URL"}]
+
+
+def _outcome(description: str) -> dict[str, Any]:
+    return {**copy.deepcopy(_ERROR), "description": description}
+
+
+def _resource(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Resource"}}}}
+
+
+def _write_statuses(paths: dict[str, Any]) -> None:
+    """The statuses the write routes really answer (https://hl7.org/fhir/R4/http.html#create, #update)."""
+    from app.security.policy import NEVER_DELETED, SERVER_WRITTEN
+
+    server_written = _outcome(f"{', '.join(sorted(SERVER_WRITTEN))}: written by the server only (SF-0406)")
+    never_deleted = _outcome(f"{', '.join(sorted(NEVER_DELETED))}: never deleted (SF-0405)")
+    created = _resource("created: the new resource, with `Location` and `ETag`")
+    updated = _resource("updated: the new version")
+    answers = {
+        ("/fhir/{resource_type}", "post"): {
+            "201": created, "405": server_written,
+            "200": _resource("conditional create (`If-None-Exist`, or search parameters in the query) matched "
+                             "one resource: that resource, nothing written")},
+        ("/fhir/{resource_type}/{res_id}", "put"): {
+            "200": updated, "201": _resource("update-as-create: no resource had this id, it is created"),
+            "405": server_written},
+        ("/fhir/{resource_type}", "put"): {
+            "200": updated, "201": _resource("conditional update matched nothing: created"), "405": server_written},
+        ("/fhir/{resource_type}/{res_id}", "patch"): {"200": updated, "405": server_written},
+        ("/fhir/{resource_type}", "patch"): {"200": updated, "405": server_written},
+        ("/fhir/{resource_type}/{res_id}", "delete"): {"405": never_deleted},
+        ("/fhir/{resource_type}", "delete"): {"405": never_deleted},
+    }
+    for (path, method), responses in answers.items():
+        op = paths.get(path, {}).get(method)
+        if op is not None:
+            op["responses"].update(copy.deepcopy(responses))
+
+
+def _search_parameters(paths: dict[str, Any]) -> None:
+    """Each type's search parameters (name, type, description) on the type-level search operations."""
+    from app.fhir.search.definitions import SPECIAL, SUPPORTED_TYPES, params_for
+
+    by_type = {
+        rtype: [{"name": name, "type": kind} for name, kind in SPECIAL.items()]
+        + [{"name": p.name, "type": p.type, **({"description": p.description} if p.description else {})}
+           for p in sorted(params_for(rtype).values(), key=lambda p: p.name)]
+        for rtype in SUPPORTED_TYPES
+    }
+    for path, method in (("/fhir/{resource_type}", "get"), ("/fhir/{resource_type}/_search", "post")):
+        op = paths.get(path, {}).get(method)
+        if op is not None:
+            op["x-search-parameters"] = by_type
+            op["description"] = (op.get("description", "") + "\n\nSearch parameters of each type: "
+                                 "`x-search-parameters`; the result parameters (`_count`, `_sort`, `_include`, "
+                                 "`_revinclude`, `_summary`, `_elements`) apply to all.").strip()
+
+
+def _open_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(path, method) of the routes that need no token: no `authenticate` among their dependencies."""
+    from fastapi.routing import iter_route_contexts
+
+    from app.api.auth import authenticate
+
+    def needs(dependant: Any) -> bool:
+        return dependant.call is authenticate or any(needs(d) for d in dependant.dependencies)
+
+    return {(rc.path_format, m.lower()) for rc in iter_route_contexts(app.routes)
+            if (dependant := getattr(rc.original_route, "dependant", None)) is not None and not needs(dependant)
+            for m in rc.methods or ()}
+
+
 def build(app: FastAPI) -> dict[str, Any]:
     """The adjusted OpenAPI schema of `app`."""
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                         servers=SERVERS)
+    open_routes = _open_routes(app)
     for path, item in schema.get("paths", {}).items():
         for method in METHODS:
             op = item.get(method)
@@ -122,6 +208,16 @@ def build(app: FastAPI) -> dict[str, Any]:
                 _examples(path, method, op)
             else:
                 _other_operation(path, op)
+            if (path, method) in open_routes:
+                op["security"] = []  # open: no token needed
+    paths = schema.get("paths", {})
+    _write_statuses(paths)
+    _search_parameters(paths)
+    for param in paths.get("/fhir/$governance-report", {}).get("get", {}).get("parameters", []):
+        if param["name"] == "month":  # optional in the route only so that its absence is a 400 OperationOutcome
+            param["required"] = True
+    schema["security"] = [{"bearer": []}]
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = BEARER
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)

@@ -58,3 +58,42 @@ def test_schema_describes_fhir_answers() -> None:
     validate = schema["paths"]["/fhir/{resource_type}/$validate"]["post"]
     assert validate["responses"]["200"]["content"]["application/fhir+json"]["schema"] == {
         "$ref": "#/components/schemas/Resource"}
+
+
+def test_schema_says_what_fastapi_cannot_see() -> None:
+    """Bearer authentication everywhere but the open endpoints, the server, each type's search
+    parameters, the real statuses of conditional create, update-as-create and never-written types, and
+    `month` required on $governance-report."""
+    from app.fhir.search.definitions import params_for
+    from app.security.policy import NEVER_DELETED, SERVER_WRITTEN
+
+    schema = yaml.safe_load(document())
+    assert schema["components"]["securitySchemes"]["bearer"]["type"] == "http"
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["security"] == [{"bearer": []}]
+    assert [s["url"] for s in schema["servers"]] == ["http://127.0.0.1:8080"]
+    open_ops = sorted((m.upper(), p) for p, m, op in _operations(schema) if op.get("security") == [])
+    assert open_ops == [("GET", "/auth/jwks"), ("GET", "/fhir/.well-known/smart-configuration"),
+                        ("GET", "/fhir/metadata"), ("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/auth/token")]
+    assert all("security" not in op for p, m, op in _operations(schema) if (m.upper(), p) not in open_ops)
+
+    paths = schema["paths"]
+    create = paths["/fhir/{resource_type}"]["post"]["responses"]
+    assert {"200", "201", "405"} <= set(create) and "conditional create" in create["200"]["description"]
+    update = paths["/fhir/{resource_type}/{res_id}"]["put"]["responses"]
+    assert {"200", "201", "405"} <= set(update) and "update-as-create" in update["201"]["description"]
+    assert update["405"]["description"] == f"{', '.join(sorted(SERVER_WRITTEN))}: written by the server only (SF-0406)"
+    deleted = paths["/fhir/{resource_type}/{res_id}"]["delete"]["responses"]["405"]
+    assert deleted["description"] == f"{', '.join(sorted(NEVER_DELETED))}: never deleted (SF-0405)"
+    assert deleted["content"] == {"application/fhir+json": {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}
+
+    for path, method in (("/fhir/{resource_type}", "get"), ("/fhir/{resource_type}/_search", "post")):
+        by_type = paths[path][method]["x-search-parameters"]
+        assert set(by_type) == set(SUPPORTED_TYPES)
+        for rtype, listed in by_type.items():
+            assert [p["name"] for p in listed] == ["_id", "_lastUpdated", *sorted(params_for(rtype))], rtype
+    flag = {p["name"]: p["type"] for p in paths["/fhir/{resource_type}"]["get"]["x-search-parameters"]["Flag"]}
+    assert (flag["patient"], flag["category"], flag["date"]) == ("reference", "token", "date")
+
+    month = [p for p in paths["/fhir/$governance-report"]["get"]["parameters"] if p["name"] == "month"]
+    assert [p["required"] for p in month] == [True]
