@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer

@@ -67,7 +67,7 @@ def plain_metavars(command: Any) -> Any:
             param.metavar = _metavar(param)
         elif param.param_type_name == "argument":  # its metavar is its name in the usage line: keep it
             word = _metavar(param)
-            param.display_type_rich = lambda ctx, word=word: word  # noqa: ARG005  (typer passes ctx)
+            param.display_type_rich = lambda ctx, word=word: word
     make_help = command.get_help_option
 
     def help_option(ctx: Any) -> Any:
@@ -104,7 +104,7 @@ def run(app: typer.Typer) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure is still one line, never a traceback
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `safeflag` or `safeflag client`: the help
-            if help_text := exc.format_message():  # type: ignore[attr-defined]  (Rich's help printed itself)
+            if help_text := exc.format_message():  # type: ignore[attr-defined]  # Rich's help printed itself
                 typer.echo(help_text)
             return 2
         if _is_usage_error(exc):  # unknown option, missing or bad value (click's exceptions, vendored or not)

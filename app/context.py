@@ -8,19 +8,19 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import FhirError
-from app.security.affiliation import enrich
-from app.security.guard import Guard
-from app.security.principal import Principal
 from app.fhir.profiles import use_profiles
 from app.fhir.search.definitions import make_indexer
 from app.fhir.server_writes import check_server_write
 from app.fhir.service import FhirService
+from app.security.affiliation import enrich
+from app.security.guard import Guard
+from app.security.principal import Principal
 from app.storage.db import BOOKKEEPING, create_engine, create_sessionmaker
 from app.storage.failures import as_fhir_error
 from app.storage.repository import Clock, IdSource, Indexer, Repository
@@ -30,7 +30,7 @@ log = logging.getLogger("safeflag")
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class UuidIds:

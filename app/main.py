@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,7 +40,10 @@ from app.notify.channels.websocket import WebSocketRegistry
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.security import redact
 from app.security.middleware import (
-    CancelOnDisconnectMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware, UrlLengthMiddleware,
+    CancelOnDisconnectMiddleware,
+    RateLimitMiddleware,
+    SecurityHeadersMiddleware,
+    UrlLengthMiddleware,
 )
 from app.security.runtime import SecurityRuntime
 from app.storage.failures import as_fhir_error
@@ -95,7 +98,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         docs_url=None,
         redoc_url=None,
     )
-    app.state.started = datetime.now(timezone.utc)
+    app.state.started = datetime.now(UTC)
     app.state.metrics = Metrics()
     app.state.ws_registry = WebSocketRegistry()
     app.state.security = security

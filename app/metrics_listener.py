@@ -62,7 +62,7 @@ async def _handle(render: Render, reader: asyncio.StreamReader, writer: asyncio.
         else:
             try:
                 body = await render()
-            except Exception:  # noqa: BLE001 - the database may be down: say so, keep listening
+            except Exception:
                 log.warning("metrics could not be read", exc_info=True)
                 answer = _response("503 Service Unavailable", b"metrics could not be read\n")
             else:

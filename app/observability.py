@@ -20,7 +20,7 @@ import re
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -180,7 +180,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (UTC), level, logger, msg, request_id when inside a request, extras."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+        ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         out: dict[str, Any] = {
             "ts": ts.replace("+00:00", "Z"),
             "level": record.levelname,

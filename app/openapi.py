@@ -189,7 +189,8 @@ def _open_routes(app: FastAPI) -> set[tuple[str, str]]:
         return dependant.call is authenticate or any(needs(d) for d in dependant.dependencies)
 
     return {(rc.path_format, m.lower()) for rc in iter_route_contexts(app.routes)
-            if (dependant := getattr(rc.original_route, "dependant", None)) is not None and not needs(dependant)
+            if rc.path_format is not None
+            and (dependant := getattr(rc.original_route, "dependant", None)) is not None and not needs(dependant)
             for m in rc.methods or ()}
 
 

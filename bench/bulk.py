@@ -156,7 +156,7 @@ def _normal(table: str, row: tuple[Any, ...], pk_map: dict[int, int]) -> tuple[A
     """A row with database pks replaced by their sample position, JSON parsed, for comparison."""
     cols = COLUMNS[table]
     out = []
-    for col, value in zip(cols, row):
+    for col, value in zip(cols, row, strict=True):
         if col == "resource_pk" or (col == "pk" and table == "resource"):
             value = pk_map.get(value, value)
         elif col == "pk":

@@ -120,7 +120,7 @@ async def _write_pg(conn: Any, indexer: Any, rtype: str, doc: dict[str, Any], ts
     columns: list[Any] = []
     for table, width in (("tokens", 3), ("strings", 3), ("dates", 3), ("references", 6)):
         found = getattr(rows, table)
-        columns.extend([list(col) for col in zip(*found)] if found else [[] for _ in range(width)])
+        columns.extend([list(col) for col in zip(*found, strict=True)] if found else [[] for _ in range(width)])
     await conn.fetchval(_PG_WRITE, rtype, doc["id"], ts, orjson.dumps(doc).decode(), *columns, outbox)
 
 

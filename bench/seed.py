@@ -72,7 +72,7 @@ async def seed_safeflag(base: str, sizes: Sizes, token: str | None) -> tuple[dic
         seed_orgs, create_orgs = org_ids[: sizes.seed_orgs], org_ids[sizes.seed_orgs :]
         numbers = nhs_numbers(0, sizes.search_patients + sizes.create_patients)
         pids = await sf.create_all([patient_body(n, i) for i, n in enumerate(numbers)])
-        patients = list(zip(pids, numbers))
+        patients = list(zip(pids, numbers, strict=True))
         search_patients, create_patients = (
             patients[: sizes.search_patients],
             patients[sizes.search_patients :],

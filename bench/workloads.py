@@ -50,7 +50,7 @@ def iter_nhs_numbers() -> Iterator[str]:
     """
     for k in range(1_000_000):
         prefix = f"999{k:06d}"
-        check = (11 - sum(int(d) * w for d, w in zip(prefix, range(10, 1, -1))) % 11) % 11
+        check = (11 - sum(int(d) * w for d, w in zip(prefix, range(10, 1, -1), strict=True)) % 11) % 11
         if check != 10:
             yield prefix + str(check)
 

@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -18,8 +18,8 @@ from sqlalchemy import delete
 
 from app.config import Settings
 from app.context import AppContext, SystemClock
-from app.security.tokens import default_scope
 from app.main import create_app
+from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
 from tests.security.tokens_fixture import auth, issuer, issuer_for, mint  # noqa: F401  (fixtures)
@@ -38,7 +38,7 @@ class StepClock:
         self.reset()
 
     def reset(self, start: datetime | None = None) -> None:
-        self.current = start or datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc)
+        self.current = start or datetime(2026, 1, 5, 9, 0, 0, tzinfo=UTC)
 
     def now(self) -> datetime:
         self.current += timedelta(seconds=1)
@@ -54,7 +54,7 @@ class RunningClock:
         self.reset(start)
 
     def reset(self, start: datetime | None = None) -> None:
-        self.start = start or datetime(2026, 3, 4, 10, 0, 0, tzinfo=timezone.utc)
+        self.start = start or datetime(2026, 3, 4, 10, 0, 0, tzinfo=UTC)
         self.origin = time.monotonic()
 
     def now(self) -> datetime:

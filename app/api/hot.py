@@ -52,7 +52,7 @@ def hot_types(earlier: Iterable[APIRouter]) -> dict[tuple[str, int], frozenset[s
     for method, _name, segments in HOT:
         out[(method, segments)] = frozenset(
             t for t in SUPPORTED_TYPES
-            if not any(method in r.methods and r.path_regex.match(_sample_path(t, segments)) for r in routes)
+            if not any(method in (r.methods or ()) and r.path_regex.match(_sample_path(t, segments)) for r in routes)
         )
     return out
 

@@ -14,7 +14,7 @@ from app.api.deps import ContextDep, check_accept, json_body, media_type, unit_o
 from app.api.interactions import IdPath, TypePath
 from app.api.responses import fhir_response
 from app.fhir.capabilities import register_operation
-from app.fhir.service import check_type
+from app.fhir.reads import check_type
 from app.fhir.validate_instance import validate_instance
 from app.fhir.validation import validate_operation
 

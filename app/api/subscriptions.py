@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import orjson
@@ -107,7 +107,7 @@ async def get_ws_binding_token(request: Request, ctx: ContextDep, res_id: str | 
         "parameter": [
             {"name": "token", "valueString": token},
             {"name": "expiration", "valueDateTime": format_instant(
-                datetime.fromtimestamp(expires, timezone.utc).replace(tzinfo=None))},
+                datetime.fromtimestamp(expires, UTC).replace(tzinfo=None))},
             *({"name": "subscription", "valueString": f"{ctx.settings.fhir_base}/Subscription/{i}"} for i in ids),
             {"name": "websocket-url", "valueUrl": ws_url},
         ],
@@ -152,7 +152,7 @@ async def _bind(ctx, reg: WebSocketRegistry, websocket: WebSocket, sub_id: str) 
     handshake = notification_bundle(
         fhir_base=ctx.settings.fhir_base, sub_id=sub_id, topic_url=spec.topic.url,
         status=str(sub.content.get("status")), type_="handshake", events_since_start=count,
-        now=datetime.now(timezone.utc).replace(tzinfo=None), content=spec.content,
+        now=datetime.now(UTC).replace(tzinfo=None), content=spec.content,
     )
     await websocket.send_text(orjson.dumps(handshake).decode())
     reg.bind(sub_id, websocket)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -115,4 +115,4 @@ async def render_metrics(app: Any) -> bytes:
 
 
 def started_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

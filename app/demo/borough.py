@@ -120,7 +120,7 @@ def referral_copy(sent: str, text: str) -> dict[str, Any]:
     """A transaction Bundle: the document as a Binary, its DocumentReference, the referral Communication
     (in that order: the copy is checked against its Binary's bytes when it is written)."""
     binary, copy = (f"urn:uuid:6a0d51a4-1d0e-4c39-9e1e-2f3f0b9e000{n}" for n in (1, 2))
-    entries = [
+    entries: list[tuple[str | None, dict[str, Any]]] = [
         (binary, {"resourceType": "Binary", "contentType": "text/plain",
                   "data": base64.b64encode(text.encode()).decode()}),
         (copy, {"resourceType": "DocumentReference", "status": "current",

@@ -130,7 +130,7 @@ class Story:
         orgs = _entries(found, "include", "Organization")
         owner = next((o for o in orgs if f"Organization/{o['id']}" == b.LA), None)
         phones = [t.get("value") for t in (owner or {}).get("telecom", []) if t.get("system") == "phone"]
-        if phones[:2] != [b.OFFICE_HOURS["value"], b.OUT_OF_HOURS["value"]]:
+        if owner is None or phones[:2] != [b.OFFICE_HOURS["value"], b.OUT_OF_HOURS["value"]]:
             raise StepFailed(f"_include=Flag:author gave no {b.LA} with its phone numbers (got {phones})")
         self.note(f"{len(flags)} active flag(s) for NHS {b.CHILD_NHS}; owner {owner['name']}: office hours "
                   f"{phones[0]}, out of hours {phones[1]}")

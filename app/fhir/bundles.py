@@ -72,7 +72,7 @@ def _summary(node: dict[str, Any], type_name: str) -> dict[str, Any]:
     names, backbones = summary_elements(type_name)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        name = key[1:] if key.startswith("_") else key  # a primitive's id/extensions follow its value
+        name = key.removeprefix("_")  # a primitive's id/extensions follow its value
         if key != "resourceType" and name not in names:
             continue
         inner = backbones.get(key)

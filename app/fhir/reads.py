@@ -5,7 +5,7 @@ transaction entry and a plain request share one code path; every access goes thr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlencode
 
 from app.errors import BadRequest, Gone, Issue, NotFound, PreconditionFailed
@@ -21,6 +21,7 @@ from app.storage.tables import resource as resource_table
 
 if TYPE_CHECKING:
     from app.config import Settings
+    from app.fhir.service import FhirService  # the one class this mixin is mixed into
     from app.security.guard import Guard
     from app.storage.repository import Repository
 
@@ -64,7 +65,7 @@ class ReadInteractions:
                 headers={"ETag": current.etag},
             )
         await self.guard.audited(current)
-        await hooks.run_after_read(self, [current])
+        await hooks.run_after_read(cast("FhirService", self), [current])
         return current
 
     async def vread(self, resource_type: str, res_id: str, version: str) -> StoredResource:
@@ -122,7 +123,7 @@ class ReadInteractions:
             issues.append(withheld_issue())
         shown = [*result.matches, *result.included]
         await self.guard.audited(patients=search_patients(result.matches), shown=shown)
-        await hooks.run_after_read(self, [*result.matches, *result.included])
+        await hooks.run_after_read(cast("FhirService", self), [*result.matches, *result.included])
         self.last_search = result
         return bundles.searchset(result, self.settings.fhir_base, extra_issues=issues)
 

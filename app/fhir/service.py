@@ -16,7 +16,7 @@ from app.config import Settings
 from app.errors import BadRequest, Conflict, Issue, NotFound, PreconditionFailed, Unprocessable
 from app.fhir import hooks
 from app.fhir.patch import apply_patch
-from app.fhir.reads import ReadInteractions, check_type, conditional_criteria  # noqa: F401  (re-exported)
+from app.fhir.reads import ReadInteractions, check_type
 from app.fhir.validation import check_id, validate_resource
 from app.security.guard import Guard
 from app.security.policy import check_write_allowed
@@ -68,7 +68,7 @@ class Notes:
         for work in self.committed:
             try:
                 work(metrics)
-            except Exception:  # noqa: BLE001 - the write is committed: its answer must not become a 500
+            except Exception:
                 log.exception("after-commit work failed")
 
 

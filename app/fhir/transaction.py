@@ -32,7 +32,8 @@ from app.fhir.bundle_request import (
 )
 from app.fhir.outcomes import Answer, answer_read, answer_write, status_line
 from app.fhir.patch import patch_format
-from app.fhir.service import FhirService, Outcome, conditional_criteria, conditional_query
+from app.fhir.reads import conditional_criteria
+from app.fhir.service import FhirService, Outcome, conditional_query
 from app.storage.buffer import savepoint
 from app.storage.repository import format_instant
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -196,7 +197,7 @@ class Dispatcher:
             return 0
         results = await asyncio.gather(*(self._deliver(sub) for sub in subs), return_exceptions=True)
         delivered = 0
-        for sub, res in zip(subs, results):
+        for sub, res in zip(subs, results, strict=True):
             if isinstance(res, BaseException):
                 log.error("delivery crashed", extra={"subscription": sub, "error": repr(res)})
             else:
@@ -208,9 +209,9 @@ class Dispatcher:
         Each task wakes the loop when it ends (its subscription may have more by then)."""
         subs = await self._due_subscriptions(self._now())
         for sub in subs:
-            task: asyncio.Task[int] = asyncio.ensure_future(self._deliver(sub))  # type: ignore[arg-type]
+            task: asyncio.Task[int] = asyncio.ensure_future(self._deliver(sub))
             self._inflight[sub] = task
-            task.add_done_callback(lambda t, sub=sub: self._delivery_ended(sub, t))
+            task.add_done_callback(functools.partial(self._delivery_ended, sub))
         return len(subs)
 
     def _delivery_ended(self, sub: str, task: asyncio.Task[int]) -> None:
@@ -228,7 +229,7 @@ class Dispatcher:
         for timer in self.timers:
             try:
                 done += await timer(self.ctx, now)
-            except Exception:  # noqa: BLE001 - one failing timer must not stop delivery
+            except Exception:
                 log.exception("timer failed")
         return done
 

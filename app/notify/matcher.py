@@ -45,6 +45,7 @@ async def live_subscriptions(
     for res_id, version, content, owner in (await session.execute(stmt)).all():
         key = (res_id, version)
         if key not in cache:
+            spec: SubscriptionSpec | None
             try:
                 spec = parse_spec(res_id, content, base=base, webhook_allow=[])
             except FhirError:

@@ -13,7 +13,7 @@ the Subscription's own payload, never widen it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -142,6 +142,6 @@ async def events(
     return notification_bundle(
         fhir_base=fhir_base, sub_id=sub.id, topic_url=str(sub.content.get("criteria")),
         status=str(sub.content.get("status")), type_="query-event", events_since_start=await _count(session, sub.id),
-        now=datetime.now(timezone.utc).replace(tzinfo=None), events=evs, content=code,
+        now=datetime.now(UTC).replace(tzinfo=None), events=evs, content=code,
         notice=operation_outcome([withheld_issue()]) if withheld else None,
     )

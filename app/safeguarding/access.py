@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 from app.fhir.hooks import after_read
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import CANONICAL_BASE, get_store
-from app.safeguarding.flag_refs import advisory_lock, resolve_subject
+from app.safeguarding.flag_refs import resolve_subject
 from app.safeguarding.flags import category_of
 from app.safeguarding.lookup import Lookup
 from app.security.labels import RESTRICTED, is_restricted
+from app.storage.locks import advisory_lock
 from app.storage.repository import StoredResource, format_instant, utc_ms
 
 if TYPE_CHECKING:

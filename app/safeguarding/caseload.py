@@ -23,6 +23,7 @@ the notices will reference it), `role` (`health-visitor` | `school-nurse` | `saf
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 from collections.abc import Callable, Iterable
@@ -92,10 +93,8 @@ def check_row(line: int, raw: dict[str, str | None]) -> Row | BadRow:
         problems.append(f"team '{value['team']}' must be Organization/<id>")
     start = None
     if _DATE.match(value["start_date"]):
-        try:
+        with contextlib.suppress(ValueError):
             start = date.fromisoformat(value["start_date"])
-        except ValueError:
-            pass
     if start is None:
         problems.append(f"start_date '{value['start_date']}' must be a date YYYY-MM-DD")
     if problems or start is None:

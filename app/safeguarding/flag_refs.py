@@ -12,7 +12,6 @@ from app.errors import Issue
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.search.extract import references
 from app.safeguarding.lookup import Lookup
-from app.storage.locks import advisory_lock  # noqa: F401  (re-exported: flags.py, access.py)
 from app.storage.repository import StoredResource
 
 

@@ -51,10 +51,11 @@ from app.fhir.hooks import before_write
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import CANONICAL_BASE, get_store
 from app.fhir.search.prepared import PreparedSearch, prepared
-from app.safeguarding.flag_refs import advisory_lock, local_ref, nhs_numbers, ref_key, resolve_subject
+from app.safeguarding.flag_refs import local_ref, nhs_numbers, ref_key, resolve_subject
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, age_on
 from app.security.policy import Visibility
+from app.storage.locks import advisory_lock
 from app.storage.repository import StoredResource
 
 if TYPE_CHECKING:

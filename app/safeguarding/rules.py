@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from app.config import HolidaysRegion
 from app.fhir.search.prepared import prepared
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
-from app.safeguarding.tasks import DEFAULT_REGION, HolidaysRegion, acknowledgement_task
+from app.safeguarding.tasks import DEFAULT_REGION, acknowledgement_task
 from app.safeguarding.unrouted import REASON_SYSTEM, Sent, ed_organization, to_ed_lead
 from app.storage.repository import Repository, StoredResource, format_instant
 
@@ -140,9 +141,9 @@ async def dependent_children(lookup: Lookup, adult: StoredResource) -> list[Stor
     for link in adult.content.get("link") or []:
         ref = (link.get("other") or {}).get("reference", "")
         if link.get("type") == "seealso" and ref.startswith("RelatedPerson/"):
-            rp = await lookup.get(ref)
-            if rp is not None:
-                people[rp.id] = rp
+            person = await lookup.get(ref)
+            if person is not None:
+                people[person.id] = person
     children: dict[str, StoredResource] = {}
     for rp in people.values():
         flags = {e.get("url"): e.get("valueBoolean") for e in rp.content.get("extension") or []}

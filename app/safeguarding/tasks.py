@@ -11,7 +11,7 @@ at 23:30 UTC on a summer Friday, 00:30 on Saturday in London, is due on Monday a
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,7 @@ DEFAULT_REGION: HolidaysRegion = "england-and-wales"
 _SUBDIVISIONS = {"england-and-wales": "ENG", "scotland": "SCT", "northern-ireland": "NIR"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def bank_holidays(region: HolidaysRegion) -> holidays.HolidayBase:
     """The region's bank holidays (the package fills in each year when first asked about it)."""
     return holidays.country_holidays("GB", subdiv=_SUBDIVISIONS[region])

@@ -23,6 +23,7 @@ from app.security.runtime import local_issuer
 from app.security.scopes import parse_scope
 from app.security.tokens import MAX_LIFETIME, TokenIssuer, default_scope
 
+
 def base_url_option(value: str, option: str = "--base-url") -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:

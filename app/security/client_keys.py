@@ -64,7 +64,8 @@ def load_private_key(path: Path) -> PrivateKey:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path} is not an unencrypted PEM private key: {exc}") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise ValueError(f"{path} must hold an EC P-384 or RSA private key")
+        # a file with another kind of key is a bad value, as for any unusable file: callers catch ValueError
+        raise ValueError(f"{path} must hold an EC P-384 or RSA private key")  # noqa: TRY004
     alg_of(key)
     return key
 

@@ -26,6 +26,7 @@ from app.security.principal import Principal
 from app.security.search_scope import visible_any_type, visible_conditions
 from app.storage.repository import Repository, StoredResource, utc_ms
 
+
 class Guard:
     def __init__(
         self,

@@ -61,7 +61,8 @@ class Reach(Enum):
     CREATOR = "creator"  # Subscriptions created by the principal's organisation and client (`creator_tag`)
 
 
-_, A, O, ADR, SHR, OWN = Reach.NONE, Reach.ALL, Reach.ORG, Reach.ADDRESSED, Reach.SHARED, Reach.OWNED
+# One-letter names keep the tables below readable as a matrix.
+_, A, O, ADR, SHR, OWN = Reach.NONE, Reach.ALL, Reach.ORG, Reach.ADDRESSED, Reach.SHARED, Reach.OWNED  # noqa: E741
 CRT = Reach.CREATOR
 
 # Columns are ROLES: ed-clinician, health-visitor, school-nurse, sexual-health-clinician,

@@ -104,7 +104,7 @@ class _TablePlan:
 
     def row_tuples(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         names, procs = self.columns, self.procs
-        return [tuple(v if proc is None else proc(v) for v, proc in zip(map(row.__getitem__, names), procs))
+        return [tuple(v if proc is None else proc(v) for v, proc in zip(map(row.__getitem__, names), procs, strict=True))
                 for row in rows]
 
     def arrays(self, rows: list[dict[str, Any]]) -> list[list[Any]]:

@@ -133,7 +133,8 @@ class Cursor:
             takes_lock = not many and not conn.in_transaction and _TAKES_WRITE_LOCK.match(sql) is not None
             outcome = _begin_now(conn, sql, owner.busy_ms) if takes_lock else None
             if outcome is None:
-                outcome = await owner._execute(_run, conn, many, sql, parameters)
+                # aiosqlite's private `_execute` (run on its thread) is unannotated
+                outcome = await owner._execute(_run, conn, many, sql, parameters)  # type: ignore[no-untyped-call]
             owner.write_locked = takes_lock and conn.in_transaction
         self.description, self.rowcount, self.lastrowid, rows = outcome
         self._rows = deque(rows or ())
@@ -185,14 +186,14 @@ class Connection(aiosqlite.Connection):
             await super().commit()
             return
         if self.syncing:
-            await self._execute(_durable_commit, conn)
+            await self._execute(_durable_commit, conn)  # type: ignore[no-untyped-call]  # aiosqlite's, unannotated
         else:
             conn.commit()  # appends to the WAL, no fsync, no checkpoint (module docstring)
         self.write_locked = False
         self.commits += 1
         if self.commits >= CHECKPOINT_EVERY:
             self.commits = 0
-            await self._execute(_checkpoint, conn)
+            await self._execute(_checkpoint, conn)  # type: ignore[no-untyped-call]  # aiosqlite's, unannotated
 
     async def rollback(self) -> None:
         if self.write_locked and self._conn.in_transaction:
@@ -233,6 +234,7 @@ def connector(path: str, *, timeout: float, durable: bool = True) -> Callable[[]
         conn.busy_ms = int(timeout * 1000)
         conn.durable = conn.syncing = durable
         conn._thread.daemon = True  # as SQLAlchemy does for aiosqlite: never hold the process open
-        return await conn
+        await conn  # starts aiosqlite's thread and opens the file there
+        return conn
 
     return connect

@@ -8,7 +8,6 @@ through the app and once through the same app without `HotRoutes`: the same rout
 from __future__ import annotations
 
 import asyncio
-
 from typing import Any
 
 import orjson

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from tests.api.test_errors import FHIR_JSON, assert_outcome
-from tests.support.fhir_data import count, create, flag, organization, outcome, patient, tx, post
+from tests.support.fhir_data import count, create, flag, organization, outcome, patient, post, tx
 
 DUPLICATE = "SF-0016: The JSON object at {at} names '{name}' more than once"
 

@@ -11,16 +11,15 @@ import pytest
 from sqlalchemy import literal, select
 
 from app.context import AppContext
-from app.fhir.search import prepared
-from app.fhir.search import executor
+from app.fhir.search import executor, prepared
 from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
 from app.security.guard import Restriction
 from app.security.principal import Principal
 from app.security.scopes import ScopeSet
 from tests.api.test_search_prepared import NHS, _flag, _seed
-from tests.support.fhir_data import create, organization
 from tests.conftest import BASE_URL
+from tests.support.fhir_data import create, organization
 
 CPIS = "Flag?patient:identifier={nhs}&status=active&_include=Flag:author"
 

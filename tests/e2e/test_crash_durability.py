@@ -50,7 +50,7 @@ def test_range_nhs_numbers(count: int, start: int = 100) -> list[str]:
     out = []
     for k in itertools.count(start):
         prefix = f"999{k:06d}"
-        check = (11 - sum(int(d) * w for d, w in zip(prefix, range(10, 1, -1))) % 11) % 11
+        check = (11 - sum(int(d) * w for d, w in zip(prefix, range(10, 1, -1), strict=True)) % 11) % 11
         if check != 10:
             out.append(prefix + str(check))
         if len(out) == count:

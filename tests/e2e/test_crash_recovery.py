@@ -17,7 +17,13 @@ import httpx
 import pytest
 
 from tests.e2e.crash import (
-    attend, database, encounters_notified, hook_port, server, setup_attendances, taken_back,
+    attend,
+    database,
+    encounters_notified,
+    hook_port,
+    server,
+    setup_attendances,
+    taken_back,
 )
 from tests.e2e.server import RunningServer
 from tests.support.receiver import Receiver

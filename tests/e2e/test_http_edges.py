@@ -86,7 +86,7 @@ def _get(server: RunningServer, target: str) -> tuple[int, dict[str, str], bytes
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    headers = dict((k.lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:]))
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), headers, body
 
 
@@ -108,7 +108,7 @@ def test_url_over_the_limit_is_414_with_an_outcome(server: RunningServer, length
 
 
 def test_url_at_the_limit_is_served(server: RunningServer) -> None:
-    status, headers, body = _get(server, _search_of(8192))
+    status, _, body = _get(server, _search_of(8192))
     assert status == 200 and orjson.loads(body)["resourceType"] == "Bundle"
 
 

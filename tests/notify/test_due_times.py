@@ -13,10 +13,19 @@ import pytest
 from app.context import AppContext
 from app.safeguarding.escalation import escalate_overdue
 from tests.notify.ed_data import (
-    CLOCK, DNW, born, borough, by_ref, care_team, child, encounter, post, put, search,
+    CLOCK,
+    DNW,
+    born,
+    borough,
+    by_ref,
+    care_team,
+    child,
+    encounter,
+    post,
+    put,
+    search,
 )
 from tests.unit.test_due_times import WEEK
-
 
 
 async def _child(api: httpx.AsyncClient) -> None:

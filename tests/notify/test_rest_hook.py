@@ -12,9 +12,9 @@ from app.notify.dispatcher import Dispatcher
 from app.storage.notify_tables import notification, outbox_event
 from tests.conftest import FHIR
 from tests.notify.conftest import SECRET, TOPIC, notice, subscription
+from tests.support.receiver import Receiver
 
 BACKPORT_STATUS = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"
-from tests.support.receiver import Receiver
 
 
 async def _subscribe(api: httpx.AsyncClient, d: Dispatcher, r: Receiver, **kw: object) -> str:

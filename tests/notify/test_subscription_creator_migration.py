@@ -3,7 +3,6 @@ delivery state kept), so that their creators keep managing them; both databases.
 
 from __future__ import annotations
 
-
 import httpx
 import pytest
 from sqlalchemy import insert, select

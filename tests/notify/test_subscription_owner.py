@@ -12,7 +12,14 @@ import httpx
 from app.context import AppContext
 from tests.notify.conftest import SECRET, subscription
 from tests.notify.owners import (
-    ELSEWHERE, HV_ORG, bearer, health_visitor, intruder, lead, owner, sibling,
+    ELSEWHERE,
+    HV_ORG,
+    bearer,
+    health_visitor,
+    intruder,
+    lead,
+    owner,
+    sibling,
 )
 from tests.support.fhir_data import outcome
 
@@ -182,4 +189,4 @@ async def test_secret_and_state_follow_the_creator(api: httpx.AsyncClient, notif
         claims = (await session.execute(select(subscription_state.c.owner).where(
             subscription_state.c.sub_id == sid))).scalar_one()
     assert (claims["sub"], claims["role"], claims["org"]) == ("hv-epr", "system", HV_ORG)
-    assert ELSEWHERE not in str(claims) and bearer  # noqa: B015
+    assert ELSEWHERE not in str(claims) and bearer

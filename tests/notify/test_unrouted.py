@@ -107,8 +107,8 @@ async def _notice(client: httpx.AsyncClient, about: str) -> tuple[dict[str, Any]
     # (R4 has no `about` search parameter)
     [comm] = [c for c in await search(client, "Communication") if c["about"] == [{"reference": about}]]
     [task] = await search(client, "Task", focus=f"Communication/{comm['id']}")
-    for resource in (comm, task):  # what the server writes meets the published profiles
-        assert [i.text for i in profile_issues(resource["resourceType"], resource)
+    for written in (comm, task):  # what the server writes meets the published profiles
+        assert [i.text for i in profile_issues(written["resourceType"], written)
                 if i.severity in ("error", "fatal")] == []
     return comm, task
 

@@ -36,8 +36,21 @@ from app.storage.tables import resource_version
 from tests.e2e.crash import database  # noqa: F401  (fixture: SQLite, or a fresh PostgreSQL database)
 from tests.e2e.server import start_server
 from tests.hapi.emitted_data import (
-    ACT_CODE, CHILD, CS, ED, ED_CARE_SETTING, NHS, SD, SNOMED, TASK, ZERO19, example, flag, organization,
-    referral_transaction, subscription,
+    ACT_CODE,
+    CHILD,
+    CS,
+    ED,
+    ED_CARE_SETTING,
+    NHS,
+    SD,
+    SNOMED,
+    TASK,
+    ZERO19,
+    example,
+    flag,
+    organization,
+    referral_transaction,
+    subscription,
 )
 from tests.security.tokens_fixture import Auth
 from tests.support.receiver import Receiver

@@ -21,10 +21,7 @@ def pattern_matcher(pattern: Any) -> Callable[[Any], bool]:
         def match_object(value: Any) -> bool:
             if not isinstance(value, dict):
                 return False
-            for key, match in members:
-                if key not in value or not match(value[key]):
-                    return False
-            return True
+            return all(key in value and match(value[key]) for key, match in members)
 
         return match_object
     if isinstance(pattern, list):
@@ -33,10 +30,7 @@ def pattern_matcher(pattern: Any) -> Callable[[Any], bool]:
         def match_array(value: Any) -> bool:
             if not isinstance(value, list):
                 return False
-            for match in items:
-                if not any(match(v) for v in value):
-                    return False
-            return True
+            return all(any(match(v) for v in value) for match in items)
 
         return match_array
     return lambda value: bool(pattern == value)

@@ -131,8 +131,10 @@ def parse_criterion(resource_type: str, key: str, raw: str, base: str, budget: B
     elif kind == "string":
         parse = unescape
     elif kind == "date":
-        parse = lambda v: parse_date(unescape(v), key)
+        def parse(v: str) -> Any:
+            return parse_date(unescape(v), key)
     else:
-        parse = lambda v: parse_reference(v, base)
+        def parse(v: str) -> Any:
+            return parse_reference(v, base)
     return Criterion(name, kind, param, modifier, _values(raw, key, parse, budget), type_hint=type_hint, base=base,
                      key=key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+
 import httpx
 
 from app.notify.allow import allowed, host_port, reserved_header
