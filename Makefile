@@ -3,8 +3,12 @@
 #   make run    create .venv if missing, install, migrate the SQLite database under ./var
 #               (or $SAFEFLAG_DATA_DIR) and serve on http://127.0.0.1:8080
 #   make test   create .venv if missing, install with test extras, run the whole suite
+#   make lint   ruff and mypy (strict), zero findings
+#   make lock   re-resolve requirements*.lock from pyproject.toml (LOCK_ARGS=--upgrade to move every pin)
 #
-# Installs are remembered by stamp files in .venv, rebuilt only when pyproject.toml changes.
+# Dependencies come from the lock files (exact versions with hashes), so every machine installs what CI
+# tested; SafeFlag itself is then installed without dependencies. Installs are remembered by stamp files
+# in .venv, redone only when pyproject.toml or a lock file changes.
 
 # The first Python >= 3.11 found (override: make run PYTHON=/path/to/python3.12).
 PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
@@ -14,10 +18,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+LOCK := requirements.lock
+TEST_LOCK := requirements-test.lock
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test openapi clean
+.PHONY: run test lint lock openapi clean
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "SafeFlag needs Python 3.11 or newer (python3 --version: $$(python3 --version 2>&1))"; exit 1; }
@@ -26,14 +33,17 @@ $(PY):
 		echo "python -m venv failed: on Debian/Ubuntu install the venv module (apt-get install python3-venv)"; exit 1; }
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
-	@echo "installing SafeFlag into $(VENV)"
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e .
+$(STAMP): pyproject.toml $(LOCK) | $(PY)
+	@echo "installing SafeFlag and its locked dependencies into $(VENV)"
+	@$(PIP) -r $(LOCK)
+	@$(PIP) --no-deps -e .
 	@touch $@
 
-$(TEST_STAMP): pyproject.toml | $(PY)
-	@echo "installing SafeFlag with its test extras into $(VENV)"
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The test lock holds the runtime lock's pins too (it is resolved within them), so it also makes $(STAMP).
+$(TEST_STAMP): pyproject.toml $(TEST_LOCK) | $(PY)
+	@echo "installing SafeFlag with its locked test dependencies into $(VENV)"
+	@$(PIP) -r $(TEST_LOCK)
+	@$(PIP) --no-deps -e .
 	@touch $@ $(STAMP)
 
 # `safeflag serve` migrates the database first, then prints the FHIR base URL and how to mint a token.
@@ -42,6 +52,20 @@ run: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(TEST_STAMP)
+	$(PY) -m ruff check app tests bench
+	$(PY) -m mypy
+
+# uv resolves the locks (one set of pins for Python 3.11+ on every platform, with hashes); installing
+# from them needs only pip. The test lock is resolved within the runtime lock's pins.
+LOCK_ARGS ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" --quiet $(LOCK_ARGS)
+lock: | $(PY)
+	@$(PIP) 'uv>=0.13'
+	$(UV_COMPILE) -o $(LOCK)
+	$(UV_COMPILE) --extra test -c $(LOCK) -o $(TEST_LOCK)
 
 # Regenerate the committed OpenAPI document (a test fails when it is out of date).
 openapi: $(STAMP)
