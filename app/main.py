@@ -30,11 +30,12 @@ from app.api import (
     unknown_operations,
 )
 from app.api.compression import GzipResponses
+from app.api.deps import audit_refused_route
 from app.api.hot import HotRoutes
 from app.api.responses import fhir_response
 from app.config import Settings, get_settings
 from app.context import AppContext
-from app.errors import FhirError, Issue, operation_outcome
+from app.errors import BadRequest, FhirError, Issue, operation_outcome
 from app.fhir.validation import check_id
 from app.notify.channels.websocket import WebSocketRegistry
 from app.observability import Metrics, RequestMiddleware, configure_logging
@@ -159,7 +160,9 @@ def _install_handlers(app: FastAPI) -> None:
             name = ".".join(loc)
             issues.append(Issue("invalid", f"Invalid {name or 'request'}: {err.get('msg')}",
                                 expression=(name,) if name else (), msg_id="SF-0014"))
-        return fhir_response(operation_outcome(issues or [Issue("invalid", "Invalid request", msg_id="SF-0014")]), 400)
+        refused = BadRequest(issues=issues or [Issue("invalid", "Invalid request", msg_id="SF-0014")])
+        await audit_refused_route(request, refused)
+        return fhir_response(refused.outcome(), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -29,7 +29,7 @@ import orjson
 from fastapi import Depends, Request
 
 from app.context import AppContext
-from app.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from app.errors import BadRequest, FhirError, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from app.fhir.service import FhirService
 from app.observability import request_id_var
 
@@ -287,3 +287,24 @@ def unit_of_work(request: Request) -> AbstractAsyncContextManager[FhirService]:
         scheduled=(request.headers.get("x-access-context") or "").strip().lower() == "scheduled",
         metrics=request.app.state.metrics,
     )
+
+
+# The interaction routes whose path FastAPI validates before they run, and the interaction each is.
+ROUTE_INTERACTIONS = {"read": "read", "vread": "vread", "update": "update", "patch": "patch", "delete": "delete",
+                      "history_instance": "history-instance"}
+
+
+async def audit_refused_route(request: Request, error: FhirError) -> None:
+    """A request its route refused before running (an id that breaks the FHIR id pattern) is an access
+    attempt like any other: audited as the route's interaction, refused with `error`, in the unit of
+    work every refused attempt is audited by. Unauthenticated requests never reach here (401 first)."""
+    interaction = ROUTE_INTERACTIONS.get(getattr(request.scope.get("route"), "name", ""))
+    if interaction is None or getattr(request.state, "principal", None) is None:
+        return
+    params = request.path_params
+    try:
+        async with unit_of_work(request) as svc:
+            svc.guard.begin(interaction, params.get("resource_type"), params.get("res_id"))
+            raise error
+    except FhirError:
+        pass

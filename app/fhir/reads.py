@@ -13,8 +13,10 @@ from app.fhir import bundles, hooks
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.search.executor import SearchResult, run_search
 from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_date, parse_search
+from app.fhir.validation import check_id
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
+from app.security.policy import check_write_allowed
 from app.security.search_scope import withholds
 from app.storage.repository import StoredResource
 from app.storage.tables import resource as resource_table
@@ -48,10 +50,22 @@ class ReadInteractions:
     scheduled: bool = False  # `X-Access-Context: scheduled`: a silent (still audited) read
     last_search: SearchResult | None = None
 
+    def begin_access(self, interaction: str, resource_type: str | None, res_id: str | None = None, *,
+                     query: str | None = None, write: str | None = None) -> None:
+        """Begin the access before anything may refuse it, so that every refusal is audited (an unknown
+        type, an id that breaks the FHIR id pattern, `write` an interaction nobody may perform), then
+        make those checks."""
+        self.guard.begin(interaction, resource_type, res_id, query)
+        if resource_type is not None:
+            check_type(resource_type)
+            if write is not None:
+                check_write_allowed(resource_type, write)
+        if res_id is not None:
+            check_id(res_id)
+
     # -- read --------------------------------------------------------------------------------
     async def read(self, resource_type: str, res_id: str) -> StoredResource:
-        check_type(resource_type)
-        self.guard.begin("read", resource_type, res_id)
+        self.begin_access("read", resource_type, res_id)
         self.guard.check("read", resource_type, res_id=res_id)
         current = await self.repo.get(resource_type, res_id)
         if current is None:
@@ -69,8 +83,7 @@ class ReadInteractions:
         return current
 
     async def vread(self, resource_type: str, res_id: str, version: str) -> StoredResource:
-        check_type(resource_type)
-        self.guard.begin("vread", resource_type, res_id)
+        self.begin_access("vread", resource_type, res_id)
         self.guard.check("vread", resource_type, res_id=res_id)
         if not (version.isascii() and version.isdigit()) or len(version) > 9:  # beyond the int column: unknown
             raise NotFound(f"Version '{version}' of {resource_type}/{res_id} is not known", msg_id="SF-0303")
@@ -108,8 +121,7 @@ class ReadInteractions:
         return req
 
     async def search(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = False) -> dict[str, Any]:
-        check_type(resource_type)
-        self.guard.begin("search-type", resource_type, query=f"{resource_type}?{urlencode(query)}")
+        self.begin_access("search-type", resource_type, query=f"{resource_type}?{urlencode(query)}")
         self.guard.check("search", resource_type)
         req = self.parse(resource_type, query, strict=strict)
         result = await run_search(self.session, req, max_includes=self.settings.max_includes,
@@ -181,10 +193,8 @@ class ReadInteractions:
     async def history(
         self, resource_type: str | None, res_id: str | None, query: list[tuple[str, str]]
     ) -> dict[str, Any]:
-        if resource_type is not None:
-            check_type(resource_type)
         level = "history-instance" if res_id else ("history-type" if resource_type else "history-system")
-        self.guard.begin(level, resource_type, res_id)
+        self.begin_access(level, resource_type, res_id)
         if resource_type is not None:
             self.guard.check("read", resource_type, res_id=res_id)
         current: StoredResource | None = None

@@ -16,10 +16,9 @@ from app.config import Settings
 from app.errors import BadRequest, Conflict, Issue, NotFound, PreconditionFailed, Unprocessable
 from app.fhir import hooks
 from app.fhir.patch import apply_patch
-from app.fhir.reads import ReadInteractions, check_type
-from app.fhir.validation import check_id, validate_resource
+from app.fhir.reads import ReadInteractions
+from app.fhir.validation import validate_resource
 from app.security.guard import Guard
-from app.security.policy import check_write_allowed
 from app.storage.repository import Repository, StoredResource
 
 
@@ -170,9 +169,7 @@ class FhirService(ReadInteractions):
         assigned_id: str | None = None,
     ) -> Outcome:
         """`assigned_id`: the id a transaction already chose for this entry's `urn:uuid` fullUrl."""
-        check_type(resource_type)
-        check_write_allowed(resource_type, "create")
-        self.guard.begin("create", resource_type)
+        self.begin_access("create", resource_type, write="create")
         validate_resource(resource_type, body)
         body = self.guard.labels(body)
         self.guard.check("create", resource_type, body)
@@ -190,10 +187,7 @@ class FhirService(ReadInteractions):
     async def update(
         self, resource_type: str, res_id: str, body: Any, *, if_match: str | None = None
     ) -> Outcome:
-        check_type(resource_type)
-        check_write_allowed(resource_type, "update")
-        check_id(res_id)
-        self.guard.begin("update", resource_type, res_id)
+        self.begin_access("update", resource_type, res_id, write="update")
         validate_resource(resource_type, body, url_id=res_id, require_id=True)
         body = self.guard.labels(body)
         expected = parse_version(if_match)
@@ -230,9 +224,7 @@ class FhirService(ReadInteractions):
     async def conditional_update(
         self, resource_type: str, query: list[tuple[str, str]], body: Any, *, if_match: str | None = None
     ) -> Outcome:
-        check_type(resource_type)
-        check_write_allowed(resource_type, "update")
-        self.guard.begin("update", resource_type)
+        self.begin_access("update", resource_type, write="update")
         validate_resource(resource_type, body)
         body = self.guard.labels(body)
         self.guard.check("search", resource_type)
@@ -264,9 +256,7 @@ class FhirService(ReadInteractions):
     async def patch(
         self, resource_type: str, res_id: str, patch_body: Any, content_type: str, *, if_match: str | None = None
     ) -> Outcome:
-        check_type(resource_type)
-        check_write_allowed(resource_type, "patch")
-        self.guard.begin("patch", resource_type, res_id)
+        self.begin_access("patch", resource_type, res_id, write="patch")
         self.guard.check("update", resource_type, res_id=res_id)
         current = await self._existing(resource_type, res_id, for_write=True)
         return await self._patch(current, patch_body, content_type, parse_version(if_match))
@@ -278,9 +268,7 @@ class FhirService(ReadInteractions):
     ) -> Outcome:
         """`PATCH [type]?criteria` (fhirpy's SearchSet.patch): exactly one match is patched; none 404
         and several 412, as HAPI answers."""
-        check_type(resource_type)
-        check_write_allowed(resource_type, "patch")
-        self.guard.begin("patch", resource_type)
+        self.begin_access("patch", resource_type, write="patch")
         self.guard.check("search", resource_type)
         current = await self.match_one(resource_type, query, "patch", for_write=True)
         if current is None:
@@ -309,9 +297,7 @@ class FhirService(ReadInteractions):
         return await self._write_over(current, patched, None)
 
     async def delete(self, resource_type: str, res_id: str, *, if_match: str | None = None) -> Outcome:
-        check_type(resource_type)
-        check_write_allowed(resource_type, "delete")
-        self.guard.begin("delete", resource_type, res_id)
+        self.begin_access("delete", resource_type, res_id, write="delete")
         self.guard.check("delete", resource_type, res_id=res_id)
         current = await self.repo.get_for_write(resource_type, res_id)
         if current is None:
@@ -327,9 +313,7 @@ class FhirService(ReadInteractions):
         return Outcome(204, stored)
 
     async def conditional_delete(self, resource_type: str, query: list[tuple[str, str]]) -> Outcome:
-        check_type(resource_type)
-        check_write_allowed(resource_type, "delete")
-        self.guard.begin("delete", resource_type)
+        self.begin_access("delete", resource_type, write="delete")
         self.guard.check("delete", resource_type)
         # R4: no match is an ordinary delete of nothing (204); several are 412 (conditionalDelete "single")
         current = await self.match_one(resource_type, query, "delete", for_write=True)

@@ -88,3 +88,46 @@ async def test_one_audit_event_per_access_denied_included(client: httpx.AsyncCli
         r = await client.request(method, "/fhir/AuditEvent/x", json={"resourceType": "AuditEvent"})
         assert r.status_code == 405
     assert some["resourceType"] == "AuditEvent"
+
+
+async def test_requests_refused_by_routing_are_audited(client: httpx.AsyncClient, clean_ctx: AppContext,
+                                                       auth: Any) -> None:
+    """An id that breaks the FHIR id pattern, a resource type this server does not serve and an
+    interaction nobody may perform are refused before any record is looked at; each is still one
+    AuditEvent (outcome 4, the refusal's wording) naming the agent, the interaction and what was asked."""
+    ed = auth("ed-clinician", org=ED, care_setting="310000008")
+    long_id = "a" * 65
+    bad_id = "SF-0102: 'bad!id' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)"
+    cases = [
+        ("GET", "/fhir/Flag/bad!id", None, 400, "read", "R", "Flag/bad!id", bad_id),
+        ("GET", "/fhir/Flag/bad!id/_history/1", None, 400, "vread", "R", "Flag/bad!id", bad_id),
+        ("GET", "/fhir/Flag/bad!id/_history", None, 400, "history-instance", "R", "Flag/bad!id", bad_id),
+        ("PUT", "/fhir/Encounter/bad!id", encounter("p1"), 400, "update", "U", "Encounter/bad!id", bad_id),
+        ("PATCH", "/fhir/Encounter/bad!id", [], 400, "patch", "U", "Encounter/bad!id", bad_id),
+        ("DELETE", f"/fhir/Encounter/{long_id}", None, 400, "delete", "D", f"Encounter/{long_id}",
+         f"SF-0102: '{long_id}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)"),
+        ("GET", "/fhir/Spaceship", None, 404, "search-type", "E", None,
+         "SF-0300: Resource type 'Spaceship' is not supported"),
+        ("POST", "/fhir/Spaceship", {"resourceType": "Spaceship"}, 404, "create", "C", None,
+         "SF-0300: Resource type 'Spaceship' is not supported"),
+        ("GET", "/fhir/Spaceship/s1", None, 404, "read", "R", "Spaceship/s1",
+         "SF-0300: Resource type 'Spaceship' is not supported"),
+        ("DELETE", "/fhir/Flag/f1", None, 405, "delete", "D", "Flag/f1",
+         "SF-0405: Flag resources are never deleted; change their status instead"),
+    ]
+    for method, url, body, status, subtype, action, what, diagnostics in cases:
+        before = await _events(clean_ctx)
+        headers = {**ed, "Content-Type": "application/json-patch+json"} if method == "PATCH" else ed
+        r = await client.request(method, url, headers=headers, json=body)
+        assert (r.status_code, [i["diagnostics"] for i in r.json()["issue"]]) == (status, [diagnostics]), url
+        new = [e for e in await _events(clean_ctx) if e not in before]
+        assert len(new) == 1, url
+        event = new[0]
+        assert (event["type"]["code"], event["subtype"][0]["code"], event["action"]) == ("rest", subtype, action)
+        assert (event["outcome"], event["outcomeDesc"]) == ("4", diagnostics.split(": ", 1)[1])
+        assert event["agent"][0]["who"]["identifier"]["value"] == "test-ed-clinician"
+        whats = [x["what"]["reference"] for x in event.get("entity", []) if "reference" in x.get("what", {})]
+        assert whats == ([what] if what else []), url
+    lead = auth("safeguarding-lead", org=HV_ORG)
+    found = (await client.get("/fhir/AuditEvent?entity=Flag/bad!id", headers=lead)).json()
+    assert found["total"] == 3
