@@ -68,9 +68,11 @@ async def release(ctx: AppContext, sub_id: str, owner: str, **values: Any) -> No
 
 
 async def set_status(ctx: AppContext, sub_id: str, status: str, error: str | None = None) -> None:
-    """Server-side status change: a new Subscription version (one writer) and the mirrored state."""
+    """Server-side status change: a new Subscription version (one writer) and the mirrored state. The
+    Subscription is read locked (`get_for_write`), so a client's write of it under way finishes first
+    and the status goes on top of it (never a 409 for the server's own write, never a lost update)."""
     async with ctx.unit_of_work() as svc:
-        current = await svc.repo.get("Subscription", sub_id)
+        current = await svc.repo.get_for_write("Subscription", sub_id)
         if current is None or current.deleted:
             return
         content = {k: v for k, v in current.content.items() if k not in ("error",)}
