@@ -98,7 +98,8 @@ def test_help_in_plain_words(tmp_path: Path, columns: str) -> None:
     words = set(re.findall(r"[\w-]+", token_help))
     assert {code for _, code in care_setting_codes()} <= words
     assert re.search(r"--port\s+INTEGER", subprocess.run([*safeflag_command(), "serve", "--help"], capture_output=True,
-                                                          text=True, env=env, cwd=tmp_path, timeout=120).stdout)
+                                                          text=True, env=env, cwd=tmp_path, timeout=120,
+                                                          check=True).stdout)
 
 
 def test_version(tmp_path: Path) -> None:

@@ -93,8 +93,8 @@ def test_backend_services_with_the_cli_end_to_end(bare_server: RunningServer, al
     jwks = json.loads((srv.workdir / "ed-epr.jwks.json").read_text())
     assert [(k["kty"], k["alg"], k["use"]) for k in jwks["keys"]] == [("EC" if alg == "ES384" else "RSA", alg, "sig")]
     add = _shell(_printed(keygen.stdout, "register"), srv)
-    assert (add.returncode, add.stderr) == (0, "registered client ed-epr (1 key(s); scopes: "
-                                               "system/Patient.rs system/Encounter.cru)\n"), add
+    registered = "registered client ed-epr (1 key(s); scopes: system/Patient.rs system/Encounter.cru)\n"
+    assert (add.returncode, add.stderr) == (0, registered), add
     listed = _shell(f"{' '.join(safeflag_command())} client list", srv)
     assert listed.stdout == (f"ed-epr\tOrganization/ed\tsystem/Patient.rs system/Encounter.cru\t"
                              f"{jwks['keys'][0]['kid']}\n")

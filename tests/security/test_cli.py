@@ -45,8 +45,8 @@ def test_token_prints_a_verifiable_jwt_only(env: Path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--role", "superuser"], "--role must be one of ed-clinician, health-visitor, school-nurse, "
-                              "sexual-health-clinician, safeguarding-lead, mash-practitioner, system, admin"),
+    (["--role", "superuser"], ("--role must be one of ed-clinician, health-visitor, school-nurse, "
+                               "sexual-health-clinician, safeguarding-lead, mash-practitioner, system, admin")),
     (["--role", "admin", "--org", "Practitioner/1"], "--org must look like Organization/<id>, not 'Practitioner/1'"),
     (["--role", "admin", "--scope", "system/*.cruds"],
      "--scope: 'system/*.cruds' is not a SMART v2 user/ resource scope the server knows (e.g. user/Flag.rs)"),
@@ -56,11 +56,11 @@ def test_token_prints_a_verifiable_jwt_only(env: Path) -> None:
      "--scope: 'system/Nothing.rs' is not a SMART v2 system/ resource scope the server knows (e.g. system/Flag.rs)"),
     (["--role", "admin", "--scope", "openid fhirUser"], "--scope grants nothing to role admin: it needs user/ resource scopes"),
     (["--role", "admin", "--care-setting", "ward"],
-     "--care-setting 'ward' is not one of 1078501000000104, 1326421000000106, 310000008, 788122004, 931821000000105, "
-     "maternity-triage, out-of-hours, urgent-care, walk-in-centre"),
+     ("--care-setting 'ward' is not one of 1078501000000104, 1326421000000106, 310000008, 788122004, "
+      "931821000000105, maternity-triage, out-of-hours, urgent-care, walk-in-centre")),
     (["--role", "admin", "--care-setting", "http://snomed.info/sct|urgent-care"],
-     "--care-setting 'http://snomed.info/sct|urgent-care' is not one of 1078501000000104, 1326421000000106, "
-     "310000008, 788122004, 931821000000105, maternity-triage, out-of-hours, urgent-care, walk-in-centre"),
+     ("--care-setting 'http://snomed.info/sct|urgent-care' is not one of 1078501000000104, 1326421000000106, "
+      "310000008, 788122004, 931821000000105, maternity-triage, out-of-hours, urgent-care, walk-in-centre")),
     (["--role", "admin", "--base-url", "127.0.0.1:8092"],
      "--base-url must be an http(s) URL such as http://127.0.0.1:8080, not '127.0.0.1:8092'"),
 ])
