@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.fhir.hooks import after_write
+from app.safeguarding.ed_attendance import on_encounter_write
 from app.safeguarding.lookup import Lookup
-from app.safeguarding.rules import on_encounter_write
 from app.safeguarding.unrouted import tell
 from app.storage.repository import utc_ms
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from app.context import AppContext
 from app.errors import Conflict, ServerWriteInvalid
+from app.safeguarding.ed_attendance import COMM_CATEGORY
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import care_team_member, lead_of
-from app.safeguarding.rules import COMM_CATEGORY
 from app.safeguarding.tasks import ESCALATED, OPEN_STATUSES, TASK_CODES, due_of, is_escalated, is_overdue
 from app.storage.repository import StoredResource, format_instant, utc_ms
 

@@ -6,8 +6,8 @@ from datetime import date, datetime
 
 import pytest
 
+from app.safeguarding.ed_attendance import attendance_date, did_not_wait, is_attendance, is_injury, priority
 from app.safeguarding.routing import age_on, role_for_age
-from app.safeguarding.rules import attendance_date, did_not_wait, is_attendance, is_injury, priority
 from app.safeguarding.tasks import add_working_days, due_at, due_time, is_overdue
 
 SNOMED = "http://snomed.info/sct"
