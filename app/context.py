@@ -46,7 +46,6 @@ class AppContext:
     clock: Clock = field(default_factory=SystemClock)
     ids: IdSource = field(default_factory=UuidIds)
     indexer: Indexer | None = None
-    audit_clock: Clock | None = None  # the time AuditEvents are recorded at (default: `clock`)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set after a commit that wrote outbox rows
     # sessions for the dispatcher's own bookkeeping: on SQLite their commits need no fsync (db.BOOKKEEPING)
     bookkeeping: async_sessionmaker[AsyncSession] = field(init=False)
@@ -91,8 +90,7 @@ class AppContext:
                         # MASH practitioners read the copies shared with them: resolve those up front
                         shared = "DocumentReference" if principal.role == "mash-practitioner" else None
                         principal = await enrich(session, principal, shared)
-                    audit_now = (self.audit_clock or self.clock).now
-                    guard = Guard(principal, repo, server=self.settings.fhir_base, now=audit_now,
+                    guard = Guard(principal, repo, server=self.settings.fhir_base, now=self.clock.now,
                                   request_id=request_id, client_address=client_address)
                     svc = FhirService(repo, self.settings, principal=principal, guard=guard)
                     svc.scheduled = scheduled
@@ -122,7 +120,7 @@ class AppContext:
             return
         event, org = attempt
         async with self.sessionmaker() as session, session.begin():
-            await self._repo(session).create("AuditEvent", event, org=org, now=(self.audit_clock or self.clock).now())
+            await self._repo(session).create("AuditEvent", event, org=org, now=svc.guard.now())
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -9,8 +9,10 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +20,7 @@ from sqlalchemy import delete
 
 from app.config import Settings
 from app.context import AppContext, SystemClock
+from app.fhir.service import FhirService
 from app.main import create_app
 from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
@@ -97,6 +100,16 @@ def clock() -> StepClock:
     return StepClock()
 
 
+class AuditedAtRealTime(AppContext):
+    """AuditEvents take the real time, so that audited reads do not move the resources' StepClock times."""
+
+    @asynccontextmanager
+    async def unit_of_work(self, *args: Any, **kw: Any) -> AsyncIterator[FhirService]:
+        async with super().unit_of_work(*args, **kw) as svc:
+            svc.guard.now = SystemClock().now
+            yield svc
+
+
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
 async def ctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None, clock: StepClock) -> AsyncIterator[AppContext]:
     tmp = Path(tempfile.mkdtemp(prefix="safeflag-test-"))
@@ -107,7 +120,7 @@ async def ctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None, cloc
     settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
                         rate_limit_per_second=0, _env_file=None)  # type: ignore[call-arg]
     # AuditEvents take the real time so that audited reads do not move the resources' StepClock times
-    context = AppContext.from_settings(settings, clock=clock, audit_clock=SystemClock())
+    context = AuditedAtRealTime.from_settings(settings, clock=clock)
     await upgrade(context.engine)
     try:
         yield context

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from app.fhir.search.matcher import matches, parse_filter
+from app.fhir.search.matcher import matches
 from tests.api.test_search_fixtures import (
     NHS,
     ODS,
@@ -21,6 +21,7 @@ from tests.api.test_search_fixtures import (
     put,
 )
 from tests.conftest import FHIR
+from tests.support.filters import parse_filter
 
 
 async def _world(client: httpx.AsyncClient) -> None:

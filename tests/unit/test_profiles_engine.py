@@ -21,7 +21,7 @@ from app.fhir.profiles import (
     profiles_for,
     validate_against,
 )
-from app.fhir.profiles.matching import codings, matches_pattern, reference_type
+from app.fhir.profiles.matching import codings, pattern_matcher, reference_type
 from app.fhir.profiles.store import PROFILES_DIR
 
 BASE = "https://fhir.safeflag.example"
@@ -202,8 +202,8 @@ def test_compiler_refuses_slices_without_a_discriminating_value(tmp_path: Path) 
 
 def test_matching_helpers() -> None:
     concept = {"coding": [{"system": "t"}, {"system": "s", "code": "c"}]}
-    assert matches_pattern({"coding": [{"system": "s"}]}, concept)
-    assert not matches_pattern({"coding": [{"system": "s"}]}, {"coding": {"system": "s"}})
+    assert pattern_matcher({"coding": [{"system": "s"}]})(concept)
+    assert not pattern_matcher({"coding": [{"system": "s"}]})({"coding": {"system": "s"}})
     assert codings("abc") == [(None, "abc")]
     assert codings({"system": "s", "code": "c"}) == [("s", "c")]
     assert codings({"text": "t"}) == []

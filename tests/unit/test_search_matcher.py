@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from app.errors import BadRequest
-from app.fhir.search.matcher import matches, parse_filter
+from app.fhir.search.matcher import matches
 from app.fhir.search.params import parse_criterion
+from tests.support.filters import parse_filter
 
 BASE = "http://127.0.0.1:8080/fhir"
 NHS = "https://fhir.nhs.uk/Id/nhs-number"

@@ -41,10 +41,6 @@ def matcher(expected: Any, exact: bool) -> Callable[[Any], bool]:
     return (lambda value: bool(expected == value)) if exact else pattern_matcher(expected)
 
 
-def matches_pattern(pattern: Any, value: Any) -> bool:
-    return pattern_matcher(pattern)(value)
-
-
 def values_at(item: Any, path: str) -> list[Any]:
     """The values at a discriminator path (`$this` or dotted element names), arrays flattened."""
     if path == "$this":

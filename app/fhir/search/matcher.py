@@ -13,10 +13,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
 
-from app.errors import BadRequest, Issue
-from app.fhir.search.criteria import Criterion, parse_criterion
+from app.fhir.search.criteria import Criterion
 from app.fhir.search.dates import PY_OPS, instant_condition, parse_range, prefix_condition
 from app.fhir.search.definitions import SUPPORTED_TYPES, index_values, params_for
 from app.fhir.search.extract import normalize
@@ -24,28 +22,6 @@ from app.fhir.search.values import RefValue, TokenValue
 
 Content = dict[str, Any]
 Resolver = Callable[[str, str], Awaitable[Content | None] | Content | None]
-
-
-def parse_filter(text: str, base: str) -> tuple[str, list[Criterion]]:
-    """`Type?a=1&b=2` -> (Type, criteria). Unknown types or parameters are a 400, never ignored:
-    a filter that silently matched everything would notify the wrong people."""
-    rtype, _, query = text.partition("?")
-    if rtype not in SUPPORTED_TYPES:
-        raise BadRequest(f"Unknown resource type '{rtype}' in filter '{text}'", msg_id="SF-0400",
-                         code="not-supported")
-    criteria, unknown = [], []
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        crit = parse_criterion(rtype, key, value, base)
-        if crit is None:
-            unknown.append(key)
-        else:
-            criteria.append(crit)
-    if unknown:
-        raise BadRequest(issues=[
-            Issue("not-supported", f"Unknown search parameter '{u}' for {rtype}", expression=(u,), msg_id="SF-0400")
-            for u in unknown
-        ])
-    return rtype, criteria
 
 
 async def matches(
