@@ -3,16 +3,17 @@
 #   docker build -t safeflag .
 #   docker run -p 127.0.0.1:8080:8080 -e SAFEFLAG_DATABASE_URL=postgresql+asyncpg://... safeflag
 #
-# The first stage builds the wheel; the image installs only that wheel, as `pip install` would on any
-# machine: the migrations and conformance resources travel inside the package (app/_data), so there is
-# no source tree and no PYTHONPATH in the image.
+# The first stage builds the wheel; the image installs the locked dependencies (requirements.lock, the
+# versions CI tested, hash-checked) and then only that wheel, as `pip install` would on any machine: the
+# migrations and conformance resources travel inside the package (app/_data), so there is no source tree
+# and no PYTHONPATH in the image.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md requirements.lock ./
 COPY app/ app/
 COPY migrations/ migrations/
 COPY fhir_profiles/ fhir_profiles/
-RUN pip wheel --no-cache-dir --no-deps -w /dist .
+RUN pip wheel --no-cache-dir --no-deps -w /dist . && cp requirements.lock /dist/
 
 FROM python:3.11-slim
 
@@ -23,7 +24,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SAFEFLAG_DATA_DIR=/var/lib/safeflag
 
 COPY --from=build /dist/ /tmp/dist/
-RUN pip install /tmp/dist/*.whl \
+RUN pip install -r /tmp/dist/requirements.lock \
+    && pip install --no-deps /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
     && useradd --system --uid 10001 --home-dir /var/lib/safeflag --create-home safeflag \
     && chmod 700 /var/lib/safeflag

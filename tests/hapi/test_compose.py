@@ -164,9 +164,12 @@ def test_dockerfile_serves_the_composed_port(
     froms = [i for i, (instruction, _) in enumerate(dockerfile) if instruction == "FROM"]
     assert [dockerfile[i][1] for i in froms] == ["python:3.11-slim AS build", "python:3.11-slim"]
     build, image = dockerfile[froms[0]:froms[1]], dockerfile[froms[1]:]
-    # the build stage makes the wheel; the image installs only that wheel: no source tree, no PYTHONPATH
-    assert ("RUN", "pip wheel --no-cache-dir --no-deps -w /dist .") in build
-    assert any(i == "RUN" and args.startswith("pip install /tmp/dist/*.whl ") for i, args in image)
+    # the build stage makes the wheel; the image installs the locked dependencies, then only that wheel:
+    # no source tree, no PYTHONPATH
+    assert ("COPY", "pyproject.toml setup.py README.md requirements.lock ./") in build
+    assert ("RUN", "pip wheel --no-cache-dir --no-deps -w /dist . && cp requirements.lock /dist/") in build
+    assert any(i == "RUN" and " ".join(args.split()).startswith(
+        "pip install -r /tmp/dist/requirements.lock && pip install --no-deps /tmp/dist/*.whl ") for i, args in image)
     assert not any(i == "COPY" and not args.startswith("--from=build") for i, args in image)
     instructions = dict(image)
     assert "PYTHONPATH" not in instructions["ENV"]
