@@ -19,7 +19,7 @@ from app.api.responses import answer_response, fhir_response, http_date, read_re
 from app.errors import BadRequest, Issue
 from app.fhir.binary import native, wants_resource
 from app.fhir.capabilities import register_operation
-from app.fhir.outcomes import answer_read
+from app.fhir.outcomes import answer_read, http_date_value
 from app.safeguarding.referral_qa import qa_queue
 from app.safeguarding.referral_rules import organization_param
 
@@ -52,7 +52,8 @@ async def read_binary(res_id: IdPath, request: Request) -> Response:
         stored = await svc.read("Binary", res_id)
     if as_resource:
         return read_response(request, stored)
-    answer = answer_read(stored, request.headers.get("if-none-match"), request.headers.get("if-modified-since"))
+    answer = answer_read(stored, request.headers.get("if-none-match"),
+                         http_date_value(request.headers.get("if-modified-since")))
     if answer.status == 304:
         return answer_response(answer)
     raw, content_type = native(stored.content)

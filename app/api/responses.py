@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.fhir.bundles import subset
-from app.fhir.outcomes import Answer, answer_read, answer_write
+from app.fhir.outcomes import Answer, answer_read, answer_write, http_date_value
 from app.fhir.search.params import read_summary
 from app.fhir.service import Outcome
 from app.fhir.transaction import Preferences
@@ -75,7 +75,8 @@ def summary_of(request: Request) -> str | None:
 
 def read_response(request: Request, stored: StoredResource, summary: str | None = None) -> Response:
     """read/vread, honouring If-None-Match and If-Modified-Since (304) and `_summary` (`summary_of`)."""
-    answer = answer_read(stored, request.headers.get("if-none-match"), request.headers.get("if-modified-since"))
+    answer = answer_read(stored, request.headers.get("if-none-match"),
+                         http_date_value(request.headers.get("if-modified-since")))
     if summary is not None and answer.resource is not None:
         answer = replace(answer, resource=subset(answer.resource, None, summary))
     return answer_response(answer)

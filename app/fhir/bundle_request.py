@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from app.errors import BadRequest, Issue, PayloadTooLarge
 from app.fhir.validation import ID_RE
+
+_INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})")
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 KINDS = {"batch": "batch-response", "transaction": "transaction-response"}
@@ -42,6 +45,7 @@ class Entry:
     if_match: str | None = None
     if_none_match: str | None = None
     if_none_exist: str | None = None
+    if_modified_since: datetime | None = None  # `request.ifModifiedSince`, an instant
 
     @property
     def where(self) -> str:
@@ -154,7 +158,8 @@ def _parse_entry(i: int, raw: Any, fhir_base: str, issues: list[Issue]) -> Entry
         return None
     # a precondition that is present but not a string must fail, never be dropped
     strings = {"fullUrl": (raw, f"{where}.fullUrl")}
-    strings |= {k: (request, f"{where}.request.{k}") for k in ("ifMatch", "ifNoneMatch", "ifNoneExist")}
+    strings |= {k: (request, f"{where}.request.{k}")
+                for k in ("ifMatch", "ifNoneMatch", "ifNoneExist", "ifModifiedSince")}
     values: dict[str, str | None] = {}
     for key, (holder, expression) in strings.items():
         value = holder.get(key)
@@ -162,6 +167,12 @@ def _parse_entry(i: int, raw: Any, fhir_base: str, issues: list[Issue]) -> Entry
             issues.append(_issue(f"{expression} must be a string", expression, "SF-0611", "value"))
             return None
         values[key] = value
+    since = _instant(values["ifModifiedSince"])
+    if values["ifModifiedSince"] is not None and since is None:
+        expression = f"{where}.request.ifModifiedSince"
+        issues.append(_issue(f"{expression} '{values['ifModifiedSince'][:40]}' is not a FHIR instant "
+                             "(e.g. 2026-01-05T09:00:01.000+00:00)", expression, "SF-0611", "value"))
+        return None
     return Entry(
         i,
         method,
@@ -176,7 +187,20 @@ def _parse_entry(i: int, raw: Any, fhir_base: str, issues: list[Issue]) -> Entry
         values["ifMatch"],
         values["ifNoneMatch"],
         values["ifNoneExist"],
+        since,
     )
+
+
+def _instant(text: str | None) -> datetime | None:
+    """The end of the millisecond a FHIR instant names (https://hl7.org/fhir/R4/datatypes.html#instant:
+    date, time and zone; a lastModified is lastUpdated to the millisecond), aware UTC."""
+    if text is None or not _INSTANT.fullmatch(text):
+        return None
+    try:
+        found = datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:  # the pattern allows 31 February
+        return None
+    return found.replace(microsecond=found.microsecond // 1000 * 1000 + 999)
 
 
 def parse_url(

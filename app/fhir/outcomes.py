@@ -35,29 +35,31 @@ def location(fhir_base: str, stored: StoredResource) -> str:
     return f"{fhir_base}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
 
 
-def not_modified(stored: StoredResource, if_none_match: str | None, if_modified_since: str | None = None) -> bool:
+def not_modified(stored: StoredResource, if_none_match: str | None, since: datetime | None = None) -> bool:
     """A conditional read (https://hl7.org/fhir/R4/http.html#cread) that may be answered 304.
 
-    If-None-Match: `W/"n"`, `"n"`, bare `n` (fhirpy sends it) or `*`. If-Modified-Since: an HTTP date
-    the resource's lastUpdated (to the second, the precision of the date) is not after. As RFC 9110
-    section 13.2.2 orders them, If-Modified-Since is not looked at when If-None-Match is sent, and a date
-    that is not a valid HTTP date is ignored (section 13.1.3)."""
+    If-None-Match: `W/"n"`, `"n"`, bare `n` (fhirpy sends it) or `*`. `since` (If-Modified-Since, or a
+    Bundle entry's `request.ifModifiedSince`), the last instant the given time covers: 304 when the
+    resource's lastUpdated is not after it. As RFC 9110 section 13.2.2 orders them, `since` is not looked
+    at when If-None-Match is sent."""
     if if_none_match is not None:
         tags = {t.strip().removeprefix("W/").strip('"') for t in if_none_match.split(",")}
         return str(stored.version_id) in tags or "*" in tags
-    if if_modified_since is None:
-        return False
-    since = http_date_value(if_modified_since)
-    return since is not None and stored.last_updated.replace(microsecond=0, tzinfo=UTC) <= since
+    return since is not None and stored.last_updated.replace(tzinfo=UTC) <= since
 
 
-def http_date_value(text: str) -> datetime | None:
-    """An HTTP date (RFC 9110 section 5.6.7, the three forms) as an aware UTC datetime; None if it is none."""
+def http_date_value(text: str | None) -> datetime | None:
+    """The end of the second an HTTP date names (RFC 9110 section 5.6.7, the three forms; a Last-Modified
+    is lastUpdated to the second), aware UTC; None for none or one that is not a valid HTTP date
+    (If-Modified-Since is then ignored, RFC 9110 section 13.1.3)."""
+    if text is None:
+        return None
     try:
         found = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None
-    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+    found = found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+    return found.replace(microsecond=999_999)
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def answer_write(outcome: Outcome, fhir_base: str, return_mode: str | None) -> A
     return replace(told, resource=stored.content)
 
 
-def answer_read(stored: StoredResource, if_none_match: str | None, if_modified_since: str | None = None) -> Answer:
-    if not_modified(stored, if_none_match, if_modified_since):
+def answer_read(stored: StoredResource, if_none_match: str | None, since: datetime | None = None) -> Answer:
+    if not_modified(stored, if_none_match, since):
         return Answer(304, stored, None)
     return Answer(200, stored, None, resource=stored.content)

@@ -178,7 +178,7 @@ class _Run:
                     if entry.version
                     else svc.read(rtype, entry.res_id or "")
                 )
-                answer = answer_read(stored, entry.if_none_match)
+                answer = answer_read(stored, entry.if_none_match, entry.if_modified_since)
                 return (replace(answer, resource=None) if entry.method == "HEAD" else answer), None
             case "search":
                 bundle = await svc.search(rtype, query, strict=self.prefs.strict)

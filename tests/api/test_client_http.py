@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import tracemalloc
 import zlib
+from datetime import datetime
 
 import httpx
 import orjson
@@ -21,8 +22,11 @@ import pytest
 
 from app.api.compression import MINIMUM_SIZE, accepts_gzip
 from app.context import AppContext
+from app.fhir.bundle_request import _instant as bundle_instant
+from app.fhir.outcomes import http_date_value, not_modified
 from app.fhir.search.definitions import SUPPORTED_TYPES
-from tests.support.fhir_data import count, create, instant, location, outcome, patient
+from app.storage.repository import StoredResource
+from tests.support.fhir_data import count, create, instant, location, outcome, patient, req, tx
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 FHIR_JSON = "application/fhir+json"
@@ -79,6 +83,35 @@ async def test_if_modified_since(client: httpx.AsyncClient) -> None:
     await client.put(f"/fhir/Patient/{pid}", json={**patient(family="Jones"), "id": pid})  # tick 2
     r = await client.get(f"/fhir/Patient/{pid}", headers={"If-Modified-Since": "Mon, 05 Jan 2026 09:00:01 GMT"})
     assert (r.status_code, r.json()["meta"]["versionId"], r.headers["etag"]) == (200, "2", 'W/"2"')
+
+
+async def test_if_modified_since_in_bundle_entries(client: httpx.AsyncClient) -> None:
+    """`Bundle.entry.request.ifModifiedSince` is an instant: compared to the millisecond lastModified shows."""
+    pid = await create(client, patient())  # lastUpdated 09:00:01.000
+    headers = {"etag": 'W/"1"', "lastModified": instant(1)}
+    for since, status in (("2026-01-05T09:00:01.000+00:00", "304 Not Modified"),
+                          ("2026-01-05T09:00:01Z", "304 Not Modified"),
+                          ("2026-01-05T10:00:01.000+01:00", "304 Not Modified"),
+                          ("2026-01-05T09:00:00.999+00:00", "200 OK")):
+        bundle = tx(req("GET", f"Patient/{pid}", ifModifiedSince=since), kind="batch")
+        entry = (await client.post("/fhir", json=bundle)).json()["entry"][0]
+        assert entry["response"] == {"status": status, **headers}, since
+        assert ("resource" in entry) == (status == "200 OK"), since
+    bad = tx(req("GET", f"Patient/{pid}", ifModifiedSince="Mon, 05 Jan 2026 09:00:01 GMT"))
+    r = await client.post("/fhir", json=bad)
+    where = "Bundle.entry[0].request.ifModifiedSince"
+    assert (r.status_code, r.json()) == (400, outcome(
+        "value", f"SF-0611: {where} 'Mon, 05 Jan 2026 09:00:01 GMT' is not a FHIR instant "
+        "(e.g. 2026-01-05T09:00:01.000+00:00)", [where]))
+
+
+def test_a_date_covers_its_whole_second_an_instant_its_millisecond() -> None:
+    stored = StoredResource(0, "Patient", "p", 2, datetime(2026, 1, 5, 9, 0, 1, 500_000), False, {}, None)
+    assert [not_modified(stored, None, http_date_value(f"Mon, 05 Jan 2026 09:00:0{s} GMT")) for s in (0, 1)] == [
+        False, True]
+    assert [not_modified(stored, None, bundle_instant(f"2026-01-05T09:00:01.{ms}Z")) for ms in ("499", "500")] == [
+        False, True]
+    assert not_modified(stored, 'W/"1"', http_date_value("Mon, 05 Jan 2026 09:00:02 GMT")) is False
 
 
 async def test_capability_statement_declares_conditional_read(client: httpx.AsyncClient) -> None:
