@@ -56,11 +56,14 @@ def _now(svc: FhirService) -> str:
     return format_instant(utc_ms(svc.repo.clock.now()))
 
 
-async def _current_of(svc: FhirService, ref: str | None) -> StoredResource | None:
+async def _current_of(svc: FhirService, ref: str | None, *, for_write: bool = False) -> StoredResource | None:
+    """`for_write`: a record the server writes later in this transaction (a Binary's securityContext, a
+    replaced copy's status), read locked so that a client's write of it under way finishes first and is
+    checked, instead of the server's write failing with a 409 (`Repository.get_for_write`)."""
     if ref is None:
         return None
     rtype, _, rid = ref.partition("/")
-    found = await svc.repo.get(rtype, rid)
+    found = await (svc.repo.get_for_write(rtype, rid) if for_write else svc.repo.get(rtype, rid))
     return None if found is None or found.deleted else found
 
 
@@ -85,7 +88,7 @@ async def _attachment(
         raise Unprocessable(f"attachment.url '{url}' is not a Binary on this server; a referral copy keeps "
                             "the document here (Binary/<id> or inline data)", msg_id="SF-0904",
                             code="business-rule", expression=f"{where}.url")
-    binary = await _current_of(svc, ref)
+    binary = await _current_of(svc, ref, for_write=True)
     if binary is None:
         raise Unprocessable(f"{ref} is not stored; store the Binary first (in a transaction Bundle, put its "
                             "entry before the DocumentReference)", msg_id="SF-0905", code="not-found",
@@ -107,7 +110,7 @@ async def _replaced(svc: FhirService, content: dict[str, Any]) -> list[StoredRes
             continue
         where = f"{DOC}.relatesTo[{i}].target"
         ref = local_ref(rel.get("target"), base, DOC)
-        old = await _current_of(svc, ref)
+        old = await _current_of(svc, ref, for_write=True)
         if old is None or not is_referral_copy(old.content):
             raise Unprocessable(f"relatesTo.target '{(rel.get('target') or {}).get('reference')}' is not a stored "
                                 "referral copy", msg_id="SF-0918", code="business-rule", expression=where)

@@ -11,27 +11,13 @@ import asyncio
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from app.context import AppContext
 from app.notify.delivery import set_status
 from tests.notify.conftest import subscription
+from tests.support.pg_locks import hold_row, lock_waiters
 
 HOOK = "http://127.0.0.1/hook"  # nothing is delivered in this test
-WAITING = text("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-               "WHERE NOT l.granted AND a.datname = current_database()")
-
-
-async def _waiters(ctx: AppContext, n: int) -> None:
-    """Until `n` transactions wait for a lock (at most 30 s: then the test fails, it does not hang)."""
-    for _ in range(600):
-        async with ctx.engine.connect() as conn:
-            if (await conn.scalar(WAITING)) >= n:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{n} lock waiters expected")
-
-
 @pytest.mark.pg
 @pytest.mark.parametrize("ctx", ["pg"], indirect=True)
 async def test_the_dispatchers_status_write_waits_for_a_client_put_and_keeps_it(
@@ -43,12 +29,11 @@ async def test_the_dispatchers_status_write_waits_for_a_client_put_and_keeps_it(
     changed = {**subscription(HOOK), "id": sid, "reason": "changed by the client"}
     # Both writers queue behind a transaction holding the row, the client's PUT first.
     async with clean_ctx.engine.connect() as blocker:
-        await blocker.execute(text("SELECT pk FROM resource WHERE res_type = 'Subscription' AND res_id = :id "
-                                   "FOR UPDATE"), {"id": sid})
+        await hold_row(blocker, "Subscription", sid)
         put = asyncio.create_task(client.put(f"/fhir/Subscription/{sid}", json=changed))
-        await _waiters(clean_ctx, 1)
+        await lock_waiters(clean_ctx, 1)
         status = asyncio.create_task(set_status(clean_ctx, sid, "error", "handshake failed: refused"))
-        await _waiters(clean_ctx, 2)
+        await lock_waiters(clean_ctx, 2)
         await blocker.rollback()
     r = await put
     assert (r.status_code, r.json()["meta"]["versionId"], r.json()["reason"]) == (200, "2", "changed by the client")
