@@ -175,7 +175,7 @@ async def test_sigterm_stops_cleanly_with_json_logs(
     assert len(requests) > FLAGS and all(rec.get("request_id") for rec in requests)
     banner = server.stdout()
     assert f"FHIR base URL : {server.fhir_base}\n" in banner
-    assert "token --sub demo --role admin" in banner
+    assert f"token --base-url {server.base_url} --sub demo --role admin)\n" in banner
     # Reported, never asserted (performance.md: timings belong to bench/, the targets are < 2 s and < 200 MB).
     with capsys.disabled():
         print(f"\n[e2e] safeflag serve on {server.database}: start to /readyz {server.startup_s:.2f} s "
