@@ -2,7 +2,7 @@
 #
 #   make run    create .venv if missing, install, migrate the SQLite database under ./var
 #               (or $SAFEFLAG_DATA_DIR) and serve on http://127.0.0.1:8080
-#   make test   create .venv if missing, install with test extras, run the whole suite
+#   make test   create .venv if missing, install with test extras, run make lint, then the whole suite
 #   make lint   ruff and mypy (strict), zero findings
 #   make lock   re-resolve requirements*.lock from pyproject.toml (LOCK_ARGS=--upgrade to move every pin)
 #
@@ -50,7 +50,8 @@ $(TEST_STAMP): pyproject.toml $(TEST_LOCK) | $(PY)
 run: $(STAMP)
 	$(VENV)/bin/safeflag serve $(SERVE_ARGS)
 
-test: $(TEST_STAMP)
+# Lint first: a finding fails `make test` (and so CI) before the suite runs.
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
