@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -126,10 +127,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def table(db: str, summary: list[dict[str, Any]], notify: dict[str, dict[str, Any]]) -> str:
+def table(db: str, summary: list[dict[str, Any]], notify: dict[str, dict[str, Any]], workers: int = 1) -> str:
     label = {"sqlite": "SQLite / H2", "pg": "PostgreSQL / PostgreSQL"}[db]
     lines = [
-        f"{label} (SafeFlag / HAPI)",
+        f"{label} (SafeFlag / HAPI; SafeFlag worker processes: {workers})",
         "",
         (
             "| workload | SafeFlag req/s | HAPI req/s | SafeFlag / HAPI | SafeFlag p50/p95/p99 ms "
@@ -187,7 +188,10 @@ async def run_pair(db: str, args: argparse.Namespace, cluster: PgCluster | None)
         pg_pid: int | None = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
     else:
         sf_url, jdbc, pg_pid = f"sqlite+aiosqlite:///{work}/safeflag.db", None, None
-    sf = safeflag_server(free_port(), 1, work, sf_url)
+    # SQLite has one writer, so SafeFlag runs one process there; on PostgreSQL `--workers` (default 2 on a
+    # 2-core machine) compares at equal cores with HAPI's JVM, which uses every core by default
+    workers = args.workers if db == "pg" else 1
+    sf = safeflag_server(free_port(), workers, work, sf_url)
     hapi = hapi_server(free_port(), work, jdbc)
     startup: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
@@ -253,11 +257,20 @@ async def run_pair(db: str, args: argparse.Namespace, cluster: PgCluster | None)
         sf.stop()
         hapi.stop()
     print(f"[{db}] notification latency: SafeFlag ...", flush=True)
-    nargs = argparse.Namespace(rate=args.rate, seconds=args.notify_seconds, children=args.children, workers=1)
+    nargs = argparse.Namespace(
+        rate=args.rate, seconds=args.notify_seconds, children=args.children, workers=workers, sequential=0
+    )
     notify["safeflag"] = await notify_latency.run_db(db, nargs, cluster)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    return {"db": db, "startup": startup, "rows": rows, "notify": notify, "sizes": sizes.__dict__}
+    return {
+        "db": db,
+        "workers": workers,
+        "startup": startup,
+        "rows": rows,
+        "notify": notify,
+        "sizes": sizes.__dict__,
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -267,6 +280,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("h2", "pg", "both"),
         default="both",
         help="h2: SafeFlag on SQLite, HAPI on in-memory H2; pg: both on one PostgreSQL",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="SafeFlag worker processes on PostgreSQL (default: the machine's cores, as HAPI's JVM uses); SQLite: 1",
     )
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per workload and round")
@@ -294,7 +313,8 @@ def report(paths: list[str]) -> None:
     for path in paths:
         data = json.loads(Path(path).read_text())
         print(
-            table(data["db"], summarise(data["rows"]), data["notify"]) + f"\n\nstartup: {data['startup']}\n"
+            table(data["db"], summarise(data["rows"]), data["notify"], data.get("workers", 1))
+            + f"\n\nstartup: {data['startup']}\n"
         )
 
 
@@ -325,7 +345,7 @@ async def main(argv: list[str] | None = None) -> None:
             )
             print(
                 "\n"
-                + table(db, summary, result["notify"])
+                + table(db, summary, result["notify"], result["workers"])
                 + f"\n\nstartup: {result['startup']}\nwritten: {path}\n",
                 flush=True,
             )
