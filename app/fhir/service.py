@@ -19,7 +19,7 @@ from app.fhir.patch import apply_patch
 from app.fhir.reads import ReadInteractions
 from app.fhir.validation import validate_resource
 from app.security.guard import Guard
-from app.storage.repository import Repository, StoredResource
+from app.storage.repository import Clock, Repository, StoredResource
 
 
 @dataclass
@@ -152,6 +152,15 @@ class FhirService(ReadInteractions):
     def note(self) -> Notes:
         """Where a rule of the write under way puts what it has to tell (Notes)."""
         return self.writing if self.writing is not None else self.notes
+
+    @property
+    def clock(self) -> Clock:
+        return self.repo.clock
+
+    @property
+    def base(self) -> str:
+        """The FHIR base URL, against which references are resolved."""
+        return self.settings.fhir_base
 
     @property
     def org(self) -> str | None:

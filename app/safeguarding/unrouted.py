@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from app.errors import Issue
-from app.fhir.service import Notes
 from app.observability import request_id_var
+from app.ports import Notes
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import NO_CARE_TEAM, PATIENT_AMBIGUOUS, Route, lead_of
 from app.storage.repository import StoredResource
