@@ -17,7 +17,7 @@ from app.errors import FhirError
 from app.fhir.profiles import use_profiles
 from app.fhir.search.definitions import make_indexer
 from app.fhir.server_writes import check_server_write
-from app.fhir.service import FhirService
+from app.interactions.service import FhirService
 from app.security.affiliation import enrich
 from app.security.guard import Guard
 from app.security.principal import Principal

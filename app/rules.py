@@ -1,6 +1,6 @@
 """Composition of the resource-type rules (write hooks): importing this module registers them all.
 
-Each rule module registers its hooks with the decorators in `app/fhir/hooks.py` at import time.
+Each rule module registers its hooks with the decorators in `app/interactions/hooks.py` at import time.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from app.api.responses import Preferences
 from app.config import Settings
 from app.context import AppContext
 from app.errors import FhirError
-from app.fhir.transaction import process
+from app.interactions.transaction import process
 from app.storage.migrate import upgrade
 from bench.workloads import CATEGORY_CODES, flag_body, nhs_numbers, organization_body, patient_body
 from tests.support.postgres import PgCluster, start_cluster

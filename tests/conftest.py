@@ -20,7 +20,7 @@ from sqlalchemy import delete
 
 from app.config import Settings
 from app.context import AppContext, SystemClock
-from app.fhir.service import FhirService
+from app.interactions.service import FhirService
 from app.main import create_app
 from app.security.tokens import default_scope
 from app.storage.migrate import upgrade

@@ -30,7 +30,7 @@ from fastapi import Depends, Request
 
 from app.context import AppContext
 from app.errors import BadRequest, FhirError, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
-from app.fhir.service import FhirService
+from app.interactions.service import FhirService
 from app.observability import request_id_var
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")

@@ -17,8 +17,8 @@ from app.api.deps import ContextDep, check_accept, unit_of_work
 from app.api.referrals import refuse_unknown
 from app.api.responses import fhir_response
 from app.errors import BadRequest
-from app.fhir.capabilities import register_operation
 from app.fhir.profiles import CANONICAL_BASE
+from app.interactions.capabilities import register_operation
 from app.safeguarding.referral_rules import organization_param
 from app.safeguarding.report import governance_report, month_range, to_parameters
 

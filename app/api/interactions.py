@@ -12,9 +12,9 @@ from app.api.auth import authenticate
 from app.api.deps import ContextDep, check_accept, json_body, media_type, read_body, unit_of_work
 from app.api.responses import fhir_response, preferences, read_response, summary_of, write_response
 from app.errors import BadRequest, UnsupportedMediaType
-from app.fhir.reads import conditional_criteria
 from app.fhir.search.definitions import SUPPORTED_TYPES
-from app.fhir.service import conditional_query
+from app.interactions.reads import conditional_criteria
+from app.interactions.service import conditional_query
 
 router = APIRouter(
     prefix="/fhir", dependencies=[Depends(check_accept), Depends(authenticate)], tags=["FHIR interactions"]

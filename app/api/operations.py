@@ -13,10 +13,10 @@ from app.api.auth import authenticate
 from app.api.deps import ContextDep, check_accept, json_body, media_type, unit_of_work
 from app.api.interactions import IdPath, TypePath
 from app.api.responses import fhir_response
-from app.fhir.capabilities import register_operation
-from app.fhir.reads import check_type
-from app.fhir.validate_instance import validate_instance
 from app.fhir.validation import validate_operation
+from app.interactions.capabilities import register_operation
+from app.interactions.reads import check_type
+from app.interactions.validate_instance import validate_instance
 
 router = APIRouter(
     prefix="/fhir", dependencies=[Depends(check_accept), Depends(authenticate)], tags=["FHIR operations"]

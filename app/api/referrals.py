@@ -18,8 +18,8 @@ from app.api.deps import ContextDep, check_accept, unit_of_work
 from app.api.responses import answer_response, fhir_response, http_date, read_response
 from app.errors import BadRequest, Issue
 from app.fhir.binary import native, wants_resource
-from app.fhir.capabilities import register_operation
-from app.fhir.outcomes import answer_read, http_date_value
+from app.interactions.capabilities import register_operation
+from app.interactions.outcomes import answer_read, http_date_value
 from app.safeguarding.referral_qa import qa_queue
 from app.safeguarding.referral_rules import organization_param
 

@@ -1,5 +1,5 @@
 """FHIR JSON responses: ETag/Location/Last-Modified headers, `Prefer` (https://hl7.org/fhir/R4/http.html#ops),
-and the body chosen by `app/fhir/outcomes.py`, the same rules a Bundle entry is answered by."""
+and the body chosen by `app/interactions/outcomes.py`, the same rules a Bundle entry is answered by."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.fhir.bundles import subset
-from app.fhir.outcomes import Answer, answer_read, answer_write, http_date_value
 from app.fhir.search.params import read_summary
-from app.fhir.service import Outcome
-from app.fhir.transaction import Preferences
+from app.interactions.outcomes import Answer, answer_read, answer_write, http_date_value
+from app.interactions.service import Outcome
+from app.interactions.transaction import Preferences
 from app.storage.repository import StoredResource
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"

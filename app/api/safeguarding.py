@@ -10,7 +10,7 @@ from app.api.auth import authenticate
 from app.api.deps import check_accept, unit_of_work
 from app.api.interactions import IdPath
 from app.api.responses import fhir_response
-from app.fhir.capabilities import register_operation
+from app.interactions.capabilities import register_operation
 from app.safeguarding.access import ACCESS_CONTEXT_HEADER, is_scheduled
 from app.safeguarding.summary import OPERATION, OPERATION_DEFINITION, safeguarding_summary
 

@@ -16,8 +16,8 @@ from app.api.interactions import IdPath
 from app.api.referrals import refuse_unknown
 from app.api.responses import fhir_response
 from app.errors import BadRequest, FhirError
-from app.fhir.capabilities import register_operation
 from app.fhir.validation import check_id
+from app.interactions.capabilities import register_operation
 from app.notify import operations as sub_ops
 from app.notify.bundle import notification_bundle
 from app.notify.channels.websocket import WebSocketRegistry

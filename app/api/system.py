@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 from app.api.auth import PrincipalDep, authenticate
 from app.api.deps import ContextDep, check_accept, json_body, unit_of_work
 from app.api.responses import fhir_response, preferences
-from app.fhir.capabilities import capability_statement
-from app.fhir.transaction import process
+from app.interactions.capabilities import capability_statement
+from app.interactions.transaction import process
 from app.security.policy import decide_operation
 from app.storage.failures import RETRY_AFTER_S
 
@@ -48,7 +48,7 @@ _BUNDLE_BODY = {
              openapi_extra=_BUNDLE_BODY, responses={200: {"content": {"application/fhir+json": {}}}})
 async def transaction(request: Request, ctx: ContextDep) -> Response:
     """batch / transaction (https://hl7.org/fhir/R4/http.html#transaction) in one unit of work: a failed
-    transaction raises, which rolls every entry back; app/fhir/transaction.py does the work."""
+    transaction raises, which rolls every entry back; app/interactions/transaction.py does the work."""
     body = await json_body(request, ctx)
     async with unit_of_work(request) as svc:
         bundle = await process(svc, body, preferences(request))

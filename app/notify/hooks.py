@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.fhir.hooks import after_write, before_delete, before_write
+from app.interactions.hooks import after_write, before_delete, before_write
 from app.notify import lifecycle
 from app.security.policy import CREATOR_SYSTEM, creator_tag, decide, is_creator
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
     from app.storage.repository import StoredResource
 
 

@@ -33,7 +33,7 @@ from app.storage.repository import StoredResource
 from app.storage.tables import resource, resource_version
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
 
 MAX_REPLAY = 1000
 

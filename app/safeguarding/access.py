@@ -29,9 +29,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from app.fhir.hooks import after_read
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import CANONICAL_BASE, get_store
+from app.interactions.hooks import after_read
 from app.safeguarding.flag_refs import resolve_subject
 from app.safeguarding.flags import category_of
 from app.safeguarding.lookup import Lookup
@@ -40,7 +40,7 @@ from app.storage.locks import advisory_lock
 from app.storage.repository import StoredResource, format_instant, utc_ms
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
     from app.security.principal import Principal
 
 ACCESS_ID_SYSTEM = CANONICAL_BASE + "/Id/access-notification"

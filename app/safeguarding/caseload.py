@@ -34,7 +34,7 @@ from typing import IO, Any
 from app.context import AppContext
 from app.errors import Conflict, FhirError
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
-from app.fhir.service import FhirService
+from app.interactions.service import FhirService
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import CARE_TEAM_ROLE
 from app.storage.buffer import savepoint

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.fhir.hooks import after_write
+from app.interactions.hooks import after_write
 from app.safeguarding.ed_attendance import on_encounter_write
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.unrouted import tell
 from app.storage.repository import utc_ms
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
     from app.storage.repository import StoredResource
 
 

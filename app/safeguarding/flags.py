@@ -1,6 +1,6 @@
 """Flag lifecycle rules, as FGM-IS and CP-IS apply them (contract section 4 table, section 5 "Flag
 lifecycle"), run as a before-write hook on every Flag write: create, update, update-as-create, patch,
-conditional update and transaction entries (app/fhir/hooks.py). Spec: https://hl7.org/fhir/R4/flag.html
+conditional update and transaction entries (app/interactions/hooks.py). Spec: https://hl7.org/fhir/R4/flag.html
 
 Data-driven: the category -> Flag.code table is the ConceptMap `flag-category-to-code` in
 `fhir_profiles/` (read through app/fhir/terminology.py), and a target's `dependsOn subject=mother`
@@ -47,10 +47,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from app.errors import Conflict, Issue, Unprocessable
-from app.fhir.hooks import before_write
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import CANONICAL_BASE, get_store
 from app.fhir.search.prepared import PreparedSearch, prepared
+from app.interactions.hooks import before_write
 from app.safeguarding.flag_refs import local_ref, nhs_numbers, ref_key, resolve_subject
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, age_on
@@ -59,7 +59,7 @@ from app.storage.locks import advisory_lock
 from app.storage.repository import StoredResource
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
 
 CATEGORY_SYSTEM = CANONICAL_BASE + "/CodeSystem/safeguarding-flag-category"
 CATEGORY_TO_CODE = CANONICAL_BASE + "/ConceptMap/flag-category-to-code"

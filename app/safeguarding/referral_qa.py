@@ -23,10 +23,10 @@ from sqlalchemy import and_, exists, literal, or_, select
 
 from app.errors import Unprocessable
 from app.fhir import bundles
-from app.fhir.hooks import before_write
 from app.fhir.search.executor import SearchResult
 from app.fhir.search.params import parse_search
 from app.fhir.search.sql import count_query, page_query, where_clause
+from app.interactions.hooks import before_write
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.referral_rules import (
     CARE_TEAM_ROLE,
@@ -45,7 +45,7 @@ from app.storage.repository import row_to_stored
 from app.storage.tables import idx_reference, resource
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
     from app.storage.repository import StoredResource
 
 LEAD = f"{CARE_TEAM_ROLE}|safeguarding-lead"

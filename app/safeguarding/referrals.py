@@ -1,6 +1,6 @@
 """MASH referral copies: integrity and immutability of the DocumentReference, its Binary and the
 referral Communication (contract section 5, "MASH referral copy"; https://hl7.org/fhir/R4/documentreference.html,
-https://hl7.org/fhir/R4/binary.html). Write hooks (app/fhir/hooks.py), run inside the write's transaction:
+https://hl7.org/fhir/R4/binary.html). Write hooks (app/interactions/hooks.py), run inside the write's transaction:
 any error rolls back the whole request or transaction Bundle, so no half-stored referral remains.
 
 DocumentReference of type `mash-referral`:
@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.errors import MethodNotAllowed, Unprocessable
-from app.fhir.hooks import after_write, before_delete, before_write
+from app.interactions.hooks import after_write, before_delete, before_write
 from app.safeguarding.attachments import check_content_type, decode, media_type, seal
 from app.safeguarding.referral_rules import (
     CONFIDENTIALITY,
@@ -45,7 +45,7 @@ from app.safeguarding.referral_rules import (
 from app.storage.repository import format_instant, utc_ms
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
     from app.storage.repository import StoredResource
 
 DOC = "DocumentReference"

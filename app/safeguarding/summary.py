@@ -45,7 +45,7 @@ from app.security.search_scope import withholds
 from app.storage.repository import StoredResource, format_instant, utc_ms
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
 
 OPERATION = "safeguarding-summary"
 OPERATION_DEFINITION = CANONICAL_BASE + "/OperationDefinition/Patient-safeguarding-summary"

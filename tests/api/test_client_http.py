@@ -22,9 +22,9 @@ import pytest
 
 from app.api.compression import MINIMUM_SIZE, accepts_gzip
 from app.context import AppContext
-from app.fhir.bundle_request import _instant as bundle_instant
-from app.fhir.outcomes import http_date_value, not_modified
 from app.fhir.search.definitions import SUPPORTED_TYPES
+from app.interactions.bundle_request import _instant as bundle_instant
+from app.interactions.outcomes import http_date_value, not_modified
 from app.storage.repository import StoredResource
 from tests.support.fhir_data import count, create, instant, location, outcome, patient, req, tx
 

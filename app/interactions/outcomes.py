@@ -17,7 +17,7 @@ from http import HTTPStatus
 from typing import Any
 
 from app.errors import Issue, operation_outcome
-from app.fhir.service import Outcome
+from app.interactions.service import Outcome
 from app.storage.repository import StoredResource
 
 RETURN_MODES = ("minimal", "representation", "OperationOutcome")

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 import orjson
 
 from app.errors import BadRequest, FhirError, Issue, operation_outcome
-from app.fhir.bundle_request import (
+from app.fhir.patch import patch_format
+from app.interactions.bundle_request import (
     KINDS,
     Entry,
     conditional_references,
@@ -30,10 +31,9 @@ from app.fhir.bundle_request import (
     parse_bundle,
     rewrite_references,
 )
-from app.fhir.outcomes import Answer, answer_read, answer_write, status_line
-from app.fhir.patch import patch_format
-from app.fhir.reads import conditional_criteria
-from app.fhir.service import FhirService, Outcome, conditional_query
+from app.interactions.outcomes import Answer, answer_read, answer_write, status_line
+from app.interactions.reads import conditional_criteria
+from app.interactions.service import FhirService, Outcome, conditional_query
 from app.storage.buffer import savepoint
 from app.storage.repository import format_instant
 

@@ -14,10 +14,10 @@ from urllib.parse import parse_qsl
 
 from app.config import Settings
 from app.errors import BadRequest, Conflict, Issue, NotFound, PreconditionFailed, Unprocessable
-from app.fhir import hooks
 from app.fhir.patch import apply_patch
-from app.fhir.reads import ReadInteractions
 from app.fhir.validation import validate_resource
+from app.interactions import hooks
+from app.interactions.reads import ReadInteractions
 from app.security.guard import Guard
 from app.storage.repository import Clock, Repository, StoredResource
 
@@ -38,7 +38,7 @@ log = logging.getLogger("safeflag")
 
 @dataclass
 class Notes:
-    """What the rules of a write (app/fhir/hooks.py) tell beside its result: warning `issues` (in the
+    """What the rules of a write (app/interactions/hooks.py) tell beside its result: warning `issues` (in the
     OperationOutcome of `Prefer: return=OperationOutcome` and a Bundle entry's `response.outcome`),
     response `headers` (several values of one header are listed once each, comma-separated), and
     `committed` work (log lines, metrics) run only once the unit of work has committed, with the
@@ -335,7 +335,7 @@ class FhirService(ReadInteractions):
         await self.guard.audited(stored)
         return Outcome(204, stored)
 
-    # -- the three writes, with the resource-type rules around them (app/fhir/hooks.py) -----------
+    # -- the three writes, with the resource-type rules around them (app/interactions/hooks.py) -----------
     async def _store_new(
         self, resource_type: str, content: dict[str, Any], *, res_id: str | None = None, method: str = "POST"
     ) -> StoredResource:

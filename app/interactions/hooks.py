@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
     from app.storage.repository import StoredResource
 
 BeforeWrite = Callable[["FhirService", dict[str, Any], "StoredResource | None", dict[str, Any]],

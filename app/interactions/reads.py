@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlencode
 
 from app.errors import BadRequest, Gone, Issue, NotFound, PreconditionFailed
-from app.fhir import bundles, hooks
+from app.fhir import bundles
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.search.executor import SearchResult, run_search
 from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_date, parse_search
 from app.fhir.validation import check_id
+from app.interactions import hooks
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
 from app.security.policy import check_write_allowed
@@ -23,7 +24,7 @@ from app.storage.tables import resource as resource_table
 
 if TYPE_CHECKING:
     from app.config import Settings
-    from app.fhir.service import FhirService  # the one class this mixin is mixed into
+    from app.interactions.service import FhirService  # the one class this mixin is mixed into
     from app.security.guard import Guard
     from app.storage.repository import Repository
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.errors import BadRequest, Conflict, Issue, MethodNotAllowed, Unprocessable
-from app.fhir import hooks
 from app.fhir.validation import check_profiles, validate_input, validate_resource, validation_outcome
+from app.interactions import hooks
 from app.security.policy import check_write_allowed
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
 
 INSTANCE_MODES = ("update", "delete", "profile")
 
