@@ -24,7 +24,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock openapi clean
+.PHONY: run test lint lock openapi clean web-assets
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "SafeFlag needs Python 3.11 or newer (python3 --version: $$(python3 --version 2>&1))"; exit 1; }
@@ -46,12 +46,20 @@ $(TEST_STAMP): pyproject.toml $(TEST_LOCK) | $(PY)
 	@$(PIP) --no-deps -e .
 	@touch $@ $(STAMP)
 
+# The NHS.UK frontend CSS/JS the web app serves: the npm tarball pinned by version and sha512 integrity in
+# app/web/assets.py, fetched with Python's urllib into app/web/static/vendor/ (ignored); no Node needed.
+WEB_ASSETS := app/web/static/vendor/VERSION
+$(WEB_ASSETS): app/web/assets.py | $(PY)
+	@$(PY) -m app.web.assets
+	@touch $@
+web-assets: $(WEB_ASSETS)
+
 # `safeflag serve` migrates the database first, then prints the FHIR base URL and how to mint a token.
-run: $(STAMP)
+run: $(STAMP) $(WEB_ASSETS)
 	$(VENV)/bin/safeflag serve $(SERVE_ARGS)
 
 # Lint first: a finding fails `make test` (and so CI) before the suite runs.
-test: lint
+test: lint $(WEB_ASSETS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)

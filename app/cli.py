@@ -95,6 +95,11 @@ def serve(
         public = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
         os.environ["SAFEFLAG_BASE_URL"] = f"http://{public}:{port}"
     settings = get_settings()
+    from app.web.dev_sign_in import check_bind
+
+    refusal = check_bind(settings.web_dev_sign_in, host)
+    if refusal:
+        raise fail(refusal)
     _port_free_or_exit(host, port)
     if settings.metrics_bind:
         from app.metrics_listener import parse_bind
@@ -169,11 +174,20 @@ def _print_banner(settings: Settings, host: str, port: int, workers: int) -> Non
     database = make_url(settings.effective_database_url).render_as_string(hide_password=True)
     print(f"SafeFlag FHIR R4 server on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
     print(f"  FHIR base URL : {settings.fhir_base}")
+    print(f"  web app       : {settings.base_url.rstrip('/')}/app{_sign_in_hint(settings)}")
     print(f"  database      : {database}")
     print(f"  mint a token  : TOKEN=$({_token_hint(settings, script)})")
     print(f'  then          : curl -H "Authorization: Bearer $TOKEN" {settings.fhir_base}/Patient')
     scrape = f"   metrics without a token: http://{settings.metrics_bind}/metrics" if settings.metrics_bind else ""
     print(f"  operations    : /healthz /readyz /metrics{scrape}   (stop: Ctrl-C or SIGTERM)", flush=True)
+
+
+def _sign_in_hint(settings: Settings) -> str:
+    if settings.web_dev_sign_in:
+        return "   (development sign-in: the demo borough's people)"
+    if settings.web_oidc_issuer:
+        return f"   (sign in with {settings.web_oidc_issuer})"
+    return "   (no sign-in configured: see docs/web-app.md)"
 
 
 def _token_hint(settings: Settings, script: str) -> str:

@@ -60,6 +60,23 @@ class Settings(BaseSettings):
     notify_backoff_cap: float = 3600.0
     notify_retry_window: float = 24 * 3600.0
     notify_timer_seconds: float = 30.0
+    # the web app at /app (app/web; docs/web-app.md): OpenID Connect sign-in (Authorization Code + PKCE)
+    web_oidc_issuer: str = ""  # the provider's issuer; empty: nobody can sign in through a provider
+    web_oidc_discovery_url: str = ""  # default: <issuer>/.well-known/openid-configuration
+    web_oidc_client_id: str = ""
+    web_oidc_client_secret: str = ""  # empty: a public client (PKCE alone)
+    web_oidc_redirect_url: str = ""  # default: <base URL>/app/auth/callback
+    web_oidc_scopes: str = "openid profile email"
+    # which ID-token claims carry the role, organisation, practitioner and care setting (app/web/claims.py)
+    web_claim_role: str = "role"
+    web_claim_org: str = "org"
+    web_claim_practitioner: str = "fhirUser"
+    web_claim_care_setting: str = "care_setting"
+    web_claim_name: str = "name"
+    web_role_map: str = "{}"  # JSON {"claim value": "safeflag-role"}; empty: the claim names the role itself
+    web_idle_timeout_seconds: int = Field(default=15 * 60, ge=1)
+    web_cookie_secure: Literal["auto", "always", "never"] = "auto"  # auto: Secure when the base URL is https
+    web_dev_sign_in: bool = False  # sign in as one of the demo borough's people: loopback binds only
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from app import openapi
+from app import openapi, web
 from app.api import (
     auth,
     conformance,
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     ]
     for router in [*earlier, interactions.router]:
         app.include_router(router)
+    web.install(app)  # the web app at /app (app/web)
     # create, read and search straight to their routes (app/api/hot.py), inside the exception handlers
     app.router.middleware_stack = HotRoutes(app.router.middleware_stack, interactions.router, earlier)
     app.add_middleware(GzipResponses)  # innermost: the log line and metrics see the request as the client sent it

@@ -1,0 +1,46 @@
+"""The web app at /app: server-rendered NHS.UK design-system pages for the people in the flow, signed in
+with OpenID Connect, built on the API's own policy and audit (a page shows what the same user could read
+through /fhir). `install(app)` is all app/main.py calls.
+
+- session.py: server-side sessions, `current_user` (the dependency every page starts from), CSRF.
+- oidc.py, claims.py: the provider (Authorization Code + PKCE) and the claim mapping to a Principal.
+- dev_sign_in.py: the development sign-in (demo borough people; loopback only).
+- routes.py: sign-in, callback, sign-out; headers.py: CSP and the other browser headers on /app.
+- templates.py, templates/: Jinja with the nhsuk-frontend-jinja macros; assets.py: the pinned NHS.UK
+  frontend CSS/JS fetched by the build into static/vendor/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from app.web.headers import WebHeadersMiddleware
+from app.web.session import CsrfRefused, SignInRequired
+
+STATIC = Path(__file__).parent / "static"
+
+
+def install(app: FastAPI) -> None:
+    """Mount the web app: its routes, its static files, its error pages and its response headers."""
+    from app.web import routes
+    from app.web.templates import render
+
+    app.include_router(routes.router)
+    app.mount("/app/static", StaticFiles(directory=STATIC), name="web-static")
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in_required(request: Request, _exc: SignInRequired) -> Response:
+        timed_out = getattr(request.state, "web_timed_out", False)
+        return RedirectResponse("/app/sign-in?timed-out=1" if timed_out else "/app/sign-in", status_code=303)
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:
+        return render(request, "forbidden.jinja", 403, title="This request was refused",
+                      reason="This form could not be accepted: it did not come from your current SafeFlag page. "
+                             "Go back, reload the page and try again.")
+
+    app.add_middleware(WebHeadersMiddleware)

@@ -1,0 +1,64 @@
+"""Sign-in, sign-out and refused sign-ins, audited like every other access.
+
+One AuditEvent each, in the shape app/security/audit.py gives every access, typed as DICOM's User
+Authentication event (110114) with the Login (110122) or Logout (110123) subtype, as IHE BALP and ATNA
+record them. A refused sign-in (no mapped role, a failed exchange with the provider) has outcome 4 and
+names the account by the provider's issuer and subject; nothing from the ID token beyond that is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from app.observability import request_id_var
+from app.security.audit import DCM, audit_for, clean
+from app.security.principal import Principal
+
+AUTHENTICATION = {"system": DCM, "code": "110114", "display": "User Authentication"}
+LOGIN = {"system": DCM, "code": "110122", "display": "Login"}
+LOGOUT = {"system": DCM, "code": "110123", "display": "Logout"}
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _store(request: Request, event: dict[str, Any], org: str | None) -> None:
+    ctx = request.app.state.ctx
+    async with ctx.unit_of_work() as svc:
+        await svc.repo.create("AuditEvent", event, org=org, now=ctx.clock.now())
+
+
+def _event(request: Request, principal: Principal | None, subtype: dict[str, str], outcome: str,
+           desc: str | None) -> dict[str, Any]:
+    ctx = request.app.state.ctx
+    event = audit_for(interaction="operation", principal=principal, recorded=ctx.clock.now(), outcome=outcome,
+                      outcome_desc=desc, request_id=request_id_var.get(),
+                      client_address=_client(request), server=ctx.settings.fhir_base)
+    event["type"] = AUTHENTICATION
+    event["subtype"] = [subtype]
+    return event
+
+
+async def audit_sign_in(request: Request, principal: Principal) -> None:
+    await _store(request, _event(request, principal, LOGIN, "0", "signed in to the web app"), principal.org)
+
+
+async def audit_refused_sign_in(request: Request, issuer: str, sub: str | None, reason: str) -> None:
+    event = _event(request, None, LOGIN, "4", reason)
+    if sub:
+        event["agent"][0]["who"] = {"identifier": {"system": clean(issuer), "value": clean(sub)}}
+        event["agent"][0]["altId"] = clean(sub)
+    await _store(request, event, None)
+
+
+async def audit_sign_out(request: Request, session: Any, why: str = "signed out") -> None:
+    """A signed-in session's end (sign-out or idle timeout); a sign-in that never finished is not audited."""
+    if not session.claims:
+        return
+    from app.web.session import principal_of
+
+    principal = principal_of(request, session)
+    await _store(request, _event(request, principal, LOGOUT, "0", why), principal.org)

@@ -1,0 +1,63 @@
+"""Development sign-in: sign in as one of the `safeflag demo` borough's people, without a provider.
+
+Only when `SAFEFLAG_WEB_DEV_SIGN_IN` is set and the server listens on a loopback address: `safeflag serve`
+refuses to start with it on any other bind (`check_bind`), and the form is refused to a client that is
+not itself on loopback. The people carry the claims the demo's own tokens carry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from app.demo.borough import ED, ED_CARE_SETTING, ED_NURSE, HV, LEAD, MASH, ZERO19
+from app.web.claims import WEB_SCOPE
+
+ISSUER = "safeflag-development-sign-in"
+
+
+@dataclass(frozen=True)
+class Person:
+    key: str
+    name: str
+    description: str
+    role: str
+    org: str
+    fhir_user: str | None
+    care_setting: str | None
+
+    def claims(self) -> dict[str, str]:
+        claims = {"iss": ISSUER, "sub": f"demo-{self.key}", "role": self.role, "scope": WEB_SCOPE,
+                  "org": self.org, "fhirUser": self.fhir_user, "care_setting": self.care_setting,
+                  "name": self.name}
+        return {k: v for k, v in claims.items() if v}
+
+
+PEOPLE = (
+    Person("hv", "Hana Visitor", "health visitor, Demo 0-19 Service", "health-visitor", ZERO19, HV, None),
+    Person("lead", "Sam Lead", "safeguarding lead, Demo 0-19 Service", "safeguarding-lead", ZERO19, LEAD, None),
+    Person("ed-nurse", "Eddie Nurse", "ED clinician, Demo General Hospital", "ed-clinician", ED, ED_NURSE,
+           ED_CARE_SETTING),
+    Person("mash", "Morgan Mash", "MASH practitioner, Demo Borough MASH", "mash-practitioner", MASH, None, None),
+)
+
+
+def person(key: str) -> Person | None:
+    return next((p for p in PEOPLE if p.key == key), None)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(enabled: bool, host: str) -> str | None:
+    """Why the server must not start (development sign-in on a non-loopback bind), or None."""
+    if enabled and not is_loopback(host):
+        return (f"refusing to start: development sign-in (SAFEFLAG_WEB_DEV_SIGN_IN) is allowed only on a loopback "
+                f"address, not {host or 'all addresses'}")
+    return None

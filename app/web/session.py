@@ -1,0 +1,188 @@
+"""Server-side sessions for the web app, and `current_user`, the dependency every page starts from.
+
+The browser holds only a random value in an HttpOnly, SameSite=Lax cookie scoped to `/app` (Secure when
+the service is reached over TLS: `SAFEFLAG_WEB_COOKIE_SECURE`, by default when the base URL is https);
+the `web_session` table holds its SHA-256, the user's claims, the form (CSRF) token and when it was last
+used. A session unused for longer than `SAFEFLAG_WEB_IDLE_TIMEOUT_SECONDS` (15 minutes; time from the
+injected clock) is ended on its next use; sign-out deletes the row, so the old cookie no longer works.
+Signing in issues a new value (no session fixation).
+
+`current_user(request) -> Principal` gives the signed-in user as the same `Principal` the API's policy
+and audit use, or sends the browser to the sign-in page. Every form carries `csrf_token`; `form_session`
+checks it against the session's token (a forged or missing one: 403, nothing done).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import delete, insert, select, update
+from starlette.responses import Response
+
+from app.context import AppContext
+from app.security.principal import Principal
+from app.storage.web_tables import web_session
+
+COOKIE = "safeflag_session"
+COOKIE_PATH = "/app"
+CSRF_FIELD = "csrf_token"
+
+
+class SignInRequired(Exception):
+    """No signed-in session: the browser is sent to the sign-in page."""
+
+
+class CsrfRefused(Exception):
+    """A form post without the session's CSRF token: refused with 403, nothing done."""
+
+
+@dataclass
+class WebSession:
+    key: str  # SHA-256 of the cookie's value
+    csrf: str
+    claims: dict[str, Any] | None = None
+    login: dict[str, Any] | None = None
+    ended: bool = False  # found, but past its idle timeout (and now deleted)
+
+    @property
+    def signed_in(self) -> bool:
+        return self.claims is not None
+
+    @property
+    def name(self) -> str:
+        claims = self.claims or {}
+        return str(claims.get("name") or claims.get("sub") or "")
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+class SessionStore:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.timeout = timedelta(seconds=ctx.settings.web_idle_timeout_seconds)
+
+    def now(self) -> datetime:
+        return _naive(self.ctx.clock.now())
+
+    async def load(self, cookie: str | None) -> WebSession | None:
+        """The session a cookie names, its last use moved to now; None when there is none. A session past
+        its idle timeout is deleted and returned with `ended` set (so that its end can be audited)."""
+        if not cookie or len(cookie) > 128:
+            return None
+        key = _hash(cookie)
+        now = self.now()
+        async with self.ctx.sessionmaker() as db, db.begin():
+            row = (await db.execute(select(web_session).where(web_session.c.id_hash == key))).first()
+            if row is None:
+                return None
+            found = WebSession(key, row.csrf, row.claims, row.login)
+            if now - row.last_seen > self.timeout:
+                await db.execute(delete(web_session).where(web_session.c.id_hash == key))
+                found.ended = True
+                return found
+            await db.execute(update(web_session).where(web_session.c.id_hash == key).values(last_seen=now))
+        return found
+
+    async def create(self, *, claims: dict[str, Any] | None = None,
+                     login: dict[str, Any] | None = None, replaces: str | None = None) -> tuple[str, WebSession]:
+        """A new session (a new cookie value) with its own CSRF token; `replaces` (a key) is deleted in the
+        same transaction. Sessions past their idle timeout are cleared out on the way."""
+        cookie = secrets.token_urlsafe(32)
+        found = WebSession(_hash(cookie), secrets.token_urlsafe(32), claims, login)
+        now = self.now()
+        async with self.ctx.sessionmaker() as db, db.begin():
+            await db.execute(delete(web_session).where(web_session.c.last_seen < now - self.timeout))
+            if replaces:
+                await db.execute(delete(web_session).where(web_session.c.id_hash == replaces))
+            await db.execute(insert(web_session).values(
+                id_hash=found.key, claims=claims, login=login, csrf=found.csrf, created_at=now, last_seen=now))
+        return cookie, found
+
+    async def end(self, key: str) -> None:
+        async with self.ctx.sessionmaker() as db, db.begin():
+            await db.execute(delete(web_session).where(web_session.c.id_hash == key))
+
+
+def store(request: Request) -> SessionStore:
+    return SessionStore(request.app.state.ctx)
+
+
+def secure_cookie(request: Request) -> bool:
+    mode = request.app.state.ctx.settings.web_cookie_secure
+    if mode != "auto":
+        return bool(mode == "always")
+    return request.url.scheme == "https" or request.app.state.ctx.settings.base_url.startswith("https:")
+
+
+def set_cookie(request: Request, response: Response, value: str) -> None:
+    response.set_cookie(COOKIE, value, path=COOKIE_PATH, httponly=True, samesite="lax",
+                        secure=secure_cookie(request))
+
+
+def clear_cookie(request: Request, response: Response) -> None:
+    response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax", secure=secure_cookie(request))
+
+
+async def session_of(request: Request) -> WebSession | None:
+    """This request's session (loaded once per request), or None."""
+    if not hasattr(request.state, "web_session"):
+        found = await store(request).load(request.cookies.get(COOKIE))
+        if found is not None and found.ended:
+            from app.web.audit import audit_sign_out
+
+            await audit_sign_out(request, found, "session ended after its idle timeout")
+            request.state.web_timed_out = found.signed_in
+            found = None
+        request.state.web_session = found
+    result: WebSession | None = request.state.web_session
+    return result
+
+
+def principal_of(request: Request, session: WebSession) -> Principal:
+    assert session.claims is not None
+    return Principal.from_claims(session.claims, base=request.app.state.ctx.settings.fhir_base)
+
+
+async def current_session(request: Request) -> WebSession:
+    """The signed-in session, or SignInRequired (answered by a redirect to the sign-in page)."""
+    found = await session_of(request)
+    if found is None or not found.signed_in:
+        raise SignInRequired()
+    return found
+
+
+async def current_user(request: Request) -> Principal:
+    """FastAPI dependency: the signed-in user's Principal (role, organisation, practitioner, care
+    setting), decided and audited by the same policy as the API; not signed in: to the sign-in page."""
+    return principal_of(request, await current_session(request))
+
+
+async def form_session(request: Request) -> WebSession:
+    """FastAPI dependency for every form post: the session whose CSRF token the form carries, signed in
+    or not (the development sign-in posts before anyone is); anything else raises CsrfRefused (403)."""
+    found = await session_of(request)
+    form = await request.form()
+    token = form.get(CSRF_FIELD)
+    if found is None or not isinstance(token, str) or not hmac.compare_digest(token, found.csrf):
+        raise CsrfRefused()
+    return found
+
+
+async def signed_in_form(request: Request) -> Principal:
+    """FastAPI dependency for a signed-in user's form post: CSRF checked first, then the user."""
+    found = await form_session(request)
+    if not found.signed_in:
+        raise SignInRequired()
+    return principal_of(request, found)

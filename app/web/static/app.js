@@ -1,0 +1,6 @@
+// SafeFlag's one script (a module; the Content-Security-Policy allows no inline script): marks the page
+// as running JavaScript, as NHS.UK frontend's styles expect, and starts its components.
+import { initAll } from "./vendor/nhsuk-frontend.min.js";
+
+document.body.classList.add("js-enabled", "nhsuk-frontend-supported");
+initAll();
