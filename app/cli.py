@@ -206,7 +206,7 @@ def dispatcher(
     no_migrate: Annotated[bool, typer.Option("--no-migrate", help="do not migrate first")] = False,
 ) -> None:
     """Run notification delivery workers only (any number of these against one PostgreSQL)."""
-    from app.notify.runtime import run_standalone
+    from app.worker import run_standalone
 
     if not no_migrate:
         _migrate_or_exit()

@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         stop = asyncio.Event()
         task = None
         if settings.dispatcher_in_process and os.environ.get("SAFEFLAG_NO_DISPATCHER") != "1":
-            from app.notify.runtime import make_dispatcher
+            from app.worker import make_dispatcher
 
             dispatcher = make_dispatcher(app.state.ctx, ws=app.state.ws_registry)
             task = asyncio.create_task(dispatcher.run(stop), name="safeflag-dispatcher")

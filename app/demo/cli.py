@@ -86,8 +86,8 @@ async def run(out: Console) -> int:
     from app.demo.story import StepFailed, Story, new_secret
     from app.main import create_app
     from app.notify.allow import host_port, names_host
-    from app.notify.runtime import make_dispatcher
     from app.storage.migrate import upgrade
+    from app.worker import make_dispatcher
 
     # the demo runs its own dispatcher (below), whatever SAFEFLAG_DISPATCHER_IN_PROCESS says; its
     # request logs would drown the story, so only problems are logged

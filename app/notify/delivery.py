@@ -19,12 +19,12 @@ import orjson
 from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.context import AppContext
 from app.errors import FhirError
 from app.notify.bundle import Event, notification_bundle
 from app.notify.channels import rest_hook
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.subscriptions import SubscriptionSpec, parse_spec
+from app.ports import UnitOfWork
 from app.storage.notify_tables import notification, subscription_state
 from app.storage.repository import utc_ms
 from app.storage.tables import resource, resource_version
@@ -43,7 +43,7 @@ class RetryPolicy:
         return timedelta(seconds=raw * random.uniform(0.5, 1.5))
 
 
-def _now(ctx: AppContext) -> datetime:
+def _now(ctx: UnitOfWork) -> datetime:
     return utc_ms(ctx.clock.now())
 
 
@@ -57,7 +57,7 @@ async def lease(session: AsyncSession, sub_id: str, owner: str, now: datetime, s
     return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
-async def release(ctx: AppContext, sub_id: str, owner: str, **values: Any) -> None:
+async def release(ctx: UnitOfWork, sub_id: str, owner: str, **values: Any) -> None:
     s = subscription_state.c
     async with ctx.bookkeeping() as session, session.begin():
         await session.execute(
@@ -67,7 +67,7 @@ async def release(ctx: AppContext, sub_id: str, owner: str, **values: Any) -> No
         )
 
 
-async def set_status(ctx: AppContext, sub_id: str, status: str, error: str | None = None) -> None:
+async def set_status(ctx: UnitOfWork, sub_id: str, status: str, error: str | None = None) -> None:
     """Server-side status change: a new Subscription version (one writer) and the mirrored state. The
     Subscription is read locked (`get_for_write`), so a client's write of it under way finishes first
     and the status goes on top of it (never a 409 for the server's own write, never a lost update)."""
@@ -94,7 +94,7 @@ class _Work:
     events: list[Event]
 
 
-async def _load(ctx: AppContext, sub_id: str, owner: str, lease_seconds: float) -> _Work | None:
+async def _load(ctx: UnitOfWork, sub_id: str, owner: str, lease_seconds: float) -> _Work | None:
     async with ctx.bookkeeping() as session, session.begin():
         state = (
             await session.execute(select(subscription_state).where(subscription_state.c.sub_id == sub_id))
@@ -173,7 +173,7 @@ def _context_refs(content: dict[str, Any] | None) -> list[str]:
 
 
 async def _send(
-    ctx: AppContext, spec: SubscriptionSpec, secret: str | None, body: bytes, http: httpx.AsyncClient,
+    ctx: UnitOfWork, spec: SubscriptionSpec, secret: str | None, body: bytes, http: httpx.AsyncClient,
     ws: WebSocketRegistry | None,
 ) -> rest_hook.DeliveryResult:
     if spec.channel_type == "websocket":
@@ -186,7 +186,7 @@ async def _send(
 
 
 async def deliver(
-    ctx: AppContext, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
+    ctx: UnitOfWork, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
     retry: RetryPolicy, lease_seconds: float = 30.0,
 ) -> int:
     """Send what is due for one leased subscription; returns the number of events delivered. A backlog
@@ -203,7 +203,7 @@ async def deliver(
 
 
 async def _deliver_one(
-    ctx: AppContext, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
+    ctx: UnitOfWork, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
     retry: RetryPolicy, lease_seconds: float,
 ) -> tuple[int, bool]:
     """One bundle (or handshake, or heartbeat); (events delivered, lease still held for another bundle)."""
@@ -262,7 +262,7 @@ async def _deliver_one(
 
 
 async def _delivered(
-    ctx: AppContext, sub_id: str, owner: str, numbers: list[int], now: datetime, *, keep_lease: bool = False
+    ctx: UnitOfWork, sub_id: str, owner: str, numbers: list[int], now: datetime, *, keep_lease: bool = False
 ) -> None:
     """Mark the events delivered and give the lease back (unless another bundle follows), in one transaction."""
     n, s = notification.c, subscription_state.c
@@ -281,7 +281,7 @@ async def _delivered(
 
 
 async def _failed(
-    ctx: AppContext, sub_id: str, owner: str, state: Any, now: datetime, retry: RetryPolicy, error: str
+    ctx: UnitOfWork, sub_id: str, owner: str, state: Any, now: datetime, retry: RetryPolicy, error: str
 ) -> None:
     attempts = int(state.attempts or 0) + 1
     failing_since = state.failing_since or now

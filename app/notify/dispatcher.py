@@ -25,26 +25,26 @@ from typing import Any
 import httpx
 from sqlalchemy import and_, exists, or_, select, update
 
-from app.context import AppContext
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.delivery import RetryPolicy, deliver, lease
 from app.notify.liveness import FileLiveness, Liveness, PgLiveness, sqlite_lock_dir
 from app.notify.matcher import SpecCache, match_rows
 from app.notify.outbox import CHANNEL, claim_batch, mark_processed
+from app.ports import UnitOfWork
 from app.storage.failures import as_fhir_error
 from app.storage.notify_tables import notification, subscription_state
 from app.storage.repository import utc_ms
 
 log = logging.getLogger("safeflag.dispatcher")
 
-Timer = Callable[[AppContext, datetime], Awaitable[int]]
+Timer = Callable[[UnitOfWork, datetime], Awaitable[int]]
 DUE_PER_ROUND = 100  # subscriptions a round looks at
 
 
 class Dispatcher:
     def __init__(
         self,
-        ctx: AppContext,
+        ctx: UnitOfWork,
         *,
         ws: WebSocketRegistry | None = None,
         http: httpx.AsyncClient | None = None,

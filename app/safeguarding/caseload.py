@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import IO, Any
 
-from app.context import AppContext
 from app.errors import Conflict, FhirError
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
-from app.interactions.service import FhirService
+from app.ports import UnitOfWork, Work
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import CARE_TEAM_ROLE
 from app.storage.buffer import savepoint
@@ -163,7 +162,7 @@ def new_care_team(patient_id: str, row: Row) -> dict[str, Any]:
 class _Batch:
     """One transaction's worth of rows."""
 
-    def __init__(self, svc: FhirService, report: Report, known: dict[str, bool]) -> None:
+    def __init__(self, svc: Work, report: Report, known: dict[str, bool]) -> None:
         self.svc = svc
         self.lookup = Lookup(svc.session, svc.settings.fhir_base)
         self.report = report
@@ -221,7 +220,7 @@ class _Batch:
 
 
 async def import_rows(
-    ctx: AppContext, rows: list[Row], report: Report, *, batch_size: int = 500,
+    ctx: UnitOfWork, rows: list[Row], report: Report, *, batch_size: int = 500,
     progress: Callable[[int], None] = lambda n: None,
 ) -> None:
     """Write the good rows, one transaction per batch; a batch that fails is reported row by row."""

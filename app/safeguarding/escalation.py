@@ -17,8 +17,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.context import AppContext
 from app.errors import Conflict, ServerWriteInvalid
+from app.ports import UnitOfWork
 from app.safeguarding.ed_attendance import COMM_CATEGORY
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import care_team_member, lead_of
@@ -63,7 +63,7 @@ def _escalation(task: StoredResource, lead: dict[str, Any] | None, now: datetime
     return comm
 
 
-async def overdue_candidates(ctx: AppContext, now: datetime) -> list[str]:
+async def overdue_candidates(ctx: UnitOfWork, now: datetime) -> list[str]:
     """Ids of open, not yet escalated acknowledgement Tasks authored at least a day before `now`."""
     query = [
         ("code", f"{TASK_CODES}|acknowledge"),
@@ -82,7 +82,7 @@ async def overdue_candidates(ctx: AppContext, now: datetime) -> list[str]:
                 return ids
 
 
-async def escalate_one(ctx: AppContext, task_id: str, now: datetime) -> bool:
+async def escalate_one(ctx: UnitOfWork, task_id: str, now: datetime) -> bool:
     """Escalate one Task if it is (still) overdue and not escalated; its own transaction."""
     async with ctx.unit_of_work() as svc:
         task = await svc.repo.get_for_write("Task", task_id)  # an acknowledgement under way finishes first
@@ -101,7 +101,7 @@ async def escalate_one(ctx: AppContext, task_id: str, now: datetime) -> bool:
     return True
 
 
-async def escalate_overdue(ctx: AppContext, now: datetime) -> int:
+async def escalate_overdue(ctx: UnitOfWork, now: datetime) -> int:
     """Escalate every open acknowledgement Task whose due time has passed; returns how many."""
     now = utc_ms(now)
     done = 0
