@@ -5,18 +5,30 @@ Contract section 1 lists the variables and their defaults.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from app.fhir.search.limits import SearchLimits
-
 MiB = 1024 * 1024
 HolidaysRegion = Literal["england-and-wales", "scotland", "northern-ireland"]  # UK bank-holiday calendars
+MAX_CHAIN = 3  # references one chained search parameter goes through
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    """What one search may ask for (enforced while it is parsed, app/fhir/search/limits.py)."""
+
+    max_criteria: int = 10
+    max_values: int = 100
+
+    def describe(self) -> str:
+        return (f"at most {self.max_criteria} search criteria (each repeated parameter and each _sort, _include "
+                f"and _revinclude value counting once), {self.max_values} values in all (a,b counts two; a "
+                f"chained parameter's count once per resource type it is tried on) and chains through {MAX_CHAIN} references")
 
 
 class Settings(BaseSettings):
@@ -86,8 +98,6 @@ class Settings(BaseSettings):
 
     @property
     def search_limits(self) -> SearchLimits:
-        from app.fhir.search.limits import SearchLimits
-
         return SearchLimits(self.search_max_criteria, self.search_max_values)
 
     @property

@@ -22,23 +22,10 @@ while parsing, so a refused query costs no more than the bound itself to read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from app.config import MAX_CHAIN, SearchLimits
 from app.errors import BadRequest
 
-MAX_CHAIN = 3  # references one chained parameter goes through
-
-
-@dataclass(frozen=True)
-class SearchLimits:
-    max_criteria: int = 10
-    max_values: int = 100
-
-    def describe(self) -> str:
-        return (f"at most {self.max_criteria} search criteria (each repeated parameter and each _sort, _include "
-                f"and _revinclude value counting once), {self.max_values} values in all (a,b counts two; a "
-                f"chained parameter's count once per resource type it is tried on) and chains through {MAX_CHAIN} references")
-
+__all__ = ["DEFAULT_LIMITS", "MAX_CHAIN", "Budget", "SearchLimits", "SearchTooCostly"]
 
 DEFAULT_LIMITS = SearchLimits()
 
