@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import sys
@@ -13,6 +14,7 @@ from rich.console import Console
 
 from app.cli_errors import describe, fail, run, safeflag_script
 from app.config import Settings, get_settings
+from app.ports import UnitOfWork
 
 app = typer.Typer(help="SafeFlag: FHIR R4 safeguarding service", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -223,7 +225,15 @@ _register_report(app)
 
 from app.safeguarding.caseload_cli import register as _register_caseload  # noqa: E402  (import-caseload)
 
-_register_caseload(app)
+
+def _open_context(settings: Settings) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
+    """The app's context for a command that writes through the engine (imported only when one runs)."""
+    from app.context import opened
+
+    return opened(settings)
+
+
+_register_caseload(app, _open_context)
 
 from app.safeguarding.patients_cli import register as _register_patients  # noqa: E402  (patients duplicates)
 

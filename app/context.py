@@ -124,3 +124,13 @@ class AppContext:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[AppContext]:
+    """The context for `settings`, closed when the block ends (a CLI command's)."""
+    ctx = AppContext.from_settings(settings)
+    try:
+        yield ctx
+    finally:
+        await ctx.close()

@@ -30,7 +30,7 @@ from app.api import (
     unknown_operations,
 )
 from app.api.compression import GzipResponses
-from app.api.deps import audit_refused_route
+from app.api.deps import Context, audit_refused_route
 from app.api.hot import HotRoutes
 from app.api.responses import fhir_response
 from app.config import Settings, get_settings
@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = ctx is None
-        app.state.ctx = ctx or AppContext.from_settings(settings)
+        context: Context = ctx or AppContext.from_settings(settings)  # what the routes see of it
+        app.state.ctx = context
         stop = asyncio.Event()
         task = None
         if settings.dispatcher_in_process and os.environ.get("SAFEFLAG_NO_DISPATCHER") != "1":

@@ -23,15 +23,20 @@ import json
 import re
 import zlib
 from contextlib import AbstractAsyncContextManager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import orjson
 from fastapi import Depends, Request
 
-from app.context import AppContext
 from app.errors import BadRequest, FhirError, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from app.interactions.service import FhirService
 from app.observability import request_id_var
+from app.ports import UnitOfWork
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from app.security.principal import Principal
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json")
@@ -52,12 +57,25 @@ _FHIR_VERSION = re.compile(r";\s*fhirversion\s*=\s*\"?([^;,\"\s]*)", re.IGNORECA
 _CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-async def get_context(request: Request) -> AppContext:
-    ctx: AppContext = request.app.state.ctx
+class Context(UnitOfWork, Protocol):
+    """The app's context as the routes use it (`app.state.ctx`, built by app/main.py from app/context.py):
+    a job's UnitOfWork whose transactions are the interaction engine itself, and the session factory."""
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]: ...
+
+    def unit_of_work(
+        self, principal: Principal | None = None, *, request_id: str | None = None,
+        client_address: str | None = None, scheduled: bool = False, metrics: object = None,
+    ) -> AbstractAsyncContextManager[FhirService]: ...
+
+
+async def get_context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
     return ctx
 
 
-ContextDep = Annotated[AppContext, Depends(get_context)]
+ContextDep = Annotated[Context, Depends(get_context)]
 
 
 async def check_accept(request: Request) -> None:
@@ -265,7 +283,7 @@ def parse_json(raw: bytes) -> Any:
     return value
 
 
-async def json_body(request: Request, ctx: AppContext, *, patch: bool = False) -> Any:
+async def json_body(request: Request, ctx: Context, *, patch: bool = False) -> Any:
     mt = media_type(request)
     allowed = JSON_TYPES + PATCH_TYPES if patch else JSON_TYPES
     if mt in XML_TYPES:
@@ -278,7 +296,7 @@ async def json_body(request: Request, ctx: AppContext, *, patch: bool = False) -
 
 def unit_of_work(request: Request) -> AbstractAsyncContextManager[FhirService]:
     """The request's unit of work, as the authenticated principal (set by `app.api.auth.authenticate`)."""
-    ctx: AppContext = request.app.state.ctx
+    ctx: Context = request.app.state.ctx
     return ctx.unit_of_work(
         getattr(request.state, "principal", None),
         request_id=request_id_var.get(),
