@@ -14,13 +14,14 @@ the Subscription's own payload, never widen it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest, NotFound, operation_outcome
 from app.fhir.bundles import transient_entry
+from app.fhir.search.executor import SearchResult
 from app.notify.bundle import Event, notification_bundle, status_parameters
 from app.notify.delivery import _context_refs
 from app.notify.subscriptions import CONTENT_CODES, PAYLOAD_EXT
@@ -32,10 +33,16 @@ from app.storage.notify_tables import notification, subscription_state
 from app.storage.repository import StoredResource
 from app.storage.tables import resource, resource_version
 
-if TYPE_CHECKING:
-    from app.interactions.service import FhirService
-
 MAX_REPLAY = 1000
+
+
+class Searcher(Protocol):
+    """The interaction engine's search (as a client's `Subscription?status=` runs: authorised, restricted,
+    audited), and what it found last."""
+
+    last_search: SearchResult | None
+
+    async def search(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = ...) -> dict[str, Any]: ...
 
 
 def _content_code(sub: StoredResource) -> str:
@@ -75,7 +82,7 @@ async def status(session: AsyncSession, subs: list[StoredResource], fhir_base: s
     return bundle
 
 
-async def callers_subscriptions(svc: FhirService, statuses: list[str], limit: int) -> list[StoredResource]:
+async def callers_subscriptions(svc: Searcher, statuses: list[str], limit: int) -> list[StoredResource]:
     """The Subscriptions the caller may see (its own; every one for admin), searched and audited as
     `Subscription?status=` is; more than `limit` is 400 `too-costly` rather than a silent cut."""
     query = [("status", ",".join(statuses))] if statuses else []
