@@ -239,7 +239,7 @@ from app.safeguarding.patients_cli import register as _register_patients  # noqa
 
 _register_patients(app)
 
-from app.demo.cli import register as _register_demo  # noqa: E402  (demo)
+from app.demo_cli import register as _register_demo  # noqa: E402  (demo)
 
 _register_demo(app)
 
