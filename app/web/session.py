@@ -19,15 +19,20 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Request
 from sqlalchemy import delete, insert, select, update
 from starlette.responses import Response
 
-from app.context import AppContext
 from app.security.principal import Principal
 from app.storage.web_tables import web_session
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from app.config import Settings
+    from app.ports import Clock
 
 COOKIE = "safeflag_session"
 COOKIE_PATH = "/app"
@@ -68,8 +73,21 @@ def _naive(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+class Context(Protocol):
+    """What the sessions use of the app's context (`app.state.ctx`, composed in app/main.py)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]: ...
+
+
 class SessionStore:
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.timeout = timedelta(seconds=ctx.settings.web_idle_timeout_seconds)
 
