@@ -1,4 +1,6 @@
-"""OpenID Connect Authorization Code flow with PKCE (S256) against the configured provider, with Authlib.
+"""OpenID Connect Authorization Code flow with PKCE (S256) against the configured provider: Authlib
+builds the authorization request and the PKCE challenge, httpx carries the exchange, joserfc (Authlib's
+JOSE library) verifies the ID token.
 
 Discovery (`SAFEFLAG_WEB_OIDC_DISCOVERY_URL`, by default `<issuer>/.well-known/openid-configuration`) is
 read on first use and kept. `start` makes the authorization URL with a fresh state, nonce and PKCE
@@ -12,11 +14,11 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
+from urllib.parse import quote
 
 import httpx
-from authlib.common.errors import AuthlibBaseError as OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
-from authlib.oauth2.rfc6749.errors import OAuth2Error
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -43,15 +45,6 @@ class OidcClient:
     def configured(self) -> bool:
         return bool(self.issuer and self.settings.web_oidc_client_id)
 
-    def _client(self) -> AsyncOAuth2Client:
-        secret = self.settings.web_oidc_client_secret or None
-        return AsyncOAuth2Client(
-            client_id=self.settings.web_oidc_client_id, client_secret=secret,
-            scope=self.settings.web_oidc_scopes, redirect_uri=self.redirect_url,
-            code_challenge_method="S256",
-            token_endpoint_auth_method="client_secret_basic" if secret else "none", timeout=10.0,
-        )
-
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
             try:
@@ -71,24 +64,31 @@ class OidcClient:
         meta = await self.metadata()
         login = {"state": secrets.token_urlsafe(24), "nonce": secrets.token_urlsafe(24),
                  "verifier": secrets.token_urlsafe(48)}
-        async with self._client() as client:
-            url, _state = client.create_authorization_url(
-                meta["authorization_endpoint"], state=login["state"], nonce=login["nonce"],
-                code_verifier=login["verifier"])
+        url = prepare_grant_uri(
+            meta["authorization_endpoint"], self.settings.web_oidc_client_id, "code",
+            redirect_uri=self.redirect_url, scope=self.settings.web_oidc_scopes, state=login["state"],
+            nonce=login["nonce"], code_challenge=create_s256_code_challenge(login["verifier"]),
+            code_challenge_method="S256")
         return str(url), login
 
     async def finish(self, login: dict[str, Any], code: str, now: int) -> dict[str, Any]:
         """Exchange the code and return the verified ID token's claims."""
         meta = await self.metadata()
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_url,
+                "code_verifier": login["verifier"], "client_id": self.settings.web_oidc_client_id}
+        secret = self.settings.web_oidc_client_secret
+        # client_secret_basic (RFC 6749 section 2.3.1: both parts form-encoded); a public client sends none
+        auth = httpx.BasicAuth(quote(self.settings.web_oidc_client_id, safe=""), quote(secret, safe="")) if secret else None
         try:
-            async with self._client() as client:
-                token = await client.fetch_token(meta["token_endpoint"], grant_type="authorization_code",
-                                                 code=code, code_verifier=login["verifier"])
             async with httpx.AsyncClient(timeout=10.0) as http:
-                answer = await http.get(meta["jwks_uri"])
+                answer = await http.post(meta["token_endpoint"], data=form, auth=auth or httpx.USE_CLIENT_DEFAULT,
+                                         headers={"Accept": "application/json"})
                 answer.raise_for_status()
-                keys = KeySet.import_key_set(answer.json())
-        except (OAuthError, OAuth2Error, httpx.HTTPError, JoseError, ValueError, KeyError) as exc:
+                token = answer.json()
+                jwks = await http.get(meta["jwks_uri"])
+                jwks.raise_for_status()
+                keys = KeySet.import_key_set(jwks.json())
+        except (httpx.HTTPError, JoseError, ValueError, KeyError) as exc:
             raise SignInFailed(f"the identity provider refused the sign-in: {type(exc).__name__}: {exc}") from None
         id_token = token.get("id_token") if isinstance(token, dict) else None
         if not isinstance(id_token, str):
