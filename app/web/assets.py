@@ -4,7 +4,10 @@ The npm package `nhsuk-frontend` is pinned here by version and by the registry's
 `python -m app.web.assets` downloads its tarball from the npm registry with the standard library only,
 refuses it unless the hash matches, and unpacks the few files the pages use into `static/vendor/`
 (ignored by git: nothing third-party is committed, and no Node is needed to build or run). The
-stylesheet's `url(/assets/...)` references are pointed at where the app serves those images.
+stylesheet's `url(/assets/...)` references are pointed at where the app serves those images, and its
+`@font-face` rules (the Frutiger web font from assets.nhs.uk) are left out: the pages load nothing from
+another origin (the Content-Security-Policy allows none) and fall back to Arial, as NHS.UK frontend's
+font stack does wherever Frutiger is unavailable.
 Run again, it does nothing while the unpacked version matches the pin.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 import sys
 import tarfile
 import urllib.request
@@ -29,6 +33,8 @@ FILES = {  # tarball member (under _DIST) -> file under VENDOR
     "nhsuk-frontend.min.js": "nhsuk-frontend.min.js",
 }
 IMAGES = "assets/images/"
+STAMP = f"{VERSION} (images under {STATIC_PREFIX}, no @font-face)"  # what was unpacked, and how
+_FONT_FACE = re.compile(rb"@font-face\s*\{[^}]*\}")
 
 
 class IntegrityError(RuntimeError):
@@ -64,19 +70,20 @@ def unpack(data: bytes, dest: Path = VENDOR) -> list[Path]:
             content = source.read()
             if target.suffix == ".css":
                 content = content.replace(b"url(/assets/images/", f"url({STATIC_PREFIX}images/".encode())
+                content = _FONT_FACE.sub(b"", content)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
             written.append(target)
     missing = [f for f in FILES.values() if not (dest / f).exists()]
     if missing:
         raise IntegrityError(f"nhsuk-frontend {VERSION}: the tarball has no {', '.join(missing)}")
-    (dest / "VERSION").write_text(VERSION + "\n")
+    (dest / "VERSION").write_text(STAMP + "\n")
     return written
 
 
 def installed(dest: Path = VENDOR) -> bool:
     version = dest / "VERSION"
-    return version.exists() and version.read_text().strip() == VERSION
+    return version.exists() and version.read_text().strip() == STAMP
 
 
 def fetch(dest: Path = VENDOR, url: str = TARBALL) -> bool:
