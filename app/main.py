@@ -169,6 +169,8 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Starlette's own 404 (no route) and 405 (route, other method) as OperationOutcomes."""
+        if web.is_web(request.url.path):  # the web app's pages answer with a page
+            return web.http_error_page(request, exc.status_code)
         code = _HTTP_CODES.get(exc.status_code, "processing")
         headers = dict(exc.headers or {})
         where = f"{request.method} {request.url.path}"[:200]

@@ -18,10 +18,23 @@ from fastapi import FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from app.web.headers import WebHeadersMiddleware
+from app.web.headers import WebHeadersMiddleware, is_web
 from app.web.session import CsrfRefused, SignInRequired
 
 STATIC = Path(__file__).parent / "static"
+ERROR_PAGES = {
+    404: ("Page not found", "There is no page at this address, or it is not one you can open."),
+    405: ("This request was refused", "This page cannot be used that way."),
+}
+__all__ = ["http_error_page", "install", "is_web"]
+
+
+def http_error_page(request: Request, status: int) -> Response:
+    """Starlette's own errors (no such page, wrong method) under /app, as a page rather than FHIR JSON."""
+    from app.web.templates import render
+
+    title, reason = ERROR_PAGES.get(status, ("Something went wrong", "This request could not be answered."))
+    return render(request, "problem.jinja", status, title=title, reason=reason)
 
 
 def install(app: FastAPI) -> None:
@@ -39,7 +52,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(CsrfRefused)
     async def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:
-        return render(request, "forbidden.jinja", 403, title="This request was refused",
+        return render(request, "problem.jinja", 403, title="This request was refused",
                       reason="This form could not be accepted: it did not come from your current SafeFlag page. "
                              "Go back, reload the page and try again.")
 

@@ -97,7 +97,7 @@ async def sign_in_start(request: Request) -> Response:
         url, login = await client.start()
     except SignInFailed as exc:
         log.warning("web sign-in could not start: %s", exc)
-        return render(request, "forbidden.jinja", 503, title="Sign-in is unavailable",
+        return render(request, "problem.jinja", 503, title="Sign-in is unavailable",
                       reason="The identity provider cannot be reached. Try again in a few minutes.")
     found = await session_of(request)
     cookie, _pending = await store(request).create(login=login, replaces=found.key if found else None)
@@ -148,7 +148,7 @@ def _refused(request: Request, reason: str) -> Response:
 async def dev_sign_in(request: Request, found: Annotated[WebSession, Depends(form_session)]) -> Response:
     chosen = person(str((await request.form()).get("person", "")))
     if not _dev_sign_in(request) or chosen is None:
-        return render(request, "forbidden.jinja", 403, title="This request was refused",
+        return render(request, "problem.jinja", 403, title="This request was refused",
                       reason="Development sign-in is not available here.")
     return await _signed_in(request, chosen.claims(), found.key)
 
