@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli_errors import describe, fail, say_error
+from app.cli_errors import describe, fail, safeflag_script, say_error
 from app.config import get_settings
 from app.security.keys import InsecureKeyError
 
@@ -129,9 +129,22 @@ async def run(out: Console) -> int:
     finally:
         await ctx.close()
     out.print(summary(results))
+    print_web_urls(out, settings.base_url)
     failed = [r for r in results if r.status != "OK"]
     out.print("[red]demo failed[/red]" if failed else "[green]demo complete: every step OK[/green]")
     return 1 if failed else 0
+
+
+def print_web_urls(out: Console, base_url: str) -> None:
+    """Where to see the story in a browser: the web app with the development sign-in (loopback only)."""
+    from app.web.dev_sign_in import PEOPLE
+
+    app_url = base_url.rstrip("/") + "/app"
+    out.print("See it in the browser: start the server with development sign-in, "
+              f"[bold]SAFEFLAG_WEB_DEV_SIGN_IN=1 {escape(safeflag_script())} serve[/bold], then open")
+    out.print(f"   {app_url}/sign-in and sign in as one of:")
+    for person in PEOPLE:
+        out.print(f"   {escape(person.name)} ({escape(person.description)})")
 
 
 def demo() -> None:
