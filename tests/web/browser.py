@@ -43,6 +43,7 @@ def start_chrome() -> webdriver.Chrome:
     options.binary_location = browser
     for arg in CHROME_ARGS:
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations show there
     chrome = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     chrome.set_page_load_timeout(30)
     return chrome
@@ -64,7 +65,29 @@ def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     return path
 
 
+def console_errors(driver: webdriver.Chrome) -> list[str]:
+    """The browser console's errors since the last call (a script or style the CSP refused, a file that
+    failed to load, a script error)."""
+    return [str(e["message"]) for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
 def check_page(driver: webdriver.Chrome, name: str) -> None:
-    """What every page test does on every page it reaches: a screenshot, then axe (zero violations)."""
+    """What every page test does on every page of ours it reaches: a screenshot, no console error (so
+    nothing the Content-Security-Policy refused, nothing missing), no inline script, then axe (zero
+    violations)."""
     screenshot(driver, name)
+    page = driver.current_url.split("#")[0]
+    origin = "/".join(page.split("/")[:3])
+    # ours only (not the provider's pages on the way); an error page's own status (403, 404) is logged as
+    # a failed load of the page itself: not a fault
+    errors = [e for e in console_errors(driver) if (e.startswith(origin + "/") or "Content Security Policy" in e)
+              and not e.startswith(page + " - Failed to load resource")]
+    assert errors == [], f"{name}: {errors}"
+    scripts = driver.execute_script(
+        "return Array.from(document.scripts).map(s => [s.src, s.type, s.textContent.trim().length])")
+    assert scripts and all(src and not text for src, _type, text in scripts), scripts
+    handlers = driver.execute_script(
+        "return Array.from(document.querySelectorAll('*')).flatMap("
+        "e => Array.from(e.attributes).filter(a => a.name.startsWith('on')).map(a => e.tagName + ' ' + a.name))")
+    assert handlers == [], handlers  # no inline event handler either
     assert_accessible(driver, name)

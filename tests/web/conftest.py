@@ -8,14 +8,21 @@ a safeguarding lead of the demo 0-19 service, and an account with no SafeFlag ro
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.storage.web_tables import web_session
+from app.web.session import COOKIE
 from tests.conftest import _pg_url
 from tests.e2e.server import RunningServer, start_server
 from tests.web.browser import start_chrome
@@ -79,6 +86,7 @@ def chrome() -> Iterator[webdriver.Chrome]:
 def driver(chrome: webdriver.Chrome) -> webdriver.Chrome:
     """The browser with no cookies left from an earlier test (each test signs in itself)."""
     chrome.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    chrome.get_log("browser")  # what an earlier test left in the console
     return chrome
 
 
@@ -92,3 +100,45 @@ def sign_in(driver: webdriver.Chrome, server: RunningServer, sub: str, *, expect
     driver.find_element("link text", "Sign in").click()
     provider_login(driver, sub)
     wait_for_path(driver, expect)
+
+
+def session_cookie(driver: webdriver.Chrome) -> str:
+    cookie = driver.get_cookie(COOKIE)
+    assert cookie is not None, "no session cookie"
+    return str(cookie["value"])
+
+
+async def _database_url(server: RunningServer) -> str:
+    return server.env.get("SAFEFLAG_DATABASE_URL") or f"sqlite+aiosqlite:///{server.workdir / 'data' / 'safeflag.db'}"
+
+
+async def session_rows(server: RunningServer) -> dict[str, datetime]:
+    """Every stored session of the server: SHA-256 of its cookie -> last used."""
+    engine = create_async_engine(await _database_url(server))
+    try:
+        async with engine.connect() as db:
+            rows = (await db.execute(select(web_session.c.id_hash, web_session.c.last_seen))).all()
+    finally:
+        await engine.dispose()
+    return {row.id_hash: row.last_seen for row in rows}
+
+
+async def idle_for(server: RunningServer, cookie: str, idle: timedelta) -> None:
+    """Make the session behind `cookie` look unused for `idle` more than it has been: its last use moved
+    back in the server's own database (the server's clock is the real one; no test waits 15 minutes)."""
+    key = hashlib.sha256(cookie.encode()).hexdigest()
+    engine = create_async_engine(await _database_url(server))
+    try:
+        async with engine.begin() as db:
+            last = (await db.execute(select(web_session.c.last_seen).where(web_session.c.id_hash == key))).scalar_one()
+            await db.execute(update(web_session).where(web_session.c.id_hash == key).values(last_seen=last - idle))
+    finally:
+        await engine.dispose()
+
+
+def audit_events(server: RunningServer, **params: str) -> list[dict[str, Any]]:
+    """AuditEvents the server recorded, searched through its FHIR API as an admin."""
+    answer = httpx.get(server.fhir_base + "/AuditEvent", params={"_count": "100", "_sort": "-date", **params},
+                       headers=server.headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return [entry["resource"] for entry in answer.json().get("entry", []) if entry.get("search", {}).get("mode") != "outcome"]

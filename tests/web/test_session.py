@@ -1,0 +1,145 @@
+"""The session in a real browser against a real server and provider: an account without a SafeFlag role
+is refused, the idle timeout ends a session, sign-out ends it for good, a forged form is refused, and
+every page carries the Content-Security-Policy and no inline script. Sign-in, sign-out, timeouts and
+refusals are audited."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from app.web.headers import CSP
+from app.web.session import COOKIE
+from tests.e2e.server import RunningServer
+from tests.web.browser import check_page
+from tests.web.conftest import audit_events, idle_for, session_cookie, session_rows, sign_in, wait_for_path
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+LOGIN, LOGOUT = f"{DCM}|110122", f"{DCM}|110123"
+
+
+def _signed_in_page(server: RunningServer, cookie: str, path: str = "/app") -> httpx.Response:
+    return httpx.get(server.base_url + path, cookies={COOKIE: cookie}, follow_redirects=False, timeout=30)
+
+
+def test_an_account_without_a_role_is_refused(driver: webdriver.Chrome, web_server: RunningServer) -> None:
+    sign_in(driver, web_server, "no.role", expect="/app/auth/callback")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "You cannot use SafeFlag with this account"
+    assert "Your account has no SafeFlag role" in driver.find_element(By.TAG_NAME, "main").text
+    assert driver.get_cookie(COOKIE) is None  # no session of any kind is left behind
+    assert ".nhsuk-header__account" not in driver.page_source
+    check_page(driver, f"refused-{web_server.database}")
+    driver.get(web_server.base_url + "/app")
+    assert driver.current_url == web_server.base_url + "/app/sign-in"
+    [refused] = audit_events(web_server, subtype=LOGIN, altid="no.role")
+    assert refused["outcome"] == "4"
+    assert refused["outcomeDesc"] == "sign-in refused: no SafeFlag role for this account"
+    assert refused["agent"][0]["who"] == {"identifier": {"system": refused["agent"][0]["who"]["identifier"]["system"],
+                                                         "value": "no.role"}}
+    assert refused["type"]["code"] == "110114"
+
+
+def test_sign_in_is_audited_and_the_session_is_http_only(driver: webdriver.Chrome, web_server: RunningServer) -> None:
+    before = len(audit_events(web_server, subtype=LOGIN, altid="sam.lead"))
+    sign_in(driver, web_server, "sam.lead")
+    cookie = driver.get_cookie(COOKIE)
+    assert cookie is not None
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"], cookie["secure"]) == (True, "Lax", "/app", False)
+    events = audit_events(web_server, subtype=LOGIN, altid="sam.lead")
+    assert len(events) == before + 1
+    event = events[0]
+    assert event["outcome"] == "0"
+    assert event["agent"][0]["who"]["reference"] == "PractitionerRole/demo-lead"
+    assert event["agent"][0]["role"][0]["coding"][0]["code"] == "safeguarding-lead"
+    assert event["agent"][1]["who"] == {"reference": "Organization/demo-0-19"}
+
+
+async def test_the_idle_timeout_ends_a_session(driver: webdriver.Chrome, web_server: RunningServer) -> None:
+    sign_in(driver, web_server, "hana.visitor")
+    cookie = session_cookie(driver)
+    await idle_for(web_server, cookie, timedelta(minutes=14))  # 14 minutes unused: still signed in
+    driver.get(web_server.base_url + "/app")
+    assert driver.current_url == web_server.base_url + "/app"
+    await idle_for(web_server, cookie, timedelta(minutes=15, seconds=1))  # over 15 minutes: signed out
+    driver.get(web_server.base_url + "/app")
+    assert driver.current_url == web_server.base_url + "/app/sign-in?timed-out=1"
+    assert "You were signed out because you had not used SafeFlag for 15 minutes." in driver.page_source
+    check_page(driver, f"timed-out-{web_server.database}")
+    assert hashlib.sha256(cookie.encode()).hexdigest() not in await session_rows(web_server)
+    answer = _signed_in_page(web_server, cookie)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/app/sign-in")
+    timed_out = [e for e in audit_events(web_server, subtype=LOGOUT, altid="hana.visitor")
+                 if e["outcomeDesc"] == "session ended after its idle timeout"]
+    assert timed_out and timed_out[0]["outcome"] == "0"
+
+
+async def test_sign_out_ends_the_session(driver: webdriver.Chrome, web_server: RunningServer) -> None:
+    sign_in(driver, web_server, "hana.visitor")
+    cookie = session_cookie(driver)
+    assert _signed_in_page(web_server, cookie).status_code == 200
+    signed_out = len(audit_events(web_server, subtype=LOGOUT, altid="hana.visitor"))
+    driver.find_element(By.CSS_SELECTOR, ".nhsuk-header__account-button").click()
+    wait_for_path(driver, "/app/signed-out")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "You have signed out"
+    check_page(driver, f"signed-out-{web_server.database}")
+    assert driver.get_cookie(COOKIE) is None
+    # the old cookie, replayed, signs nobody in: the server no longer has the session
+    assert hashlib.sha256(cookie.encode()).hexdigest() not in await session_rows(web_server)
+    answer = _signed_in_page(web_server, cookie)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/app/sign-in")
+    driver.add_cookie({"name": COOKIE, "value": cookie, "path": "/app"})
+    driver.get(web_server.base_url + "/app")
+    assert driver.current_url == web_server.base_url + "/app/sign-in"
+    events = audit_events(web_server, subtype=LOGOUT, altid="hana.visitor")
+    assert len(events) == signed_out + 1 and events[0]["outcomeDesc"] == "signed out"
+
+
+def test_a_forged_sign_out_is_refused_and_changes_nothing(driver: webdriver.Chrome, web_server: RunningServer,
+                                                          tmp_path: Path) -> None:
+    """A page on another origin (same site: 127.0.0.1, so the Lax cookie goes along) posts SafeFlag's
+    sign-out form without the session's token: 403, and the session still works."""
+    sign_in(driver, web_server, "hana.visitor")
+    cookie = session_cookie(driver)
+    forged = tmp_path / "forged.html"
+    forged.write_text(
+        '<!DOCTYPE html><html lang="en"><head><title>Win a prize</title></head><body><main>'
+        f'<form method="post" action="{web_server.base_url}/app/sign-out">'
+        '<input type="hidden" name="csrf_token" value="guessed"><button type="submit">Claim</button></form>'
+        "</main></body></html>")
+    driver.get(forged.as_uri())
+    driver.find_element(By.TAG_NAME, "button").click()
+    wait_for_path(driver, "/app/sign-out")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "This request was refused"
+    check_page(driver, f"csrf-refused-{web_server.database}")
+    answer = httpx.post(web_server.base_url + "/app/sign-out", cookies={COOKIE: cookie}, data={}, timeout=30)
+    assert answer.status_code == 403  # no token at all
+    assert "This form could not be accepted" in answer.text
+    assert _signed_in_page(web_server, cookie).status_code == 200  # still signed in: nothing changed
+    driver.get(web_server.base_url + "/app")
+    assert driver.current_url == web_server.base_url + "/app"
+
+
+def test_every_page_has_the_csp_and_no_inline_script(driver: webdriver.Chrome, web_server: RunningServer) -> None:
+    sign_in(driver, web_server, "hana.visitor")
+    cookie = session_cookie(driver)
+    pages = ["/app", "/app/sign-in", "/app/signed-out", "/app/no-such-page", "/app/static/app.js",
+             "/app/static/vendor/nhsuk-frontend.min.css"]
+    for path in pages:
+        answer = _signed_in_page(web_server, cookie, path)
+        assert answer.headers["content-security-policy"] == CSP, path
+        assert "'unsafe-inline'" not in answer.headers["content-security-policy"]
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        if answer.headers.get("content-type", "").startswith("text/html"):
+            assert "<script>" not in answer.text and "<script " not in answer.text.replace(
+                '<script type="module" src="/app/static/app.js"></script>', ""), path
+    missing = _signed_in_page(web_server, cookie, "/app/no-such-page")
+    assert missing.status_code == 404 and "Page not found" in missing.text
+    driver.get(web_server.base_url + "/app/no-such-page")
+    check_page(driver, f"not-found-{web_server.database}")

@@ -1,0 +1,93 @@
+"""The server-side session store on SQLite and PostgreSQL, at fixed instants of its own clock: the idle
+timeout's boundary (configurable), a new session replacing the old one, expired sessions cleared out."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.context import AppContext
+from app.storage.web_tables import web_session
+from app.web.session import SessionStore
+
+T0 = datetime(2026, 3, 4, 10, 0, 0, tzinfo=UTC)
+
+
+class SetClock:
+    def __init__(self) -> None:
+        self.current = T0
+
+    def now(self) -> datetime:
+        return self.current
+
+
+@dataclass
+class StoreContext:
+    settings: Settings
+    clock: SetClock
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+
+def _store(ctx: AppContext, clock: SetClock, **settings: object) -> SessionStore:
+    return SessionStore(StoreContext(ctx.settings.model_copy(update=settings), clock, ctx.sessionmaker))
+
+
+async def _keys(ctx: AppContext) -> set[str]:
+    async with ctx.sessionmaker() as db:
+        return set((await db.execute(select(web_session.c.id_hash))).scalars())
+
+
+async def test_a_session_ends_after_15_idle_minutes_by_default(clean_ctx: AppContext) -> None:
+    clock = SetClock()
+    store = _store(clean_ctx, clock)
+    cookie, created = await store.create(claims={"sub": "hv"})
+    assert created.key == hashlib.sha256(cookie.encode()).hexdigest()  # the table never holds the cookie
+    assert await _keys(clean_ctx) == {created.key}
+    clock.current = T0 + timedelta(minutes=15)  # exactly 15 minutes idle: still on
+    found = await store.load(cookie)
+    assert found is not None and not found.ended and found.claims == {"sub": "hv"} and found.csrf == created.csrf
+    clock.current += timedelta(minutes=15)  # its last use moved on: 15 more minutes are still within
+    assert (await store.load(cookie)).ended is False  # type: ignore[union-attr]
+    clock.current += timedelta(minutes=15, seconds=1)  # 15 minutes and a second: ended, and deleted
+    ended = await store.load(cookie)
+    assert ended is not None and ended.ended
+    assert await _keys(clean_ctx) == set()
+    assert await store.load(cookie) is None
+
+
+async def test_the_idle_timeout_is_configurable(clean_ctx: AppContext) -> None:
+    clock = SetClock()
+    store = _store(clean_ctx, clock, web_idle_timeout_seconds=60)
+    cookie, _created = await store.create(claims={"sub": "hv"})
+    clock.current = T0 + timedelta(seconds=60)
+    assert (await store.load(cookie)).ended is False  # type: ignore[union-attr]
+    clock.current += timedelta(seconds=61)
+    assert (await store.load(cookie)).ended is True  # type: ignore[union-attr]
+
+
+async def test_signing_in_replaces_the_session_and_clears_expired_ones(clean_ctx: AppContext) -> None:
+    clock = SetClock()
+    store = _store(clean_ctx, clock)
+    stale_cookie, stale = await store.create(login={"state": "s1"})
+    clock.current = T0 + timedelta(minutes=10)
+    pending_cookie, pending = await store.create(login={"state": "s2"})
+    clock.current = T0 + timedelta(minutes=16)  # the first is now past its timeout, the second is not
+    signed_cookie, signed = await store.create(claims={"sub": "hv"}, replaces=pending.key)
+    assert await _keys(clean_ctx) == {signed.key}
+    assert signed_cookie not in (stale_cookie, pending_cookie) and signed.csrf not in (stale.csrf, pending.csrf)
+    assert await store.load(pending_cookie) is None  # the pre-sign-in value no longer works (no fixation)
+    await store.end(signed.key)
+    assert await store.load(signed_cookie) is None
+
+
+async def test_a_cookie_that_names_no_session_finds_none(clean_ctx: AppContext) -> None:
+    store = _store(clean_ctx, SetClock())
+    assert await store.load(None) is None
+    assert await store.load("") is None
+    assert await store.load("x" * 129) is None
+    assert await store.load("not-a-session") is None
