@@ -97,9 +97,9 @@ def serve(
         public = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
         os.environ["SAFEFLAG_BASE_URL"] = f"http://{public}:{port}"
     settings = get_settings()
-    from app.web.dev_sign_in import check_bind
+    from app.web.dev_sign_in import check_config
 
-    refusal = check_bind(settings.web_dev_sign_in, host)
+    refusal = check_config(settings, host)
     if refusal:
         raise fail(refusal)
     _port_free_or_exit(host, port)

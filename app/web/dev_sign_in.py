@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from app.config import Settings
 from app.demo.borough import ED, ED_CARE_SETTING, ED_NURSE, HV, LEAD, MASH, ZERO19
-from app.web.claims import WEB_SCOPE
+from app.web.claims import WEB_SCOPE, role_map
 
 ISSUER = "safeflag-development-sign-in"
 
@@ -53,6 +54,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def check_config(settings: Settings, host: str) -> str | None:
+    """Why `safeflag serve` must not start with this web configuration, or None: development sign-in on
+    a non-loopback bind, or a role map that is not one."""
+    refusal = check_bind(settings.web_dev_sign_in, host)
+    if refusal:
+        return refusal
+    try:
+        role_map(settings)
+    except ValueError as exc:
+        return f"refusing to start: {exc}"
+    return None
 
 
 def check_bind(enabled: bool, host: str) -> str | None:

@@ -134,6 +134,11 @@ async def callback(request: Request) -> Response:
         await audit_refused_sign_in(request, client.issuer, sub if isinstance(sub, str) else None,
                                     f"sign-in refused: {exc}")
         return _refused(request, UNMAPPED)
+    except ValueError as exc:  # SAFEFLAG_WEB_ROLE_MAP is wrong (`safeflag serve` refuses to start with it)
+        await store(request).end(found.key)
+        log.error("web sign-in is misconfigured: %s", exc)
+        return render(request, "problem.jinja", 503, title="Sign-in is unavailable",
+                      reason="Sign-in is not set up correctly on this server. Tell its administrator.")
     return await _signed_in(request, claims, found.key)
 
 
