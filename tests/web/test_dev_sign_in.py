@@ -77,6 +77,15 @@ def test_serve_refuses_to_start_with_development_sign_in_on_all_addresses(tmp_pa
     assert not (tmp_path / "data" / "safeflag.db").exists()  # refused before anything else
 
 
+def test_serve_refuses_to_start_with_a_role_map_that_is_not_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEFLAG_")}
+    env.update(SAFEFLAG_DATA_DIR=str(tmp_path / "data"), SAFEFLAG_WEB_ROLE_MAP='{"R8000": "system"}')
+    done = subprocess.run([*safeflag_command(), "serve", "--port", str(free_port())], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: refusing to start: SAFEFLAG_WEB_ROLE_MAP maps to system: not roles a person may hold\n"
+
+
 async def test_development_sign_in_on_loopback_signs_in_a_demo_person(clean_ctx: AppContext) -> None:
     async with _app_client(clean_ctx, web_dev_sign_in=True) as http:
         page = await http.get("/app/sign-in")

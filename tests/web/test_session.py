@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from app.web.headers import CSP
 from app.web.session import COOKIE
@@ -42,6 +43,29 @@ def test_an_account_without_a_role_is_refused(driver: webdriver.Chrome, web_serv
     assert refused["agent"][0]["who"] == {"identifier": {"system": refused["agent"][0]["who"]["identifier"]["system"],
                                                          "value": "no.role"}}
     assert refused["type"]["code"] == "110114"
+
+
+def test_a_sign_in_the_provider_denies_signs_nobody_in(driver: webdriver.Chrome, web_server: RunningServer) -> None:
+    """The provider's denial comes back without the sign-in's state (as this provider sends it), so it is
+    not trusted to say anything: the browser is back at the sign-in page, signed out."""
+    driver.get(web_server.base_url + "/app/sign-in")
+    driver.find_element(By.LINK_TEXT, "Sign in").click()
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "button[value=deny]"))
+    driver.find_element(By.CSS_SELECTOR, "button[value=deny]").click()
+    wait_for_path(driver, "/app/sign-in")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Sign in to SafeFlag"
+    driver.get(web_server.base_url + "/app")
+    assert driver.current_url == web_server.base_url + "/app/sign-in"
+
+
+async def test_a_callback_without_a_sign_in_under_way_signs_nobody_in(web_server: RunningServer) -> None:
+    before = await session_rows(web_server)
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.get(web_server.base_url + "/app/auth/callback",
+                                params={"state": "forged", "code": "stolen"})
+    assert (answer.status_code, answer.headers["location"]) == (303, "/app/sign-in")
+    assert "set-cookie" not in answer.headers
+    assert await session_rows(web_server) == before
 
 
 def test_sign_in_is_audited_and_the_session_is_http_only(driver: webdriver.Chrome, web_server: RunningServer) -> None:
