@@ -3,6 +3,8 @@
 #   docker build -t safeflag .
 #   docker run -p 127.0.0.1:8080:8080 -e SAFEFLAG_DATABASE_URL=postgresql+asyncpg://... safeflag
 #
+# Settings, processes, the TLS proxy in front and backups: docs/deployment.md.
+#
 # The first stage builds the wheel; the image installs the locked dependencies (requirements.lock, the
 # versions CI tested, hash-checked) and then only that wheel, as `pip install` would on any machine: the
 # migrations and conformance resources travel inside the package (app/_data), so there is no source tree
