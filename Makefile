@@ -80,7 +80,7 @@ lock: | $(PY)
 openapi: $(STAMP)
 	$(PY) -m app.openapi > openapi.yaml.tmp && mv openapi.yaml.tmp openapi.yaml
 
-# The benchmark (not a test; README "Benchmarks"): SafeFlag vs the raw ceiling on SQLite and PostgreSQL,
+# The benchmark (not a test; docs/benchmarks.md): SafeFlag vs the raw ceiling on SQLite and PostgreSQL,
 # then the CP-IS search at 100 k patients / 300 k flags. Results in bench/results/. Uses wrk when
 # installed (apt-get install -y wrk). BENCH_ARGS=--quick for a short run.
 BENCH_ARGS ?=

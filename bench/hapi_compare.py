@@ -16,7 +16,7 @@ which server goes first in each round:
   a criteria REST-hook subscription `Encounter?class=EMER` that PUTs the Encounter to the receiver.
 
 Reported: throughput, p50/p95/p99, server (+ database) CPU per request, and SafeFlag/HAPI ratios. Results:
-bench/results/<UTC date>-hapi-compare-<db>.json and a markdown table (README "Compared with HAPI FHIR").
+bench/results/<UTC date>-hapi-compare-<db>.json and a markdown table (docs/benchmarks.md "Compared with HAPI FHIR").
 
     python -m bench.hapi_compare                 # both pairs, 15 s per workload, 2 rounds
     python -m bench.hapi_compare --db h2 --quick

@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         result["http"], result["sql"] = {}, {}
         pg_pid = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
         # as configured, then with PostgreSQL told never to switch a prepared statement to its generic
-        # plan (asyncpg prepares every statement; see the report in the README "Benchmarks" section)
+        # plan (asyncpg prepares every statement; see the report in docs/benchmarks.md)
         for mode in ("auto", "force_custom_plan"):
             if mode != "auto":
                 cluster.psql(f"ALTER DATABASE bench_large SET plan_cache_mode = {mode}")

@@ -1,7 +1,7 @@
 """SQLite query plans of index-driven searches (app/fhir/search/sql.py `where_clause`): the CP-IS
 search and the duplicate-flag check start from the search-index rows of the child, not from every
 resource of the type, so they do not grow with the number of Flags. SQLite only: PostgreSQL plans
-from its statistics (the CP-IS figures at 300 k Flags are in the README)."""
+from its statistics (the CP-IS figures at 300 k Flags are in docs/benchmarks.md)."""
 
 from __future__ import annotations
 

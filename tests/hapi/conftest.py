@@ -77,7 +77,7 @@ def hapi_base_url(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Build time, start time and memory of the sandbox, for the CI log and the README's comparison."""
+    """Build time, start time and memory of the sandbox, for the CI log and docs/hapi-sandbox.md's comparison."""
     server = _report.get("server")
     if server is None:
         return

@@ -264,7 +264,7 @@ def hapi_subscription(safeflag_base: str, token: str) -> dict[str, Any]:
             "payload": FHIR_JSON,
             "header": [f"Authorization: Bearer {token}"],
             # without it HAPI sends `If-Match: W/"1"`, which SafeFlag answers 412 for an id it does not
-            # hold yet (HAPI itself ignores If-Match there; README "Differences from HAPI FHIR")
+            # hold yet (HAPI itself ignores If-Match there; docs/hapi-sandbox.md "Differences from HAPI FHIR")
             "extension": [{"url": STRIP_VERSION_IDS, "valueBoolean": True}],
         },
     }

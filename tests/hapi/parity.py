@@ -1,7 +1,7 @@
 """The two servers of the parity tests (test_parity*.py): SafeFlag as a real `safeflag serve` process and the
 HAPI FHIR sandbox, behind one interface, so that each test is written once and run against both.
 
-Where the servers differ, a test states it with `target.expect(hapi=..., safeflag=...)`; README "Differences
+Where the servers differ, a test states it with `target.expect(hapi=..., safeflag=...)`; docs/hapi-sandbox.md "Differences
 from HAPI FHIR" lists each difference with its reason. HAPI gets SafeFlag's conformance resources first
 (fhir_profiles/, including the `Flag?status` and `Flag?category` SearchParameters that R4 lacks), so that the
 same searches mean the same on both. The test data is valid for SafeFlag (its profiles and flag rules) and

@@ -1,7 +1,7 @@
 """Client-level parity with HAPI FHIR, part 1: create, read, vread, update, delete, history, conditional
 create (If-None-Exist and fhirpy's get_or_create), If-Match and transaction Bundles, each test run against
 a real `safeflag serve` process and against the HAPI sandbox (tests/hapi/parity.py) with httpx and fhirpy.
-Differences are stated with `target.expect(hapi=..., safeflag=...)`; README "Differences from HAPI FHIR"
+Differences are stated with `target.expect(hapi=..., safeflag=...)`; docs/hapi-sandbox.md "Differences from HAPI FHIR"
 gives the reasons. https://hl7.org/fhir/R4/http.html
 """
 

@@ -1,7 +1,7 @@
 """Client-level parity with HAPI FHIR, part 3: error responses (404, 410, 400, 412) and the places where
 SafeFlag deliberately answers differently from HAPI: profile and safeguarding rules (422, 409), referential
 integrity, unknown elements and search parameters, deletion rules and authentication. Each test runs against
-SafeFlag and the HAPI sandbox (tests/hapi/parity.py); README "Differences from HAPI FHIR" gives the reasons.
+SafeFlag and the HAPI sandbox (tests/hapi/parity.py); docs/hapi-sandbox.md "Differences from HAPI FHIR" gives the reasons.
 https://hl7.org/fhir/R4/http.html
 """
 

@@ -189,7 +189,7 @@ async def test_topic_based_backport_subscription_is_accepted_and_fires(
         "type": "event-notification",
     }
 
-    # HAPI's own notification against the Backport profile it claims for its status (README "Differences from
+    # HAPI's own notification against the Backport profile it claims for its status (docs/hapi-sandbox.md "Differences from
     # HAPI FHIR"): the timestamp is a date, fullUrls are relative (and the focus one version-specific) and
     # the history entries carry no response. SafeFlag's notifications pass the same check
     # (test_emitted_validation.py).

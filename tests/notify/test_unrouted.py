@@ -1,7 +1,7 @@
 """No ED attendance is ever silent: a notice routed to no health visitor, school nurse or team, for each
 reason code, through the API on both databases, at fixed instants of the injected clock.
 
-The rules under test (README "Notifications", app/safeguarding/unrouted.py):
+The rules under test (docs/api/ed-attendance.md "Unrouted notices are never silent", app/safeguarding/unrouted.py):
 - reasons: `patient-unknown` (no live Patient is the subject), `patient-ambiguous` (several live
   Patients hold its NHS number), `no-care-team` (the child is on file with no CareTeam member for its
   age and no managing organisation); each only when no 0-19 duty team is on file either: a notice

@@ -54,7 +54,7 @@ def record(rtype: str, org: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         case "Encounter":
             return {"status": "finished", "class": {"system": ACT, "code": "AMB"}, "subject": CHILD,
                     "serviceProvider": ref}, status
-        case "Flag":  # the README's "end a flag", on a looked-after-child flag (a plan type)
+        case "Flag":  # docs/api/flags.md's "end a flag", on a looked-after-child flag (a plan type)
             return {
                 "status": "active",
                 "category": [{"coding": [{"system": CS + "safeguarding-flag-category", "code": "looked-after-child"}]}],
@@ -207,7 +207,7 @@ async def test_patch_is_authorised_as_put(client: httpx.AsyncClient, auth: Auth,
 
 
 async def test_readme_end_a_flag_as_mash_practitioner(client: httpx.AsyncClient, auth: Auth) -> None:
-    """The README's example, which answered 403 SF-0804 ("may write only plan-type Flags") for a
+    """The documented example (docs/api/flags.md), which answered 403 SF-0804 ("may write only plan-type Flags") for a
     looked-after-child flag."""
     await client.put("/fhir/Patient/child", json={"resourceType": "Patient", "id": "child"})
     body, ops = record("Flag", "Organization/la")
