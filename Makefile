@@ -78,7 +78,7 @@ lock: | $(PY)
 
 # Regenerate the committed OpenAPI document (a test fails when it is out of date).
 openapi: $(STAMP)
-	$(PY) -m app.openapi > openapi.yaml.tmp && mv openapi.yaml.tmp openapi.yaml
+	$(PY) -m app.openapi_yaml > openapi.yaml.tmp && mv openapi.yaml.tmp openapi.yaml
 
 # The benchmark (not a test; docs/benchmarks.md): SafeFlag vs the raw ceiling on SQLite and PostgreSQL,
 # then the CP-IS search at 100 k patients / 300 k flags. Results in bench/results/. Uses wrk when

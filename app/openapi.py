@@ -10,8 +10,8 @@ from the routes' dependencies), the server, each type's search parameters (`x-se
 the search registry), the statuses of conditional create (200), update-as-create (201) and of what no
 one may write (405), and that `$governance-report` needs `month`.
 
-`python -m app.openapi` (`make openapi`) prints it as YAML with sorted keys, so the file only changes
-when the API does; tests/test_openapi.py fails when the committed file is stale.
+`make openapi` writes it to openapi.yaml (app/openapi_yaml.py, which builds the app to describe it);
+tests/test_openapi.py fails when the committed file is stale.
 """
 
 from __future__ import annotations
@@ -236,34 +236,3 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def render(schema: dict[str, Any]) -> str:
-    """Stable YAML: sorted keys, no `&id001` aliases (repeated objects written out in full, easier to read
-    and diff), wide lines (a long description does not re-wrap). PyYAML is imported here only: serving
-    the API does not need it."""
-    import yaml  # type: ignore[import-untyped]
-
-    class NoAliases(yaml.SafeDumper):  # type: ignore[misc]
-        def ignore_aliases(self, data: Any) -> bool:
-            return True
-
-    text: str = yaml.dump(schema, Dumper=NoAliases, sort_keys=True, allow_unicode=True, width=120,
-                          default_flow_style=False)
-    return text
-
-
-def document() -> str:
-    """openapi.yaml as it should be committed (the schema does not depend on the settings)."""
-    from app.config import Settings
-    from app.main import create_app
-
-    return render(create_app(Settings(_env_file=None)).openapi())  # type: ignore[call-arg]
-
-
-def main() -> None:
-    print(document(), end="")
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ import yaml
 from app.config import Settings
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.main import create_app
-from app.openapi import document
+from app.openapi_yaml import document
 
 COMMITTED = Path(__file__).resolve().parents[1] / "openapi.yaml"
 
