@@ -140,7 +140,7 @@ def report(
     chart: Annotated[Path | None, typer.Option(help="also draw the 12 months up to --month as a PNG")] = None,
     as_of: Annotated[str | None, typer.Option(help="compute as of this instant (ISO 8601; default now)")] = None,
 ) -> None:
-    """Governance figures (contract section 6) for one month, per provider organisation."""
+    """Governance figures for one month, per provider organisation (docs/api/referrals.md)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.safeguarding.referral_rules import organization_param

@@ -6,7 +6,12 @@ setting without its line in the docs fails here, and so does a documented one th
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import typer
+from typer.testing import CliRunner
+
+from app.cli import app as cli
 from app.config import Settings
 from tests.docs.runnable import ROOT
 
@@ -59,3 +64,21 @@ def test_the_configuration_reference_names_no_setting_that_does_not_exist() -> N
     in_first_column = {n for row in table_rows for n in re.findall(r"`(SAFEFLAG_[A-Z0-9_]+)`", row.split(" | ")[0])}
     assert in_first_column and sorted(in_first_column - names) == []
 
+
+
+def command_paths(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and subcommand of `safeflag` (typer's own click classes: a group has `commands`)."""
+    out = [path]
+    for name, sub in getattr(command, "commands", {}).items():
+        out.extend(command_paths(sub, (*path, name)))
+    return out
+
+
+def test_command_line_help_sends_readers_only_to_the_repository() -> None:
+    """What `--help` prints is documentation too: no section of a brief the reader does not have."""
+    paths = command_paths(typer.main.get_command(cli))
+    assert {("report",), ("client", "keygen"), ("serve",)} <= set(paths)
+    runner = CliRunner()
+    texts = {" ".join(("safeflag", *path)): runner.invoke(cli, [*path, "--help"]).output for path in paths}
+    assert all("Usage" in text for text in texts.values())
+    assert [name for name, text in texts.items() if re.search(r"contract|performance\.md|issue \d", text, re.IGNORECASE)] == []
