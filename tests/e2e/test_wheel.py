@@ -65,6 +65,10 @@ def test_the_wheel_carries_migrations_and_profiles() -> None:
                    for p in (ROOT / folder).rglob("*")
                    if p.is_file() and "__pycache__" not in p.parts}
         assert in_repo and in_repo <= names, sorted(in_repo - names)[:5]
+    web = {"app/web/templates/layout.jinja", "app/web/static/app.js", "app/web/static/app.css",
+           "app/web/static/vendor/nhsuk-frontend.min.css", "app/web/static/vendor/nhsuk-frontend.min.js",
+           "app/web/static/vendor/images/favicon.svg"}
+    assert web <= names, sorted(web - names)  # the web app's pages and the pinned NHS.UK frontend
 
 
 @pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
@@ -109,6 +113,9 @@ def test_installed_wheel_migrates_serves_and_plays_the_demo(installed: Path, dat
                              headers={"Content-Type": "application/fhir+json"})
             assert flag.status_code == 422, flag.text
         assert httpx.get(server.base_url + "/readyz").status_code == 200
+        page = httpx.get(server.base_url + "/app/sign-in")  # the web app's templates came with the wheel
+        assert page.status_code == 200 and "<h1>Sign in to SafeFlag</h1>" in page.text
+        assert httpx.get(server.base_url + "/app/static/vendor/nhsuk-frontend.min.css").status_code == 200
     finally:
         server.stop()
         server.cleanup()
