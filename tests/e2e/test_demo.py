@@ -120,6 +120,11 @@ async def test_demo_plays_the_whole_story_twice(demo_env: dict[str, str]) -> Non
         (rf"   Binary/{ID}, DocumentReference/{ID}, Communication/{ID} \(size \d+, SHA-1 \S+=\) "
          r"to Organization/demo-mash"),
         rf"   Task/{ID} referral-qa completed: clear-and-complete, by PractitionerRole/demo-lead",
+        # where to see it in a browser (the web app's development sign-in)
+        r"See it in the browser: start the server with development sign-in, SAFEFLAG_WEB_DEV_SIGN_IN=1 \S*safeflag serve, then open",
+        r"   http://127\.0\.0\.1:8080/app/sign-in and sign in as one of:",
+        r"   Hana Visitor \(health visitor, Demo 0-19 Service\)",
+        r"   Morgan Mash \(MASH practitioner, Demo Borough MASH\)",
         r"demo complete: every step OK",
     ]:
         assert re.search(f"^{line}$", out, re.MULTILINE), f"missing line {line!r} in:\n{out}"
