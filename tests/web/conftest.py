@@ -123,6 +123,18 @@ async def session_rows(server: RunningServer) -> dict[str, datetime]:
     return {row.id_hash: row.last_seen for row in rows}
 
 
+async def pending_logins(server: RunningServer) -> dict[str, dict[str, Any]]:
+    """The sign-ins under way on the server: SHA-256 of the cookie -> what is kept for the callback."""
+    engine = create_async_engine(await _database_url(server))
+    try:
+        async with engine.connect() as db:
+            rows = (await db.execute(select(web_session.c.id_hash, web_session.c.login)
+                                     .where(web_session.c.login.is_not(None)))).all()
+    finally:
+        await engine.dispose()
+    return {row.id_hash: row.login for row in rows}
+
+
 async def idle_for(server: RunningServer, cookie: str, idle: timedelta) -> None:
     """Make the session behind `cookie` look unused for `idle` more than it has been: its last use moved
     back in the server's own database (the server's clock is the real one; no test waits 15 minutes)."""

@@ -5,6 +5,7 @@ refusals are audited."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,16 @@ from app.web.headers import CSP
 from app.web.session import COOKIE
 from tests.e2e.server import RunningServer
 from tests.web.browser import check_page
-from tests.web.conftest import audit_events, idle_for, session_cookie, session_rows, sign_in, wait_for_path
+from tests.web.conftest import (
+    audit_events,
+    idle_for,
+    pending_logins,
+    session_cookie,
+    session_rows,
+    sign_in,
+    wait_for_path,
+)
+from tests.web.provider import CLIENT_ID
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 LOGIN, LOGOUT = f"{DCM}|110122", f"{DCM}|110123"
@@ -167,3 +177,24 @@ def test_every_page_has_the_csp_and_no_inline_script(driver: webdriver.Chrome, w
     assert missing.status_code == 404 and "Page not found" in missing.text
     driver.get(web_server.base_url + "/app/no-such-page")
     check_page(driver, f"not-found-{web_server.database}")
+
+
+async def test_the_authorization_request_uses_pkce_state_and_nonce(web_server: RunningServer) -> None:
+    """What the browser is sent to the provider with, and what the server keeps for the callback."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.get(web_server.base_url + "/app/sign-in/start")
+    assert answer.status_code == 302
+    location = httpx.URL(answer.headers["location"])
+    query = dict(location.params)
+    assert location.path == "/oauth2/authorize"
+    assert query.keys() == {"response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
+                            "code_challenge", "code_challenge_method"}
+    assert (query["response_type"], query["client_id"], query["redirect_uri"], query["scope"],
+            query["code_challenge_method"]) == ("code", CLIENT_ID, web_server.base_url + "/app/auth/callback",
+                                                "openid profile email", "S256")
+    cookie = answer.cookies[COOKIE]
+    [login] = [row for key, row in (await pending_logins(web_server)).items()
+               if key == hashlib.sha256(cookie.encode()).hexdigest()]
+    assert (login["state"], login["nonce"]) == (query["state"], query["nonce"])
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(login["verifier"].encode()).digest()).rstrip(b"=").decode()
+    assert query["code_challenge"] == challenge and len(login["verifier"]) >= 43
