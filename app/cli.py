@@ -219,6 +219,10 @@ from app.security.cli import register as _register_security  # noqa: E402  (toke
 
 _register_security(app)
 
+from app.security.audit_cli import register as _register_audit  # noqa: E402  (audit verify, audit checkpoint)
+
+_register_audit(app)
+
 from app.safeguarding.report_cli import register as _register_report  # noqa: E402  (report)
 
 _register_report(app)

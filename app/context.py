@@ -18,6 +18,7 @@ from app.fhir.profiles import use_profiles
 from app.fhir.search.definitions import make_indexer
 from app.fhir.server_writes import check_server_write
 from app.interactions.service import FhirService
+from app.security import audit_trail
 from app.security.affiliation import enrich
 from app.security.guard import Guard
 from app.security.principal import Principal
@@ -120,7 +121,7 @@ class AppContext:
             return
         event, org = attempt
         async with self.sessionmaker() as session, session.begin():
-            await self._repo(session).create("AuditEvent", event, org=org, now=svc.guard.now())
+            await audit_trail.record(self._repo(session), event, org=org, now=svc.guard.now())
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from app.fhir.search.definitions import SUPPORTED_TYPES
+from app.security import audit_trail
 from app.security.audit import audit_for, outcome_for_status, patients_of
 from app.security.binary_policy import decide_binary, security_context
 from app.security.labels import RESTRICTED, audit_restriction, default_labels, is_restricted
@@ -166,7 +167,7 @@ class Guard:
             res_id=stored.id if stored else None,
         )
         self.pending = None
-        await self.repo.create("AuditEvent", event, org=org, now=utc_ms(self.now()))
+        await audit_trail.record(self.repo, event, org=org, now=utc_ms(self.now()))
 
     def attempt_event(self, status: int, description: str) -> tuple[dict[str, Any], str | None] | None:
         """The AuditEvent of a refused or failed access and its organisation (None when nothing was under way)."""

@@ -1,0 +1,96 @@
+"""Appending to the tamper-evident audit trail (`audit_event`, app/storage/audit_tables.py), in the
+transaction of the access it records.
+
+Why lanes: a single hash chain needs its previous row, so every audited transaction on PostgreSQL would
+wait for the one before it to commit (a lock held from the audit write to the end of the transaction:
+reads and writes of unrelated records queued behind each other). Instead each writer appends to a
+chain of its own. A lane is owned by one database connection at a time: on PostgreSQL the first audited
+transaction on a pooled connection takes the lowest free lane with a session-level advisory lock
+(`pg_try_advisory_lock`), held until that connection closes, and remembers it in the connection's
+`info` (which SQLAlchemy clears when it reconnects). Only that connection writes the lane, one
+transaction at a time, so reading the lane's last row (the previous hash) needs no lock and sees what
+its own earlier transactions committed; a rolled-back transaction leaves no row and the next one links
+to the last committed row. Concurrent requests use different connections, so different lanes: nothing
+waits. When a connection closes its lane becomes free and the next connection to take it continues it.
+SQLite has one writer connection and writes lane 0 (its write lock already orders transactions).
+
+Within a transaction the lane's last position and hash are kept in the session (`session.info`) so
+that several audit rows of one transaction cost one lookup; they are forgotten when any transaction or
+savepoint ends (a rolled-back savepoint drops its queued rows, app/storage/buffer.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, event, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
+
+from app.storage.audit_tables import GENESIS, audit_event, audit_row
+from app.storage.buffer import KEEPS_QUEUE, PENDING, BufferedSession, defer, flush
+from app.storage.locks import on_postgresql
+from app.storage.repository import Repository, StoredResource
+
+LANE_KEY = "safeflag.audit_lane"  # in the connection's info: the lane this connection owns
+HEAD_KEY = "safeflag.audit_head"  # in the session's info: (lane, position, hash) of the last row written
+LANE_LOCK_CLASS = 0x5AFE  # first key of the two-key advisory locks that own lanes
+MAX_LANES = 4096
+
+_INSERT = insert(audit_event)
+# the lane's last row: it reads no queued row of the trail (append() flushes those first)
+_LAST_IN_LANE = (
+    select(audit_event.c.position, audit_event.c.hash)
+    .where(audit_event.c.lane == bindparam("lane"))
+    .order_by(audit_event.c.position.desc())
+    .limit(1)
+    .execution_options(**{KEEPS_QUEUE: True})
+)
+_TRY_LANE = text("SELECT pg_try_advisory_lock(:cls, :lane)")
+
+
+async def _lane(session: AsyncSession) -> int:
+    """The lane of this session's connection (taken on first use, PostgreSQL; SQLite: 0)."""
+    if not on_postgresql(session):
+        return 0
+    conn = await session.connection()
+    info = conn.info
+    lane = info.get(LANE_KEY)
+    if lane is None:
+        for candidate in range(MAX_LANES):
+            if (await session.execute(_TRY_LANE.execution_options(**{KEEPS_QUEUE: True}),
+                                      {"cls": LANE_LOCK_CLASS, "lane": candidate})).scalar_one():
+                lane = info[LANE_KEY] = candidate
+                break
+        else:
+            raise RuntimeError(f"no free audit lane among {MAX_LANES}")
+    return int(lane)
+
+
+async def append(session: AsyncSession, content: dict[str, Any], *, event_id: str, recorded: datetime,
+                 org: str | None) -> None:
+    """Queue the audit row of `content` (a stored AuditEvent) at the end of this connection's lane."""
+    head = session.info.get(HEAD_KEY)
+    if head is None:
+        if session.info.get(PENDING, {}).get(_INSERT):  # never read past a queued row of the trail
+            await flush(session)
+        lane = await _lane(session)
+        last = (await session.execute(_LAST_IN_LANE, {"lane": lane})).first()
+        head = (lane, 0, GENESIS) if last is None else (lane, int(last[0]), str(last[1]))
+    lane, position, prev = head
+    row = audit_row(lane, position + 1, prev, event_id, recorded, org, content)
+    defer(session, _INSERT, [row])
+    session.info[HEAD_KEY] = (lane, position + 1, row["hash"])
+
+
+async def record(repo: Repository, event_doc: dict[str, Any], *, org: str | None, now: datetime) -> StoredResource:
+    """Store one AuditEvent: as a resource (read and searched as today) and in the chained trail."""
+    stored = await repo.create("AuditEvent", event_doc, org=org, now=now)
+    await append(repo.session, stored.content, event_id=stored.id, recorded=stored.last_updated, org=org)
+    return stored
+
+
+@event.listens_for(BufferedSession, "after_transaction_end")
+def _forget_head(session: Session, _transaction: SessionTransaction) -> None:
+    session.info.pop(HEAD_KEY, None)

@@ -1,0 +1,138 @@
+"""The audit trail's own table: one append-only row per access, chained by hashes.
+
+`audit_event` holds each AuditEvent (the IHE BALP JSON of app/security/audit.py, as stored) with the
+few columns searches of the trail need (time, the user agent, the user's organisation, the resource,
+the first patient, interaction, action, outcome, request id) and its place in a hash chain:
+
+- Rows belong to a **lane** (an integer) and have a **position** 1, 2, 3... in it. Each row's `hash`
+  is SHA-256 over the previous row's hash in its lane (`GENESIS` for position 1) and the row itself
+  (`row_digest_input`: lane, position, event id, time, the organisation it is kept as written by, and the
+  whole AuditEvent JSON with sorted keys). Changing, removing, inserting or reordering a row breaks the
+  chain at that row's position (app/security/audit_verify.py finds it).
+- A lane has one writer at a time (app/security/audit_trail.py): on PostgreSQL each pooled connection
+  holds a lane for its lifetime (a session-level advisory lock), so concurrent transactions append to
+  different lanes and never wait for each other; SQLite's one writer connection writes lane 0.
+
+The search columns are derived from the JSON (`search_columns`), so the verifier can also tell when
+one of them was changed without the JSON. The functions here are pure and versioned by `CHAIN_VERSION`:
+the migration that fills the table from older databases uses them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from app.storage.tables import PK, JsonDoc, metadata
+
+CHAIN_VERSION = "sf-audit-1"
+GENESIS = "0" * 64
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
+CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+REQUEST_ID = "XrequestId"
+
+audit_event = Table(
+    "audit_event",
+    metadata,
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("lane", Integer, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("recorded", DateTime(), nullable=False),
+    Column("subtype", String(64), nullable=True),
+    Column("action", String(8), nullable=True),
+    Column("outcome", String(8), nullable=True),
+    Column("agent", String(512), nullable=True),
+    Column("org", String(512), nullable=True),
+    Column("entity", String(1024), nullable=True),
+    Column("patient", String(512), nullable=True),
+    Column("request_id", Text, nullable=True),
+    Column("restricted", Boolean, nullable=False),
+    Column("created_by_org", String(256), nullable=True),
+    Column("content", JsonDoc, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("lane", "position", name="uq_audit_event_lane_position"),
+    UniqueConstraint("event_id", name="uq_audit_event_event_id"),
+    Index("ix_audit_event_recorded", "recorded"),
+    Index("ix_audit_event_patient", "patient", "recorded"),
+    Index("ix_audit_event_agent", "agent", "recorded"),
+    Index("ix_audit_event_entity", "entity"),
+)
+
+SEARCH_COLUMNS = ("subtype", "action", "outcome", "agent", "org", "entity", "patient", "request_id", "restricted")
+
+
+def _codes(concept: Any) -> list[tuple[Any, Any]]:
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    return [(c.get("system"), c.get("code")) for c in codings or [] if isinstance(c, dict)]
+
+
+def _code(coding: Any) -> tuple[Any, Any]:
+    return (coding.get("system"), coding.get("code")) if isinstance(coding, dict) else (None, None)
+
+
+def search_columns(event: dict[str, Any]) -> dict[str, Any]:
+    """The search columns of one AuditEvent, read off its JSON."""
+    agents = [a for a in event.get("agent") or [] if isinstance(a, dict)]
+    entities = [e for e in event.get("entity") or [] if isinstance(e, dict)]
+    user = next((a for a in agents if a.get("requestor") is True), None)
+    org = next((a for a in agents if (ROLE_CLASS, "PROV") in _codes(a.get("type"))), None)
+    resource = next((e for e in entities if _code(e.get("role")) == (OBJECT_ROLE, "4")), None)
+    patient = next((e for e in entities if _code(e.get("role")) == (OBJECT_ROLE, "1")), None)
+    request = next((e for e in entities if _code(e.get("type"))[1] == REQUEST_ID), None)
+    subtype = [c for c in event.get("subtype") or [] if isinstance(c, dict)]
+    meta = event.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    labels = [c for c in meta.get("security") or [] if isinstance(c, dict)]
+    return {
+        "subtype": subtype[0].get("code") if subtype else None,
+        "action": event.get("action"),
+        "outcome": event.get("outcome"),
+        "agent": ((user or {}).get("who") or {}).get("reference"),
+        "org": ((org or {}).get("who") or {}).get("reference"),
+        "entity": ((resource or {}).get("what") or {}).get("reference"),
+        "patient": ((patient or {}).get("what") or {}).get("reference"),
+        "request_id": (((request or {}).get("what") or {}).get("identifier") or {}).get("value"),
+        "restricted": any(c.get("system") == CONFIDENTIALITY and c.get("code") in ("R", "V") for c in labels),
+    }
+
+
+def row_digest_input(lane: int, position: int, event_id: str, recorded: datetime, created_by_org: str | None,
+                     content: dict[str, Any]) -> bytes:
+    """What a row's hash covers besides the previous hash: canonical JSON (sorted keys, no spaces), so that
+    PostgreSQL's JSONB (which reorders keys) and SQLite's text give the same bytes."""
+    return orjson.dumps(
+        [CHAIN_VERSION, lane, position, event_id, recorded.isoformat(timespec="microseconds"), created_by_org,
+         content],
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def chain_hash(prev_hash: str, digest_input: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + digest_input).hexdigest()
+
+
+def audit_row(lane: int, position: int, prev_hash: str, event_id: str, recorded: datetime,
+              created_by_org: str | None, content: dict[str, Any]) -> dict[str, Any]:
+    """The `audit_event` row (without `seq`) that appends `content` after `prev_hash` in `lane`."""
+    digest = chain_hash(prev_hash, row_digest_input(lane, position, event_id, recorded, created_by_org, content))
+    return {"lane": lane, "position": position, "event_id": event_id, "recorded": recorded,
+            **search_columns(content), "created_by_org": created_by_org, "content": content,
+            "prev_hash": prev_hash, "hash": digest}

@@ -1,0 +1,287 @@
+"""The audit trail's hash chains (app/storage/audit_tables.py, app/security/audit_trail.py,
+app/security/audit_verify.py): every audited access appends a chained row; a clean trail verifies, and
+each kind of tampering done directly in the database (a changed column, a removed row, a forged row,
+two rows swapped, a cut-off tail against a checkpoint) is found at its lane and position; both databases.
+On PostgreSQL, concurrent requests append to lanes of their own and the chains still verify."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from typer.testing import CliRunner
+
+from app.cli import app as cli_app
+from app.context import AppContext
+from app.security.audit_verify import Report, verify
+from app.storage.audit_tables import audit_event, audit_row, search_columns
+from app.storage.tables import resource
+from tests.notify.owners import bearer
+from tests.safeguarding.support import CHILD, example, flag
+from tests.support.fresh_db import fresh_context
+from tests.support.postgres import PgCluster
+
+LA = "Organization/la"
+ED = "Organization/ed"
+
+
+async def _history(client: httpx.AsyncClient, ctx: AppContext) -> None:
+    """A varied trail: writes, reads, searches and refusals by several principals."""
+    assert (await client.put("/fhir/Patient/example-child", json=example("example-child"))).status_code == 201
+    made = await client.post("/fhir/Flag", json=flag("child-protection-plan", CHILD))
+    assert made.status_code == 201, made.text
+    lead = bearer(ctx, "safeguarding-lead", "lead-1", LA)
+    ed = bearer(ctx, "ed-clinician", "ed-1", ED)
+    for headers in (lead, ed, lead):
+        assert (await client.get("/fhir/Patient/example-child", headers=headers)).status_code == 200
+    assert (await client.get("/fhir/Flag", params={"patient": CHILD}, headers=ed)).status_code == 200
+    assert (await client.get("/fhir/AuditEvent", headers=ed)).status_code == 403
+    assert (await client.get("/fhir/Patient/nobody", headers=lead)).status_code == 404
+
+
+async def _rows(conn: AsyncConnection) -> list[Any]:
+    return list((await conn.execute(select(audit_event).order_by(audit_event.c.lane, audit_event.c.position))).all())
+
+
+async def _tampered(ctx: AppContext, tamper: Any) -> Report:
+    """`verify` after `tamper(conn, rows)`, all in one transaction that is then rolled back."""
+    async with ctx.engine.connect() as conn:
+        await conn.begin()
+        await tamper(conn, await _rows(conn))
+        report = await conn.run_sync(verify)
+        await conn.rollback()
+    return report
+
+
+async def test_every_audited_access_appends_a_chained_row(client: httpx.AsyncClient, clean_ctx: AppContext) -> None:
+    await _history(client, clean_ctx)
+    async with clean_ctx.engine.connect() as conn:
+        rows = await _rows(conn)
+        stored = dict((await conn.execute(select(resource.c.res_id, resource.c.content).where(
+            resource.c.res_type == "AuditEvent"))).all())
+        report = await conn.run_sync(verify)
+    assert len(rows) == len(stored) == 8  # 2 writes, 3 reads, 1 search, 1 refused search, 1 read not found
+    assert {r.event_id: r.content for r in rows} == stored
+    for r in rows:
+        assert {k: getattr(r, k) for k in search_columns(r.content)} == search_columns(r.content)
+    assert [(r.subtype, r.outcome) for r in sorted(rows, key=lambda r: r.recorded)][-2:] == [
+        ("search-type", "4"), ("read", "4")]
+    assert report.clean and report.rows == 8, report.findings
+
+
+async def test_each_kind_of_tampering_is_found_at_its_position(
+    client: httpx.AsyncClient, clean_ctx: AppContext
+) -> None:
+    await _history(client, clean_ctx)
+    async with clean_ctx.engine.connect() as conn:
+        rows = await _rows(conn)
+    lane = max({r.lane for r in rows}, key=lambda n: sum(r.lane == n for r in rows))
+    chain = [r for r in rows if r.lane == lane]
+    assert len(chain) >= 4
+    mid, nxt = chain[1], chain[2]
+    at = f"lane {lane} position {mid.position}"
+
+    async def alter_json(conn: AsyncConnection, _rows: list[Any]) -> None:
+        await conn.execute(update(audit_event).where(audit_event.c.seq == mid.seq).values(
+            content={**mid.content, "outcomeDesc": "nothing happened"}))
+
+    async def alter_column(conn: AsyncConnection, _rows: list[Any]) -> None:
+        await conn.execute(update(audit_event).where(audit_event.c.seq == mid.seq).values(patient="Patient/other"))
+
+    async def remove(conn: AsyncConnection, _rows: list[Any]) -> None:
+        await conn.execute(delete(audit_event).where(audit_event.c.seq == mid.seq))
+
+    async def forge_end(conn: AsyncConnection, _rows: list[Any]) -> None:  # a row that claims the next place
+        last = chain[-1]
+        forged = audit_row(lane, last.position + 1, last.hash, "forged", last.recorded, None, mid.content)
+        await conn.execute(insert(audit_event).values(**{**forged, "hash": "f" * 64}))
+
+    async def forge_middle(conn: AsyncConnection, _rows: list[Any]) -> None:  # later rows moved up one place
+        for r in reversed(chain[1:]):
+            await conn.execute(update(audit_event).where(audit_event.c.seq == r.seq).values(position=r.position + 1))
+        forged = audit_row(lane, mid.position, chain[0].hash, "forged", mid.recorded, None,
+                           {**mid.content, "id": "forged"})
+        await conn.execute(insert(audit_event).values(**forged))
+
+    async def swap(conn: AsyncConnection, _rows: list[Any]) -> None:
+        await conn.execute(update(audit_event).where(audit_event.c.seq == mid.seq).values(position=-1))
+        await conn.execute(update(audit_event).where(audit_event.c.seq == nxt.seq).values(position=mid.position))
+        await conn.execute(update(audit_event).where(audit_event.c.seq == mid.seq).values(position=nxt.position))
+
+    after = f"lane {lane} position {nxt.position}"
+    follow = "does not follow the row before it (a row was removed, inserted or reordered)"
+    cases = {
+        alter_json: [f"{at}: altered (AuditEvent/{mid.event_id} does not match its hash)"],
+        alter_column: [f"{at}: column(s) patient altered (they do not match the AuditEvent)"],
+        remove: [f"lane {lane}: position(s) {mid.position} missing (rows removed)", f"{after}: {follow}"],
+        forge_end: [f"lane {lane} position {chain[-1].position + 1}: altered (AuditEvent/forged does not match its "
+                    "hash)"],
+        forge_middle: [f"{after}: {follow}"] + [  # each moved row's position is part of its hash
+            f"lane {lane} position {r.position + 1}: altered (AuditEvent/{r.event_id} does not match its hash)"
+            for r in chain[1:]],
+        swap: [f"{at}: {follow}", f"{at}: altered (AuditEvent/{nxt.event_id} does not match its hash)",
+               f"{after}: {follow}", f"{after}: altered (AuditEvent/{mid.event_id} does not match its hash)",
+               f"lane {lane} position {chain[3].position}: {follow}"],
+    }
+    for tamper, expected in cases.items():
+        report = await _tampered(clean_ctx, tamper)
+        assert report.findings == expected, tamper.__name__
+    async with clean_ctx.engine.connect() as conn:  # every tampering above was rolled back
+        assert (await conn.run_sync(verify)).clean
+
+
+async def test_a_cut_off_tail_is_found_against_a_checkpoint(client: httpx.AsyncClient, clean_ctx: AppContext) -> None:
+    await _history(client, clean_ctx)
+    async with clean_ctx.engine.connect() as conn:
+        heads = (await conn.run_sync(verify)).heads
+    lane, (position, _digest) = next(iter(sorted(heads.items())))
+
+    async def cut(conn: AsyncConnection, _rows: list[Any]) -> None:
+        await conn.execute(delete(audit_event).where(audit_event.c.lane == lane, audit_event.c.position == position))
+
+    assert (await _tampered(clean_ctx, cut)).clean  # a shorter chain is still a chain...
+
+    async with clean_ctx.engine.connect() as conn:
+        await conn.begin()
+        await cut(conn, [])
+
+        def check(sync: Connection) -> Report:
+            return verify(sync, heads)
+
+        report = await conn.run_sync(check)
+        await conn.rollback()
+    assert report.findings == [f"lane {lane} position {position}: checkpointed row missing (the trail was cut short)"]
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SAFEFLAG_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SAFEFLAG_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return tmp_path
+
+
+def test_safeflag_audit_verify_and_checkpoint(sqlite_env: Path) -> None:
+    from app.config import Settings
+    from app.main import create_app
+    from tests.conftest import BASE_URL, admin_token
+
+    async def make_trail() -> None:
+        ctx = AppContext.from_settings(Settings(data_dir=sqlite_env, base_url=BASE_URL, dispatcher_in_process=False,
+                                                rate_limit_per_second=0, _env_file=None))  # type: ignore[call-arg]
+        from app.storage.migrate import upgrade
+
+        await upgrade(ctx.engine)
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx=ctx)), base_url=BASE_URL,
+                                         headers={"Authorization": f"Bearer {admin_token(ctx)}"}) as api:
+                await _history(api, ctx)
+        finally:
+            await ctx.close()
+
+    async def tamper() -> None:
+        from app.storage.db import create_engine
+
+        engine = create_engine(f"sqlite+aiosqlite:///{sqlite_env / 'cli.db'}")
+        async with engine.begin() as conn:
+            await conn.execute(update(audit_event).where(audit_event.c.lane == 0, audit_event.c.position == 3)
+                               .values(outcome="8"))
+            await conn.execute(delete(audit_event).where(audit_event.c.lane == 0, audit_event.c.position == 8))
+        await engine.dispose()
+
+    asyncio.run(make_trail())
+    runner = CliRunner()
+    checkpoint = runner.invoke(cli_app, ["audit", "checkpoint"])
+    assert checkpoint.exit_code == 0, checkpoint.output
+    heads = json.loads(checkpoint.stdout)
+    assert heads["rows"] == 8 and list(heads["lanes"]) == ["0"] and heads["lanes"]["0"]["position"] == 8
+    (sqlite_env / "cp.json").write_text(checkpoint.stdout)
+    ok = runner.invoke(cli_app, ["audit", "verify", "--checkpoint", "cp.json"])
+    assert (ok.exit_code, ok.stdout) == (0, "audit trail verified: 8 rows in 1 lane(s)\n")
+    asyncio.run(tamper())
+    bad = runner.invoke(cli_app, ["audit", "verify", "--checkpoint", "cp.json"])
+    assert bad.exit_code == 1
+    assert bad.stdout.splitlines() == [
+        "lane 0 position 3: column(s) outcome altered (they do not match the AuditEvent)",
+        "lane 0 position 8: checkpointed row missing (the trail was cut short)",
+        "audit trail NOT verified: 2 problem(s) in 7 rows in 1 lane(s)",
+    ]
+    (sqlite_env / "junk.json").write_text("{")
+    junk = runner.invoke(cli_app, ["audit", "verify", "--checkpoint", "junk.json"])
+    assert junk.exit_code == 2
+    assert junk.stderr.startswith("error: cannot read the checkpoint junk.json: JSONDecodeError: ")
+    assert "\n" not in junk.stderr.rstrip("\n")
+
+
+@pytest.mark.pg
+async def test_concurrent_requests_on_postgresql_chain_in_lanes_that_verify(pg_cluster: PgCluster | None) -> None:
+    from app.main import create_app
+    from app.storage.migrate import upgrade
+    from tests.conftest import BASE_URL, admin_token
+
+    async with fresh_context("pg", pg_cluster, "safeflag_audit_lanes") as ctx:
+        await upgrade(ctx.engine)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx=ctx)), base_url=BASE_URL,
+                                     headers={"Authorization": f"Bearer {admin_token(ctx)}"}) as client:
+            assert (await client.put("/fhir/Patient/example-child", json=example("example-child"))).status_code == 201
+            lead = bearer(ctx, "safeguarding-lead", "lead-1", LA)
+
+            async def access(i: int) -> int:
+                if i % 3 == 0:
+                    return (await client.get("/fhir/Flag", params={"patient": CHILD}, headers=lead)).status_code
+                return (await client.get("/fhir/Patient/example-child", headers=lead)).status_code
+
+            statuses = await asyncio.gather(*(access(i) for i in range(120)))
+        assert set(statuses) == {200}
+        async with ctx.engine.connect() as conn:
+            report = await conn.run_sync(verify)
+            lanes = (await conn.execute(select(func.count(func.distinct(audit_event.c.lane))))).scalar_one()
+    assert report.clean, report.findings
+    assert report.rows == 121
+    assert lanes >= 2  # concurrent transactions wrote different chains: none waited for another's commit
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
+async def test_the_upgrade_chains_the_audit_events_stored_before_it(db: str, pg_cluster: PgCluster | None) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from app.main import create_app
+    from app.security.audit import audit_for
+    from app.security.principal import Principal
+    from app.security.scopes import ScopeSet
+    from app.storage.migrate import upgrade
+    from app.storage.repository import Repository
+    from tests.conftest import BASE_URL, admin_token
+
+    when = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    reader = Principal(sub="old-lead", role="safeguarding-lead", scopes=ScopeSet.parse("user/*.cruds"), issuer="t",
+                       org=LA)
+    async with fresh_context(db, pg_cluster, "safeflag_audit_backfill") as ctx:
+        await upgrade(ctx.engine, "20261206_0012")
+        stored = []
+        async with ctx.sessionmaker() as session, session.begin():
+            repo = Repository(session, clock=ctx.clock, ids=ctx.ids, indexer=ctx.indexer)  # type: ignore[arg-type]
+            for minutes in (5, 1, 3):  # stored out of time order
+                at = when + timedelta(minutes=minutes)
+                event = audit_for(interaction="read", principal=reader, recorded=at, resource_type="Patient",
+                                  res_id="example-child")
+                stored.append((at.replace(tzinfo=None), (await repo.create("AuditEvent", event, org=LA, now=at)).id))
+        await upgrade(ctx.engine)
+        async with ctx.engine.connect() as conn:
+            rows = await _rows(conn)
+        assert [(r.lane, r.position, r.event_id, r.recorded, r.created_by_org) for r in rows] == [
+            (0, i, rid, at, LA) for i, (at, rid) in enumerate(sorted(stored), start=1)]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx=ctx)), base_url=BASE_URL,
+                                     headers={"Authorization": f"Bearer {admin_token(ctx)}"}) as api:
+            assert (await api.get("/fhir/Patient/example-child")).status_code == 404
+        async with ctx.engine.connect() as conn:
+            report = await conn.run_sync(verify)
+            after = await _rows(conn)
+    assert report.clean and report.rows == 4, report.findings
+    assert (after[-1].lane, after[-1].position, after[-1].subtype, after[-1].outcome) == (0, 4, "read", "4")
