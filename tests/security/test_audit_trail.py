@@ -273,7 +273,7 @@ async def test_the_upgrade_chains_the_audit_events_stored_before_it(db: str, pg_
     reader = Principal(sub="old-lead", role="safeguarding-lead", scopes=ScopeSet.parse("user/*.cruds"), issuer="t",
                        org=LA)
     async with fresh_context(db, pg_cluster, "safeflag_audit_backfill") as ctx:
-        await upgrade(ctx.engine, "20261206_0012")
+        await upgrade(ctx.engine, "20261206_0013")
         stored = []
         async with ctx.sessionmaker() as session, session.begin():
             repo = Repository(session, clock=ctx.clock, ids=ctx.ids, indexer=ctx.indexer)  # type: ignore[arg-type]

@@ -6,8 +6,8 @@ appended here to lane 0 in the order they were recorded (time, then the order th
 upgraded database's whole trail verifies (`safeflag audit verify`). Later writers continue lane 0
 after them.
 
-Revision ID: 20261206_0013
-Revises: 20261206_0012
+Revision ID: 20261206_0014
+Revises: 20261206_0013
 Create Date: 2026-12-06 19:10:00
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 from app.storage.audit_tables import GENESIS, audit_event, audit_row
 
-revision = "20261206_0013"
-down_revision = "20261206_0012"
+revision = "20261206_0014"
+down_revision = "20261206_0013"
 branch_labels = None
 depends_on = None
 
