@@ -1,0 +1,157 @@
+"""The safeguarding lead's desk and the MASH practitioner's page, as FHIR interactions of the signed-in user:
+
+- the team's open notices (`Task?code=acknowledge&status=<open>&owner=<the team>`), the overdue and the
+  escalated among them, and the unrouted ones (`owner:missing=true`): notices.py;
+- the referral-copy quality queue (`DocumentReference/$qa-queue` for the lead's organisation) and the
+  review, which creates the completed `referral-qa` Task exactly as `POST /fhir/Task` would;
+- the governance report for a month (`$governance-report`), checked, computed and audited as the
+  operation is, drawn as a table with bars (no script);
+- for MASH: the access notifications addressed to the authority (`Communication?category=access-notification`),
+  the referral copies addressed to it (`Communication?category=mash-referral`), and the reply, a
+  `referral-outcome` Communication `inResponseTo` the referral, created as `POST /fhir/Communication` is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from app.errors import Unprocessable
+from app.safeguarding.referral_qa import qa_queue
+from app.safeguarding.referral_rules import QA_OUTCOME, TASK_CODE
+from app.safeguarding.report import governance_report, month_range
+from app.storage.repository import format_instant
+from app.web import fmt
+from app.web.notices import by_ref, display_of, human_name, withheld_text
+
+if TYPE_CHECKING:
+    from app.fhir.service import FhirService
+
+COMM_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
+QA_OUTCOMES = {
+    "clear-and-complete": "Clear and complete",
+    "incomplete-information": "Incomplete information",
+    "threshold-not-evident": "Threshold not evident",
+    "escalated": "Escalated",
+}
+REPLY_MAX = 4000
+# the figures the chart draws (counts; shares and times are in the table)
+CHART = ("ed-notifications", "ed-overdue", "ed-unrouted", "referral-copies", "access-notifications")
+
+
+@dataclass
+class Item:
+    """A row of a simple list: a record id and its columns, already in UK form."""
+
+    res_id: str
+    child_id: str
+    child: str
+    when: str
+    who: str
+    what: str
+
+
+def _match(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
+
+
+async def review_queue(svc: FhirService) -> tuple[list[Item], str | None]:
+    org = getattr(svc.principal, "org", None)
+    bundle = await qa_queue(svc, org, [("_count", "200")])
+    items = [Item(d["id"], (d.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
+                  (d.get("subject") or {}).get("display", ""), fmt.uk_datetime(d.get("date") or
+                                                                       (d.get("meta") or {}).get("lastUpdated")),
+                  ", ".join(a.get("display") or a.get("reference", "") for a in d.get("author") or []),
+                  d.get("description", "Referral copy")) for d in _match(bundle)]
+    return items, withheld_text(bundle)
+
+
+async def review(svc: FhirService, document_id: str, outcome: str, note: str) -> None:
+    """A completed `referral-qa` Task on the copy, owned by the reviewing lead."""
+    if outcome not in QA_OUTCOMES:
+        raise Unprocessable("Choose an outcome of the review", msg_id="SF-1704", expression="outcome")
+    doc = (await svc.read("DocumentReference", document_id)).content
+    owner = getattr(svc.principal, "fhir_user", None)
+    task: dict[str, Any] = {
+        "resourceType": "Task", "status": "completed", "intent": "order",
+        "code": {"coding": [{"system": TASK_CODE, "code": "referral-qa"}]},
+        "focus": {"reference": f"DocumentReference/{document_id}"},
+        "output": [{"type": {"coding": [{"system": TASK_CODE, "code": "qa-outcome"}]},
+                    "valueCodeableConcept": {"coding": [{"system": QA_OUTCOME, "code": outcome}]}}],
+    }
+    if owner:
+        task["owner"] = {"reference": owner}
+    if isinstance(doc.get("subject"), dict):
+        task["for"] = doc["subject"]
+    if note.strip():
+        task["note"] = [{"text": note.strip()[:REPLY_MAX]}]
+    await svc.create("Task", task)
+
+
+@dataclass
+class Bar:
+    name: str
+    value: int
+    percent: int
+
+
+async def governance(svc: FhirService, month: str, now: datetime) -> list[tuple[str, list[tuple[str, Any]], list[Bar]]]:
+    """(organisation, figures, bars) per organisation of the month, for the lead's own organisation;
+    checked and audited as `GET /fhir/$governance-report?month=...&organization=...` is."""
+    org = getattr(svc.principal, "org", None)
+    svc.guard.begin("operation", query=f"$governance-report?month={month}")
+    svc.guard.check_operation("governance-report")
+    month_range(month)  # 400 for a malformed month
+    report = await governance_report(svc.session, svc.settings.fhir_base, month, org, now)
+    await svc.guard.audited()
+    out = []
+    for ref, tally in report.organizations.items():
+        values = [(k, v) for k, v in tally.figures().items() if v is not None]
+        counts = {k: int(v) for k, v in values if k in CHART and isinstance(v, int)}
+        top = max([*counts.values(), 1])
+        bars = [Bar(k.replace("-", " "), counts.get(k, 0), round(100 * counts.get(k, 0) / top)) for k in CHART]
+        out.append((report.names.get(ref, ref), values, bars))
+    return out
+
+
+async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | None]:
+    """(access notifications, referral copies) addressed to the MASH practitioner's authority."""
+    lists: list[list[Item]] = []
+    withheld = None
+    for category in ("access-notification", "mash-referral"):
+        bundle = await svc.search("Communication", [
+            ("category", f"{COMM_CATEGORY}|{category}"), ("_sort", "-sent"), ("_count", "200"),
+            ("_include", "Communication:subject"), ("_include", "Communication:sender")])
+        found = by_ref(bundle)
+        withheld = withheld or withheld_text(bundle)
+        lists.append([Item(
+            c["id"], (c.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
+            human_name(found.get((c.get("subject") or {}).get("reference", ""))),
+            fmt.uk_datetime(c.get("sent")), display_of(c.get("sender"), found) or "",
+            "; ".join(p.get("contentString", "") for p in c.get("payload") or [] if p.get("contentString")),
+        ) for c in _match(bundle) if c.get("resourceType") == "Communication"])
+    return lists[0], lists[1], withheld
+
+
+async def reply(svc: FhirService, referral_id: str, text: str, now: datetime) -> None:
+    """The authority's `referral-outcome` reply to a referral Communication addressed to it."""
+    text = text.strip()
+    if not text or len(text) > REPLY_MAX:
+        raise Unprocessable(f"Write the outcome (at most {REPLY_MAX} characters)", msg_id="SF-1705",
+                            expression="text")
+    referral = (await svc.read("Communication", referral_id)).content
+    comm: dict[str, Any] = {
+        "resourceType": "Communication", "status": "completed",
+        "category": [{"coding": [{"system": COMM_CATEGORY, "code": "referral-outcome"}]}],
+        "inResponseTo": [{"reference": f"Communication/{referral_id}"}],
+        "sent": format_instant(now), "payload": [{"contentString": text}],
+    }
+    for key in ("subject",):
+        if isinstance(referral.get(key), dict):
+            comm[key] = referral[key]
+    if isinstance(referral.get("sender"), dict):
+        comm["recipient"] = [referral["sender"]]
+    if getattr(svc.principal, "org", None):
+        comm["sender"] = {"reference": svc.principal.org}
+    await svc.create("Communication", comm)

@@ -1,0 +1,93 @@
+"""How the pages write what they show: dates and times in UK form on the Europe/London clock (whatever
+the server's time zone), ages in years and months, "3 hours ago", and NHS numbers in the 3-3-4 groups
+staff read them in, masked (`*** *** 1234`) where a list shows many children at once.
+
+Pure functions of their inputs (the clock is passed in), so the pages are testable at fixed instants.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from app.fhir.search.dates import parse_range
+from app.safeguarding.tasks import LONDON
+
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+
+
+def instant(value: Any) -> datetime | None:
+    """A FHIR dateTime/instant -> an aware UTC datetime (its start), None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    found = parse_range(value)
+    if found is None:
+        return None
+    start = found[0]
+    return start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+
+
+def uk_datetime(value: datetime | str | None) -> str:
+    """`14 March 2026, 09:05 GMT` (BST in summer); "" when unknown."""
+    when = instant(value) if isinstance(value, str) or value is None else value
+    if when is None:
+        return ""
+    local = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(LONDON)
+    return f"{local.day} {MONTHS[local.month - 1]} {local.year}, {local:%H:%M} {local.tzname()}"
+
+
+def uk_date(value: str | None) -> str:
+    """A FHIR date (`2024-01-15`) -> `15 January 2024`; partial dates as far as they go."""
+    if not value:
+        return ""
+    parts = value[:10].split("-")
+    try:
+        if len(parts) == 3:
+            return f"{int(parts[2])} {MONTHS[int(parts[1]) - 1]} {parts[0]}"
+        if len(parts) == 2:
+            return f"{MONTHS[int(parts[1]) - 1]} {parts[0]}"
+    except (ValueError, IndexError):
+        return value
+    return parts[0]
+
+
+def age(birth: str | None, now: datetime) -> str:
+    """`2 years`, `7 months`, `3 weeks`, on the London calendar day of `now`; "" when unknown."""
+    if not birth or len(birth) < 10:
+        return ""
+    try:
+        born = date.fromisoformat(birth[:10])
+    except ValueError:
+        return ""
+    today = (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(LONDON).date()
+    months = (today.year - born.year) * 12 + today.month - born.month - (today.day < born.day)
+    if months >= 24:
+        return f"{months // 12} years"
+    if months >= 1:
+        return f"{months} month{'s' * (months != 1)}"
+    weeks = max((today - born).days // 7, 0)
+    return f"{weeks} week{'s' * (weeks != 1)}"
+
+
+def ago(value: datetime | None, now: datetime) -> str:
+    """`just now`, `5 minutes ago`, `3 hours ago`, `2 days ago`."""
+    if value is None:
+        return ""
+    seconds = int((now - value).total_seconds())
+    if seconds < 60:
+        return "just now"
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' * (n != 1)} ago"
+    return "just now"  # pragma: no cover - the loop always returns
+
+
+def nhs_number(value: str | None, *, masked: bool) -> str:
+    """`999 000 0166`, or `*** *** 0166` masked (the last four digits tell children apart on a list)."""
+    if not value:
+        return ""
+    if len(value) != 10:
+        return "*" * len(value) if masked else value
+    return f"*** *** {value[6:]}" if masked else f"{value[:3]} {value[3:6]} {value[6:]}"

@@ -1,0 +1,147 @@
+"""One notice's page and what can be done on it, each a FHIR interaction as the signed-in user:
+
+- the page reads the acknowledgement Task (`GET Task/id`: another team's notice is 404, exactly as the
+  API answers it), its notice (`GET Communication/id`) and the child's `$safeguarding-summary` (active
+  flags with their owners' contact numbers, recent notices and open Tasks; withheld restricted records
+  are said with the summary's own notice); each access is audited as that interaction;
+- Acknowledge is an update of the Task to `completed` (with the optional note as its `statusReason`,
+  one of the status elements a health visitor may change), version-checked against the version the
+  page showed (a notice changed meanwhile is 412, not silently overwritten);
+- Pass to a colleague (a safeguarding lead's reassignment) is an update of the Task's `owner` to one of
+  the team's PractitionerRoles, again version-checked; the policy decides who may.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from app.errors import Unprocessable
+from app.safeguarding.summary import safeguarding_summary
+from app.safeguarding.tasks import OPEN_STATUSES
+from app.storage.repository import format_instant
+from app.web import fmt
+from app.web.notices import NoticeRow, by_ref, display_of, human_name, row, withheld_text
+
+if TYPE_CHECKING:
+    from app.fhir.service import FhirService
+
+NOTE_MAX = 1000  # characters of an acknowledgement note
+FLAG_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-flag-category"
+TEAM_ROLES = ("health-visitor", "school-nurse", "safeguarding-lead")
+
+
+@dataclass
+class FlagView:
+    label: str
+    since: str
+    owner: str
+    phones: list[str]
+
+
+@dataclass
+class NoticePage:
+    notice: NoticeRow
+    text: str
+    child_name: str
+    birth: str
+    flags: list[FlagView] = field(default_factory=list)
+    recent: list[tuple[str, str]] = field(default_factory=list)  # (when, what)
+    open_tasks: int = 0
+    withheld: str | None = None
+    open: bool = True
+
+
+def _flag(flag: dict[str, Any], found: dict[str, dict[str, Any]]) -> FlagView:
+    labels = [c.get("display") or c.get("code", "") for cc in flag.get("category") or []
+              for c in cc.get("coding") or [] if c.get("system") == FLAG_CATEGORY]
+    author = found.get((flag.get("author") or {}).get("reference", ""), {})
+    phones = [f"{t.get('value')}" + (" (out of hours)" if t.get("rank") == 2 else "")
+              for t in author.get("telecom") or [] if t.get("system") == "phone"]
+    label = (labels[0] if labels else (flag.get("code") or {}).get("text", "Flag")).replace("-", " ")
+    return FlagView(label.capitalize(), fmt.uk_date((flag.get("period") or {}).get("start")),
+                    display_of(flag.get("author"), found), phones)
+
+
+async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePage:
+    task = (await svc.read("Task", task_id)).content
+    found: dict[str, dict[str, Any]] = {}
+    focus = (task.get("focus") or {}).get("reference", "")
+    if focus.startswith("Communication/"):
+        comm = await svc.read("Communication", focus.partition("/")[2])
+        found[focus] = comm.content
+    child_ref = (task.get("for") or {}).get("reference", "")
+    summary: dict[str, Any] = {}
+    if child_ref.startswith("Patient/"):
+        summary = await safeguarding_summary(svc, child_ref.partition("/")[2], scheduled=False)
+    found |= by_ref(summary)
+    enc_ref = (found.get(focus, {}).get("encounter") or {}).get("reference", "")
+    if enc_ref.startswith("Encounter/"):
+        # the attendance, as `_include=Communication:encounter` would give it to this reader
+        bundle = await svc.search("Encounter", [("_id", enc_ref.partition("/")[2]),
+                                                ("_include", "Encounter:service-provider")])
+        found |= by_ref(bundle)
+    child = found.get(child_ref)
+    entries = [e["resource"] for e in summary.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
+    flags = [_flag(r, found) for r in entries if r["resourceType"] == "Flag"]
+    recent = [(fmt.uk_datetime(r.get("sent")), " ".join(c for c in ["; ".join(p.get("contentString", "")
+              for p in r.get("payload") or [])] if c) or "Notice")
+              for r in entries if r["resourceType"] == "Communication"]
+    tasks = [r for r in entries if r["resourceType"] == "Task"]
+    notice = row(task, found, now)
+    return NoticePage(
+        notice=notice, text="; ".join(p.get("contentString", "") for p in found.get(focus, {}).get("payload") or []),
+        child_name=human_name(child) if child else notice.child_name,
+        birth=fmt.uk_date((child or {}).get("birthDate")),
+        flags=flags, recent=recent, open_tasks=len(tasks), withheld=withheld_text(summary),
+        open=task.get("status") in OPEN_STATUSES,
+    )
+
+
+def _version(raw: str) -> str:
+    if not (raw.isascii() and raw.isdigit()):
+        raise Unprocessable("The form's version is not a number", msg_id="SF-1701", expression="version")
+    return raw
+
+
+async def acknowledge(svc: FhirService, task_id: str, version: str, note: str, now: datetime) -> None:
+    """The Task `completed`, with the note as its statusReason text; If-Match the version shown."""
+    note = note.strip()
+    if len(note) > NOTE_MAX:
+        raise Unprocessable(f"The note may be at most {NOTE_MAX} characters", msg_id="SF-1702",
+                            expression="note")
+    task = dict((await svc.read("Task", task_id)).content)
+    task["status"] = "completed"
+    task["lastModified"] = format_instant(now)
+    if note:
+        task["statusReason"] = {"text": note}
+    await svc.update("Task", task_id, task, if_match=_version(version))
+
+
+async def colleagues(svc: FhirService) -> list[tuple[str, str]]:
+    """(reference, name) of the PractitionerRoles of the user's organisation in the notice-handling roles."""
+    org = getattr(svc.principal, "org", None)
+    if not org:
+        return []
+    bundle = await svc.search("PractitionerRole", [("organization", org), ("_count", "200")])
+    out = []
+    for e in bundle.get("entry") or []:
+        res = e["resource"]
+        if res.get("resourceType") != "PractitionerRole" or res.get("active") is False:
+            continue
+        roles = {c.get("code") for cc in res.get("code") or [] for c in cc.get("coding") or []}
+        if roles & set(TEAM_ROLES):
+            ref = f"PractitionerRole/{res['id']}"
+            out.append((ref, (res.get("practitioner") or {}).get("display") or ref))
+    return sorted(out, key=lambda x: x[1])
+
+
+async def reassign(svc: FhirService, task_id: str, version: str, owner: str) -> None:
+    """The Task's owner becomes `owner`, one of the team's PractitionerRoles (422 for anything else)."""
+    if owner not in {ref for ref, _ in await colleagues(svc)}:
+        raise Unprocessable("Choose a colleague of your team", msg_id="SF-1703", expression="owner")
+    task = dict((await svc.read("Task", task_id)).content)
+    task["owner"] = {"reference": owner}
+    await svc.update("Task", task_id, task, if_match=_version(version))
+

@@ -1,0 +1,209 @@
+"""The notices a health visitor, school nurse or safeguarding lead works through, read the way `/fhir`
+serves them: every list here IS a Task search (`Task?code=acknowledge&status=<open>&owner=...` with
+`_include` of the notice, the child and the attendance) run through the interaction engine as the
+signed-in user, so the policy decides what is shown, restricted records are withheld with the same
+information entry a search carries, and the page view is audited as that search.
+
+A notice on a list is the acknowledgement Task with what its focus Communication, the child (Patient)
+and the attendance (Encounter, its serviceProvider) say. Urgent notices come first, then the newest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+from app.safeguarding.tasks import OPEN_STATUSES, TASK_CODES, due_at, is_escalated
+from app.web import fmt
+
+if TYPE_CHECKING:
+    from app.fhir.service import FhirService
+
+CATEGORY_LABELS = {
+    "ed-attendance": "ED attendance",
+    "did-not-wait": "Left ED before care was complete",
+    "think-family": "Think Family: an adult in the household attended ED",
+    "escalation": "Escalation",
+}
+LIST_LIMIT = 500  # the search's _count ceiling: every open notice of one person or team
+INCLUDES = [("_include", "Task:focus"), ("_include", "Task:patient"), ("_include", "Task:owner"),
+            ("_include:iterate", "Communication:encounter"), ("_include:iterate", "Communication:sender"),
+            ("_include:iterate", "Encounter:service-provider")]
+# the attendance's start as the notice's text states it ("ED attendance on 2026-01-05T09:15:00Z (...)"), for
+# readers who may not read the ED's Encounter itself (a health visitor reads her notices, not the ED's records)
+_STATED_START = re.compile(r" on (\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2}))")
+
+
+@dataclass
+class NoticeRow:
+    """One notice as the pages show it (strings already in UK form)."""
+
+    task_id: str
+    version: int
+    status: str
+    category: str
+    label: str
+    priority: str
+    child_id: str | None
+    child_name: str
+    age: str
+    nhs_masked: str
+    nhs: str
+    attended: str
+    place: str
+    reason: str
+    due: str
+    overdue: bool
+    escalated: bool
+    arrived: str
+    arrived_ago: str
+    owner: str
+    sent_at: datetime | None = None
+
+
+@dataclass
+class Listing:
+    rows: list[NoticeRow] = field(default_factory=list)
+    withheld: str | None = None  # the search's information entry, when restricted records were withheld
+
+    @property
+    def overdue(self) -> list[NoticeRow]:
+        return [r for r in self.rows if r.overdue]
+
+
+def _ref(value: Any) -> str:
+    return value.get("reference", "") if isinstance(value, dict) else ""
+
+
+def _codes(concepts: Any) -> list[str]:
+    items = concepts if isinstance(concepts, list) else [concepts] if concepts else []
+    return [c.get("code", "") for cc in items if isinstance(cc, dict) for c in cc.get("coding") or []]
+
+
+def human_name(patient: dict[str, Any] | None) -> str:
+    for name in (patient or {}).get("name") or []:
+        if name.get("text"):
+            return str(name["text"])
+        parts = [*name.get("given", []), name.get("family", "")]
+        if any(parts):
+            return " ".join(p for p in parts if p)
+    return "Name not known"
+
+
+def nhs_of(patient: dict[str, Any] | None, ref: Any = None) -> str:
+    """The child's NHS number: from the Patient, else from an identifier-only reference."""
+    idents = [*((patient or {}).get("identifier") or []), *([ref["identifier"]] if isinstance(ref, dict)
+                                                         and isinstance(ref.get("identifier"), dict) else [])]
+    for ident in idents:
+        if ident.get("system") == NHS_NUMBER_SYSTEM and isinstance(ident.get("value"), str):
+            return str(ident["value"])
+    return ""
+
+
+def withheld_text(bundle: dict[str, Any]) -> str | None:
+    for entry in bundle.get("entry") or []:
+        if (entry.get("search") or {}).get("mode") == "outcome":
+            for issue in entry["resource"].get("issue") or []:
+                if issue.get("code") == "suppressed":  # shown without its message id ("SF-0820: ")
+                    return re.sub(r"^SF-\d{4}: ", "", str(issue.get("diagnostics", "")))
+    return None
+
+
+def by_ref(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f"{e['resource']['resourceType']}/{e['resource'].get('id')}": e["resource"]
+            for e in bundle.get("entry") or [] if (e.get("search") or {}).get("mode") != "outcome"}
+
+
+def display_of(ref: Any, found: dict[str, dict[str, Any]]) -> str:
+    if not isinstance(ref, dict):
+        return ""
+    res = found.get(_ref(ref))
+    if res is not None:
+        if res.get("name") and isinstance(res["name"], str):
+            return str(res["name"])
+        prac = res.get("practitioner") or {}
+        if prac.get("display"):
+            return str(prac["display"])
+    return str(ref.get("display") or ref.get("reference") or "")
+
+
+def stated_start(comm: dict[str, Any]) -> str | None:
+    for part in comm.get("payload") or []:
+        found = _STATED_START.search(str(part.get("contentString", "")))
+        if found:
+            return found.group(1)
+    return None
+
+
+def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime) -> NoticeRow:
+    comm = found.get(_ref(task.get("focus")), {})
+    child_ref = task.get("for") or comm.get("subject")
+    child = found.get(_ref(child_ref))
+    encounter = found.get(_ref(comm.get("encounter"))) or {}
+    category = next(iter(_codes(comm.get("category"))), "")
+    due = due_at(task)
+    sent = fmt.instant(comm.get("sent") or task.get("authoredOn"))
+    reasons = [cc.get("text") or next((c.get("display") or c.get("code") for c in cc.get("coding") or []), "")
+               for cc in encounter.get("reasonCode") or []]
+    nhs = nhs_of(child, child_ref)
+    return NoticeRow(
+        task_id=str(task["id"]), version=int((task.get("meta") or {}).get("versionId", 1)),
+        status=str(task.get("status", "")), category=category, label=CATEGORY_LABELS.get(category, category),
+        priority=str(task.get("priority") or comm.get("priority") or "routine"),
+        child_id=_ref(child_ref).removeprefix("Patient/") if _ref(child_ref).startswith("Patient/") else None,
+        child_name=human_name(child) if child else "Child not matched to a record",
+        age=fmt.age((child or {}).get("birthDate"), now), nhs_masked=fmt.nhs_number(nhs, masked=True),
+        nhs=fmt.nhs_number(nhs, masked=False),
+        attended=fmt.uk_datetime((encounter.get("period") or {}).get("start") or stated_start(comm)),
+        place=display_of(encounter.get("serviceProvider") or comm.get("sender"), found),
+        reason=", ".join(r for r in reasons if r),
+        due=fmt.uk_datetime(due.replace(tzinfo=UTC) if due else None),
+        overdue=task.get("status") in OPEN_STATUSES and due is not None and due <= now.replace(tzinfo=None),
+        escalated=is_escalated(task), arrived=fmt.uk_datetime(sent), arrived_ago=fmt.ago(sent, now),
+        owner=display_of(task.get("owner"), found) or "Nobody (unrouted)", sent_at=sent,
+    )
+
+
+def open_query(owners: list[str] | None, *, unrouted: bool = False) -> list[tuple[str, str]]:
+    query = [("code", f"{TASK_CODES}|acknowledge"), ("status", ",".join(OPEN_STATUSES)),
+             ("_count", str(LIST_LIMIT)), *INCLUDES]
+    if owners:
+        query.append(("owner", ",".join(sorted(owners))))
+    if unrouted:
+        query.append(("owner:missing", "true"))
+    return query
+
+
+async def open_notices(svc: FhirService, owners: list[str] | None, now: datetime, *,
+                       unrouted: bool = False) -> Listing:
+    """The open acknowledgement Tasks owned by `owners` (any of them; None: all the user may read;
+    `unrouted`: those with no owner), urgent first, then newest; one audited search."""
+    bundle = await svc.search("Task", open_query(owners, unrouted=unrouted))
+    found = by_ref(bundle)
+    tasks = [e["resource"] for e in bundle.get("entry") or []
+             if (e.get("search") or {}).get("mode") == "match"]
+    rows = [row(t, found, now) for t in tasks]
+    epoch = datetime.min.replace(tzinfo=UTC)
+    rows.sort(key=lambda r: (r.priority != "urgent", -(r.sent_at or epoch).timestamp()))
+    return Listing(rows, withheld_text(bundle))
+
+
+def own_refs(svc: FhirService) -> list[str]:
+    """What stands for the user personally (her PractitionerRoles and Practitioner)."""
+    p = svc.principal
+    refs = set(getattr(p, "own_refs", ()) or ())
+    if getattr(p, "fhir_user", None):
+        refs.add(p.fhir_user)
+    return sorted(refs)
+
+
+def team_refs(svc: FhirService) -> list[str]:
+    """What stands for the user's team: the organisation, its PractitionerRoles and their Practitioners."""
+    p = svc.principal
+    refs = set(getattr(p, "org_refs", ()) or ())
+    if getattr(p, "org", None):
+        refs.add(p.org)
+    return sorted(refs)

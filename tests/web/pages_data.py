@@ -1,0 +1,50 @@
+"""The demo borough (app/demo/borough.py) for the page tests, seeded through the API, and the principals
+of its people (test-range NHS numbers only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from app.demo import borough as b
+from app.security.principal import Principal
+from app.security.tokens import default_scope
+
+RESTRICTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+OTHER_ORG, OTHER_HV = "Organization/other-0-19", "PractitionerRole/other-hv"
+SEXUAL_HEALTH = "Organization/demo-sexual-health"
+BIRTH_YEAR = 2024  # the demo child's, as reference_data() makes it for a 2026 clock
+
+
+def principal(role: str, org: str, fhir_user: str | None = None, care_setting: str | None = None) -> Principal:
+    claims = {"sub": f"test-{role}", "role": role, "scope": default_scope(role), "org": org,
+              "fhirUser": fhir_user, "care_setting": care_setting}
+    return Principal.from_claims({k: v for k, v in claims.items() if v})
+
+
+HV = principal("health-visitor", b.ZERO19, b.HV)
+LEAD = principal("safeguarding-lead", b.ZERO19, b.LEAD)
+MASH = principal("mash-practitioner", b.MASH)
+OTHER = principal("health-visitor", OTHER_ORG, OTHER_HV)
+
+
+async def put(client: httpx.AsyncClient, resource: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    r = await client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource, headers=headers)
+    assert r.status_code in (200, 201), r.text
+
+
+async def seed(client: httpx.AsyncClient, today: Any) -> None:
+    for resource in b.reference_data(today):
+        await put(client, resource)
+    await put(client, b.organization(OTHER_ORG, "Other 0-19 Service", "zero-to-nineteen-service"))
+    await put(client, b.practitioner_role(OTHER_HV, OTHER_ORG, "health-visitor", "Olive Other"))
+    await put(client, b.organization(SEXUAL_HEALTH, "Demo Sexual Health Clinic", "sexual-health-service"))
+    await put(client, b.practitioner_role("PractitionerRole/demo-hv2", b.ZERO19, "health-visitor", "Harriet Second"))
+
+
+async def attend(client: httpx.AsyncClient, ed_auth: dict[str, str], start: str) -> str:
+    r = await client.post("/fhir/Encounter", json={**b.attendance(start), "reasonCode": [
+        {"coding": [{"system": b.SNOMED, "code": "125667009", "display": "Contusion"}]}]}, headers=ed_auth)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
