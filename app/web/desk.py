@@ -26,7 +26,7 @@ from app.web import fmt
 from app.web.notices import by_ref, display_of, human_name, withheld_text
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
 
 COMM_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
 QA_OUTCOMES = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -103,7 +103,7 @@ def last_event_id(raw: str | None) -> int | None:
 
 
 async def stream(feed: LiveFeed, last: int | None, disconnected: asyncio.Event | None = None,
-                 keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[str]:
+                 keepalive: float = KEEPALIVE_SECONDS) -> AsyncGenerator[str, None]:
     """`ready` with the current number on a fresh connection; `changed` at once on a reconnection that
     missed events, then one `changed` per new number; a comment line as keep-alive."""
     async with feed.listening():

@@ -25,7 +25,7 @@ from app.web import fmt
 from app.web.notices import NoticeRow, by_ref, display_of, human_name, row, withheld_text
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
 
 NOTE_MAX = 1000  # characters of an acknowledgement note
 FLAG_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-flag-category"

@@ -20,7 +20,7 @@ from app.safeguarding.tasks import OPEN_STATUSES, TASK_CODES, due_at, is_escalat
 from app.web import fmt
 
 if TYPE_CHECKING:
-    from app.fhir.service import FhirService
+    from app.interactions.service import FhirService
 
 CATEGORY_LABELS = {
     "ed-attendance": "ED attendance",

@@ -48,3 +48,8 @@ async def attend(client: httpx.AsyncClient, ed_auth: dict[str, str], start: str)
         {"coding": [{"system": b.SNOMED, "code": "125667009", "display": "Contusion"}]}]}, headers=ed_auth)
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
+
+
+def ed(auth: Any) -> dict[str, str]:
+    """An ED clinician's token (unscheduled care: reading flags raises access notifications)."""
+    return dict(auth("ed-clinician", org=b.ED, practitioner=b.ED_NURSE, care_setting=b.ED_CARE_SETTING))

@@ -11,8 +11,7 @@ import httpx
 from app.context import AppContext
 from app.web import live
 from tests.conftest import StepClock
-from tests.web.pages_data import seed
-from tests.web.test_page_data import attend, ed
+from tests.web.pages_data import attend, ed, seed
 
 BOUND = 10.0  # seconds: a bound on waiting, not a timing assertion
 

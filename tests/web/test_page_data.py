@@ -18,7 +18,7 @@ from app.safeguarding.escalation import escalate_overdue
 from app.storage.tables import resource
 from app.web import desk, notice, notices
 from tests.conftest import StepClock
-from tests.web.pages_data import HV, LEAD, MASH, OTHER, RESTRICTED, SEXUAL_HEALTH, attend, seed
+from tests.web.pages_data import HV, LEAD, MASH, OTHER, RESTRICTED, SEXUAL_HEALTH, attend, ed, seed
 
 Auth = Any
 
@@ -27,10 +27,6 @@ Auth = Any
 async def borough(client: httpx.AsyncClient, clock: StepClock) -> httpx.AsyncClient:
     await seed(client, clock.now().date())
     return client
-
-
-def ed(auth: Auth) -> dict[str, str]:
-    return dict(auth("ed-clinician", org=b.ED, practitioner=b.ED_NURSE, care_setting=b.ED_CARE_SETTING))
 
 
 async def audit_count(ctx: AppContext) -> int:
@@ -216,6 +212,7 @@ async def test_the_lead_reviews_her_teams_referral_copy_from_the_queue(
     assert r.status_code == 200, r.text
     async with clean_ctx.unit_of_work(LEAD) as svc:
         queue, withheld = await desk.review_queue(svc)
+    assert withheld is None
     assert [(i.child_id, i.who, i.what) for i in queue] == [("demo-child", "PractitionerRole/demo-hv",
                                                             "Referral to Demo Borough MASH")]
     with pytest.raises(Unprocessable) as exc:

@@ -1,0 +1,220 @@
+"""The pages of the people in the flow, under /app (thin routes: the user, one unit of work, a render).
+
+- `GET /app` (home_page): a health visitor's or school nurse's open notices; a lead's desk; MASH's page.
+- `GET /app/notices/list`, `/app/lead/list`: the list alone, fetched by static/live.js on a live update.
+- `GET /app/notices/overdue`, `GET /app/notices/{task}`: her overdue notices; one notice and the child's summary.
+- `POST /app/notices/{task}/acknowledge`, `/reassign`: the Task's writes (CSRF checked first).
+- `GET /app/lead`, `GET /app/lead/report?month=YYYY-MM`, `POST /app/lead/review/{document}`: the lead's desk.
+- `GET /app/mash`, `POST /app/mash/reply/{communication}`: the MASH practitioner's page and reply.
+- `GET /app/events`: the live-update stream (live.py).
+
+Each page runs in ONE unit of work as the signed-in user's Principal: the FHIR interactions it makes are
+decided by the API's policy and audited as the API audits them. A refused or failed interaction is the
+API's own error (404 for another team's notice, 412 for a notice changed meanwhile, 422 for a bad form)
+shown as a page with the same status. URLs carry resource ids only, never an NHS number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
+from typing import Annotated, Any
+
+from app.web.session import current_user, signed_in_form
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from app.errors import FhirError
+from app.interactions.service import FhirService
+from app.observability import request_id_var
+from app.security.principal import Principal
+from app.web import desk, live, notice, notices
+from app.web.templates import render
+
+router = APIRouter(prefix="/app", include_in_schema=False)
+User = Annotated[Principal, Depends(current_user)]
+FormUser = Annotated[Principal, Depends(signed_in_form)]
+NURSES = ("health-visitor", "school-nurse")
+HEADINGS = {400: "There is a problem with this request", 403: "You cannot do this",
+            404: "Page not found", 409: "This notice changed", 410: "This record was removed",
+            412: "This notice changed while you were looking at it", 422: "There is a problem"}
+
+
+async def _page(request: Request, user: Principal, work: Callable[[FhirService], Awaitable[Response]]) -> Response:
+    """`work` in one unit of work as `user`; a FHIR error becomes an error page with its status."""
+    ctx = request.app.state.ctx
+    try:
+        async with ctx.unit_of_work(user, request_id=request_id_var.get(),
+                                    client_address=request.client.host if request.client else None,
+                                    metrics=request.app.state.metrics) as svc:
+            return await work(svc)
+    except FhirError as exc:
+        message = exc.issues[0].diagnostics if exc.issues and exc.status in (400, 412, 422) else ""
+        if exc.status == 404:
+            message = "The page you asked for does not exist, or it is not yours to see."
+        return render(request, "pages/error.jinja", exc.status, title=HEADINGS.get(exc.status, "Sorry"),
+                      heading=HEADINGS.get(exc.status, "Sorry, something went wrong"), message=message)
+
+
+def _now(request: Request) -> Any:
+    now = request.app.state.ctx.clock.now()
+    return now if now.tzinfo else now.replace(tzinfo=UTC)
+
+
+def _done(request: Request, to: str) -> Response:
+    """After a form's write: 204 for the page's script (no reload), else back to `to` (303)."""
+    if request.headers.get("x-requested-with") == "fetch":
+        return Response(status_code=204)
+    return RedirectResponse(to, status_code=303)
+
+
+async def _inbox(request: Request, user: Principal, template: str, overdue: bool = False) -> Response:
+    async def work(svc: FhirService) -> Response:
+        event = await live.newest_event(request.app.state.ctx.engine)  # before the search: nothing later is missed
+        listing = await notices.open_notices(svc, notices.own_refs(svc), _now(request))
+        if overdue:
+            listing = notices.Listing(listing.overdue, listing.withheld)
+        return render(request, template, listing=listing, show_owner=False, event=event)
+    return await _page(request, user, work)
+
+
+async def _desk(request: Request, user: Principal, template: str) -> Response:
+    async def work(svc: FhirService) -> Response:
+        now = _now(request)
+        event = await live.newest_event(request.app.state.ctx.engine)
+        team = await notices.open_notices(svc, notices.team_refs(svc), now)
+        if template.endswith("_rows.jinja"):
+            return render(request, template, listing=team, show_owner=True)
+        unrouted = await notices.open_notices(svc, None, now, unrouted=True)
+        queue, queue_withheld = await desk.review_queue(svc)
+        return render(request, template, team=team, unrouted=unrouted, queue=queue, queue_withheld=queue_withheld,
+                      outcomes=desk.QA_OUTCOMES, event=event)
+    return await _page(request, user, work)
+
+
+async def _mash(request: Request, user: Principal) -> Response:
+    async def work(svc: FhirService) -> Response:
+        accesses, referrals, withheld = await desk.mash_lists(svc)
+        return render(request, "pages/mash.jinja", accesses=accesses, referrals=referrals, withheld=withheld)
+    return await _page(request, user, work)
+
+
+async def home_page(request: Request, user: Principal) -> Response | None:
+    """The signed-in user's home page by role; None for a role without pages of its own here."""
+    if user.role in NURSES:
+        return await _inbox(request, user, "pages/inbox.jinja")
+    if user.role == "safeguarding-lead":
+        return await _desk(request, user, "pages/lead.jinja")
+    if user.role == "mash-practitioner":
+        return await _mash(request, user)
+    return None
+
+
+@router.get("/notices/list")
+async def inbox_list(request: Request, user: User) -> Response:
+    return await _inbox(request, user, "pages/_rows.jinja")
+
+
+@router.get("/notices/overdue")
+async def overdue(request: Request, user: User) -> Response:
+    return await _inbox(request, user, "pages/overdue.jinja", overdue=True)
+
+
+@router.get("/notices/{task_id}")
+async def notice_view(request: Request, task_id: str, user: User) -> Response:
+    async def work(svc: FhirService) -> Response:
+        page = await notice.notice_page(svc, task_id, _now(request))
+        team = await notice.colleagues(svc) if user.role == "safeguarding-lead" else []
+        return render(request, "pages/notice.jinja", page=page, colleagues=team)
+    return await _page(request, user, work)
+
+
+@router.post("/notices/{task_id}/acknowledge")
+async def acknowledge(request: Request, task_id: str, user: FormUser) -> Response:
+    form = await request.form()
+
+    async def work(svc: FhirService) -> Response:
+        await notice.acknowledge(svc, task_id, str(form.get("version", "")), str(form.get("note", "")),
+                                 _now(request))
+        return _done(request, "/app")
+    return await _page(request, user, work)
+
+
+@router.post("/notices/{task_id}/reassign")
+async def reassign(request: Request, task_id: str, user: FormUser) -> Response:
+    form = await request.form()
+
+    async def work(svc: FhirService) -> Response:
+        await notice.reassign(svc, task_id, str(form.get("version", "")), str(form.get("owner", "")))
+        return _done(request, "/app/lead")
+    return await _page(request, user, work)
+
+
+@router.get("/lead")
+async def lead_desk(request: Request, user: User) -> Response:
+    return await _desk(request, user, "pages/lead.jinja")
+
+
+@router.get("/lead/list")
+async def lead_list(request: Request, user: User) -> Response:
+    return await _desk(request, user, "pages/_rows.jinja")
+
+
+@router.get("/lead/report")
+async def report(request: Request, user: User) -> Response:
+    month = request.query_params.get("month") or f"{_now(request):%Y-%m}"
+
+    async def work(svc: FhirService) -> Response:
+        orgs = await desk.governance(svc, month, _now(request))
+        return render(request, "pages/report.jinja", month=month, orgs=orgs)
+    return await _page(request, user, work)
+
+
+@router.post("/lead/review/{document_id}")
+async def review(request: Request, document_id: str, user: FormUser) -> Response:
+    form = await request.form()
+
+    async def work(svc: FhirService) -> Response:
+        await desk.review(svc, document_id, str(form.get("outcome", "")), str(form.get("note", "")))
+        return _done(request, "/app/lead#quality")
+    return await _page(request, user, work)
+
+
+@router.get("/mash")
+async def mash(request: Request, user: User) -> Response:
+    return await _mash(request, user)
+
+
+@router.post("/mash/reply/{communication_id}")
+async def mash_reply(request: Request, communication_id: str, user: FormUser) -> Response:
+    form = await request.form()
+
+    async def work(svc: FhirService) -> Response:
+        await desk.reply(svc, communication_id, str(form.get("text", "")), _now(request))
+        return _done(request, "/app/mash")
+    return await _page(request, user, work)
+
+
+@router.get("/events")
+async def events(request: Request, _user: User) -> Response:
+    """Server-sent events: event numbers only (live.py); the page fetches its list on each."""
+    feed: live.LiveFeed | None = getattr(request.app.state, "web_live", None)
+    if feed is None:
+        feed = request.app.state.web_live = live.LiveFeed(request.app.state.ctx.engine)
+    gone = asyncio.Event()
+
+    async def body() -> AsyncIterator[str]:
+        async def watch() -> None:
+            while not await request.is_disconnected():
+                await asyncio.sleep(1.0)
+            gone.set()
+        watcher = asyncio.create_task(watch())
+        try:
+            last = live.last_event_id(request.headers.get("last-event-id") or request.query_params.get("since"))
+            async for chunk in live.stream(feed, last, gone):
+                yield chunk
+        finally:
+            watcher.cancel()
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
