@@ -34,13 +34,19 @@ async def put(client: httpx.AsyncClient, resource: dict[str, Any], headers: dict
     assert r.status_code in (200, 201), r.text
 
 
+def seed_resources(today: Any) -> list[dict[str, Any]]:
+    """The demo borough, another 0-19 service with its health visitor, a sexual health service and a
+    second health visitor of the demo 0-19 service."""
+    return [*b.reference_data(today),
+            b.organization(OTHER_ORG, "Other 0-19 Service", "zero-to-nineteen-service"),
+            b.practitioner_role(OTHER_HV, OTHER_ORG, "health-visitor", "Olive Other"),
+            b.organization(SEXUAL_HEALTH, "Demo Sexual Health Clinic", "sexual-health-service"),
+            b.practitioner_role("PractitionerRole/demo-hv2", b.ZERO19, "health-visitor", "Harriet Second")]
+
+
 async def seed(client: httpx.AsyncClient, today: Any) -> None:
-    for resource in b.reference_data(today):
+    for resource in seed_resources(today):
         await put(client, resource)
-    await put(client, b.organization(OTHER_ORG, "Other 0-19 Service", "zero-to-nineteen-service"))
-    await put(client, b.practitioner_role(OTHER_HV, OTHER_ORG, "health-visitor", "Olive Other"))
-    await put(client, b.organization(SEXUAL_HEALTH, "Demo Sexual Health Clinic", "sexual-health-service"))
-    await put(client, b.practitioner_role("PractitionerRole/demo-hv2", b.ZERO19, "health-visitor", "Harriet Second"))
 
 
 async def attend(client: httpx.AsyncClient, ed_auth: dict[str, str], start: str) -> str:

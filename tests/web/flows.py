@@ -1,0 +1,120 @@
+"""Helpers of the page flows in a real browser: the demo borough seeded into the running server through
+its API, tokens of the borough's people minted by the server's own `safeflag token`, the notice (Task)
+an attendance raised, keyboard-only navigation, and the escalation job run against the server's database
+at an injected time (test-range NHS numbers only)."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
+
+from app.config import Settings
+from app.context import AppContext
+from app.demo import borough as b
+from app.safeguarding.escalation import escalate_overdue
+from tests.e2e.server import RunningServer
+from tests.web.pages_data import OTHER_HV, OTHER_ORG, SEXUAL_HEALTH, seed_resources
+
+OTHER_USER = {"name": "Olive Other", "role": "health-visitor", "org": OTHER_ORG, "fhirUser": OTHER_HV}
+MASH_USER = {"name": "Mia Mash", "role": "mash-practitioner", "org": b.MASH}
+SECOND_CHILD, SECOND_NHS = "Patient/web-child-2", "9990007101"
+
+
+def token(server: RunningServer, role: str, **claims: str) -> dict[str, str]:
+    args = ["--sub", f"web-{role}", "--role", role]
+    for name, value in claims.items():
+        args += [f"--{name.replace('_', '-')}", value]
+    out = subprocess.run([*server.command, "token", *args], env=server.env, cwd=server.workdir,
+                         capture_output=True, text=True, timeout=60, check=True)
+    return {"Authorization": f"Bearer {out.stdout.strip()}"}
+
+
+def ed_token(server: RunningServer) -> dict[str, str]:
+    return token(server, "ed-clinician", org=b.ED, practitioner=b.ED_NURSE, care_setting=b.ED_CARE_SETTING)
+
+
+def api(server: RunningServer, headers: dict[str, str] | None = None) -> httpx.Client:
+    return httpx.Client(base_url=server.fhir_base, headers=headers or server.headers, timeout=30)
+
+
+def seed_server(server: RunningServer) -> None:
+    """The demo borough, the other organisation and a second child of the health visitor (idempotent PUTs)."""
+    with api(server) as client:
+        for resource in seed_resources(date.today()):
+            r = client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource)
+            assert r.status_code in (200, 201), r.text
+        child = b.patient(SECOND_CHILD, SECOND_NHS, "Robin", "2024-06-01", "male",
+                          managingOrganization={"reference": b.ZERO19})
+        team = {"resourceType": "CareTeam", "id": "web-child-2-0-19", "status": "active",
+                "subject": {"reference": SECOND_CHILD}, "participant": [
+                    {"role": [b.coding(b.CS + "care-team-role", "health-visitor")], "member": {"reference": b.HV}}]}
+        for resource in (child, team):
+            r = client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource)
+            assert r.status_code in (200, 201), r.text
+
+
+def attend(server: RunningServer, child: str = b.CHILD) -> str:
+    """An ED attendance POSTed by the ED; returns the id of the acknowledgement Task it raised."""
+    start = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    with api(server, ed_token(server)) as ed:
+        r = ed.post("/Encounter", json={**b.attendance(start), "subject": {"reference": child}})
+        assert r.status_code == 201, r.text
+        encounter = r.json()["id"]
+    with api(server) as admin:
+        comms = admin.get("/Communication", params={"encounter": f"Encounter/{encounter}"}).json()["entry"]
+        tasks = admin.get("/Task", params={"focus": f"Communication/{comms[0]['resource']['id']}"}).json()
+    return str(tasks["entry"][0]["resource"]["id"])
+
+
+def restricted_flag(server: RunningServer, child: str) -> None:
+    """A restricted flag written by the sexual health service: its own and the leads' to see."""
+    flag = {**b.plan_flag(date.today()), "subject": {"reference": child}, "author": {"reference": SEXUAL_HEALTH},
+            "category": [b.coding(b.CS + "safeguarding-flag-category", "exploitation-risk")],
+            "code": {"coding": [{"system": b.CS + "safeguarding-flag-category", "code": "exploitation-risk"}]},
+            "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+                                   "code": "R"}]}}
+    with api(server, token(server, "sexual-health-clinician", org=SEXUAL_HEALTH)) as sh:
+        r = sh.post("/Flag", json=flag)
+        assert r.status_code in (201, 409), r.text  # 409: already there from an earlier run on this server
+
+
+def task(server: RunningServer, task_id: str) -> dict[str, Any]:
+    with api(server) as admin:
+        out: dict[str, Any] = admin.get(f"/Task/{task_id}").json()
+    return out
+
+
+async def escalate_at(server: RunningServer, when: datetime) -> int:
+    """The escalation job (as the dispatcher's timer runs it) against the server's database at `when`."""
+    settings = Settings(data_dir=server.workdir / "data", database_url=server.env.get("SAFEFLAG_DATABASE_URL"),
+                        base_url=server.base_url, _env_file=None)  # type: ignore[call-arg]
+    ctx = AppContext.from_settings(settings)
+    try:
+        return await escalate_overdue(ctx, when)
+    finally:
+        await ctx.close()
+
+
+def later(days: int) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+def tab_to(driver: webdriver.Chrome, matches: str, limit: int = 300) -> None:
+    """Press Tab until the focused element matches the CSS selector `matches` (keyboard only)."""
+    for _ in range(limit):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        if driver.execute_script("return document.activeElement.matches(arguments[0])", matches):
+            return
+    raise AssertionError(f"Tab never reached {matches}")
+
+
+def session_cookie(driver: webdriver.Chrome) -> dict[str, str]:
+    cookie = driver.get_cookie("safeflag_session")
+    assert cookie is not None
+    return {"safeflag_session": cookie["value"]}

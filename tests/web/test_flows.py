@@ -1,0 +1,173 @@
+"""The flows of the people in it, in a real browser against a real server signing in through a real
+OpenID Connect provider (tests/web/conftest.py), on SQLite and PostgreSQL. Every page and state reached
+is screenshotted and checked by axe-core (zero violations)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from app.demo import borough as b
+from tests.e2e.server import RunningServer
+from tests.web.browser import check_page
+from tests.web.conftest import sign_in
+from tests.web.flows import (
+    MASH_USER,
+    OTHER_USER,
+    SECOND_CHILD,
+    attend,
+    escalate_at,
+    later,
+    restricted_flag,
+    seed_server,
+    session_cookie,
+    tab_to,
+    task,
+)
+from tests.web.provider import Provider
+
+# A bound on waiting for the page to change by itself, not a timing assertion: the live update's
+# latency is measured by bench/web_pages.py; here it must happen without a reload.
+LIVE_BOUND = 10.0
+
+
+def card(task_id: str) -> str:
+    return f'[data-task="{task_id}"]'
+
+
+def present(driver: webdriver.Chrome, selector: str) -> bool:
+    return bool(driver.find_elements(By.CSS_SELECTOR, selector))
+
+
+def switch_user(driver: webdriver.Chrome, server: RunningServer, sub: str) -> None:
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    sign_in(driver, server, sub)
+
+
+def test_a_new_attendance_appears_on_her_open_page_without_a_reload(
+    driver: webdriver.Chrome, web_server: RunningServer
+) -> None:
+    seed_server(web_server)
+    sign_in(driver, web_server, "hana.visitor")
+    WebDriverWait(driver, LIVE_BOUND).until(
+        lambda d: d.find_element(By.ID, "notices").get_attribute("data-connected") == "true")
+    driver.execute_script("window.stillTheSamePage = true")
+    check_page(driver, f"inbox-{web_server.database}")
+    task_id = attend(web_server)
+    WebDriverWait(driver, LIVE_BOUND).until(lambda d: present(d, card(task_id)))
+    assert driver.execute_script("return window.stillTheSamePage") is True  # no reload
+    shown = driver.find_element(By.CSS_SELECTOR, card(task_id)).text
+    assert "Casey Demo" in shown and "*** *** 0166" in shown and "999 000 0166" not in shown
+    count = len(driver.find_elements(By.CSS_SELECTOR, "[data-task]"))
+    assert driver.title == f"({count}) Your notices - SafeFlag"
+    check_page(driver, f"inbox-live-{web_server.database}")
+
+
+def test_she_acknowledges_by_keyboard_and_it_leaves_her_list_and_the_leads(
+    driver: webdriver.Chrome, web_server: RunningServer
+) -> None:
+    seed_server(web_server)
+    task_id = attend(web_server)
+    sign_in(driver, web_server, "sam.lead")
+    driver.get(web_server.base_url + "/app/lead")
+    assert present(driver, card(task_id))
+    check_page(driver, f"lead-desk-{web_server.database}")
+    switch_user(driver, web_server, "hana.visitor")
+    tab_to(driver, f'{card(task_id)} a')
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/app/notices/{task_id}"))
+    assert "999 000 0166" in driver.find_element(By.TAG_NAME, "main").text  # the full number, once opened
+    check_page(driver, f"notice-{web_server.database}")
+    tab_to(driver, "textarea#note")
+    driver.switch_to.active_element.send_keys("Spoke to mum; seen at clinic")
+    tab_to(driver, "button#acknowledge")
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    WebDriverWait(driver, 20).until(lambda d: present(d, "[data-acknowledged]"))
+    assert driver.switch_to.active_element.get_attribute("data-acknowledged") == "true"  # focus on the message
+    check_page(driver, f"notice-acknowledged-{web_server.database}")
+    stored = task(web_server, task_id)
+    assert (stored["status"], stored["statusReason"]) == ("completed", {"text": "Spoke to mum; seen at clinic"})
+    driver.get(web_server.base_url + "/app")
+    assert not present(driver, card(task_id))
+    switch_user(driver, web_server, "sam.lead")
+    driver.get(web_server.base_url + "/app/lead")
+    assert not present(driver, card(task_id))
+
+
+def test_an_overdue_notice_is_escalated_and_shows_on_the_leads_desk(
+    driver: webdriver.Chrome, web_server: RunningServer
+) -> None:
+    seed_server(web_server)
+    task_id = attend(web_server)
+    assert asyncio.run(escalate_at(web_server, later(30))) >= 1
+    assert task(web_server, task_id)["owner"] == {"reference": b.LEAD}
+    sign_in(driver, web_server, "sam.lead")
+    driver.get(web_server.base_url + "/app/lead")
+    escalated = driver.find_element(By.CSS_SELECTOR, "[data-overdue]").text
+    assert "Casey Demo" in escalated and "(escalated)" in escalated
+    assert present(driver, f'[data-overdue] a[href="/app/notices/{task_id}"]')
+    check_page(driver, f"lead-desk-escalated-{web_server.database}")
+    driver.get(web_server.base_url + "/app/lead/report")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Governance report"
+    check_page(driver, f"lead-report-{web_server.database}")
+
+
+def test_a_restricted_record_is_withheld_with_its_notice(driver: webdriver.Chrome, web_server: RunningServer) -> None:
+    seed_server(web_server)
+    restricted_flag(web_server, SECOND_CHILD)
+    task_id = attend(web_server, SECOND_CHILD)
+    sign_in(driver, web_server, "hana.visitor")
+    driver.get(f"{web_server.base_url}/app/notices/{task_id}")
+    main = driver.find_element(By.TAG_NAME, "main").text
+    assert "Restricted records about the patient(s) of this search were withheld" in main
+    assert "Exploitation risk" not in main
+    check_page(driver, f"notice-withheld-{web_server.database}")
+    switch_user(driver, web_server, "sam.lead")
+    driver.get(f"{web_server.base_url}/app/notices/{task_id}")
+    assert "Exploitation risk" in driver.find_element(By.TAG_NAME, "main").text
+
+
+def test_another_organisation_cannot_open_a_notice_by_url(
+    driver: webdriver.Chrome, web_server: RunningServer, provider: Provider
+) -> None:
+    seed_server(web_server)
+    provider.add_user("olive.other", OTHER_USER)
+    task_id = attend(web_server)
+    sign_in(driver, web_server, "olive.other")
+    driver.get(f"{web_server.base_url}/app/notices/{task_id}")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Page not found"
+    check_page(driver, f"notice-not-found-{web_server.database}")
+    answer = httpx.get(f"{web_server.base_url}/app/notices/{task_id}", cookies=session_cookie(driver))
+    assert answer.status_code == 404
+    assert "Casey" not in answer.text and "0166" not in answer.text
+
+
+def test_a_forged_form_post_is_refused_and_changes_nothing(
+    driver: webdriver.Chrome, web_server: RunningServer
+) -> None:
+    seed_server(web_server)
+    task_id = attend(web_server)
+    sign_in(driver, web_server, "hana.visitor")
+    version = task(web_server, task_id)["meta"]["versionId"]
+    cookies = session_cookie(driver)
+    forged = httpx.post(f"{web_server.base_url}/app/notices/{task_id}/acknowledge", cookies=cookies,
+                        data={"version": version, "note": "forged"})
+    wrong = httpx.post(f"{web_server.base_url}/app/notices/{task_id}/acknowledge", cookies=cookies,
+                       data={"version": version, "note": "forged", "csrf_token": "not-the-token"})
+    assert (forged.status_code, wrong.status_code) == (403, 403)
+    assert task(web_server, task_id)["status"] == "requested"
+
+
+def test_the_mash_practitioner_sees_the_referral_copies_addressed_to_her_authority(
+    driver: webdriver.Chrome, web_server: RunningServer, provider: Provider
+) -> None:
+    seed_server(web_server)
+    provider.add_user("mia.mash", MASH_USER)
+    sign_in(driver, web_server, "mia.mash")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Multi-agency safeguarding hub"
+    check_page(driver, f"mash-{web_server.database}")
