@@ -6,6 +6,8 @@ through /fhir). `install(app)` is all app/main.py calls.
 - oidc.py, claims.py: the provider (Authorization Code + PKCE) and the claim mapping to a Principal.
 - dev_sign_in.py: the development sign-in (demo borough people; loopback only).
 - routes.py: sign-in, callback, sign-out; headers.py: CSP and the other browser headers on /app.
+- pages.py: the pages of the people in the flow (notices.py, notice.py, desk.py their data, as the user's
+  own FHIR interactions; live.py the live-update stream; fmt.py dates, ages and NHS numbers as shown).
 - templates.py, templates/: Jinja with the nhsuk-frontend-jinja macros; assets.py: the pinned NHS.UK
   frontend CSS/JS fetched by the build into static/vendor/.
 """
@@ -39,10 +41,11 @@ def http_error_page(request: Request, status: int) -> Response:
 
 def install(app: FastAPI) -> None:
     """Mount the web app: its routes, its static files, its error pages and its response headers."""
-    from app.web import routes
+    from app.web import pages, routes
     from app.web.templates import render
 
     app.include_router(routes.router)
+    app.include_router(pages.router)
     app.mount("/app/static", StaticFiles(directory=STATIC), name="web-static")
 
     @app.exception_handler(SignInRequired)

@@ -23,6 +23,7 @@ from app.safeguarding.referral_rules import QA_OUTCOME, TASK_CODE
 from app.safeguarding.report import governance_report, month_range
 from app.storage.repository import format_instant
 from app.web import fmt
+from app.web.notice import payload_text
 from app.web.notices import by_ref, display_of, human_name, withheld_text
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
             c["id"], (c.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
             human_name(found.get((c.get("subject") or {}).get("reference", ""))),
             fmt.uk_datetime(c.get("sent")), display_of(c.get("sender"), found) or "",
-            "; ".join(p.get("contentString", "") for p in c.get("payload") or [] if p.get("contentString")),
+            payload_text(c),
         ) for c in _match(bundle) if c.get("resourceType") == "Communication"])
     return lists[0], lists[1], withheld
 

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.storage.notify_tables import outbox_event
 
@@ -35,10 +35,17 @@ RETRY_MS = 500  # how soon a browser reconnects after a lost connection
 TYPES = ("Task", "Communication")
 
 
+_NEWEST = select(func.max(outbox_event.c.id)).where(outbox_event.c.res_type.in_(TYPES))
+
+
 async def newest_event(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        stmt = select(func.max(outbox_event.c.id)).where(outbox_event.c.res_type.in_(TYPES))
-        return int((await conn.execute(stmt)).scalar() or 0)
+        return int((await conn.execute(_NEWEST)).scalar() or 0)
+
+
+async def newest_event_in(session: AsyncSession) -> int:
+    """The newest number as a page's own transaction sees it (SQLite has one connection to share)."""
+    return int((await session.execute(_NEWEST)).scalar() or 0)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from app.safeguarding.summary import safeguarding_summary
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.storage.repository import format_instant
 from app.web import fmt
-from app.web.notices import NoticeRow, by_ref, display_of, human_name, row, withheld_text
+from app.web.notices import INCLUDES, NoticeRow, by_ref, display_of, human_name, row, withheld_text
 
 if TYPE_CHECKING:
     from app.interactions.service import FhirService
@@ -53,6 +53,10 @@ class NoticePage:
     open: bool = True
 
 
+def payload_text(comm: dict[str, Any]) -> str:
+    return "; ".join(str(p["contentString"]) for p in comm.get("payload") or [] if p.get("contentString"))
+
+
 def _flag(flag: dict[str, Any], found: dict[str, dict[str, Any]]) -> FlagView:
     labels = [c.get("display") or c.get("code", "") for cc in flag.get("category") or []
               for c in cc.get("coding") or [] if c.get("system") == FLAG_CATEGORY]
@@ -65,33 +69,24 @@ def _flag(flag: dict[str, Any], found: dict[str, dict[str, Any]]) -> FlagView:
 
 
 async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePage:
-    task = (await svc.read("Task", task_id)).content
-    found: dict[str, dict[str, Any]] = {}
+    task = (await svc.read("Task", task_id)).content  # another team's notice: 404, as the API answers
+    # the notice, the child, the owner and the attendance as the list's search includes them for this reader
+    found = by_ref(await svc.search("Task", [("_id", task_id), *INCLUDES]))
     focus = (task.get("focus") or {}).get("reference", "")
-    if focus.startswith("Communication/"):
-        comm = await svc.read("Communication", focus.partition("/")[2])
-        found[focus] = comm.content
     child_ref = (task.get("for") or {}).get("reference", "")
     summary: dict[str, Any] = {}
     if child_ref.startswith("Patient/"):
         summary = await safeguarding_summary(svc, child_ref.partition("/")[2], scheduled=False)
-    found |= by_ref(summary)
-    enc_ref = (found.get(focus, {}).get("encounter") or {}).get("reference", "")
-    if enc_ref.startswith("Encounter/"):
-        # the attendance, as `_include=Communication:encounter` would give it to this reader
-        bundle = await svc.search("Encounter", [("_id", enc_ref.partition("/")[2]),
-                                                ("_include", "Encounter:service-provider")])
-        found |= by_ref(bundle)
+    found = by_ref(summary) | found
     child = found.get(child_ref)
     entries = [e["resource"] for e in summary.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
     flags = [_flag(r, found) for r in entries if r["resourceType"] == "Flag"]
-    recent = [(fmt.uk_datetime(r.get("sent")), " ".join(c for c in ["; ".join(p.get("contentString", "")
-              for p in r.get("payload") or [])] if c) or "Notice")
+    recent = [(fmt.uk_datetime(r.get("sent")), payload_text(r) or "Notice")
               for r in entries if r["resourceType"] == "Communication"]
     tasks = [r for r in entries if r["resourceType"] == "Task"]
     notice = row(task, found, now)
     return NoticePage(
-        notice=notice, text="; ".join(p.get("contentString", "") for p in found.get(focus, {}).get("payload") or []),
+        notice=notice, text=payload_text(found.get(focus, {})),
         child_name=human_name(child) if child else notice.child_name,
         birth=fmt.uk_date((child or {}).get("birthDate")),
         flags=flags, recent=recent, open_tasks=len(tasks), withheld=withheld_text(summary),

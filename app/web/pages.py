@@ -71,7 +71,7 @@ def _done(request: Request, to: str) -> Response:
 
 async def _inbox(request: Request, user: Principal, template: str, overdue: bool = False) -> Response:
     async def work(svc: FhirService) -> Response:
-        event = await live.newest_event(request.app.state.ctx.engine)  # before the search: nothing later is missed
+        event = await live.newest_event_in(svc.session)  # before the search: nothing later is missed
         listing = await notices.open_notices(svc, notices.own_refs(svc), _now(request))
         if overdue:
             listing = notices.Listing(listing.overdue, listing.withheld)
@@ -82,10 +82,10 @@ async def _inbox(request: Request, user: Principal, template: str, overdue: bool
 async def _desk(request: Request, user: Principal, template: str) -> Response:
     async def work(svc: FhirService) -> Response:
         now = _now(request)
-        event = await live.newest_event(request.app.state.ctx.engine)
+        event = await live.newest_event_in(svc.session)
         team = await notices.open_notices(svc, notices.team_refs(svc), now)
         if template.endswith("_rows.jinja"):
-            return render(request, template, listing=team, show_owner=True)
+            return render(request, template, listing=team, show_owner=True, heading_level=3)
         unrouted = await notices.open_notices(svc, None, now, unrouted=True)
         queue, queue_withheld = await desk.review_queue(svc)
         return render(request, template, team=team, unrouted=unrouted, queue=queue, queue_withheld=queue_withheld,

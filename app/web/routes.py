@@ -23,6 +23,7 @@ from app.web.audit import audit_refused_sign_in, audit_sign_in, audit_sign_out
 from app.web.claims import Unmapped, principal_claims
 from app.web.dev_sign_in import PEOPLE, is_loopback, person
 from app.web.oidc import OidcClient, SignInFailed
+from app.web.pages import home_page
 from app.web.session import (
     WebSession,
     clear_cookie,
@@ -66,7 +67,7 @@ async def _signed_in(request: Request, claims: dict[str, str], replaces: str | N
 
 @router.get("")
 async def home(request: Request, user: Annotated[Principal, Depends(current_user)]) -> Response:
-    return render(request, "home.jinja", role=user.role)
+    return await home_page(request, user) or render(request, "home.jinja", role=user.role)
 
 
 @router.get("/sign-in")

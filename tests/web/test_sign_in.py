@@ -18,5 +18,5 @@ def test_health_visitor_signs_in_through_the_provider(driver: webdriver.Chrome, 
     assert driver.current_url == web_server.base_url + "/app"
     header = driver.find_element(By.CSS_SELECTOR, ".nhsuk-header__account").text
     assert "Hana Visitor" in header and "Sign out" in header
-    assert driver.find_element(By.TAG_NAME, "main").text == "SafeFlag\nYou are signed in as Hana Visitor (health-visitor)."
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Your open notices"  # her home page: her notices
     check_page(driver, f"home-{web_server.database}")
