@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from typing import Annotated, Any
 
-from app.web.session import current_user, signed_in_form
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
@@ -30,6 +29,7 @@ from app.interactions.service import FhirService
 from app.observability import request_id_var
 from app.security.principal import Principal
 from app.web import desk, live, notice, notices
+from app.web.session import current_user, signed_in_form
 from app.web.templates import render
 
 router = APIRouter(prefix="/app", include_in_schema=False)
