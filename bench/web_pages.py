@@ -1,0 +1,167 @@
+"""The web pages under load: server time per page, and how soon a new notice shows in a real browser.
+
+A real `safeflag serve` (SQLite, or PostgreSQL with `--database-url`) signing in through a real OpenID
+Connect provider process, and the system Chromium (the browser tests' own fixtures, tests/web). Seeded:
+the demo borough and `--notices` open notices on the health visitor (ED attendances of her child).
+
+1. Server time per page: `--requests` sequential views of her home page (all her open notices), one
+   notice's page, and the lead's desk, each with her/his session cookie; the server's own `duration_ms`
+   from its request log line, p50 and p95 (target p95 <= 50 ms with 200 open notices).
+2. Notice visible: with her home page open, attendances are POSTed open-loop at `--rate` per second for
+   `--seconds`; a MutationObserver in the page records when each notice's card appears; latency is that
+   moment minus the moment its POST was sent (one machine, one clock), for EVERY notice, with the
+   number never seen (target <= 1 s at 50/s).
+
+Results: bench/results/<date>-web-pages-<db>.json. Both runs stop by themselves; only 127.0.0.1.
+
+    python -m bench.web_pages                              # SQLite, 200 notices, 5/s for 10 s
+    python -m bench.web_pages --rate 50 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import threading
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+from selenium.webdriver.support.ui import WebDriverWait
+
+from bench.procs import ROOT
+from tests.e2e.server import RunningServer, start_server
+from tests.web.browser import start_chrome
+from tests.web.conftest import USERS, sign_in, web_env
+from tests.web.flows import api, attend, ed_token, seed_server
+from tests.web.provider import start_provider
+
+WATCH = """
+window.seen = window.seen || {};
+const mark = () => { for (const el of document.querySelectorAll('[data-task]')) {
+  if (!(el.dataset.task in window.seen)) window.seen[el.dataset.task] = Date.now(); } };
+mark();
+new MutationObserver(mark).observe(document.getElementById('notices'), {childList: true, subtree: true});
+"""
+
+
+def quantiles(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"count": 0, "p50": None, "p95": None, "max": None}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {"count": len(values), "p50": round(statistics.median(ordered), 1), "p95": round(p95, 1),
+            "max": round(ordered[-1], 1)}
+
+
+def server_times(server: RunningServer, path: re.Pattern[str], since: int) -> list[float]:
+    records = server.log_records()[since:]
+    return [float(str(r["duration_ms"])) for r in records
+            if r.get("msg") == "request" and path.fullmatch(str(r.get("path", ""))) and r.get("status") == 200]
+
+
+def page_times(server: RunningServer, cookie: str, paths: list[str], requests: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=server.base_url, cookies={"safeflag_session": cookie}, timeout=60) as client:
+        for path in paths:
+            since = len(server.stderr_lines())
+            for _ in range(requests):
+                assert client.get(path).status_code == 200
+            time.sleep(0.2)  # the last log lines
+            out[path.rsplit("/", 1)[0] + "/{id}" if "/notices/" in path else path] = quantiles(
+                server_times(server, re.compile(re.escape(path)), since))
+    return out
+
+
+def live_latency(server: RunningServer, driver: Any, rate: float, seconds: float) -> dict[str, Any]:
+    driver.get(server.base_url + "/app")
+    WebDriverWait(driver, 30).until(
+        lambda d: d.find_element("id", "notices").get_attribute("data-connected") == "true")
+    driver.execute_script(WATCH)
+    sent: dict[str, float] = {}
+    lock = threading.Lock()
+    headers = ed_token(server)
+
+    def post(index: int) -> None:
+        started = time.time()
+        with api(server, headers) as ed:
+            r = ed.post("/Encounter", json={
+                "resourceType": "Encounter", "status": "in-progress",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
+                "subject": {"reference": "Patient/demo-child"}, "period": {"start": "2026-01-05T09:00:00Z"},
+                "serviceProvider": {"reference": "Organization/demo-ed"}, "identifier": [
+                    {"system": "https://fhir.safeflag.example/Id/bench-attendance", "value": f"{started}-{index}"}]})
+        if r.status_code == 201:
+            with lock:
+                sent[r.json()["id"]] = started
+
+    threads = []
+    total = int(rate * seconds)
+    begin = time.monotonic()
+    for i in range(total):
+        delay = begin + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        thread = threading.Thread(target=post, args=(i,))
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(timeout=60)
+    time.sleep(3.0)  # the last notices' bounded wait
+    seen: dict[str, float] = driver.execute_script("return window.seen")
+    latencies, missing = [], 0
+    with api(server) as admin:
+        for encounter, started in sent.items():
+            comm = admin.get("/Communication", params={"encounter": f"Encounter/{encounter}"}).json()["entry"][0]
+            task = admin.get("/Task", params={"focus": f"Communication/{comm['resource']['id']}"}).json()
+            task_id = task["entry"][0]["resource"]["id"]
+            if task_id in seen:
+                latencies.append(seen[task_id] - started * 1000)
+            else:
+                missing += 1
+    return {"rate_per_s": rate, "seconds": seconds, "posted": total, "created": len(sent),
+            "not_seen_in_browser": missing, "latency_ms": quantiles(latencies)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--notices", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--rate", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    provider = start_provider()
+    for sub, claims in USERS.items():
+        provider.add_user(sub, claims)
+    server = start_server(args.database_url, extra_env=web_env(provider))
+    driver = start_chrome()
+    try:
+        seed_server(server)
+        task_ids = [attend(server) for _ in range(args.notices)]
+        sign_in(driver, server, "hana.visitor")
+        hv = driver.get_cookie("safeflag_session")["value"]
+        pages = page_times(server, hv, ["/app", f"/app/notices/{task_ids[-1]}"], args.requests)
+        live = live_latency(server, driver, args.rate, args.seconds)
+        driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+        sign_in(driver, server, "sam.lead")
+        pages |= page_times(server, driver.get_cookie("safeflag_session")["value"], ["/app/lead"], args.requests)
+        result = {"database": server.database, "open_notices": args.notices, "server_ms": pages, "live": live,
+                  "rss_mb_after": round(server.rss_mb(), 1)}
+    finally:
+        driver.quit()
+        server.stop()
+        server.cleanup()
+        provider.stop()
+    out = Path(ROOT) / "bench" / "results" / f"{date.today()}-web-pages-{result['database'].lower()}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
