@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import threading
 import time
 from datetime import date
@@ -33,6 +32,7 @@ from typing import Any
 import httpx
 from selenium.webdriver.support.ui import WebDriverWait
 
+from app.safeguarding.report import median, p95
 from bench.procs import ROOT
 from tests.e2e.server import RunningServer, start_server
 from tests.web.browser import start_chrome
@@ -52,10 +52,8 @@ new MutationObserver(mark).observe(document.getElementById('notices'), {childLis
 def quantiles(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"count": 0, "p50": None, "p95": None, "max": None}
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return {"count": len(values), "p50": round(statistics.median(ordered), 1), "p95": round(p95, 1),
-            "max": round(ordered[-1], 1)}
+    return {"count": len(values), "p50": round(median(values) or 0, 1), "p95": round(p95(values) or 0, 1),
+            "max": round(max(values), 1)}
 
 
 def server_times(server: RunningServer, path: re.Pattern[str], since: int) -> list[float]:
