@@ -53,8 +53,8 @@ async def _page(request: Request, user: Principal, work: Callable[[FhirService],
         message = exc.issues[0].diagnostics if exc.issues and exc.status in (400, 412, 422) else ""
         if exc.status == 404:
             message = "The page you asked for does not exist, or it is not yours to see."
-        return render(request, "pages/error.jinja", exc.status, title=HEADINGS.get(exc.status, "Sorry"),
-                      heading=HEADINGS.get(exc.status, "Sorry, something went wrong"), message=message)
+        return render(request, "problem.jinja", exc.status,
+                      title=HEADINGS.get(exc.status, "Sorry, something went wrong"), reason=message)
 
 
 def _now(request: Request) -> Any:

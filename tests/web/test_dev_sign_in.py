@@ -94,7 +94,7 @@ async def test_development_sign_in_on_loopback_signs_in_a_demo_person(clean_ctx:
         assert (answer.status_code, answer.headers["location"]) == (303, "/app")
         assert "secure" not in answer.headers["set-cookie"].lower()  # http base URL: no Secure
         home = await http.get("/app")
-        assert home.status_code == 200 and "You are signed in as Hana Visitor (health-visitor)." in home.text
+        assert home.status_code == 200 and "Your open notices" in home.text and "Hana Visitor" in home.text
         events = (await http.get("/fhir/AuditEvent", params={"subtype": LOGIN, "altid": "demo-hv"},
                                  headers={"Authorization": "Bearer " + _admin(clean_ctx)})).json()
     [event] = [e["resource"] for e in events["entry"] if e["search"]["mode"] == "match"]
