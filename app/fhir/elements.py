@@ -33,6 +33,7 @@ import orjson
 
 from app.errors import Issue
 from app.fhir.bindings import CURRENCY_PATHS, LANGUAGE_PATHS, MIME_TYPE_PATHS, REQUIRED
+from app.fhir.ids import ID
 from app.fhir.resources import R4B_ONLY_TYPES, element_defs, is_resource_type, required_elements
 
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
@@ -42,7 +43,7 @@ _MONTH_DAY = r"-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
 # R4 regexes (https://hl7.org/fhir/R4/datatypes.html#primitive)
 _LEXICAL = {
     "code": re.compile(r"[^\s]+( [^\s]+)*"),
-    "id": re.compile(r"[A-Za-z0-9\-.]{1,64}"),
+    "id": re.compile(ID),
     "uri": re.compile(r"\S*"),
     "url": re.compile(r"\S*"),
     "canonical": re.compile(r"\S*"),

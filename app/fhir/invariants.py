@@ -38,6 +38,7 @@ from typing import Any
 
 from app.errors import Issue
 from app.fhir.elements import Node
+from app.fhir.ids import ID as _ID
 from app.fhir.search.dates import parse_range
 
 XHTML_NS = "{http://www.w3.org/1999/xhtml}"
@@ -48,9 +49,8 @@ _FORBIDDEN_TAGS = frozenset(
 )
 _DECLARATION = re.compile(r"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 # `Type/id` or `.../Type/id/_history/n` (https://hl7.org/fhir/R4/references.html#literal)
-_TYPED_REFERENCE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[^/]+)?$")
+_TYPED_REFERENCE = re.compile(rf"(?:^|/)([A-Z][A-Za-z]+)/{_ID}(?:/_history/[^/]+)?$")
 
-_ID = r"[A-Za-z0-9\-.]{1,64}"
 _LITERAL_REFERENCE = re.compile(
     rf"(?:https?://(?:[A-Za-z0-9\-\\.:%$]*/)+)?[A-Z][A-Za-z]+/(?!\.\.?(?:/|$)){_ID}(?:/_history/(?!\.\.?$){_ID})?"
     r"|#[A-Za-z0-9\-.]{0,64}"

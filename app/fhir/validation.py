@@ -21,7 +21,6 @@ parameters, SF-0117 unknown contained resource type, SF-0201 NHS number, SF-0002
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -29,10 +28,10 @@ from app.errors import BadRequest, Issue, Unprocessable, operation_outcome
 from app.fhir import nhs_number
 from app.fhir import profiles as sf_profiles
 from app.fhir.elements import Node, walk
+from app.fhir.ids import ID_RE
 from app.fhir.invariants import CHECKS, invariant_issues
 from app.fhir.resources import structure_errors
 
-ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 CORE_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
 # the definition paths `invariant_issues` has checks for: the walk keeps only their Nodes (and resource roots)
 INVARIANT_PATHS = frozenset(CHECKS)

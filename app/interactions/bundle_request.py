@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from app.errors import BadRequest, Issue, PayloadTooLarge
-from app.fhir.validation import ID_RE
+from app.fhir.ids import ID_RE
 
 _INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})")
 

@@ -32,6 +32,7 @@ from datetime import date, timedelta
 from typing import IO, Any
 
 from app.errors import Conflict, FhirError
+from app.fhir.ids import ID as _ID
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
 from app.ports import UnitOfWork, Work
 from app.safeguarding.lookup import Lookup
@@ -41,7 +42,6 @@ from app.storage.buffer import savepoint
 CASELOAD_SYSTEM = "https://fhir.safeflag.example/Id/caseload"
 COLUMNS = ("nhs_number", "practitioner", "role", "team", "start_date")
 ROLES = ("health-visitor", "school-nurse", "safeguarding-lead")
-_ID = r"[A-Za-z0-9\-.]{1,64}"  # FHIR id (https://hl7.org/fhir/R4/datatypes.html#id)
 _PRACTITIONER = re.compile(rf"^(PractitionerRole|Practitioner)/{_ID}$")
 _TEAM = re.compile(rf"^Organization/{_ID}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

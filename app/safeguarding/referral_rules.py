@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import BadRequest, Unprocessable
+from app.fhir.ids import ID_RE
 from app.fhir.search.extract import split_reference
-from app.fhir.validation import ID_RE
 from app.safeguarding.ed_attendance import COMM_CATEGORY
 from app.safeguarding.routing import CARE_TEAM_ROLE
 from app.safeguarding.tasks import TASK_CODES as TASK_CODE

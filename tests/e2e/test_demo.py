@@ -21,6 +21,7 @@ from sqlalchemy import select
 from app.config import Settings
 from app.context import AppContext
 from app.demo import borough
+from app.fhir.ids import ID
 from app.fhir.nhs_number import is_valid
 from app.storage.tables import resource
 from tests.conftest import _pg_url
@@ -37,7 +38,6 @@ STEPS = [
     "health visitor reads and acknowledges",
     "MASH referral copy and QA review",
 ]
-ID = r"[A-Za-z0-9\-.]{1,64}"
 
 
 def step_results(out: str) -> list[tuple[str, str]]:
