@@ -1,4 +1,5 @@
-"""create_app(): routers, exception handlers, lifespan (engine, in-process notification dispatcher)."""
+"""create_app(): the FHIR router and FastAPI's other routes, exception handlers, lifespan (engine,
+in-process notification dispatcher)."""
 
 from __future__ import annotations
 
@@ -17,26 +18,15 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from app import openapi, web
-from app.api import (
-    auth,
-    conformance,
-    governance,
-    interactions,
-    operations,
-    referrals,
-    safeguarding,
-    subscriptions,
-    system,
-    unknown_operations,
-)
+from app.api import auth, subscriptions, system
 from app.api.compression import GzipResponses
-from app.api.deps import Context, audit_refused_route
-from app.api.hot import HotRoutes
-from app.api.responses import fhir_response
+from app.api.deps import Context
+from app.api.fhir_routes import fhir_routes
+from app.api.responses import fhir_response, no_endpoint_response
+from app.api.router import FhirRoute
 from app.config import Settings, get_settings
 from app.context import AppContext
 from app.errors import BadRequest, FhirError, Issue, operation_outcome
-from app.fhir.validation import check_id
 from app.notify.channels.websocket import WebSocketRegistry
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.security import redact
@@ -51,7 +41,7 @@ from app.storage.failures import as_fhir_error
 
 log = logging.getLogger("safeflag")
 
-_HTTP_CODES = {404: "not-found", 405: "not-supported", 406: "not-supported", 415: "not-supported"}
+_HTTP_CODES = {406: "not-supported", 415: "not-supported"}
 
 
 def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
@@ -106,23 +96,12 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     app.state.security = security
     if ctx is not None:
         app.state.ctx = ctx
-    earlier = [
-        auth.router,  # first: /fhir/{type}/{id} would catch /fhir/.well-known/...
-        referrals.router,  # before interactions: Binary native read, $qa-queue
-        governance.router,
-        conformance.router,  # before interactions: /fhir/StructureDefinition etc.
-        safeguarding.router,
-        system.router,
-        operations.router,
-        subscriptions.router,
-        subscriptions.ws_router,
-        unknown_operations.router,  # last before interactions: `$name` is never taken for an id
-    ]
-    for router in [*earlier, interactions.router]:
+    # every HTTP request under /fhir: one dispatch table (app/api/fhir_routes.py), first in line
+    app.state.fhir_table = fhir_routes()
+    app.router.routes.insert(0, FhirRoute(app.state.fhir_table))
+    for router in (auth.router, system.router, subscriptions.ws_router):  # /auth, /healthz, /readyz, /metrics, /fhir/ws
         app.include_router(router)
     web.install(app)  # the web app at /app (app/web)
-    # create, read and search straight to their routes (app/api/hot.py), inside the exception handlers
-    app.router.middleware_stack = HotRoutes(app.router.middleware_stack, interactions.router, earlier)
     app.add_middleware(GzipResponses)  # innermost: the log line and metrics see the request as the client sent it
     app.add_middleware(CancelOnDisconnectMiddleware)  # a read whose client has gone stops, query and all
     if settings.rate_limit_per_second > 0:
@@ -143,27 +122,14 @@ def _install_handlers(app: FastAPI) -> None:
         return fhir_response(exc.outcome(), exc.status, exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        """Path/query parameters FastAPI refused: the logical id pattern, mostly (same words as check_id);
-        `$name` in an id's place is an operation we do not serve there."""
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        """Parameters a FastAPI route refused (the FHIR router's endpoints check their own)."""
         issues: list[Issue] = []
         for err in exc.errors():
-            loc = [str(p) for p in err.get("loc", ()) if p not in ("path", "query", "header", "body")]
-            if loc == ["res_id"] and str(err.get("input")).startswith("$"):
-                rtype = request.url.path.removeprefix("/fhir/").split("/")[0]
-                unknown = unknown_operations.unknown_operation(request, str(err["input"])[1:], rtype)
-                return fhir_response(unknown.outcome(), unknown.status, unknown.headers or None)
-            if loc == ["res_id"]:
-                try:
-                    check_id(str(err.get("input")))
-                except FhirError as bad_id:
-                    issues += bad_id.issues
-                    continue
-            name = ".".join(loc)
+            name = ".".join(str(p) for p in err.get("loc", ()) if p not in ("path", "query", "header", "body"))
             issues.append(Issue("invalid", f"Invalid {name or 'request'}: {err.get('msg')}",
                                 expression=(name,) if name else (), msg_id="SF-0014"))
         refused = BadRequest(issues=issues or [Issue("invalid", "Invalid request", msg_id="SF-0014")])
-        await audit_refused_route(request, refused)
         return fhir_response(refused.outcome(), 400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -171,21 +137,17 @@ def _install_handlers(app: FastAPI) -> None:
         """Starlette's own 404 (no route) and 405 (route, other method) as OperationOutcomes."""
         if web.is_web(request.url.path):  # the web app's pages answer with a page
             return web.http_error_page(request, exc.status_code)
-        code = _HTTP_CODES.get(exc.status_code, "processing")
         headers = dict(exc.headers or {})
-        where = f"{request.method} {request.url.path}"[:200]
-        if exc.status_code == 404:
-            text = f"No such endpoint: {where}"
-        elif exc.status_code == 405:
+        if exc.status_code == 405:
             # Starlette names only the first route that matched the path; ask the router for every method.
             headers["Allow"] = ", ".join(
                 m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
                 if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in request.app.router.routes)
             )
-            text = f"Method not allowed: {where} (allowed: {headers['Allow']})"
-        else:
-            text = str(exc.detail)
-        body = operation_outcome([Issue(code, text, msg_id=f"SF-H{exc.status_code}")])
+        if exc.status_code in (404, 405):
+            return no_endpoint_response(request.method, request.url.path, exc.status_code, headers)
+        body = operation_outcome([Issue(_HTTP_CODES.get(exc.status_code, "processing"), str(exc.detail),
+                                        msg_id=f"SF-H{exc.status_code}")])
         return fhir_response(body, exc.status_code, headers)
 
     @app.exception_handler(Exception)

@@ -1,6 +1,7 @@
 """The OpenAPI description of the HTTP API, as served at /openapi.json and committed as openapi.yaml.
 
-FastAPI's generated schema, adjusted to what the routes really answer (https://hl7.org/fhir/R4/http.html):
+FastAPI's generated schema (for /fhir, of one route per row of the FHIR router's table, built for the
+document only: app/api/router.py), adjusted to what the routes really answer (https://hl7.org/fhir/R4/http.html):
 every /fhir response is `application/fhir+json` (a resource, a Bundle or an OperationOutcome), every
 4xx is an OperationOutcome, and FastAPI's `422 HTTPValidationError` is dropped because parameter errors
 answer 400 with an OperationOutcome. That keeps schemathesis (tests/api/test_schemathesis.py) honest.
@@ -8,7 +9,7 @@ answer 400 with an OperationOutcome. That keeps schemathesis (tests/api/test_sch
 It also says what FastAPI cannot see: bearer authentication (every operation but the open ones, found
 from the routes' dependencies), the server, each type's search parameters (`x-search-parameters`, from
 the search registry), the statuses of conditional create (200), update-as-create (201) and of what no
-one may write (405), and that `$governance-report` needs `month`.
+one may write (405).
 
 `make openapi` writes it to openapi.yaml (app/openapi_yaml.py, which builds the app to describe it);
 tests/test_openapi.py fails when the committed file is stale.
@@ -21,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute
 
 FHIR_JSON = "application/fhir+json"
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -179,7 +181,17 @@ def _search_parameters(paths: dict[str, Any]) -> None:
                                  "`_revinclude`, `_summary`, `_elements`) apply to all.").strip()
 
 
-def _open_routes(app: FastAPI) -> set[tuple[str, str]]:
+def documented_routes(app: FastAPI) -> list[BaseRoute]:
+    """The app's routes, the FHIR router standing for its table's rows."""
+    from app.api.router import FhirRoute
+
+    out: list[BaseRoute] = []
+    for route in app.routes:
+        out += route.table.documentation_routes() if isinstance(route, FhirRoute) else [route]
+    return out
+
+
+def _open_routes(routes: list[BaseRoute]) -> set[tuple[str, str]]:
     """(path, method) of the routes that need no token: no `authenticate` among their dependencies."""
     from fastapi.routing import iter_route_contexts
 
@@ -188,7 +200,7 @@ def _open_routes(app: FastAPI) -> set[tuple[str, str]]:
     def needs(dependant: Any) -> bool:
         return dependant.call is authenticate or any(needs(d) for d in dependant.dependencies)
 
-    return {(rc.path_format, m.lower()) for rc in iter_route_contexts(app.routes)
+    return {(rc.path_format, m.lower()) for rc in iter_route_contexts(routes)
             if rc.path_format is not None
             and (dependant := getattr(rc.original_route, "dependant", None)) is not None and not needs(dependant)
             for m in rc.methods or ()}
@@ -196,9 +208,10 @@ def _open_routes(app: FastAPI) -> set[tuple[str, str]]:
 
 def build(app: FastAPI) -> dict[str, Any]:
     """The adjusted OpenAPI schema of `app`."""
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+    routes = documented_routes(app)
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=routes,
                          servers=SERVERS)
-    open_routes = _open_routes(app)
+    open_routes = _open_routes(routes)
     for path, item in schema.get("paths", {}).items():
         for method in METHODS:
             op = item.get(method)
@@ -214,9 +227,6 @@ def build(app: FastAPI) -> dict[str, Any]:
     paths = schema.get("paths", {})
     _write_statuses(paths)
     _search_parameters(paths)
-    for param in paths.get("/fhir/$governance-report", {}).get("get", {}).get("parameters", []):
-        if param["name"] == "month":  # optional in the route only so that its absence is a 400 OperationOutcome
-            param["required"] = True
     schema["security"] = [{"bearer": []}]
     schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = BEARER
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})

@@ -44,7 +44,9 @@ async def get_security(request: Request) -> SecurityRuntime:
 SecurityDep = Annotated[SecurityRuntime, Depends(get_security)]
 
 
-async def authenticate(request: Request, security: SecurityDep) -> Principal:
+async def authenticate(request: Request) -> Principal:
+    """The FHIR router's guard and a FastAPI dependency alike: the bearer token's Principal, or 401."""
+    security = await get_security(request)
     principal = await security.authenticate(request.headers.get("authorization"))
     request.state.principal = principal
     return principal
@@ -77,9 +79,9 @@ def smart_configuration_body(security: SecurityRuntime) -> dict[str, Any]:
     }
 
 
-@router.get("/fhir/.well-known/smart-configuration", name="smart_configuration")
-async def smart_configuration(security: SecurityDep) -> Response:
-    return _json(smart_configuration_body(security), headers={"Cache-Control": "public, max-age=300"})
+async def smart_configuration(request: Request) -> Response:
+    """SMART discovery for Backend Services clients; needs no token."""
+    return _json(smart_configuration_body(await get_security(request)), headers={"Cache-Control": "public, max-age=300"})
 
 
 @router.post("/auth/token", name="token")

@@ -1,10 +1,8 @@
-"""Read-only routes for the conformance resources of `fhir_profiles/` (app/fhir/conformance.py):
-`GET /fhir/{StructureDefinition|CodeSystem|ValueSet|SearchParameter|ConceptMap|OperationDefinition}[/{id}]`; every write
-interaction answers 405. Each read and search is audited like any other (contract section 3); every
+"""Read-only endpoints for the conformance resources of `fhir_profiles/` (app/fhir/conformance.py):
+`GET /fhir/{StructureDefinition|CodeSystem|ValueSet|SearchParameter|ConceptMap|OperationDefinition}[/{id}]`;
+every write interaction answers 405. Each read and search is audited like any other; every
 authenticated role may read them, as they describe the API rather than anyone's record.
-
-Include this router BEFORE `interactions.router`, whose `/{resource_type}` routes would otherwise
-answer these types 404 (not a supported type)."""
+`entries()` gives the FHIR router their rows (literal type names: they win over `{resource_type}`)."""
 
 from __future__ import annotations
 
@@ -12,21 +10,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from starlette.responses import Response
 
-from app.api.auth import authenticate
-from app.api.deps import check_accept, unit_of_work
+from app.api.deps import unit_of_work
 from app.api.responses import fhir_response, preferences
-from app.api.unknown_operations import refuse_operation
+from app.api.router import Entry, unknown_operation
 from app.fhir import conformance
 from app.fhir.conformance import CONFORMANCE_TYPES
 
-router = APIRouter(
-    prefix="/fhir",
-    dependencies=[Depends(check_accept), Depends(authenticate)],
-    tags=["Conformance resources"],
-)
+TAGS = ["Conformance resources"]
 Endpoint = Callable[..., Awaitable[Response]]
 _OK: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/fhir+json": {"schema": {"type": "object"}}}}
@@ -55,7 +48,8 @@ def _search(rtype: str) -> Endpoint:
 
 def _read(rtype: str) -> Endpoint:
     async def read(res_id: str, request: Request) -> Response:
-        refuse_operation(request, rtype, res_id)
+        if res_id.startswith("$"):  # `$name` in the id's place is an operation, not an id
+            raise unknown_operation(request, res_id[1:], rtype)
         async with unit_of_work(request) as svc:
             svc.guard.begin("read", rtype, res_id)
             resource = conformance.read(rtype, res_id)
@@ -91,22 +85,20 @@ _WRITES = (("POST", "create"), ("PUT", "update"), ("PATCH", "patch"), ("DELETE",
 _REFUSED: dict[int | str, dict[str, Any]] = {
     405: {"description": "OperationOutcome: conformance resources are read-only"}
 }
-for _type in CONFORMANCE_TYPES:
-    _key = _type.lower()
-    router.add_api_route(f"/{_type}", _search(_type), methods=["GET"], name=f"search_{_key}", responses=_OK)
-    router.add_api_route(
-        f"/{_type}/{{res_id}}", _read(_type), methods=["GET"], name=f"read_{_key}", responses=_OK
-    )
-    for _method, _interaction in _WRITES:
-        for _path, _refuse, _level in (
-            (f"/{_type}", _refuse_type, "type_"),
-            (f"/{_type}/{{res_id}}", _refuse_instance, ""),
-        ):
-            if _method != "POST" or _level:  # POST to an instance is no FHIR interaction at all
-                router.add_api_route(
-                    _path,
-                    _refuse(_type, _interaction),
-                    methods=[_method],
-                    name=f"{_interaction}_{_level}{_key}",
-                    responses=_REFUSED,
-                )
+
+
+def entries() -> list[Entry]:
+    """Search and read of each conformance type, and its write interactions refused (405)."""
+    out: list[Entry] = []
+    for rtype in CONFORMANCE_TYPES:
+        key = rtype.lower()
+        out += [Entry("GET", f"/{rtype}", _search(rtype), f"search_{key}", doc={"tags": TAGS, "responses": _OK}),
+                Entry("GET", f"/{rtype}/{{res_id}}", _read(rtype), f"read_{key}", doc={"tags": TAGS, "responses": _OK})]
+        for method, interaction in _WRITES:
+            refused = {"tags": TAGS, "responses": _REFUSED}
+            out.append(Entry(method, f"/{rtype}", _refuse_type(rtype, interaction), f"{interaction}_type_{key}",
+                             doc=refused))
+            if method != "POST":  # POST to an instance is no FHIR interaction at all
+                out.append(Entry(method, f"/{rtype}/{{res_id}}", _refuse_instance(rtype, interaction),
+                                 f"{interaction}_{key}", doc=refused))
+    return out

@@ -36,6 +36,7 @@ from app.ports import UnitOfWork
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+    from app.config import Settings
     from app.security.principal import Principal
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -70,12 +71,20 @@ class Context(UnitOfWork, Protocol):
     ) -> AbstractAsyncContextManager[FhirService]: ...
 
 
-async def get_context(request: Request) -> Context:
+def context_of(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
 
+async def get_context(request: Request) -> Context:
+    return context_of(request)
+
+
 ContextDep = Annotated[Context, Depends(get_context)]
+
+
+def settings_of(request: Request) -> Settings:
+    return context_of(request).settings
 
 
 async def check_accept(request: Request) -> None:
@@ -283,7 +292,7 @@ def parse_json(raw: bytes) -> Any:
     return value
 
 
-async def json_body(request: Request, ctx: Context, *, patch: bool = False) -> Any:
+async def json_body(request: Request, *, patch: bool = False) -> Any:
     mt = media_type(request)
     allowed = JSON_TYPES + PATCH_TYPES if patch else JSON_TYPES
     if mt in XML_TYPES:
@@ -291,7 +300,7 @@ async def json_body(request: Request, ctx: Context, *, patch: bool = False) -> A
     if mt and mt not in allowed:
         raise UnsupportedMediaType(f"Content type '{mt}' is not supported; send application/fhir+json",
                                    msg_id="SF-0011")
-    return parse_json(await read_body(request, ctx.settings.max_body_bytes))
+    return parse_json(await read_body(request, settings_of(request).max_body_bytes))
 
 
 def unit_of_work(request: Request) -> AbstractAsyncContextManager[FhirService]:

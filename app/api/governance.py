@@ -1,39 +1,33 @@
 """`GET /fhir/$governance-report?month=YYYY-MM[&organization=Organization/x]` (contract section 6): the
 month's governance figures per provider organisation as a Parameters resource, computed by
 `app/safeguarding/report.py` as of the server's clock.
-
-Include this router BEFORE `interactions.router` (whose `/fhir/{type}` search route would take the path).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Request
 from starlette.responses import Response
 
-from app.api.auth import authenticate
-from app.api.deps import ContextDep, check_accept, unit_of_work
+from app.api.deps import context_of, unit_of_work
 from app.api.referrals import refuse_unknown
-from app.api.responses import fhir_response
+from app.api.responses import fhir_response, query_parameter
 from app.errors import BadRequest
 from app.fhir.profiles import CANONICAL_BASE
-from app.interactions.capabilities import register_operation
 from app.safeguarding.referral_rules import organization_param
 from app.safeguarding.report import governance_report, month_range, to_parameters
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(authenticate)], tags=["governance"])
+GOVERNANCE_REPORT = CANONICAL_BASE + "/OperationDefinition/governance-report"
+GOVERNANCE_REPORT_DOC: dict[str, Any] = {"tags": ["governance"], "openapi_extra": {"parameters": [
+    query_parameter("month", "YYYY-MM (UTC calendar month)", required=True),
+    query_parameter("organization", "Organization/<id>: this organisation only"),
+]}}
 
-register_operation("governance-report", CANONICAL_BASE + "/OperationDefinition/governance-report", ())
 
-
-@router.get("/$governance-report", name="governance_report", dependencies=[Depends(check_accept)])
-async def governance_report_operation(
-    request: Request,
-    ctx: ContextDep,
-    month: Annotated[str | None, Query(description="YYYY-MM (UTC calendar month)")] = None,
-    organization: Annotated[str | None, Query(description="Organization/<id>: this organisation only")] = None,
-) -> Response:
+async def governance_report_operation(request: Request) -> Response:
+    ctx = context_of(request)
+    month, organization = request.query_params.get("month"), request.query_params.get("organization")
     async with unit_of_work(request) as svc:
         svc.guard.begin("operation", query=f"$governance-report?{request.url.query}")
         svc.guard.check_operation("governance-report")

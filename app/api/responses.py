@@ -12,6 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.errors import Issue, operation_outcome
 from app.fhir.bundles import subset
 from app.fhir.search.params import read_summary
 from app.interactions.outcomes import Answer, answer_read, answer_write, http_date_value
@@ -25,6 +26,24 @@ FHIR_JSON = "application/fhir+json; charset=utf-8"
 def fhir_response(body: dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     content = orjson.dumps(body) if body is not None else b""
     return Response(content=content, status_code=status, headers=headers, media_type=FHIR_JSON if body is not None else None)
+
+
+def no_endpoint_response(method: str, path: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    """404 (no endpoint at this path) or 405 (not with this method; `headers` carries `Allow`), as an
+    OperationOutcome."""
+    where = f"{method} {path}"[:200]
+    if status == 405:
+        text, code = f"Method not allowed: {where} (allowed: {(headers or {}).get('Allow', '')})", "not-supported"
+    else:
+        text, code = f"No such endpoint: {where}", "not-found"
+    return fhir_response(operation_outcome([Issue(code, text, msg_id=f"SF-H{status}")]), status, headers)
+
+
+def query_parameter(name: str, description: str, *, repeats: bool = False, required: bool = False) -> dict[str, Any]:
+    """An OpenAPI query parameter (for the FHIR router's documentation: its endpoints read the query
+    themselves)."""
+    schema: dict[str, Any] = {"type": "array", "items": {"type": "string"}} if repeats else {"type": "string"}
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
 def http_date(stored: StoredResource) -> str:

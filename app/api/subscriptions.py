@@ -7,35 +7,31 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from starlette.responses import Response
 
-from app.api.auth import authenticate
-from app.api.deps import ContextDep, check_accept, json_body, media_type, unit_of_work
-from app.api.interactions import IdPath
+from app.api.deps import context_of, json_body, media_type, settings_of, unit_of_work
 from app.api.referrals import refuse_unknown
 from app.api.responses import fhir_response
+from app.api.router import IdPath
 from app.errors import BadRequest, FhirError
 from app.fhir.validation import check_id
-from app.interactions.capabilities import register_operation
 from app.notify import operations as sub_ops
 from app.notify.bundle import notification_bundle
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.subscriptions import parse_spec
 from app.storage.repository import format_instant
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept), Depends(authenticate)], tags=["Subscriptions"])
-ws_router = APIRouter(tags=["Subscriptions"])
+ws_router = APIRouter(tags=["Subscriptions"])  # the websocket channel: FastAPI's, the FHIR router serves HTTP
+TAGS = ["Subscriptions"]
 
 BACKPORT_OPS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
-register_operation("status", BACKPORT_OPS + "backport-subscription-status", ("Subscription",))
-register_operation("events", BACKPORT_OPS + "backport-subscription-events", ("Subscription",))
-register_operation("get-ws-binding-token", BACKPORT_OPS + "backport-subscription-get-ws-binding-token",
-                   ("Subscription",))
+STATUS = BACKPORT_OPS + "backport-subscription-status"
+EVENTS = BACKPORT_OPS + "backport-subscription-events"
+GET_WS_BINDING_TOKEN = BACKPORT_OPS + "backport-subscription-get-ws-binding-token"
 
 
-@router.get("/Subscription/$status", name="subscription_status_type")
-async def subscription_status_type(request: Request, ctx: ContextDep) -> Response:
+async def subscription_status_type(request: Request) -> Response:
     """The status of the Subscriptions named by `id` (each the caller's own, exactly as the instance
     level: another's id is 404 as an unknown one), or of all the caller's; `status` filters them."""
     refuse_unknown(request, ("id", "status"), "Subscription/$status")
@@ -44,34 +40,33 @@ async def subscription_status_type(request: Request, ctx: ContextDep) -> Respons
     statuses = {s.strip() for v in q.getlist("status") for s in v.split(",") if s.strip()}
     for sub_id in ids:
         check_id(sub_id)
-    base = ctx.settings.fhir_base
+    settings = settings_of(request)
+    base = settings.fhir_base
     async with unit_of_work(request) as svc:
         if ids:
             subs = [await svc.read("Subscription", sub_id) for sub_id in ids]
         else:
-            subs = await sub_ops.callers_subscriptions(svc, sorted(statuses), ctx.settings.max_count)
+            subs = await sub_ops.callers_subscriptions(svc, sorted(statuses), settings.max_count)
         shown = [sub for sub in subs if not statuses or sub.content.get("status") in statuses]
         self_url = f"{base}/Subscription/$status" + (f"?{urlencode(q.multi_items())}" if q else "")
         body = await sub_ops.status(svc.session, shown, base, self_url)
     return fhir_response(body)
 
 
-@router.get("/Subscription/{res_id}/$status", name="subscription_status")
-async def subscription_status(res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
-    base = ctx.settings.fhir_base
+async def subscription_status(res_id: IdPath, request: Request) -> Response:
+    base = settings_of(request).fhir_base
     async with unit_of_work(request) as svc:
         sub = await svc.read("Subscription", res_id)
         body = await sub_ops.status(svc.session, [sub], base, f"{base}/Subscription/{sub.id}/$status")
     return fhir_response(body)
 
 
-@router.get("/Subscription/{res_id}/$events", name="subscription_events")
-async def subscription_events(res_id: IdPath, request: Request, ctx: ContextDep) -> Response:
+async def subscription_events(res_id: IdPath, request: Request) -> Response:
     q = request.query_params
     async with unit_of_work(request) as svc:
         sub = await svc.read("Subscription", res_id)
         body = await sub_ops.events(
-            svc.session, sub, ctx.settings.fhir_base, since=q.get("eventsSinceNumber"),
+            svc.session, sub, settings_of(request).fhir_base, since=q.get("eventsSinceNumber"),
             until=q.get("eventsUntilNumber"), content=q.get("content"), caller=svc.principal,
         )
     return fhir_response(body)
@@ -82,15 +77,24 @@ def registry(request: Request | WebSocket) -> WebSocketRegistry:
     return reg
 
 
-@router.post("/Subscription/$get-ws-binding-token", name="get_ws_binding_token")
-@router.post("/Subscription/{res_id}/$get-ws-binding-token", name="get_ws_binding_token_instance")
-async def get_ws_binding_token(request: Request, ctx: ContextDep, res_id: str | None = None) -> Response:
-    ids: list[str] = [res_id] if res_id else []
-    if not ids and media_type(request):
-        body = await json_body(request, ctx)
+async def get_ws_binding_token(request: Request) -> Response:
+    """A token for the websocket channel, for the Subscriptions named by `id` parameters in the body."""
+    ids: list[str] = []
+    if media_type(request):
+        body = await json_body(request)
         for p in (body.get("parameter") or []) if isinstance(body, dict) else []:
             if isinstance(p, dict) and p.get("name") == "id" and isinstance(p.get("valueString"), str):
                 ids.append(p["valueString"].rsplit("/", 1)[-1])
+    return await _binding_token(request, ids)
+
+
+async def get_ws_binding_token_instance(res_id: str, request: Request) -> Response:
+    """A token for the websocket channel, for this Subscription."""
+    return await _binding_token(request, [res_id])
+
+
+async def _binding_token(request: Request, ids: list[str]) -> Response:
+    ctx = context_of(request)
     if not ids:
         raise BadRequest("Name the subscription(s): Subscription/{id}/$get-ws-binding-token or an 'id' parameter",
                          msg_id="SF-0730")

@@ -1,4 +1,5 @@
-"""System-level endpoints: CapabilityStatement, health, readiness and metrics."""
+"""System-level endpoints: the CapabilityStatement and batch/transaction (served by the FHIR router,
+app/api/fhir_routes.py), and health, readiness and metrics (FastAPI routes)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
-from app.api.auth import PrincipalDep, authenticate
-from app.api.deps import ContextDep, check_accept, json_body, unit_of_work
+from app.api.auth import PrincipalDep
+from app.api.deps import ContextDep, json_body, settings_of, unit_of_work
 from app.api.responses import fhir_response, preferences
+from app.api.router import table_of
 from app.interactions.capabilities import capability_statement
 from app.interactions.transaction import process
 from app.security.policy import decide_operation
@@ -24,14 +26,16 @@ router = APIRouter()
 READY_TIMEOUT_S = 5.0
 
 
-@router.get("/fhir/metadata", name="capabilities", tags=["FHIR system"], dependencies=[Depends(check_accept)])
-async def capabilities(request: Request, ctx: ContextDep) -> Response:
+async def capabilities(request: Request) -> Response:
+    """The CapabilityStatement: the resource types, interactions, search parameters and operations served."""
     published = request.app.state.started.strftime("%Y-%m-%dT%H:%M:%S+00:00")
-    settings = ctx.settings
-    return fhir_response(capability_statement(settings.fhir_base, published, limits=settings.search_limits,
+    settings = settings_of(request)
+    return fhir_response(capability_statement(settings.fhir_base, published, table_of(request).operations(),
+                                              limits=settings.search_limits,
                                               bundle_max_entries=settings.bundle_max_entries))
 
 
+TAGS = ["FHIR system"]
 _BUNDLE_BODY = {
     "requestBody": {
         "required": True,
@@ -43,13 +47,14 @@ _BUNDLE_BODY = {
 }
 
 
-@router.post("/fhir", name="transaction", tags=["FHIR system"],
-             dependencies=[Depends(check_accept), Depends(authenticate)],
-             openapi_extra=_BUNDLE_BODY, responses={200: {"content": {"application/fhir+json": {}}}})
-async def transaction(request: Request, ctx: ContextDep) -> Response:
+TRANSACTION_DOC: dict[str, Any] = {
+    "tags": TAGS, "openapi_extra": _BUNDLE_BODY, "responses": {200: {"content": {"application/fhir+json": {}}}}}
+
+
+async def transaction(request: Request) -> Response:
     """batch / transaction (https://hl7.org/fhir/R4/http.html#transaction) in one unit of work: a failed
     transaction raises, which rolls every entry back; app/interactions/transaction.py does the work."""
-    body = await json_body(request, ctx)
+    body = await json_body(request)
     async with unit_of_work(request) as svc:
         bundle = await process(svc, body, preferences(request))
     return fhir_response(bundle, headers=svc.notes.header_values() or None)

@@ -1,5 +1,5 @@
 """The CapabilityStatement, generated from what is implemented: the search-parameter registry,
-the interactions each type allows (policy), and the operations registered by the API
+the interactions each type allows (policy), and the operations the FHIR router serves
 (https://hl7.org/fhir/R4/capabilitystatement.html). Nothing is claimed beyond that."""
 
 from __future__ import annotations
@@ -17,23 +17,9 @@ SOFTWARE_VERSION = "0.1.0"
 
 _ALL = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
 
-# the operations the API registers: name -> (definition canonical, types; None for every type, () for a
-# system-level operation, listed in `rest.operation`)
-OPERATIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
-
-
-def register_operation(name: str, canonical: str, types: tuple[str, ...] | None = None) -> None:
-    OPERATIONS[name] = (canonical, types)
-
-
-def served_operation(name: str, resource_type: str | None) -> bool:
-    """Whether `$name` is served on `resource_type` (None: at system level), at some level."""
-    if name not in OPERATIONS:
-        return False
-    types = OPERATIONS[name][1]
-    if resource_type is None:
-        return types == ()
-    return types is None or resource_type in types
+# operations: name -> (definition canonical, types; None for every type, () for a system-level operation,
+# listed in `rest.operation`), as the FHIR router's table serves them (app/api/fhir_routes.py)
+Operations = dict[str, tuple[str, tuple[str, ...] | None]]
 
 
 def reverse_includes(rtype: str) -> list[str]:
@@ -53,7 +39,7 @@ def _interactions(rtype: str) -> list[str]:
     return out
 
 
-def capability_statement(fhir_base: str, published: str, *, limits: SearchLimits = DEFAULT_LIMITS,
+def capability_statement(fhir_base: str, published: str, operations: Operations, *, limits: SearchLimits = DEFAULT_LIMITS,
                          bundle_max_entries: int = 100) -> dict[str, Any]:
     resources = []
     for rtype in SUPPORTED_TYPES:
@@ -83,7 +69,7 @@ def capability_statement(fhir_base: str, published: str, *, limits: SearchLimits
         }
         ops = [
             {"name": name, "definition": canonical}
-            for name, (canonical, types) in sorted(OPERATIONS.items())
+            for name, (canonical, types) in sorted(operations.items())
             if types is None or rtype in types
         ]
         if ops:
@@ -112,7 +98,7 @@ def capability_statement(fhir_base: str, published: str, *, limits: SearchLimits
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
                 "operation": [{"name": name, "definition": canonical}
-                              for name, (canonical, types) in sorted(OPERATIONS.items()) if types == ()],
+                              for name, (canonical, types) in sorted(operations.items()) if types == ()],
             }
         ],
     }
