@@ -316,7 +316,7 @@ def unit_of_work(request: Request) -> AbstractAsyncContextManager[FhirService]:
     )
 
 
-# The interaction routes whose path FastAPI validates before they run, and the interaction each is.
+# The FHIR router's rows whose id it checks before they run (app/api/router.py), and the interaction each is.
 ROUTE_INTERACTIONS = {"read": "read", "vread": "vread", "update": "update", "patch": "patch", "delete": "delete",
                       "history_instance": "history-instance"}
 

@@ -26,6 +26,8 @@ def security_app(ctx: AppContext, **state: Any) -> FastAPI:
     for key, value in state.items():
         setattr(app.state, key, value)
     app.include_router(auth_api.router)
+    # in the app, the FHIR router serves SMART discovery (app/api/fhir_routes.py); here, a plain route
+    app.add_api_route("/fhir/.well-known/smart-configuration", auth_api.smart_configuration)
 
     @app.get("/fhir/Protected")
     async def protected(principal: auth_api.PrincipalDep) -> Response:
