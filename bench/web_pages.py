@@ -140,7 +140,8 @@ def main() -> None:
     driver = start_chrome()
     try:
         seed_server(server)
-        task_ids = [attend(server) for _ in range(args.notices)]
+        ed = ed_token(server)
+        task_ids = [attend(server, headers=ed) for _ in range(args.notices)]
         sign_in(driver, server, "hana.visitor")
         hv = driver.get_cookie("safeflag_session")["value"]
         pages = page_times(server, hv, ["/app", f"/app/notices/{task_ids[-1]}"], args.requests)

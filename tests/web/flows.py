@@ -19,11 +19,12 @@ from app.context import AppContext
 from app.demo import borough as b
 from app.safeguarding.escalation import escalate_overdue
 from tests.e2e.server import RunningServer
-from tests.web.pages_data import OTHER_HV, OTHER_ORG, SEXUAL_HEALTH, seed_resources
+from tests.web.pages_data import OTHER_HV, OTHER_ORG, SEXUAL_HEALTH, principal, seed_resources
 
 OTHER_USER = {"name": "Olive Other", "role": "health-visitor", "org": OTHER_ORG, "fhirUser": OTHER_HV}
 MASH_USER = {"name": "Mia Mash", "role": "mash-practitioner", "org": b.MASH}
 SECOND_CHILD, SECOND_NHS = "Patient/web-child-2", "9990007101"
+ED = principal("ed-clinician", b.ED, b.ED_NURSE, b.ED_CARE_SETTING)
 
 
 def token(server: RunningServer, role: str, **claims: str) -> dict[str, str]:
@@ -59,13 +60,21 @@ def seed_server(server: RunningServer) -> None:
             assert r.status_code in (200, 201), r.text
 
 
-def attend(server: RunningServer, child: str = b.CHILD) -> str:
-    """An ED attendance POSTed by the ED; returns the id of the acknowledgement Task it raised."""
+def attendance(child: str = b.CHILD) -> dict[str, Any]:
     start = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    with api(server, ed_token(server)) as ed:
-        r = ed.post("/Encounter", json={**b.attendance(start), "subject": {"reference": child}})
+    return {**b.attendance(start), "subject": {"reference": child}}
+
+
+def attend(server: RunningServer, child: str = b.CHILD, headers: dict[str, str] | None = None) -> str:
+    """An ED attendance POSTed by the ED; returns the id of the acknowledgement Task it raised."""
+    with api(server, headers or ed_token(server)) as ed:
+        r = ed.post("/Encounter", json=attendance(child))
         assert r.status_code == 201, r.text
-        encounter = r.json()["id"]
+    return task_of(server, str(r.json()["id"]))
+
+
+def task_of(server: RunningServer, encounter: str) -> str:
+    """The acknowledgement Task of the notice an attendance raised."""
     with api(server) as admin:
         comms = admin.get("/Communication", params={"encounter": f"Encounter/{encounter}"}).json()["entry"]
         tasks = admin.get("/Task", params={"focus": f"Communication/{comms[0]['resource']['id']}"}).json()
@@ -90,13 +99,31 @@ def task(server: RunningServer, task_id: str) -> dict[str, Any]:
     return out
 
 
-async def escalate_at(server: RunningServer, when: datetime) -> int:
-    """The escalation job (as the dispatcher's timer runs it) against the server's database at `when`."""
+def context_of(server: RunningServer) -> AppContext:
+    """An app context on the server's own database (for work done beside, or without, the server)."""
     settings = Settings(data_dir=server.workdir / "data", database_url=server.env.get("SAFEFLAG_DATABASE_URL"),
                         base_url=server.base_url, _env_file=None)  # type: ignore[call-arg]
-    ctx = AppContext.from_settings(settings)
+    return AppContext.from_settings(settings)
+
+
+async def escalate_at(server: RunningServer, when: datetime) -> int:
+    """The escalation job (as the dispatcher's timer runs it) against the server's database at `when`."""
+    ctx = context_of(server)
     try:
         return await escalate_overdue(ctx, when)
+    finally:
+        await ctx.close()
+
+
+async def attend_without_server(server: RunningServer) -> str:
+    """An ED attendance written through the interaction engine straight into the server's database (as
+    another server process on it would), while this one is down; returns the Encounter's id."""
+    ctx = context_of(server)
+    try:
+        async with ctx.unit_of_work(ED) as svc:
+            outcome = await svc.create("Encounter", attendance())
+        assert outcome.stored is not None
+        return outcome.stored.id
     finally:
         await ctx.close()
 

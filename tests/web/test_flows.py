@@ -21,6 +21,7 @@ from tests.web.flows import (
     OTHER_USER,
     SECOND_CHILD,
     attend,
+    attend_without_server,
     escalate_at,
     later,
     restricted_flag,
@@ -28,6 +29,7 @@ from tests.web.flows import (
     session_cookie,
     tab_to,
     task,
+    task_of,
 )
 from tests.web.provider import Provider
 
@@ -66,6 +68,22 @@ def test_a_new_attendance_appears_on_her_open_page_without_a_reload(
     count = len(driver.find_elements(By.CSS_SELECTOR, "[data-task]"))
     assert driver.title == f"({count}) Your notices - SafeFlag"
     check_page(driver, f"inbox-live-{web_server.database}")
+
+
+def test_after_a_server_restart_the_page_reconnects_and_catches_up(
+    driver: webdriver.Chrome, web_server: RunningServer
+) -> None:
+    seed_server(web_server)
+    sign_in(driver, web_server, "hana.visitor")
+    WebDriverWait(driver, LIVE_BOUND).until(
+        lambda d: d.find_element(By.ID, "notices").get_attribute("data-connected") == "true")
+    driver.execute_script("window.stillTheSamePage = true")
+    web_server.stop()  # the page's stream is cut
+    encounter = asyncio.run(attend_without_server(web_server))  # committed while no server was there
+    web_server.restart()
+    task_id = task_of(web_server, encounter)
+    WebDriverWait(driver, LIVE_BOUND + 30).until(lambda d: present(d, card(task_id)))  # reconnected, caught up
+    assert driver.execute_script("return window.stillTheSamePage") is True
 
 
 def test_she_acknowledges_by_keyboard_and_it_leaves_her_list_and_the_leads(
