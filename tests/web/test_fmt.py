@@ -1,0 +1,37 @@
+"""How the pages write dates, ages and NHS numbers: UK form on the Europe/London clock, at fixed instants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from app.web import fmt
+
+WINTER = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def test_times_are_in_uk_form_on_the_london_clock() -> None:
+    assert fmt.uk_datetime("2026-01-05T09:15:00Z") == "5 January 2026, 09:15 GMT"
+    assert fmt.uk_datetime("2026-07-01T23:30:00Z") == "2 July 2026, 00:30 BST"  # the next London day
+    assert fmt.uk_datetime("2026-03-29T00:59:59+00:00") == "29 March 2026, 00:59 GMT"
+    assert fmt.uk_datetime("2026-03-29T01:00:00Z") == "29 March 2026, 02:00 BST"
+    assert [fmt.uk_datetime(v) for v in (None, "", "not a date")] == ["", "", ""]
+    assert [fmt.uk_date(v) for v in ("2024-01-15", "2024-02", "2024", None)] == [
+        "15 January 2024", "February 2024", "2024", ""]
+
+
+def test_ages_and_how_long_ago() -> None:
+    assert [fmt.age(b, WINTER) for b in ("2024-01-15", "2024-01-05", "2025-12-20", "2025-12-05", "2026-01-05")] == [
+        "23 months", "2 years", "2 weeks", "1 month", "0 weeks"]
+    assert [fmt.age(b, WINTER) for b in (None, "2024", "2024-13-01")] == ["", "", ""]
+    assert [fmt.ago(datetime(2026, 1, 5, 9, 0, tzinfo=UTC) - d, WINTER) for d in (
+        WINTER - WINTER, WINTER - datetime(2026, 1, 5, 8, 58, tzinfo=UTC),
+        WINTER - datetime(2026, 1, 5, 6, 0, tzinfo=UTC), WINTER - datetime(2026, 1, 3, 9, 0, tzinfo=UTC))] == [
+        "just now", "2 minutes ago", "3 hours ago", "2 days ago"]
+    assert fmt.ago(None, WINTER) == ""
+
+
+def test_nhs_numbers_are_grouped_and_masked_on_lists() -> None:
+    assert fmt.nhs_number("9990000166", masked=False) == "999 000 0166"
+    assert fmt.nhs_number("9990000166", masked=True) == "*** *** 0166"
+    assert fmt.nhs_number("12345", masked=True) == "*****"
+    assert fmt.nhs_number(None, masked=True) == ""
