@@ -1,4 +1,6 @@
-"""Composition root: the engine, session factory, clock and id source an app (or CLI command) runs on."""
+"""Composition root: the database engine, session factory, clock, id source and interceptor chain (the
+resource-type rules, `app/resource_rules.py`) an app, the dispatcher or a CLI command runs on, and
+`unit_of_work()`: one transaction, with a `FhirService` that runs every interaction in it."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from app.errors import FhirError
 from app.fhir.profiles import use_profiles
 from app.fhir.search.definitions import make_indexer
 from app.fhir.server_writes import check_server_write
+from app.interactions.interceptors import Interceptors
 from app.interactions.service import FhirService
+from app.resource_rules import resource_rules
 from app.security import audit_trail
 from app.security.affiliation import enrich
 from app.security.guard import Guard
@@ -44,6 +48,8 @@ class AppContext:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # the resource-type rules every write and read of this app runs (app/resource_rules.py)
+    interceptors: Interceptors
     clock: Clock = field(default_factory=SystemClock)
     ids: IdSource = field(default_factory=UuidIds)
     indexer: Indexer | None = None
@@ -52,9 +58,6 @@ class AppContext:
     bookkeeping: async_sessionmaker[AsyncSession] = field(init=False)
 
     def __post_init__(self) -> None:
-        from app import rules
-
-        rules.load()  # resource-type write rules (safeguarding, notifications)
         if self.settings.profiles_dir is not None:
             use_profiles(self.settings.profiles_dir)
         if self.indexer is None:
@@ -62,11 +65,11 @@ class AppContext:
         self.bookkeeping = create_sessionmaker(self.engine.execution_options(**BOOKKEEPING))
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kw: object) -> AppContext:
+    def from_settings(cls, settings: Settings, interceptors: Interceptors, **kw: object) -> AppContext:
         engine = create_engine(settings.effective_database_url, pool_size=settings.db_pool_size,
                                statement_timeout=settings.statement_timeout_seconds,
                                sqlite_durable=settings.sqlite_durable)
-        return cls(settings, engine, create_sessionmaker(engine), **kw)  # type: ignore[arg-type]
+        return cls(settings, engine, create_sessionmaker(engine), interceptors, **kw)  # type: ignore[arg-type]
 
     def _repo(self, session: AsyncSession) -> Repository:
         assert self.indexer is not None
@@ -93,8 +96,8 @@ class AppContext:
                         principal = await enrich(session, principal, shared)
                     guard = Guard(principal, repo, server=self.settings.fhir_base, now=self.clock.now,
                                   request_id=request_id, client_address=client_address)
-                    svc = FhirService(repo, self.settings, principal=principal, guard=guard)
-                    svc.scheduled = scheduled
+                    svc = FhirService(repo, self.settings, self.interceptors, principal=principal, guard=guard,
+                                      scheduled=scheduled)
                     yield svc
                 if session.info.pop("outbox", False):
                     self.wake.set()
@@ -129,8 +132,9 @@ class AppContext:
 
 @asynccontextmanager
 async def opened(settings: Settings) -> AsyncIterator[AppContext]:
-    """The context for `settings`, closed when the block ends (a CLI command's)."""
-    ctx = AppContext.from_settings(settings)
+    """The context for `settings`, closed when the block ends (a CLI command's that writes): it runs the
+    same resource-type rules as the app."""
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     try:
         yield ctx
     finally:

@@ -86,6 +86,7 @@ async def run(out: Console) -> int:
     from app.demo.story import StepFailed, Story, new_secret
     from app.main import create_app
     from app.notify.allow import host_port, names_host
+    from app.resource_rules import resource_rules
     from app.storage.migrate import upgrade
     from app.worker import make_dispatcher
 
@@ -93,7 +94,7 @@ async def run(out: Console) -> int:
     # request logs would drown the story, so only problems are logged
     settings = get_settings(dispatcher_in_process=False, log_level="WARNING")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ctx = AppContext.from_settings(settings)
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     try:
         database = make_url(settings.effective_database_url).render_as_string(hide_password=True)
         out.print(f"SafeFlag demo on {escape(database)} (FHIR base {settings.fhir_base})")

@@ -29,6 +29,7 @@ from app.context import AppContext
 from app.errors import BadRequest, FhirError, Issue, operation_outcome
 from app.notify.channels.websocket import WebSocketRegistry
 from app.observability import Metrics, RequestMiddleware, configure_logging
+from app.resource_rules import resource_rules
 from app.security import redact
 from app.security.middleware import (
     CancelOnDisconnectMiddleware,
@@ -54,7 +55,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = ctx is None
-        context: Context = ctx or AppContext.from_settings(settings)  # what the routes see of it
+        # what the routes see of it; the resource-type rules every write runs: app/resource_rules.py
+        context: Context = ctx or AppContext.from_settings(settings, interceptors=resource_rules())
         app.state.ctx = context
         stop = asyncio.Event()
         task = None

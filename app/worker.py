@@ -13,6 +13,7 @@ from app.context import AppContext
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.dispatcher import Dispatcher
 from app.ports import UnitOfWork
+from app.resource_rules import resource_rules
 from app.safeguarding.escalation import escalate_overdue
 
 
@@ -29,7 +30,7 @@ async def run_standalone(settings: Settings) -> None:
     from app.observability import configure_logging
 
     configure_logging(settings.log_level)
-    ctx = AppContext.from_settings(settings)
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -43,6 +43,7 @@ from app.context import AppContext
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
 from app.fhir.search.definitions import make_indexer
 from app.main import create_app
+from app.resource_rules import resource_rules
 from app.security.runtime import SecurityRuntime
 from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
@@ -242,7 +243,7 @@ async def main(n: int, db: str) -> dict[str, float]:
 
 
 async def _measure(name: str, settings: Settings, n: int, backends: int | None) -> float:
-    ctx = AppContext.from_settings(settings)
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     await upgrade(ctx.engine)  # SafeFlag's schema, for the ceiling too (its own table is created beside it)
     token = SecurityRuntime.from_settings(settings).issuer.mint(sub="bench", role="admin",
                                                                scope=default_scope("admin"), ttl=3600)

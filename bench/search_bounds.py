@@ -24,6 +24,7 @@ from app.config import Settings
 from app.context import AppContext
 from app.errors import FhirError
 from app.interactions.transaction import process
+from app.resource_rules import resource_rules
 from app.storage.migrate import upgrade
 from bench.workloads import CATEGORY_CODES, flag_body, nhs_numbers, organization_body, patient_body
 from tests.support.postgres import PgCluster, start_cluster
@@ -85,7 +86,7 @@ async def timed(run: Callable[[], Any]) -> tuple[str, float]:
 async def measure(label: str, url: str, data_dir: Path, patients: int) -> None:
     settings = Settings(data_dir=data_dir, database_url=url, dispatcher_in_process=False,
                         _env_file=None)  # type: ignore[call-arg]
-    ctx = AppContext.from_settings(settings)
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     await upgrade(ctx.engine)
     try:
         org = await seed(ctx, patients)

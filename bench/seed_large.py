@@ -122,12 +122,14 @@ async def explain_search(dsn: str, fhir_base: str, nhs_list: list[str]) -> dict[
 
     from app.config import get_settings
     from app.context import AppContext
+    from app.resource_rules import resource_rules
 
     ctx = AppContext.from_settings(
         get_settings(
             database_url=dsn.replace("postgresql://", "postgresql+asyncpg://"),
             base_url=fhir_base.removesuffix("/fhir"),
-        )
+        ),
+        interceptors=resource_rules(),
     )
     statements: list[tuple[str, Any]] = []
 
@@ -241,8 +243,10 @@ def sample_for_check(org_ids: list[str]) -> list[tuple[str, str, list[dict[str, 
 async def check_equivalence(url: str, fhir_base: str) -> int:
     from app.config import get_settings
     from app.context import AppContext
+    from app.resource_rules import resource_rules
 
-    ctx = AppContext.from_settings(get_settings(database_url=url, base_url=fhir_base.removesuffix("/fhir")))
+    settings = get_settings(database_url=url, base_url=fhir_base.removesuffix("/fhir"))
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     try:
         return await self_check(ctx, url, sample_for_check([str(uuid.uuid4())]))
     finally:

@@ -22,6 +22,7 @@ from app.config import Settings
 from app.context import AppContext, SystemClock
 from app.interactions.service import FhirService
 from app.main import create_app
+from app.resource_rules import resource_rules
 from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
@@ -120,7 +121,7 @@ async def ctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None, cloc
     settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
                         rate_limit_per_second=0, _env_file=None)  # type: ignore[call-arg]
     # AuditEvents take the real time so that audited reads do not move the resources' StepClock times
-    context = AuditedAtRealTime.from_settings(settings, clock=clock)
+    context = AuditedAtRealTime.from_settings(settings, clock=clock, interceptors=resource_rules())
     await upgrade(context.engine)
     try:
         yield context

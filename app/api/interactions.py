@@ -15,8 +15,7 @@ from app.api.deps import json_body, media_type, read_body, settings_of, unit_of_
 from app.api.responses import fhir_response, preferences, read_response, summary_of, write_response
 from app.api.router import IdPath, TypePath
 from app.errors import BadRequest, UnsupportedMediaType
-from app.interactions.reads import conditional_criteria
-from app.interactions.service import conditional_query
+from app.interactions.preconditions import conditional_criteria, conditional_query
 
 TAGS = ["FHIR interactions"]
 

@@ -14,7 +14,7 @@ from app.api.deps import json_body, media_type, unit_of_work
 from app.api.responses import fhir_response, query_parameter
 from app.api.router import IdPath, TypePath
 from app.fhir.validation import validate_operation
-from app.interactions.reads import check_type
+from app.interactions.preconditions import check_type
 from app.interactions.validate_instance import validate_instance
 
 VALIDATE = "http://hl7.org/fhir/OperationDefinition/Resource-validate"

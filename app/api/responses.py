@@ -15,8 +15,7 @@ from starlette.responses import Response
 from app.errors import Issue, operation_outcome
 from app.fhir.bundles import subset
 from app.fhir.search.params import read_summary
-from app.interactions.outcomes import Answer, answer_read, answer_write, http_date_value
-from app.interactions.service import Outcome
+from app.interactions.outcomes import Answer, Outcome, answer_read, answer_write, http_date_value
 from app.interactions.transaction import Preferences
 from app.storage.repository import StoredResource
 

@@ -10,17 +10,27 @@ entry's `response.outcome` whatever the return mode; the headers they ask for go
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any
 
 from app.errors import Issue, operation_outcome
-from app.interactions.service import Outcome
 from app.storage.repository import StoredResource
 
 RETURN_MODES = ("minimal", "representation", "OperationOutcome")
+
+
+@dataclass
+class Outcome:
+    """What a write interaction produced: an HTTP status, the stored resource (for ETag/Location), and what
+    the write's rules told beside it (`Notes`)."""
+
+    status: int
+    stored: StoredResource | None = None
+    issues: list[Issue] = field(default_factory=list)  # warnings from the write's rules
+    headers: dict[str, str] = field(default_factory=dict)  # response headers the write's rules asked for
 
 # Fixed here because Python 3.13 renamed 413 and 422; the wire text must not drift with the interpreter.
 _PHRASES = {413: "Request Entity Too Large", 422: "Unprocessable Entity"}

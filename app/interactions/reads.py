@@ -1,11 +1,13 @@
 """The read side of the FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html): read, vread,
-search, history and the matching behind conditional interactions. Mixed into `FhirService`, so a
-transaction entry and a plain request share one code path; every access goes through the Guard.
+search, history and the matching behind conditional interactions. `FhirService` owns one `Reads` for its
+unit of work and answers its reads through it, so a transaction entry and a plain request share one
+code path; every access goes through the access guard, and what a user was shown goes through the
+after-read interceptors (access notifications).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from app.errors import BadRequest, Gone, Issue, NotFound, PreconditionFailed
@@ -13,91 +15,59 @@ from app.fhir import bundles
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.search.executor import SearchResult, run_search
 from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_date, parse_search
-from app.fhir.validation import check_id
-from app.interactions import hooks
+from app.interactions.preconditions import begin, check_type, conditional_criteria
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
-from app.security.policy import check_write_allowed
 from app.security.search_scope import withholds
 from app.storage.repository import StoredResource
 from app.storage.tables import resource as resource_table
 
 if TYPE_CHECKING:
-    from app.config import Settings
-    from app.interactions.service import FhirService  # the one class this mixin is mixed into
-    from app.security.guard import Guard
-    from app.storage.repository import Repository
+    from app.interactions.interceptors import Interceptors
+    from app.ports import WriteContext
 
 
-def check_type(resource_type: str) -> None:
-    if resource_type not in SUPPORTED_TYPES:
-        raise NotFound(f"Resource type '{resource_type}' is not supported", msg_id="SF-0300", code="not-supported")
+class Reads:
+    """The reads of one unit of work, as `ctx` (the service that owns them) is asking."""
 
-
-_NOT_CRITERIA = ("_format", "_pretty")
-
-
-def conditional_criteria(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The search criteria of a conditional interaction's query string (`_format`/`_pretty` are not)."""
-    return [(k, v) for k, v in query if k not in _NOT_CRITERIA]
-
-
-class ReadInteractions:
-    repo: Repository
-    session: Any
-    settings: Settings
-    principal: Any
-    guard: Guard
-    scheduled: bool = False  # `X-Access-Context: scheduled`: a silent (still audited) read
-    last_search: SearchResult | None = None
-
-    def begin_access(self, interaction: str, resource_type: str | None, res_id: str | None = None, *,
-                     query: str | None = None, write: str | None = None) -> None:
-        """Begin the access before anything may refuse it, so that every refusal is audited (an unknown
-        type, an id that breaks the FHIR id pattern, `write` an interaction nobody may perform), then
-        make those checks."""
-        self.guard.begin(interaction, resource_type, res_id, query)
-        if resource_type is not None:
-            check_type(resource_type)
-            if write is not None:
-                check_write_allowed(resource_type, write)
-        if res_id is not None:
-            check_id(res_id)
+    def __init__(self, ctx: WriteContext, interceptors: Interceptors) -> None:
+        self.ctx = ctx
+        self.interceptors = interceptors
 
     # -- read --------------------------------------------------------------------------------
     async def read(self, resource_type: str, res_id: str) -> StoredResource:
-        self.begin_access("read", resource_type, res_id)
-        self.guard.check("read", resource_type, res_id=res_id)
-        current = await self.repo.get(resource_type, res_id)
+        begin(self.ctx.guard, "read", resource_type, res_id)
+        self.ctx.guard.check("read", resource_type, res_id=res_id)
+        current = await self.ctx.repo.get(resource_type, res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
         # a deleted record the reader may not see answers 404 like any other, not 410
-        await self.guard.check_record("read", current)
+        await self.ctx.guard.check_record("read", current)
         if current.deleted:
             raise Gone(
                 f"{resource_type}/{res_id} was deleted (version {current.version_id})",
                 msg_id="SF-0302",
                 headers={"ETag": current.etag},
             )
-        await self.guard.audited(current)
-        await hooks.run_after_read(cast("FhirService", self), [current])
+        await self.ctx.guard.audited(current)
+        await self.interceptors.run_after_read(self.ctx, [current])
         return current
 
     async def vread(self, resource_type: str, res_id: str, version: str) -> StoredResource:
-        self.begin_access("vread", resource_type, res_id)
-        self.guard.check("vread", resource_type, res_id=res_id)
+        begin(self.ctx.guard, "vread", resource_type, res_id)
+        self.ctx.guard.check("vread", resource_type, res_id=res_id)
         if not (version.isascii() and version.isdigit()) or len(version) > 9:  # beyond the int column: unknown
             raise NotFound(f"Version '{version}' of {resource_type}/{res_id} is not known", msg_id="SF-0303")
-        rec = await self.repo.get_version(resource_type, res_id, int(version))
+        rec = await self.ctx.repo.get_version(resource_type, res_id, int(version))
         if rec is None:
             raise NotFound(f"Version {version} of {resource_type}/{res_id} is not known", msg_id="SF-0303")
         if rec.content is None:
             raise Gone(f"Version {version} of {resource_type}/{res_id} is a deletion", msg_id="SF-0302")
-        current = await self.repo.get(resource_type, res_id)
+        current = await self.ctx.repo.get(resource_type, res_id)
         org = current.created_by_org if current else None
         stored = StoredResource(0, rec.resource_type, rec.id, rec.version_id, rec.last_updated, False, rec.content, org)
-        await self.guard.check_record("vread", stored)
-        await self.guard.audited(stored)
+        await self.ctx.guard.check_record("vread", stored)
+        await self.ctx.guard.audited(stored)
         return stored
 
     # -- search ------------------------------------------------------------------------------
@@ -106,10 +76,10 @@ class ReadInteractions:
         req = parse_search(
             resource_type,
             query,
-            base=self.settings.fhir_base,
-            default_count=self.settings.default_count,
-            max_count=self.settings.max_count,
-            limits=self.settings.search_limits,
+            base=self.ctx.settings.fhir_base,
+            default_count=self.ctx.settings.default_count,
+            max_count=self.ctx.settings.max_count,
+            limits=self.ctx.settings.search_limits,
         )
         if req.unknown and strict:
             raise BadRequest(
@@ -122,23 +92,28 @@ class ReadInteractions:
         return req
 
     async def search(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = False) -> dict[str, Any]:
-        self.begin_access("search-type", resource_type, query=f"{resource_type}?{urlencode(query)}")
-        self.guard.check("search", resource_type)
+        return (await self.search_result(resource_type, query, strict=strict))[0]
+
+    async def search_result(
+        self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = False
+    ) -> tuple[dict[str, Any], SearchResult]:
+        """The searchset Bundle and the result it shows (the matches and included records)."""
+        begin(self.ctx.guard, "search-type", resource_type, query=f"{resource_type}?{urlencode(query)}")
+        self.ctx.guard.check("search", resource_type)
         req = self.parse(resource_type, query, strict=strict)
-        result = await run_search(self.session, req, max_includes=self.settings.max_includes,
-                                  restrict=self.guard.restrict())
+        result = await run_search(self.ctx.session, req, max_includes=self.ctx.settings.max_includes,
+                                  restrict=self.ctx.guard.restrict())
         issues = [
             Issue("not-supported", f"Unknown search parameter '{u}' for {resource_type} was ignored",
                   "warning", (u,), "SF-0400")
             for u in req.unknown
         ]
-        if self.principal is not None and await withholds(self.session, self.principal, req, result.matches):
+        if self.ctx.principal is not None and await withholds(self.ctx.session, self.ctx.principal, req, result.matches):
             issues.append(withheld_issue())
         shown = [*result.matches, *result.included]
-        await self.guard.audited(patients=search_patients(result.matches), shown=shown)
-        await hooks.run_after_read(cast("FhirService", self), [*result.matches, *result.included])
-        self.last_search = result
-        return bundles.searchset(result, self.settings.fhir_base, extra_issues=issues)
+        await self.ctx.guard.audited(patients=search_patients(result.matches), shown=shown)
+        await self.interceptors.run_after_read(self.ctx, [*result.matches, *result.included])
+        return bundles.searchset(result, self.ctx.settings.fhir_base, extra_issues=issues), result
 
     async def _match(self, resource_type: str, query: list[tuple[str, str]], what: str) -> list[StoredResource]:
         """Up to two matches for a conditional interaction. Unknown parameters are an error here, not
@@ -154,7 +129,7 @@ class ReadInteractions:
             )
         req = self.parse(resource_type, query, strict=True)
         req.count, req.offset, req.include, req.revinclude = 2, 0, [], []
-        result = await run_search(self.session, req, restrict=self.guard.restrict())
+        result = await run_search(self.ctx.session, req, restrict=self.ctx.guard.restrict())
         return result.matches
 
     async def match_one(
@@ -171,7 +146,7 @@ class ReadInteractions:
             )
         if not matches or not for_write:
             return matches[0] if matches else None
-        current = await self.repo.get_for_write(resource_type, matches[0].id)
+        current = await self.ctx.repo.get_for_write(resource_type, matches[0].id)
         return None if current is None or current.deleted else current
 
     async def resolve_reference(self, ref: str) -> str:
@@ -195,37 +170,37 @@ class ReadInteractions:
         self, resource_type: str | None, res_id: str | None, query: list[tuple[str, str]]
     ) -> dict[str, Any]:
         level = "history-instance" if res_id else ("history-type" if resource_type else "history-system")
-        self.begin_access(level, resource_type, res_id)
+        begin(self.ctx.guard, level, resource_type, res_id)
         if resource_type is not None:
-            self.guard.check("read", resource_type, res_id=res_id)
+            self.ctx.guard.check("read", resource_type, res_id=res_id)
         current: StoredResource | None = None
         if resource_type and res_id:
-            current = await self._existing(resource_type, res_id, allow_deleted=True)
-            self.guard.check("read", resource_type, current.content, created_by_org=current.created_by_org,
+            current = await self.existing(resource_type, res_id, allow_deleted=True)
+            self.ctx.guard.check("read", resource_type, current.content, created_by_org=current.created_by_org,
                              res_id=res_id)
-        count, offset, since, at = self.settings.default_count, 0, None, None
+        count, offset, since, at = self.ctx.settings.default_count, 0, None, None
         for key, raw in query:
             if key == "_count":
-                count = min(_int(key, raw), self.settings.max_count)
+                count = min(_int(key, raw), self.ctx.settings.max_count)
             elif key == "_offset":
                 offset = _int(key, raw)
             elif key == "_since":
                 since = parse_date(raw, key).low
             elif key == "_at":
                 at = parse_date(raw, key).high
-        restrict = self.guard.restrict()
-        records, total = await self.repo.history(
+        restrict = self.ctx.guard.restrict()
+        records, total = await self.ctx.repo.history(
             resource_type, res_id, since=since, at=at, limit=count, offset=offset,
             restrict=restrict(resource_table, resource_type) if restrict else (),
         )
-        await self.guard.audited(shown=[*records, current] if current is not None else records)
+        await self.ctx.guard.audited(shown=[*records, current] if current is not None else records)
         path = "/".join(p for p in (resource_type, res_id) if p) + ("/" if resource_type else "") + "_history"
-        return bundles.history(records, total, self.settings.fhir_base, path, query, offset, count)
+        return bundles.history(records, total, self.ctx.settings.fhir_base, path, query, offset, count)
 
-    async def _existing(
+    async def existing(
         self, resource_type: str, res_id: str, *, allow_deleted: bool = False, for_write: bool = False
     ) -> StoredResource:
-        get = self.repo.get_for_write if for_write else self.repo.get
+        get = self.ctx.repo.get_for_write if for_write else self.ctx.repo.get
         current = await get(resource_type, res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")

@@ -31,9 +31,9 @@ from app.interactions.bundle_request import (
     parse_bundle,
     rewrite_references,
 )
-from app.interactions.outcomes import Answer, answer_read, answer_write, status_line
-from app.interactions.reads import conditional_criteria
-from app.interactions.service import FhirService, Outcome, conditional_query
+from app.interactions.outcomes import Answer, Outcome, answer_read, answer_write, status_line
+from app.interactions.preconditions import conditional_criteria, conditional_query
+from app.interactions.service import FhirService
 from app.storage.buffer import savepoint
 from app.storage.repository import format_instant
 

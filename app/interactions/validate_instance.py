@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import BadRequest, Conflict, Issue, MethodNotAllowed, Unprocessable
 from app.fhir.validation import check_profiles, validate_input, validate_resource, validation_outcome
-from app.interactions import hooks
-from app.security.policy import check_write_allowed
+from app.security.policy import refuse_interaction
 
 if TYPE_CHECKING:
     from app.interactions.service import FhirService
@@ -50,19 +49,23 @@ async def validate_instance(svc: FhirService, resource_type: str, res_id: str, b
     issues: list[Issue] = []
     try:
         if "delete" in modes:
-            check_write_allowed(resource_type, "delete")
-            svc.guard.check("delete", resource_type, current.content, created_by_org=current.created_by_org,
-                            res_id=res_id)
-            await hooks.run_before_delete(svc, current)
+            _refused(resource_type, "delete")
+            svc.authorize("delete", resource_type, stored=current)
+            await svc.interceptors.run_before_delete(svc, current)
         elif "profile" in modes:
             issues += validate_resource(resource_type, resource, profiles=profiles)
         else:
-            check_write_allowed(resource_type, "update")
+            _refused(resource_type, "update")
             issues += validate_resource(resource_type, resource, url_id=res_id, require_id=True, profiles=profiles)
             labelled = svc.guard.labels(resource)
-            svc.guard.check("update", resource_type, labelled, current=current.content,
-                            created_by_org=current.created_by_org, res_id=res_id)
-            await hooks.run_before_write(svc, resource_type, labelled, current, {})
+            svc.authorize("update", resource_type, new=labelled, stored=current)
+            await svc.interceptors.run_before_write(svc, resource_type, labelled, current, {})
     except (BadRequest, Unprocessable, Conflict, MethodNotAllowed) as invalid:
         issues += invalid.issues
     return validation_outcome(issues)
+
+
+def _refused(resource_type: str, interaction: str) -> None:
+    refused = refuse_interaction(resource_type, interaction)
+    if refused is not None:
+        raise refused.error(resource_type)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.interactions.hooks import after_write, before_delete, before_write
 from app.notify import lifecycle
 from app.security.policy import CREATOR_SYSTEM, creator_tag, decide, is_creator
 
 if TYPE_CHECKING:
-    from app.interactions.service import FhirService
+    from app.ports import WriteContext
     from app.storage.repository import StoredResource
 
 
@@ -40,11 +39,10 @@ def _stored_tag(current: StoredResource) -> dict[str, Any] | None:
     return next((t for t in tags if isinstance(t, dict) and t.get("system") == CREATOR_SYSTEM), None)
 
 
-@before_write("Subscription")
 async def prepare_subscription(
-    svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
-    principal = svc.principal
+    principal = ctx.principal
     owner: dict[str, Any] | None = None  # None: the stored creator's claims stay
     if current is None:
         tag = creator_tag(principal) if principal is not None else None
@@ -60,26 +58,24 @@ async def prepare_subscription(
     content = _with_creator(content, tag)
     # each delivery is authorised again as the creator (contract section 3)
     content, patch = await lifecycle.prepare(
-        svc.session, content, current, base=svc.settings.fhir_base, webhook_allow=svc.settings.webhook_hosts,
-        owner=owner, limits=svc.settings.search_limits,
+        ctx.session, content, current, base=ctx.base, webhook_allow=ctx.settings.webhook_hosts,
+        owner=owner, limits=ctx.settings.search_limits,
     )
     scratch["subscription_state"] = patch
     return content
 
 
-@after_write("Subscription")
 async def store_subscription_state(
-    svc: FhirService, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
 ) -> None:
     patch = scratch.get("subscription_state")
     if patch is not None:
-        await lifecycle.apply_state(svc.session, stored.id, patch)
-    svc.guard.note_change(_changes(previous, stored), stored.created_by_org)
+        await lifecycle.apply_state(ctx.session, stored.id, patch)
+    ctx.guard.note_change(_changes(previous, stored), stored.created_by_org)
 
 
-@before_delete("Subscription")
-async def note_subscription_delete(svc: FhirService, current: StoredResource) -> None:
-    svc.guard.note_change([], current.created_by_org)
+async def note_subscription_delete(ctx: WriteContext, current: StoredResource) -> None:
+    ctx.guard.note_change([], current.created_by_org)
 
 
 def _changes(previous: StoredResource | None, stored: StoredResource) -> list[tuple[str, str]]:

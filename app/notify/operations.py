@@ -38,11 +38,11 @@ MAX_REPLAY = 1000
 
 class Searcher(Protocol):
     """The interaction engine's search (as a client's `Subscription?status=` runs: authorised, restricted,
-    audited), and what it found last."""
+    audited): the searchset Bundle and the result it shows."""
 
-    last_search: SearchResult | None
-
-    async def search(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = ...) -> dict[str, Any]: ...
+    async def search_result(
+        self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = ...
+    ) -> tuple[dict[str, Any], SearchResult]: ...
 
 
 def _content_code(sub: StoredResource) -> str:
@@ -86,9 +86,7 @@ async def callers_subscriptions(svc: Searcher, statuses: list[str], limit: int) 
     """The Subscriptions the caller may see (its own; every one for admin), searched and audited as
     `Subscription?status=` is; more than `limit` is 400 `too-costly` rather than a silent cut."""
     query = [("status", ",".join(statuses))] if statuses else []
-    await svc.search("Subscription", [*query, ("_count", str(limit)), ("_total", "accurate")])
-    found = svc.last_search
-    assert found is not None  # set by the search just run
+    _, found = await svc.search_result("Subscription", [*query, ("_count", str(limit)), ("_total", "accurate")])
     if found.total is not None and found.total > len(found.matches):
         raise BadRequest(f"$status covers at most {limit} Subscriptions; name them with 'id' or narrow with 'status'",
                          msg_id="SF-0723", code="too-costly")

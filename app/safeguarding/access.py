@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import CANONICAL_BASE, get_store
-from app.interactions.hooks import after_read
 from app.safeguarding.flag_refs import resolve_subject
 from app.safeguarding.flags import category_of
 from app.safeguarding.lookup import Lookup
@@ -40,7 +39,7 @@ from app.storage.locks import advisory_lock
 from app.storage.repository import StoredResource, format_instant, utc_ms
 
 if TYPE_CHECKING:
-    from app.interactions.service import FhirService
+    from app.ports import WriteContext
     from app.security.principal import Principal
 
 ACCESS_ID_SYSTEM = CANONICAL_BASE + "/Id/access-notification"
@@ -146,7 +145,7 @@ def notification(
 
 
 async def record_flag_access(
-    svc: FhirService,
+    ctx: WriteContext,
     principal: Principal | None,
     flags: list[StoredResource],
     *,
@@ -159,7 +158,7 @@ async def record_flag_access(
     setting = unscheduled_setting(principal.care_setting) if principal is not None else None
     if principal is None or setting is None or scheduled:
         return 0
-    lookup = Lookup(svc.session, svc.settings.fhir_base)
+    lookup = Lookup(ctx.session, ctx.base)
     groups: dict[tuple[str, str], tuple[dict[str, Any], list[StoredResource]]] = {}
     children: dict[str, tuple[str, dict[str, Any]] | None] = {}  # the flags of one child share a subject
     for flag in flags:
@@ -175,11 +174,11 @@ async def record_flag_access(
         groups.setdefault((owner, child[0]), (child[1], []))[1].append(flag)
     if not groups:
         return 0
-    sent = utc_ms(now or svc.repo.clock.now())
+    sent = utc_ms(now or ctx.clock.now())
     created = 0
     for (owner, child_key), (child_ref, owned) in sorted(groups.items()):
         key = f"{owner}|{child_key}|{sent.date().isoformat()}"
-        await advisory_lock(svc.session, ACCESS_ID_SYSTEM + "|" + key)
+        await advisory_lock(ctx.session, ACCESS_ID_SYSTEM + "|" + key)
         if await lookup.search(
             "Communication", [("identifier", f"{ACCESS_ID_SYSTEM}|{_escape(key)}")], count=1
         ):
@@ -188,13 +187,12 @@ async def record_flag_access(
         writers = {f.created_by_org for f in owned if is_restricted(f.content)}
         if writers:  # it names restricted flags: only their readers may read it (not the reader's colleagues)
             comm["meta"] = {"security": [dict(RESTRICTED)]}
-        await svc.repo.create("Communication", comm, org=next(iter(writers)) if len(writers) == 1 else None)
+        await ctx.repo.create("Communication", comm, org=next(iter(writers)) if len(writers) == 1 else None)
         created += 1
     return created
 
 
-@after_read
-async def flags_read(svc: FhirService, resources: list[StoredResource]) -> None:
+async def flags_read(ctx: WriteContext, resources: list[StoredResource]) -> None:
     """Every Flag read or search by a user is an access that may notify the owning organisation."""
-    if svc.principal is not None and any(r.resource_type == "Flag" for r in resources):
-        await record_flag_access(svc, svc.principal, resources, scheduled=svc.scheduled)
+    if ctx.principal is not None and any(r.resource_type == "Flag" for r in resources):
+        await record_flag_access(ctx, ctx.principal, resources, scheduled=ctx.scheduled)

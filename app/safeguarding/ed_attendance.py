@@ -32,6 +32,7 @@ from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
 from app.safeguarding.tasks import DEFAULT_REGION, acknowledgement_task
 from app.safeguarding.unrouted import REASON_SYSTEM, Sent, ed_organization, to_ed_lead
+from app.security.policy import PLAN_TYPES
 from app.storage.repository import Repository, StoredResource, format_instant
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -42,7 +43,6 @@ NOTICE_ID_SYSTEM = "https://fhir.safeflag.example/Id/notice"
 EXT = "https://fhir.safeflag.example/StructureDefinition/"
 DNW_CODES = frozenset({"1066301000000103", "1066311000000101", "1066321000000107"})
 INJURY_CODES = frozenset({"417746004", "82271004", "125667009"})
-PLAN_CATEGORIES = frozenset({"child-protection-plan", "looked-after-child", "unborn-child-protection-plan"})
 NOT_ATTENDED = frozenset({"planned", "cancelled", "entered-in-error"})
 
 
@@ -128,7 +128,7 @@ async def _plan_flag(lookup: Lookup, child: StoredResource | None, child_ref: di
                 and ident["system"] and ident["value"]):
             return False
         flags = await _ACTIVE_FLAGS_BY_IDENTIFIER.run(lookup.session, system=ident["system"], value=ident["value"])
-    return any(_codes(cat, FLAG_CATEGORY) & PLAN_CATEGORIES for f in flags for cat in f.content.get("category") or [])
+    return any(_codes(cat, FLAG_CATEGORY) & PLAN_TYPES for f in flags for cat in f.content.get("category") or [])
 
 
 async def dependent_children(lookup: Lookup, adult: StoredResource) -> list[StoredResource]:

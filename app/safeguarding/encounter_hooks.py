@@ -6,23 +6,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.interactions.hooks import after_write
 from app.safeguarding.ed_attendance import on_encounter_write
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.unrouted import tell
 from app.storage.repository import utc_ms
 
 if TYPE_CHECKING:
-    from app.interactions.service import FhirService
+    from app.ports import WriteContext
     from app.storage.repository import StoredResource
 
 
-@after_write("Encounter")
 async def ed_attendance(
-    svc: FhirService, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
 ) -> None:
     # `previous` is None only for a brand-new Encounter (a re-created deleted one has its deleted version)
-    sent = await on_encounter_write(svc.repo, Lookup(svc.session, svc.settings.fhir_base), stored,
-                                    utc_ms(svc.repo.clock.now()), first_write=previous is None,
-                                    region=svc.settings.holidays_region)
-    tell(svc.note(), stored, sent, svc.settings.fhir_base)
+    sent = await on_encounter_write(ctx.repo, Lookup(ctx.session, ctx.base), stored,
+                                    utc_ms(ctx.clock.now()), first_write=previous is None,
+                                    region=ctx.settings.holidays_region)
+    tell(ctx.note(), stored, sent, ctx.base)

@@ -1,6 +1,7 @@
 """Flag lifecycle rules, as FGM-IS and CP-IS apply them (contract section 4 table, section 5 "Flag
-lifecycle"), run as a before-write hook on every Flag write: create, update, update-as-create, patch,
-conditional update and transaction entries (app/interactions/hooks.py). Spec: https://hl7.org/fhir/R4/flag.html
+lifecycle"), run before every Flag write (`flag_rules`, put on the interceptor chain by
+app/resource_rules.py): create, update, update-as-create, patch, conditional update and transaction
+entries. Spec: https://hl7.org/fhir/R4/flag.html
 
 Data-driven: the category -> Flag.code table is the ConceptMap `flag-category-to-code` in
 `fhir_profiles/` (read through app/fhir/terminology.py), and a target's `dependsOn subject=mother`
@@ -50,7 +51,6 @@ from app.errors import Conflict, Issue, Unprocessable
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import CANONICAL_BASE, get_store
 from app.fhir.search.prepared import PreparedSearch, prepared
-from app.interactions.hooks import before_write
 from app.safeguarding.flag_refs import local_ref, nhs_numbers, ref_key, resolve_subject
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, age_on
@@ -59,7 +59,7 @@ from app.storage.locks import advisory_lock
 from app.storage.repository import StoredResource
 
 if TYPE_CHECKING:
-    from app.interactions.service import FhirService
+    from app.ports import WriteContext
 
 CATEGORY_SYSTEM = CANONICAL_BASE + "/CodeSystem/safeguarding-flag-category"
 CATEGORY_TO_CODE = CANONICAL_BASE + "/ConceptMap/flag-category-to-code"
@@ -225,7 +225,7 @@ async def significant_adult_issues(
 
 
 async def create_issues(
-    svc: FhirService,
+    ctx: WriteContext,
     lookup: Lookup,
     flag: dict[str, Any],
     patient: StoredResource | None,
@@ -251,7 +251,7 @@ async def create_issues(
         issues.append(issue)
     role = subject_role(category)
     if subject_issue is None and (role == "mother" or category == "fgm"):
-        today = svc.repo.clock.now().date()  # only here: every clock call moves the test clock on
+        today = ctx.clock.now().date()  # only here: every clock call moves the test clock on
         check = mother_issue(category, patient, today) if role == "mother" else fgm_issue(patient, today)
         if check is not None:
             issues.append(check)
@@ -368,16 +368,15 @@ async def check_duplicate(
         )
 
 
-@before_write("Flag")
 async def flag_rules(
-    svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
-    lookup = Lookup(svc.session, svc.settings.fhir_base)
+    lookup = Lookup(ctx.session, ctx.base)
     creating = current is None or current.deleted
     patient: StoredResource | None = None
     if creating:
         patient, subject_issue = await resolve_subject(lookup, content)
-        _unprocessable(await create_issues(svc, lookup, content, patient, subject_issue))
+        _unprocessable(await create_issues(ctx, lookup, content, patient, subject_issue))
     else:
         assert current is not None
         _unprocessable(update_issues(content, current.content))
@@ -385,8 +384,8 @@ async def flag_rules(
     if category is None or content.get("status") != "active":
         return content
     if creating:
-        await check_duplicate(lookup, content, category, patient, None, svc.guard.sight)
+        await check_duplicate(lookup, content, category, patient, None, ctx.guard.sight)
     elif current is not None and current.content.get("status") != "active":  # reactivated
         patient, _ = await resolve_subject(lookup, content)
-        await check_duplicate(lookup, content, category, patient, current.id, svc.guard.sight)
+        await check_duplicate(lookup, content, category, patient, current.id, ctx.guard.sight)
     return content

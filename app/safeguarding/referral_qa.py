@@ -26,7 +26,6 @@ from app.fhir import bundles
 from app.fhir.search.executor import SearchResult
 from app.fhir.search.params import parse_search
 from app.fhir.search.sql import count_query, page_query, where_clause
-from app.interactions.hooks import before_write
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.referral_rules import (
     CARE_TEAM_ROLE,
@@ -45,7 +44,7 @@ from app.storage.repository import row_to_stored
 from app.storage.tables import idx_reference, resource
 
 if TYPE_CHECKING:
-    from app.interactions.service import FhirService
+    from app.ports import WriteContext
     from app.storage.repository import StoredResource
 
 LEAD = f"{CARE_TEAM_ROLE}|safeguarding-lead"
@@ -63,14 +62,13 @@ async def _is_lead(lookup: Lookup, ref: str | None) -> bool:
     return False
 
 
-@before_write("Task")
 async def referral_qa_rules(
-    svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
     if not is_qa_task(content):
         return content
-    base = svc.settings.fhir_base
-    lookup = Lookup(svc.session, base)
+    base = ctx.base
+    lookup = Lookup(ctx.session, base)
     focus = local_ref(content.get("focus"), base, "DocumentReference")
     doc = await lookup.get(focus) if focus else None
     if doc is None or not is_referral_copy(doc.content):
@@ -93,19 +91,18 @@ async def referral_qa_rules(
     return content
 
 
-@before_write("Communication")
 async def referral_outcome_rules(
-    svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
     """The local authority's reply answers a stored mash-referral Communication about the same child."""
     if "referral-outcome" not in categories(content):
         return content
-    base = svc.settings.fhir_base
+    base = ctx.base
     answered = content.get("inResponseTo") or []
     if not answered:
         raise Unprocessable("A referral-outcome Communication names the referral it answers in inResponseTo",
                             msg_id="SF-0930", code="required", expression="Communication.inResponseTo")
-    lookup = Lookup(svc.session, base)
+    lookup = Lookup(ctx.session, base)
     for i, value in enumerate(answered):
         ref = local_ref(value, base, "Communication")
         referral = await lookup.get(ref) if ref else None
@@ -155,26 +152,26 @@ def _queue_conditions(res: Any, base: str, org: str | None, members: set[tuple[s
     return conds
 
 
-async def qa_queue(svc: FhirService, organization: str | None, query: list[tuple[str, str]]) -> dict[str, Any]:
+async def qa_queue(ctx: WriteContext, organization: str | None, query: list[tuple[str, str]]) -> dict[str, Any]:
     """The searchset Bundle of current referral copies awaiting review (of `organization` when given),
     oldest first; searched, filtered and audited as `DocumentReference?...` would be for this principal."""
-    base = svc.settings.fhir_base
-    svc.guard.begin("search-type", DOC, query=f"{DOC}/$qa-queue?{urlencode(query)}")
-    svc.guard.check("search", DOC)
+    base = ctx.base
+    ctx.guard.begin("search-type", DOC, query=f"{DOC}/$qa-queue?{urlencode(query)}")
+    ctx.guard.check("search", DOC)
     paging = [(k, v) for k, v in query if k in ("_count", "_offset")]
     req = parse_search(DOC, [("type", f"{DOC_TYPE}|mash-referral"), ("status", "current"), *paging], base=base,
-                       default_count=svc.settings.default_count, max_count=svc.settings.max_count)
-    members = await organization_members(Lookup(svc.session, base), organization) if organization else set()
-    restrict = svc.guard.restrict()
+                       default_count=ctx.settings.default_count, max_count=ctx.settings.max_count)
+    members = await organization_members(Lookup(ctx.session, base), organization) if organization else set()
+    restrict = ctx.guard.restrict()
     extra = [*_queue_conditions(resource, base, organization, members),
              *(restrict(resource, DOC) if restrict else [])]
-    rows = (await svc.session.execute(page_query(req, extra))).all() if req.count else []
-    total = int((await svc.session.execute(count_query(req, extra))).scalar_one())
+    rows = (await ctx.session.execute(page_query(req, extra))).all() if req.count else []
+    total = int((await ctx.session.execute(count_query(req, extra))).scalar_one())
     issues = []
     matches = [row_to_stored(row) for row in rows]
-    if svc.principal is not None and await withholds(svc.session, svc.principal, req, matches):
+    if ctx.principal is not None and await withholds(ctx.session, ctx.principal, req, matches):
         issues.append(withheld_issue())
-    await svc.guard.audited(patients=search_patients(matches), shown=matches)
+    await ctx.guard.audited(patients=search_patients(matches), shown=matches)
     shown = [("organization", organization)] if organization else []
     link_req = replace(req, resource_type=f"{DOC}/$qa-queue", query=shown)
     return bundles.searchset(SearchResult(link_req, matches, total), base, extra_issues=issues)

@@ -1,7 +1,8 @@
 """MASH referral copies: integrity and immutability of the DocumentReference, its Binary and the
 referral Communication (contract section 5, "MASH referral copy"; https://hl7.org/fhir/R4/documentreference.html,
-https://hl7.org/fhir/R4/binary.html). Write hooks (app/interactions/hooks.py), run inside the write's transaction:
-any error rolls back the whole request or transaction Bundle, so no half-stored referral remains.
+https://hl7.org/fhir/R4/binary.html). Write rules (put on the interceptor chain by app/resource_rules.py),
+run inside the write's transaction: any error rolls back the whole request or transaction Bundle, so no
+half-stored referral remains.
 
 DocumentReference of type `mash-referral`:
 - created `current`, meeting its profile; every `content.attachment` holds the document either inline
@@ -29,7 +30,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.errors import MethodNotAllowed, Unprocessable
-from app.interactions.hooks import after_write, before_delete, before_write
 from app.safeguarding.attachments import check_content_type, decode, media_type, seal
 from app.safeguarding.referral_rules import (
     CONFIDENTIALITY,
@@ -45,33 +45,33 @@ from app.safeguarding.referral_rules import (
 from app.storage.repository import format_instant, utc_ms
 
 if TYPE_CHECKING:
-    from app.interactions.service import FhirService
+    from app.ports import WriteContext
     from app.storage.repository import StoredResource
 
 DOC = "DocumentReference"
 RESTRICTED_CODES = ("R", "V")
 
 
-def _now(svc: FhirService) -> str:
-    return format_instant(utc_ms(svc.repo.clock.now()))
+def _now(ctx: WriteContext) -> str:
+    return format_instant(utc_ms(ctx.clock.now()))
 
 
-async def _current_of(svc: FhirService, ref: str | None, *, for_write: bool = False) -> StoredResource | None:
+async def _current_of(ctx: WriteContext, ref: str | None, *, for_write: bool = False) -> StoredResource | None:
     """`for_write`: a record the server writes later in this transaction (a Binary's securityContext, a
     replaced copy's status), read locked so that a client's write of it under way finishes first and is
     checked, instead of the server's write failing with a 409 (`Repository.get_for_write`)."""
     if ref is None:
         return None
     rtype, _, rid = ref.partition("/")
-    found = await (svc.repo.get_for_write(rtype, rid) if for_write else svc.repo.get(rtype, rid))
+    found = await (ctx.repo.get_for_write(rtype, rid) if for_write else ctx.repo.get(rtype, rid))
     return None if found is None or found.deleted else found
 
 
 # -- DocumentReference -----------------------------------------------------------------------------
 async def _attachment(
-    svc: FhirService, att: dict[str, Any], where: str, binaries: list[tuple[str, str]]
+    ctx: WriteContext, att: dict[str, Any], where: str, binaries: list[tuple[str, str]]
 ) -> dict[str, Any]:
-    limit = svc.settings.max_document_bytes
+    limit = ctx.settings.max_document_bytes
     check_content_type(att.get("contentType"), f"{where}.contentType")
     data, url = att.get("data"), att.get("url")
     if data is not None and url is not None:
@@ -83,12 +83,12 @@ async def _attachment(
     if url is None:
         raise Unprocessable("A referral copy must hold the document: attachment.data, or attachment.url "
                             "naming a Binary on this server", msg_id="SF-0903", code="required", expression=where)
-    ref = local_ref(str(url), svc.settings.fhir_base, "Binary")
+    ref = local_ref(str(url), ctx.base, "Binary")
     if ref is None:
         raise Unprocessable(f"attachment.url '{url}' is not a Binary on this server; a referral copy keeps "
                             "the document here (Binary/<id> or inline data)", msg_id="SF-0904",
                             code="business-rule", expression=f"{where}.url")
-    binary = await _current_of(svc, ref, for_write=True)
+    binary = await _current_of(ctx, ref, for_write=True)
     if binary is None:
         raise Unprocessable(f"{ref} is not stored; store the Binary first (in a transaction Bundle, put its "
                             "entry before the DocumentReference)", msg_id="SF-0905", code="not-found",
@@ -101,16 +101,16 @@ async def _attachment(
     return seal(att, decode(str(binary.content.get("data", "")), limit, f"{where}.url"), where)
 
 
-async def _replaced(svc: FhirService, content: dict[str, Any]) -> list[StoredResource]:
+async def _replaced(ctx: WriteContext, content: dict[str, Any]) -> list[StoredResource]:
     """The copies this one `replaces`, each checked: a current referral copy about the same child."""
     out = []
-    base = svc.settings.fhir_base
+    base = ctx.base
     for i, rel in enumerate(content.get("relatesTo") or []):
         if rel.get("code") != "replaces":
             continue
         where = f"{DOC}.relatesTo[{i}].target"
         ref = local_ref(rel.get("target"), base, DOC)
-        old = await _current_of(svc, ref, for_write=True)
+        old = await _current_of(ctx, ref, for_write=True)
         if old is None or not is_referral_copy(old.content):
             raise Unprocessable(f"relatesTo.target '{(rel.get('target') or {}).get('reference')}' is not a stored "
                                 "referral copy", msg_id="SF-0918", code="business-rule", expression=where)
@@ -137,22 +137,22 @@ def _mirror_labels(content: dict[str, Any]) -> dict[str, Any]:
     return {**content, "meta": meta}
 
 
-async def _new_copy(svc: FhirService, content: dict[str, Any], scratch: dict[str, Any]) -> dict[str, Any]:
+async def _new_copy(ctx: WriteContext, content: dict[str, Any], scratch: dict[str, Any]) -> dict[str, Any]:
     if content.get("status") != "current":
         raise Unprocessable(f"A new referral copy must have status 'current', not '{content.get('status')}'",
                             msg_id="SF-0917", code="business-rule", expression=f"{DOC}.status")
     binaries: list[tuple[str, str]] = []
     items = []
     for i, item in enumerate(content.get("content") or []):
-        att = await _attachment(svc, item.get("attachment") or {}, f"{DOC}.content[{i}].attachment", binaries)
+        att = await _attachment(ctx, item.get("attachment") or {}, f"{DOC}.content[{i}].attachment", binaries)
         items.append({**item, "attachment": att})
     scratch["binaries"] = binaries
-    scratch["replaces"] = await _replaced(svc, content)
+    scratch["replaces"] = await _replaced(ctx, content)
     out = {**content, "content": items}
     if "date" not in out:
-        out["date"] = _now(svc)
-    if "custodian" not in out and svc.org:
-        out["custodian"] = {"reference": svc.org}
+        out["date"] = _now(ctx)
+    if "custodian" not in out and ctx.org:
+        out["custodian"] = {"reference": ctx.org}
     return _mirror_labels(out)
 
 
@@ -161,9 +161,8 @@ DOC_STATUS = StatusRule(DOC, "extension", f"the status-reason extension ({STATUS
                         "; 'superseded' is set by the server when a correction replaces the copy")
 
 
-@before_write(DOC)
 async def referral_copy_rules(
-    svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
     stored = current.content if current is not None and not current.deleted else None
     if stored is not None and is_referral_copy(stored):
@@ -176,22 +175,21 @@ async def referral_copy_rules(
                             "referral copy as a new DocumentReference", msg_id="SF-0938", code="business-rule",
                             expression=f"{DOC}.type")
     scratch["referral_copy"] = True
-    return await _new_copy(svc, content, scratch)
+    return await _new_copy(ctx, content, scratch)
 
 
-@after_write(DOC)
 async def referral_copy_links(
-    svc: FhirService, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
 ) -> None:
     if not scratch.get("referral_copy"):
         return
     me = f"{DOC}/{stored.id}"
     for where, ref in scratch.get("binaries", []):
-        binary = await _current_of(svc, ref)
+        binary = await _current_of(ctx, ref)
         assert binary is not None  # checked before the write, in this transaction
-        owner = local_ref(binary.content.get("securityContext"), svc.settings.fhir_base)
+        owner = local_ref(binary.content.get("securityContext"), ctx.base)
         if owner is None:
-            await svc.repo.update(binary, {**binary.content, "securityContext": {"reference": me}})
+            await ctx.repo.update(binary, {**binary.content, "securityContext": {"reference": me}})
         elif owner != me:
             raise Unprocessable(f"{ref} belongs to {owner} (its securityContext); each referral copy needs its "
                                 "own Binary", msg_id="SF-0929", code="business-rule",
@@ -199,14 +197,13 @@ async def referral_copy_links(
     for old in scratch.get("replaces", []):
         reason = {"url": STATUS_REASON, "valueCodeableConcept": {"coding": [
             {"system": STATUS_REASON_CS, "code": "superseded", "display": "Superseded"}]}}
-        await svc.repo.update(old, {**old.content, "status": "superseded",
+        await ctx.repo.update(old, {**old.content, "status": "superseded",
                                     "extension": [*without_extension(old.content, STATUS_REASON), reason]})
 
 
 # -- Binary ------------------------------------------------------------------------------------------
-@before_write("Binary")
 async def binary_rules(
-    svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
     if current is not None and not current.deleted:
         raise Unprocessable(f"Binary/{current.id} is immutable: a stored document cannot be changed; store a "
@@ -216,27 +213,26 @@ async def binary_rules(
     if not isinstance(content.get("data"), str):
         raise Unprocessable("A Binary holds a referral document: Binary.data is required", msg_id="SF-0911",
                             code="required", expression="Binary.data")
-    decode(content["data"], svc.settings.max_document_bytes, "Binary.data")
+    decode(content["data"], ctx.settings.max_document_bytes, "Binary.data")
     context = content.get("securityContext")
-    if context is not None and local_ref(context, svc.settings.fhir_base, DOC) is None:
+    if context is not None and local_ref(context, ctx.base, DOC) is None:
         raise Unprocessable("Binary.securityContext must be the DocumentReference (on this server) that holds "
                             "this document", msg_id="SF-0912", code="business-rule",
                             expression="Binary.securityContext")
     return content
 
 
-@after_write("Binary")
 async def binary_context(
-    svc: FhirService, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, stored: StoredResource, previous: StoredResource | None, scratch: dict[str, Any]
 ) -> None:
     """A securityContext naming a DocumentReference already stored must be one that holds this Binary (a
     DocumentReference not yet stored is fine: it follows in the same transaction and is checked then)."""
-    ref = local_ref(stored.content.get("securityContext"), svc.settings.fhir_base, DOC)
-    doc = await _current_of(svc, ref)
+    ref = local_ref(stored.content.get("securityContext"), ctx.base, DOC)
+    doc = await _current_of(ctx, ref)
     if doc is None:
         return
     mine = f"Binary/{stored.id}"
-    urls = [local_ref(str((c.get("attachment") or {}).get("url", "")), svc.settings.fhir_base)
+    urls = [local_ref(str((c.get("attachment") or {}).get("url", "")), ctx.base)
             for c in doc.content.get("content") or []]
     if mine not in urls:
         raise Unprocessable(f"Binary.securityContext names {ref}, which does not hold this Binary",
@@ -247,8 +243,8 @@ async def binary_context(
 COMM = "Communication"
 
 
-async def _new_referral(svc: FhirService, content: dict[str, Any]) -> dict[str, Any]:
-    base = svc.settings.fhir_base
+async def _new_referral(ctx: WriteContext, content: dict[str, Any]) -> dict[str, Any]:
+    base = ctx.base
     refs = [(i, p.get("contentReference")) for i, p in enumerate(content.get("payload") or [])
             if "contentReference" in p]
     if not refs:
@@ -257,7 +253,7 @@ async def _new_referral(svc: FhirService, content: dict[str, Any]) -> dict[str, 
                             code="required", expression=f"{COMM}.payload")
     for i, value in refs:
         ref = local_ref(value, base, DOC)
-        doc = await _current_of(svc, ref)
+        doc = await _current_of(ctx, ref)
         where = f"{COMM}.payload[{i}].contentReference"
         if doc is None or not is_referral_copy(doc.content):
             raise Unprocessable(f"payload.contentReference '{(value or {}).get('reference')}' is not a stored "
@@ -270,27 +266,25 @@ async def _new_referral(svc: FhirService, content: dict[str, Any]) -> dict[str, 
     if not any(local_ref(r, base, "Organization") for r in content.get("recipient") or []):
         raise Unprocessable("A mash-referral Communication's recipient is the MASH Organization",
                             msg_id="SF-0923", code="required", expression=f"{COMM}.recipient")
-    return content if "sent" in content else {**content, "sent": _now(svc)}
+    return content if "sent" in content else {**content, "sent": _now(ctx)}
 
 
 COMM_STATUS = StatusRule(COMM, "statusReason", "a statusReason", ("SF-0925", "SF-0927", "SF-0926"))
 
 
-@before_write(COMM)
 async def referral_communication_rules(
-    svc: FhirService, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
+    ctx: WriteContext, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
     stored = current.content if current is not None and not current.deleted else None
     if stored is not None and "mash-referral" in categories(stored):
         check_status_change(COMM_STATUS, stored, content)
         return content
     if "mash-referral" in categories(content):
-        return await _new_referral(svc, content)
+        return await _new_referral(ctx, content)
     return content
 
 
-@before_delete(COMM)
-async def referral_communication_kept(svc: FhirService, current: StoredResource) -> None:
+async def referral_communication_kept(ctx: WriteContext, current: StoredResource) -> None:
     if "mash-referral" in categories(current.content):
         raise MethodNotAllowed(f"{COMM}/{current.id} is part of a referral copy and is never deleted; set its "
                                "status to entered-in-error (with a statusReason) instead", msg_id="SF-0928")

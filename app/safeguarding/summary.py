@@ -45,7 +45,7 @@ from app.security.search_scope import withholds
 from app.storage.repository import StoredResource, format_instant, utc_ms
 
 if TYPE_CHECKING:
-    from app.interactions.service import FhirService
+    from app.ports import WriteContext
 
 OPERATION = "safeguarding-summary"
 OPERATION_DEFINITION = CANONICAL_BASE + "/OperationDefinition/Patient-safeguarding-summary"
@@ -62,20 +62,20 @@ def child_criterion(patient: StoredResource) -> tuple[str, str]:
 
 
 async def _section(
-    svc: FhirService, resource_type: str, query: list[tuple[str, str]]
+    ctx: WriteContext, resource_type: str, query: list[tuple[str, str]]
 ) -> tuple[list[StoredResource], list[StoredResource], bool]:
     """(matches, included, withheld) of one search, under the principal's access restrictions; `withheld`
     as a search's notice (search_scope.withholds): the child has records of the type withheld from them."""
     req = parse_search(
         resource_type,
         [*query, ("_total", "none")],
-        base=svc.settings.fhir_base,
-        max_count=svc.settings.max_count,
+        base=ctx.base,
+        max_count=ctx.settings.max_count,
     )
     result = await run_search(
-        svc.session, req, max_includes=svc.settings.max_includes, restrict=svc.guard.restrict()
+        ctx.session, req, max_includes=ctx.settings.max_includes, restrict=ctx.guard.restrict()
     )
-    withheld = svc.principal is not None and await withholds(svc.session, svc.principal, req, result.matches)
+    withheld = ctx.principal is not None and await withholds(ctx.session, ctx.principal, req, result.matches)
     return result.matches, result.included, withheld
 
 
@@ -87,26 +87,26 @@ def _entry(fhir_base: str, res: StoredResource, mode: str) -> dict[str, Any]:
     }
 
 
-async def safeguarding_summary(svc: FhirService, patient_id: str, *, scheduled: bool) -> dict[str, Any]:
+async def safeguarding_summary(ctx: WriteContext, patient_id: str, *, scheduled: bool) -> dict[str, Any]:
     """The summary Bundle; 404 for an unknown Patient, 410 for a deleted one, 403 for a role that may
     not use the operation. `scheduled`: the `X-Access-Context: scheduled` header (a silent read)."""
-    svc.guard.check_operation(OPERATION)
-    svc.guard.begin("operation", "Patient", patient_id)
-    patient = await svc.repo.get("Patient", patient_id)
+    ctx.guard.check_operation(OPERATION)
+    ctx.guard.begin("operation", "Patient", patient_id)
+    patient = await ctx.repo.get("Patient", patient_id)
     if patient is None:
         raise NotFound(f"Patient/{patient_id} is not known", msg_id="SF-0301", expression="id")
     if patient.deleted:
         raise Gone(f"Patient/{patient_id} was deleted", msg_id="SF-0302")
-    svc.guard.check(
+    ctx.guard.check(
         "read", "Patient", patient.content, created_by_org=patient.created_by_org, res_id=patient_id
     )
     child = child_criterion(patient)
     categories = ",".join(f"{COMM_CATEGORY}|{c}" for c in NOTICE_CATEGORIES)
     flags, authors, withheld = await _section(
-        svc, "Flag", [child, ("status", "active"), ("_include", "Flag:author"), ("_count", str(OPEN_LIMIT))]
+        ctx, "Flag", [child, ("status", "active"), ("_include", "Flag:author"), ("_count", str(OPEN_LIMIT))]
     )
     notices, _, w_notices = await _section(
-        svc,
+        ctx,
         "Communication",
         [
             child,
@@ -117,7 +117,7 @@ async def safeguarding_summary(svc: FhirService, patient_id: str, *, scheduled: 
         ],
     )
     tasks, _, w_tasks = await _section(
-        svc,
+        ctx,
         "Task",
         [
             child,
@@ -128,13 +128,13 @@ async def safeguarding_summary(svc: FhirService, patient_id: str, *, scheduled: 
         ],
     )
     accesses, _, w_accesses = await _section(
-        svc, "AuditEvent", [("patient", f"Patient/{patient.id}"), ("_sort", "-date"), ("_count", str(RECENT))]
+        ctx, "AuditEvent", [("patient", f"Patient/{patient.id}"), ("_sort", "-date"), ("_count", str(RECENT))]
     )
-    now: datetime = svc.repo.clock.now()
-    await record_flag_access(svc, svc.principal, flags, scheduled=scheduled, now=now)
-    await svc.guard.audited(patient, shown=[*flags, *authors, *notices, *tasks, *accesses])
+    now: datetime = ctx.clock.now()
+    await record_flag_access(ctx, ctx.principal, flags, scheduled=scheduled, now=now)
+    await ctx.guard.audited(patient, shown=[*flags, *authors, *notices, *tasks, *accesses])
 
-    base = svc.settings.fhir_base
+    base = ctx.base
     matches = [patient, *flags, *notices, *tasks, *accesses]
     entries = [_entry(base, r, "match") for r in [patient, *flags]]
     entries += [_entry(base, r, "include") for r in authors]

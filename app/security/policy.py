@@ -316,11 +316,9 @@ def decide(
     `created_by_org` is the stored record's `resource.created_by_org`.
     """
     action = _ACTIONS[letter_of(interaction)]
-    if action == "delete" and resource_type in NEVER_DELETED:
-        return _deny(405, f"{resource_type} resources are never deleted; change their status instead", "SF-0405")
-    if action in ("create", "update") and resource_type in SERVER_WRITTEN:
-        return _deny(405, f"{resource_type} is written by the server only; it cannot be {action}d "
-                          "through the API", "SF-0406")
+    refused = refuse_interaction(resource_type, action)
+    if refused is not None:
+        return refused
     if resource_type not in READ:
         return _deny(403, f"{resource_type} is not a resource type this server grants access to", "SF-0800")
     col = _col(principal)
@@ -385,16 +383,13 @@ def decide_operation(principal: Principal, name: str) -> Decision:
     return _deny(403, f"Role {principal.role} may not use {name}", "SF-0805")
 
 
-def check_write_allowed(resource_type: str, interaction: str) -> None:
-    """Raise 405 for interactions that no one may perform on this resource type."""
+def refuse_interaction(resource_type: str, interaction: str) -> Decision | None:
+    """405 for an interaction no one may perform on this resource type, whoever asks (the server's own
+    work included): the types never deleted and those written by the server only. None: not refused."""
     if interaction == "delete" and resource_type in NEVER_DELETED:
-        raise MethodNotAllowed(
-            f"{resource_type} resources are never deleted; change their status instead",
-            msg_id="SF-0405",
-        )
+        return _deny(405, f"{resource_type} resources are never deleted; change their status instead", "SF-0405")
     if interaction in ("create", "update", "patch") and resource_type in SERVER_WRITTEN:
         done = "patched" if interaction == "patch" else f"{interaction}d"
-        raise MethodNotAllowed(
-            f"{resource_type} is written by the server only; it cannot be {done} through the API",
-            msg_id="SF-0406",
-        )
+        return _deny(405, f"{resource_type} is written by the server only; it cannot be {done} through the API",
+                     "SF-0406")
+    return None

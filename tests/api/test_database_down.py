@@ -19,6 +19,7 @@ from app.config import Settings
 from app.context import AppContext
 from app.errors import ServiceUnavailable
 from app.main import create_app
+from app.resource_rules import resource_rules
 from app.storage.migrate import upgrade
 from tests.conftest import BASE_URL, REQUIRE_PG, admin_token
 from tests.support.fhir_data import outcome, patient
@@ -50,7 +51,7 @@ async def _context(cluster: PgCluster, **settings: object) -> AppContext:
     data = Path(tempfile.mkdtemp(prefix="safeflag-down-"))
     ctx = AppContext.from_settings(Settings(data_dir=data, database_url=cluster.url("safeflag_down"),
                                             base_url=BASE_URL, dispatcher_in_process=False, rate_limit_per_second=0,
-                                            _env_file=None, **settings))  # type: ignore[arg-type]
+                                            _env_file=None, **settings), interceptors=resource_rules())  # type: ignore[arg-type]
     await upgrade(ctx.engine)
     return ctx
 

@@ -18,6 +18,7 @@ from app.config import Settings
 from app.context import AppContext
 from app.main import create_app
 from app.observability import internal_error_outcome
+from app.resource_rules import resource_rules
 from app.storage.migrate import head_revision
 from tests.conftest import BASE_URL, _pg_url
 from tests.support.fhir_data import patient
@@ -44,7 +45,7 @@ async def unmigrated(request: pytest.FixtureRequest) -> AsyncIterator[httpx.Asyn
     else:
         cluster: PgCluster | None = request.getfixturevalue("pg_cluster")
         url = _pg_url(cluster, f"ops_fresh_{uuid.uuid4().hex[:8]}")
-    ctx = AppContext.from_settings(_settings(url))
+    ctx = AppContext.from_settings(_settings(url), interceptors=resource_rules())
     try:
         async with _client_for(ctx) as c:
             yield c
@@ -78,7 +79,7 @@ async def test_readyz_on_an_unmigrated_database(unmigrated: httpx.AsyncClient) -
 
 
 async def test_readyz_when_the_database_is_unreachable() -> None:
-    ctx = AppContext.from_settings(_settings(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none"))
+    ctx = AppContext.from_settings(_settings(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none"), interceptors=resource_rules())
     try:
         async with _client_for(ctx) as c:
             r = await c.get("/readyz")

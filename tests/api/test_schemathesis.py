@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from app.config import Settings
 from app.context import AppContext
 from app.main import create_app
+from app.resource_rules import resource_rules
 from app.storage.migrate import upgrade
 from tests.support.postgres import free_port
 
@@ -43,7 +44,7 @@ def auth_headers(base_url: str) -> dict[str, str]:
 
 
 async def _migrate(settings: Settings) -> None:
-    ctx = AppContext.from_settings(settings)
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     try:
         await upgrade(ctx.engine)
     finally:

@@ -84,8 +84,8 @@ async def test_a_read_in_the_transaction_sees_queued_index_rows(clean_ctx: AppCo
     async with clean_ctx.unit_of_work() as svc:
         created = await svc.create("Patient", patient(nhs="9990000034"))
         assert svc.session.info[PENDING]  # queued, not yet written
-        await svc.search("Patient", [("identifier", f"{NHS}|9990000034")])
-        assert [m.id for m in svc.last_search.matches] == [created.stored.id]
+        _, found = await svc.search_result("Patient", [("identifier", f"{NHS}|9990000034")])
+        assert [m.id for m in found.matches] == [created.stored.id]
         assert PENDING not in svc.session.info
 
 

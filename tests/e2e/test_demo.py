@@ -23,6 +23,7 @@ from app.context import AppContext
 from app.demo import borough
 from app.fhir.ids import ID
 from app.fhir.nhs_number import is_valid
+from app.resource_rules import resource_rules
 from app.storage.tables import resource
 from tests.conftest import _pg_url
 from tests.e2e.server import safeflag_command
@@ -78,7 +79,7 @@ async def stored_versions(env: dict[str, str]) -> dict[str, int]:
     """`Type/id` -> current version of every resource the demo's seeding names, read from the database."""
     settings = Settings(data_dir=Path(env["SAFEFLAG_DATA_DIR"]),  # type: ignore[call-arg]
                         database_url=env.get("SAFEFLAG_DATABASE_URL"), _env_file=None)
-    ctx = AppContext.from_settings(settings)
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     try:
         async with ctx.engine.connect() as conn:
             rows = (await conn.execute(select(resource.c.res_type, resource.c.res_id, resource.c.version_id)

@@ -27,6 +27,7 @@ from app.context import AppContext
 from app.main import create_app
 from app.notify.delivery import RetryPolicy
 from app.notify.dispatcher import Dispatcher
+from app.resource_rules import resource_rules
 from app.safeguarding.escalation import escalate_overdue
 from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
@@ -371,7 +372,7 @@ async def scenario(workdir: Path) -> AsyncIterator[Scenario]:
         log_level="WARNING",
         _env_file=None,
     )  # type: ignore[call-arg]
-    ctx = AppContext.from_settings(settings)
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     await upgrade(ctx.engine)
     receiver = Receiver()
     await receiver.start()

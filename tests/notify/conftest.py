@@ -15,6 +15,7 @@ from app.context import AppContext
 from app.main import create_app
 from app.notify.delivery import RetryPolicy
 from app.notify.dispatcher import Dispatcher
+from app.resource_rules import resource_rules
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
 from tests.conftest import BASE_URL, _pg_url, admin_token
@@ -37,7 +38,7 @@ async def nctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None) -> 
     settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
                         notify_poll_seconds=0.05, notify_lease_seconds=2.0, rate_limit_per_second=0,
                         _env_file=None)  # type: ignore[call-arg]
-    context = AppContext.from_settings(settings, clock=CLOCK)
+    context = AppContext.from_settings(settings, clock=CLOCK, interceptors=resource_rules())
     await upgrade(context.engine)
     try:
         yield context

@@ -9,7 +9,7 @@ import pytest
 
 from app.errors import Forbidden, MethodNotAllowed, NotFound
 from app.security.labels import ACT_CODE, CONFIDENTIALITY, default_labels, withheld_issue
-from app.security.policy import Visibility, check_write_allowed, decide, visibility, visible
+from app.security.policy import Visibility, decide, refuse_interaction, visibility, visible
 from app.security.principal import Principal
 from app.security.scopes import ScopeSet
 
@@ -198,12 +198,20 @@ def test_withheld_issue_text() -> None:
     }
 
 
-def test_check_write_allowed_is_kept() -> None:
-    with pytest.raises(MethodNotAllowed):
-        check_write_allowed("DocumentReference", "delete")
-    with pytest.raises(MethodNotAllowed):
-        check_write_allowed("AuditEvent", "patch")
-    check_write_allowed("Patient", "delete")
+def test_interactions_no_one_may_perform() -> None:
+    kept = refuse_interaction("DocumentReference", "delete")
+    assert kept is not None and (kept.status, kept.msg_id, kept.reason) == (
+        405, "SF-0405", "DocumentReference resources are never deleted; change their status instead")
+    err = kept.error("DocumentReference", "doc-1")
+    assert isinstance(err, MethodNotAllowed) and err.outcome()["issue"][0]["diagnostics"] == (
+        "SF-0405: DocumentReference resources are never deleted; change their status instead")
+    patched = refuse_interaction("AuditEvent", "patch")
+    assert patched is not None and (patched.status, patched.msg_id, patched.reason) == (
+        405, "SF-0406", "AuditEvent is written by the server only; it cannot be patched through the API")
+    assert refuse_interaction("Patient", "delete") is None
+    # the policy's decision states the same rule, whoever asks
+    d = decide(who("admin"), "delete", "DocumentReference", {"resourceType": "DocumentReference"})
+    assert (d.status, d.msg_id) == (405, "SF-0405")
 
 
 def test_operations() -> None:

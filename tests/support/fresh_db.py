@@ -10,6 +10,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.context import AppContext
+from app.resource_rules import resource_rules
 from tests.conftest import BASE_URL, _pg_url
 from tests.support.postgres import PgCluster
 
@@ -21,7 +22,7 @@ async def fresh_context(db: str, pg_cluster: PgCluster | None, pg_name: str) -> 
     url = f"sqlite+aiosqlite:///{tmp / 'm.db'}" if db == "sqlite" else _pg_url(pg_cluster, pg_name)
     settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
                         rate_limit_per_second=0, _env_file=None)  # type: ignore[call-arg]
-    ctx = AppContext.from_settings(settings)
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
     try:
         yield ctx
     finally:
