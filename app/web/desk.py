@@ -153,6 +153,6 @@ async def reply(svc: FhirService, referral_id: str, text: str, now: datetime) ->
             comm[key] = referral[key]
     if isinstance(referral.get("sender"), dict):
         comm["recipient"] = [referral["sender"]]
-    if getattr(svc.principal, "org", None):
+    if svc.principal is not None and svc.principal.org:
         comm["sender"] = {"reference": svc.principal.org}
     await svc.create("Communication", comm)

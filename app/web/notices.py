@@ -195,7 +195,7 @@ def own_refs(svc: FhirService) -> list[str]:
     """What stands for the user personally (her PractitionerRoles and Practitioner)."""
     p = svc.principal
     refs = set(getattr(p, "own_refs", ()) or ())
-    if getattr(p, "fhir_user", None):
+    if p is not None and p.fhir_user:
         refs.add(p.fhir_user)
     return sorted(refs)
 
@@ -204,6 +204,6 @@ def team_refs(svc: FhirService) -> list[str]:
     """What stands for the user's team: the organisation, its PractitionerRoles and their Practitioners."""
     p = svc.principal
     refs = set(getattr(p, "org_refs", ()) or ())
-    if getattr(p, "org", None):
+    if p is not None and p.org:
         refs.add(p.org)
     return sorted(refs)
