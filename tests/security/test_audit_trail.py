@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from app.cli import app as cli_app
 from app.context import AppContext
 from app.main import create_app
+from app.resource_rules import resource_rules
 from app.security.audit_verify import Report, verify
 from app.storage.audit_tables import audit_event, audit_row, search_columns
 from app.storage.migrate import upgrade
@@ -191,7 +192,8 @@ def test_safeflag_audit_verify_and_checkpoint(sqlite_env: Path) -> None:
 
     async def make_trail() -> None:
         ctx = AppContext.from_settings(Settings(data_dir=sqlite_env, base_url=BASE_URL, dispatcher_in_process=False,
-                                                rate_limit_per_second=0, _env_file=None))  # type: ignore[call-arg]
+                                                rate_limit_per_second=0, _env_file=None),  # type: ignore[call-arg]
+                                       interceptors=resource_rules())
 
         await upgrade(ctx.engine)
         try:

@@ -17,6 +17,7 @@ from selenium.webdriver.common.keys import Keys
 from app.config import Settings
 from app.context import AppContext
 from app.demo import borough as b
+from app.resource_rules import resource_rules
 from app.safeguarding.escalation import escalate_overdue
 from tests.e2e.server import RunningServer
 from tests.web.pages_data import OTHER_HV, OTHER_ORG, SEXUAL_HEALTH, principal, seed_resources
@@ -103,7 +104,7 @@ def context_of(server: RunningServer) -> AppContext:
     """An app context on the server's own database (for work done beside, or without, the server)."""
     settings = Settings(data_dir=server.workdir / "data", database_url=server.env.get("SAFEFLAG_DATABASE_URL"),
                         base_url=server.base_url, _env_file=None)  # type: ignore[call-arg]
-    return AppContext.from_settings(settings)
+    return AppContext.from_settings(settings, interceptors=resource_rules())
 
 
 async def escalate_at(server: RunningServer, when: datetime) -> int:
