@@ -3,7 +3,7 @@
 #   make run    create .venv if missing, install, migrate the SQLite database under ./var
 #               (or $SAFEFLAG_DATA_DIR) and serve on http://127.0.0.1:8080
 #   make test   create .venv if missing, install with test extras, run make lint, then the whole suite
-#   make lint   ruff and mypy (strict), zero findings
+#   make lint   ruff, mypy (strict) and the layers contract (import-linter), zero findings
 #   make lock   re-resolve requirements*.lock from pyproject.toml (LOCK_ARGS=--upgrade to move every pin)
 #
 # Dependencies come from the lock files (exact versions with hashes), so every machine installs what CI
@@ -65,6 +65,7 @@ test: lint $(WEB_ASSETS)
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check app tests bench
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 # uv resolves the locks (one set of pins for Python 3.11+ on every platform, with hashes); installing
 # from them needs only pip. The test lock is resolved within the runtime lock's pins.
