@@ -99,6 +99,7 @@ class AppContext:
                     svc = FhirService(repo, self.settings, self.interceptors, principal=principal, guard=guard,
                                       scheduled=scheduled)
                     yield svc
+                    await repo.flush()  # the queued version, index and outbox rows, before COMMIT
                 if session.info.pop("outbox", False):
                     self.wake.set()
             if svc is not None:
@@ -124,7 +125,9 @@ class AppContext:
             return
         event, org = attempt
         async with self.sessionmaker() as session, session.begin():
-            await audit_trail.record(self._repo(session), event, org=org, now=svc.guard.now())
+            repo = self._repo(session)
+            await audit_trail.record(repo, event, org=org, now=svc.guard.now())
+            await repo.flush()
 
     async def close(self) -> None:
         await self.engine.dispose()

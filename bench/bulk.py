@@ -17,7 +17,6 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app.storage.buffer import flush
 from app.storage.repository import stamp, utc_ms
 
 # column order of each COPY (the tables of app/storage/tables.py, minus serial pks of index tables)
@@ -183,7 +182,7 @@ async def self_check(ctx: Any, dsn: str, sample: list[tuple[str, str, list[dict[
                     upd = await svc.update(rtype, rid, {**body, "id": rid})
                     assert upd.status == 200, upd
                 pks.append(out.stored.pk)
-            await flush(svc.session)  # queued rows (app/storage/buffer.py): the raw reads below bypass the session
+            await svc.repo.flush()  # queued rows (app/storage/buffer.py): the raw reads below bypass the session
             conn = await svc.session.connection()
             raw = await conn.get_raw_connection()
             pg = raw.driver_connection

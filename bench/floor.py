@@ -162,8 +162,8 @@ def floor_app(ctx: AppContext) -> FastAPI:
                 await _write_pg(raw, indexer, "Flag", doc, ts, outbox=True)
                 await _write_pg(raw, indexer, "AuditEvent", audit, ts, outbox=False)
             else:
-                _write(raw._conn, indexer, "Flag", doc, ts, outbox=True)
-                _write(raw._conn, indexer, "AuditEvent", audit, ts, outbox=False)
+                _write(raw.sqlite, indexer, "Flag", doc, ts, outbox=True)
+                _write(raw.sqlite, indexer, "AuditEvent", audit, ts, outbox=False)
         location = f"{ctx.settings.fhir_base}/Flag/{doc['id']}/_history/1"
         return Response(orjson.dumps(doc), 201, {"Location": location, "ETag": 'W/"1"'}, media_type=FHIR_JSON)
 

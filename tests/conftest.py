@@ -27,12 +27,14 @@ from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
 from tests.security.tokens_fixture import auth, issuer, issuer_for, mint  # noqa: F401  (fixtures)
+from tests.support import queue_check
 from tests.support.postgres import PgCluster, start_cluster
 from tests.support.receiver import Receiver
 
 BASE_URL = "http://127.0.0.1:8080"
 FHIR = BASE_URL + "/fhir"
 REQUIRE_PG = os.environ.get("SAFEFLAG_REQUIRE_PG") == "1"
+queue_check.install()  # every test also checks that queued rows are flushed before they are read
 
 
 class StepClock:

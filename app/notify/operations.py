@@ -29,6 +29,7 @@ from app.notify.topics import TOPICS
 from app.security.labels import withheld_issue
 from app.security.policy import Visibility, visibility
 from app.security.principal import Principal
+from app.storage import buffer
 from app.storage.notify_tables import notification, subscription_state
 from app.storage.repository import StoredResource
 from app.storage.tables import resource, resource_version
@@ -131,6 +132,7 @@ async def events(
         stmt = stmt.where(n.event_number >= lo)
     if hi is not None:
         stmt = stmt.where(n.event_number <= hi)
+    await buffer.flush(session)  # the versions this transaction queued, so that the join sees them
     rows = (await session.execute(stmt.order_by(n.event_number).limit(MAX_REPLAY))).all()
     code = narrowed(content, _content_code(sub))
     evs, withheld = [], False

@@ -165,6 +165,7 @@ async def qa_queue(ctx: WriteContext, organization: str | None, query: list[tupl
     restrict = ctx.guard.restrict()
     extra = [*_queue_conditions(resource, base, organization, members),
              *(restrict(resource, DOC) if restrict else [])]
+    await ctx.repo.flush()  # the index rows this transaction queued, so that the queue sees them
     rows = (await ctx.session.execute(page_query(req, extra))).all() if req.count else []
     total = int((await ctx.session.execute(count_query(req, extra))).scalar_one())
     issues = []

@@ -45,6 +45,7 @@ from app.safeguarding.referral_rules import DOC_TYPE, QA_OUTCOME, TASK_CODE, cod
 from app.safeguarding.report_data import ReportData, Row, instant
 from app.safeguarding.tasks import due_of
 from app.safeguarding.unrouted import UNROUTED_LIST, is_unrouted
+from app.storage import buffer
 from app.storage.repository import utc_ms
 
 ED_CATEGORIES = ("ed-attendance", "did-not-wait", "think-family")
@@ -242,6 +243,7 @@ async def governance_report(
     """The month's figures per organisation (only `organization`, always present, when given)."""
     start, end = month_range(month)
     now = utc_ms(now)
+    await buffer.flush(session)  # what this transaction queued (its audit rows) counts too
     data = ReportData(session, base)
     b = _Builder(data, organization)
     await _referral_copies(b, start, end, now)

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.storage.audit_tables import GENESIS, audit_event, audit_row
-from app.storage.buffer import KEEPS_QUEUE, PENDING, BufferedSession, defer, flush
+from app.storage.buffer import PENDING, defer, flush
 from app.storage.locks import on_postgresql
 from app.storage.repository import Repository, StoredResource
 
@@ -45,7 +45,6 @@ _LAST_IN_LANE = (
     .where(audit_event.c.lane == bindparam("lane"))
     .order_by(audit_event.c.position.desc())
     .limit(1)
-    .execution_options(**{KEEPS_QUEUE: True})
 )
 _TRY_LANE = text("SELECT pg_try_advisory_lock(:cls, :lane)")
 
@@ -59,7 +58,7 @@ async def _lane(session: AsyncSession) -> int:
     lane = info.get(LANE_KEY)
     if lane is None:
         for candidate in range(MAX_LANES):
-            if (await session.execute(_TRY_LANE.execution_options(**{KEEPS_QUEUE: True}),
+            if (await session.execute(_TRY_LANE,
                                       {"cls": LANE_LOCK_CLASS, "lane": candidate})).scalar_one():
                 lane = info[LANE_KEY] = candidate
                 break
@@ -91,6 +90,6 @@ async def record(repo: Repository, event_doc: dict[str, Any], *, org: str | None
     return stored
 
 
-@event.listens_for(BufferedSession, "after_transaction_end")
+@event.listens_for(Session, "after_transaction_end")
 def _forget_head(session: Session, _transaction: SessionTransaction) -> None:
     session.info.pop(HEAD_KEY, None)

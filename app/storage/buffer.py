@@ -1,11 +1,16 @@
 """Deferred rows: the version, search-index and outbox rows of a transaction, written together.
 
 A create or update writes its `resource` row at once (its primary key is needed) and queues the rows
-that only refer to it. The queue is written as one executemany per statement just before the next
-statement that could read or change them (any statement other than another `resource` INSERT) and
-just before COMMIT, so that every read in the transaction still sees every row it wrote, and the
-transaction stays all-or-nothing. A create Flag (the Flag, then its AuditEvent) goes from twelve
-INSERTs to eight; a transaction Bundle of N entries from about 6N to N + 6.
+that only refer to it (`defer`). `flush(session)`, which `Repository.flush()` calls, writes the queue
+as one executemany per table. Nothing flushes behind the caller's back: the unit of work flushes
+before COMMIT, and every reader of a queued table flushes before its statement (the repository's
+history, version reads and index deletes; the search executor and prepared searches; the access
+checks and rules that read index tables), so that every read in the transaction still sees every
+row it wrote, and the transaction stays all-or-nothing. A statement that touches only `resource` or
+`patient_nhs_number` (the next create's INSERT, an update's version bump) leaves the queue as it is.
+A create Flag (the Flag, then its AuditEvent) goes from twelve INSERTs to eight; a transaction Bundle
+of N entries from about 6N to N + 6. The test suite checks that no statement reads a queued table,
+and no transaction commits, while rows are still queued (tests/conftest.py).
 
 On PostgreSQL the queue goes out as ONE statement whatever it holds: each table's rows become one
 `INSERT ... SELECT FROM unnest(...)` (a column's values as one array parameter), joined as
@@ -21,9 +26,9 @@ sqlite3 connection when the transaction holds the write lock in place (app/stora
 the values through the same bind processors. SQLAlchemy's execution path (compiled-cache lookup,
 parameter construction per row, result set-up) cost more than SQLite's own work for these INSERTs.
 
-Savepoints: rows queued outside a savepoint must not be dropped when the savepoint rolls back, so
-`savepoint()` flushes before it begins and before it is released; a savepoint opened any other way with
-rows queued is refused (RuntimeError), never silently allowed to lose them.
+Savepoints: rows queued outside a savepoint must not be dropped when the savepoint rolls back, and
+rows queued inside it must go with it, so `savepoint()` flushes before it begins and before it is
+released, and drops what the savepoint queued when it rolls back. Open savepoints only through it.
 """
 
 from __future__ import annotations
@@ -33,14 +38,11 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Insert, Table, event
+from sqlalchemy import JSON, Insert, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 PENDING = "safeflag.pending_rows"
-# Statements with this execution option may run with rows still queued: they neither read nor change them.
-KEEPS_QUEUE = "safeflag_keeps_queue"
 
 
 def defer(session: AsyncSession, stmt: Any, rows: list[dict[str, Any]]) -> None:
@@ -49,23 +51,30 @@ def defer(session: AsyncSession, stmt: Any, rows: list[dict[str, Any]]) -> None:
     pending.setdefault(stmt, []).extend(rows)
 
 
-def _flush(session: Session) -> None:
-    pending = session.info.pop(PENDING, None)  # popped first: the INSERTs below must not flush again
+async def flush(session: AsyncSession) -> None:
+    """Write the queued rows now (nothing to do when none are queued)."""
+    pending = session.info.pop(PENDING, None)
     if not pending:
         return
-    conn = session.connection()
+    conn = await session.connection()
     plans = _plans(pending, conn.dialect)
     if plans is not None:
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(*_one_statement(plans, list(pending.values())))
+            await conn.exec_driver_sql(*_one_statement(plans, list(pending.values())))
             return
-        in_place = getattr(conn.connection.driver_connection, "executemany_in_place", None)
+        raw = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
+        in_place = getattr(raw, "executemany_in_place", None)  # app/storage/sqlite_driver.py
         if in_place is not None and in_place(
             [(p.insert_sql, p.row_tuples(rows)) for p, rows in zip(plans, pending.values(), strict=True)]
         ):
             return
     for stmt, rows in pending.items():
-        session.execute(stmt, rows)
+        await session.execute(stmt, rows)
+
+
+def queued(session: AsyncSession) -> bool:
+    """Whether rows are queued in `session`'s transaction."""
+    return bool(session.info.get(PENDING))
 
 
 def _plans(pending: dict[Any, list[dict[str, Any]]], dialect: Dialect) -> list[_TablePlan] | None:
@@ -136,42 +145,14 @@ def _one_statement(plans: list[_TablePlan], rows: list[list[dict[str, Any]]]) ->
     return _statement_text(tuple(plans)), tuple(args)
 
 
-async def flush(session: AsyncSession) -> None:
-    """Write the queued rows now."""
-    if session.info.get(PENDING):
-        await session.run_sync(_flush)
-
-
 @asynccontextmanager
 async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
     """`begin_nested()` that keeps the queue out of the savepoint (see the module docstring)."""
     await flush(session)
-    async with session.begin_nested():
-        yield
-        await flush(session)
-
-
-class BufferedSession(Session):
-    """The session class of every SafeFlag session (app/storage/db.py)."""
-
-
-@event.listens_for(BufferedSession, "do_orm_execute")
-def _before_statement(state: ORMExecuteState) -> None:
-    if state.session.info.get(PENDING) and not state.execution_options.get(KEEPS_QUEUE):
-        _flush(state.session)
-
-
-@event.listens_for(BufferedSession, "before_commit")
-def _before_commit(session: Session) -> None:
-    _flush(session)
-
-
-@event.listens_for(BufferedSession, "after_soft_rollback")
-def _after_rollback(session: Session, _previous: SessionTransaction) -> None:
-    session.info.pop(PENDING, None)  # the rows belonged to what was rolled back (savepoint() keeps it so)
-
-
-@event.listens_for(BufferedSession, "after_transaction_create")
-def _on_transaction(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.nested and session.info.get(PENDING):
-        raise RuntimeError("rows are queued: open savepoints with app.storage.buffer.savepoint()")
+    try:
+        async with session.begin_nested():
+            yield
+            await flush(session)
+    except BaseException:
+        session.info.pop(PENDING, None)  # queued inside the savepoint, rolled back with it
+        raise

@@ -17,7 +17,6 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.storage import sqlite_driver
-from app.storage.buffer import BufferedSession
 
 
 def _json_dumps(value: Any) -> str:
@@ -90,4 +89,4 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, sync_session_class=BufferedSession)
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

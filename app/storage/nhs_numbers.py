@@ -24,7 +24,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
-from app.storage.buffer import KEEPS_QUEUE
 from app.storage.tables import idx_token, patient_nhs_number, resource
 
 # the same URI as app/fhir/nhs_number.py (storage sits below the FHIR toolkit and imports none of it)
@@ -32,18 +31,16 @@ NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 DUPLICATES_COMMAND = "safeflag patients duplicates"
 
 _ROW = patient_nhs_number.c
-# None of these reads or changes the rows app/storage/buffer.py keeps queued.
+# None of these reads or changes the rows app/storage/buffer.py keeps queued: they run without a flush.
 _CLAIM = {
     name: dialect.insert(patient_nhs_number).on_conflict_do_nothing().returning(_ROW.nhs_number)
-    .execution_options(**{KEEPS_QUEUE: True})
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
-_FREE = delete(patient_nhs_number).where(_ROW.resource_pk == bindparam("pk")).execution_options(**{KEEPS_QUEUE: True})
+_FREE = delete(patient_nhs_number).where(_ROW.resource_pk == bindparam("pk"))
 _HOLDER = (
     select(resource.c.res_id)
     .join(patient_nhs_number, _ROW.resource_pk == resource.c.pk)
     .where(_ROW.nhs_number == bindparam("nhs"))
-    .execution_options(**{KEEPS_QUEUE: True})
 )
 
 

@@ -8,6 +8,7 @@ dispatcher batch) owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -17,8 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
-from app.storage import nhs_numbers
-from app.storage.buffer import KEEPS_QUEUE, defer
+from app.storage import buffer, nhs_numbers
+from app.storage.buffer import defer
 from app.storage.locks import advisory_lock, on_postgresql
 from app.storage.notify_tables import outbox_event
 from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource, resource_version
@@ -121,7 +122,7 @@ def current_select() -> Select[Any]:
 # Statements built once and executed with parameters: building `insert(t).values(...)` per call cost
 # more CPU than executing it (README "Benchmarks"). SQLAlchemy caches their compiled SQL as usual.
 # A new or changed `resource` row leaves the queued rows (app/storage/buffer.py) queued: it reads none of them.
-_INSERT_RESOURCE = insert(resource).returning(resource.c.pk).execution_options(**{KEEPS_QUEUE: True})
+_INSERT_RESOURCE = insert(resource).returning(resource.c.pk)
 _INSERT_VERSION = insert(resource_version)
 _INSERT_OUTBOX = insert(outbox_event)
 _INSERT_INDEX = {t.name: insert(t) for t in (idx_token, idx_string, idx_reference, idx_date)}
@@ -131,7 +132,6 @@ _BUMP = (
     .where(resource.c.pk == bindparam("b_pk"), resource.c.version_id == bindparam("b_vid"))
     .values(version_id=bindparam("version_id"), last_updated=bindparam("last_updated"),
             deleted=bindparam("deleted"), content=bindparam("content"))
-    .execution_options(**{KEEPS_QUEUE: True})
 )
 CURRENT_BY_ID = current_select().where(
     resource.c.res_type == bindparam("res_type"), resource.c.res_id == bindparam("res_id")
@@ -141,6 +141,10 @@ CURRENT_FOR_UPDATE = CURRENT_BY_ID.with_for_update()
 
 
 class Repository:
+    """Reads and writes of one transaction (`session`'s). A write's version, index and outbox rows are
+    queued and go out at `flush()` (app/storage/buffer.py): the unit of work calls it before COMMIT,
+    and whoever reads a queued table in the same transaction calls it before reading."""
+
     def __init__(
         self, session: AsyncSession, *, clock: Clock, ids: IdSource, indexer: Indexer,
         check: ServerWriteCheck | None = None,
@@ -150,6 +154,14 @@ class Repository:
         self.ids = ids
         self.indexer = indexer
         self.check = check  # run on every create/update not marked `validated` (the server's own writes)
+
+    async def flush(self) -> None:
+        """Write the queued version, index and outbox rows now (app/storage/buffer.py)."""
+        await buffer.flush(self.session)
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A savepoint that keeps the rows queued before it and drops those queued in it if it fails."""
+        return buffer.savepoint(self.session)
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, resource_type: str, res_id: str) -> StoredResource | None:
@@ -170,6 +182,7 @@ class Repository:
         return row_to_stored(row) if row else None
 
     async def get_version(self, resource_type: str, res_id: str, version_id: int) -> VersionRecord | None:
+        await self.flush()
         v = resource_version.c
         stmt = select(v.res_type, v.res_id, v.version_id, v.last_updated, v.method, v.content).where(
             v.res_type == resource_type, v.res_id == res_id, v.version_id == version_id
@@ -189,6 +202,7 @@ class Repository:
         restrict: Sequence[Any] = (),
     ) -> tuple[list[VersionRecord], int]:
         """Versions newest first; `restrict` holds access conditions on the current `resource` row."""
+        await self.flush()
         v = resource_version.c
         conds: list[Any] = []
         if restrict:
@@ -325,6 +339,7 @@ class Repository:
         self.session.info["outbox"] = True
 
     async def _clear_index(self, pk: int) -> None:
+        await self.flush()  # index rows queued for `pk` earlier in this transaction go too
         for stmt in _DELETE_INDEX:
             await self.session.execute(stmt, {"pk": pk})
 

@@ -7,7 +7,9 @@ own work for the short indexed statements of a FHIR write. A create Flag runs a 
 so the trips were about a third of its CPU.
 
 `Connection` keeps aiosqlite (its thread, its queue, the SQLAlchemy adapter's use of its internals)
-and only changes `cursor()`. The returned `Cursor` does a whole statement at once (sqlite3 cursor,
+and changes `cursor()`, `commit()` and `rollback()`; it keeps its own reference to the sqlite3
+connection it opened (`sqlite`), and sends work to aiosqlite's thread only through aiosqlite's public
+methods (`execute`, `executemany`, `commit`, `rollback`, `execute_fetchall`). The returned `Cursor` does a whole statement at once (sqlite3 cursor,
 execute, fetch every row, close) and answers `description`, `rowcount`, `lastrowid` and the
 fetches from that. Where it runs:
 
@@ -81,14 +83,6 @@ def _begin_now(conn: sqlite3.Connection, sql: str, busy_ms: int) -> _Outcome | N
         conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
 
 
-def _durable_commit(conn: sqlite3.Connection) -> None:
-    conn.commit()  # synchronous=FULL: the WAL is synced before this returns
-
-
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
 def _run(conn: sqlite3.Connection, many: bool, sql: str, parameters: Any) -> _Outcome:
     """One statement, start to end: what `Cursor` answers afterwards."""
     cur = conn.cursor()
@@ -109,7 +103,7 @@ class Cursor:
     arraysize = 1
 
     def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+        self._owner = conn
         self.description: Any = None
         self.rowcount = -1
         self.lastrowid: int | None = None
@@ -122,7 +116,7 @@ class Cursor:
         return None
 
     async def _statement(self, many: bool, sql: str, parameters: Any) -> Cursor:
-        owner, conn = self._conn, self._conn._conn
+        owner, conn = self._owner, self._owner.sqlite
         if parameters is None:
             parameters = []
         outcome: _Outcome | None
@@ -133,8 +127,7 @@ class Cursor:
             takes_lock = not many and not conn.in_transaction and _TAKES_WRITE_LOCK.match(sql) is not None
             outcome = _begin_now(conn, sql, owner.busy_ms) if takes_lock else None
             if outcome is None:
-                # aiosqlite's private `_execute` (run on its thread) is unannotated
-                outcome = await owner._execute(_run, conn, many, sql, parameters)  # type: ignore[no-untyped-call]
+                outcome = await owner.on_thread(many, sql, parameters)
             owner.write_locked = takes_lock and conn.in_transaction
         self.description, self.rowcount, self.lastrowid, rows = outcome
         self._rows = deque(rows or ())
@@ -166,6 +159,7 @@ class Cursor:
 
 
 class Connection(aiosqlite.Connection):
+    sqlite: sqlite3.Connection  # the connection aiosqlite opened through `connector`'s function
     write_locked = False  # a BEGIN IMMEDIATE/EXCLUSIVE of this connection holds the write lock
     busy_ms = 30_000  # how long a statement on aiosqlite's thread waits for another connection's lock
     commits = 0  # commits in place since the last checkpoint
@@ -177,27 +171,33 @@ class Connection(aiosqlite.Connection):
         its BEGIN. A pragma without I/O, run in place."""
         sync = sync and self.durable
         if sync != self.syncing:
-            self._conn.execute(f"PRAGMA synchronous = {'FULL' if sync else 'NORMAL'}")
+            self.sqlite.execute(f"PRAGMA synchronous = {'FULL' if sync else 'NORMAL'}")
             self.syncing = sync
 
+    async def on_thread(self, many: bool, sql: str, parameters: Any) -> _Outcome:
+        """One statement on aiosqlite's thread: one trip, and one more to fetch rows if it has any."""
+        cursor = await (super().executemany(sql, parameters) if many else super().execute(sql, parameters))
+        rows = list(await cursor.fetchall()) if cursor.description else None  # the statement is done
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+
     async def commit(self) -> None:
-        conn = self._conn
+        conn = self.sqlite
         if not (self.write_locked and conn.in_transaction):
             await super().commit()
             return
         if self.syncing:
-            await self._execute(_durable_commit, conn)  # type: ignore[no-untyped-call]  # aiosqlite's, unannotated
+            await super().commit()  # on aiosqlite's thread; synchronous=FULL syncs the WAL before it returns
         else:
             conn.commit()  # appends to the WAL, no fsync, no checkpoint (module docstring)
         self.write_locked = False
         self.commits += 1
         if self.commits >= CHECKPOINT_EVERY:
             self.commits = 0
-            await self._execute(_checkpoint, conn)  # type: ignore[no-untyped-call]  # aiosqlite's, unannotated
+            await self.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")  # on aiosqlite's thread
 
     async def rollback(self) -> None:
-        if self.write_locked and self._conn.in_transaction:
-            self._conn.rollback()  # in WAL mode: drops this transaction's frames, no I/O, no lock wait
+        if self.write_locked and self.sqlite.in_transaction:
+            self.sqlite.rollback()  # in WAL mode: drops this transaction's frames, no I/O, no lock wait
             self.write_locked = False
             return
         await super().rollback()
@@ -206,7 +206,7 @@ class Connection(aiosqlite.Connection):
         """Run each (INSERT, rows) here and now if this connection's transaction holds the write lock
         (module docstring); False, having run nothing, if it does not. For app/storage/buffer.py, whose
         queued rows are written from SQLAlchemy's synchronous flush where nothing can be awaited."""
-        conn = self._conn
+        conn = self.sqlite
         if not (self.write_locked and conn.in_transaction):
             return False
         for sql, rows in batches:
@@ -221,19 +221,23 @@ def connector(path: str, *, timeout: float, durable: bool = True) -> Callable[[]
     """`async_creator` for create_async_engine: a `Connection` to the SQLite file at `path`; `durable`
     False trades durability on power loss or OS crash for commits without fsync (module docstring)."""
 
-    def open_file() -> sqlite3.Connection:
-        # isolation_level None: no implicit BEGIN, the engine issues BEGIN IMMEDIATE itself (db.py);
-        # `timeout` is the busy timeout of every wait on aiosqlite's thread (`Connection.busy_ms`).
-        db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        for pragma in (*_PRAGMAS, f"synchronous = {'FULL' if durable else 'NORMAL'}"):
-            db.execute(f"PRAGMA {pragma}")
-        return db
-
     async def connect() -> Connection:
+        def open_file() -> sqlite3.Connection:
+            # isolation_level None: no implicit BEGIN, the engine issues BEGIN IMMEDIATE itself (db.py);
+            # `timeout` is the busy timeout of every wait on aiosqlite's thread (`Connection.busy_ms`).
+            db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            for pragma in (*_PRAGMAS, f"synchronous = {'FULL' if durable else 'NORMAL'}"):
+                db.execute(f"PRAGMA {pragma}")
+            conn.sqlite = db
+            return db
+
+        # aiosqlite's own connect() calls its constructor so (pinned in pyproject.toml)
         conn = Connection(open_file, iter_chunk_size=64)
         conn.busy_ms = int(timeout * 1000)
         conn.durable = conn.syncing = durable
-        conn._thread.daemon = True  # as SQLAlchemy does for aiosqlite: never hold the process open
+        # No public API for this: SQLAlchemy's aiosqlite dialect does the same, so that a connection
+        # left open never holds the process open (pinned in pyproject.toml).
+        conn._thread.daemon = True
         await conn  # starts aiosqlite's thread and opens the file there
         return conn
 

@@ -1,5 +1,5 @@
 """Deferred version, index and outbox rows (app/storage/buffer.py) on both databases: what a create
-writes and in how many statements, reads in the same transaction seeing queued rows, create-then-update
+writes and in how many statements, reads in the same transaction seeing queued rows once flushed, create-then-update
 in one transaction, savepoints that fail or succeed, and rollback dropping the queue."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import event, func, insert, select
 
 from app.context import AppContext
 from app.storage import buffer
-from app.storage.buffer import PENDING, savepoint
+from app.storage.buffer import PENDING
 from app.storage.tables import idx_token, resource, resource_version
 from tests.support.fhir_data import flag, organization, patient
 
@@ -48,12 +48,12 @@ async def test_create_writes_queued_rows_in_one_statement_per_table(clean_ctx: A
         async with clean_ctx.unit_of_work() as svc:
             raw = (await svc.session.connection()).sync_connection.connection.driver_connection  # type: ignore[union-attr]
             if sqlite:
-                raw._conn.set_trace_callback(lambda sql: traced.append(" ".join(sql.split())))
+                raw.sqlite.set_trace_callback(lambda sql: traced.append(" ".join(sql.split())))
             first = await svc.create("Patient", patient(nhs="9990000018"))
             second = await svc.create("Patient", patient(nhs="9990000026"))
-            await buffer.flush(svc.session)
+            await svc.repo.flush()
             if sqlite:
-                raw._conn.set_trace_callback(None)
+                raw.sqlite.set_trace_callback(None)
     finally:
         event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
     writes = [s for s in (traced if sqlite else sent) if s.startswith(("INSERT", "WITH"))]
@@ -118,10 +118,10 @@ async def test_savepoint_keeps_rows_queued_before_it_when_it_fails(clean_ctx: Ap
     async with clean_ctx.unit_of_work() as svc:
         kept = await svc.create("Patient", patient(nhs="9990000085"))
         with pytest.raises(RuntimeError, match="entry failed"):
-            async with savepoint(svc.session):
+            async with svc.repo.savepoint():
                 await svc.create("Patient", patient(nhs="9990000093"))
                 raise RuntimeError("entry failed")
-        async with savepoint(svc.session):
+        async with svc.repo.savepoint():
             await svc.create("Patient", patient(nhs="9990000107"))
     codes = {"9990000085": 1, "9990000093": 0, "9990000107": 1}
     for code, n in codes.items():
@@ -129,14 +129,23 @@ async def test_savepoint_keeps_rows_queued_before_it_when_it_fails(clean_ctx: Ap
     assert await _count(clean_ctx, resource_version, res_type="Patient", res_id=kept.stored.id) == 1
 
 
-async def test_a_bare_savepoint_with_rows_queued_is_refused(clean_ctx: AppContext) -> None:
-    async with clean_ctx.sessionmaker() as session, session.begin():
-        session.info[PENDING] = {insert(idx_token): [{"resource_pk": 1}]}
-        with pytest.raises(RuntimeError) as err:
-            async with session.begin_nested():
+async def test_nothing_flushes_unasked_and_commit_without_a_flush_is_caught(clean_ctx: AppContext) -> None:
+    """The queue is written only by an explicit flush: a statement on `resource` alone leaves it queued;
+    the suite's tripwire (tests/support/queue_check.py) refuses a COMMIT or savepoint with rows queued."""
+    from tests.support.queue_check import QueuedRowsMissed
+
+    async with clean_ctx.unit_of_work() as svc:
+        created = await svc.create("Patient", patient(nhs="9990000069"))
+        assert await svc.repo.get("Patient", created.stored.id) is not None
+        assert svc.session.info[PENDING]  # the read of `resource` left the queue alone
+        with pytest.raises(QueuedRowsMissed, match="a savepoint opened with rows queued"):
+            async with svc.session.begin_nested():
                 pass
-        session.info.pop(PENDING)
-    assert str(err.value) == "rows are queued: open savepoints with app.storage.buffer.savepoint()"
+        assert svc.session.info[PENDING]
+    with pytest.raises(QueuedRowsMissed, match="COMMIT with rows still queued"):
+        async with clean_ctx.sessionmaker() as session, session.begin():
+            session.info[PENDING] = {insert(idx_token): [{"resource_pk": 1}]}
+    assert await _count(clean_ctx, resource_version, res_type="Patient") == 1
 
 
 async def test_batch_entry_failure_keeps_the_other_entries(client: httpx.AsyncClient) -> None:
@@ -207,13 +216,13 @@ async def test_the_flush_writes_what_one_sqlalchemy_insert_per_table_writes(
         return out
 
     batches: list[dict[Any, list[dict[str, Any]]]] = []  # every queue as it was flushed, in order
-    flush = buffer._flush
+    flush = buffer.flush
 
-    def recording_flush(session: Any) -> None:
+    async def recording_flush(session: Any) -> None:
         batches.append(copy.deepcopy(session.info.get(PENDING, {})))
-        flush(session)
+        await flush(session)
 
-    monkeypatch.setattr(buffer, "_flush", recording_flush)
+    monkeypatch.setattr(buffer, "flush", recording_flush)
     async with clean_ctx.unit_of_work() as svc:
         p = await svc.create("Patient", patient(nhs="9990000174"))
         org = await svc.create("Organization", organization())

@@ -35,6 +35,7 @@ async def test_stored_subscriptions_get_their_creator(db: str, pg_cluster: PgClu
                 await session.execute(insert(subscription_state).values(
                     sub_id=sid, status="off", channel_type="rest-hook", event_count=0, attempts=0, handshake_due=0,
                     owner=claims))
+            await repo.flush()
         await upgrade(ctx.engine)
         async with ctx.sessionmaker() as session:
             contents = dict((await session.execute(select(resource.c.res_id, resource.c.content))).all())

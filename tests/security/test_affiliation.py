@@ -17,6 +17,7 @@ async def _store(ctx: AppContext, *resources: dict[str, Any]) -> None:
         repo = Repository(session, clock=ctx.clock, ids=ctx.ids, indexer=ctx.indexer)  # type: ignore[arg-type]
         for res in resources:
             await repo.create(res["resourceType"], res, res_id=res["id"])
+        await repo.flush()
 
 
 def role(rid: str, prac: str, org: str) -> dict[str, Any]:

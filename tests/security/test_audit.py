@@ -163,6 +163,7 @@ async def test_stored_events_are_found_by_patient_agent_entity_and_date(clean_ct
         repo = Repository(session, clock=clean_ctx.clock, ids=clean_ctx.ids, indexer=clean_ctx.indexer)  # type: ignore[arg-type]
         await repo.create("AuditEvent", read)
         await repo.create("AuditEvent", denied)
+        await repo.flush()
     base = clean_ctx.settings.fhir_base
 
     async def found(query: list[tuple[str, str]]) -> int:

@@ -284,6 +284,7 @@ async def test_the_upgrade_chains_the_audit_events_stored_before_it(db: str, pg_
                 event = audit_for(interaction="read", principal=reader, recorded=at, resource_type="Patient",
                                   res_id="example-child")
                 stored.append((at.replace(tzinfo=None), (await repo.create("AuditEvent", event, org=LA, now=at)).id))
+            await repo.flush()
         await upgrade(ctx.engine)
         async with ctx.engine.connect() as conn:
             rows = await _rows(conn)

@@ -57,6 +57,7 @@ async def test_stored_audit_events_about_restricted_records_get_the_label(
                                      resource_type="Patient", res_id=child.id, resource=child.content),
             }
             ids = {name: (await repo.create("AuditEvent", event)).id for name, event in old.items()}
+            await repo.flush()
         await upgrade(ctx.engine)
         async with ctx.sessionmaker() as session:
             rows = {r.res_id: r for r in (await session.execute(select(

@@ -47,6 +47,7 @@ async def _populate(ctx: AppContext) -> None:
                 if label:
                     body["meta"] = {**body.get("meta", {}), "security": [{"system": CONFIDENTIALITY, "code": label}]}
                 await repo.create(rtype, body, res_id=f"{rtype.lower()}-{n}", org=creator)
+        await repo.flush()
 
 
 def _principals(base: str = "http://127.0.0.1:8080/fhir") -> list[Principal]:

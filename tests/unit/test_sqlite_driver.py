@@ -1,5 +1,6 @@
 """app/storage/sqlite_driver.py and the SQLite engine of app/storage/db.py: a BEGIN IMMEDIATE
-transaction runs in place, start to commit, and leaves checkpoints to aiosqlite's thread; waiting
+transaction runs in place, start to commit, and leaves checkpoints to aiosqlite's thread (reached only
+through aiosqlite's public methods); waiting
 for another process's write lock and statements outside such a transaction go to the thread, and
 the event loop runs on meanwhile; every DBAPI answer SQLAlchemy reads is still right (rows,
 rowcount, lastrowid, RETURNING, errors); the pool's check-in rolls back only what is open."""
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -31,17 +33,22 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 
 class Trips:
-    """Counts the functions queued on aiosqlite's thread, by name."""
+    """Counts the calls that go to aiosqlite's thread, by name: the driver reaches the thread only
+    through these public aiosqlite methods."""
+
+    SENT = ("execute", "executemany", "execute_fetchall", "commit", "rollback")
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.names: list[str] = []
-        original = sqlite_driver.Connection._execute
+        for owner, name in [*((aiosqlite.Connection, n) for n in self.SENT), (aiosqlite.Cursor, "fetchall")]:
+            monkeypatch.setattr(owner, name, self._counted(name, getattr(owner, name)))
 
-        async def counted(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-            self.names.append(getattr(fn, "__name__", repr(fn)))
-            return await original(conn, fn, *args, **kwargs)
+    def _counted(self, name: str, original: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.names.append(name)
+            return original(*args, **kwargs)
 
-        monkeypatch.setattr(sqlite_driver.Connection, "_execute", counted)
+        return counted
 
 
 async def test_the_engine_connects_through_the_one_trip_driver(engine: AsyncEngine) -> None:
@@ -77,7 +84,7 @@ async def test_a_write_transaction_runs_in_place_and_its_durable_commit_on_the_t
             await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), [{"b": "y"}, {"b": "z"}])
     # BEGIN IMMEDIATE, the INSERT, the executemany in place; the COMMIT (and its fsync) on the thread,
     # so the event loop never waits for the disk; nothing at check-in
-    assert trips.names == ["_durable_commit"]
+    assert trips.names == ["commit"]
     other = sqlite3.connect(engine.url.database)  # committed for everyone
     assert other.execute("SELECT b FROM t ORDER BY a").fetchall() == [("x",), ("y",), ("z",)]
     other.close()
@@ -120,8 +127,8 @@ async def test_checkpoints_come_every_so_many_commits_on_the_thread(
     for i in range(7):
         async with engine.begin() as conn:
             await conn.execute(text("INSERT INTO t (b) VALUES (:b)"), {"b": f"c{i}"})
-    assert [n for n in trips.names if n != "_durable_commit"] == ["_checkpoint", "_checkpoint"]
-    assert trips.names.count("_durable_commit") == 7
+    assert [n for n in trips.names if n != "commit"] == ["execute_fetchall", "execute_fetchall"]  # the checkpoints
+    assert trips.names.count("commit") == 7
 
 
 async def test_statements_of_a_deferred_transaction_go_to_the_thread(
@@ -139,7 +146,7 @@ async def test_statements_of_a_deferred_transaction_go_to_the_thread(
         await cursor.execute("SELECT count(*) FROM t")
         assert await cursor.fetchall() == [(1,)]
         await cursor.execute("COMMIT")
-        assert trips.names == ["_run"] * 4
+        assert trips.names == ["execute", "execute", "execute", "fetchall", "execute"]
 
 
 async def test_the_loop_runs_on_while_another_process_holds_the_write_lock(
@@ -237,7 +244,7 @@ async def test_bookkeeping_transactions_commit_without_fsync_and_the_next_one_sy
     async with engine.begin() as conn:
         assert (await conn.execute(text("PRAGMA synchronous"))).scalar_one() == 2
         await conn.execute(text("INSERT INTO t (b) VALUES ('answered')"))
-    assert trips.names == ["_durable_commit"]
+    assert trips.names == ["commit"]
     other = sqlite3.connect(engine.url.database)
     assert other.execute("SELECT b FROM t ORDER BY a").fetchall() == [("matched",), ("answered",)]
     other.close()

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.fhir.search.params import Include, SearchRequest
 from app.fhir.search.prepared import page_statement, recently_used
 from app.fhir.search.sql import count_query, page_query
+from app.storage import buffer
 from app.storage.repository import StoredResource, current_select, row_to_stored
 from app.storage.tables import idx_reference, resource
 
@@ -35,7 +36,9 @@ async def run_search(
     session: AsyncSession, req: SearchRequest, *, max_includes: int = 1000, restrict: Restrict | None = None
 ) -> SearchResult:
     """`restrict(resource_table, type)` adds the caller's access conditions (the security policy) to the
-    page, the total and the includes (`type` None: any type, for included resources)."""
+    page, the total and the includes (`type` None: any type, for included resources). Rows the
+    transaction queued are written first, so that the search sees them (app/storage/buffer.py)."""
+    await buffer.flush(session)
     where = list(restrict(resource, req.resource_type)) if restrict else []
     if req.summary == "count":
         return SearchResult(req, [], int((await session.execute(count_query(req, where))).scalar_one()))

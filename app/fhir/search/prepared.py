@@ -24,11 +24,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import BindParameter, ColumnElement, Select, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import visitors
 
 from app.fhir.search.criteria import Criterion
 from app.fhir.search.params import SearchRequest, parse_search
 from app.fhir.search.sql import page_query
 from app.fhir.search.values import RefValue, TokenValue
+from app.storage import buffer
 from app.storage.repository import StoredResource, row_to_stored
 
 V = TypeVar("V")
@@ -62,10 +64,8 @@ def _map_criterion(crit: Criterion, bind: Callable[[str], Any]) -> Criterion:
 
 
 def _bound_names(stmt: Select[Any]) -> set[str]:
-    return {
-        b.key for b in stmt._generate_cache_key().bindparams  # type: ignore[union-attr]
-        if isinstance(b, BindParameter) and not b.key.startswith("%")
-    }
+    """The names of the statement's named bound parameters (anonymous ones are named "%(...)")."""
+    return {b.key for b in visitors.iterate(stmt) if isinstance(b, BindParameter) and not b.key.startswith("%")}
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class PreparedSearch:
     async def run(self, session: AsyncSession, **values: str) -> list[StoredResource]:
         if set(values) != self.names:
             raise TypeError(f"this search takes exactly {sorted(self.names)}, not {sorted(values)}")
+        await buffer.flush(session)  # the rows this transaction queued, so that the search sees them
         rows = (await session.execute(self.statement, values)).all()
         return [row_to_stored(r) for r in rows]
 
