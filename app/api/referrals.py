@@ -16,12 +16,13 @@ from app.api.responses import answer_response, fhir_response, http_date, query_p
 from app.api.router import IdPath
 from app.errors import BadRequest, Issue
 from app.fhir.binary import native, wants_resource
+from app.fhir.vocabulary import canonical
 from app.interactions.outcomes import answer_read, http_date_value
 from app.safeguarding.referral_qa import qa_queue
 from app.safeguarding.referral_rules import organization_param
 
 TAGS = ["MASH referral copies"]
-QA_QUEUE = "https://fhir.safeflag.example/OperationDefinition/qa-queue"
+QA_QUEUE = canonical("OperationDefinition", "qa-queue")
 QUEUE_PARAMS = ("organization", "_count", "_offset")
 QA_QUEUE_DOC: dict[str, Any] = {"tags": TAGS, "openapi_extra": {"parameters": [
     query_parameter("organization", "Organization/<id>: copies of this organisation")]}}

@@ -13,13 +13,13 @@ from datetime import date
 from typing import Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+from app.fhir.vocabulary import ACT_CODE, CODE_SYSTEM, SUBSCRIPTION_SECRET, SUBSCRIPTION_TOPIC
 
-CS = "https://fhir.safeflag.example/CodeSystem/"
+CS = CODE_SYSTEM
 SNOMED = "http://snomed.info/sct"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-TOPIC = "https://fhir.safeflag.example/SubscriptionTopic/"
+TOPIC = SUBSCRIPTION_TOPIC
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-SECRET_EXT = "https://fhir.safeflag.example/StructureDefinition/subscription-secret"
+SECRET_EXT = SUBSCRIPTION_SECRET
 
 CHILD_NHS, MOTHER_NHS = "9990000166", "9990000174"
 LA, ED, ZERO19, DUTY, MASH = (f"Organization/demo-{x}" for x in ("la", "ed", "0-19", "0-19-duty", "mash"))

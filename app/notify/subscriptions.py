@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 from app.errors import Issue, Unprocessable
 from app.fhir.search.limits import Budget, SearchLimits, SearchTooCostly
 from app.fhir.search.params import Criterion, parse_criterion
+from app.fhir.vocabulary import SUBSCRIPTION_SECRET as SECRET_EXT
 from app.notify.allow import allowed, host_port, reserved_header, target
 from app.notify.topics import TOPICS, Topic
 
@@ -25,7 +26,6 @@ PAYLOAD_EXT = BACKPORT + "backport-payload-content"
 HEARTBEAT_EXT = BACKPORT + "backport-heartbeat-period"
 TIMEOUT_EXT = BACKPORT + "backport-timeout"
 MAX_COUNT_EXT = BACKPORT + "backport-max-count"
-SECRET_EXT = "https://fhir.safeflag.example/StructureDefinition/subscription-secret"
 CONTENT_CODES = ("empty", "id-only", "full-resource")
 MIN_SECRET = 32
 

@@ -30,7 +30,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.profiles import CANONICAL_BASE, get_store
+from app.fhir.profiles import get_store
+from app.fhir.vocabulary import CANONICAL_BASE
+from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.safeguarding.flag_refs import resolve_subject
 from app.safeguarding.flags import category_of
 from app.safeguarding.lookup import Lookup
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
     from app.security.principal import Principal
 
 ACCESS_ID_SYSTEM = CANONICAL_BASE + "/Id/access-notification"
-COMM_CATEGORY = CANONICAL_BASE + "/CodeSystem/safeguarding-communication-category"
 UNSCHEDULED_CARE = CANONICAL_BASE + "/ValueSet/unscheduled-care-setting"
 ACCESS_CONTEXT_HEADER = "x-access-context"
 

@@ -34,12 +34,12 @@ from typing import IO, Any
 from app.errors import Conflict, FhirError
 from app.fhir.ids import ID as _ID
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
+from app.fhir.vocabulary import CARE_TEAM_ROLE, IDENTIFIER_SYSTEM
 from app.ports import UnitOfWork, Work
 from app.safeguarding.lookup import Lookup
-from app.safeguarding.routing import CARE_TEAM_ROLE
 from app.storage.buffer import savepoint
 
-CASELOAD_SYSTEM = "https://fhir.safeflag.example/Id/caseload"
+CASELOAD_SYSTEM = IDENTIFIER_SYSTEM + "caseload"
 COLUMNS = ("nhs_number", "practitioner", "role", "team", "start_date")
 ROLES = ("health-visitor", "school-nurse", "safeguarding-lead")
 _PRACTITIONER = re.compile(rf"^(PractitionerRole|Practitioner)/{_ID}$")

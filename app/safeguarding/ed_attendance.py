@@ -28,19 +28,24 @@ from typing import Any
 
 from app.config import HolidaysRegion
 from app.fhir.search.prepared import prepared
+from app.fhir.vocabulary import (
+    ACT_CODE,
+    FLAG_CATEGORY,
+    IDENTIFIER_SYSTEM,
+    STRUCTURE_DEFINITION,
+)
+from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.fhir.vocabulary import UNROUTED_REASON as REASON_SYSTEM
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
 from app.safeguarding.tasks import DEFAULT_REGION, acknowledgement_task
-from app.safeguarding.unrouted import REASON_SYSTEM, Sent, ed_organization, to_ed_lead
+from app.safeguarding.unrouted import Sent, ed_organization, to_ed_lead
 from app.security.policy import PLAN_TYPES
 from app.storage.repository import Repository, StoredResource, format_instant
 
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SNOMED = "http://snomed.info/sct"
-COMM_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
-FLAG_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-flag-category"
-NOTICE_ID_SYSTEM = "https://fhir.safeflag.example/Id/notice"
-EXT = "https://fhir.safeflag.example/StructureDefinition/"
+NOTICE_ID_SYSTEM = IDENTIFIER_SYSTEM + "notice"
+EXT = STRUCTURE_DEFINITION
 DNW_CODES = frozenset({"1066301000000103", "1066311000000101", "1066321000000107"})
 INJURY_CODES = frozenset({"417746004", "82271004", "125667009"})
 NOT_ATTENDED = frozenset({"planned", "cancelled", "entered-in-error"})

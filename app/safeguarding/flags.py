@@ -49,8 +49,10 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import Conflict, Issue, Unprocessable
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.profiles import CANONICAL_BASE, get_store
+from app.fhir.profiles import get_store
 from app.fhir.search.prepared import PreparedSearch, prepared
+from app.fhir.vocabulary import CANONICAL_BASE, STATUS_REASON
+from app.fhir.vocabulary import FLAG_CATEGORY as CATEGORY_SYSTEM
 from app.safeguarding.flag_refs import local_ref, nhs_numbers, ref_key, resolve_subject
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, age_on
@@ -61,10 +63,8 @@ from app.storage.repository import StoredResource
 if TYPE_CHECKING:
     from app.ports import WriteContext
 
-CATEGORY_SYSTEM = CANONICAL_BASE + "/CodeSystem/safeguarding-flag-category"
 CATEGORY_TO_CODE = CANONICAL_BASE + "/ConceptMap/flag-category-to-code"
 SUBJECT_PROPERTY = CATEGORY_TO_CODE + "#subject"
-STATUS_REASON = CANONICAL_BASE + "/StructureDefinition/status-reason"
 SIGNIFICANT_ADULT = CANONICAL_BASE + "/StructureDefinition/significant-adult"
 ENDED = frozenset({"inactive", "entered-in-error"})
 MOTHER_MIN_AGE = 10

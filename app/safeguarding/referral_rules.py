@@ -11,18 +11,15 @@ from typing import Any
 from app.errors import BadRequest, Unprocessable
 from app.fhir.ids import ID_RE
 from app.fhir.search.extract import split_reference
-from app.safeguarding.ed_attendance import COMM_CATEGORY
-from app.safeguarding.routing import CARE_TEAM_ROLE
-from app.safeguarding.tasks import TASK_CODES as TASK_CODE
+from app.fhir.vocabulary import CARE_TEAM_ROLE, CODE_SYSTEM, DOCUMENT_TYPE, STATUS_REASON, TASK_CODE
+from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 
 __all__ = ["CARE_TEAM_ROLE", "COMM_CATEGORY", "TASK_CODE"]
 
-CS = "https://fhir.safeflag.example/CodeSystem/"
-DOC_TYPE = CS + "safeguarding-document-type"
+CS = CODE_SYSTEM
+DOC_TYPE = DOCUMENT_TYPE
 QA_OUTCOME = CS + "referral-qa-outcome"
 STATUS_REASON_CS = CS + "status-reason"
-STATUS_REASON = "https://fhir.safeflag.example/StructureDefinition/status-reason"
-CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 
 
 def codes(concepts: Any, system: str) -> set[str]:

@@ -30,10 +30,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.errors import MethodNotAllowed, Unprocessable
+from app.fhir.vocabulary import CONFIDENTIALITY, STATUS_REASON
 from app.safeguarding.attachments import check_content_type, decode, media_type, seal
 from app.safeguarding.referral_rules import (
-    CONFIDENTIALITY,
-    STATUS_REASON,
     STATUS_REASON_CS,
     StatusRule,
     categories,

@@ -40,7 +40,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest
-from app.safeguarding.ed_attendance import COMM_CATEGORY, FLAG_CATEGORY
+from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.fhir.vocabulary import FLAG_CATEGORY
 from app.safeguarding.referral_rules import DOC_TYPE, QA_OUTCOME, TASK_CODE, codes
 from app.safeguarding.report_data import ReportData, Row, instant
 from app.safeguarding.tasks import due_of

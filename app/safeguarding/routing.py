@@ -18,11 +18,11 @@ from datetime import date
 from typing import Any
 
 from app.fhir.search.prepared import prepared
+from app.fhir.vocabulary import CARE_TEAM_ROLE
+from app.fhir.vocabulary import ORGANIZATION_ROLE as ORG_ROLE
 from app.safeguarding.lookup import Lookup
 from app.storage.repository import StoredResource
 
-CARE_TEAM_ROLE = "https://fhir.safeflag.example/CodeSystem/care-team-role"
-ORG_ROLE = "https://fhir.safeflag.example/CodeSystem/organization-role"
 ADULT_AGE = 18
 
 

@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 from app.errors import Gone, NotFound
 from app.fhir.bundles import full_url, outcome_entry
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.profiles import CANONICAL_BASE
 from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
-from app.safeguarding.access import COMM_CATEGORY, record_flag_access
+from app.fhir.vocabulary import CANONICAL_BASE
+from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.fhir.vocabulary import TASK_CODE as TASK_CODES
+from app.safeguarding.access import record_flag_access
 from app.safeguarding.flag_refs import nhs_numbers
-from app.safeguarding.tasks import OPEN_STATUSES, TASK_CODES
+from app.safeguarding.tasks import OPEN_STATUSES
 from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
 from app.storage.repository import StoredResource, format_instant, utc_ms

@@ -15,8 +15,9 @@ from weakref import WeakKeyDictionary
 from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.fhir.vocabulary import TASK_CODE as TASK_CODES
 from app.safeguarding.lookup import Lookup
-from app.safeguarding.tasks import OPEN_STATUSES, TASK_CODES, is_overdue
+from app.safeguarding.tasks import OPEN_STATUSES, is_overdue
 from app.storage.repository import utc_ms
 
 PAGE = 1000

@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from app.fhir.search.definitions import params_for, reference_values
+from app.fhir.vocabulary import IDENTIFIER_SYSTEM, USER_ROLE
 from app.security.labels import security_labels
 from app.security.principal import Principal
 from app.storage.repository import format_instant, utc_ms
@@ -45,8 +46,8 @@ BALP = "https://profiles.ihe.net/ITI/BALP/"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
-ROLE_SYSTEM = "https://fhir.safeflag.example/CodeSystem/user-role"
-CLIENT_ID_SYSTEM = "https://fhir.safeflag.example/Id/client-id"
+ROLE_SYSTEM = USER_ROLE
+CLIENT_ID_SYSTEM = IDENTIFIER_SYSTEM + "client-id"
 OUTCOME_TEXT = {"0": "Success", "4": "Minor failure", "8": "Serious failure", "12": "Major failure"}
 MAX_TEXT = 2000  # characters of client text (an error's wording, a query) kept in one audit element
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")

@@ -16,7 +16,7 @@ import typer
 
 from app.cli_errors import fail
 from app.config import Settings, get_settings
-from app.fhir.profiles import CANONICAL_BASE
+from app.fhir.vocabulary import CANONICAL_BASE
 from app.security.keys import InsecureKeyError, load_or_create_issuer_key
 from app.security.principal import ROLES
 from app.security.runtime import local_issuer

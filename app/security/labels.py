@@ -22,10 +22,9 @@ import copy
 from typing import Any
 
 from app.errors import Issue
+from app.fhir.vocabulary import ACT_CODE, CONFIDENTIALITY
 from app.security.principal import Principal
 
-CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 RESTRICTED_CODES = frozenset({"R", "V"})
 SEXUAL_HEALTH_SETTING = "788122004"
 

@@ -39,6 +39,7 @@ from typing import Any
 from app.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
 from app.fhir.search.definitions import params_for, reference_values
 from app.fhir.search.extract import tokens
+from app.fhir.vocabulary import CODE_SYSTEM, COMMUNICATION_CATEGORY, FLAG_CATEGORY, PLAN_CATEGORIES, TASK_CODE
 from app.security.labels import is_restricted
 from app.security.principal import ROLES, Principal
 from app.security.scopes import letter_of
@@ -139,9 +140,8 @@ ORG_FIELDS: dict[str, tuple[str, ...]] = {
 }
 REACH_FIELDS = {Reach.ADDRESSED: ("recipient",), Reach.OWNED: ("owner",)}
 
-SAFEFLAG_CS = "https://fhir.safeflag.example/CodeSystem/"
-CREATOR_SYSTEM = SAFEFLAG_CS + "created-by-client"  # meta.tag of a Subscription: the `sub` of its creator
-PLAN_TYPES = frozenset({"child-protection-plan", "looked-after-child", "unborn-child-protection-plan"})
+CREATOR_SYSTEM = CODE_SYSTEM + "created-by-client"  # meta.tag of a Subscription: the `sub` of its creator
+PLAN_TYPES = PLAN_CATEGORIES
 TASK_STATUS_ELEMENTS = frozenset({"status", "statusReason", "businessStatus", "lastModified", "executionPeriod"})
 _ACTIONS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
@@ -277,14 +277,14 @@ def _condition(name: str, content: dict[str, Any] | None, current: dict[str, Any
     content = content or {}
     if name == "plan-type":
         cats = _codes(content.get("category"))
-        if not any(s == SAFEFLAG_CS + "safeguarding-flag-category" and c in PLAN_TYPES for s, c in cats):
+        if not any(s == FLAG_CATEGORY and c in PLAN_TYPES for s, c in cats):
             return "MASH practitioners may write only plan-type Flags (" + ", ".join(sorted(PLAN_TYPES)) + ")"
     elif name == "referral-outcome":
         cats = _codes(content.get("category"))
-        if (SAFEFLAG_CS + "safeguarding-communication-category", "referral-outcome") not in cats:
+        if (COMMUNICATION_CATEGORY, "referral-outcome") not in cats:
             return "MASH practitioners may write only referral-outcome Communications"
     elif name == "referral-qa":
-        if (SAFEFLAG_CS + "safeguarding-task", "referral-qa") not in _codes(content.get("code")):
+        if (TASK_CODE, "referral-qa") not in _codes(content.get("code")):
             return "safeguarding leads may create only referral-qa Tasks"
     elif name == "status" and current is not None:
         keys = (set(content) | set(current)) - {"id", "meta", "text"} - TASK_STATUS_ELEMENTS

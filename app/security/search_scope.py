@@ -21,8 +21,9 @@ from sqlalchemy.sql.selectable import NamedFromClause
 
 from app.fhir.search.params import Criterion, SearchRequest
 from app.fhir.search.sql import compile_criterion, where_clause
+from app.fhir.vocabulary import CONFIDENTIALITY
 from app.security.audit import patients_of
-from app.security.labels import CONFIDENTIALITY, RESTRICTED_CODES
+from app.security.labels import RESTRICTED_CODES
 from app.security.policy import CLEARED_ROLES, CREATOR_SYSTEM, ORG_FIELDS, REACH_FIELDS, READ, Reach
 from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria

@@ -22,10 +22,9 @@ from app.errors import Issue
 from app.fhir.profiles.compiler import ProfileError
 from app.fhir.profiles.engine import Engine
 from app.fhir.profiles.selection import claimed_profiles, default_profile
-from app.fhir.profiles.store import CANONICAL_BASE, ConformanceStore, get_store, set_root
+from app.fhir.profiles.store import ConformanceStore, get_store, set_root
 
 __all__ = [
-    "CANONICAL_BASE",
     "ConformanceStore",
     "Engine",
     "ProfileError",

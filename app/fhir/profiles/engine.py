@@ -32,7 +32,8 @@ from typing import Any
 from app.errors import Issue
 from app.fhir.profiles.compiler import Compiler, Node
 from app.fhir.profiles.matching import codings, reference_type, render_codes
-from app.fhir.profiles.store import CANONICAL_BASE, ConformanceStore
+from app.fhir.profiles.store import ConformanceStore
+from app.fhir.vocabulary import CANONICAL_BASE
 
 OUR_EXTENSIONS = CANONICAL_BASE + "/StructureDefinition/"
 GENERIC_CONTEXTS = ("Element", "Resource", "DomainResource")

@@ -21,12 +21,18 @@ from collections.abc import Callable
 from typing import Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.profiles.store import CANONICAL_BASE
+from app.fhir.vocabulary import (
+    ACT_CODE,
+    CODE_SYSTEM,
+    COMMUNICATION_CATEGORY,
+    DOCUMENT_TYPE,
+    STRUCTURE_DEFINITION,
+    TASK_CODE,
+)
 
-SD = CANONICAL_BASE + "/StructureDefinition/"
-CS = CANONICAL_BASE + "/CodeSystem/"
+SD = STRUCTURE_DEFINITION
+CS = CODE_SYSTEM
 HL7_SD = "http://hl7.org/fhir/StructureDefinition/"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
 def _codings(value: Any) -> list[dict[str, Any]]:
@@ -60,17 +66,17 @@ DEFAULTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "Encounter": (SD + "ed-attendance-encounter", lambda r: _has_coding(r.get("class"), ACT_CODE, "EMER")),
     "Communication": (
         SD + "safeguarding-communication",
-        lambda r: _has_coding(r.get("category"), CS + "safeguarding-communication-category"),
+        lambda r: _has_coding(r.get("category"), COMMUNICATION_CATEGORY),
     ),
     "DocumentReference": (
         SD + "referral-copy-document-reference",
-        lambda r: _has_coding(r.get("type"), CS + "safeguarding-document-type", "mash-referral"),
+        lambda r: _has_coding(r.get("type"), DOCUMENT_TYPE, "mash-referral"),
     ),
     "RelatedPerson": (
         SD + "significant-adult-related-person",
         lambda r: any(isinstance(e, dict) and e.get("url") in _RP_EXTENSIONS for e in r.get("extension", ())),
     ),
-    "Task": (SD + "safeguarding-task", lambda r: _has_coding(r.get("code"), CS + "safeguarding-task")),
+    "Task": (SD + "safeguarding-task", lambda r: _has_coding(r.get("code"), TASK_CODE)),
 }
 
 

@@ -17,7 +17,6 @@ import orjson
 from app.data_files import data_dir
 from app.fhir.terminology import Terminology
 
-CANONICAL_BASE = "https://fhir.safeflag.example"
 PROFILES_DIR = data_dir("fhir_profiles")
 # The Backport IG carries an R4 topic's canonical URL in this extension on Basic
 TOPIC_URL_EXTENSIONS = (

@@ -13,8 +13,8 @@ it. Parameters R4 does not define for the type are SafeFlag's own, published in 
 
 from __future__ import annotations
 
-from app.fhir.profiles.store import CANONICAL_BASE
 from app.fhir.search.definitions import SUPPORTED_TYPES
+from app.fhir.vocabulary import CANONICAL_BASE
 
 CORE = "http://hl7.org/fhir/SearchParameter/"
 OWN = CANONICAL_BASE + "/SearchParameter/"
