@@ -1,8 +1,13 @@
-"""The four subscription topics (contract section 4), as code the dispatcher runs.
+"""The four subscription topics, read from the SubscriptionTopic resources SafeFlag publishes.
 
-Each topic names the resource it fires on, the change that triggers it, and the filter parameters a
-Subscription may use (`backport-filter-criteria`, evaluated with the shared search definitions).
-The published descriptors in `fhir_profiles/` document the same topics for clients.
+`fhir_profiles/SubscriptionTopic/<name>.json` (R4 Basic with the Subscriptions Backport extensions)
+states for each topic the resource it fires on (`resourceTrigger.resource`), the interactions that
+trigger it (`supportedInteraction`), the condition on the new content (`queryCriteria.current`,
+`<element>=<system>|<code>,...`: a coding of that element matches one of the pairs) and the filter
+parameters a Subscription may use (`canFilterBy`, evaluated with the shared search definitions).
+The dispatcher runs what those files say, so clients read exactly the rules the server applies.
+They are read once, when this module is imported at start; a missing topic or a file this module
+cannot read stops the start with an error naming the file.
 """
 
 from __future__ import annotations
@@ -11,17 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-CANONICAL_BASE = "https://fhir.safeflag.example/SubscriptionTopic/"
-COMM_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
+from app.fhir.profiles import ConformanceStore, get_store
+from app.fhir.vocabulary import SUBSCRIPTION_TOPIC
+
+NAMES = ("ed-attendance", "safeguarding-flag", "mash-referral", "access-notification")
+_EXT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
+_RESOURCE = "http://hl7.org/fhir/StructureDefinition/"
 
 
-def _categories(content: dict[str, Any]) -> set[str]:
-    out = set()
-    for cat in content.get("category") or []:
-        for coding in cat.get("coding") or []:
-            if coding.get("system") == COMM_CATEGORY and coding.get("code"):
-                out.add(coding["code"])
-    return out
+class TopicFileError(RuntimeError):
+    """A published SubscriptionTopic is missing or says something the dispatcher cannot run."""
 
 
 @dataclass(frozen=True)
@@ -34,56 +38,78 @@ class Topic:
 
     @property
     def url(self) -> str:
-        return CANONICAL_BASE + self.name
+        return SUBSCRIPTION_TOPIC + self.name
 
 
-def _communication_of(*codes: str) -> Callable[[str, dict[str, Any]], bool]:
-    wanted = set(codes)
+def _value(ext: dict[str, Any]) -> Any:
+    return next((v for k, v in ext.items() if k.startswith("value")), None)
 
+
+def _parts(ext: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(url, value) of each sub-extension, in order; a nested one's value is its own extension."""
+    return [(sub.get("url", ""), _value(sub) if "extension" not in sub else sub) for sub in ext.get("extension", ())]
+
+
+def _criteria(current: str, where: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    """`element=system|code,...` as (element, {(system, code)}); TopicFileError for anything else."""
+    element, eq, values = current.partition("=")
+    pairs = [v.partition("|") for v in values.split(",")] if eq else []
+    if not element.isidentifier() or not pairs or any(not bar or not s or not c for s, bar, c in pairs):
+        raise TopicFileError(f"{where}: queryCriteria.current {current!r} is not element=system|code[,...]")
+    return element, frozenset((s, c) for s, _, c in pairs)
+
+
+def _trigger(interactions: frozenset[str], criteria: tuple[str, frozenset[tuple[str, str]]] | None
+             ) -> Callable[[str, dict[str, Any]], bool]:
     def fires(action: str, content: dict[str, Any]) -> bool:
-        return action == "create" and bool(_categories(content) & wanted)
+        if action not in interactions:
+            return False
+        if criteria is None:
+            return True
+        element, wanted = criteria
+        value = content.get(element) or []
+        return any((coding.get("system"), coding.get("code")) in wanted
+                   for concept in (value if isinstance(value, list) else [value]) if isinstance(concept, dict)
+                   for coding in concept.get("coding") or [] if isinstance(coding, dict))
 
     return fires
 
 
-def _flag_change(action: str, content: dict[str, Any]) -> bool:
-    return action in ("create", "update")
+def _topic(name: str, basic: dict[str, Any], filters: list[tuple[str, str]], where: str) -> Topic:
+    exts = {e.get("url", "")[len(_EXT):]: e for e in basic.get("extension", ()) if e.get("url", "").startswith(_EXT)}
+    trigger = exts.get("resourceTrigger")
+    if trigger is None:
+        raise TopicFileError(f"{where}: no resourceTrigger")
+    parts = _parts(trigger)
+    resource = next((str(v) for u, v in parts if u == "resource"), "")
+    resource_type = resource.removeprefix(_RESOURCE)
+    interactions = frozenset(str(v) for u, v in parts if u == "supportedInteraction")
+    if not resource_type.isalpha() or not interactions <= {"create", "update", "delete"} or not interactions:
+        raise TopicFileError(f"{where}: resourceTrigger needs a resource and create/update/delete interactions")
+    query = next((dict(_parts(v)) for u, v in parts if u == "queryCriteria"), None)
+    current = query.get("current") if query else None
+    if any(rtype != resource_type for rtype, _ in filters):
+        raise TopicFileError(f"{where}: canFilterBy names a resource other than {resource_type}")
+    description = _value(exts.get("description", {}))
+    return Topic(name, resource_type, tuple(f for _, f in filters),
+                 _trigger(interactions, _criteria(str(current), where) if current is not None else None),
+                 str(description or name))
 
 
-TOPICS: dict[str, Topic] = {
-    t.url: t
-    for t in (
-        Topic(
-            "ed-attendance",
-            "Communication",
-            ("recipient", "patient"),
-            _communication_of("ed-attendance", "did-not-wait", "think-family"),
-            "A notice of a child's ED attendance (or did-not-wait, or think-family) was created",
-        ),
-        Topic(
-            "safeguarding-flag",
-            "Flag",
-            ("patient", "category", "author"),
-            _flag_change,
-            "A safeguarding Flag was raised or changed status",
-        ),
-        Topic(
-            "mash-referral",
-            "Communication",
-            ("sender", "recipient", "patient"),
-            _communication_of("mash-referral"),
-            "A copy of a referral to the local authority MASH was stored",
-        ),
-        Topic(
-            "access-notification",
-            "Communication",
-            ("recipient",),
-            _communication_of("access-notification"),
-            "An unscheduled-care setting looked at a child's safeguarding flags",
-        ),
-    )
-}
+def load_topics(store: ConformanceStore) -> dict[str, Topic]:
+    """The topics `NAMES`, by canonical URL, from `store`'s SubscriptionTopic resources."""
+    published = store.topics()
+    out = {}
+    for name in NAMES:
+        url = SUBSCRIPTION_TOPIC + name
+        where = f"{store.root}/SubscriptionTopic/{name}.json"
+        if url not in published:
+            raise TopicFileError(f"{where}: the subscription topic {url} is not published")
+        out[url] = _topic(name, published[url], store.topic_filters(url), where)
+    return out
 
+
+TOPICS: dict[str, Topic] = load_topics(get_store())
 TOPIC_RESOURCE_TYPES = frozenset(t.resource_type for t in TOPICS.values())
 
 

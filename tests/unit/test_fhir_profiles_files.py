@@ -186,13 +186,6 @@ def test_subscription_topics_and_their_filters(store: ConformanceStore) -> None:
     assert store.topic_filters(topic + "unknown") == []
 
 
-def test_topics_agree_with_the_dispatchers_copy(store: ConformanceStore) -> None:
-    topics = pytest.importorskip("app.notify.topics")
-    assert {url: [(t.resource_type, f) for f in t.filters] for url, t in topics.TOPICS.items()} == {
-        url: store.topic_filters(url) for url in store.topics()
-    }
-
-
 def _identifiers(node: Any) -> list[dict[str, Any]]:
     if isinstance(node, list):
         return [i for item in node for i in _identifiers(item)]
