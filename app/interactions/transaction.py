@@ -34,7 +34,6 @@ from app.interactions.bundle_request import (
 from app.interactions.outcomes import Answer, Outcome, answer_read, answer_write, status_line
 from app.interactions.preconditions import conditional_criteria, conditional_query
 from app.interactions.service import FhirService
-from app.storage.buffer import savepoint
 from app.storage.repository import format_instant
 
 T = TypeVar("T")
@@ -222,7 +221,7 @@ class _Batch(_Run):
         out = []
         for entry in self.entries:
             try:
-                async with savepoint(self.svc.session):  # a failure undoes this entry only
+                async with self.svc.repo.savepoint():  # a failure undoes this entry only
                     await self.rewrite(entry, {})
                     answer, _ = await self.execute(entry)
                 out.append(entry_json(answer, self.base))

@@ -37,7 +37,6 @@ from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
 from app.fhir.vocabulary import CARE_TEAM_ROLE, IDENTIFIER_SYSTEM
 from app.ports import UnitOfWork, Work
 from app.safeguarding.lookup import Lookup
-from app.storage.buffer import savepoint
 
 CASELOAD_SYSTEM = IDENTIFIER_SYSTEM + "caseload"
 COLUMNS = ("nhs_number", "practitioner", "role", "team", "start_date")
@@ -179,7 +178,7 @@ class _Batch:
         found = await self.lookup.patients_by_nhs_number(nhs)
         if found:
             return found[0].id  # the only one: the database keeps a live Patient's NHS number unique
-        async with savepoint(self.svc.session):  # a refused create leaves nothing behind
+        async with self.svc.repo.savepoint():  # a refused create leaves nothing behind
             created = await self.svc.create("Patient", {"resourceType": "Patient",
                                                         "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": nhs}]})
         self.report.patients_created += 1
