@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         if settings.dispatcher_in_process and os.environ.get("SAFEFLAG_NO_DISPATCHER") != "1":
             from app.worker import make_dispatcher
 
-            dispatcher = make_dispatcher(app.state.ctx, ws=app.state.ws_registry)
+            dispatcher = make_dispatcher(app.state.ctx, ws=app.state.ws_registry, metrics=app.state.metrics)
             task = asyncio.create_task(dispatcher.run(stop), name="safeflag-dispatcher")
         scrape = None
         if settings.metrics_bind:

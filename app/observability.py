@@ -64,6 +64,11 @@ class Metrics:
             "safeflag_ed_unrouted_total", "ED notices routed to no health visitor, school nurse or team, by reason",
             ["reason"], registry=self.registry,
         )
+        self.notify_lease_lost = Counter(
+            "safeflag_notify_lease_lost_total",
+            "Delivery outcomes not recorded because the lease had gone to another dispatcher, by what was to be recorded",
+            ["stage"], registry=self.registry,
+        )
         self.pool_overflow = Gauge(
             "safeflag_db_pool_overflow", "Database connections opened beyond the pool size", registry=self.registry
         )

@@ -3,13 +3,20 @@
 A lease (`subscription_state.lease_owner/lease_until`) makes one dispatcher the only sender for a
 subscription at a time, so two workers never deliver the same claim; a worker killed mid-delivery
 loses its lease when it expires and another re-sends (at-least-once, duplicates detectable by event
-number). Failures back off exponentially with jitter; after the retry window (24 h by default) the
+number). Each lease carries a token of its own, and every state change after a send (events marked
+delivered, a retry scheduled, a status set) is made only while that lease is still held: same owner,
+same token, checked in the UPDATE that makes the change. A worker that stalled past its lease, while
+another took the subscription over, changes nothing; it reports the lost lease (`LeaseLost`) and the
+holder's outcome stands, so a retry the holder scheduled is never overwritten nor an event marked
+delivered under it. Failures back off exponentially with jitter; after the retry window (24 h by default) the
 subscription goes to `error` and its events stay available through `$events`.
 """
 
 from __future__ import annotations
 
 import random
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,38 +50,63 @@ class RetryPolicy:
         return timedelta(seconds=raw * random.uniform(0.5, 1.5))
 
 
+@dataclass(frozen=True)
+class Lease:
+    """One lease of one subscription: who took it and the token that tells this lease from any other."""
+
+    sub_id: str
+    owner: str
+    token: str
+
+
+LeaseLost = Callable[[Lease, str], None]  # (the lease, what it was about to record): log and count it
+FREE = {"lease_owner": None, "lease_until": None, "lease_token": None}
+
+
 def _now(ctx: UnitOfWork) -> datetime:
     return utc_ms(ctx.clock.now())
 
 
-async def lease(session: AsyncSession, sub_id: str, owner: str, now: datetime, seconds: float) -> bool:
+def _held(held: Lease) -> Any:
     s = subscription_state.c
+    return and_(s.sub_id == held.sub_id, s.lease_owner == held.owner, s.lease_token == held.token)
+
+
+async def lease(session: AsyncSession, sub_id: str, owner: str, now: datetime, seconds: float) -> Lease | None:
+    s = subscription_state.c
+    token = secrets.token_hex(8)
     result = await session.execute(
         update(subscription_state)
         .where(s.sub_id == sub_id, or_(s.lease_until.is_(None), s.lease_until < now))
-        .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds), lease_token=token)
     )
+    return Lease(sub_id, owner, token) if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+async def release(ctx: UnitOfWork, held: Lease, **values: Any) -> bool:
+    """Give the lease back, recording `values`, if it is still held; False (nothing changed) if not."""
+    async with ctx.bookkeeping() as session, session.begin():
+        result = await session.execute(update(subscription_state).where(_held(held)).values(**FREE, **values))
     return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
-async def release(ctx: UnitOfWork, sub_id: str, owner: str, **values: Any) -> None:
-    s = subscription_state.c
-    async with ctx.bookkeeping() as session, session.begin():
-        await session.execute(
-            update(subscription_state)
-            .where(s.sub_id == sub_id, s.lease_owner == owner)
-            .values(lease_owner=None, lease_until=None, **values)
-        )
-
-
-async def set_status(ctx: UnitOfWork, sub_id: str, status: str, error: str | None = None) -> None:
+async def set_status(
+    ctx: UnitOfWork, sub_id: str, status: str, error: str | None = None, *, held: Lease | None = None,
+    **state: Any,
+) -> bool:
     """Server-side status change: a new Subscription version (one writer) and the mirrored state. The
     Subscription is read locked (`get_for_write`), so a client's write of it under way finishes first
-    and the status goes on top of it (never a 409 for the server's own write, never a lost update)."""
+    and the status goes on top of it (never a 409 for the server's own write, never a lost update).
+    With `held`, only while that lease is still held: it is given back (recording `state`) in the same
+    transaction; False, and nothing changed, when another dispatcher has the subscription now."""
     async with ctx.unit_of_work() as svc:
         current = await svc.repo.get_for_write("Subscription", sub_id)
+        if held is not None:
+            kept = await svc.session.execute(update(subscription_state).where(_held(held)).values(**FREE, **state))
+            if kept.rowcount != 1:  # type: ignore[attr-defined]
+                return False
         if current is None or current.deleted:
-            return
+            return True
         content = {k: v for k, v in current.content.items() if k not in ("error",)}
         content["status"] = status
         if error:
@@ -85,6 +117,7 @@ async def set_status(ctx: UnitOfWork, sub_id: str, status: str, error: str | Non
             .where(subscription_state.c.sub_id == sub_id)
             .values(status=status, handshake_due=0, last_error=error)
         )
+    return True
 
 
 @dataclass
@@ -94,7 +127,8 @@ class _Work:
     events: list[Event]
 
 
-async def _load(ctx: UnitOfWork, sub_id: str, owner: str, lease_seconds: float) -> _Work | None:
+async def _load(ctx: UnitOfWork, held: Lease, lease_seconds: float) -> _Work | None:
+    sub_id = held.sub_id
     async with ctx.bookkeeping() as session, session.begin():
         state = (
             await session.execute(select(subscription_state).where(subscription_state.c.sub_id == sub_id))
@@ -116,7 +150,7 @@ async def _load(ctx: UnitOfWork, sub_id: str, owner: str, lease_seconds: float) 
         # sends the same events meanwhile; a killed dispatcher's lease still runs out.
         renewed = await session.execute(
             update(subscription_state)
-            .where(subscription_state.c.sub_id == sub_id, subscription_state.c.lease_owner == owner)
+            .where(_held(held))
             .values(lease_until=_now(ctx) + timedelta(seconds=spec.timeout_seconds + lease_seconds))
         )
         if renewed.rowcount != 1:  # type: ignore[attr-defined]
@@ -185,39 +219,45 @@ async def _send(
     )
 
 
+def _ignore(held: Lease, stage: str) -> None:
+    return None
+
+
 async def deliver(
-    ctx: UnitOfWork, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
-    retry: RetryPolicy, lease_seconds: float = 30.0,
+    ctx: UnitOfWork, held: Lease, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
+    retry: RetryPolicy, lease_seconds: float = 30.0, lost: LeaseLost = _ignore,
 ) -> int:
     """Send what is due for one leased subscription; returns the number of events delivered. A backlog
-    goes out as several full bundles under the same lease (two transactions a bundle, no new round)."""
+    goes out as several full bundles under the same lease (two transactions a bundle, no new round).
+    An outcome the lease no longer allows to record is reported to `lost` and changes nothing."""
     delivered = 0
     for _ in range(BUNDLES_PER_LEASE):
-        count, kept = await _deliver_one(ctx, sub_id, owner, http=http, ws=ws, retry=retry,
-                                         lease_seconds=lease_seconds)
+        count, kept = await _deliver_one(ctx, held, http=http, ws=ws, retry=retry, lease_seconds=lease_seconds,
+                                         lost=lost)
         delivered += count
         if not kept:
             return delivered
-    await release(ctx, sub_id, owner)
+    await release(ctx, held)
     return delivered
 
 
 async def _deliver_one(
-    ctx: UnitOfWork, sub_id: str, owner: str, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
-    retry: RetryPolicy, lease_seconds: float,
+    ctx: UnitOfWork, held: Lease, *, http: httpx.AsyncClient, ws: WebSocketRegistry | None,
+    retry: RetryPolicy, lease_seconds: float, lost: LeaseLost,
 ) -> tuple[int, bool]:
     """One bundle (or handshake, or heartbeat); (events delivered, lease still held for another bundle)."""
-    work = await _load(ctx, sub_id, owner, lease_seconds)
+    sub_id = held.sub_id
+    work = await _load(ctx, held, lease_seconds)
     if work is None:
-        await release(ctx, sub_id, owner)
+        await release(ctx, held)
         return 0, False
     if work.spec is None:
-        await release(ctx, sub_id, owner)
-        await set_status(ctx, sub_id, "error", "subscription is no longer valid on this server")
+        if not await set_status(ctx, sub_id, "error", "subscription is no longer valid on this server", held=held):
+            lost(held, "error")
         return 0, False
     spec, state = work.spec, work.state
     if spec.channel_type == "websocket" and (ws is None or not ws.bound(sub_id)):
-        await release(ctx, sub_id, owner)  # stays pending until a client binds (then $events replays)
+        await release(ctx, held)  # stays pending until a client binds (then $events replays)
         return 0, False
     base = ctx.settings.fhir_base
     now = _now(ctx)
@@ -227,9 +267,10 @@ async def _deliver_one(
             events_since_start=int(state.event_count), now=now, content=spec.content,
         ))
         result = await _send(ctx, spec, state.secret, body, http, ws)
-        await release(ctx, sub_id, owner, last_sent_at=now if result.ok else state.last_sent_at)
-        await set_status(ctx, sub_id, "active" if result.ok else "error",
-                         None if result.ok else f"handshake failed: {result.error}")
+        if not await set_status(ctx, sub_id, "active" if result.ok else "error",
+                                None if result.ok else f"handshake failed: {result.error}", held=held,
+                                last_sent_at=now if result.ok else state.last_sent_at):
+            lost(held, "handshake")
         return 0, False
     if work.events:
         body = orjson.dumps(notification_bundle(
@@ -238,12 +279,14 @@ async def _deliver_one(
         ))
         result = await _send(ctx, spec, state.secret, body, http, ws)
         numbers = [e.number for e in work.events]
-        if result.ok:
-            more = len(numbers) == spec.max_count  # a full bundle: there may be a backlog behind it
-            await _delivered(ctx, sub_id, owner, numbers, now, keep_lease=more)
-            return len(numbers), more
-        await _failed(ctx, sub_id, owner, state, now, retry, result.error or "delivery failed")
-        return 0, False
+        if not result.ok:
+            await _failed(ctx, held, state, now, retry, result.error or "delivery failed", lost)
+            return 0, False
+        more = len(numbers) == spec.max_count  # a full bundle: there may be a backlog behind it
+        if not await _delivered(ctx, held, numbers, now, keep_lease=more):
+            lost(held, "delivered")
+            return 0, False
+        return len(numbers), more
     if spec.heartbeat_seconds and (
         state.last_sent_at is None or state.last_sent_at + timedelta(seconds=spec.heartbeat_seconds) <= now
     ):
@@ -253,43 +296,49 @@ async def _deliver_one(
         ))
         result = await _send(ctx, spec, state.secret, body, http, ws)
         if not result.ok:
-            await _failed(ctx, sub_id, owner, state, now, retry, result.error or "heartbeat failed")
-            return 0, False
-        await release(ctx, sub_id, owner, last_sent_at=now)
+            await _failed(ctx, held, state, now, retry, result.error or "heartbeat failed", lost)
+        elif not await release(ctx, held, last_sent_at=now):
+            lost(held, "heartbeat")
         return 0, False
-    await release(ctx, sub_id, owner)
+    await release(ctx, held)
     return 0, False
 
 
-async def _delivered(
-    ctx: UnitOfWork, sub_id: str, owner: str, numbers: list[int], now: datetime, *, keep_lease: bool = False
-) -> None:
-    """Mark the events delivered and give the lease back (unless another bundle follows), in one transaction."""
-    n, s = notification.c, subscription_state.c
+async def _delivered(ctx: UnitOfWork, held: Lease, numbers: list[int], now: datetime, *, keep_lease: bool) -> bool:
+    """Mark the events delivered and give the lease back (unless another bundle follows), in one
+    transaction, only while the lease is held (the state row first: its UPDATE is the check); False
+    and nothing changed when it is not."""
+    n = notification.c
     async with ctx.bookkeeping() as session, session.begin():
+        kept = await session.execute(
+            update(subscription_state)
+            .where(_held(held))
+            .values(last_sent_at=now, attempts=0, failing_since=None, next_attempt_at=None, last_error=None,
+                    **({} if keep_lease else FREE))
+        )
+        if kept.rowcount != 1:  # type: ignore[attr-defined]
+            return False
         await session.execute(
             update(notification)
-            .where(and_(n.sub_id == sub_id, n.event_number.in_(numbers), n.delivered_at.is_(None)))
+            .where(and_(n.sub_id == held.sub_id, n.event_number.in_(numbers), n.delivered_at.is_(None)))
             .values(delivered_at=now, attempts=n.attempts + 1)
         )
-        await session.execute(
-            update(subscription_state)
-            .where(s.sub_id == sub_id, s.lease_owner == owner)
-            .values(last_sent_at=now, attempts=0, failing_since=None, next_attempt_at=None, last_error=None,
-                    **({} if keep_lease else {"lease_owner": None, "lease_until": None}))
-        )
+    return True
 
 
 async def _failed(
-    ctx: UnitOfWork, sub_id: str, owner: str, state: Any, now: datetime, retry: RetryPolicy, error: str
+    ctx: UnitOfWork, held: Lease, state: Any, now: datetime, retry: RetryPolicy, error: str, lost: LeaseLost
 ) -> None:
     attempts = int(state.attempts or 0) + 1
     failing_since = state.failing_since or now
     if now - failing_since >= retry.window:
-        await release(ctx, sub_id, owner, attempts=attempts, last_error=error)
-        await set_status(ctx, sub_id, "error", f"delivery failing since {failing_since.isoformat()}Z: {error}")
-        return
-    await release(
-        ctx, sub_id, owner, attempts=attempts, failing_since=failing_since, last_error=error,
-        next_attempt_at=now + retry.delay(attempts),
-    )
+        kept = await set_status(ctx, held.sub_id, "error",
+                                f"delivery failing since {failing_since.isoformat()}Z: {error}",
+                                held=held, attempts=attempts)
+    else:
+        kept = await release(
+            ctx, held, attempts=attempts, failing_since=failing_since, last_error=error,
+            next_attempt_at=now + retry.delay(attempts),
+        )
+    if not kept:
+        lost(held, "failed")

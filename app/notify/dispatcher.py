@@ -9,7 +9,10 @@ leaves the signal set, so the next round starts at once instead of after the pol
 
 Each subscription's delivery runs as a task of its own: the loop goes on matching and starting the
 deliveries of other subscriptions while one waits on a slow or unresponsive subscriber. A lease held
-by a dispatcher whose process is gone is taken back at once (app/notify/liveness.py).
+by a dispatcher whose process is gone is taken back at once (app/notify/liveness.py). A delivery that
+finds its lease gone when it comes to record its outcome (it stalled past the lease and another
+dispatcher took the subscription over) changes nothing: it is logged and counted
+(`safeflag_notify_lease_lost_total`), and the dispatcher holding the lease now decides.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import httpx
 from sqlalchemy import and_, exists, or_, select, update
 
 from app.notify.channels.websocket import WebSocketRegistry
-from app.notify.delivery import RetryPolicy, deliver, lease
+from app.notify.delivery import FREE, Lease, RetryPolicy, deliver, lease
 from app.notify.liveness import FileLiveness, Liveness, PgLiveness, sqlite_lock_dir
 from app.notify.matcher import SpecCache, match_rows
 from app.notify.outbox import CHANNEL, claim_batch, mark_processed
@@ -53,8 +56,11 @@ class Dispatcher:
         batch_size: int = 200,
         lease_seconds: float | None = None,
         poll_seconds: float | None = None,
+        metrics: Any = None,
     ) -> None:
         self.ctx = ctx
+        self.metrics = metrics  # the app's Metrics (app/observability.py) when it runs in-process
+        self.leases_lost = 0
         self.ws = ws
         self.liveness = Liveness()  # until start(): leases name this owner, nobody can prove it gone
         self._own_http = http is None
@@ -70,6 +76,7 @@ class Dispatcher:
         self.wake = ctx.wake
         self._last_timers = datetime.min
         self._inflight: dict[str, asyncio.Task[int]] = {}  # subscription -> its delivery, running
+        self._leases: dict[str, Lease] = {}  # subscription -> the lease taken for its next delivery
         self._failing: str | None = None  # message id of the database failure said last, until a round works
         self._alive: dict[str, float] = {}  # other lease owners seen alive -> until when (loop time) to trust it
         self._conn: Any = None  # PostgreSQL: the LISTEN connection, which also holds the liveness lock
@@ -152,8 +159,7 @@ class Dispatcher:
             self._alive[o] = clock + self.poll_seconds
         if dead:
             await session.execute(
-                update(subscription_state).where(s.lease_owner.in_(sorted(dead)))
-                .values(lease_owner=None, lease_until=None)
+                update(subscription_state).where(s.lease_owner.in_(sorted(dead))).values(**FREE)
             )
             log.warning("took back the delivery leases of dispatchers that are gone",
                         extra={"owners": sorted(dead)})
@@ -182,13 +188,25 @@ class Dispatcher:
             for sub_id, channel in rows:
                 if sub_id in self._inflight or (channel == "websocket" and sub_id not in bound):
                     continue
-                if await lease(session, sub_id, self.owner, now, self.lease_seconds):
+                if (taken := await lease(session, sub_id, self.owner, now, self.lease_seconds)) is not None:
+                    self._leases[sub_id] = taken
                     leased.append(sub_id)
         return leased
 
-    def _deliver(self, sub: str) -> Awaitable[int]:
-        return deliver(self.ctx, sub, self.owner, http=self.http, ws=self.ws, retry=self.retry,
-                       lease_seconds=self.lease_seconds)
+    async def _deliver(self, sub: str) -> int:
+        held = self._leases.pop(sub, None)
+        if held is None:
+            return 0
+        return await deliver(self.ctx, held, http=self.http, ws=self.ws, retry=self.retry,
+                             lease_seconds=self.lease_seconds, lost=self._lease_lost)
+
+    def _lease_lost(self, held: Lease, stage: str) -> None:
+        """A delivery's outcome came after its lease had gone to another dispatcher: nothing recorded."""
+        self.leases_lost += 1
+        if self.metrics is not None:
+            self.metrics.notify_lease_lost.labels(stage).inc()
+        log.warning("delivery lease lost before the outcome was recorded; the dispatcher holding it decides",
+                    extra={"subscription": held.sub_id, "stage": stage, "owner": held.owner})
 
     async def deliver_once(self) -> int:
         """Deliver what is due now and wait for it; returns the number of events delivered."""

@@ -37,6 +37,7 @@ subscription_state = Table(
     Column("owner", JsonDoc, nullable=True),  # claims of the principal that created it, for re-authorisation
     Column("lease_owner", String(64), nullable=True),
     Column("lease_until", DateTime(), nullable=True),
+    Column("lease_token", String(32), nullable=True),  # this lease's own token (app/notify/delivery.py)
     Column("next_attempt_at", DateTime(), nullable=True),
     Column("failing_since", DateTime(), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),

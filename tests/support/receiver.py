@@ -1,6 +1,7 @@
 """A real HTTP receiver for webhook tests: records every request, can answer 503 ("down"), stop
 listening altogether and come back on the same port, or hold each request open until released
-(`hold`: a subscriber that accepted the connection and never answers)."""
+(`hold`: a subscriber that accepted the connection and never answers; once released, it answers
+with the `status` in force then)."""
 
 from __future__ import annotations
 
@@ -65,8 +66,9 @@ class Receiver:
         try:
             if self.delay:  # a slow subscriber: the request is recorded, the answer comes later ("in flight")
                 await asyncio.sleep(self.delay)
-            if self.hold is not None:
-                await self.hold.wait()
+            if (held := self.hold) is not None:
+                await held.wait()
+                status = self.status  # a held request is answered with the status in force when released
         finally:
             self.open_requests -= 1
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
