@@ -1,5 +1,6 @@
 """Subscription write hooks: validate, keep the secret out of the stored resource, record who the
-Subscription belongs to, and keep the delivery state row in step with the resource (same transaction).
+Subscription belongs to, and keep the delivery state row in step with the resource (same transaction;
+a delete ends it).
 
 A Subscription is its creator's (organisation and client, app/security/policy.py `Reach.CREATOR`): the
 creator tag is set here on create and carried over on every later write, whatever the body says, so
@@ -75,6 +76,8 @@ async def store_subscription_state(
 
 
 async def note_subscription_delete(ctx: WriteContext, current: StoredResource) -> None:
+    if not current.deleted:
+        await lifecycle.end_state(ctx.session, current.id)
     ctx.guard.note_change([], current.created_by_org)
 
 

@@ -1,5 +1,6 @@
 """Subscription writes: validation, the write-only secret, and the status machine
-requested -> (handshake) -> active | error; `off` is the client's own choice.
+requested -> (handshake) -> active | error; `off` is the client's own choice, and where a deleted
+Subscription's delivery state goes in the delete's own transaction.
 
 Called by the service layer around the Repository write of a Subscription, in the same transaction.
 """
@@ -107,3 +108,14 @@ async def apply_state(session: AsyncSession, sub_id: str, patch: StatePatch) -> 
         await session.execute(update(subscription_state).where(s.sub_id == sub_id).values(**values))
     else:
         await session.execute(insert(subscription_state).values(sub_id=sub_id, event_count=0, **values))
+
+
+async def end_state(session: AsyncSession, sub_id: str) -> None:
+    """A deleted Subscription collects and delivers nothing more: its state goes `off` (no handshake,
+    no retry due), so neither the matcher nor the dispatcher works for it. A delivery already under way
+    ends as any other; its event numbers stay for the day the Subscription is written again."""
+    await session.execute(
+        update(subscription_state)
+        .where(subscription_state.c.sub_id == sub_id)
+        .values(status="off", handshake_due=0, next_attempt_at=None)
+    )
