@@ -156,7 +156,7 @@ def test_closed_slicing_and_fixed_values(tmp_path: Path) -> None:
         Issue("value", f'Flag.status: the value must be exactly "active" (profile {SD}closed-flag)', "error",
               ("Flag.status",), "SF-0603"),
         Issue("structure", f"Flag.category: this element matches none of the slices ours and the slicing is "
-              f"closed (profile {SD}closed-flag)", "error", ("Flag.category[1]",), "SF-0611"),
+              f"closed (profile {SD}closed-flag)", "error", ("Flag.category[1]",), "SF-0616"),
     ]
 
 

@@ -15,11 +15,11 @@ the instance path when the element is there (`Flag.category[0]`), the element id
     SF-0608 extension     an extension under our canonical base that we do not define
     SF-0609 extension     our extension where its context does not allow it, or as a modifierExtension
     SF-0610 structure     a choice type (value[x]) the profile does not allow
-    SF-0611 structure     matches no slice of a closed slicing
     SF-0612 invariant     an invariant (constraint) fails
     SF-0613 not-found     `$validate?profile=` names a profile we do not publish
     SF-0614 invalid       the profile is for another resource type
     SF-0615 not-found     (warning) a meta.profile we do not publish: not checked
+    SF-0616 structure     matches no slice of a closed slicing
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class Engine:
                     break
             else:
                 if node.closed:
-                    run.add("structure", "SF-0611", f"{node.element_id}: this element matches none of the "
+                    run.add("structure", "SF-0616", f"{node.element_id}: this element matches none of the "
                             f"slices {', '.join(node.slices)} and the slicing is closed", expr)
         for name, slice_node in node.slices.items():
             count = len(claimed[name])
