@@ -143,6 +143,7 @@ REACH_FIELDS = {Reach.ADDRESSED: ("recipient",), Reach.OWNED: ("owner",)}
 CREATOR_SYSTEM = CODE_SYSTEM + "created-by-client"  # meta.tag of a Subscription: the `sub` of its creator
 PLAN_TYPES = PLAN_CATEGORIES
 TASK_STATUS_ELEMENTS = frozenset({"status", "statusReason", "businessStatus", "lastModified", "executionPeriod"})
+HANDOVER_ROLES = frozenset({"health-visitor", "school-nurse"})  # may pass a Task to a colleague (`_handover`)
 _ACTIONS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
@@ -159,6 +160,7 @@ class Decision:
     reason: str  # for the AuditEvent outcomeDesc and the OperationOutcome
     msg_id: str | None = None
     insufficient_scope: bool = False
+    expression: str | None = None  # the element refused, when one is (FHIRPath)
 
     def error(self, resource_type: str, res_id: str | None = None) -> FhirError:
         """The client-facing error; a 404 is worded exactly like a missing record's."""
@@ -167,7 +169,7 @@ class Decision:
         if self.status == 405:
             return MethodNotAllowed(self.reason, msg_id=self.msg_id)
         headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'} if self.insufficient_scope else None
-        return Forbidden(self.reason, msg_id=self.msg_id, headers=headers)
+        return Forbidden(self.reason, msg_id=self.msg_id, headers=headers, expression=self.expression)
 
     def enforce(self, resource_type: str, res_id: str | None = None) -> None:
         if not self.allowed:
@@ -287,14 +289,30 @@ def _condition(name: str, content: dict[str, Any] | None, current: dict[str, Any
         if (TASK_CODE, "referral-qa") not in _codes(content.get("code")):
             return "safeguarding leads may create only referral-qa Tasks"
     elif name == "status" and current is not None:
-        keys = (set(content) | set(current)) - {"id", "meta", "text"} - TASK_STATUS_ELEMENTS
+        keys = (set(content) | set(current)) - {"id", "meta", "text", "owner"} - TASK_STATUS_ELEMENTS
         if any(content.get(k) != current.get(k) for k in keys):
-            return "this role may change only the status of a Task (" + ", ".join(sorted(TASK_STATUS_ELEMENTS)) + ")"
+            return ("this role may change only the status of a Task (" + ", ".join(sorted(TASK_STATUS_ELEMENTS))
+                    + ") and pass it to a colleague of their team (owner)")
     return None
 
 
-def _deny(status: int, reason: str, msg_id: str, *, scope: bool = False) -> Decision:
-    return Decision(False, status, reason, msg_id, scope)
+def _handover(principal: Principal, content: dict[str, Any], current: dict[str, Any]) -> Decision | None:
+    """Passing a notice to a colleague: a health visitor or school nurse may change a Task's owner (one
+    she or her team owns, checked before) only to a PractitionerRole or Practitioner of her own
+    organisation (`Principal.org_refs`, the team the routing uses). None: no change of owner, or an allowed one."""
+    if content.get("owner") == current.get("owner"):
+        return None
+    owner = content.get("owner")
+    new = _refs("Task", ("owner",), content, principal.base) if isinstance(owner, dict) else set()
+    if len(new) == 1 and next(iter(new)).partition("/")[0] in ("PractitionerRole", "Practitioner") \
+            and new <= principal.org_refs:
+        return None
+    return _deny(403, "A Task may be passed only to a colleague of your own team (a PractitionerRole of "
+                      f"{principal.org or 'your organisation'})", "SF-0806", expression="Task.owner")
+
+
+def _deny(status: int, reason: str, msg_id: str, *, scope: bool = False, expression: str | None = None) -> Decision:
+    return Decision(False, status, reason, msg_id, scope, expression)
 
 
 def decide(
@@ -361,6 +379,8 @@ def decide(
             why = _condition(condition, current, None)  # the stored record must meet it too
         if why:
             return _deny(403, why, "SF-0804")
+        if condition == "status" and current is not None and principal.role in HANDOVER_ROLES:
+            return _handover(principal, resource, current) or ALLOW
     return ALLOW
 
 

@@ -7,8 +7,9 @@
 - Acknowledge is an update of the Task to `completed` (with the optional note as its `statusReason`,
   one of the status elements a health visitor may change), version-checked against the version the
   page showed (a notice changed meanwhile is 412, not silently overwritten);
-- Pass to a colleague (a safeguarding lead's reassignment) is an update of the Task's `owner` to one of
-  the team's PractitionerRoles, again version-checked; the policy decides who may.
+- Pass to a colleague is an update of the Task's `owner` to another of the team's PractitionerRoles,
+  again version-checked; the policy decides who may (a lead; a health visitor or school nurse only to a
+  colleague of her own team, and changing nothing else).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from app.safeguarding.summary import safeguarding_summary
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.storage.repository import format_instant
 from app.web import fmt
-from app.web.notices import INCLUDES, NoticeRow, by_ref, display_of, human_name, row, withheld_text
+from app.web.notices import INCLUDES, NoticeRow, by_ref, display_of, human_name, own_refs, row, withheld_text
 
 if TYPE_CHECKING:
     from app.interactions.service import FhirService
@@ -115,10 +116,12 @@ async def acknowledge(svc: FhirService, task_id: str, version: str, note: str, n
 
 
 async def colleagues(svc: FhirService) -> list[tuple[str, str]]:
-    """(reference, name) of the PractitionerRoles of the user's organisation in the notice-handling roles."""
+    """(reference, name) of the PractitionerRoles of the user's organisation in the notice-handling roles;
+    a health visitor's or school nurse's list leaves out her own (she passes a notice on to someone else)."""
     org = getattr(svc.principal, "org", None)
     if not org:
         return []
+    own = set(own_refs(svc)) if svc.principal is not None and svc.principal.role != "safeguarding-lead" else set()
     bundle = await svc.search("PractitionerRole", [("organization", org), ("_count", "200")])
     out = []
     for e in bundle.get("entry") or []:
@@ -126,7 +129,7 @@ async def colleagues(svc: FhirService) -> list[tuple[str, str]]:
         if res.get("resourceType") != "PractitionerRole" or res.get("active") is False:
             continue
         roles = {c.get("code") for cc in res.get("code") or [] for c in cc.get("coding") or []}
-        if roles & set(TEAM_ROLES):
+        if roles & set(TEAM_ROLES) and f"PractitionerRole/{res['id']}" not in own:
             ref = f"PractitionerRole/{res['id']}"
             out.append((ref, (res.get("practitioner") or {}).get("display") or ref))
     return sorted(out, key=lambda x: x[1])

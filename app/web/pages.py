@@ -36,6 +36,7 @@ router = APIRouter(prefix="/app", include_in_schema=False)
 User = Annotated[Principal, Depends(current_user)]
 FormUser = Annotated[Principal, Depends(signed_in_form)]
 NURSES = ("health-visitor", "school-nurse")
+PASSERS = (*NURSES, "safeguarding-lead")  # may pass a notice to a colleague of the team
 HEADINGS = {400: "There is a problem with this request", 403: "You cannot do this",
             404: "Page not found", 409: "This notice changed", 410: "This record was removed",
             412: "This notice changed while you were looking at it", 422: "There is a problem"}
@@ -125,7 +126,7 @@ async def overdue(request: Request, user: User) -> Response:
 async def notice_view(request: Request, task_id: str, user: User) -> Response:
     async def work(svc: FhirService) -> Response:
         page = await notice.notice_page(svc, task_id, _now(request))
-        team = await notice.colleagues(svc) if user.role == "safeguarding-lead" else []
+        team = await notice.colleagues(svc) if page.open and user.role in PASSERS else []
         return render(request, "pages/notice.jinja", page=page, colleagues=team)
     return await _page(request, user, work)
 
@@ -147,7 +148,7 @@ async def reassign(request: Request, task_id: str, user: FormUser) -> Response:
 
     async def work(svc: FhirService) -> Response:
         await notice.reassign(svc, task_id, str(form.get("version", "")), str(form.get("owner", "")))
-        return _done(request, "/app/lead")
+        return _done(request, "/app/lead" if user.role == "safeguarding-lead" else "/app")
     return await _page(request, user, work)
 
 

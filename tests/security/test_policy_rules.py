@@ -91,9 +91,11 @@ def test_health_visitor_changes_only_the_status_of_tasks_their_team_owns() -> No
     assert decide(hv, "update", "Task", {**teams, "status": "completed", "businessStatus": {"text": "seen"}},
                   current=teams, created_by_org="Organization/ed").allowed
     reassign = decide(hv, "update", "Task", {**mine, "owner": {"reference": "Organization/x"}}, current=mine)
-    assert (reassign.status, reassign.msg_id) == (403, "SF-0804")
-    assert reassign.reason == ("this role may change only the status of a Task (businessStatus, executionPeriod, "
-                               "lastModified, status, statusReason)")
+    assert (reassign.status, reassign.msg_id, reassign.expression) == (403, "SF-0806", "Task.owner")
+    edit = decide(hv, "update", "Task", {**mine, "priority": "urgent"}, current=mine)
+    assert (edit.status, edit.msg_id) == (403, "SF-0804")
+    assert edit.reason == ("this role may change only the status of a Task (businessStatus, executionPeriod, "
+                           "lastModified, status, statusReason) and pass it to a colleague of their team (owner)")
     # created by the team's organisation but owned by another team: readable, not theirs to change
     other = task("Organization/zero19-north")
     d = decide(hv, "update", "Task", {**other, "status": "completed"}, current=other, created_by_org=OWN)

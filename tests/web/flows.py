@@ -24,6 +24,8 @@ from tests.web.pages_data import OTHER_HV, OTHER_ORG, SEXUAL_HEALTH, principal, 
 
 OTHER_USER = {"name": "Olive Other", "role": "health-visitor", "org": OTHER_ORG, "fhirUser": OTHER_HV}
 MASH_USER = {"name": "Mia Mash", "role": "mash-practitioner", "org": b.MASH}
+SECOND_HV_USER = {"name": "Harriet Second", "role": "health-visitor", "org": b.ZERO19,
+                  "fhirUser": "PractitionerRole/demo-hv2"}
 SECOND_CHILD, SECOND_NHS = "Patient/web-child-2", "9990007101"
 ED = principal("ed-clinician", b.ED, b.ED_NURSE, b.ED_CARE_SETTING)
 

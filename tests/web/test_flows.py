@@ -15,11 +15,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 from app.demo import borough as b
 from tests.e2e.server import RunningServer
 from tests.web.browser import check_page
-from tests.web.conftest import sign_in
+from tests.web.conftest import sign_in, wait_for_path
 from tests.web.flows import (
     MASH_USER,
     OTHER_USER,
     SECOND_CHILD,
+    SECOND_HV_USER,
     attend,
     attend_without_server,
     escalate_at,
@@ -189,3 +190,26 @@ def test_the_mash_practitioner_sees_the_referral_copies_addressed_to_her_authori
     sign_in(driver, web_server, "mia.mash")
     assert driver.find_element(By.TAG_NAME, "h1").text == "Multi-agency safeguarding hub"
     check_page(driver, f"mash-{web_server.database}")
+
+
+def test_she_passes_a_notice_to_a_colleague_by_keyboard_and_it_moves_to_their_list(
+    driver: webdriver.Chrome, web_server: RunningServer, provider: Provider
+) -> None:
+    provider.add_user("harriet.second", SECOND_HV_USER)
+    seed_server(web_server)
+    sign_in(driver, web_server, "hana.visitor")
+    task_id = attend(web_server)
+    driver.get(f"{web_server.base_url}/app/notices/{task_id}")
+    options = [o.text for o in driver.find_elements(By.CSS_SELECTOR, "select#owner option")]
+    assert options == ["Harriet Second", "Sam Lead"]  # her team, herself left out
+    check_page(driver, f"notice-pass-on-{web_server.database}")
+    tab_to(driver, "select#owner")
+    assert driver.switch_to.active_element.get_attribute("value") == "PractitionerRole/demo-hv2"
+    tab_to(driver, "button#pass-on")
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    wait_for_path(driver, "/app")
+    assert not present(driver, card(task_id))
+    assert task(web_server, task_id)["owner"] == {"reference": "PractitionerRole/demo-hv2"}
+    switch_user(driver, web_server, "harriet.second")
+    assert present(driver, card(task_id))
+    check_page(driver, f"inbox-passed-on-{web_server.database}")

@@ -18,7 +18,7 @@ from app.safeguarding.escalation import escalate_overdue
 from app.storage.tables import resource
 from app.web import desk, notice, notices
 from tests.conftest import StepClock
-from tests.web.pages_data import HV, LEAD, MASH, OTHER, RESTRICTED, SEXUAL_HEALTH, attend, ed, seed
+from tests.web.pages_data import HV, LEAD, MASH, OTHER, RESTRICTED, SEXUAL_HEALTH, attend, ed, principal, seed
 
 Auth = Any
 
@@ -149,22 +149,30 @@ async def test_an_overdue_notice_is_escalated_onto_the_leads_desk(
     assert (await inbox(clean_ctx, HV, clock)).rows == []  # it is the lead's now
 
 
-async def test_the_lead_passes_a_notice_to_a_colleague_in_her_team_only(
-    borough: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Auth
+@pytest.mark.parametrize(("passer", "offered"), [
+    (LEAD, [("PractitionerRole/demo-hv", "Hana Visitor"), ("PractitionerRole/demo-hv2", "Harriet Second"),
+            ("PractitionerRole/demo-lead", "Sam Lead")]),
+    (HV, [("PractitionerRole/demo-hv2", "Harriet Second"), ("PractitionerRole/demo-lead", "Sam Lead")]),
+], ids=["lead", "health-visitor"])
+async def test_a_notice_is_passed_to_a_colleague_in_the_team_only(
+    borough: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Auth, passer: Any,
+    offered: list[tuple[str, str]],
 ) -> None:
+    """The lead may pass any of the team's notices to anyone of it; the health visitor passes her own to
+    a colleague (herself left out); someone of another organisation is refused. It moves lists."""
     await attend(borough, ed(auth), "2026-01-05T08:30:00Z")
     [row] = (await inbox(clean_ctx, HV, clock)).rows
-    async with clean_ctx.unit_of_work(LEAD) as svc:
-        team = await notice.colleagues(svc)
-    assert team == [("PractitionerRole/demo-hv", "Hana Visitor"), ("PractitionerRole/demo-hv2", "Harriet Second"),
-                    ("PractitionerRole/demo-lead", "Sam Lead")]
+    async with clean_ctx.unit_of_work(passer) as svc:
+        assert await notice.colleagues(svc) == offered
     with pytest.raises(Unprocessable) as exc:
-        async with clean_ctx.unit_of_work(LEAD) as svc:
+        async with clean_ctx.unit_of_work(passer) as svc:
             await notice.reassign(svc, row.task_id, str(row.version), "PractitionerRole/other-hv")
     assert exc.value.issues[0].msg_id == "SF-1703"
-    async with clean_ctx.unit_of_work(LEAD) as svc:
+    async with clean_ctx.unit_of_work(passer) as svc:
         await notice.reassign(svc, row.task_id, str(row.version), "PractitionerRole/demo-hv2")
     assert (await inbox(clean_ctx, HV, clock)).rows == []
+    hv2 = principal("health-visitor", b.ZERO19, "PractitionerRole/demo-hv2")
+    assert [n.task_id for n in (await inbox(clean_ctx, hv2, clock)).rows] == [row.task_id]
     assert (await borough.get(f"/fhir/Task/{row.task_id}")).json()["owner"] == {
         "reference": "PractitionerRole/demo-hv2"}
 
