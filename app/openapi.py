@@ -24,6 +24,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute
 
+from app.fhir.vocabulary import NHS_NUMBER_SYSTEM
+
 FHIR_JSON = "application/fhir+json"
 METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -65,7 +67,7 @@ _ERROR = {
 EXAMPLE_ID = "example"
 EXAMPLE_PATIENT: dict[str, Any] = {
     "resourceType": "Patient",
-    "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}],
+    "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": "9990000018"}],
     "name": [{"family": "Smith", "given": ["Amy"]}],
     "gender": "female",
     "birthDate": "2020-02-03",

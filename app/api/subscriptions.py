@@ -16,6 +16,7 @@ from app.api.responses import fhir_response
 from app.api.router import IdPath
 from app.errors import BadRequest, FhirError
 from app.fhir.validation import check_id
+from app.fhir.vocabulary import BACKPORT_OPERATION
 from app.notify import operations as sub_ops
 from app.notify.bundle import notification_bundle
 from app.notify.channels.websocket import WebSocketRegistry
@@ -25,7 +26,7 @@ from app.storage.repository import format_instant
 ws_router = APIRouter(tags=["Subscriptions"])  # the websocket channel: FastAPI's, the FHIR router serves HTTP
 TAGS = ["Subscriptions"]
 
-BACKPORT_OPS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+BACKPORT_OPS = BACKPORT_OPERATION
 STATUS = BACKPORT_OPS + "backport-subscription-status"
 EVENTS = BACKPORT_OPS + "backport-subscription-events"
 GET_WS_BINDING_TOKEN = BACKPORT_OPS + "backport-subscription-get-ws-binding-token"

@@ -13,12 +13,22 @@ from datetime import date
 from typing import Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.vocabulary import ACT_CODE, CODE_SYSTEM, SUBSCRIPTION_SECRET, SUBSCRIPTION_TOPIC
+from app.fhir.vocabulary import (
+    ACT_CODE,
+    BACKPORT,
+    CARE_TEAM_ROLE,
+    COMMUNICATION_CATEGORY,
+    DOCUMENT_TYPE,
+    FLAG_CATEGORY,
+    ORGANIZATION_ROLE,
+    QA_OUTCOME,
+    SNOMED,
+    SUBSCRIPTION_SECRET,
+    SUBSCRIPTION_TOPIC,
+    TASK_CODE,
+)
 
-CS = CODE_SYSTEM
-SNOMED = "http://snomed.info/sct"
 TOPIC = SUBSCRIPTION_TOPIC
-BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 SECRET_EXT = SUBSCRIPTION_SECRET
 
 CHILD_NHS, MOTHER_NHS = "9990000166", "9990000174"
@@ -42,7 +52,7 @@ def coding(system: str, code: str) -> dict[str, Any]:
 def organization(ref: str, name: str, role: str | None = None, **extra: Any) -> dict[str, Any]:
     org: dict[str, Any] = {"resourceType": "Organization", "id": _id(ref), "active": True, "name": name}
     if role:
-        org["type"] = [coding(CS + "organization-role", role)]
+        org["type"] = [coding(ORGANIZATION_ROLE, role)]
     return {**org, **extra}
 
 
@@ -50,7 +60,7 @@ def practitioner_role(ref: str, org: str, role: str | None, name: str) -> dict[s
     out: dict[str, Any] = {"resourceType": "PractitionerRole", "id": _id(ref), "active": True,
                            "organization": {"reference": org}, "practitioner": {"display": name}}
     if role:
-        out["code"] = [coding(CS + "care-team-role", role)]
+        out["code"] = [coding(CARE_TEAM_ROLE, role)]
     return out
 
 
@@ -81,14 +91,14 @@ def reference_data(today: date) -> list[dict[str, Any]]:
         patient(CHILD, CHILD_NHS, "Casey", child_birth, "female", managingOrganization={"reference": ZERO19}),
         {"resourceType": "CareTeam", "id": "demo-child-0-19", "status": "active", "name": "Casey's 0-19 team",
          "subject": {"reference": CHILD}, "managingOrganization": [{"reference": ZERO19}],
-         "participant": [{"role": [coding(CS + "care-team-role", "health-visitor")],
+         "participant": [{"role": [coding(CARE_TEAM_ROLE, "health-visitor")],
                           "member": {"reference": HV}}]},
     ]
 
 
 def plan_flag(today: date) -> dict[str, Any]:
     return {"resourceType": "Flag", "status": "active",
-            "category": [coding(CS + "safeguarding-flag-category", "child-protection-plan")],
+            "category": [coding(FLAG_CATEGORY, "child-protection-plan")],
             "code": {"coding": [{"system": SNOMED, "code": "342191000000101",
                                  "display": "Child protection plan"}]},
             "subject": {"reference": CHILD}, "period": {"start": today.isoformat()},
@@ -124,12 +134,12 @@ def referral_copy(sent: str, text: str) -> dict[str, Any]:
         (binary, {"resourceType": "Binary", "contentType": "text/plain",
                   "data": base64.b64encode(text.encode()).decode()}),
         (copy, {"resourceType": "DocumentReference", "status": "current",
-                "type": coding(CS + "safeguarding-document-type", "mash-referral"),
+                "type": coding(DOCUMENT_TYPE, "mash-referral"),
                 "subject": {"reference": CHILD}, "author": [{"reference": ED_NURSE}],
                 "description": "Referral to Demo Borough MASH",
                 "content": [{"attachment": {"contentType": "text/plain", "url": binary}}]}),
         (None, {"resourceType": "Communication", "status": "completed",
-                "category": [coding(CS + "safeguarding-communication-category", "mash-referral")],
+                "category": [coding(COMMUNICATION_CATEGORY, "mash-referral")],
                 "subject": {"reference": CHILD}, "sender": {"reference": ED_NURSE},
                 "recipient": [{"reference": MASH}], "sent": sent,
                 "payload": [{"contentReference": {"reference": copy}}]}),
@@ -140,9 +150,9 @@ def referral_copy(sent: str, text: str) -> dict[str, Any]:
 
 
 def qa_review(document: str) -> dict[str, Any]:
-    task = CS + "safeguarding-task"
+    task = TASK_CODE
     return {"resourceType": "Task", "status": "completed", "intent": "order",
             "code": coding(task, "referral-qa"), "focus": {"reference": document},
             "for": {"reference": CHILD}, "owner": {"reference": LEAD},
             "output": [{"type": coding(task, "qa-outcome"),
-                        "valueCodeableConcept": coding(CS + "referral-qa-outcome", "clear-and-complete")}]}
+                        "valueCodeableConcept": coding(QA_OUTCOME, "clear-and-complete")}]}

@@ -27,10 +27,11 @@ from app.config import Settings
 from app.demo import borough as b
 from app.demo.receiver import Receiver
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+from app.fhir.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY, TASK_CODE
 from app.security.cli import mint_token
 
 FHIR_JSON = "application/fhir+json"
-COMM = b.CS + "safeguarding-communication-category|"
+COMM = COMMUNICATION_CATEGORY + "|"
 WAIT_S = 10.0  # the contract's target is 1 s; a slower arrival is reported, a missing one fails
 
 
@@ -109,7 +110,7 @@ class Story:
 
     # -- 2 ---------------------------------------------------------------------------------------
     async def raise_plan(self) -> None:
-        cond = (f"patient={b.CHILD}&category={quote(b.CS)}safeguarding-flag-category%7Cchild-protection-plan"
+        cond = (f"patient={b.CHILD}&category={quote(FLAG_CATEGORY)}%7Cchild-protection-plan"
                 f"&author={b.LA}&status=active")
         status, flag = await self.call("POST", "/Flag", self.la, (200, 201), b.plan_flag(self.today),
                                        {"If-None-Exist": cond})
@@ -197,7 +198,7 @@ class Story:
         notice = self.state["notice"]
         _, comm = await self.call("GET", f"/Communication/{notice}", self.hv)
         text = (comm.get("payload") or [{}])[0].get("contentString", "")
-        code = f"{quote(b.CS, safe='')}safeguarding-task%7Cacknowledge"
+        code = f"{quote(TASK_CODE, safe='')}%7Cacknowledge"
         _, found = await self.call("GET", f"/Task?focus=Communication/{notice}&code={code}", self.hv)
         tasks = _entries(found, "match", "Task")
         if len(tasks) != 1 or tasks[0].get("status") != "requested":

@@ -23,15 +23,13 @@ from app.fhir.profiles import get_store
 from app.fhir.search.canonicals import definition
 from app.fhir.search.executor import SearchResult
 from app.fhir.search.params import RESULT_PARAMS, parse_search
+from app.fhir.vocabulary import BACKPORT, HL7_STRUCTURE_DEFINITION
 from app.storage.repository import StoredResource
 
 CONFORMANCE_TYPES = (
     "StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ConceptMap", "OperationDefinition"
 )
-TOPIC_CANONICAL = (
-    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-    "capabilitystatement-subscriptiontopic-canonical"
-)
+TOPIC_CANONICAL = BACKPORT + "capabilitystatement-subscriptiontopic-canonical"
 # (name, type, documentation) per type: what `ConformanceStore.search` matches
 _COMMON = (
     ("url", "uri", "The canonical URL (a |version suffix is ignored)"),
@@ -151,7 +149,7 @@ def with_conformance(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             {
                 "type": rtype,
-                "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+                "profile": HL7_STRUCTURE_DEFINITION + rtype,
                 "documentation": "SafeFlag's own conformance resources (fhir_profiles/), read-only",
                 "interaction": [{"code": "read"}, {"code": "search-type"}],
                 "searchParam": [

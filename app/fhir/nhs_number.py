@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from operator import mul
 
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+from app.fhir.vocabulary import NHS_NUMBER_SYSTEM
+
+__all__ = ["NHS_NUMBER_SYSTEM", "check_digit", "is_valid"]
+
 _WEIGHTS = range(10, 1, -1)
 _DIGIT_VALUES = bytes.maketrans(b"0123456789", bytes(range(10)))  # b"7" -> b"\x07"
 

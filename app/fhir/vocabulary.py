@@ -31,6 +31,8 @@ CARE_TEAM_ROLE = CODE_SYSTEM + "care-team-role"
 ORGANIZATION_ROLE = CODE_SYSTEM + "organization-role"
 UNROUTED_REASON = CODE_SYSTEM + "unrouted-reason"
 USER_ROLE = CODE_SYSTEM + "user-role"
+QA_OUTCOME = CODE_SYSTEM + "referral-qa-outcome"
+STATUS_REASON_CODE = CODE_SYSTEM + "status-reason"  # the codes the status-reason extension carries
 
 # The flag categories that record a plan for the child (a child protection plan, a looked-after
 # child, an unborn child's plan): an ED attendance of such a child is urgent, and these are the
@@ -44,3 +46,16 @@ SUBSCRIPTION_SECRET = STRUCTURE_DEFINITION + "subscription-secret"
 # HL7 code systems the rules read
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
+
+# Other published systems SafeFlag reads and writes
+SNOMED = "http://snomed.info/sct"
+NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+# FHIR core: a resource type's base profile is HL7_STRUCTURE_DEFINITION + type
+HL7_STRUCTURE_DEFINITION = "http://hl7.org/fhir/StructureDefinition/"
+# R5 SubscriptionTopic elements carried as cross-version extensions on the R4 Basic we publish
+TOPIC_EXTENSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
+# The Subscriptions R5 Backport IG: its extensions and profiles, and its operations
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+BACKPORT_OPERATION = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"

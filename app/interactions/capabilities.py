@@ -10,6 +10,7 @@ from app.fhir.search.canonicals import definition
 from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
 from app.fhir.search.limits import DEFAULT_LIMITS, SearchLimits
 from app.fhir.search.targets import can_target
+from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION
 from app.security.policy import NEVER_DELETED, SERVER_WRITTEN
 
 FHIR_VERSION = "4.0.1"
@@ -46,7 +47,7 @@ def capability_statement(fhir_base: str, published: str, operations: Operations,
         writable = rtype not in SERVER_WRITTEN
         entry: dict[str, Any] = {
             "type": rtype,
-            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "profile": HL7_STRUCTURE_DEFINITION + rtype,
             "interaction": [{"code": c} for c in _interactions(rtype)],
             "versioning": "versioned-update",
             "readHistory": True,

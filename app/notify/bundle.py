@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.fhir.vocabulary import BACKPORT
 from app.storage.repository import format_instant
 
-STATUS_PROFILE = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"
-NOTIFICATION_PROFILE = (
-    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification-r4"
-)
+STATUS_PROFILE = BACKPORT + "backport-subscription-status-r4"
+NOTIFICATION_PROFILE = BACKPORT + "backport-subscription-notification-r4"
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.fhir.profiles import ConformanceStore, get_store
+from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION as _RESOURCE
 from app.fhir.vocabulary import SUBSCRIPTION_TOPIC
+from app.fhir.vocabulary import TOPIC_EXTENSION as _EXT
 
 NAMES = ("ed-attendance", "safeguarding-flag", "mash-referral", "access-notification")
-_EXT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
-_RESOURCE = "http://hl7.org/fhir/StructureDefinition/"
 
 
 class TopicFileError(RuntimeError):

@@ -32,6 +32,7 @@ from app.fhir.vocabulary import (
     ACT_CODE,
     FLAG_CATEGORY,
     IDENTIFIER_SYSTEM,
+    SNOMED,
     STRUCTURE_DEFINITION,
 )
 from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
@@ -43,7 +44,6 @@ from app.safeguarding.unrouted import Sent, ed_organization, to_ed_lead
 from app.security.policy import PLAN_TYPES
 from app.storage.repository import Repository, StoredResource, format_instant
 
-SNOMED = "http://snomed.info/sct"
 NOTICE_ID_SYSTEM = IDENTIFIER_SYSTEM + "notice"
 EXT = STRUCTURE_DEFINITION
 DNW_CODES = frozenset({"1066301000000103", "1066311000000101", "1066321000000107"})

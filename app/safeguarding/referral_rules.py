@@ -11,15 +11,13 @@ from typing import Any
 from app.errors import BadRequest, Unprocessable
 from app.fhir.ids import ID_RE
 from app.fhir.search.extract import split_reference
-from app.fhir.vocabulary import CARE_TEAM_ROLE, CODE_SYSTEM, DOCUMENT_TYPE, STATUS_REASON, TASK_CODE
+from app.fhir.vocabulary import CARE_TEAM_ROLE, DOCUMENT_TYPE, QA_OUTCOME, STATUS_REASON, TASK_CODE
 from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.fhir.vocabulary import STATUS_REASON_CODE as STATUS_REASON_CS
 
-__all__ = ["CARE_TEAM_ROLE", "COMM_CATEGORY", "TASK_CODE"]
+__all__ = ["CARE_TEAM_ROLE", "COMM_CATEGORY", "QA_OUTCOME", "STATUS_REASON_CS", "TASK_CODE"]
 
-CS = CODE_SYSTEM
 DOC_TYPE = DOCUMENT_TYPE
-QA_OUTCOME = CS + "referral-qa-outcome"
-STATUS_REASON_CS = CS + "status-reason"
 
 
 def codes(concepts: Any, system: str) -> set[str]:

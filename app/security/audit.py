@@ -37,7 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from app.fhir.search.definitions import params_for, reference_values
-from app.fhir.vocabulary import IDENTIFIER_SYSTEM, USER_ROLE
+from app.fhir.vocabulary import CANONICAL_BASE, IDENTIFIER_SYSTEM, OBJECT_ROLE, ROLE_CLASS, USER_ROLE
 from app.security.labels import security_labels
 from app.security.principal import Principal
 from app.storage.repository import format_instant, utc_ms
@@ -45,7 +45,6 @@ from app.storage.repository import format_instant, utc_ms
 BALP = "https://profiles.ihe.net/ITI/BALP/"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
-OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 ROLE_SYSTEM = USER_ROLE
 CLIENT_ID_SYSTEM = IDENTIFIER_SYSTEM + "client-id"
 OUTCOME_TEXT = {"0": "Success", "4": "Minor failure", "8": "Serious failure", "12": "Major failure"}
@@ -114,7 +113,7 @@ def _user_agent(principal: Principal, action: str) -> dict[str, Any]:
     if action in ("R", "E"):
         how = _cc("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient")
     else:
-        how = _cc("http://terminology.hl7.org/CodeSystem/v3-RoleClass", "AGNT", "agent")
+        how = _cc(ROLE_CLASS, "AGNT", "agent")
     agent: dict[str, Any] = {
         "type": {"coding": [
             _cc(BALP + "CodeSystem/UserAgentTypes", "UserOauthAgent", "User OAuth Agent participant"), how,
@@ -135,7 +134,7 @@ def _agents(principal: Principal | None, action: str, client_address: str | None
         agents.append(_user_agent(principal, action))
         if principal.org:
             agents.append({
-                "type": {"coding": [_cc("http://terminology.hl7.org/CodeSystem/v3-RoleClass", "PROV",
+                "type": {"coding": [_cc(ROLE_CLASS, "PROV",
                                         "healthcare provider")]},
                 "who": {"reference": principal.org},
                 "requestor": False,
@@ -180,7 +179,7 @@ def audit_for(
     query: str | None = None,
     request_id: str | None = None,
     client_address: str | None = None,
-    server: str = "https://fhir.safeflag.example/fhir",
+    server: str = CANONICAL_BASE + "/fhir",
     site: str = "SafeFlag",
     changes: Iterable[tuple[str, str]] = (),
     subscriber: str | None = None,

@@ -38,13 +38,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from app.fhir.vocabulary import CONFIDENTIALITY, OBJECT_ROLE, ROLE_CLASS
 from app.storage.tables import PK, JsonDoc, metadata
 
 CHAIN_VERSION = "sf-audit-1"
 GENESIS = "0" * 64
-OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
-ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
-CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 REQUEST_ID = "XrequestId"
 
 audit_event = Table(

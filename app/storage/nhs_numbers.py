@@ -24,10 +24,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
+from app.fhir.vocabulary import NHS_NUMBER_SYSTEM
 from app.storage.tables import idx_token, patient_nhs_number, resource
 
-# the same URI as app/fhir/nhs_number.py (storage sits below the FHIR toolkit and imports none of it)
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 DUPLICATES_COMMAND = "safeflag patients duplicates"
 
 _ROW = patient_nhs_number.c

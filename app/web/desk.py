@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.errors import Unprocessable
+from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.safeguarding.referral_qa import qa_queue
 from app.safeguarding.referral_rules import QA_OUTCOME, TASK_CODE
 from app.safeguarding.report import governance_report, month_range
@@ -29,7 +30,6 @@ from app.web.notices import by_ref, display_of, human_name, withheld_text
 if TYPE_CHECKING:
     from app.interactions.service import FhirService
 
-COMM_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
 QA_OUTCOMES = {
     "clear-and-complete": "Clear and complete",
     "incomplete-information": "Incomplete information",

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.errors import Unprocessable
+from app.fhir.vocabulary import FLAG_CATEGORY
 from app.safeguarding.summary import safeguarding_summary
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.storage.repository import format_instant
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from app.interactions.service import FhirService
 
 NOTE_MAX = 1000  # characters of an acknowledgement note
-FLAG_CATEGORY = "https://fhir.safeflag.example/CodeSystem/safeguarding-flag-category"
 TEAM_ROLES = ("health-visitor", "school-nurse", "safeguarding-lead")
 
 

@@ -23,6 +23,7 @@ from app.fhir.profiles.compiler import ProfileError
 from app.fhir.profiles.engine import Engine
 from app.fhir.profiles.selection import claimed_profiles, default_profile
 from app.fhir.profiles.store import ConformanceStore, get_store, set_root
+from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION as HL7_SD
 
 __all__ = [
     "ConformanceStore",
@@ -51,7 +52,6 @@ def use_profiles(root: Path) -> None:
         get_engine.cache_clear()
 
 
-HL7_SD = "http://hl7.org/fhir/StructureDefinition/"
 # validation.py reports every invalid NHS number (SF-0201) before profiles run; not twice
 CHECKED_BY_CORE_PIPELINE = frozenset({"sf-nhs-1"})
 

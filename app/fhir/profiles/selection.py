@@ -26,13 +26,14 @@ from app.fhir.vocabulary import (
     CODE_SYSTEM,
     COMMUNICATION_CATEGORY,
     DOCUMENT_TYPE,
+    HL7_STRUCTURE_DEFINITION,
     STRUCTURE_DEFINITION,
     TASK_CODE,
 )
 
 SD = STRUCTURE_DEFINITION
 CS = CODE_SYSTEM
-HL7_SD = "http://hl7.org/fhir/StructureDefinition/"
+HL7_SD = HL7_STRUCTURE_DEFINITION
 
 
 def _codings(value: Any) -> list[dict[str, Any]]:

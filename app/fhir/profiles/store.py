@@ -16,14 +16,11 @@ import orjson
 
 from app.data_files import data_dir
 from app.fhir.terminology import Terminology
+from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION, TOPIC_EXTENSION
 
 PROFILES_DIR = data_dir("fhir_profiles")
 # The Backport IG carries an R4 topic's canonical URL in this extension on Basic
-TOPIC_URL_EXTENSIONS = (
-    "http://hl7.org/fhir/StructureDefinition/artifact-url",
-    "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic.url",
-)
-TOPIC_EXT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
+TOPIC_URL_EXTENSIONS = (HL7_STRUCTURE_DEFINITION + "artifact-url", TOPIC_EXTENSION + "url")
 
 
 SEARCHABLE = frozenset({"_id", "url", "name", "status", "version", "type", "base", "code"})
@@ -136,7 +133,7 @@ class ConformanceStore:
             return []
         out = []
         for ext in topic.get("extension", ()):
-            if ext.get("url") == TOPIC_EXT + "canFilterBy":
+            if ext.get("url") == TOPIC_EXTENSION + "canFilterBy":
                 parts = {sub["url"]: next(v for k, v in sub.items() if k.startswith("value"))
                          for sub in ext.get("extension", ())}
                 out.append((str(parts.get("resource")), str(parts.get("filterParameter"))))
