@@ -1,4 +1,4 @@
-"""The `safeflag` command (contract section 1)."""
+"""The `safeflag` command: `serve`, `migrate`, `dispatcher` and the operational subcommands (docs/deployment.md)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        # httptools + uvloop: the pure-Python h11 protocol adds ~40 ms per keep-alive request (performance.md)
+        # httptools + uvloop: the pure-Python h11 protocol costs far more CPU per keep-alive request
         loop="uvloop",
         http="httptools",
         log_config=uvicorn_log_config(),

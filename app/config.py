@@ -1,6 +1,6 @@
 """Settings, read from the environment (and a `.env` file), built by a factory, never at import time.
 
-Contract section 1 lists the variables and their defaults.
+Each field is `SAFEFLAG_<NAME>`; docs/deployment.md lists the ones a deployment sets.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     # whose bank holidays the acknowledgement due times skip (app/safeguarding/tasks.py)
     holidays_region: HolidaysRegion = "england-and-wales"
-    # notification delivery (contract section 6)
+    # notification delivery: in the server process, or in `safeflag dispatcher`
     dispatcher_in_process: bool = True
     notify_poll_seconds: float = 0.5
     notify_lease_seconds: float = 30.0

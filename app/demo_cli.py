@@ -1,4 +1,4 @@
-"""`safeflag demo` (contract section 1): migrate the configured database, run the app in-process (over
+"""`safeflag demo`: migrate the configured database, run the app in-process (over
 httpx's ASGI transport, lifespan included) with a notification dispatcher and a real webhook receiver on
 127.0.0.1, play the story of app/demo/story.py step by step, print what each step found and its latency, then
 a summary table. Exit code 0 when every step passed, 1 otherwise (2: the issuer key is unsafe).

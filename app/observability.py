@@ -1,4 +1,4 @@
-"""Request ids, Prometheus metrics and structured JSON logs (contract section 2, operations endpoints).
+"""Request ids, Prometheus metrics and structured JSON logs (docs/deployment.md).
 
 One pure-ASGI middleware (no BaseHTTPMiddleware: it costs on every request) stamps `X-Request-Id` on
 every response (echoed when the client sends a sane one, generated otherwise), times the request,

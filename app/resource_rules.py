@@ -2,6 +2,9 @@
 and notifications are put on the engine's interceptor chain (app/interactions/interceptors.py), by
 plain calls, in the order they run. The app (app/main.py), the dispatcher and the CLI commands that
 write build their `AppContext` with `resource_rules()`, so every write runs the same rules.
+
+Layer: part of the composition, above `app/api` and the engine and below `app/context.py` and the
+entry points (app/main.py, app/worker.py); the rules themselves never import it.
 """
 
 from __future__ import annotations

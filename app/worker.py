@@ -4,6 +4,9 @@ besides delivery, for `safeflag dispatcher` and for the dispatcher `safeflag ser
 Notifications and safeguarding are independent of each other: this is where the one meets the other,
 by plain calls (the escalation of overdue acknowledgement Tasks, app/safeguarding/escalation.py, is a
 timer of the dispatcher because it is added here).
+
+Layer: an entry point, under app/main.py (which runs the dispatcher in-process) and app/cli.py; it builds an
+`AppContext` (app/context.py) and hands the dispatcher and the timers only the `UnitOfWork` port (app/ports.py).
 """
 
 from __future__ import annotations

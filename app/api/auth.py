@@ -1,4 +1,4 @@
-"""Authentication endpoints and the `authenticate` dependency (contract section 2, "Auth").
+"""Authentication endpoints and the `authenticate` dependency (docs/api/security.md).
 
 - `GET /fhir/.well-known/smart-configuration`: SMART discovery for Backend Services
   (https://hl7.org/fhir/smart-app-launch/conformance.html).

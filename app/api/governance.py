@@ -1,5 +1,5 @@
-"""`GET /fhir/$governance-report?month=YYYY-MM[&organization=Organization/x]` (contract section 6): the
-month's governance figures per provider organisation as a Parameters resource, computed by
+"""`GET /fhir/$governance-report?month=YYYY-MM[&organization=Organization/x]` (docs/api/referrals.md):
+the month's governance figures per provider organisation as a Parameters resource, computed by
 `app/safeguarding/report.py` as of the server's clock.
 """
 

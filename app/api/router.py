@@ -20,6 +20,9 @@ an OperationOutcome (before any token is looked at, as for every unknown path).
 The same table gives the operations the CapabilityStatement lists (`operations`) and, for the OpenAPI
 document only, one FastAPI route per entry (`documentation_routes`): FastAPI's parameter handling
 never runs on a FHIR request, which is what keeps a read, search or create cheap.
+
+Layer: `app/api`, the HTTP edge, under the composition in app/main.py (which mounts it) and above the
+interaction engine (app/interactions/) that the endpoints call; it knows nothing of FHIR rules itself.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ async def readyz(ctx: ContextDep) -> Response:
 @router.get("/metrics", name="metrics", tags=["operations"])
 async def metrics(request: Request, principal: PrincipalDep) -> Response:
     """Prometheus text format; the pool gauges are read at scrape time. Not an open endpoint
-    (contract section 2): scrapers use an admin or system token, or the loopback-only listener of
+    (it names teams and their workload): scrapers use an admin or system token, or the loopback-only listener of
     `SAFEFLAG_METRICS_BIND` (app/metrics_listener.py), which needs none."""
     decide_operation(principal, "metrics").enforce("metrics")
     # The classic text format (0.0.4): what every Prometheus version and scraper accepts.
@@ -108,8 +108,8 @@ async def metrics(request: Request, principal: PrincipalDep) -> Response:
 
 
 async def render_metrics(app: Any) -> bytes:
-    """Every figure, the pool gauges and the open / overdue acknowledgement Tasks per team (contract
-    section 5) read now."""
+    """Every figure, the pool gauges and the open / overdue acknowledgement Tasks per team
+    (app/safeguarding/workload.py), read now."""
     from app.safeguarding import workload
 
     m, ctx = app.state.metrics, app.state.ctx

@@ -1,4 +1,4 @@
-"""`safeflag demo` (contract section 1): a synthetic borough and the end-to-end safeguarding story,
+"""`safeflag demo`: a synthetic borough and the end-to-end safeguarding story,
 played over HTTP against the app running in-process on the configured database.
 
 `borough.py` the reference data (ids chosen here, test-range NHS numbers only), `receiver.py` the

@@ -1,5 +1,5 @@
 """The synthetic borough `safeflag demo` seeds: its organisations, people and one family, and the
-resources the story writes (contract sections 4 and 5 for the codes).
+resources the story writes (docs/api/codes.md for the codes).
 
 Every id is chosen here so that seeding is `PUT` update-as-create and a re-run changes nothing
 (https://hl7.org/fhir/R4/http.html#upsert). NHS numbers come from the 999 test range and carry valid
@@ -38,7 +38,7 @@ CHILD, MOTHER = "Patient/demo-child", "Patient/demo-mother"
 SUBSCRIPTION = "Subscription/demo-0-19-ed-attendance"
 OFFICE_HOURS = {"system": "phone", "value": "01632 960101", "use": "work", "rank": 1}
 OUT_OF_HOURS = {"system": "phone", "value": "01632 960199", "use": "work", "rank": 2}
-ED_CARE_SETTING = "310000008"  # SNOMED CT emergency department: unscheduled care (contract section 3)
+ED_CARE_SETTING = "310000008"  # SNOMED CT emergency department: an unscheduled-care setting
 
 
 def _id(ref: str) -> str:

@@ -1,6 +1,6 @@
 """The 0-19 service's webhook endpoint in `safeflag demo`: a real HTTP server on a free 127.0.0.1 port
 that records each notification with its arrival time and whether its `X-SafeFlag-Signature`
-(HMAC-SHA256 of the exact body bytes, contract section 6) matches the subscription's secret.
+(HMAC-SHA256 of the exact body bytes) matches the subscription's secret.
 
 Notification Bundles follow the R4 Subscriptions Backport
 (https://hl7.org/fhir/uv/subscriptions-backport/notifications.html): the first entry is a

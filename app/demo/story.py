@@ -1,4 +1,4 @@
-"""The steps of `safeflag demo` (contract sections 3, 5 and 6), each a real HTTP exchange with the app
+"""The steps of `safeflag demo`, each a real HTTP exchange with the app
 made with the token of the person or system who would make it in the borough:
 
 1. reference data (admin), 2. the local authority's child protection plan (mash-practitioner),
@@ -32,7 +32,7 @@ from app.security.cli import mint_token
 
 FHIR_JSON = "application/fhir+json"
 COMM = COMMUNICATION_CATEGORY + "|"
-WAIT_S = 10.0  # the contract's target is 1 s; a slower arrival is reported, a missing one fails
+WAIT_S = 10.0  # the target is 1 s; a slower arrival is reported, a missing one fails
 
 
 class StepFailed(Exception):
@@ -141,7 +141,7 @@ class Story:
         notes = _entries(told, "match", "Communication")
         if not notes:
             raise StepFailed(f"no access-notification Communication to {b.LA} after an unscheduled-care (ED) "
-                             "read of the child's active flags (contract section 3)")
+                             "read of the child's active flags")
         sent = datetime.fromisoformat(notes[0]["sent"])
         when = "sent by this check" if sent >= began else f"already sent today at {sent:%H:%M:%S}Z: one a day"
         self.note(f"access notification Communication/{notes[0]['id']} to {b.LA} ({when})")
@@ -240,4 +240,4 @@ class Story:
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(32)  # 43 characters: the contract asks for 32 or more
+    return secrets.token_urlsafe(32)  # 43 characters: a subscription secret needs 32 or more

@@ -4,7 +4,7 @@ fhir.resources does not enforce (it accepts `Flag.status` "bogus").
 Keys are element definition paths: the resource or data type, then the element (backbone elements
 continue their parent's path, so `Encounter.statusHistory.status`, `Timing.repeat.periodUnit`). A
 data type's binding applies wherever the type occurs, extensions included. The list covers every
-required binding of the 14 resource types of contract section 2 and of the data types they (or their
+required binding of the resource types SafeFlag serves and of the data types they (or their
 extensions) use; the ValueSet is named in each comment. Bindings to code systems too large to list
 are checked for syntax only (`MIME_TYPE_PATHS`, `LANGUAGE_PATHS`, `CURRENCY_PATHS`); bindings to
 FHIRAllTypes (DataRequirement.type, ParameterDefinition.type) are not checked.

@@ -10,7 +10,7 @@
 4. profiles: `profile=` canonicals asked for by `$validate` (the hook for `app/fhir/profiles.py`);
 5. business rules (422): NHS number check digit on every identifier with the NHS number system.
 
-1-4 answer 400, 5 answers 422 (contract section 2). `validate_resource` raises the first stage that
+1-4 answer 400, 5 answers 422 (docs/api/errors.md). `validate_resource` raises the first stage that
 fails; `$validate` turns that into a 200 OperationOutcome.
 
 Message ids: SF-0100 not an object, SF-0101 resourceType, SF-0102 id, SF-0103 id vs URL, SF-0104 binding,

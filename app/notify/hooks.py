@@ -57,7 +57,7 @@ async def prepare_subscription(
         if principal is not None and is_creator(principal, current.content, current.created_by_org):
             owner = principal.to_claims()  # the creator's own change: its current claims authorise deliveries
     content = _with_creator(content, tag)
-    # each delivery is authorised again as the creator (contract section 3)
+    # each delivery is authorised again as the creator, so a notification never shows more than they may read
     content, patch = await lifecycle.prepare(
         ctx.session, content, current, base=ctx.base, webhook_allow=ctx.settings.webhook_hosts,
         owner=owner, limits=ctx.settings.search_limits,

@@ -1,4 +1,4 @@
-"""Access notifications (contract section 3, as CP-IS tells a local authority each time one of its
+"""Access notifications (as CP-IS tells a local authority each time one of its
 children is looked up in unscheduled care): a read of a child's ACTIVE flags by a principal whose
 `care_setting` is in the `unscheduled-care-setting` ValueSet of `fhir_profiles/` (SNOMED CT 310000008
 emergency department, and every code of our `care-setting` CodeSystem: urgent care, walk-in centre,
@@ -50,7 +50,7 @@ ACCESS_CONTEXT_HEADER = "x-access-context"
 
 
 def is_scheduled(header: str | None) -> bool:
-    """`X-Access-Context: scheduled` asks for a silent read (contract section 3)."""
+    """`X-Access-Context: scheduled` asks for a silent read: no access notification."""
     return header is not None and header.strip().lower() == "scheduled"
 
 

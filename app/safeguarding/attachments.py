@@ -1,7 +1,7 @@
 """The document of a MASH referral copy: allowed content types, the size bound, and the R4 integrity
 fields of an Attachment (https://hl7.org/fhir/R4/datatypes.html#Attachment): `size` is the number of
 bytes and `hash` the base64 of the SHA-1 of those bytes. Both are checked when the client supplies
-them and computed when it does not (contract section 5, "MASH referral copy").
+them and computed when it does not (docs/api/referrals.md).
 
 Pure functions over JSON; the hooks in `referrals.py` decide where the bytes come from (inline `data`
 or a stored Binary, https://hl7.org/fhir/R4/binary.html).

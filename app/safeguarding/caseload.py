@@ -1,4 +1,4 @@
-"""`safeflag import-caseload FILE.csv` (contract section 1): health-visitor, school-nurse and
+"""`safeflag import-caseload FILE.csv`: health-visitor, school-nurse and
 safeguarding-lead caseloads as one CareTeam per child, which routing (routing.py) then reads.
 
 CSV columns (header row required, any order, extra columns ignored):

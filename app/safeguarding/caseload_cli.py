@@ -1,4 +1,4 @@
-"""`safeflag import-caseload FILE.csv [--batch-size N]` (contract section 1): the command around
+"""`safeflag import-caseload FILE.csv [--batch-size N]`: the command around
 `caseload.py`, with a rich progress bar. Registered on the `safeflag` app by `register(app, open_context)`
 in app/cli.py, which gives it the app's context to import with. Exit codes: 0 every row imported (or already there); 1 some rows were bad (listed with
 their line numbers; the good ones are committed); 2 the file or database could not be used at all.

@@ -1,4 +1,4 @@
-"""What an ED Encounter write implies (contract section 5, "ED attendance"); each rule a small function.
+"""What an ED Encounter write implies (docs/api/ed-attendance.md); each rule a small function.
 
 - An attendance is an Encounter of class EMER (v3-ActCode) whose status is not `planned`, `cancelled`
   or `entered-in-error`; its subject is the child by reference or by NHS-number identifier only
@@ -127,7 +127,7 @@ async def _already(lookup: Lookup, key: str) -> bool:
 async def _plan_flag(lookup: Lookup, child: StoredResource | None, child_ref: dict[str, Any] | None) -> bool:
     if child is not None:
         flags = await _ACTIVE_FLAGS_OF_CHILD.run(lookup.session, child=child.id)
-    else:  # known by NHS number only: flags recorded against that identifier (contract section 2)
+    else:  # known by NHS number only: flags recorded against that identifier
         ident = (child_ref or {}).get("identifier") or {}
         if not (isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str)
                 and ident["system"] and ident["value"]):

@@ -1,4 +1,4 @@
-"""ED attendance rules on every Encounter write (contract section 5): notices and Tasks in the same
+"""ED attendance rules on every Encounter write (docs/api/ed-attendance.md): notices and Tasks in the same
 transaction as the Encounter, so a committed attendance always has its notices; a notice routed to
 no one is told to the writer, the log and the metrics (unrouted.py)."""
 

@@ -1,4 +1,4 @@
-"""Escalation of overdue acknowledgement Tasks, run by the dispatcher's timer (contract section 5):
+"""Escalation of overdue acknowledgement Tasks, run by the dispatcher's timer:
 once per Task, an `escalation` Communication to the team's safeguarding lead and the Task reassigned.
 
 The lead is the `safeguarding-lead` participant of the child's active CareTeam (referenced as the

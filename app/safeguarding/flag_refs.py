@@ -1,5 +1,5 @@
 """References in safeguarding flags and what they point at: the subject Patient, given by reference or
-by NHS number only (contract section 5); comparable keys for references; the NHS numbers of a Patient;
+by NHS number only; comparable keys for references; the NHS numbers of a Patient;
 and (from app/storage/locks.py) the per-key transaction lock that check-then-write rules (duplicate
 flags, access notifications) hold on PostgreSQL. Spec: https://hl7.org/fhir/R4/references.html
 """

@@ -1,5 +1,4 @@
-"""Flag lifecycle rules, as FGM-IS and CP-IS apply them (contract section 4 table, section 5 "Flag
-lifecycle"), run before every Flag write (`flag_rules`, put on the interceptor chain by
+"""Flag lifecycle rules, as FGM-IS and CP-IS apply them (docs/api/flags.md), run before every Flag write (`flag_rules`, put on the interceptor chain by
 app/resource_rules.py): create, update, update-as-create, patch, conditional update and transaction
 entries. Spec: https://hl7.org/fhir/R4/flag.html
 
@@ -314,7 +313,7 @@ _ACTIVE_FLAGS_BY_CHILD = prepared("Flag", [("subject", "Patient/:child"), *_ACTI
 @lru_cache(maxsize=8)
 def _active_flags_by_nhs(numbers: int) -> PreparedSearch:
     """Active flags of a category about a child with `numbers` NHS numbers (usually one), named by
-    reference or by NHS number (`subject:identifier` matches both, contract section 2)."""
+    reference or by NHS number (`subject:identifier` matches both)."""
     about = ",".join(f"{NHS_NUMBER_SYSTEM}|:nhs{i}" for i in range(numbers))
     return prepared("Flag", [("subject:identifier", about), *_ACTIVE_OF_CATEGORY])
 

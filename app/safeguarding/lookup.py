@@ -46,7 +46,7 @@ class Lookup:
         return found[0] if len(found) == 1 else None
 
     async def resolve_subject(self, subject: dict[str, Any] | None) -> StoredResource | None:
-        """A subject given by reference, or by NHS-number identifier only (contract section 5)."""
+        """A subject given by reference, or by NHS-number identifier only."""
         found = await self.subject_matches(subject)
         return found[0] if len(found) == 1 else None
 

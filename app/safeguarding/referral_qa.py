@@ -1,5 +1,5 @@
-"""Quality review of referral copies and the local authority's reply (contract section 5, "MASH referral
-copy"; https://hl7.org/fhir/R4/task.html, https://hl7.org/fhir/R4/communication.html).
+"""Quality review of referral copies and the local authority's reply (docs/api/referrals.md;
+https://hl7.org/fhir/R4/task.html, https://hl7.org/fhir/R4/communication.html).
 
 - A review is a Task with `code` `referral-qa` (`safeguarding-task`): `focus` a stored referral copy,
   `for` the copy's child, `owner` a safeguarding lead (a PractitionerRole coded `safeguarding-lead` in
@@ -8,7 +8,7 @@ copy"; https://hl7.org/fhir/R4/task.html, https://hl7.org/fhir/R4/communication.
 - The reply is a Communication of category `referral-outcome` whose `inResponseTo` names the
   `mash-referral` Communication(s) it answers, about the same child.
 - The queue (`GET /fhir/DocumentReference/$qa-queue[?organization=Organization/x]`): current referral
-  copies with no completed `referral-qa` Task, oldest first; "of" an organisation as contract section 3
+  copies with no completed `referral-qa` Task, oldest first; "of" an organisation as the access policy
   defines it for DocumentReference (written by it, or naming it or one of its people as author or
   custodian).
 """
@@ -118,7 +118,7 @@ async def referral_outcome_rules(
 
 # -- the queue ---------------------------------------------------------------------------------------
 async def organization_members(lookup: Lookup, org: str) -> set[tuple[str, str]]:
-    """(type, id) of the Organization, its PractitionerRoles and their Practitioners (contract section 3)."""
+    """(type, id) of the Organization, its PractitionerRoles and their Practitioners: the people whose records are "of" it."""
     out = {("Organization", org.partition("/")[2])}
     for role in await lookup.search("PractitionerRole", [("organization", org)], count=1000):
         out.add(("PractitionerRole", role.id))

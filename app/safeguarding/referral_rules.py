@@ -1,4 +1,4 @@
-"""Shared vocabulary of the MASH referral rules (contract sections 4 and 5): the codes, how to recognise
+"""Shared vocabulary of the MASH referral rules (docs/api/referrals.md): the codes, how to recognise
 a referral copy / referral Communication / QA Task, local references, profile checks and the
 "only status may change" comparison. Used by `referrals.py`, `referral_qa.py` and the report.
 """

@@ -1,5 +1,5 @@
 """MASH referral copies: integrity and immutability of the DocumentReference, its Binary and the
-referral Communication (contract section 5, "MASH referral copy"; https://hl7.org/fhir/R4/documentreference.html,
+referral Communication (docs/api/referrals.md; https://hl7.org/fhir/R4/documentreference.html,
 https://hl7.org/fhir/R4/binary.html). Write rules (put on the interceptor chain by app/resource_rules.py),
 run inside the write's transaction: any error rolls back the whole request or transaction Bundle, so no
 half-stored referral remains.

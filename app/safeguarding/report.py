@@ -1,4 +1,4 @@
-"""Governance figures for one month (contract section 6; `GET /fhir/$governance-report`, `safeflag report`):
+"""Governance figures for one month (`GET /fhir/$governance-report`, `safeflag report`):
 a Parameters resource (https://hl7.org/fhir/R4/parameters.html) with one `organization` parameter per
 provider organisation. Every figure is computed from stored data, as of `now`:
 
@@ -19,7 +19,7 @@ provider organisation. Every figure is computed from stored data, as of `now`:
 - `access-notifications`: access-notification Communications `sent` in the month.
 - `flags-<category>`: Flags first stored in the month, per `safeguarding-flag-category` code (not
   entered-in-error), only categories with at least one.
-A record counts for every organisation it is "of" (contract section 3): the one whose token wrote it,
+A record counts for every organisation it is "of" (as the access policy reads "of", app/security/policy.py): the one whose token wrote it,
 and those it names (directly or through a PractitionerRole/Practitioner/CareTeam) as author, custodian,
 sender or recipient; so a notice counts for the ED that sent it and the team that received it. Counts
 are valueInteger; shares (0..1, 4 places), days (2 places) and seconds (3 places) valueDecimal, left out
@@ -102,7 +102,7 @@ class Tally:
     flags: Counter[str] = field(default_factory=Counter)
 
     def figures(self) -> dict[str, Number]:
-        """Contract section 6 names, in its order, then the per-code figures."""
+        """The fixed figures in their published order (docs/api/referrals.md), then the per-code figures."""
         out: dict[str, Number] = {
             "referral-copies": self.copies,
             "referral-qa-share": _share(self.reviewed, self.copies),
@@ -260,7 +260,7 @@ def _part(name: str, value: float) -> dict[str, Any]:
 
 
 def to_parameters(report: Report) -> dict[str, Any]:
-    """The Parameters resource of contract section 6."""
+    """The report as a Parameters resource: one `organization` part per provider organisation."""
     params = []
     for org, tally in report.organizations.items():
         ref: dict[str, Any] = {"reference": org}

@@ -1,7 +1,7 @@
-"""`safeflag report --month YYYY-MM [--org REF] [--format table|json|csv] [--chart FILE.png] [--as-of INSTANT]`
-(contract sections 1 and 6): the governance figures of `report.py` read straight from the configured
-database, as a rich table (one column per organisation), a JSON list of objects with the contract's
-names, or CSV; `--chart` also draws the twelve months up to `--month` (all organisations, or `--org`)
+"""`safeflag report --month YYYY-MM [--org REF] [--format table|json|csv] [--chart FILE.png] [--as-of INSTANT]`:
+the governance figures of `report.py` read straight from the configured
+database, as a rich table (one column per organisation), a JSON list of objects with the report's
+figure names, or CSV; `--chart` also draws the twelve months up to `--month` (all organisations, or `--org`)
 as a PNG with matplotlib. Registered on the `safeflag` app by `register(app)` in app/cli.py.
 """
 
@@ -66,7 +66,7 @@ def _cell(name: str, value: Number) -> str:
 
 
 def _names(rows: list[dict[str, Any]]) -> list[str]:
-    """The contract's names in its order, then every per-code count any organisation has, sorted."""
+    """The fixed figure names in their published order, then every per-code count any organisation has, sorted."""
     names: list[str] = list(Tally().figures())
     extra = {k for row in rows for k in row if k != "organization" and k not in names}
     return names + sorted(extra, key=lambda k: (not k.startswith(PER_CODE[0]), k))

@@ -1,4 +1,4 @@
-"""What the governance report reads (contract section 6): the month's records with the organisation
+"""What the governance report reads: the month's records with the organisation
 that wrote them, when Tasks were first completed, when notices were first delivered, and which
 organisations a reference stands for. Read-only; selections use the shared search definitions
 (`where_clause`), so "category", "sent", "date" mean here exactly what they mean in a search.
@@ -129,7 +129,7 @@ class ReportData:
         return out
 
     async def organisations(self, references: Iterable[Any], created_by_org: str | None) -> frozenset[str]:
-        """The organisations a record is "of" (contract section 3): the one that wrote it, and those it
+        """The organisations a record is "of" (as the access policy reads it): the one that wrote it, and those it
         names directly or through their PractitionerRoles / Practitioners / CareTeams."""
         out = {created_by_org} if created_by_org else set()
         for value in references:

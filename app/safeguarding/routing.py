@@ -1,4 +1,4 @@
-"""Who hears about a child's ED attendance (contract section 5, "ED attendance"):
+"""Who hears about a child's ED attendance (docs/api/ed-attendance.md):
 
 the member of the child's active CareTeam whose participant role is `health-visitor` (under 5) or
 `school-nurse` (5 up to 18), referenced exactly as the CareTeam references it; else the child's

@@ -1,5 +1,5 @@
-"""`GET /fhir/Patient/{id}/$safeguarding-summary`: what a record banner shows about a child (contract
-section 2; CP-IS shows clinicians a child's plans and the recent accesses to them), in ONE call:
+"""`GET /fhir/Patient/{id}/$safeguarding-summary`: what a record banner shows about a child
+(as CP-IS shows clinicians a child's plans and the recent accesses to them), in ONE call:
 
 - the Patient (search mode `match`), so the banner can show name, NHS number and birth date;
 - the child's ACTIVE Flags (`match`) with their authors, the owning organisations and their office-hours

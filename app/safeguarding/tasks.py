@@ -1,5 +1,5 @@
 """Acknowledgement Tasks: one per notice, owned by the recipient, due in 1 working day (urgent) or
-5 (routine), escalated ONCE to the team's safeguarding lead when overdue (contract section 5).
+5 (routine), escalated ONCE to the team's safeguarding lead when overdue (docs/api/ed-attendance.md).
 
 Working days are counted on the Europe/London calendar, whatever the server's time zone: they skip
 Saturdays, Sundays and the bank holidays of one UK region (England and Wales by default; Scotland or

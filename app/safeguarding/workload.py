@@ -1,4 +1,4 @@
-"""Open and overdue acknowledgement Tasks per team (contract section 5; issue 5 "Acknowledgement"), for
+"""Open and overdue acknowledgement Tasks per team (the acknowledgement Tasks of tasks.py), for
 `/metrics`: `safeguarding_tasks_open` and `safeguarding_tasks_overdue`, labelled `organization` (the
 owner's team: the owning Organization, a PractitionerRole's organisation, or a Practitioner's first
 role's organisation; `unassigned` for unrouted notices' Tasks, `unknown` when the team cannot be told).

@@ -1,5 +1,5 @@
 """Who belongs to the principal's organisation, read from the stored reference data, so that the
-policy can tell whether a record is "of" that organisation (contract section 3).
+policy can tell whether a record is "of" that organisation.
 
 `enrich` adds to a Principal:
 - `org_refs`: the PractitionerRoles whose `organization` is the token's `org`, and their Practitioners

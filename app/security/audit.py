@@ -2,7 +2,7 @@
 (https://profiles.ihe.net/ITI/BALP/, FHIR R4 AuditEvent https://hl7.org/fhir/R4/auditevent.html).
 
 `audit_for` builds the resource; the caller stores it through `Repository.create("AuditEvent", ...)`
-in the same transaction as the access (contract section 3), denied attempts included.
+in the same transaction as the access, denied attempts included.
 
 Shape (BALP RESTful patterns, with the OAuth access-token user agent):
 - `type` rest; `subtype` the restful-interaction code; `action` C / R / U / D, E for searches;

@@ -1,8 +1,8 @@
 """Binary access follows the DocumentReference named in `Binary.securityContext`
 (https://hl7.org/fhir/R4/binary.html#security: "the Binary is treated as having the same security
 context as that resource"). A referral copy's Binary is therefore visible exactly when its
-DocumentReference is: same reach (organisation, MASH sharing) and same restricted label (contract
-section 3). A Binary without a stored securityContext falls back to the policy for Binary itself.
+DocumentReference is: same reach (organisation, MASH sharing) and same restricted label.
+A Binary without a stored securityContext falls back to the policy for Binary itself.
 
 For the lead to wire into `policy.py` / the read and search paths: `security_context` loads the
 DocumentReference, `decide_binary` is `policy.decide` for a Binary read, `binary_visibility` the

@@ -1,6 +1,6 @@
 """The access guard of one unit of work: asks `policy` before every interaction, narrows searches
 with its SQL twin, applies default labels, and writes one AuditEvent per access in the same
-transaction (contract section 3). A refused or failed attempt is audited by `AppContext.unit_of_work`
+transaction as the access. A refused or failed attempt is audited by `AppContext.unit_of_work`
 in a transaction of its own, after the access's own transaction rolled back (`attempt_event`).
 
 `principal` None means the server's own work (rules, the dispatcher): no policy, no audit.

@@ -1,4 +1,4 @@
-"""Security labels (https://hl7.org/fhir/R4/security-labels.html) as contract section 3 uses them.
+"""Security labels (https://hl7.org/fhir/R4/security-labels.html) as SafeFlag uses them (docs/api/security.md).
 
 - Restricted: `meta.security` R or V from `v3-Confidentiality`. Such records are visible only to
   the safeguarding lead, admin, and users of the authoring organisation (policy.py decides).

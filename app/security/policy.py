@@ -1,4 +1,4 @@
-"""Access policy: THE one place that decides who may do what to which resource (contract section 3).
+"""Access policy: THE one place that decides who may do what to which resource (docs/api/security.md).
 
 A decision combines, in this order:
   1. what nobody may do: Flag, DocumentReference, Binary and AuditEvent are never deleted, AuditEvent
@@ -12,7 +12,7 @@ A decision combines, in this order:
 404 or 403 for a record the principal may not read? A record outside the role's reach (another
 organisation's Encounter for an ED clinician) answers 404, exactly as if it did not exist: the role
 has no business knowing it exists, and search never shows or counts it. A restricted (R/V) record
-inside the reach answers 403 (contract section 3), and search counts it as withheld. A type the role
+inside the reach answers 403, and search counts it as withheld. A type the role
 may not touch at all answers 403 for every id, existing or not, so it reveals nothing.
 
 "Their own" Subscription (`Reach.CREATOR`): created by a token of the same organisation and client
@@ -25,7 +25,7 @@ the organisation, or one of its Practitioners/PractitionerRoles (`Principal.org_
 is the organisation of the user's PractitionerRole, which is the token's `org`.
 
 Security labels are honoured on every resource type, not only on the Flag, Communication and
-DocumentReference that contract section 3 names: a restricted label means the same wherever it is.
+DocumentReference that carry them in practice: a restricted label means the same wherever it is.
 
 The SQL twin of `visibility` (for search) is `search_scope.py`; a test holds them equal on both databases.
 """
@@ -387,7 +387,7 @@ def decide(
 # Operations and endpoints that are not a FHIR interaction on one type. The data an operation reads
 # or writes is still decided by `decide`/`visibility` record by record.
 OPERATIONS: dict[str, frozenset[str]] = {
-    "metrics": frozenset({"admin", "system"}),  # GET /metrics (contract section 2: not an open endpoint)
+    "metrics": frozenset({"admin", "system"}),  # GET /metrics: not an open endpoint
     "governance-report": frozenset({"safeguarding-lead", "admin"}),  # $governance-report, safeflag report
     "validate": frozenset(ROLES),  # $validate reads and writes nothing
     "batch": frozenset(ROLES),  # POST /fhir: each entry is decided as if sent alone

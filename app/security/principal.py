@@ -1,4 +1,4 @@
-"""Who is asking: the `Principal` built from a verified access token (contract section 3).
+"""Who is asking: the `Principal` built from a verified access token (docs/api/security.md).
 
 Token claims: `iss`, `sub`, `exp`, `scope` (SMART v2), `fhirUser` (`Practitioner/…` or
 `PractitionerRole/…`), `role`, `org` (`Organization/…`), `care_setting`, and for SMART Backend
@@ -70,7 +70,7 @@ class Principal:
     token_id: str | None = None  # jti, recorded in audit as agent.policy (IHE BALP)
     # References that stand for the principal's organisation: the org itself, plus (after
     # `affiliation.enrich`) its PractitionerRoles and their Practitioners. "Their team" in
-    # contract section 3 is the organisation of the user's PractitionerRole: the token's `org`.
+    # the access rules is the organisation of the user's PractitionerRole: the token's `org`.
     org_refs: frozenset[str] = field(default_factory=frozenset)
     # References that stand for the user personally (fhirUser, and their PractitionerRoles).
     own_refs: frozenset[str] = field(default_factory=frozenset)
@@ -81,7 +81,7 @@ class Principal:
     @property
     def context(self) -> str:
         """The SMART scope context that counts for this principal: machine clients `system/`,
-        human users `user/` (contract section 3)."""
+        human users `user/`."""
         return "system" if self.role == "system" else "user"
 
     @property
@@ -106,7 +106,7 @@ class Principal:
 
     def to_claims(self) -> dict[str, str]:
         """The claims that rebuild this principal (`from_claims`): what a Subscription stores about its
-        creator, so that each delivery is authorised again as that principal (contract section 3)."""
+        creator, so that each delivery is authorised again as that principal."""
         claims = {"iss": self.issuer, "sub": self.sub, "role": self.role, "scope": self.scopes.raw,
                   "org": self.org, "fhirUser": self.fhir_user, "care_setting": self.care_setting,
                   "client_id": self.client_id}

@@ -7,7 +7,7 @@ The optional query narrows a scope to resources matching those search parameters
 `user/Flag.rs?category=https://fhir.safeflag.example/CodeSystem/safeguarding-flag-category|fgm`.
 Qualifiers are parsed by the search's own parser and may use plain token and reference parameters
 only (a scope with anything else grants nothing: we fail closed rather than guess). Non-resource scopes (`openid`, `fhirUser`, `launch`...) are kept
-for display but grant nothing. Scopes only ever narrow what the role allows (contract section 3).
+for display but grant nothing. Scopes only ever narrow what the role allows (docs/api/security.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The SQL twin of `policy.visibility`: conditions that make a search return exactly what the
-principal may see, and tell whether records were withheld (contract section 3).
+principal may see, and tell whether records were withheld.
 
 Filtering in SQL rather than after the page is fetched keeps `total`, paging links and `_summary=count`
 honest: a record outside the role's reach must not show up in a count either. The same rules as

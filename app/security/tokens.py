@@ -9,7 +9,7 @@
   cached, and refetched when an unknown `kid` appears (at most once per `min_refresh` seconds).
 - `aud` must contain the FHIR base URL (`<base>/fhir`), or the issuer entry's `audience`: a token
   minted for another API is not accepted here.
-- `exp` (required) and `nbf` are checked with at most 60 s clock skew (contract section 3).
+- `exp` (required) and `nbf` are checked with at most 60 s clock skew.
 - Lifetime at most 24 hours (`MAX_LIFETIME`), from every issuer: a token whose `exp` is more than
   24 h (plus the skew) ahead, or more than 24 h after its own `iat`, is refused. A token good for
   centuries is a stolen credential that never stops working; `safeflag token --ttl` mints no longer.

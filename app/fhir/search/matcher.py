@@ -105,7 +105,7 @@ async def _chain_match(rows: list[tuple[Any, ...]], crit: Criterion, resolve: An
 
 
 async def _identifier_match(rows: list[tuple[Any, ...]], crit: Criterion, resolve: Any) -> bool:
-    """The Reference carries the identifier, or points at a resource that does (contract section 2)."""
+    """The Reference carries the identifier, or points at a resource that does."""
     assert crit.param is not None
     types = crit.param.targets or tuple(t for t in SUPPORTED_TYPES if "identifier" in params_for(t))
     for v in crit.values:

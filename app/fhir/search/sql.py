@@ -129,8 +129,8 @@ def _has_rows(res: Table, t: Table, name: str, cond: Any = None) -> ColumnElemen
 
 
 def _identifier_pks(rtype: str, crit: Criterion) -> Any:
-    """`ref:identifier=sys|val`: the Reference carries the identifier, or points at a resource that does
-    (contract section 2). A UNION keeps both halves index-driven (an OR would force a scan)."""
+    """`ref:identifier=sys|val`: the Reference carries the identifier, or points at a resource that does.
+    A UNION keeps both halves index-driven (an OR would force a scan)."""
     assert crit.param is not None
     types = crit.param.targets or tuple(t for t in SUPPORTED_TYPES if "identifier" in params_for(t))
     r, tok = idx_reference.c, idx_token.c

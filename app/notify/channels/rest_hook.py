@@ -1,7 +1,7 @@
 """rest-hook channel: POST the notification Bundle to the subscriber's endpoint.
 
 Signed with `X-SafeFlag-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>` using the
-subscription's write-only secret (contract section 6), with the subscriber's own headers (never one
+subscription's write-only secret (docs/api/subscriptions.md), with the subscriber's own headers (never one
 SafeFlag sets or one that routes the request, app/notify/allow.py), a timeout, and only to the hosts
 and ports SAFEFLAG_WEBHOOK_ALLOW allows (checked again here: the setting may have changed).
 """
