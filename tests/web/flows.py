@@ -17,6 +17,7 @@ from selenium.webdriver.common.keys import Keys
 from app.config import Settings
 from app.context import AppContext
 from app.demo import borough as b
+from app.fhir.vocabulary import CARE_TEAM_ROLE, FLAG_CATEGORY
 from app.resource_rules import resource_rules
 from app.safeguarding.escalation import escalate_overdue
 from tests.e2e.server import RunningServer
@@ -57,7 +58,7 @@ def seed_server(server: RunningServer) -> None:
                           managingOrganization={"reference": b.ZERO19})
         team = {"resourceType": "CareTeam", "id": "web-child-2-0-19", "status": "active",
                 "subject": {"reference": SECOND_CHILD}, "participant": [
-                    {"role": [b.coding(b.CS + "care-team-role", "health-visitor")], "member": {"reference": b.HV}}]}
+                    {"role": [b.coding(CARE_TEAM_ROLE, "health-visitor")], "member": {"reference": b.HV}}]}
         for resource in (child, team):
             r = client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource)
             assert r.status_code in (200, 201), r.text
@@ -87,8 +88,8 @@ def task_of(server: RunningServer, encounter: str) -> str:
 def restricted_flag(server: RunningServer, child: str) -> None:
     """A restricted flag written by the sexual health service: its own and the leads' to see."""
     flag = {**b.plan_flag(date.today()), "subject": {"reference": child}, "author": {"reference": SEXUAL_HEALTH},
-            "category": [b.coding(b.CS + "safeguarding-flag-category", "exploitation-risk")],
-            "code": {"coding": [{"system": b.CS + "safeguarding-flag-category", "code": "exploitation-risk"}]},
+            "category": [b.coding(FLAG_CATEGORY, "exploitation-risk")],
+            "code": {"coding": [{"system": FLAG_CATEGORY, "code": "exploitation-risk"}]},
             "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
                                    "code": "R"}]}}
     with api(server, token(server, "sexual-health-clinician", org=SEXUAL_HEALTH)) as sh:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from app.demo import borough as b
+from app.fhir.vocabulary import SNOMED
 from app.security.principal import Principal
 from app.security.tokens import default_scope
 
@@ -51,7 +52,7 @@ async def seed(client: httpx.AsyncClient, today: Any) -> None:
 
 async def attend(client: httpx.AsyncClient, ed_auth: dict[str, str], start: str) -> str:
     r = await client.post("/fhir/Encounter", json={**b.attendance(start), "reasonCode": [
-        {"coding": [{"system": b.SNOMED, "code": "125667009", "display": "Contusion"}]}]}, headers=ed_auth)
+        {"coding": [{"system": SNOMED, "code": "125667009", "display": "Contusion"}]}]}, headers=ed_auth)
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
 

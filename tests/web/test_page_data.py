@@ -14,6 +14,7 @@ from sqlalchemy import select
 from app.context import AppContext
 from app.demo import borough as b
 from app.errors import BadRequest, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from app.fhir.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY
 from app.safeguarding.escalation import escalate_overdue
 from app.storage.tables import resource
 from app.web import desk, notice, notices
@@ -116,8 +117,8 @@ async def test_the_notice_page_withholds_a_restricted_flag_with_the_notice_and_t
 ) -> None:
     sh = auth("sexual-health-clinician", org=SEXUAL_HEALTH)
     flag = {**b.plan_flag(clock.now().date()), "author": {"reference": SEXUAL_HEALTH},
-            "category": [b.coding(b.CS + "safeguarding-flag-category", "exploitation-risk")],
-            "code": {"coding": [{"system": b.CS + "safeguarding-flag-category", "code": "exploitation-risk"}]},
+            "category": [b.coding(FLAG_CATEGORY, "exploitation-risk")],
+            "code": {"coding": [{"system": FLAG_CATEGORY, "code": "exploitation-risk"}]},
             "meta": {"security": [RESTRICTED]}}
     r = await borough.post("/fhir/Flag", json=flag, headers=sh)
     assert r.status_code == 201, r.text
@@ -203,7 +204,7 @@ async def test_mash_sees_referral_copies_and_replies_and_the_lead_reviews_the_co
     assert accesses == [] and withheld is None
     async with clean_ctx.unit_of_work(MASH) as svc:
         await desk.reply(svc, referrals[0].res_id, "Strategy meeting held; child in need plan", clock.now())
-    replies = (await borough.get("/fhir/Communication?category=" + desk.COMM_CATEGORY + "|referral-outcome")).json()
+    replies = (await borough.get("/fhir/Communication?category=" + COMMUNICATION_CATEGORY + "|referral-outcome")).json()
     [reply] = [e["resource"] for e in replies["entry"]]
     assert reply["inResponseTo"] == [{"reference": f"Communication/{referrals[0].res_id}"}]
     assert reply["payload"] == [{"contentString": "Strategy meeting held; child in need plan"}]
