@@ -14,7 +14,6 @@ as an OperationOutcome (https://hl7.org/fhir/R4/http.html#summary, /operationout
     ├── PayloadTooLarge            413 too-costly
     ├── UnsupportedMediaType       415 not-supported
     ├── Unprocessable              422 processing / business-rule / invariant / code-invalid
-    ├── TooManyRequests            429 throttled
     ├── ServerWriteInvalid         500 exception (a resource the server wrote failed validation: our bug)
     └── ServiceUnavailable         503 transient / timeout (the database, not the request)
 
@@ -156,12 +155,6 @@ class Unprocessable(FhirError):
     status = 422
     default_code = "processing"
     default_message = "Unprocessable resource"
-
-
-class TooManyRequests(FhirError):
-    status = 429
-    default_code = "throttled"
-    default_message = "Too many requests"
 
 
 class ServerWriteInvalid(FhirError):

@@ -4,7 +4,6 @@ app/api/fhir_routes.py), and health, readiness and metrics (FastAPI routes)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -117,7 +116,3 @@ async def render_metrics(app: Any) -> bytes:
     async with ctx.sessionmaker() as session, session.begin():
         await workload.observe(m.registry, session, ctx.settings.fhir_base, ctx.clock.now())
     return bytes(generate_latest(m.registry))
-
-
-def started_now() -> datetime:
-    return datetime.now(UTC)

@@ -19,8 +19,6 @@ from typing import Any
 from app.errors import Issue, operation_outcome
 from app.storage.repository import StoredResource
 
-RETURN_MODES = ("minimal", "representation", "OperationOutcome")
-
 
 @dataclass
 class Outcome:

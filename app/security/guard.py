@@ -22,7 +22,7 @@ from app.security import audit_trail
 from app.security.audit import audit_for, outcome_for_status, patients_of
 from app.security.binary_policy import decide_binary, security_context
 from app.security.labels import RESTRICTED, audit_restriction, default_labels, is_restricted
-from app.security.policy import WITHHELD_MSG, Visibility, conflict_sight, decide, decide_operation, visibility
+from app.security.policy import WITHHELD_MSG, Visibility, conflict_sight, decide, decide_operation
 from app.security.principal import Principal
 from app.security.search_scope import visible_any_type, visible_conditions
 from app.storage.repository import Repository, StoredResource, utc_ms
@@ -106,12 +106,6 @@ class Guard:
 
     def labels(self, body: dict[str, Any]) -> dict[str, Any]:
         return default_labels(self.principal, body) if self.principal is not None else body
-
-    def visible(self, stored: StoredResource) -> bool:
-        if self.principal is None:
-            return True
-        return visibility(self.principal, stored.resource_type, stored.content,
-                          stored.created_by_org) is Visibility.VISIBLE
 
     def sight(self, stored: StoredResource) -> Visibility:
         """How a record a server lookup found may show in what this principal is told when it blocks

@@ -249,12 +249,6 @@ def visibility(
     return Visibility.VISIBLE
 
 
-def visible(principal: Principal, stored: Any, created_by_org: str | None = None) -> bool:
-    """Search filter over a `StoredResource` (or anything with resource_type/content[/created_by_org])."""
-    org = getattr(stored, "created_by_org", created_by_org)
-    return visibility(principal, stored.resource_type, stored.content, org) is Visibility.VISIBLE
-
-
 def conflict_sight(
     principal: Principal, resource_type: str, content: dict[str, Any], created_by_org: str | None = None
 ) -> Visibility:

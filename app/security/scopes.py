@@ -22,7 +22,6 @@ from app.fhir.search.criteria import Criterion, parse_criterion
 from app.fhir.search.definitions import SUPPORTED_TYPES, index_values
 from app.fhir.search.values import RefValue, TokenValue
 
-CONTEXTS = ("patient", "user", "system")
 PERMISSIONS = "cruds"
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 _SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]{1,63})\.([a-z*]+)(?:\?(.*))?$")

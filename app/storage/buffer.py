@@ -72,11 +72,6 @@ async def flush(session: AsyncSession) -> None:
         await session.execute(stmt, rows)
 
 
-def queued(session: AsyncSession) -> bool:
-    """Whether rows are queued in `session`'s transaction."""
-    return bool(session.info.get(PENDING))
-
-
 def _plans(pending: dict[Any, list[dict[str, Any]]], dialect: Dialect) -> list[_TablePlan] | None:
     """A plan per queued INSERT, or None when one is not a plain INSERT of a table's columns with the
     same keys in every row (then SQLAlchemy writes the queue, as it always could)."""

@@ -23,6 +23,7 @@ from app.fhir.profiles import (
 )
 from app.fhir.profiles.matching import codings, pattern_matcher, reference_type
 from app.fhir.profiles.store import PROFILES_DIR
+from tests.support.profiles import compile_all
 
 BASE = "https://fhir.safeflag.example"
 SD = BASE + "/StructureDefinition/"
@@ -184,7 +185,7 @@ def test_compiler_refuses_what_the_engine_cannot_enforce(
 ) -> None:
     engine = Engine(_store(tmp_path, _sd("bad", [element])))
     with pytest.raises(ProfileError, match=message):
-        engine.warm()
+        compile_all(engine)
 
 
 def test_compiler_refuses_slices_without_a_discriminating_value(tmp_path: Path) -> None:
@@ -194,7 +195,7 @@ def test_compiler_refuses_slices_without_a_discriminating_value(tmp_path: Path) 
         {"id": "Flag.category:a", "path": "Flag.category", "sliceName": "a", "min": 1},
     ])
     with pytest.raises(ProfileError, match="slice Flag.category:a sets no fixed/pattern value at \\$this"):
-        Engine(_store(tmp_path, sd)).warm()
+        compile_all(Engine(_store(tmp_path, sd)))
     specialization = copy.deepcopy(sd) | {"derivation": "specialization"}
     with pytest.raises(ProfileError, match="only constraint profiles"):
         Engine(ConformanceStore.load(PROFILES_DIR))._compiler.compile(specialization)

@@ -120,11 +120,6 @@ class Engine:
             node = self._compiled[url] = self._compiler.compile(sd)
         return node
 
-    def warm(self) -> None:
-        """Compile every StructureDefinition now (at start-up), so a broken profile fails the start."""
-        for sd in self.store.structure_definitions():
-            self.compiled(sd["url"])
-
     # -- profiles -------------------------------------------------------------------------------
     def structure_issues(
         self, profile_url: str, content: dict[str, Any], skip_invariants: frozenset[str] = frozenset()

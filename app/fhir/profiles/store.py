@@ -152,7 +152,7 @@ _root = PROFILES_DIR  # SAFEFLAG_PROFILES_DIR (app/fhir/profiles `use_profiles`)
 @lru_cache(maxsize=1)
 def get_store() -> ConformanceStore:
     """The store of the project's own `fhir_profiles/`, or of the folder `SAFEFLAG_PROFILES_DIR` names
-    (loaded on first use; call at start-up to warm)."""
+    (loaded on first use)."""
     return ConformanceStore.load(_root)
 
 
