@@ -126,7 +126,7 @@ class AppContext:
         event, org = attempt
         async with self.sessionmaker() as session, session.begin():
             repo = self._repo(session)
-            await audit_trail.record(repo, event, org=org, now=svc.guard.now())
+            await audit_trail.record(repo, event, org=org, now=svc.guard.now(), base=self.settings.fhir_base)
             await repo.flush()
 
     async def close(self) -> None:

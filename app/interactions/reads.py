@@ -16,10 +16,11 @@ from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.search.executor import SearchResult, run_search
 from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_date, parse_search
 from app.interactions.preconditions import begin, check_type, conditional_criteria
+from app.security import audit_search
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
-from app.storage.repository import StoredResource
+from app.storage.repository import StoredResource, VersionRecord
 from app.storage.tables import resource as resource_table
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class Reads:
     async def read(self, resource_type: str, res_id: str) -> StoredResource:
         begin(self.ctx.guard, "read", resource_type, res_id)
         self.ctx.guard.check("read", resource_type, res_id=res_id)
-        current = await self.ctx.repo.get(resource_type, res_id)
+        current = await self._get(resource_type, res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
         # a deleted record the reader may not see answers 404 like any other, not 410
@@ -58,17 +59,28 @@ class Reads:
         self.ctx.guard.check("vread", resource_type, res_id=res_id)
         if not (version.isascii() and version.isdigit()) or len(version) > 9:  # beyond the int column: unknown
             raise NotFound(f"Version '{version}' of {resource_type}/{res_id} is not known", msg_id="SF-0303")
-        rec = await self.ctx.repo.get_version(resource_type, res_id, int(version))
+        if resource_type == "AuditEvent":  # kept in the audit trail, one version each
+            event = await audit_search.get(self.ctx.session, res_id) if int(version) == 1 else None
+            rec = (VersionRecord(event.resource_type, event.id, 1, event.last_updated, "POST", event.content)
+                   if event else None)
+        else:
+            rec = await self.ctx.repo.get_version(resource_type, res_id, int(version))
         if rec is None:
             raise NotFound(f"Version {version} of {resource_type}/{res_id} is not known", msg_id="SF-0303")
         if rec.content is None:
             raise Gone(f"Version {version} of {resource_type}/{res_id} is a deletion", msg_id="SF-0302")
-        current = await self.ctx.repo.get(resource_type, res_id)
+        current = await self._get(resource_type, res_id)
         org = current.created_by_org if current else None
         stored = StoredResource(0, rec.resource_type, rec.id, rec.version_id, rec.last_updated, False, rec.content, org)
         await self.ctx.guard.check_record("vread", stored)
         await self.ctx.guard.audited(stored)
         return stored
+
+    async def _get(self, resource_type: str, res_id: str) -> StoredResource | None:
+        """The current record; an AuditEvent from the audit trail's own table."""
+        if resource_type == "AuditEvent":
+            return await audit_search.get(self.ctx.session, res_id)
+        return await self.ctx.repo.get(resource_type, res_id)
 
     # -- search ------------------------------------------------------------------------------
     def parse(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool) -> SearchRequest:
@@ -101,8 +113,13 @@ class Reads:
         begin(self.ctx.guard, "search-type", resource_type, query=f"{resource_type}?{urlencode(query)}")
         self.ctx.guard.check("search", resource_type)
         req = self.parse(resource_type, query, strict=strict)
-        result = await run_search(self.ctx.session, req, max_includes=self.ctx.settings.max_includes,
-                                  restrict=self.ctx.guard.restrict())
+        if resource_type == "AuditEvent":
+            result = await audit_search.search(
+                self.ctx.session, req, self.ctx.principal, base=self.ctx.settings.fhir_base,
+                max_includes=self.ctx.settings.max_includes, restrict=self.ctx.guard.restrict())
+        else:
+            result = await run_search(self.ctx.session, req, max_includes=self.ctx.settings.max_includes,
+                                      restrict=self.ctx.guard.restrict())
         issues = [
             Issue("not-supported", f"Unknown search parameter '{u}' for {resource_type} was ignored",
                   "warning", (u,), "SF-0400")

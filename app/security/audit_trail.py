@@ -28,7 +28,9 @@ from sqlalchemy import bindparam, event, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from app.storage.audit_tables import GENESIS, audit_event, audit_row
+from app.fhir.search.dates import parse_range
+from app.fhir.search.definitions import index_values, params_for
+from app.storage.audit_tables import GENESIS, LINKED_PARAMS, audit_event, audit_event_ref, audit_row
 from app.storage.buffer import PENDING, defer, flush
 from app.storage.locks import on_postgresql
 from app.storage.repository import Repository, StoredResource
@@ -39,6 +41,7 @@ LANE_LOCK_CLASS = 0x5AFE  # first key of the two-key advisory locks that own lan
 MAX_LANES = 4096
 
 _INSERT = insert(audit_event)
+_INSERT_REFS = insert(audit_event_ref)
 # the lane's last row: it reads no queued row of the trail (append() flushes those first)
 _LAST_IN_LANE = (
     select(audit_event.c.position, audit_event.c.hash)
@@ -67,9 +70,26 @@ async def _lane(session: AsyncSession) -> int:
     return int(lane)
 
 
+def linked_refs(content: dict[str, Any], event_id: str, base: str) -> list[dict[str, str]]:
+    """The `audit_event_ref` rows of one AuditEvent: each `Type/id` its `patient`, `entity` and `agent`
+    search parameters read (the same extractors as every other search)."""
+    params = params_for("AuditEvent")
+    return [{"param": name, "ref": f"{rtype}/{rid}", "event_id": event_id}
+            for name in LINKED_PARAMS for rtype, rid, *_ in index_values(params[name], content, base)
+            if rtype is not None and rid is not None]
+
+
+def recorded_of(content: dict[str, Any], fallback: datetime) -> datetime:
+    """The event's `recorded` instant (naive UTC): the row's time, so that `date` searches on the column
+    answer as they do on the element."""
+    rng = parse_range(content["recorded"]) if isinstance(content.get("recorded"), str) else None
+    return rng[0] if rng else fallback
+
+
 async def append(session: AsyncSession, content: dict[str, Any], *, event_id: str, recorded: datetime,
-                 org: str | None) -> None:
-    """Queue the audit row of `content` (a stored AuditEvent) at the end of this connection's lane."""
+                 org: str | None, base: str = "") -> None:
+    """Queue the audit row of `content` (a stored AuditEvent) at the end of this connection's lane, and
+    its reference rows."""
     head = session.info.get(HEAD_KEY)
     if head is None:
         if session.info.get(PENDING, {}).get(_INSERT):  # never read past a queued row of the trail
@@ -80,13 +100,18 @@ async def append(session: AsyncSession, content: dict[str, Any], *, event_id: st
     lane, position, prev = head
     row = audit_row(lane, position + 1, prev, event_id, recorded, org, content)
     defer(session, _INSERT, [row])
+    refs = linked_refs(content, event_id, base)
+    if refs:
+        defer(session, _INSERT_REFS, refs)
     session.info[HEAD_KEY] = (lane, position + 1, row["hash"])
 
 
-async def record(repo: Repository, event_doc: dict[str, Any], *, org: str | None, now: datetime) -> StoredResource:
-    """Store one AuditEvent: as a resource (read and searched as today) and in the chained trail."""
+async def record(repo: Repository, event_doc: dict[str, Any], *, org: str | None, now: datetime,
+                 base: str = "") -> StoredResource:
+    """Store one AuditEvent: as a resource and in the chained trail (read and searched from the trail)."""
     stored = await repo.create("AuditEvent", event_doc, org=org, now=now)
-    await append(repo.session, stored.content, event_id=stored.id, recorded=stored.last_updated, org=org)
+    await append(repo.session, stored.content, event_id=stored.id,
+                 recorded=recorded_of(stored.content, stored.last_updated), org=org, base=base)
     return stored
 
 

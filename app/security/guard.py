@@ -161,7 +161,7 @@ class Guard:
             res_id=stored.id if stored else None,
         )
         self.pending = None
-        await audit_trail.record(self.repo, event, org=org, now=utc_ms(self.now()))
+        await audit_trail.record(self.repo, event, org=org, now=utc_ms(self.now()), base=self.server)
 
     def attempt_event(self, status: int, description: str) -> tuple[dict[str, Any], str | None] | None:
         """The AuditEvent of a refused or failed access and its organisation (None when nothing was under way)."""

@@ -74,6 +74,20 @@ audit_event = Table(
     Index("ix_audit_event_entity", "entity"),
 )
 
+# Every `patient`, `entity` and `agent` reference of an event (`Type/id`, as the search parameters of
+# those names read them): an event names several patients when a search showed several children, and
+# the resource it touched, its patients and its agents all answer `entity`/`agent`. One narrow row each,
+# keyed by the event's id; app/security/audit_search.py drives `AuditEvent?patient=` from here.
+LINKED_PARAMS = ("patient", "entity", "agent")
+audit_event_ref = Table(
+    "audit_event_ref",
+    metadata,
+    Column("param", String(16), nullable=False),
+    Column("ref", String(512), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Index("ix_audit_event_ref", "param", "ref", "event_id", unique=True),
+)
+
 SEARCH_COLUMNS = ("subtype", "action", "outcome", "agent", "org", "entity", "patient", "request_id", "restricted")
 
 

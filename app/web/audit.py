@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Request
 
 from app.observability import request_id_var
+from app.security import audit_trail
 from app.security.audit import DCM, audit_for, clean
 from app.security.principal import Principal
 
@@ -28,7 +29,7 @@ def _client(request: Request) -> str | None:
 async def _store(request: Request, event: dict[str, Any], org: str | None) -> None:
     ctx = request.app.state.ctx
     async with ctx.unit_of_work() as svc:
-        await svc.repo.create("AuditEvent", event, org=org, now=ctx.clock.now())
+        await audit_trail.record(svc.repo, event, org=org, now=ctx.clock.now(), base=ctx.settings.fhir_base)
 
 
 def _event(request: Request, principal: Principal | None, subtype: dict[str, str], outcome: str,

@@ -14,6 +14,7 @@ import pytest
 from app.context import AppContext
 from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
 from app.fhir.search.targets import target_types
+from app.security import audit_trail
 
 OURS = "https://fhir.safeflag.example/"
 CORE_SP = "http://hl7.org/fhir/SearchParameter/"
@@ -160,15 +161,19 @@ async def test_each_listed_rev_include_finds_stored_data(
     assert listed == expected
     sources: dict[str, str] = {}
     async with clean_ctx.unit_of_work() as svc:  # stored as they are, to reach every listed element
-        await svc.repo.create(target, {"resourceType": target}, res_id="t1", validated=True)
+        if target == "AuditEvent":  # read and searched from the audit trail
+            tid = (await audit_trail.record(svc.repo, {"resourceType": target}, org=None,
+                                            now=clean_ctx.clock.now())).id
+        else:
+            tid = (await svc.repo.create(target, {"resourceType": target}, res_id="t1", validated=True)).id
         for value in listed:
             stype, name = value.split(":")
             param = params_for(stype)[name]
-            stored = await svc.repo.create(stype, _with_reference(stype, param.paths[0], f"{target}/t1"),
+            stored = await svc.repo.create(stype, _with_reference(stype, param.paths[0], f"{target}/{tid}"),
                                            validated=True)
             sources[value] = f"{stype}/{stored.id}"
     for value in listed:
-        r = await client.get(f"/fhir/{target}", params={"_id": "t1", "_revinclude": value})
+        r = await client.get(f"/fhir/{target}", params={"_id": tid, "_revinclude": value})
         assert r.status_code == 200, r.text
         found = [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in r.json()["entry"]
                  if e["search"]["mode"] == "include"]

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.fhir.search.definitions import params_for
 from app.fhir.search.params import Include, SearchRequest
 from app.fhir.search.prepared import page_statement, recently_used
 from app.fhir.search.sql import count_query, page_query
@@ -21,6 +22,9 @@ from app.storage.tables import idx_reference, resource
 
 MAX_ITERATE = 5  # rounds of `_include:iterate` / `_revinclude:iterate`
 Restrict = Callable[[Table, str | None], Sequence[ColumnElement[bool]]]
+# (parameter, content) -> its reference rows, for sources whose references are read off their JSON
+# rather than the index tables (AuditEvents, kept in the audit trail's own table)
+RefsOf = Callable[[Any, dict[str, Any]], list[tuple[Any, ...]]]
 
 
 @dataclass
@@ -54,7 +58,7 @@ async def run_search(
         total = int((await session.execute(count_query(req, where))).scalar_one())
     result = SearchResult(req, matches, total)
     if matches and (req.include or req.revinclude):
-        await _add_includes(session, result, max_includes, list(restrict(resource, None)) if restrict else [], share)
+        await add_includes(session, result, max_includes, restrict)
     return result
 
 
@@ -75,12 +79,27 @@ def _page(req: SearchRequest, where: list[ColumnElement[bool]], share: Hashable 
 Step = tuple[Select[Any], dict[str, Any]]  # a statement and its parameters
 
 
-def _included_by(sources: list[StoredResource], inc: Include) -> Step | None:
-    """Resources that the page's `inc.source_type` resources reference through `inc.param`."""
+def _included_by(sources: list[StoredResource], inc: Include, refs_of: RefsOf | None = None) -> Step | None:
+    """Resources that the page's `inc.source_type` resources reference through `inc.param` (`refs_of`:
+    read off the sources' JSON, for sources that have no index rows)."""
+    if refs_of is not None and sources and inc.source_type == sources[0].resource_type:
+        return _referenced(sources, inc, refs_of)
     pks = [s.pk for s in sources if s.resource_type == inc.source_type]
     if not pks:
         return None
     return _included_by_statement(inc.param, inc.target_type), {"pks": pks}
+
+
+def _referenced(sources: list[StoredResource], inc: Include, refs_of: RefsOf) -> Step | None:
+    params = params_for(inc.source_type)
+    names = [n for n, p in params.items() if p.type == "reference"] if inc.param == "*" else [inc.param]
+    keys = sorted({(rtype, rid) for s in sources if s.resource_type == inc.source_type for n in names
+                   for rtype, rid, *_ in refs_of(params[n], s.content)
+                   if rid is not None and rtype is not None and inc.target_type in (None, rtype)})
+    if not keys:
+        return None
+    stmt = current_select().where(tuple_(resource.c.res_type, resource.c.res_id).in_(keys), resource.c.deleted.is_(False))
+    return stmt, {}
 
 
 @lru_cache(maxsize=256)
@@ -129,10 +148,14 @@ def _step(base: Select[Any], where: list[ColumnElement[bool]], share: Hashable |
     return build() if share is None else recently_used(_STEPS, (base, share), MAX_STEPS, build)
 
 
-async def _add_includes(
-    session: AsyncSession, result: SearchResult, max_includes: int, where: list[ColumnElement[bool]],
-    share: Hashable | None,
+async def add_includes(
+    session: AsyncSession, result: SearchResult, max_includes: int, restrict: Restrict | None,
+    refs_of: RefsOf | None = None,
 ) -> None:
+    """Add the page's `_include`d and `_revinclude`d resources that the asker may see (`refs_of`: how
+    the page's own references are read when its rows have no index rows)."""
+    where = list(restrict(resource, None)) if restrict else []
+    share = _share_key(restrict)
     seen = {(m.resource_type, m.id) for m in result.matches}
     frontier = list(result.matches)
     req = result.request
@@ -142,7 +165,8 @@ async def _add_includes(
         for build, inc in steps:
             if round_ > 0 and not inc.iterate:
                 continue
-            built = build(frontier, inc)
+            built = _included_by(frontier, inc, refs_of if round_ == 0 else None) if build is _included_by \
+                else build(frontier, inc)
             if built is None:
                 continue
             base, params = built
