@@ -17,12 +17,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
 from app.context import AppContext, SystemClock
 from app.interactions.service import FhirService
 from app.main import create_app
 from app.resource_rules import resource_rules
+from app.security.audit_archive import cut_everything
 from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
@@ -131,12 +133,19 @@ async def ctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None, cloc
         await context.close()
 
 
+async def empty_tables(conn: AsyncConnection) -> None:
+    """Delete every row; the audit trail's through its one sanctioned removal (the database refuses any
+    other DELETE of audit rows, app/storage/audit_guards.py)."""
+    await conn.run_sync(lambda sync: cut_everything(sync, now=datetime(2026, 1, 1)))
+    for table in reversed(metadata.sorted_tables):
+        await conn.execute(delete(table))
+
+
 @pytest.fixture
 async def clean_ctx(ctx: AppContext, clock: StepClock) -> AppContext:
     """The session's context with every table emptied and the clock reset."""
     async with ctx.engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            await conn.execute(delete(table))
+        await empty_tables(conn)
     clock.reset()
     return ctx
 

@@ -7,7 +7,8 @@ its lane and position:
 - a search column that does not match the row's JSON (changed on its own);
 - a row that does not follow the one before it (its `prev_hash` is not the previous row's hash: a row
   was removed, inserted or reordered before it);
-- positions missing from a lane (rows removed, or a lane that does not start at 1);
+- positions missing from a lane (rows removed, or a lane that does not start at 1, or right after its
+  archived start: `audit_event_cut`, app/security/audit_archive.py);
 - against a checkpoint recorded earlier (`checkpoint()`: each lane's last position and hash, kept
   outside the database), a checkpointed row that is gone or changed: the tail was cut off or the
   chain recomputed.
@@ -22,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, tuple_
 
+from app.security.audit_archive import cuts
 from app.storage.audit_tables import (
     GENESIS,
     SEARCH_COLUMNS,
@@ -68,6 +70,7 @@ def verify(conn: Connection, checkpoint: dict[int, tuple[int, str]] | None = Non
     report = Report()
     t = audit_event.c
     stmt = select(audit_event).order_by(t.lane, t.position).limit(BATCH)
+    archived = cuts(conn)
     lane, expected, prev = None, 1, GENESIS
     after: tuple[int, int] | None = None
     while True:
@@ -77,7 +80,8 @@ def verify(conn: Connection, checkpoint: dict[int, tuple[int, str]] | None = Non
             break
         for row in rows:
             if row.lane != lane:
-                lane, expected, prev = row.lane, 1, GENESIS
+                cut = archived.get(row.lane, (0, GENESIS))
+                lane, expected, prev = row.lane, cut[0] + 1, cut[1]
             _check_row(report, row, expected, prev)
             report.rows += 1
             report.heads[row.lane] = (row.position, row.hash)
@@ -85,6 +89,9 @@ def verify(conn: Connection, checkpoint: dict[int, tuple[int, str]] | None = Non
         after = (rows[-1].lane, rows[-1].position)
     for cp_lane, (position, digest) in sorted((checkpoint or {}).items()):
         found = conn.execute(select(t.hash).where(t.lane == cp_lane, t.position == position)).scalar_one_or_none()
+        cut_position, cut_hash = archived.get(cp_lane, (0, GENESIS))
+        if found is None and position <= cut_position:  # archived since: the cut continues it
+            found = cut_hash if position == cut_position else digest
         if found != digest:
             what = "missing (the trail was cut short)" if found is None else "changed (the chain was rewritten)"
             report.findings.append(f"lane {cp_lane} position {position}: checkpointed row {what}")

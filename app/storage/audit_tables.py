@@ -88,6 +88,17 @@ audit_event_ref = Table(
     Index("ix_audit_event_ref", "param", "ref", "event_id", unique=True),
 )
 
+# Where each archived lane now starts: its last removed row's position and hash (the sanctioned removal,
+# app/security/audit_archive.py). The database's triggers allow a DELETE of audit rows only up to it.
+audit_event_cut = Table(
+    "audit_event_cut",
+    metadata,
+    Column("lane", Integer, primary_key=True, autoincrement=False),
+    Column("position", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("cut_at", DateTime(), nullable=False),
+)
+
 SEARCH_COLUMNS = ("subtype", "action", "outcome", "agent", "org", "entity", "patient", "request_id", "restricted")
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import delete
 
 from app.config import Settings
 from app.context import AppContext
@@ -17,8 +16,7 @@ from app.notify.delivery import RetryPolicy
 from app.notify.dispatcher import Dispatcher
 from app.resource_rules import resource_rules
 from app.storage.migrate import upgrade
-from app.storage.tables import metadata
-from tests.conftest import BASE_URL, _pg_url, admin_token
+from tests.conftest import BASE_URL, _pg_url, admin_token, empty_tables
 from tests.notify.ed_data import CLOCK
 from tests.support.postgres import PgCluster
 from tests.support.receiver import Receiver
@@ -49,8 +47,7 @@ async def nctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None) -> 
 @pytest.fixture
 async def notify_ctx(nctx: AppContext) -> AppContext:
     async with nctx.engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            await conn.execute(delete(table))
+        await empty_tables(conn)
     CLOCK.reset()
     return nctx
 

@@ -24,6 +24,7 @@ from app.context import AppContext
 from app.main import create_app
 from app.resource_rules import resource_rules
 from app.security.audit_verify import Report, verify
+from app.storage.audit_guards import drop_statements
 from app.storage.audit_tables import audit_event, audit_row, search_columns
 from app.storage.migrate import upgrade
 from app.storage.tables import resource
@@ -69,10 +70,19 @@ async def _rows(conn: AsyncConnection) -> list[Any]:
     return list((await conn.execute(select(audit_event).order_by(audit_event.c.lane, audit_event.c.position))).all())
 
 
+async def unguarded(conn: AsyncConnection) -> None:
+    """Drop the triggers that keep the trail append-only (app/storage/audit_guards.py), as someone with
+    DDL rights could: the tampering below is then possible, and the verifier must find it."""
+    for stmt in drop_statements(conn.dialect.name):
+        await conn.exec_driver_sql(stmt)
+
+
 async def _tampered(ctx: AppContext, tamper: Any) -> Report:
-    """`verify` after `tamper(conn, rows)`, all in one transaction that is then rolled back."""
+    """`verify` after `tamper(conn, rows)` with the triggers dropped, all in one transaction that is then
+    rolled back."""
     async with ctx.engine.connect() as conn:
         await conn.begin()
+        await unguarded(conn)
         await tamper(conn, await _rows(conn))
         report = await conn.run_sync(verify)
         await conn.rollback()
@@ -169,6 +179,7 @@ async def test_a_cut_off_tail_is_found_against_a_checkpoint(fresh: tuple[AppCont
 
     async with clean_ctx.engine.connect() as conn:
         await conn.begin()
+        await unguarded(conn)
         await cut(conn, [])
 
         def check(sync: Connection) -> Report:
@@ -208,6 +219,7 @@ def test_safeflag_audit_verify_and_checkpoint(sqlite_env: Path) -> None:
 
         engine = create_engine(f"sqlite+aiosqlite:///{sqlite_env / 'cli.db'}")
         async with engine.begin() as conn:
+            await unguarded(conn)
             await conn.execute(update(audit_event).where(audit_event.c.lane == 0, audit_event.c.position == 3)
                                .values(outcome="8"))
             await conn.execute(delete(audit_event).where(audit_event.c.lane == 0, audit_event.c.position == 8))
