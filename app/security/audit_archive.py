@@ -1,7 +1,7 @@
 """Archiving the start of the audit trail: the one removal of audit rows the database allows.
 
 The trail is append-only in the database (triggers refuse UPDATE and DELETE, migration
-20261206_0016). When records past their retention period are archived, the oldest rows of a lane may be
+20261206_0017). When records past their retention period are archived, the oldest rows of a lane may be
 removed, but only this way: first the lane's cut is recorded in `audit_event_cut` (the last position
 removed and that row's hash), then the rows up to it and their reference rows are deleted, in one
 transaction. The triggers allow exactly those deletes, and the verifier (app/security/audit_verify.py)

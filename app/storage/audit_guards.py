@@ -1,4 +1,4 @@
-"""The database triggers that keep the audit trail append-only (migration 20261206_0016).
+"""The database triggers that keep the audit trail append-only (migration 20261206_0017).
 
 `audit_event` and `audit_event_ref` refuse every UPDATE, on PostgreSQL and SQLite alike and whoever
 connects. A DELETE is refused too, except the sanctioned removal of a lane's start when records are

@@ -10,8 +10,8 @@ AuditEvents that were stored as resources but never appended to the trail (the w
 sign-out events before this revision) are appended now at the end of lane 0, in the order they were
 recorded, so that nothing disappears from searches and the chains still verify.
 
-Revision ID: 20261206_0015
-Revises: 20261206_0014
+Revision ID: 20261206_0016
+Revises: 20261206_0015
 Create Date: 2026-12-06 22:30:00
 """
 
@@ -23,8 +23,8 @@ from alembic import op
 from app.security.audit_trail import recorded_of
 from app.storage.audit_tables import GENESIS, LINKED_PARAMS, audit_event, audit_event_ref, audit_row
 
-revision = "20261206_0015"
-down_revision = "20261206_0014"
+revision = "20261206_0016"
+down_revision = "20261206_0015"
 branch_labels = None
 depends_on = None
 

@@ -5,8 +5,8 @@
 archived, which records the lane's cut in the new `audit_event_cut` table first
 (app/security/audit_archive.py); the verifier starts an archived lane after its cut.
 
-Revision ID: 20261206_0016
-Revises: 20261206_0015
+Revision ID: 20261206_0017
+Revises: 20261206_0016
 Create Date: 2026-12-06 23:00:00
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 from app.storage.audit_guards import create_statements, drop_statements
 from app.storage.audit_tables import audit_event_cut
 
-revision = "20261206_0016"
-down_revision = "20261206_0015"
+revision = "20261206_0017"
+down_revision = "20261206_0016"
 branch_labels = None
 depends_on = None
 
