@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import insert
 
 from app.config import Settings
@@ -54,37 +55,54 @@ def _users(n: int = 40) -> list[Principal]:
             for i in range(n)]
 
 
-def _event(i: int, rng: random.Random, users: list[Principal], patients: int) -> tuple[str, datetime, dict[str, Any]]:
-    at = START + STEP * i
+CHILD, FLAG, REQUEST, WHEN = "Patient/child-X", "flag-X", "req-X", "2000-01-01T00:00:00.000+00:00"
+
+
+def _templates(users: list[Principal]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Per user, a read and a search AuditEvent as the server writes them, with placeholders, as JSON,
+    and their reference rows: each row then costs a few replacements instead of building the event."""
+    out = []
+    for user in users:
+        for interaction in ("read", "search-type"):
+            doc = audit_for(interaction=interaction, principal=user, recorded=START, resource_type="Flag",
+                            res_id=FLAG if interaction == "read" else None,
+                            version_id=1 if interaction == "read" else None, patients=[CHILD],
+                            query=None if interaction == "read" else f"Flag?patient={CHILD}", request_id=REQUEST,
+                            client_address="10.0.0.1", server=BASE)
+            doc["recorded"] = WHEN
+            content = {"resourceType": "AuditEvent", "id": "ID-X", "meta": {"versionId": "1", "lastUpdated": WHEN},
+                       **{k: v for k, v in doc.items() if k not in ("resourceType", "id", "meta")}}
+            refs = [(r["param"], r["ref"]) for r in linked_refs(content, "ID-X", BASE)]
+            out.append((orjson.dumps(content).decode(), refs))
+    return out
+
+
+def _event(i: int, rng: random.Random, templates: list[tuple[str, list[tuple[str, str]]]], patients: int
+           ) -> tuple[str, datetime, dict[str, Any], list[dict[str, str]]]:
+    at = (START + STEP * i).replace(tzinfo=None)
     child = f"Patient/child-{rng.randrange(patients)}"
-    user = users[rng.randrange(len(users))]
+    text, refs = templates[rng.randrange(len(templates)) // 2 * 2 + (0 if i % 3 else 1)]
     event_id = f"bench-{i:08d}"
-    if i % 3:
-        doc = audit_for(interaction="read", principal=user, recorded=at, resource_type="Flag",
-                        res_id=f"flag-{i % 50000}", version_id=1, patients=[child], request_id=f"req-{i}",
-                        client_address="10.0.0.1", server=BASE)
-    else:
-        doc = audit_for(interaction="search-type", principal=user, recorded=at, resource_type="Flag",
-                        patients=[child], query=f"Flag?patient={child}", request_id=f"req-{i}",
-                        client_address="10.0.0.1", server=BASE)
-    stamp = format_instant(at.replace(tzinfo=None))
-    content = {"resourceType": "AuditEvent", "id": event_id, "meta": {"versionId": "1", "lastUpdated": stamp},
-               **{k: v for k, v in doc.items() if k not in ("resourceType", "id", "meta")}}
-    return event_id, at.replace(tzinfo=None), content
+    values = {CHILD: child, FLAG: f"flag-{i % 50000}", REQUEST: f"req-{i}", WHEN: format_instant(at), "ID-X": event_id}
+    for old, new in values.items():
+        text = text.replace(old, new)
+    links = [{"param": p, "ref": values.get(ref, ref) if ref != f"Flag/{FLAG}" else f"Flag/{values[FLAG]}",
+              "event_id": event_id} for p, ref in refs]
+    return event_id, at, orjson.loads(text), links
 
 
 async def load(ctx: AppContext, rows: int, patients: int) -> float:
     """Append `rows` chained AuditEvents to lane 0 in batches; seconds taken."""
-    rng, users = random.Random(7), _users()
+    rng, templates = random.Random(7), _templates(_users())
     started, prev = time.perf_counter(), GENESIS
     for first in range(0, rows, BATCH):
         batch, refs = [], []
         for i in range(first, min(rows, first + BATCH)):
-            event_id, at, content = _event(i, rng, users, patients)
+            event_id, at, content, links = _event(i, rng, templates, patients)
             row = audit_row(0, i + 1, prev, event_id, at, None, content)
             prev = row["hash"]
             batch.append(row)
-            refs += linked_refs(content, event_id, BASE)
+            refs += links
         async with ctx.engine.begin() as conn:
             await conn.execute(insert(audit_event), batch)
             await conn.execute(insert(audit_event_ref), refs)

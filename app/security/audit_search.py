@@ -4,8 +4,8 @@ reference rows `audit_event_ref`) instead of the generic resource and search-ind
 A search runs in one of two ways, with the same answers:
 
 - **In SQL** when every criterion has an exact twin on the table: `patient`, `entity` and `agent` by
-  `Type/id` (the reference rows), `date` (the `recorded` column: the element is an instant of millisecond
-  precision, so its range is [recorded, recorded + 1 ms)), `action` and `outcome` by code, `_id`; sorted by
+  `Type/id` (the reference rows), `date` (the `occurred` column: the element is an instant of millisecond
+  precision, so its range is [occurred, occurred + 1 ms)), `action` and `outcome` by code, `_id`; sorted by
   `date` or `_id`. The page, its total and `_summary=count` are then one statement each, driven by the
   table's indexes (`AuditEvent?patient=...&_sort=-date` reads that patient's rows only).
 - **In memory for the rest**: the criteria that have a twin narrow the rows in SQL, and every other
@@ -48,7 +48,7 @@ MS = timedelta(milliseconds=1)
 _E = audit_event.c
 _COLUMNS = (_E.seq, _E.event_id, _E.recorded, _E.created_by_org, _E.content)
 _CODE_COLUMNS = {"action": _E.action, "outcome": _E.outcome}
-_SQL_SORT = {"date": _E.recorded, "_id": _E.event_id}
+_SQL_SORT = {"date": _E.occurred, "_id": _E.event_id}
 BATCH = 1000  # rows fetched at a time when criteria are evaluated in memory
 
 
@@ -102,8 +102,8 @@ def column_condition(crit: Criterion) -> ColumnElement[bool] | None:
     if crit.kind == "_id":
         return _E.event_id.in_(sorted(crit.values))
     if crit.kind == "date" and crit.name == "date":
-        end = _EndOfMs(_E.recorded)
-        return or_(*[prefix_condition(v.prefix, _E.recorded, end, v.low, v.high, SQL_OPS) for v in crit.values])
+        end = _EndOfMs(_E.occurred)
+        return or_(*[prefix_condition(v.prefix, _E.occurred, end, v.low, v.high, SQL_OPS) for v in crit.values])
     if crit.kind == "reference" and crit.name in LINKED_PARAMS:
         return _ref_condition(crit)
     if crit.kind == "token" and crit.name in _CODE_COLUMNS:

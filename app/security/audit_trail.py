@@ -28,7 +28,6 @@ from sqlalchemy import bindparam, event, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from app.fhir.search.dates import parse_range
 from app.fhir.search.definitions import index_values, params_for
 from app.storage.audit_tables import GENESIS, LINKED_PARAMS, audit_event, audit_event_ref, audit_row
 from app.storage.buffer import PENDING, defer, flush
@@ -74,16 +73,10 @@ def linked_refs(content: dict[str, Any], event_id: str, base: str) -> list[dict[
     """The `audit_event_ref` rows of one AuditEvent: each `Type/id` its `patient`, `entity` and `agent`
     search parameters read (the same extractors as every other search)."""
     params = params_for("AuditEvent")
+    memo: dict[Any, Any] = {}  # `patient` reads the elements `entity` and `agent` read: extract each once
     return [{"param": name, "ref": f"{rtype}/{rid}", "event_id": event_id}
-            for name in LINKED_PARAMS for rtype, rid, *_ in index_values(params[name], content, base)
+            for name in LINKED_PARAMS for rtype, rid, *_ in index_values(params[name], content, base, memo)
             if rtype is not None and rid is not None]
-
-
-def recorded_of(content: dict[str, Any], fallback: datetime) -> datetime:
-    """The event's `recorded` instant (naive UTC): the row's time, so that `date` searches on the column
-    answer as they do on the element."""
-    rng = parse_range(content["recorded"]) if isinstance(content.get("recorded"), str) else None
-    return rng[0] if rng else fallback
 
 
 async def append(session: AsyncSession, content: dict[str, Any], *, event_id: str, recorded: datetime,
@@ -110,8 +103,8 @@ async def record(repo: Repository, event_doc: dict[str, Any], *, org: str | None
                  base: str = "") -> StoredResource:
     """Store one AuditEvent: as a resource and in the chained trail (read and searched from the trail)."""
     stored = await repo.create("AuditEvent", event_doc, org=org, now=now)
-    await append(repo.session, stored.content, event_id=stored.id,
-                 recorded=recorded_of(stored.content, stored.last_updated), org=org, base=base)
+    await append(repo.session, stored.content, event_id=stored.id, recorded=stored.last_updated, org=org,
+                 base=base)
     return stored
 
 

@@ -21,7 +21,7 @@ the migration that fills the table from older databases uses them too.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -61,6 +61,7 @@ audit_event = Table(
     Column("entity", String(1024), nullable=True),
     Column("patient", String(512), nullable=True),
     Column("request_id", Text, nullable=True),
+    Column("occurred", DateTime(), nullable=True),
     Column("restricted", Boolean, nullable=False),
     Column("created_by_org", String(256), nullable=True),
     Column("content", JsonDoc, nullable=False),
@@ -72,6 +73,7 @@ audit_event = Table(
     Index("ix_audit_event_patient", "patient", "recorded"),
     Index("ix_audit_event_agent", "agent", "recorded"),
     Index("ix_audit_event_entity", "entity"),
+    Index("ix_audit_event_occurred", "occurred"),
 )
 
 # Every `patient`, `entity` and `agent` reference of an event (`Type/id`, as the search parameters of
@@ -99,7 +101,8 @@ audit_event_cut = Table(
     Column("cut_at", DateTime(), nullable=False),
 )
 
-SEARCH_COLUMNS = ("subtype", "action", "outcome", "agent", "org", "entity", "patient", "request_id", "restricted")
+SEARCH_COLUMNS = ("subtype", "action", "outcome", "agent", "org", "entity", "patient", "request_id", "restricted",
+                  "occurred")
 
 
 def _codes(concept: Any) -> list[tuple[Any, Any]]:
@@ -109,6 +112,20 @@ def _codes(concept: Any) -> list[tuple[Any, Any]]:
 
 def _code(coding: Any) -> tuple[Any, Any]:
     return (coding.get("system"), coding.get("code")) if isinstance(coding, dict) else (None, None)
+
+
+def _instant_ms(value: Any) -> datetime | None:
+    """The AuditEvent's `recorded` as naive UTC, when it has the millisecond precision the server writes
+    (`2026-12-06T10:00:00.123+00:00`): the `date` search takes the row's range as [occurred, occurred +
+    1 ms). Anything else is left NULL (and searched by `date` as matching nothing)."""
+    if not isinstance(value, str) or len(value) < 24 or value[19:20] != "." or not value[20:23].isdigit() \
+            or not (value[23:] == "Z" or value[23:24] in "+-"):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
 
 
 def search_columns(event: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +151,7 @@ def search_columns(event: dict[str, Any]) -> dict[str, Any]:
         "patient": ((patient or {}).get("what") or {}).get("reference"),
         "request_id": (((request or {}).get("what") or {}).get("identifier") or {}).get("value"),
         "restricted": any(c.get("system") == CONFIDENTIALITY and c.get("code") in ("R", "V") for c in labels),
+        "occurred": _instant_ms(event.get("recorded")),
     }
 
 

@@ -6,6 +6,9 @@ any of its references, so each `Type/id` the `patient`, `entity` and `agent` sea
 a narrow row keyed by the event's id. The rows of the events already in the trail are copied from the
 search index the AuditEvent resources had.
 
+Each row gets `occurred`, the AuditEvent's own `recorded` instant, which `date` searches read (the
+`recorded` column is when the row was stored, a few milliseconds later).
+
 AuditEvents that were stored as resources but never appended to the trail (the web app's sign-in and
 sign-out events before this revision) are appended now at the end of lane 0, in the order they were
 recorded, so that nothing disappears from searches and the chains still verify.
@@ -20,8 +23,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from app.security.audit_trail import recorded_of
-from app.storage.audit_tables import GENESIS, LINKED_PARAMS, audit_event, audit_event_ref, audit_row
+from app.storage.audit_tables import GENESIS, LINKED_PARAMS, audit_event, audit_event_ref, audit_row, search_columns
 
 revision = "20261206_0016"
 down_revision = "20261206_0015"
@@ -52,14 +54,29 @@ def _append_missing(bind: sa.Connection) -> None:
         batch = []
         for res_id, last_updated, org, content in rows:
             position += 1
-            row = audit_row(0, position, prev, res_id, recorded_of(content, last_updated), org, content)
+            row = audit_row(0, position, prev, res_id, last_updated, org, content)
             prev = row["hash"]
             batch.append(row)
         bind.execute(sa.insert(audit_event), batch)
 
 
+def _occurred(bind: sa.Connection) -> None:
+    """The `occurred` column (the AuditEvent's own `recorded`, which `date` searches read) of the rows
+    appended before it existed."""
+    if "occurred" not in {c["name"] for c in sa.inspect(bind).get_columns("audit_event")}:
+        op.add_column("audit_event", sa.Column("occurred", sa.DateTime(), nullable=True))
+        op.create_index("ix_audit_event_occurred", "audit_event", ["occurred"])
+    e = audit_event.c
+    last = 0
+    while rows := bind.execute(sa.select(e.seq, e.content).where(e.seq > last).order_by(e.seq).limit(BATCH)).all():
+        bind.execute(sa.update(audit_event).where(e.seq == sa.bindparam("key")),
+                     [{"key": seq, "occurred": search_columns(content)["occurred"]} for seq, content in rows])
+        last = rows[-1][0]
+
+
 def upgrade() -> None:
     bind = op.get_bind()
+    _occurred(bind)
     _append_missing(bind)
     audit_event_ref.create(bind)
     r = idx_reference.c

@@ -6,6 +6,7 @@ before it; tampering after it is still found."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import httpx
@@ -19,9 +20,18 @@ from app.security.audit_archive import cut_lane
 from app.security.audit_verify import Report, verify
 from app.storage.audit_guards import REFUSED
 from app.storage.audit_tables import audit_event, audit_event_cut, audit_event_ref
-from tests.security.test_audit_trail import _history, fresh, unguarded  # noqa: F401  (fixture)
+from tests.security.test_audit_search import trail_db
+from tests.security.test_audit_trail import _history, unguarded
+from tests.support.postgres import PgCluster
 
 NOW = datetime(2026, 12, 6, 23, 0)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
+async def fresh(request: pytest.FixtureRequest, pg_cluster: PgCluster | None
+                ) -> AsyncIterator[tuple[AppContext, httpx.AsyncClient]]:
+    async with trail_db(request.param, pg_cluster, "safeflag_audit_guard") as pair:
+        yield pair
 E, R = audit_event.c, audit_event_ref.c
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -58,15 +59,23 @@ def principal(name: str) -> Principal:
     return Principal.from_claims({k: v for k, v in claims.items() if v}, base=BASE)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
-async def fresh(request: pytest.FixtureRequest, pg_cluster: PgCluster | None
-                ) -> AsyncIterator[tuple[AppContext, httpx.AsyncClient]]:
-    async with fresh_context(request.param, pg_cluster, f"safeflag_audit_search_{next(_DATABASES)}") as ctx:
+@asynccontextmanager
+async def trail_db(db: str, pg_cluster: PgCluster | None, prefix: str
+                   ) -> AsyncIterator[tuple[AppContext, httpx.AsyncClient]]:
+    """A migrated database of its own on a step clock, and an admin API client."""
+    async with fresh_context(db, pg_cluster, f"{prefix}_{next(_DATABASES)}") as ctx:
         ctx.clock = StepClock()  # every audited access at its own second, `recorded` and `lastUpdated` apart
         await upgrade(ctx.engine)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx=ctx)), base_url=BASE_URL,
                                      headers={"Authorization": f"Bearer {admin_token(ctx)}"}) as api:
             yield ctx, api
+
+
+@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
+async def fresh(request: pytest.FixtureRequest, pg_cluster: PgCluster | None
+                ) -> AsyncIterator[tuple[AppContext, httpx.AsyncClient]]:
+    async with trail_db(request.param, pg_cluster, "safeflag_audit_search") as pair:
+        yield pair
 
 
 async def _history(api: httpx.AsyncClient, ctx: AppContext) -> list[str]:
