@@ -8,8 +8,10 @@ spaces as `-`, and `-1`, `-2` ... for repeated headings.
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -165,3 +167,104 @@ def test_the_checker_catches_what_it_must(tmp_path: Path) -> None:
         ]
     finally:
         sample.unlink()
+
+
+# -- names of code the documents cite -----------------------------------------------------------------
+
+CODE_ROOTS = ("app", "bench")
+FILE_SUFFIXES = {"py", "md", "toml", "yaml", "yml", "lock", "json", "txt", "cfg", "ini", "png", "csv"}
+DOTTED = re.compile(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
+PATH_AND_NAME = re.compile(r"`((?:app|bench)/[\w/]+\.py)`\s+`(\w+)`|`((?:app|bench)/[\w/]+\.py)::(\w+)`")
+
+
+@dataclass
+class CodeIndex:
+    """What app/ and bench/ define: per module file its top-level names, per class name its attributes
+    (methods, class-level names, fields, `self.x` assignments), and which files and packages exist."""
+
+    modules: dict[str, set[str]] = field(default_factory=dict)  # "app/api/deps.py" -> names
+    classes: dict[str, set[str]] = field(default_factory=dict)  # "FhirService" -> attributes
+
+    def module_files(self, stem: str) -> list[str]:
+        return [path for path in self.modules if Path(path).stem == stem and stem != "__init__"]
+
+    def packages(self, name: str) -> list[str]:
+        return sorted({str(Path(p).parent) for p in self.modules if Path(p).parent.name == name})
+
+
+def _targets(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Assign):
+        return [t.id for t in node.targets if isinstance(t, ast.Name)]
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    return []
+
+
+@cache
+def code_index() -> CodeIndex:
+    index = CodeIndex()
+    for root in CODE_ROOTS:
+        for path in sorted((ROOT / root).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            index.modules[path.relative_to(ROOT).as_posix()] = {n for node in tree.body for n in _targets(node)}
+            for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+                attrs = index.classes.setdefault(cls.name, set())
+                attrs.update(n for node in cls.body for n in _targets(node))
+                attrs.update(t.attr for t in ast.walk(cls) if isinstance(t, ast.Attribute)
+                             and isinstance(t.ctx, ast.Store) and isinstance(t.value, ast.Name) and t.value.id == "self")
+    return index
+
+
+def unknown_code_names(text: str, index: CodeIndex) -> list[str]:
+    """The names of code `text` cites that app/ and bench/ do not define:
+
+    - `Class.attribute` when `Class` is a class of app/ (`FhirService.authorize`);
+    - `module.name` when `module` is a module file (`policy.decide`), or `package.module[.name]` when the
+      second part is a module of that package (`api.deps.Context`);
+    - a module path followed by a name (`app/api/interactions.py` `create`, or `app/x.py::name`).
+
+    Other dotted words (FHIR element paths such as `Flag.category` or `meta.security`) are not code."""
+    missing: list[str] = []
+    for m in DOTTED.finditer(prose(text)):
+        first, *rest = m.group(1).split(".")
+        if rest[-1] in FILE_SUFFIXES:  # `service.py`: a file name, checked as a path above
+            continue
+        if first in index.classes:
+            if rest[0] not in index.classes[first]:
+                missing.append(m.group(1))
+            continue
+        files = index.module_files(first)
+        if not files:  # a package: its second part must be one of its modules
+            files = [f for pkg in index.packages(first) for f in index.module_files(rest[0]) if f.startswith(pkg + "/")]
+            rest = rest[1:]
+        if files and rest and not any(rest[0] in index.modules[f] for f in files):
+            missing.append(m.group(1))
+    for m in PATH_AND_NAME.finditer(prose(text)):
+        path, name = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        names = index.modules.get(path)
+        if names is not None and name not in names and name not in index.classes.get(name, ()):
+            missing.append(f"{path} {name}")
+    return missing
+
+
+CODE_DOCS = [p for p in FILES if p.relative_to(ROOT).as_posix() in {"README.md", "docs/architecture.md",
+                                                                    "docs/contributing.md"}]
+
+
+@pytest.mark.parametrize("path", CODE_DOCS, ids=[p.relative_to(ROOT).as_posix() for p in CODE_DOCS])
+def test_code_names_cited_in_the_docs_exist(path: Path) -> None:
+    """A class, method, function or constant the architecture pages name (`FhirService.authorize`,
+    `policy.decide`, `app/api/interactions.py` `create`) is defined where they say, so a reader following
+    a request from route to row never looks for a name that moved or went."""
+    assert unknown_code_names(path.read_text(encoding="utf-8"), code_index()) == []
+
+
+def test_the_code_name_check_finds_what_it_must() -> None:
+    text = ("`FhirService.authorize` `FhirService.no_such_step` `policy.decide` `policy.gone` `api.deps.Context`\n"
+            "`api.deps.Nothing` `Flag.category` `meta.security` `app/api/interactions.py` `create`\n"
+            "`app/api/interactions.py` `vanished` `app/security/policy.py::decide` `Repository.flush()`\n")
+    assert unknown_code_names(text, code_index()) == [
+        "FhirService.no_such_step", "policy.gone", "api.deps.Nothing", "app/api/interactions.py vanished",
+    ]
