@@ -7,10 +7,12 @@
 3. elements (`elements.py`): unknown elements, JSON types and lexical forms of primitives, required
    bindings (`bindings.py`); structure and cardinality (fhir.resources R4B models); core invariants
    (`invariants.py`): all found at once, in one OperationOutcome;
-4. profiles: `profile=` canonicals asked for by `$validate` (the hook for `app/fhir/profiles.py`);
+4. profiles (the engine in `app/fhir/profiles/`): the default profile of the type, the resource's claimed
+   `meta.profile`s and the `profile=` canonicals `$validate` asks for;
 5. business rules (422): NHS number check digit on every identifier with the NHS number system.
 
-1-4 answer 400, 5 answers 422 (docs/api/errors.md). `validate_resource` raises the first stage that
+1-3 answer 400; 4 and 5 are checked together and answer 422 (a `profile=` this server does not know is
+400 first), as docs/api/errors.md lists them. `validate_resource` raises the first stage that
 fails; `$validate` turns that into a 200 OperationOutcome.
 
 Message ids: SF-0100 not an object, SF-0101 resourceType, SF-0102 id, SF-0103 id vs URL, SF-0104 binding,
@@ -143,7 +145,7 @@ def _check_shape(resource_type: str, content: Any, url_id: str | None, require_i
     return content
 
 
-# -- profiles: the hook for the profile engine (app/fhir/profiles) -------------------------------
+# -- profiles: handed to the profile engine (app/fhir/profiles) -----------------------------------
 def check_profiles(resource_type: str, profiles: Sequence[str]) -> None:
     """400 for a `profile=` this server cannot validate against (so `$validate` cannot be performed):
     the core profile of the type and our own profiles in `fhir_profiles/` are known."""

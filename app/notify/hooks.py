@@ -1,6 +1,6 @@
-"""Subscription write hooks: validate, keep the secret out of the stored resource, record who the
-Subscription belongs to, and keep the delivery state row in step with the resource (same transaction;
-a delete ends it).
+"""The Subscription write rules (interceptors that app/resource_rules.py puts on the chain): validate,
+keep the secret out of the stored resource, record who the Subscription belongs to, and keep the
+delivery state row in step with the resource (same transaction; a delete ends it).
 
 A Subscription is its creator's (organisation and client, app/security/policy.py `Reach.CREATOR`): the
 creator tag is set here on create and carried over on every later write, whatever the body says, so

@@ -3,7 +3,7 @@ fields of an Attachment (https://hl7.org/fhir/R4/datatypes.html#Attachment): `si
 bytes and `hash` the base64 of the SHA-1 of those bytes. Both are checked when the client supplies
 them and computed when it does not (docs/api/referrals.md).
 
-Pure functions over JSON; the hooks in `referrals.py` decide where the bytes come from (inline `data`
+Pure functions over JSON; the write rules in `referrals.py` decide where the bytes come from (inline `data`
 or a stored Binary, https://hl7.org/fhir/R4/binary.html).
 """
 

@@ -36,7 +36,7 @@ matches nor conflicts, so no answer betrays it. A flag the writer's role or scop
 hazard): the 409 then names no flag, author or content (policy.conflict_sight). On PostgreSQL the check holds a transaction advisory
 lock on (category, subject, author) so two concurrent creates cannot both pass; SQLite serialises
 writers already (BEGIN IMMEDIATE).
-Flags are never deleted: policy.py answers 405 before any hook.
+Flags are never deleted: policy.py answers 405 before any rule runs.
 """
 
 from __future__ import annotations
