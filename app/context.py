@@ -18,8 +18,8 @@ from app.config import Settings
 from app.errors import FhirError
 from app.fhir.profiles import use_profiles
 from app.fhir.search.definitions import make_indexer
-from app.fhir.server_writes import check_server_write
 from app.interactions.interceptors import Interceptors
+from app.interactions.server_writes import check_server_write
 from app.interactions.service import FhirService
 from app.resource_rules import resource_rules
 from app.security import audit_trail

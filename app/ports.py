@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from app.errors import Issue
     from app.security.guard import Guard
     from app.security.principal import Principal
-    from app.storage.repository import Repository, StoredResource
+    from app.storage.repository import Repository
+    from app.stored import StoredResource
 
 
 class Clock(Protocol):

@@ -37,7 +37,7 @@ from app.security.principal import Principal
 from app.security.scopes import ScopeSet
 from app.storage.audit_tables import GENESIS, audit_event, audit_event_ref, audit_row
 from app.storage.migrate import upgrade
-from app.storage.repository import format_instant
+from app.stored import format_instant
 from tests.support.postgres import PgCluster, start_cluster
 
 BASE = "https://fhir.safeflag.example/fhir"

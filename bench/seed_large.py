@@ -9,7 +9,7 @@ have one ended flag: v1 active, v2 inactive with a status reason), ANALYZEs, the
   against `safeflag serve` with the Python generator at low concurrency (1 and 4), every response
   checked (match count, status, subject, included author);
 - times the page query itself and saves `EXPLAIN (ANALYZE, BUFFERS)` of every SQL statement the
-  search runs, for whoever owns app/fhir/search/sql.py.
+  search runs, for whoever owns app/search/sql.py.
 
     python -m bench.seed_large [--patients 100000] [--duration 20]
 """

@@ -17,7 +17,7 @@ from app.fhir.bundles import subset
 from app.fhir.search.params import read_summary
 from app.interactions.outcomes import Answer, Outcome, answer_read, answer_write, http_date_value
 from app.interactions.transaction import Preferences
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 

@@ -21,7 +21,7 @@ from app.notify import operations as sub_ops
 from app.notify.bundle import notification_bundle
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.subscriptions import parse_spec
-from app.storage.repository import format_instant
+from app.stored import format_instant
 
 ws_router = APIRouter(tags=["Subscriptions"])  # the websocket channel: FastAPI's, the FHIR router serves HTTP
 TAGS = ["Subscriptions"]

@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 
 from app.errors import Issue, operation_outcome
 from app.fhir.resources import element_defs, model_class
-from app.fhir.search.executor import SearchResult
-from app.storage.repository import StoredResource, VersionRecord, format_instant
+from app.fhir.search.results import SearchResult
+from app.stored import StoredResource, VersionRecord, format_instant
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 _ALWAYS = ("resourceType", "id", "meta")
@@ -122,7 +122,7 @@ def _link(fhir_base: str, path: str, query: list[tuple[str, str]], offset: int, 
 
 def _paging_links(result: SearchResult, fhir_base: str) -> list[dict[str, str]]:
     """self/first/previous/next/last (https://hl7.org/fhir/R4/http.html#paging): `_offset` pages over the
-    stable order of `sql.page_query`, so following `next` visits every match exactly once."""
+    stable order of `app/search/sql.py` `page_query`, so following `next` visits every match exactly once."""
     req = result.request
 
     def link(relation: str, offset: int) -> dict[str, str]:

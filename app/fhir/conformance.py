@@ -21,10 +21,10 @@ from app.errors import BadRequest, Issue, MethodNotAllowed, NotFound
 from app.fhir import bundles
 from app.fhir.profiles import get_store
 from app.fhir.search.canonicals import definition
-from app.fhir.search.executor import SearchResult
 from app.fhir.search.params import RESULT_PARAMS, parse_search
+from app.fhir.search.results import SearchResult
 from app.fhir.vocabulary import BACKPORT, HL7_STRUCTURE_DEFINITION
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 
 CONFORMANCE_TYPES = (
     "StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ConceptMap", "OperationDefinition"

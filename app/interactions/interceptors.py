@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.ports import WriteContext
-    from app.storage.repository import StoredResource
+    from app.stored import StoredResource
 
 BeforeWrite = Callable[["WriteContext", dict[str, Any], "StoredResource | None", dict[str, Any]],
                        Awaitable[dict[str, Any]]]

@@ -17,7 +17,7 @@ from http import HTTPStatus
 from typing import Any
 
 from app.errors import Issue, operation_outcome
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 
 
 @dataclass

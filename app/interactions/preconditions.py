@@ -14,7 +14,7 @@ from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.validation import check_id
 from app.security.guard import Guard
 from app.security.policy import refuse_interaction
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 
 
 def check_type(resource_type: str) -> None:

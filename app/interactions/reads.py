@@ -13,15 +13,16 @@ from urllib.parse import parse_qsl, urlencode
 from app.errors import BadRequest, Gone, Issue, NotFound, PreconditionFailed
 from app.fhir import bundles
 from app.fhir.search.definitions import SUPPORTED_TYPES
-from app.fhir.search.executor import SearchResult, run_search
 from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_date, parse_search
+from app.fhir.search.results import SearchResult
 from app.interactions.preconditions import begin, check_type, conditional_criteria
+from app.search.executor import run_search
 from app.security import audit_search
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
-from app.storage.repository import StoredResource, VersionRecord
 from app.storage.tables import resource as resource_table
+from app.stored import StoredResource, VersionRecord
 
 if TYPE_CHECKING:
     from app.interactions.interceptors import Interceptors

@@ -29,11 +29,12 @@ from app.interactions.outcomes import Outcome
 from app.interactions.preconditions import begin, check_version, parse_version, same_content
 from app.interactions.reads import Reads
 from app.security.guard import Guard
-from app.storage.repository import Clock, Repository, StoredResource
+from app.storage.repository import Clock, Repository
+from app.stored import StoredResource
 
 if TYPE_CHECKING:
     from app.config import Settings
-    from app.fhir.search.executor import SearchResult
+    from app.fhir.search.results import SearchResult
     from app.interactions.interceptors import Interceptors
     from app.security.principal import Principal
 

@@ -34,7 +34,7 @@ from app.interactions.bundle_request import (
 from app.interactions.outcomes import Answer, Outcome, answer_read, answer_write, status_line
 from app.interactions.preconditions import conditional_criteria, conditional_query
 from app.interactions.service import FhirService
-from app.storage.repository import format_instant
+from app.stored import format_instant
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from app.fhir.vocabulary import BACKPORT
-from app.storage.repository import format_instant
+from app.stored import format_instant
 
 STATUS_PROFILE = BACKPORT + "backport-subscription-status-r4"
 NOTIFICATION_PROFILE = BACKPORT + "backport-subscription-notification-r4"

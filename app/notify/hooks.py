@@ -16,7 +16,7 @@ from app.security.policy import CREATOR_SYSTEM, creator_tag, decide, is_creator
 
 if TYPE_CHECKING:
     from app.ports import WriteContext
-    from app.storage.repository import StoredResource
+    from app.stored import StoredResource
 
 
 def _with_creator(content: dict[str, Any], tag: dict[str, Any] | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from app.errors import Issue, Unprocessable
 from app.fhir.search.limits import SearchLimits
 from app.notify.subscriptions import header_issues, parse_spec, split_secret
 from app.storage.notify_tables import subscription_state
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest, NotFound, operation_outcome
 from app.fhir.bundles import transient_entry
-from app.fhir.search.executor import SearchResult
+from app.fhir.search.results import SearchResult
 from app.notify.bundle import Event, notification_bundle, status_parameters
 from app.notify.delivery import _context_refs
 from app.notify.subscriptions import CONTENT_CODES, PAYLOAD_EXT
@@ -31,8 +31,8 @@ from app.security.policy import Visibility, visibility
 from app.security.principal import Principal
 from app.storage import buffer
 from app.storage.notify_tables import notification, subscription_state
-from app.storage.repository import StoredResource
 from app.storage.tables import resource, resource_version
+from app.stored import StoredResource
 
 MAX_REPLAY = 1000
 

@@ -38,7 +38,8 @@ from app.safeguarding.flags import category_of
 from app.safeguarding.lookup import Lookup
 from app.security.labels import RESTRICTED, is_restricted
 from app.storage.locks import advisory_lock
-from app.storage.repository import StoredResource, format_instant, utc_ms
+from app.storage.repository import utc_ms
+from app.stored import StoredResource, format_instant
 
 if TYPE_CHECKING:
     from app.ports import WriteContext

@@ -27,7 +27,6 @@ from datetime import date, datetime
 from typing import Any
 
 from app.config import HolidaysRegion
-from app.fhir.search.prepared import prepared
 from app.fhir.vocabulary import (
     ACT_CODE,
     FLAG_CATEGORY,
@@ -41,8 +40,10 @@ from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
 from app.safeguarding.tasks import DEFAULT_REGION, acknowledgement_task
 from app.safeguarding.unrouted import Sent, ed_organization, to_ed_lead
+from app.search.prepared import prepared
 from app.security.policy import PLAN_TYPES
-from app.storage.repository import Repository, StoredResource, format_instant
+from app.storage.repository import Repository
+from app.stored import StoredResource, format_instant
 
 NOTICE_ID_SYSTEM = IDENTIFIER_SYSTEM + "notice"
 EXT = STRUCTURE_DEFINITION
@@ -114,7 +115,7 @@ def _key(notice: Notice) -> str:
     return f"{notice.about}|{notice.category}|{who}"
 
 
-# the searches every ED attendance runs, prepared once (app/fhir/search/prepared.py)
+# the searches every ED attendance runs, prepared once (app/search/prepared.py)
 _NOTICE = prepared("Communication", [("identifier", f"{NOTICE_ID_SYSTEM}|:key")], count=1)
 _ACTIVE_FLAGS_OF_CHILD = prepared("Flag", [("patient", "Patient/:child"), ("status", "active")])
 _ACTIVE_FLAGS_BY_IDENTIFIER = prepared("Flag", [("patient:identifier", ":system|:value"), ("status", "active")])

@@ -13,7 +13,7 @@ from app.storage.repository import utc_ms
 
 if TYPE_CHECKING:
     from app.ports import WriteContext
-    from app.storage.repository import StoredResource
+    from app.stored import StoredResource
 
 
 async def ed_attendance(

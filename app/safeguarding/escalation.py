@@ -24,7 +24,8 @@ from app.ports import UnitOfWork
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import care_team_member, lead_of
 from app.safeguarding.tasks import ESCALATED, OPEN_STATUSES, due_of, is_escalated, is_overdue
-from app.storage.repository import StoredResource, format_instant, utc_ms
+from app.storage.repository import utc_ms
+from app.stored import StoredResource, format_instant
 
 log = logging.getLogger("safeflag.escalation")
 

@@ -12,7 +12,7 @@ from app.errors import Issue
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.search.extract import references
 from app.safeguarding.lookup import Lookup
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 
 
 def ref_key(value: Any, base: str) -> tuple[str, str] | None:

@@ -8,11 +8,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
-from app.fhir.search.prepared import prepared
-from app.storage.repository import CURRENT_BY_ID, StoredResource, row_to_stored
+from app.search.executor import run_search
+from app.search.prepared import prepared
+from app.storage.repository import CURRENT_BY_ID, row_to_stored
 from app.storage.tables import resource
+from app.stored import StoredResource
 
 # built once, executed with parameters (building the statement costs more than running it)
 _LIVE_BY_ID = CURRENT_BY_ID.where(resource.c.deleted.is_(False))

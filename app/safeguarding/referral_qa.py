@@ -23,9 +23,8 @@ from sqlalchemy import and_, exists, literal, or_, select
 
 from app.errors import Unprocessable
 from app.fhir import bundles
-from app.fhir.search.executor import SearchResult
 from app.fhir.search.params import parse_search
-from app.fhir.search.sql import count_query, page_query, where_clause
+from app.fhir.search.results import SearchResult
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.referral_rules import (
     CARE_TEAM_ROLE,
@@ -37,6 +36,7 @@ from app.safeguarding.referral_rules import (
     is_referral_copy,
     local_ref,
 )
+from app.search.sql import count_query, page_query, where_clause
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
@@ -45,7 +45,7 @@ from app.storage.tables import idx_reference, resource
 
 if TYPE_CHECKING:
     from app.ports import WriteContext
-    from app.storage.repository import StoredResource
+    from app.stored import StoredResource
 
 LEAD = f"{CARE_TEAM_ROLE}|safeguarding-lead"
 DOC = "DocumentReference"

@@ -41,11 +41,12 @@ from app.safeguarding.referral_rules import (
     local_ref,
     without_extension,
 )
-from app.storage.repository import format_instant, utc_ms
+from app.storage.repository import utc_ms
+from app.stored import format_instant
 
 if TYPE_CHECKING:
     from app.ports import WriteContext
-    from app.storage.repository import StoredResource
+    from app.stored import StoredResource
 
 DOC = "DocumentReference"
 RESTRICTED_CODES = ("R", "V")

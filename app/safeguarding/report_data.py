@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.dates import parse_range
 from app.fhir.search.params import parse_search
-from app.fhir.search.sql import where_clause
 from app.safeguarding.referral_rules import local_ref
+from app.search.sql import where_clause
 from app.storage.notify_tables import notification
 from app.storage.tables import idx_reference, resource, resource_version
 

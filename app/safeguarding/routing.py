@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from app.fhir.search.prepared import prepared
 from app.fhir.vocabulary import CARE_TEAM_ROLE
 from app.fhir.vocabulary import ORGANIZATION_ROLE as ORG_ROLE
 from app.safeguarding.lookup import Lookup
-from app.storage.repository import StoredResource
+from app.search.prepared import prepared
+from app.stored import StoredResource
 
 ADULT_AGE = 18
 

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 from app.errors import Gone, NotFound
 from app.fhir.bundles import full_url, outcome_entry
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
 from app.fhir.vocabulary import CANONICAL_BASE
 from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
@@ -42,9 +41,11 @@ from app.fhir.vocabulary import TASK_CODE as TASK_CODES
 from app.safeguarding.access import record_flag_access
 from app.safeguarding.flag_refs import nhs_numbers
 from app.safeguarding.tasks import OPEN_STATUSES
+from app.search.executor import run_search
 from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
-from app.storage.repository import StoredResource, format_instant, utc_ms
+from app.storage.repository import utc_ms
+from app.stored import StoredResource, format_instant
 
 if TYPE_CHECKING:
     from app.ports import WriteContext

@@ -20,7 +20,7 @@ import holidays
 from app.config import HolidaysRegion
 from app.fhir.search.dates import parse_range
 from app.fhir.vocabulary import TASK_CODE as TASK_CODES
-from app.storage.repository import format_instant
+from app.stored import format_instant
 
 ESCALATED = {"coding": [{"system": TASK_CODES, "code": "escalated", "display": "Escalated to safeguarding lead"}]}
 OPEN_STATUSES = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")

@@ -31,7 +31,7 @@ from app.observability import request_id_var
 from app.ports import Notes
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import NO_CARE_TEAM, PATIENT_AMBIGUOUS, Route, lead_of
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 
 HEADER = "X-SafeFlag-Unrouted"
 UNROUTED_LIST = "Task?owner:missing=true&code=acknowledge"

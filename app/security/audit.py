@@ -40,7 +40,8 @@ from app.fhir.search.definitions import params_for, reference_values
 from app.fhir.vocabulary import CANONICAL_BASE, IDENTIFIER_SYSTEM, OBJECT_ROLE, ROLE_CLASS, USER_ROLE
 from app.security.labels import security_labels
 from app.security.principal import Principal
-from app.storage.repository import format_instant, utc_ms
+from app.storage.repository import utc_ms
+from app.stored import format_instant
 
 BALP = "https://profiles.ihe.net/ITI/BALP/"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"

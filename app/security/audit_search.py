@@ -32,16 +32,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.fhir.search.criteria import Criterion
 from app.fhir.search.dates import parse_range, prefix_condition
 from app.fhir.search.definitions import index_values, params_for
-from app.fhir.search.executor import Restrict, SearchResult, add_includes
 from app.fhir.search.matcher import matches
 from app.fhir.search.params import SearchRequest
-from app.fhir.search.sql import SQL_OPS
+from app.fhir.search.results import SearchResult
+from app.search.executor import Restrict, add_includes
+from app.search.sql import SQL_OPS
 from app.security.policy import CLEARED_ROLES, READ, Reach
 from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
 from app.storage import buffer
 from app.storage.audit_tables import LINKED_PARAMS, audit_event, audit_event_ref
-from app.storage.repository import CURRENT_BY_ID, StoredResource, row_to_stored
+from app.storage.repository import CURRENT_BY_ID, row_to_stored
+from app.stored import StoredResource
 
 EVENT = "AuditEvent"
 MS = timedelta(milliseconds=1)

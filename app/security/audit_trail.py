@@ -32,7 +32,8 @@ from app.fhir.search.definitions import index_values, params_for
 from app.storage.audit_tables import GENESIS, LINKED_PARAMS, audit_event, audit_event_ref, audit_row
 from app.storage.buffer import PENDING, defer, flush
 from app.storage.locks import on_postgresql
-from app.storage.repository import Repository, StoredResource
+from app.storage.repository import Repository
+from app.stored import StoredResource
 
 LANE_KEY = "safeflag.audit_lane"  # in the connection's info: the lane this connection owns
 HEAD_KEY = "safeflag.audit_head"  # in the session's info: (lane, position, hash) of the last row written

@@ -25,7 +25,8 @@ from app.security.labels import RESTRICTED, audit_restriction, default_labels, i
 from app.security.policy import WITHHELD_MSG, Visibility, conflict_sight, decide, decide_operation
 from app.security.principal import Principal
 from app.security.search_scope import visible_any_type, visible_conditions
-from app.storage.repository import Repository, StoredResource, utc_ms
+from app.storage.repository import Repository, utc_ms
+from app.stored import StoredResource
 
 
 class Guard:

@@ -129,7 +129,7 @@ def qualifier_criteria(resource_type: str, params: tuple[tuple[str, str], ...], 
 
 
 def _holds(crit: Criterion, content: dict[str, Any]) -> bool:
-    """One qualifier against one resource, compared as `sql.py` compares index rows."""
+    """One qualifier against one resource, compared as `app/search/sql.py` compares index rows."""
     assert crit.param is not None
     for row in index_values(crit.param, content, crit.base):
         for v in crit.values:

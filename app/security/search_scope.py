@@ -20,15 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import NamedFromClause
 
 from app.fhir.search.params import Criterion, SearchRequest
-from app.fhir.search.sql import compile_criterion, where_clause
 from app.fhir.vocabulary import CONFIDENTIALITY
+from app.search.sql import compile_criterion, where_clause
 from app.security.audit import patients_of
 from app.security.labels import RESTRICTED_CODES
 from app.security.policy import CLEARED_ROLES, CREATOR_SYSTEM, ORG_FIELDS, REACH_FIELDS, READ, Reach
 from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
-from app.storage.repository import StoredResource
 from app.storage.tables import idx_reference, idx_token, resource
+from app.stored import StoredResource
 
 Condition = ColumnElement[bool]
 
@@ -123,7 +123,7 @@ def _and(conds: list[Condition | None]) -> list[Condition]:
 def visible_conditions(principal: Principal, resource_type: str, res: NamedFromClause) -> tuple[Condition, ...]:
     """ANDed to a search: exactly the records `policy.visibility` calls VISIBLE. Built once per
     principal, type and table, as `visible_any_type` (every search asks for them; searches of one
-    shape share their statement, app/fhir/search/prepared.py, so building them was the only work left)."""
+    shape share their statement, app/search/prepared.py, so building them was the only work left)."""
     cleared = cleared_condition(principal, res)
     label = None if cleared is None else or_(not_(restricted(res)), cleared)
     return tuple(_and([reach_condition(principal, resource_type, res), scope_condition(principal, resource_type, res),

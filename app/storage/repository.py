@@ -2,14 +2,14 @@
 
 Every change goes through `Repository`: the new current row, its version row and its search-index
 rows are written in the caller's transaction. The repository never commits; the request (or a
-dispatcher batch) owns the transaction.
+dispatcher batch) owns the transaction. What it returns (`StoredResource`, `VersionRecord`) and the
+index rows it is given are plain data in `app/stored.py`, shared with the FHIR toolkit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from app.storage.buffer import defer
 from app.storage.locks import advisory_lock, on_postgresql
 from app.storage.notify_tables import outbox_event
 from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource, resource_version
+from app.stored import IndexRows, StoredResource, VersionRecord, format_instant
 
 # AuditEvents are written on every access and trigger nothing: keeping them out of the outbox halves its volume.
 NO_OUTBOX = frozenset({"AuditEvent"})
@@ -36,50 +37,9 @@ class IdSource(Protocol):
     def new_id(self) -> str: ...
 
 
-@dataclass(frozen=True)
-class StoredResource:
-    pk: int
-    resource_type: str
-    id: str
-    version_id: int
-    last_updated: datetime  # naive UTC, millisecond precision
-    deleted: bool
-    content: dict[str, Any]
-    created_by_org: str | None = None  # the `org` of the token that created it (access policy)
-
-    @property
-    def etag(self) -> str:
-        return f'W/"{self.version_id}"'
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    resource_type: str
-    id: str
-    version_id: int
-    last_updated: datetime
-    method: str  # POST | PUT | DELETE
-    content: dict[str, Any] | None
-
-
-@dataclass
-class IndexRows:
-    tokens: list[tuple[str, str | None, str | None]] = field(default_factory=list)
-    strings: list[tuple[str, str, str]] = field(default_factory=list)
-    references: list[tuple[str, str | None, str | None, str | None, str | None, str | None]] = field(
-        default_factory=list
-    )
-    dates: list[tuple[str, datetime, datetime]] = field(default_factory=list)
-
-
 Indexer = Callable[[str, dict[str, Any]], IndexRows]
-# Validates a resource the server wrote itself before it is stored (app/fhir/server_writes.py); raises
+# Validates a resource the server wrote itself before it is stored (app/interactions/server_writes.py); raises
 ServerWriteCheck = Callable[[str, dict[str, Any]], None]
-
-
-def format_instant(ts: datetime) -> str:
-    """FHIR `instant` for a naive-UTC timestamp, millisecond precision."""
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}+00:00"
 
 
 def utc_ms(ts: datetime) -> datetime:

@@ -25,7 +25,7 @@ from app.context import AppContext
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.interactions.bundle_request import _instant as bundle_instant
 from app.interactions.outcomes import http_date_value, not_modified
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 from tests.support.fhir_data import count, create, instant, location, outcome, patient, req, tx
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}

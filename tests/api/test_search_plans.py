@@ -1,4 +1,4 @@
-"""SQLite query plans of index-driven searches (app/fhir/search/sql.py `where_clause`): the CP-IS
+"""SQLite query plans of index-driven searches (app/search/sql.py `where_clause`): the CP-IS
 search and the duplicate-flag check start from the search-index rows of the child, not from every
 resource of the type, so they do not grow with the number of Flags. SQLite only: PostgreSQL plans
 from its statistics (the CP-IS figures at 300 k Flags are in docs/benchmarks.md)."""
@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app.context import AppContext
 from app.fhir.search.params import parse_search
-from app.fhir.search.sql import page_query
+from app.search.sql import page_query
 from tests.conftest import BASE_URL
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"

@@ -1,4 +1,4 @@
-"""Prepared searches (app/fhir/search/prepared.py) on both databases: the same matches, in the same
+"""Prepared searches (app/search/prepared.py) on both databases: the same matches, in the same
 order, as the generic search with the values written in; and the templates that cannot be prepared."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import httpx
 import pytest
 
 from app.context import AppContext
-from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
-from app.fhir.search.prepared import prepared
+from app.search.executor import run_search
+from app.search.prepared import prepared
 from tests.conftest import BASE_URL
 from tests.support.fhir_data import create, organization, patient
 

@@ -10,8 +10,8 @@ from sqlalchemy import Table
 
 from app.context import AppContext
 from app.fhir.nhs_number import check_digit
-from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
+from app.search.executor import run_search
 from tests.api.test_search_fixtures import (
     NHS,
     create,

@@ -1,4 +1,4 @@
-"""Page queries shared by shape (app/fhir/search/prepared.py `page_statement`), on both databases:
+"""Page queries shared by shape (app/search/prepared.py `page_statement`), on both databases:
 a search of a shape already built answers for its own values, never for the values or the access
 conditions of the search that built it."""
 
@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import literal, select
 
 from app.context import AppContext
-from app.fhir.search import executor, prepared
-from app.fhir.search.executor import run_search
 from app.fhir.search.params import parse_search
+from app.search import executor, prepared
+from app.search.executor import run_search
 from app.security.guard import Restriction
 from app.security.principal import Principal
 from app.security.scopes import ScopeSet

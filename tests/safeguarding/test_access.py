@@ -15,7 +15,7 @@ from app.safeguarding.access import ACCESS_ID_SYSTEM, COMM_CATEGORY, is_schedule
 from app.safeguarding.lookup import Lookup
 from app.security.principal import Principal
 from app.storage.notify_tables import outbox_event
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 from tests.conftest import FHIR
 from tests.safeguarding.support import (
     CHILD,

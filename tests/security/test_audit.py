@@ -151,8 +151,8 @@ def test_patients_of_resources() -> None:
 
 
 async def test_stored_events_are_found_by_patient_agent_entity_and_date(clean_ctx: AppContext) -> None:
-    from app.fhir.search.executor import run_search
     from app.fhir.search.params import parse_search
+    from app.search.executor import run_search
     from app.storage.repository import Repository
 
     read = audit_for(interaction="read", principal=HV, recorded=WHEN, resource_type="Flag", res_id="f1",

@@ -18,9 +18,10 @@ from sqlalchemy import insert, select
 
 from app.context import AppContext
 from app.fhir.nhs_number import check_digit
-from app.fhir.search.executor import SearchResult, run_search
 from app.fhir.search.params import parse_search
+from app.fhir.search.results import SearchResult
 from app.main import create_app
+from app.search.executor import run_search
 from app.security import audit_search
 from app.security.guard import Restriction
 from app.security.principal import Principal

@@ -19,7 +19,7 @@ import pytest
 
 from app.context import AppContext
 from app.security.labels import CONFIDENTIALITY, SEX, withheld_issue
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 from tests.safeguarding.support import CATEGORY, CHILD, CHILD_NHS, ED, LA, NHS, example, flag, patient
 from tests.security.tokens_fixture import Auth
 

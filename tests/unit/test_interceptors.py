@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from app.interactions.interceptors import Interceptors
 from app.ports import WriteContext
-from app.storage.repository import StoredResource
+from app.stored import StoredResource
 
 CTX = cast(WriteContext, object())  # the rules below never look at it
 

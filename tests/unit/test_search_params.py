@@ -235,7 +235,7 @@ def test_patient_parameter_skips_references_to_other_types() -> None:
 def _sql(query: str) -> str:
     from sqlalchemy.dialects import sqlite
 
-    from app.fhir.search.sql import page_query
+    from app.search.sql import page_query
 
     return " ".join(str(page_query(parse("Flag", query)).compile(dialect=sqlite.dialect())).split())
 

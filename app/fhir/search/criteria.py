@@ -1,7 +1,7 @@
 """One search criterion, `name[:modifier][.chain]=value[,value]`, parsed into a `Criterion`
 (https://hl7.org/fhir/R4/search.html#modifiers, #chaining).
 
-A `Criterion` is storage-independent: `sql.py` compiles it for the database and `matcher.py`
+A `Criterion` is storage-independent: `app/search/sql.py` compiles it for the database and `matcher.py`
 evaluates it in memory for subscription filters, so both read it the same way.
 """
 

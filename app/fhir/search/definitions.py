@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.fhir.search import extract
-from app.storage.repository import IndexRows
+from app.stored import IndexRows
 
 SUPPORTED_TYPES = (
     "Patient",

@@ -2,7 +2,7 @@
 the criteria (`criteria.py`) and the result parameters `_count`, `_sort`, `_include`, `_revinclude`,
 `_summary`, `_total`, `_elements` (https://hl7.org/fhir/R4/search.html#return).
 
-Parsing is independent of storage: the SQL compiler (`sql.py`) and the in-memory matcher
+Parsing is independent of storage: the SQL compiler (`app/search/sql.py`) and the in-memory matcher
 (`matcher.py`) both consume the same `Criterion` objects.
 """
 

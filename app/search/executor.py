@@ -5,7 +5,6 @@ never one per resource."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -14,26 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.definitions import params_for
 from app.fhir.search.params import Include, SearchRequest
-from app.fhir.search.prepared import page_statement, recently_used
-from app.fhir.search.sql import count_query, page_query
+from app.fhir.search.results import SearchResult
+from app.search.prepared import page_statement, recently_used
+from app.search.sql import count_query, page_query
 from app.storage import buffer
-from app.storage.repository import StoredResource, current_select, row_to_stored
+from app.storage.repository import current_select, row_to_stored
 from app.storage.tables import idx_reference, resource
+from app.stored import StoredResource
 
 MAX_ITERATE = 5  # rounds of `_include:iterate` / `_revinclude:iterate`
 Restrict = Callable[[Table, str | None], Sequence[ColumnElement[bool]]]
 # (parameter, content) -> its reference rows, for sources whose references are read off their JSON
 # rather than the index tables (AuditEvents, kept in the audit trail's own table)
 RefsOf = Callable[[Any, dict[str, Any]], list[tuple[Any, ...]]]
-
-
-@dataclass
-class SearchResult:
-    request: SearchRequest
-    matches: list[StoredResource]
-    total: int | None
-    included: list[StoredResource] = field(default_factory=list)
-    includes_truncated: bool = False
 
 
 async def run_search(

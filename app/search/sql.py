@@ -5,7 +5,7 @@ idx_* WHERE res_type = ? AND param = ? AND value...)` and drives the query from 
 become correlated EXISTS probes through the `resource_pk` indexes, and negations (`:not`,
 `:missing=true`) NOT EXISTS anti-joins. Values of one parameter are ORed, parameters ANDed
 (https://hl7.org/fhir/R4/search.html#combining). The same SQL runs on SQLite and PostgreSQL;
-`matcher.py` evaluates the same criteria in memory, so keep the two in step (tests/api/test_search_parity.py).
+`app/fhir/search/matcher.py` evaluates the same criteria in memory, so keep the two in step (tests/api/test_search_parity.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ system, a reference's id, an `_id`) may be a `:name` placeholder:
     FLAG_BY_CHILD = prepared("Flag", [("subject:identifier", f"{NHS}|:nhs"), ("status", "active")])
     matches = await FLAG_BY_CHILD.run(session, nhs="9990000018")
 
-It is parsed and compiled by the same code as any search (`params.py`, `sql.py`), so it matches exactly
+It is parsed and compiled by the same code as any search (`app/fhir/search/params.py`, `sql.py`), so it matches exactly
 what the same query with the values written in would match; the placeholders become bound parameters.
 A placeholder where a value is transformed before it reaches SQL (a string prefix, a date) cannot be
 bound, and is refused when the template is prepared. Only the page query is prepared: no `_include`,
@@ -28,10 +28,11 @@ from sqlalchemy.sql import visitors
 
 from app.fhir.search.criteria import Criterion
 from app.fhir.search.params import SearchRequest, parse_search
-from app.fhir.search.sql import page_query
 from app.fhir.search.values import RefValue, TokenValue
+from app.search.sql import page_query
 from app.storage import buffer
-from app.storage.repository import StoredResource, row_to_stored
+from app.storage.repository import row_to_stored
+from app.stored import StoredResource
 
 V = TypeVar("V")
 PLACEHOLDER = re.compile(r":([a-z][a-z0-9_]*)")
