@@ -9,6 +9,10 @@
   in progress and later finished as did-not-wait gets both, each once.
 - `think-family`: the attender is an adult (18 or over: children are under 18, as in FGM-IS) with
   dependent children: one notice per child, `about` the adult's Encounter, no `encounter` element.
+- the attendance's reason (`reasonCode`) is copied into the child's own notice, which its health visitor
+  reads (the ED's Encounter is not hers to read); never from an Encounter with a restricted or
+  sensitivity label (a sexual-health attendance's reason stays in its record), nor into a Think Family
+  notice (the adult's reason is the adult's).
 - priority `urgent`: an active CP / LAC / unborn-plan flag, an injury attendance under 1 year, or
   did-not-wait; else `routine` (a notice routed to no one keeps these rules). Routing is routing.py;
   the acknowledgement Task is tasks.py (due in working days, weekends and bank holidays skipped); a
@@ -41,6 +45,7 @@ from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
 from app.safeguarding.tasks import DEFAULT_REGION, acknowledgement_task
 from app.safeguarding.unrouted import Sent, ed_organization, to_ed_lead
 from app.search.prepared import prepared
+from app.security.labels import is_restricted, security_labels
 from app.security.policy import PLAN_TYPES
 from app.storage.repository import Repository
 from app.stored import StoredResource, format_instant
@@ -76,6 +81,14 @@ def did_not_wait(encounter: dict[str, Any]) -> bool:
 
 def is_injury(encounter: dict[str, Any]) -> bool:
     return any(_codes(c, SNOMED) & INJURY_CODES for c in encounter.get("reasonCode") or [])
+
+
+def shared_reason(encounter: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attendance's reason the notice may carry: the Encounter's reasonCode, unless a label keeps the
+    Encounter from others (restricted, or a sensitivity label such as SEX): then nothing."""
+    if is_restricted(encounter) or any(c.get("system") == ACT_CODE for c in security_labels(encounter)):
+        return []
+    return [dict(c) for c in encounter.get("reasonCode") or [] if isinstance(c, dict)]
 
 
 def priority(*, plan_flag: bool, age: int | None, injury: bool, dnw: bool) -> str:
@@ -194,6 +207,9 @@ def communication(
         comm["subject"] = notice.child_ref
     if notice.own_encounter:
         comm["encounter"] = {"reference": notice.about}
+        reason = shared_reason(content)
+        if reason:
+            comm["reasonCode"] = reason
     if route.recipient:
         comm["recipient"] = [route.recipient]
     if route.reason:  # routed to no one: the governance report counts it, wherever it went instead

@@ -5,7 +5,8 @@ signed-in user, so the policy decides what is shown, restricted records are with
 information entry a search carries, and the page view is audited as that search.
 
 A notice on a list is the acknowledgement Task with what its focus Communication, the child (Patient)
-and the attendance (Encounter, its serviceProvider) say. Urgent notices come first, then the newest.
+and the attendance (Encounter, its serviceProvider) say; the attendance's reason is the Encounter's, or
+for a reader who may not read the Encounter, the copy the notice carries (`Communication.reasonCode`). Urgent notices come first, then the newest.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime) -
     due = due_at(task)
     sent = fmt.instant(comm.get("sent") or task.get("authoredOn"))
     reasons = [cc.get("text") or next((c.get("display") or c.get("code") for c in cc.get("coding") or []), "")
-               for cc in encounter.get("reasonCode") or []]
+               for cc in encounter.get("reasonCode") or comm.get("reasonCode") or []]
     nhs = nhs_of(child, child_ref)
     return NoticeRow(
         task_id=str(task["id"]), version=int((task.get("meta") or {}).get("versionId", 1)),

@@ -59,7 +59,7 @@ async def test_the_health_visitors_inbox_shows_her_open_notice_urgent_first(
     first = listing.rows[0]
     assert first.attended == "5 January 2026, 09:15 GMT"
     assert first.place == "Demo General Hospital Emergency Department"  # the notice's sender
-    assert first.reason == ""  # the ED's Encounter is not hers to read, through /fhir or here
+    assert first.reason == "Contusion"  # from the notice: the ED's Encounter is not hers to read
     assert (first.overdue, first.escalated, listing.withheld) == (False, False, None)
     assert first.due == "6 January 2026, 09:0" + first.due[-5] + " GMT"  # one working day after it arrived
     lead = await inbox(clean_ctx, LEAD, clock, team=True)
