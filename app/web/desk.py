@@ -7,8 +7,9 @@
 - the governance report for a month (`$governance-report`), checked, computed and audited as the
   operation is, drawn as a table with bars (no script);
 - for MASH: the access notifications addressed to the authority (`Communication?category=access-notification`),
-  the referral copies addressed to it (`Communication?category=mash-referral`), and the reply, a
-  `referral-outcome` Communication `inResponseTo` the referral, created as `POST /fhir/Communication` is.
+  the referral copies addressed to it (`Communication?category=mash-referral`) with the outcome already
+  sent for each (`Communication?category=referral-outcome`), and the reply, a `referral-outcome`
+  Communication `inResponseTo` the referral, created as `POST /fhir/Communication` is.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Item:
     when: str
     who: str
     what: str
+    reply: str = ""  # a referral copy's outcome, once the authority has sent it
 
 
 def _match(bundle: dict[str, Any]) -> list[dict[str, Any]]:
@@ -132,6 +134,11 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
             fmt.uk_datetime(c.get("sent")), display_of(c.get("sender"), found) or "",
             payload_text(c),
         ) for c in _match(bundle) if c.get("resourceType") == "Communication"])
+    replies = await svc.search("Communication", [
+        ("category", f"{COMM_CATEGORY}|referral-outcome"), ("_sort", "sent"), ("_count", "200")])
+    sent = {ref.get("reference"): payload_text(c) for c in _match(replies) for ref in c.get("inResponseTo") or []}
+    for item in lists[1]:
+        item.reply = sent.get(f"Communication/{item.res_id}", "")
     return lists[0], lists[1], withheld
 
 

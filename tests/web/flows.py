@@ -5,6 +5,7 @@ at an injected time (test-range NHS numbers only)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -95,6 +96,27 @@ def restricted_flag(server: RunningServer, child: str) -> None:
     with api(server, token(server, "sexual-health-clinician", org=SEXUAL_HEALTH)) as sh:
         r = sh.post("/Flag", json=flag)
         assert r.status_code in (201, 409), r.text  # 409: already there from an earlier run on this server
+
+
+def referral_copy(server: RunningServer) -> tuple[str, str]:
+    """A referral copy the health visitor sends the MASH (a transaction); (its Communication, its
+    DocumentReference) ids."""
+    bundle = json.loads(json.dumps(b.referral_copy(datetime.now(UTC).isoformat(), "Referral text"))
+                        .replace(b.ED_NURSE, b.HV))
+    with api(server, token(server, "health-visitor", org=b.ZERO19, practitioner=b.HV)) as hv:
+        r = hv.post(server.fhir_base, json=bundle)
+        assert r.status_code == 200, r.text
+    where = [e["response"]["location"].split("/_history")[0].split("/")[-2:] for e in r.json()["entry"]]
+    ids = {rtype: rid for rtype, rid in where}
+    return ids["Communication"], ids["DocumentReference"]
+
+
+def search(server: RunningServer, resource_type: str, **params: str) -> list[dict[str, Any]]:
+    """What an admin finds through /fhir (the matches only)."""
+    with api(server) as admin:
+        r = admin.get(f"/{resource_type}", params=params)
+        assert r.status_code == 200, r.text
+    return [e["resource"] for e in r.json().get("entry") or [] if e["search"]["mode"] == "match"]
 
 
 def task(server: RunningServer, task_id: str) -> dict[str, Any]:

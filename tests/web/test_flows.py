@@ -25,7 +25,9 @@ from tests.web.flows import (
     attend_without_server,
     escalate_at,
     later,
+    referral_copy,
     restricted_flag,
+    search,
     seed_server,
     session_cookie,
     tab_to,
@@ -213,3 +215,38 @@ def test_she_passes_a_notice_to_a_colleague_by_keyboard_and_it_moves_to_their_li
     switch_user(driver, web_server, "harriet.second")
     assert present(driver, card(task_id))
     check_page(driver, f"inbox-passed-on-{web_server.database}")
+
+
+def test_mash_replies_to_a_referral_copy_and_the_lead_reviews_it_in_the_browser(
+    driver: webdriver.Chrome, web_server: RunningServer, provider: Provider
+) -> None:
+    provider.add_user("mia.mash", MASH_USER)
+    seed_server(web_server)
+    referral, document = referral_copy(web_server)
+    sign_in(driver, web_server, "mia.mash")
+    form = f'form[action="/app/mash/reply/{referral}"]'
+    driver.find_element(By.CSS_SELECTOR, f"{form} textarea").send_keys("Strategy meeting held; child in need plan")
+    driver.find_element(By.CSS_SELECTOR, f"{form} button").click()
+    wait_for_path(driver, "/app/mash")
+    assert driver.find_element(By.CSS_SELECTOR, f'[data-replied="{referral}"]').text == (
+        "Outcome sent Strategy meeting held; child in need plan")
+    check_page(driver, f"mash-replied-{web_server.database}")
+    [reply] = [c for c in search(web_server, "Communication", _count="200",
+                                 category=f"{b.CS}safeguarding-communication-category|referral-outcome")
+               if c["inResponseTo"] == [{"reference": f"Communication/{referral}"}]]
+    assert (reply["status"], reply["payload"], reply["subject"], reply["recipient"], reply["sender"]) == (
+        "completed", [{"contentString": "Strategy meeting held; child in need plan"}], {"reference": b.CHILD},
+        [{"reference": b.HV}], {"reference": b.MASH})
+    switch_user(driver, web_server, "sam.lead")
+    driver.get(web_server.base_url + "/app/lead#quality")
+    review = f'form[action="/app/lead/review/{document}"]'
+    driver.find_element(By.CSS_SELECTOR, f'{review} label[for="o-{document}-incomplete-information"]').click()
+    driver.find_element(By.CSS_SELECTOR, f"{review} textarea").send_keys("No chronology attached")
+    check_page(driver, f"lead-review-{web_server.database}")
+    driver.find_element(By.CSS_SELECTOR, f"{review} button").click()
+    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/app/lead#quality"))
+    assert not present(driver, review)  # reviewed: out of the queue
+    [qa] = search(web_server, "Task", focus=f"DocumentReference/{document}", code=f"{b.CS}safeguarding-task|referral-qa")
+    assert (qa["status"], qa["owner"], qa["for"], qa["note"], qa["output"][0]["valueCodeableConcept"]) == (
+        "completed", {"reference": b.LEAD}, {"reference": b.CHILD}, [{"text": "No chronology attached"}],
+        {"coding": [{"system": f"{b.CS}referral-qa-outcome", "code": "incomplete-information"}]})

@@ -201,9 +201,11 @@ async def test_mash_sees_referral_copies_and_replies_and_the_lead_reviews_the_co
         accesses, referrals, withheld = await desk.mash_lists(svc)
     assert [(i.child, i.when, i.who) for i in referrals] == [
         ("Casey Demo", "5 January 2026, 10:00 GMT", "PractitionerRole/demo-ed-nurse")]  # not readable by MASH: named by reference
-    assert accesses == [] and withheld is None
+    assert accesses == [] and withheld is None and referrals[0].reply == ""
     async with clean_ctx.unit_of_work(MASH) as svc:
         await desk.reply(svc, referrals[0].res_id, "Strategy meeting held; child in need plan", clock.now())
+    async with clean_ctx.unit_of_work(MASH) as svc:  # the copy now shows the outcome sent
+        assert [i.reply for i in (await desk.mash_lists(svc))[1]] == ["Strategy meeting held; child in need plan"]
     replies = (await borough.get("/fhir/Communication?category=" + COMMUNICATION_CATEGORY + "|referral-outcome")).json()
     [reply] = [e["resource"] for e in replies["entry"]]
     assert reply["inResponseTo"] == [{"reference": f"Communication/{referrals[0].res_id}"}]
