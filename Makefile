@@ -24,7 +24,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock openapi clean web-assets
+.PHONY: run test lint lock openapi clean web-assets screenshots
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "SafeFlag needs Python 3.11 or newer (python3 --version: $$(python3 --version 2>&1))"; exit 1; }
@@ -53,6 +53,11 @@ $(WEB_ASSETS): app/web/assets.py | $(PY)
 	@$(PY) -m app.web.assets
 	@touch $@
 web-assets: $(WEB_ASSETS)
+
+# The web app's pictures in README.md and docs/web-app.md (docs/images/web-*.png): the system Chromium,
+# the browser tests' OpenID Connect provider, and a server on a fixed clock (tests/web/screenshots.py).
+screenshots: $(TEST_STAMP) $(WEB_ASSETS)
+	$(PY) -m tests.web.screenshots
 
 # `safeflag serve` migrates the database first, then prints the FHIR base URL and how to mint a token.
 run: $(STAMP) $(WEB_ASSETS)

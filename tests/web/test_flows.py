@@ -13,6 +13,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from app.demo import borough as b
+from app.fhir.vocabulary import COMMUNICATION_CATEGORY, QA_OUTCOME, TASK_CODE
 from tests.e2e.server import RunningServer
 from tests.web.browser import check_page
 from tests.web.conftest import sign_in, wait_for_path
@@ -232,7 +233,7 @@ def test_mash_replies_to_a_referral_copy_and_the_lead_reviews_it_in_the_browser(
         "Outcome sent Strategy meeting held; child in need plan")
     check_page(driver, f"mash-replied-{web_server.database}")
     [reply] = [c for c in search(web_server, "Communication", _count="200",
-                                 category=f"{b.CS}safeguarding-communication-category|referral-outcome")
+                                 category=f"{COMMUNICATION_CATEGORY}|referral-outcome")
                if c["inResponseTo"] == [{"reference": f"Communication/{referral}"}]]
     assert (reply["status"], reply["payload"], reply["subject"], reply["recipient"], reply["sender"]) == (
         "completed", [{"contentString": "Strategy meeting held; child in need plan"}], {"reference": b.CHILD},
@@ -246,7 +247,7 @@ def test_mash_replies_to_a_referral_copy_and_the_lead_reviews_it_in_the_browser(
     driver.find_element(By.CSS_SELECTOR, f"{review} button").click()
     WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/app/lead#quality"))
     assert not present(driver, review)  # reviewed: out of the queue
-    [qa] = search(web_server, "Task", focus=f"DocumentReference/{document}", code=f"{b.CS}safeguarding-task|referral-qa")
+    [qa] = search(web_server, "Task", focus=f"DocumentReference/{document}", code=f"{TASK_CODE}|referral-qa")
     assert (qa["status"], qa["owner"], qa["for"], qa["note"], qa["output"][0]["valueCodeableConcept"]) == (
         "completed", {"reference": b.LEAD}, {"reference": b.CHILD}, [{"text": "No chronology attached"}],
-        {"coding": [{"system": f"{b.CS}referral-qa-outcome", "code": "incomplete-information"}]})
+        {"coding": [{"system": QA_OUTCOME, "code": "incomplete-information"}]})
