@@ -289,7 +289,7 @@ async def test_think_family(api: httpx.AsyncClient) -> None:
     await put(api, "RelatedPerson", "rp-nhs", related_person("Patient/k1", nhs="9990000107", parental=True))
     await put(api, "RelatedPerson", "rp-link", related_person("Patient/k2", household=True))
     await put(api, "RelatedPerson", "rp-other", related_person("Patient/k3", nhs="9990000107"))
-    enc, _, _ = await _attend(api, by_ref("mum"))
+    enc, _, _ = await _attend(api, by_ref("mum"), reasons=("125667009",))
     found = sorted((c for c in await notices(api) if category(c) == "think-family"), key=lambda c: c["subject"]["reference"])
     assert [(c["subject"], c["recipient"]) for c in found] == [
         ({"reference": "Patient/k1"}, [{"reference": "PractitionerRole/hv-1"}]),
@@ -297,7 +297,7 @@ async def test_think_family(api: httpx.AsyncClient) -> None:
     ]
     for comm in found:
         assert comm["about"] == [{"reference": f"Encounter/{enc['id']}"}]
-        assert "encounter" not in comm  # the attendance is the adult's, not the child's
+        assert "encounter" not in comm and "reasonCode" not in comm  # the attendance (and its reason) is the adult's
         assert comm["status"] == "completed" and comm["sent"]
         assert comm["identifier"][0]["value"] == f"Encounter/{enc['id']}|think-family|{comm['subject']['reference'][8:]}"
         _no_profile_errors(comm)
