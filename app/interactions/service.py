@@ -79,7 +79,13 @@ class FhirService:
         self.scheduled = scheduled  # `X-Access-Context: scheduled`: a silent (still audited) read
         self.notes = Notes()  # of every successful write of this unit of work
         self.writing: Notes | None = None  # of the write under way
-        self.reads = Reads(self, interceptors)
+
+    @property
+    def reads(self) -> Reads:
+        """The reads, as this service asks them. Made when asked, not kept: a `Reads` kept here would
+        point back at its service, and that cycle left each request's whole unit of work (session,
+        repository, guard, principal) for the cycle collector instead of freeing it when the request ends."""
+        return Reads(self, self.interceptors)
 
     # -- the WriteContext a rule is given ------------------------------------------------------
     def note(self) -> Notes:
