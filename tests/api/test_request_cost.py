@@ -4,11 +4,17 @@ ends (no reference cycle keeps its session, repository, guard and principal for 
 from __future__ import annotations
 
 import gc
+import re
 import weakref
+from typing import Any
+
+import httpx
+from sqlalchemy import event
 
 from app.context import AppContext
 from app.security.principal import Principal
 from app.security.scopes import ScopeSet
+from tests.support.fhir_data import NHS, flag, organization, patient
 
 ADMIN = Principal(sub="cost-admin", role="admin", scopes=ScopeSet.parse("user/*.cruds"),
                   issuer="http://127.0.0.1:8080/auth", org="Organization/cost")
@@ -30,3 +36,74 @@ async def test_a_unit_of_work_is_freed_without_the_cycle_collector(clean_ctx: Ap
         assert [r() for r in refs] == [None, None, None, None]
     finally:
         gc.enable()
+
+
+def _shape(sql: str) -> str:
+    """A statement as its kind and the tables it names: 'SELECT resource', 'INSERT INTO idx_token', ..."""
+    sql = " ".join(sql.split())
+    if sql.startswith("WITH"):
+        return "WITH " + " ".join(re.findall(r"INSERT INTO (\w+)", sql))
+    m = re.match(r"(INSERT INTO|UPDATE|DELETE FROM) (\w+)", sql)
+    if m:
+        return f"{m.group(1)} {m.group(2)}"
+    m = re.match(r"SELECT (\w+)\(", sql) or re.match(r"SELECT .*? FROM (\w+)", sql)
+    return f"SELECT {m.group(1)}" if m else sql.split(" ")[0]
+
+
+async def test_statements_per_read_search_and_create(client: httpx.AsyncClient, clean_ctx: AppContext) -> None:
+    """Exactly what the database is asked to run for one read, one CP-IS search and one create of a Flag
+    (as the benchmark sends them): a change here is a change in cost per request, made on purpose."""
+    org = (await client.post("/fhir/Organization", json=organization())).json()["id"]
+    pat = (await client.post("/fhir/Patient", json=patient(nhs="9990000018"))).json()["id"]
+    body = {**flag(f"Patient/{pat}", f"Organization/{org}")}
+    body["subject"] = {**body["subject"], "identifier": {"system": NHS, "value": "9990000018"}}
+    fid = (await client.post("/fhir/Flag", json=body)).json()["id"]
+    other = (await client.post("/fhir/Patient", json=patient(nhs="9990000026"))).json()["id"]
+    second = {**body, "subject": {"reference": f"Patient/{other}", "identifier": {"system": NHS, "value": "9990000026"}}}
+    cpis = f"/fhir/Flag?patient:identifier={NHS}%7C9990000018&status=active&_include=Flag:author"
+
+    sent: list[str] = []
+    traced: list[str] = []
+    sqlite = clean_ctx.engine.dialect.name == "sqlite"
+
+    def record(_conn: Any, _cur: Any, sql: str, *_a: Any) -> None:
+        sent.append(_shape(sql))
+
+    raw: Any = None
+    if sqlite:  # the queued rows go straight to sqlite3 (app/storage/buffer.py): trace what it runs
+        async with clean_ctx.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+        raw.sqlite.set_trace_callback(traced.append)
+    event.listen(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+    counts = {}
+    try:
+        for name, call in (("read", lambda: client.get(f"/fhir/Flag/{fid}")),
+                           ("search", lambda: client.get(cpis)),
+                           ("create", lambda: client.post("/fhir/Flag", json=second))):
+            sent.clear()
+            traced.clear()
+            response = await call()
+            assert response.status_code in (200, 201), response.text
+            counts[name] = (list(sent), len(traced))
+    finally:
+        event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+        if raw is not None:
+            raw.sqlite.set_trace_callback(None)
+
+    # the Flag(s) read, then the AuditEvent as a resource and its lane's last row in the audit trail (its
+    # row and reference rows are queued)
+    read = ["SELECT resource", "INSERT INTO resource", "SELECT audit_event"]
+    search = ["SELECT resource", *read]  # the matches, then the _include
+    create = ["SELECT resource", "SELECT resource", "INSERT INTO resource", "INSERT INTO resource", "SELECT audit_event"]
+    if sqlite:  # BEGIN IMMEDIATE; the queued rows went straight to sqlite3: its trace counts each row
+        assert counts == {"read": (["BEGIN", *read], 37), "search": (["BEGIN", *search], 36),
+                          "create": (["BEGIN", *create], 48)}
+    else:  # every queued row in one statement before COMMIT; a create locks its duplicate check's key
+        queued = "WITH resource_version idx_token idx_string idx_reference idx_date audit_event audit_event_ref"
+        assert counts == {
+            "read": ([*read, queued], 0),
+            "search": ([*search, queued], 0),
+            "create": ([create[0], "SELECT pg_advisory_xact_lock", *create[1:],
+                        "WITH resource_version idx_token idx_reference idx_date outbox_event idx_string audit_event "
+                        "audit_event_ref"], 0),
+        }
