@@ -233,3 +233,35 @@ async def test_the_upgrade_links_the_stored_events_and_appends_those_never_chain
             found = await audit_search.search(session, req, reader, base=BASE, max_includes=10, restrict=None)
         # in the trail's order (the one appended by the upgrade last)
         assert [m.id for m in found.matches] == [made[0].id, made[2].id, made[1].id] and found.total == 3
+
+
+async def test_paging_links_walk_the_trail_as_the_resources_did(fresh: tuple[AppContext, httpx.AsyncClient]) -> None:
+    """Through the API, a reader who may not see restricted events follows `next` links page by page and
+    meets exactly the events, in the order and with the total, that the search of the resources gave."""
+    ctx, api = fresh
+    await _history(api, ctx)
+    epr = bearer(ctx, "system", "epr", EPR, scope=READERS["epr"][3])
+    # orders in which the events the walk itself writes come last, so that pages do not shift under it
+    for query in ([("_sort", "date")], [("patient", CHILD)], [("subtype", "read")]):
+        req = parse_search("AuditEvent", [*query, ("_count", "500")], base=BASE)
+        async with ctx.sessionmaker() as session:
+            old = await run_search(session, req, restrict=Restriction(principal("epr")))
+        expected = [m.id for m in old.matches]
+        assert expected and not any("security" in m.content["meta"] for m in old.matches)
+        seen: list[str] = []
+        r = await api.get("/fhir/AuditEvent", params=[*query, ("_count", "4")], headers=epr)
+        while True:
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert page["total"] >= len(expected)  # the reader's own searches since are events too
+            seen += [e["resource"]["id"] for e in page.get("entry", []) if e["search"]["mode"] == "match"]
+            following = [link["url"] for link in page["link"] if link["relation"] == "next"]
+            if not following:
+                break
+            r = await api.get(following[0].removeprefix(BASE_URL), headers=epr)
+        assert [i for i in seen if i in set(expected)] == expected, query
+        assert len(seen) == len(set(seen)) == page["total"]
+        async with ctx.sessionmaker() as session:
+            hidden = {row[0]["id"] for row in (await session.execute(select(resource.c.content).where(
+                resource.c.res_type == "AuditEvent"))).all() if "security" in row[0]["meta"]}
+        assert hidden and not hidden & set(seen)
