@@ -1,8 +1,8 @@
 """The read side of the FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html): read, vread,
-search, history and the matching behind conditional interactions. `FhirService` owns one `Reads` for its
-unit of work and answers its reads through it, so a transaction entry and a plain request share one
-code path; every access goes through the access guard, and what a user was shown goes through the
-after-read interceptors (access notifications).
+search, history and the matching behind conditional interactions. `FhirService` answers its reads
+through a `Reads` over its own unit of work (made when asked, not kept), so a transaction entry and a
+plain request share one code path; every access goes through the access guard, and what a user was
+shown goes through the after-read interceptors (access notifications).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Every write runs one pipeline:
 4. `_store_new` / `_store_over` / `_remove`: the interceptors' before-write rules (app/resource_rules.py
    says which), the Repository write, the after-write rules, all in the unit of work's transaction;
 5. on the way out (`write`): one AuditEvent for the access, and the rules' Notes on the Outcome.
-Reads (read, vread, search, history, conditional matching) are `Reads` (reads.py), which the service owns.
+Reads (read, vread, search, history, conditional matching) are `Reads` (reads.py), made per call by `reads`.
 """
 
 from __future__ import annotations
