@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -18,7 +18,14 @@ from app.config import Settings
 from app.errors import Issue, NotAuthenticated
 from app.security.keys import SigningKey, load_or_create_issuer_key
 from app.security.principal import ClaimError, Principal
-from app.security.tokens import JwksCache, TokenError, TokenIssuer, TokenVerifier, parse_issuers
+from app.security.tokens import (
+    VERIFIED_CACHE_SIZE,
+    JwksCache,
+    TokenError,
+    TokenIssuer,
+    TokenVerifier,
+    parse_issuers,
+)
 
 REALM = "safeflag"
 _BEARER = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
@@ -56,6 +63,11 @@ class SecurityRuntime:
     issuer: TokenIssuer
     verifier: TokenVerifier
     http: httpx.AsyncClient | None = None
+    # The Principal of each token the verifier holds: a client sends the same token with every request,
+    # and a Principal (frozen, its scopes parsed) depends on nothing but the token's claims. Served only
+    # after `verify` accepted the token again (its times are checked on every use), so an expired token
+    # is refused as before; what the database says about the principal is added per request (enrich).
+    _principals: dict[str, Principal] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, now: Callable[[], float] = time.time) -> SecurityRuntime:
@@ -79,9 +91,16 @@ class SecurityRuntime:
         m = _BEARER.match(authorization)
         if not m:
             raise invalid_token("the Authorization header is not 'Bearer <token>'")
+        token = m.group(1)
         try:
-            claims = await self.verifier.verify(m.group(1))
-            return Principal.from_claims(claims, base=self.settings.fhir_base)
+            claims = await self.verifier.verify(token)
+            principal = self._principals.get(token)
+            if principal is None:
+                principal = Principal.from_claims(claims, base=self.settings.fhir_base)
+                if len(self._principals) >= VERIFIED_CACHE_SIZE:
+                    self._principals.clear()  # bounded as the verifier's cache is
+                self._principals[token] = principal
+            return principal
         except (TokenError, ClaimError) as exc:
             raise invalid_token(str(exc)) from None
 

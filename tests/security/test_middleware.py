@@ -12,8 +12,10 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
 from app.config import Settings
+from app.errors import NotAuthenticated
 from app.security.middleware import RateLimitMiddleware, SecurityHeadersMiddleware, TokenBuckets, client_key
 from app.security.runtime import SecurityRuntime
+from app.security.tokens import MAX_SKEW
 
 EPR = "https://epr.example.nhs.uk"
 
@@ -152,3 +154,22 @@ async def test_client_key_is_the_verified_identity_else_the_peer_address(securit
     assert await client_key(scope("Bearer not-a-jwt"), security.identify) == "ip:10.1.2.3"
     assert await client_key(scope("Bearer a.!!!.c"), security.identify) == "ip:10.1.2.3"
     assert await client_key(scope(real), None) == "ip:10.1.2.3"  # no verifier: the address only
+
+
+async def test_a_token_s_principal_is_made_once_and_served_only_while_the_token_verifies(tmp_path: Path) -> None:
+    clock = [1_800_000_000.0]
+    runtime = SecurityRuntime.from_settings(Settings(data_dir=tmp_path, _env_file=None),  # type: ignore[call-arg]
+                                            now=lambda: clock[0])
+    token = runtime.issuer.mint(sub="hv-1", role="health-visitor", scope="user/Flag.rs", org="Organization/o1", ttl=60)
+    first = await runtime.authenticate(f"Bearer {token}")
+    assert (first.sub, first.role, first.org, first.scopes.raw) == ("hv-1", "health-visitor", "Organization/o1",
+                                                                     "user/Flag.rs")
+    assert await runtime.authenticate(f"Bearer {token}") is first  # the same token: the same Principal
+    # another token of the same user with another role is its own Principal
+    lead = runtime.issuer.mint(sub="hv-1", role="safeguarding-lead", scope="user/*.rs", org="Organization/o1", ttl=60)
+    assert (await runtime.authenticate(f"Bearer {lead}")).role == "safeguarding-lead"
+    clock[0] += 60 + MAX_SKEW + 1  # expired: refused although its Principal was kept
+    with pytest.raises(NotAuthenticated) as err:
+        await runtime.authenticate(f"Bearer {token}")
+    assert err.value.issues[0].msg_id == "SF-0811"
+    assert err.value.issues[0].diagnostics == "Invalid bearer token: the token has expired"
