@@ -24,7 +24,8 @@ from app.interactions.service import FhirService
 from app.resource_rules import resource_rules
 from app.security import audit_trail
 from app.security.affiliation import enrich
-from app.security.guard import Guard
+from app.security.guard import Guard, Policy
+from app.security.policy import decide
 from app.security.principal import Principal
 from app.storage.db import BOOKKEEPING, create_engine, create_sessionmaker
 from app.storage.failures import as_fhir_error
@@ -53,6 +54,8 @@ class AppContext:
     clock: Clock = field(default_factory=SystemClock)
     ids: IdSource = field(default_factory=UuidIds)
     indexer: Indexer | None = None
+    # the access policy every interaction of this app asks once (`policy.decide`; a test may count its calls)
+    policy: Policy = decide
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set after a commit that wrote outbox rows
     # sessions for the dispatcher's own bookkeeping: on SQLite their commits need no fsync (db.BOOKKEEPING)
     bookkeeping: async_sessionmaker[AsyncSession] = field(init=False)
@@ -95,7 +98,7 @@ class AppContext:
                         shared = "DocumentReference" if principal.role == "mash-practitioner" else None
                         principal = await enrich(session, principal, shared)
                     guard = Guard(principal, repo, server=self.settings.fhir_base, now=self.clock.now,
-                                  request_id=request_id, client_address=client_address)
+                                  request_id=request_id, client_address=client_address, policy=self.policy)
                     svc = FhirService(repo, self.settings, self.interceptors, principal=principal, guard=guard,
                                       scheduled=scheduled)
                     yield svc

@@ -1,7 +1,7 @@
 """Read-only endpoints for the conformance resources of `fhir_profiles/` (app/fhir/conformance.py):
 `GET /fhir/{StructureDefinition|CodeSystem|ValueSet|SearchParameter|ConceptMap|OperationDefinition}[/{id}]`;
-every write interaction answers 405. Each read and search is audited like any other; every
-authenticated role may read them, as they describe the API rather than anyone's record.
+every write interaction answers 405. Each read and search is decided by the policy and audited like any
+other; every authenticated role may read them, as they describe the API rather than anyone's record.
 `entries()` gives the FHIR router their rows (literal type names: they win over `{resource_type}`)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from app.fhir import conformance
 from app.fhir.conformance import CONFORMANCE_TYPES
 
 TAGS = ["Conformance resources"]
+CONFORMANCE = "conformance"  # the policy's name for reading these (every role may)
 Endpoint = Callable[..., Awaitable[Response]]
 _OK: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/fhir+json": {"schema": {"type": "object"}}}}
@@ -32,6 +33,7 @@ def _search(rtype: str) -> Endpoint:
         settings = request.app.state.ctx.settings
         async with unit_of_work(request) as svc:
             svc.guard.begin("search-type", rtype, query=f"{rtype}?{urlencode(query)}")
+            await svc.guard.authorize("search", rtype, operation=CONFORMANCE)
             bundle = conformance.search(
                 rtype,
                 query,
@@ -52,6 +54,7 @@ def _read(rtype: str) -> Endpoint:
             raise unknown_operation(request, res_id[1:], rtype)
         async with unit_of_work(request) as svc:
             svc.guard.begin("read", rtype, res_id)
+            await svc.guard.authorize("read", rtype, operation=CONFORMANCE)
             resource = conformance.read(rtype, res_id)
             await svc.guard.audited()
         return fhir_response(resource)
@@ -63,6 +66,7 @@ async def _refused(rtype: str, interaction: str, res_id: str | None, request: Re
     error = conformance.read_only(rtype)
     async with unit_of_work(request) as svc:  # the refused attempt is audited like any other
         svc.guard.begin(interaction, rtype, res_id)
+        await svc.guard.authorize(interaction, rtype, operation=CONFORMANCE)  # who may use them; then: read-only
         raise error
     raise error  # not reached (the unit of work re-raises); for the type checker
 

@@ -30,7 +30,7 @@ async def governance_report_operation(request: Request) -> Response:
     month, organization = request.query_params.get("month"), request.query_params.get("organization")
     async with unit_of_work(request) as svc:
         svc.guard.begin("operation", query=f"$governance-report?{request.url.query}")
-        svc.guard.check_operation("governance-report")
+        await svc.guard.authorize("operation", None, operation="governance-report")
         refuse_unknown(request, ("month", "organization"), "$governance-report")
         for name in ("month", "organization"):
             if len(request.query_params.getlist(name)) > 1:

@@ -1,7 +1,7 @@
 """The checks every interaction makes before it looks at a record: `begin` (the access is begun, so that
-any refusal is audited; the type is one this server serves; no one may perform this interaction on
-it, 405; the id keeps the FHIR id pattern), and the request's conditions: If-Match versions,
-If-None-Exist and the criteria of conditional interactions (https://hl7.org/fhir/R4/http.html).
+any refusal is audited; the type is one this server serves; the id keeps the FHIR id pattern), and the
+request's conditions: If-Match versions, If-None-Exist and the criteria of conditional interactions
+(https://hl7.org/fhir/R4/http.html).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from app.errors import BadRequest, NotFound, PreconditionFailed
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.validation import check_id
 from app.security.guard import Guard
-from app.security.policy import refuse_interaction
 from app.stored import StoredResource
 
 
@@ -23,17 +22,12 @@ def check_type(resource_type: str) -> None:
 
 
 def begin(guard: Guard, interaction: str, resource_type: str | None, res_id: str | None = None, *,
-          query: str | None = None, write: str | None = None) -> None:
+          query: str | None = None) -> None:
     """Begin the access before anything may refuse it, so that every refusal is audited (an unknown
-    type, an id that breaks the FHIR id pattern, `write` an interaction nobody may perform), then
-    make those checks."""
+    type, an id that breaks the FHIR id pattern, and later the policy's), then make those checks."""
     guard.begin(interaction, resource_type, res_id, query)
     if resource_type is not None:
         check_type(resource_type)
-        if write is not None:
-            refused = refuse_interaction(resource_type, write)
-            if refused is not None:
-                raise refused.error(resource_type, res_id)
     if res_id is not None:
         check_id(res_id)
 

@@ -1,8 +1,9 @@
 """The read side of the FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html): read, vread,
 search, history and the matching behind conditional interactions. `FhirService` answers its reads
 through a `Reads` over its own unit of work (made when asked, not kept), so a transaction entry and a
-plain request share one code path; every access goes through the access guard, and what a user was
-shown goes through the after-read interceptors (access notifications).
+plain request share one code path; every access is decided once by the access guard (`Guard.authorize`,
+on the record as stored, looked up first, or on the type alone when there is none) and audited once,
+and what a user was shown goes through the after-read interceptors (access notifications).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-from app.errors import BadRequest, Gone, Issue, NotFound, PreconditionFailed
+from app.errors import BadRequest, FhirError, Gone, Issue, NotFound, PreconditionFailed
 from app.fhir import bundles
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.fhir.search.params import RESULT_PARAMS, SearchRequest, parse_date, parse_search
@@ -39,12 +40,12 @@ class Reads:
     # -- read --------------------------------------------------------------------------------
     async def read(self, resource_type: str, res_id: str) -> StoredResource:
         begin(self.ctx.guard, "read", resource_type, res_id)
-        self.ctx.guard.check("read", resource_type, res_id=res_id)
         current = await self._get(resource_type, res_id)
+        # the one decision, on the record as stored: a refused type answers 403 before a missing record's 404,
+        # and a deleted record the reader may not see answers 404 like any other, not 410
+        await self.ctx.guard.authorize("read", resource_type, current, res_id=res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
-        # a deleted record the reader may not see answers 404 like any other, not 410
-        await self.ctx.guard.check_record("read", current)
         if current.deleted:
             raise Gone(
                 f"{resource_type}/{res_id} was deleted (version {current.version_id})",
@@ -57,9 +58,18 @@ class Reads:
 
     async def vread(self, resource_type: str, res_id: str, version: str) -> StoredResource:
         begin(self.ctx.guard, "vread", resource_type, res_id)
-        self.ctx.guard.check("vread", resource_type, res_id=res_id)
+        found = await self._version(resource_type, res_id, version)
+        stored = found if isinstance(found, StoredResource) else None
+        await self.ctx.guard.authorize("vread", resource_type, stored, res_id=res_id)
+        if isinstance(found, FhirError):
+            raise found
+        await self.ctx.guard.audited(found)
+        return found
+
+    async def _version(self, resource_type: str, res_id: str, version: str) -> StoredResource | FhirError:
+        """The version as stored (with its resource's writer), or why there is none to show."""
         if not (version.isascii() and version.isdigit()) or len(version) > 9:  # beyond the int column: unknown
-            raise NotFound(f"Version '{version}' of {resource_type}/{res_id} is not known", msg_id="SF-0303")
+            return NotFound(f"Version '{version}' of {resource_type}/{res_id} is not known", msg_id="SF-0303")
         if resource_type == "AuditEvent":  # kept in the audit trail, one version each
             event = await audit_search.get(self.ctx.session, res_id) if int(version) == 1 else None
             rec = (VersionRecord(event.resource_type, event.id, 1, event.last_updated, "POST", event.content)
@@ -67,14 +77,12 @@ class Reads:
         else:
             rec = await self.ctx.repo.get_version(resource_type, res_id, int(version))
         if rec is None:
-            raise NotFound(f"Version {version} of {resource_type}/{res_id} is not known", msg_id="SF-0303")
+            return NotFound(f"Version {version} of {resource_type}/{res_id} is not known", msg_id="SF-0303")
         if rec.content is None:
-            raise Gone(f"Version {version} of {resource_type}/{res_id} is a deletion", msg_id="SF-0302")
+            return Gone(f"Version {version} of {resource_type}/{res_id} is a deletion", msg_id="SF-0302")
         current = await self._get(resource_type, res_id)
         org = current.created_by_org if current else None
         stored = StoredResource(0, rec.resource_type, rec.id, rec.version_id, rec.last_updated, False, rec.content, org)
-        await self.ctx.guard.check_record("vread", stored)
-        await self.ctx.guard.audited(stored)
         return stored
 
     async def _get(self, resource_type: str, res_id: str) -> StoredResource | None:
@@ -112,7 +120,7 @@ class Reads:
     ) -> tuple[dict[str, Any], SearchResult]:
         """The searchset Bundle and the result it shows (the matches and included records)."""
         begin(self.ctx.guard, "search-type", resource_type, query=f"{resource_type}?{urlencode(query)}")
-        self.ctx.guard.check("search", resource_type)
+        await self.ctx.guard.authorize("search", resource_type)
         req = self.parse(resource_type, query, strict=strict)
         if resource_type == "AuditEvent":
             result = await audit_search.search(
@@ -189,13 +197,12 @@ class Reads:
     ) -> dict[str, Any]:
         level = "history-instance" if res_id else ("history-type" if resource_type else "history-system")
         begin(self.ctx.guard, level, resource_type, res_id)
-        if resource_type is not None:
-            self.ctx.guard.check("read", resource_type, res_id=res_id)
-        current: StoredResource | None = None
-        if resource_type and res_id:
-            current = await self.existing(resource_type, res_id, allow_deleted=True)
-            self.ctx.guard.check("read", resource_type, current.content, created_by_org=current.created_by_org,
-                             res_id=res_id)
+        current = await self.ctx.repo.get(resource_type, res_id) if resource_type and res_id else None
+        # one decision: on the record (history-instance), the type, or, for the whole system, the endpoint
+        await self.ctx.guard.authorize("read", resource_type, current, res_id=res_id,
+                                       operation="history-system" if resource_type is None else None)
+        if resource_type and res_id and current is None:
+            raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
         count, offset, since, at = self.ctx.settings.default_count, 0, None, None
         for key, raw in query:
             if key == "_count":
@@ -214,17 +221,6 @@ class Reads:
         await self.ctx.guard.audited(shown=[*records, current] if current is not None else records)
         path = "/".join(p for p in (resource_type, res_id) if p) + ("/" if resource_type else "") + "_history"
         return bundles.history(records, total, self.ctx.settings.fhir_base, path, query, offset, count)
-
-    async def existing(
-        self, resource_type: str, res_id: str, *, allow_deleted: bool = False, for_write: bool = False
-    ) -> StoredResource:
-        get = self.ctx.repo.get_for_write if for_write else self.ctx.repo.get
-        current = await get(resource_type, res_id)
-        if current is None:
-            raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
-        if current.deleted and not allow_deleted:
-            raise Gone(f"{resource_type}/{res_id} was deleted", msg_id="SF-0302")
-        return current
 
 
 def _int(name: str, raw: str) -> int:

@@ -4,11 +4,12 @@ entry behaves exactly like the same request sent alone. Nothing here commits: `A
 does.
 
 Every write runs one pipeline:
-1. `begin` (preconditions.py): the access is begun, so any refusal is audited; the type, a 405 for an
-   interaction no one may perform on it, the id;
+1. `begin` (preconditions.py): the access is begun, so any refusal is audited; the type, the id;
 2. `_incoming`: the body validated and given its default labels: the resource as it will be stored;
-3. `authorize`: the policy decides on that resource and the stored record it replaces (the one place
-   this service asks the access policy, app/security/policy.py, through the guard);
+3. `authorize`: the policy's one decision (app/security/policy.py, through the guard) on that resource
+   and the stored record it replaces, looked up first; with no record, on the type alone. Exactly one
+   per interaction: a 405 (no one may) still answers before a faulty body, a refused type before a
+   missing record;
 4. `_store_new` / `_store_over` / `_remove`: the interceptors' before-write rules (app/resource_rules.py
    says which), the Repository write, the after-write rules, all in the unit of work's transaction;
 5. on the way out (`write`): one AuditEvent for the access, and the rules' Notes on the Outcome.
@@ -21,7 +22,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.errors import BadRequest, Conflict, NotFound, PreconditionFailed, Unprocessable
+from app.errors import BadRequest, Conflict, FhirError, Gone, NotFound, PreconditionFailed, Unprocessable
 from app.fhir.patch import apply_patch
 from app.fhir.validation import validate_resource
 from app.interactions.notes import Notes
@@ -135,32 +136,38 @@ class FhirService:
         return await self.reads.resolve_reference(ref)
 
     # -- the steps of a write ------------------------------------------------------------------
-    def _incoming(self, interaction: str, resource_type: str, body: Any, res_id: str | None = None, *,
-                  url_id: str | None = None) -> dict[str, Any]:
+    async def _incoming(self, interaction: str, resource_type: str, body: Any, res_id: str | None = None, *,
+                        url_id: str | None = None) -> dict[str, Any]:
         """Begin the write and make its body the resource as it will be stored: validated (`url_id`: an
         update's, whose body must carry that id) and given its default labels."""
-        begin(self.guard, interaction, resource_type, res_id, write=interaction)
-        validate_resource(resource_type, body, url_id=url_id, require_id=url_id is not None)
-        return self.guard.labels(body)
+        begin(self.guard, interaction, resource_type, res_id)
+        try:
+            validate_resource(resource_type, body, url_id=url_id, require_id=url_id is not None)
+            return self.guard.labels(body)
+        except FhirError as fault:
+            await self.authorize(interaction, resource_type, res_id=res_id, fault=fault)
+            raise
 
-    def authorize(self, interaction: str, resource_type: str, *, new: dict[str, Any] | None = None,
-                  stored: StoredResource | None = None, res_id: str | None = None) -> None:
-        """The policy's decision on this interaction (app/security/policy.py `decide`): on `new`, the
-        resource as it will be stored, and `stored`, the record it changes or deletes; neither: on the type
-        alone (before a record is looked up, so that a refused type answers before a missing record)."""
-        if stored is None:
-            self.guard.check(interaction, resource_type, new, res_id=res_id)
-        elif new is None:
-            self.guard.check(interaction, resource_type, stored.content, created_by_org=stored.created_by_org,
-                             res_id=stored.id)
-        else:
-            self.guard.check(interaction, resource_type, new, current=stored.content,
-                             created_by_org=stored.created_by_org, res_id=stored.id)
+    async def authorize(self, interaction: str, resource_type: str, *, new: dict[str, Any] | None = None,
+                        stored: StoredResource | None = None, res_id: str | None = None, creates: bool = False,
+                        criteria: bool = False, fault: FhirError | None = None) -> None:
+        """The policy's one decision on this interaction (`Guard.authorize`, app/security/policy.py): on `new`,
+        the resource as it will be stored, and `stored`, the record it reads, changes or deletes; neither: on
+        the type alone (no record was found: a refused type answers before the missing record). `creates`: an
+        update that creates (`stored` a deleted record it brings back); `criteria`: a conditional write's;
+        `fault`: what is wrong with the request, which answers unless no one may perform the interaction."""
+        await self.guard.authorize(interaction, resource_type, stored, new=new, res_id=res_id, creates=creates,
+                                   criteria=criteria, fault=fault)
 
-    async def _matched(self, resource_type: str, query: list[tuple[str, str]], what: str) -> StoredResource | None:
-        """The one record conditional criteria select for a write, locked: searched as the principal may."""
-        self.authorize("search", resource_type)
-        return await self.reads.match_one(resource_type, query, what, for_write=True)
+    async def _matched(self, interaction: str, resource_type: str, query: list[tuple[str, str]],
+                       what: str) -> StoredResource | None:
+        """The one record conditional criteria select for a write, locked, searched as the principal may;
+        criteria that cannot select answer once the policy has allowed the type."""
+        try:
+            return await self.reads.match_one(resource_type, query, what, for_write=True)
+        except FhirError:
+            await self.authorize(interaction, resource_type, criteria=interaction != "delete")
+            raise
 
     # -- writes --------------------------------------------------------------------------------
     @write
@@ -173,8 +180,8 @@ class FhirService:
         assigned_id: str | None = None,
     ) -> Outcome:
         """`assigned_id`: the id a transaction already chose for this entry's `urn:uuid` fullUrl."""
-        body = self._incoming("create", resource_type, body)
-        self.authorize("create", resource_type, new=body)
+        body = await self._incoming("create", resource_type, body)
+        await self.authorize("create", resource_type, new=body)
         if if_none_exist is not None:  # present but empty is an error (never "match all"), not a plain create
             existing = await self.reads.match_one(resource_type, if_none_exist, "create")
             if existing is not None:
@@ -186,13 +193,19 @@ class FhirService:
     async def update(
         self, resource_type: str, res_id: str, body: Any, *, if_match: str | None = None
     ) -> Outcome:
-        body = self._incoming("update", resource_type, body, res_id, url_id=res_id)
-        expected = parse_version(if_match)
+        body = await self._incoming("update", resource_type, body, res_id, url_id=res_id)
+        return await self._put(resource_type, res_id, body, if_match)
+
+    async def _put(self, resource_type: str, res_id: str, body: dict[str, Any], if_match: str | None, *,
+                   criteria: bool = False) -> Outcome:
+        try:
+            expected = parse_version(if_match)
+        except FhirError as fault:
+            await self.authorize("update", resource_type, res_id=res_id, fault=fault)
+            raise
         current = await self.repo.get_for_write(resource_type, res_id)
-        if current is None or current.deleted:
-            self.authorize("create", resource_type, new=body, res_id=res_id)
-        else:
-            self.authorize("update", resource_type, new=body, stored=current)
+        await self.authorize("update", resource_type, new=body, stored=current, res_id=res_id,
+                             creates=current is None or current.deleted, criteria=criteria)
         if current is None:
             if expected is not None:
                 raise PreconditionFailed(
@@ -205,21 +218,23 @@ class FhirService:
     async def conditional_update(
         self, resource_type: str, query: list[tuple[str, str]], body: Any, *, if_match: str | None = None
     ) -> Outcome:
-        body = self._incoming("update", resource_type, body)
-        current = await self._matched(resource_type, query, "update")
+        body = await self._incoming("update", resource_type, body)
+        current = await self._matched("update", resource_type, query, "update")
         if current is None:  # R4: no match -> create, with the body's id if it has one
             res_id = body.get("id")
             if res_id:
                 existing = await self.repo.get(resource_type, res_id)
                 if existing is not None and not existing.deleted:  # never overwrite what the criteria missed
+                    await self.authorize("update", resource_type, res_id=res_id, criteria=True)
                     raise Conflict(
                         f"{resource_type}/{res_id} exists but does not match the conditional update criteria",
                         msg_id="SF-0414", code="duplicate", expression=f"{resource_type}.id",
                     )
-                return await self.update(resource_type, res_id, body, if_match=if_match)
-            self.authorize("create", resource_type, new=body)
+                begin(self.guard, "update", resource_type, res_id)
+                return await self._put(resource_type, res_id, body, if_match, criteria=True)
+            await self.authorize("update", resource_type, new=body, creates=True, criteria=True)
             return Outcome(201, await self._store_new(resource_type, body, method="PUT"))
-        self.authorize("update", resource_type, new=body, stored=current)
+        await self.authorize("update", resource_type, new=body, stored=current, criteria=True)
         if body.get("id") not in (None, current.id):
             raise BadRequest(
                 f"Resource id '{body.get('id')}' does not match the matched resource {current.id}",
@@ -231,10 +246,14 @@ class FhirService:
     async def patch(
         self, resource_type: str, res_id: str, patch_body: Any, content_type: str, *, if_match: str | None = None
     ) -> Outcome:
-        begin(self.guard, "patch", resource_type, res_id, write="patch")
-        self.authorize("update", resource_type, res_id=res_id)
-        current = await self.reads.existing(resource_type, res_id, for_write=True)
-        return await self._patch(current, patch_body, content_type, parse_version(if_match))
+        begin(self.guard, "patch", resource_type, res_id)
+        current = await self.repo.get_for_write(resource_type, res_id)
+        if current is None or current.deleted:  # the policy on the type first: a refused type reveals nothing
+            await self.authorize("patch", resource_type, res_id=res_id)
+            if current is None:
+                raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
+            raise Gone(f"{resource_type}/{res_id} was deleted", msg_id="SF-0302")
+        return await self._patch(current, patch_body, content_type, if_match)
 
     @write
     async def conditional_patch(
@@ -243,29 +262,35 @@ class FhirService:
     ) -> Outcome:
         """`PATCH [type]?criteria` (fhirpy's SearchSet.patch): exactly one match is patched; none 404
         and several 412, as HAPI answers."""
-        begin(self.guard, "patch", resource_type, write="patch")
-        current = await self._matched(resource_type, query, "patch")
+        begin(self.guard, "patch", resource_type)
+        current = await self._matched("patch", resource_type, query, "patch")
         if current is None:
+            await self.authorize("patch", resource_type, criteria=True)
             raise NotFound("The conditional patch criteria match no resource", msg_id="SF-0304")
-        return await self._patch(current, patch_body, content_type, parse_version(if_match))
+        return await self._patch(current, patch_body, content_type, if_match, criteria=True)
 
     async def _patch(
-        self, current: StoredResource, patch_body: Any, content_type: str, expected: int | None
+        self, current: StoredResource, patch_body: Any, content_type: str, if_match: str | None, *,
+        criteria: bool = False,
     ) -> Outcome:
+        """The patched resource is checked, labelled and authorised exactly like the same body in a PUT. A
+        patch that cannot apply is judged as an unchanged update: a record the writer may not change answers
+        404 (or 403) before a bad patch's 400 or a stale If-Match's 412 could tell it exists."""
         rtype, res_id = current.resource_type, current.id
-        # first as an unchanged update: a record the writer may not change answers 404 (or 403) before a
-        # bad patch's 400 or a stale If-Match's 412 could tell it exists
-        self.authorize("patch", rtype, new=current.content, stored=current)
-        check_version(current, expected)
-        patched = apply_patch(current.content, patch_body, content_type)
-        if not isinstance(patched, dict):
-            raise Unprocessable("The patch must leave a JSON object", msg_id="SF-0121")
-        if patched.get("id") != res_id or patched.get("resourceType") != rtype:
-            raise Unprocessable("A patch may not change resourceType or id", msg_id="SF-0122", expression=f"{rtype}.id")
-        # the patched resource is checked, labelled and authorised exactly like the same body in a PUT
-        validate_resource(rtype, patched, url_id=res_id, require_id=True)
-        patched = self.guard.labels(patched)
-        self.authorize("patch", rtype, new=patched, stored=current)
+        try:
+            check_version(current, parse_version(if_match))
+            patched = apply_patch(current.content, patch_body, content_type)
+            if not isinstance(patched, dict):
+                raise Unprocessable("The patch must leave a JSON object", msg_id="SF-0121")
+            if patched.get("id") != res_id or patched.get("resourceType") != rtype:
+                raise Unprocessable("A patch may not change resourceType or id", msg_id="SF-0122",
+                                    expression=f"{rtype}.id")
+            validate_resource(rtype, patched, url_id=res_id, require_id=True)
+            patched = self.guard.labels(patched)
+        except FhirError:
+            await self.authorize("patch", rtype, new=current.content, stored=current, criteria=criteria)
+            raise
+        await self.authorize("patch", rtype, new=patched, stored=current, criteria=criteria)
         return await self._write_over(current, patched, None)
 
     async def _write_over(self, current: StoredResource, body: dict[str, Any], expected: int | None) -> Outcome:
@@ -278,12 +303,11 @@ class FhirService:
 
     @write
     async def delete(self, resource_type: str, res_id: str, *, if_match: str | None = None) -> Outcome:
-        begin(self.guard, "delete", resource_type, res_id, write="delete")
-        self.authorize("delete", resource_type, res_id=res_id)
+        begin(self.guard, "delete", resource_type, res_id)
         current = await self.repo.get_for_write(resource_type, res_id)
+        await self.authorize("delete", resource_type, stored=current, res_id=res_id)
         if current is None:
             raise NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
-        self.authorize("delete", resource_type, stored=current)
         check_version(current, parse_version(if_match))
         if current.deleted:  # deleting again changes nothing (https://hl7.org/fhir/R4/http.html#delete)
             return Outcome(204, current)
@@ -291,13 +315,12 @@ class FhirService:
 
     @write
     async def conditional_delete(self, resource_type: str, query: list[tuple[str, str]]) -> Outcome:
-        begin(self.guard, "delete", resource_type, write="delete")
-        self.authorize("delete", resource_type)
+        begin(self.guard, "delete", resource_type)
         # R4: no match is an ordinary delete of nothing (204); several are 412 (conditionalDelete "single")
-        current = await self.reads.match_one(resource_type, query, "delete", for_write=True)
+        current = await self._matched("delete", resource_type, query, "delete")
+        await self.authorize("delete", resource_type, stored=current)
         if current is None:
             return Outcome(204)
-        self.authorize("delete", resource_type, stored=current)
         return Outcome(204, await self._remove(current))
 
     # -- the three writes, with the interceptors' rules around them -----------------------------

@@ -226,6 +226,7 @@ class _Batch(_Run):
                     answer, _ = await self.execute(entry)
                 out.append(entry_json(answer, self.base))
             except FhirError as err:
+                await self.svc.guard.refused(err)  # audited like the same request refused alone
                 out.append({"response": {"status": status_line(err.status), "outcome": err.outcome()}})
         return out
 

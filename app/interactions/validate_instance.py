@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import BadRequest, Conflict, Issue, MethodNotAllowed, Unprocessable
 from app.fhir.validation import check_profiles, validate_input, validate_resource, validation_outcome
-from app.security.policy import refuse_interaction
 
 if TYPE_CHECKING:
     from app.interactions.service import FhirService
@@ -49,23 +48,19 @@ async def validate_instance(svc: FhirService, resource_type: str, res_id: str, b
     issues: list[Issue] = []
     try:
         if "delete" in modes:
-            _refused(resource_type, "delete")
-            svc.authorize("delete", resource_type, stored=current)
+            await svc.authorize("delete", resource_type, stored=current)  # the types never deleted first (405)
             await svc.interceptors.run_before_delete(svc, current)
         elif "profile" in modes:
             issues += validate_resource(resource_type, resource, profiles=profiles)
         else:
-            _refused(resource_type, "update")
-            issues += validate_resource(resource_type, resource, url_id=res_id, require_id=True, profiles=profiles)
+            try:
+                issues += validate_resource(resource_type, resource, url_id=res_id, require_id=True, profiles=profiles)
+            except (BadRequest, Unprocessable) as fault:  # an update no one may make says so first (405)
+                await svc.authorize("update", resource_type, stored=current, fault=fault)
+                raise
             labelled = svc.guard.labels(resource)
-            svc.authorize("update", resource_type, new=labelled, stored=current)
+            await svc.authorize("update", resource_type, new=labelled, stored=current)
             await svc.interceptors.run_before_write(svc, resource_type, labelled, current, {})
     except (BadRequest, Unprocessable, Conflict, MethodNotAllowed) as invalid:
         issues += invalid.issues
     return validation_outcome(issues)
-
-
-def _refused(resource_type: str, interaction: str) -> None:
-    refused = refuse_interaction(resource_type, interaction)
-    if refused is not None:
-        raise refused.error(resource_type)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.notify import lifecycle
-from app.security.policy import CREATOR_SYSTEM, creator_tag, decide, is_creator
+from app.security.policy import CREATOR_SYSTEM, creator_tag, is_creator
 
 if TYPE_CHECKING:
     from app.ports import WriteContext
@@ -49,10 +49,6 @@ async def prepare_subscription(
         tag = creator_tag(principal) if principal is not None else None
         owner = principal.to_claims() if principal is not None else None
     else:
-        if principal is not None and current.deleted:
-            # bringing a deleted Subscription back is a change of it: its creator's (or admin's) alone
-            decide(principal, "update", "Subscription", content, current=current.content,
-                   created_by_org=current.created_by_org).enforce("Subscription", current.id)
         tag = _stored_tag(current)
         if principal is not None and is_creator(principal, current.content, current.created_by_org):
             owner = principal.to_claims()  # the creator's own change: its current claims authorise deliveries

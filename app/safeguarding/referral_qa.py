@@ -157,7 +157,7 @@ async def qa_queue(ctx: WriteContext, organization: str | None, query: list[tupl
     oldest first; searched, filtered and audited as `DocumentReference?...` would be for this principal."""
     base = ctx.base
     ctx.guard.begin("search-type", DOC, query=f"{DOC}/$qa-queue?{urlencode(query)}")
-    ctx.guard.check("search", DOC)
+    await ctx.guard.authorize("search", DOC)
     paging = [(k, v) for k, v in query if k in ("_count", "_offset")]
     req = parse_search(DOC, [("type", f"{DOC_TYPE}|mash-referral"), ("status", "current"), *paging], base=base,
                        default_count=ctx.settings.default_count, max_count=ctx.settings.max_count)

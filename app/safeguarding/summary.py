@@ -93,16 +93,15 @@ def _entry(fhir_base: str, res: StoredResource, mode: str) -> dict[str, Any]:
 async def safeguarding_summary(ctx: WriteContext, patient_id: str, *, scheduled: bool) -> dict[str, Any]:
     """The summary Bundle; 404 for an unknown Patient, 410 for a deleted one, 403 for a role that may
     not use the operation. `scheduled`: the `X-Access-Context: scheduled` header (a silent read)."""
-    ctx.guard.check_operation(OPERATION)
     ctx.guard.begin("operation", "Patient", patient_id)
     patient = await ctx.repo.get("Patient", patient_id)
+    # one decision: the operation, and the read of the Patient it is on (none: unknown or deleted)
+    shown = patient if patient is not None and not patient.deleted else None
+    await ctx.guard.authorize("read", "Patient", shown, res_id=patient_id, operation=OPERATION)
     if patient is None:
         raise NotFound(f"Patient/{patient_id} is not known", msg_id="SF-0301", expression="id")
     if patient.deleted:
         raise Gone(f"Patient/{patient_id} was deleted", msg_id="SF-0302")
-    ctx.guard.check(
-        "read", "Patient", patient.content, created_by_org=patient.created_by_org, res_id=patient_id
-    )
     child = child_criterion(patient)
     categories = ",".join(f"{COMM_CATEGORY}|{c}" for c in NOTICE_CATEGORIES)
     flags, authors, withheld = await _section(

@@ -4,31 +4,22 @@ context as that resource"). A referral copy's Binary is therefore visible exactl
 DocumentReference is: same reach (organisation, MASH sharing) and same restricted label.
 A Binary without a stored securityContext falls back to the policy for Binary itself.
 
-For the lead to wire into `policy.py` / the read and search paths: `security_context` loads the
-DocumentReference, `decide_binary` is `policy.decide` for a Binary read, `binary_visibility` the
-search filter.
+`security_context` loads the DocumentReference, by which `policy.decide(..., context=)` decides a Binary
+read; `binary_visibility` is the search filter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.extract import split_reference
-from app.security.policy import WITHHELD_MSG, Decision, Visibility, decide, visibility
+from app.security.decision import SecurityContext
+from app.security.policy import Visibility, visibility
 from app.security.principal import Principal
 from app.storage.tables import resource
-
-
-@dataclass(frozen=True)
-class SecurityContext:
-    """The stored DocumentReference a Binary takes its access rules from."""
-
-    content: dict[str, Any]
-    created_by_org: str | None
 
 
 async def security_context(session: AsyncSession, binary: dict[str, Any], base: str) -> SecurityContext | None:
@@ -51,23 +42,3 @@ def binary_visibility(
         return visibility(principal, "Binary", binary, created_by_org, interaction=interaction)
     return visibility(principal, "DocumentReference", context.content, context.created_by_org,
                       interaction=interaction)
-
-
-def decide_binary(
-    principal: Principal, interaction: str, binary: dict[str, Any], created_by_org: str | None,
-    context: SecurityContext | None,
-) -> Decision:
-    """`policy.decide` for reading a stored Binary: the type-level checks for Binary (role, scopes), then
-    the record-level ones of its DocumentReference."""
-    type_level = decide(principal, interaction, "Binary")
-    if not type_level.allowed:
-        return type_level
-    if context is None:
-        return decide(principal, interaction, "Binary", binary, created_by_org=created_by_org)
-    vis = binary_visibility(principal, binary, created_by_org, context, interaction=interaction)
-    if vis is Visibility.HIDDEN:
-        return Decision(False, 404, f"Binary outside the reach of role {principal.role}", "SF-0301")
-    if vis is Visibility.WITHHELD:
-        return Decision(False, 403, "This Binary belongs to a restricted DocumentReference; only safeguarding "
-                                    "leads and the organisation that wrote it may see it", WITHHELD_MSG)
-    return Decision(True, 200, "allowed")

@@ -1,4 +1,4 @@
-"""The access guard of one unit of work: asks `policy` before every interaction, narrows searches
+"""The access guard of one unit of work: asks `policy` once for every interaction (`authorize`), narrows searches
 with its SQL twin, applies default labels, and writes one AuditEvent per access in the same
 transaction as the access. A refused or failed attempt is audited by `AppContext.unit_of_work`
 in a transaction of its own, after the access's own transaction rolled back (`attempt_event`).
@@ -17,16 +17,20 @@ from typing import Any
 
 from sqlalchemy import ColumnElement
 
+from app.errors import FhirError
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.security import audit_trail
 from app.security.audit import audit_for, outcome_for_status, patients_of
-from app.security.binary_policy import decide_binary, security_context
+from app.security.binary_policy import security_context
+from app.security.decision import Decision
 from app.security.labels import RESTRICTED, audit_restriction, default_labels, is_restricted
-from app.security.policy import WITHHELD_MSG, Visibility, conflict_sight, decide, decide_operation
+from app.security.policy import WITHHELD_MSG, Visibility, conflict_sight, decide
 from app.security.principal import Principal
 from app.security.search_scope import visible_any_type, visible_conditions
 from app.storage.repository import Repository, utc_ms
 from app.stored import StoredResource
+
+Policy = Callable[..., Decision]  # the signature of `policy.decide`
 
 
 class Guard:
@@ -39,8 +43,10 @@ class Guard:
         now: Callable[[], datetime],
         request_id: str | None = None,
         client_address: str | None = None,
+        policy: Policy = decide,
     ) -> None:
         self.principal = principal
+        self.policy = policy  # `policy.decide`, or a wrapper of it the app was built with
         self.repo = repo
         self.server = server
         self.now = now
@@ -61,43 +67,38 @@ class Guard:
                             "query": query, "restricted": None}
             self.denied_reason = None
 
-    def check(self, interaction: str, resource_type: str, resource: dict[str, Any] | None = None, *,
-              current: dict[str, Any] | None = None, created_by_org: str | None = None,
-              res_id: str | None = None) -> None:
+    async def authorize(
+        self, interaction: str, resource_type: str | None, record: StoredResource | None = None, *,
+        new: dict[str, Any] | None = None, res_id: str | None = None, creates: bool = False,
+        criteria: bool = False, operation: str | None = None, fault: FhirError | None = None,
+    ) -> None:
+        """THE policy's one decision on the access under way (`policy.decide`, asked exactly once): on `new`,
+        the resource as it will be stored, and `record`, the stored record it reads, changes or deletes (a
+        Binary read follows its DocumentReference, binary_policy.py); neither: on the type alone, as when no
+        record was found, which the caller then answers (404) only if the policy allowed the type.
+        `fault`: what is wrong with the request; it answers unless no one may perform the interaction (405)."""
         if self.principal is None:
+            if fault is not None:
+                raise fault
             return
-        decision = decide(self.principal, interaction, resource_type, resource, current=current,
-                          created_by_org=created_by_org)
+        context = None
+        if record is not None and record.resource_type == "Binary" and interaction in ("read", "vread"):
+            context = await security_context(self.repo.session, record.content, self.server)
+        content = record.content if record is not None else None
+        decision = self.policy(
+            self.principal, interaction, resource_type, new if new is not None else content,
+            current=content if new is not None else None, creates=creates, criteria=criteria, context=context,
+            operation=operation,
+            created_by_org=record.created_by_org if record is not None else None,
+        )
+        if fault is not None and decision.status != 405:
+            raise fault
         if not decision.allowed:
             self.denied_reason = decision.reason
             if decision.msg_id == WITHHELD_MSG:
-                self._touched(created_by_org)
-            raise decision.error(resource_type, res_id)
-
-    async def check_record(self, interaction: str, stored: StoredResource) -> None:
-        """Record-level check of a stored resource being read; a Binary follows the DocumentReference
-        named in its `securityContext` (app/security/binary_policy.py)."""
-        if self.principal is None:
-            return
-        if stored.resource_type != "Binary":
-            self.check(interaction, stored.resource_type, stored.content, created_by_org=stored.created_by_org,
-                       res_id=stored.id)
-            return
-        context = await security_context(self.repo.session, stored.content, self.server)
-        decision = decide_binary(self.principal, interaction, stored.content, stored.created_by_org, context)
-        if not decision.allowed:
-            self.denied_reason = decision.reason
-            if decision.msg_id == WITHHELD_MSG:
-                self._touched(context.created_by_org if context is not None else stored.created_by_org)
-            raise decision.error("Binary", stored.id)
-
-    def check_operation(self, name: str) -> None:
-        if self.principal is None:
-            return
-        decision = decide_operation(self.principal, name)
-        if not decision.allowed:
-            self.denied_reason = decision.reason
-            raise decision.error(name)
+                self._touched(context.created_by_org if context is not None else
+                              record.created_by_org if record is not None else None)
+            raise decision.error(resource_type or operation or "", record.id if record is not None else res_id)
 
     def note_change(self, changes: list[tuple[str, str]], subscriber: str | None) -> None:
         """Details for the AuditEvent of the write under way (`audit_for` `changes`, `subscriber`)."""
@@ -163,6 +164,15 @@ class Guard:
         )
         self.pending = None
         await audit_trail.record(self.repo, event, org=org, now=utc_ms(self.now()), base=self.server)
+
+    async def refused(self, error: FhirError) -> None:
+        """Record the refused or failed access under way in this transaction: a batch entry's, whose own
+        savepoint rolled back while the Bundle goes on (a whole unit of work that fails is `attempt_event`'s)."""
+        attempt = self.attempt_event(error.status, error.issues[0].diagnostics if error.issues else "refused")
+        self.pending = None
+        if attempt is not None:
+            event, org = attempt
+            await audit_trail.record(self.repo, event, org=org, now=utc_ms(self.now()), base=self.server)
 
     def attempt_event(self, status: int, description: str) -> tuple[dict[str, Any], str | None] | None:
         """The AuditEvent of a refused or failed access and its organisation (None when nothing was under way)."""

@@ -1,51 +1,45 @@
 """Access policy: THE one place that decides who may do what to which resource (docs/api/security.md).
+The engine asks `decide` once per interaction (`Guard.authorize`); each rule below is stated once.
 
 A decision combines, in this order:
-  1. what nobody may do: Flag, DocumentReference, Binary and AuditEvent are never deleted, AuditEvent
-     is never created or updated through the API (405);
+  1. what nobody may do (`refuse_interaction`, 405): the NEVER_DELETED types, the SERVER_WRITTEN ones;
   2. the role's table below (type level: 403 when the role may not do this to the type at all);
   3. the token's SMART scopes, which only ever narrow the role (403, `insufficient_scope`);
   4. the record: whether it is within the role's reach and whether its security label hides it;
   5. for writes: whether the stored record may be changed by this role, and content conditions
      (MASH writes plan-type Flags and referral-outcome Communications only, and so on).
 
-404 or 403 for a record the principal may not read? A record outside the role's reach (another
-organisation's Encounter for an ED clinician) answers 404, exactly as if it did not exist: the role
-has no business knowing it exists, and search never shows or counts it. A restricted (R/V) record
-inside the reach answers 403, and search counts it as withheld. A type the role
-may not touch at all answers 403 for every id, existing or not, so it reveals nothing.
+A record outside the role's reach answers 404, exactly as if it did not exist, and search never shows
+or counts it. A restricted (R/V) record inside the reach answers 403, and search counts it as withheld.
+A type the role may not touch at all answers 403 for every id, existing or not, so it reveals nothing.
 
 "Their own" Subscription (`Reach.CREATOR`): created by a token of the same organisation and client
-(`sub`), as `creator_tag` records; anyone else gets 404 for it, whatever the interaction or operation,
-and only `admin` manages every Subscription.
-
+(`sub`), as `creator_tag` records; anyone else gets 404 for it, and only `admin` manages every one.
 "Of an organisation": created by a token of that organisation (`resource.created_by_org`), or naming
 the organisation, or one of its Practitioners/PractitionerRoles (`Principal.org_refs`, filled by
 `affiliation.enrich`), as recipient, sender, owner, author, custodian or serviceProvider. "Their team"
-is the organisation of the user's PractitionerRole, which is the token's `org`.
-
-Security labels are honoured on every resource type, not only on the Flag, Communication and
-DocumentReference that carry them in practice: a restricted label means the same wherever it is.
+is the organisation of the user's PractitionerRole, which is the token's `org`. Security labels are
+honoured on every resource type: a restricted label means the same wherever it is.
 
 The SQL twin of `visibility` (for search) is `search_scope.py`; a test holds them equal on both databases.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from app.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
 from app.fhir.search.definitions import params_for, reference_values
 from app.fhir.search.extract import tokens
 from app.fhir.vocabulary import CODE_SYSTEM, COMMUNICATION_CATEGORY, FLAG_CATEGORY, PLAN_CATEGORIES, TASK_CODE
+from app.security.decision import ALLOW, Decision, SecurityContext
 from app.security.labels import is_restricted
 from app.security.principal import ROLES, Principal
 from app.security.scopes import letter_of
 
 NEVER_DELETED = frozenset({"Flag", "DocumentReference", "Binary", "AuditEvent"})
 SERVER_WRITTEN = frozenset({"AuditEvent"})
+KEPT_BY_CREATOR = frozenset({"Subscription"})  # a deleted one brought back stays its creator's (`Reach.CREATOR`)
 CLEARED_ROLES = frozenset({"safeguarding-lead", "admin"})  # may see restricted records of any org
 WITHHELD_MSG = "SF-0802"  # the refusal of a record withheld for its restricted label (403)
 
@@ -151,32 +145,6 @@ class Visibility(Enum):
     VISIBLE = "visible"
     WITHHELD = "withheld"  # restricted label: counted in the search information entry, 403 on read
     HIDDEN = "hidden"  # outside the role's reach: never shown, never counted, 404 on read
-
-
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    status: int  # 200 when allowed, else 403 / 404 / 405
-    reason: str  # for the AuditEvent outcomeDesc and the OperationOutcome
-    msg_id: str | None = None
-    insufficient_scope: bool = False
-    expression: str | None = None  # the element refused, when one is (FHIRPath)
-
-    def error(self, resource_type: str, res_id: str | None = None) -> FhirError:
-        """The client-facing error; a 404 is worded exactly like a missing record's."""
-        if self.status == 404:
-            return NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
-        if self.status == 405:
-            return MethodNotAllowed(self.reason, msg_id=self.msg_id)
-        headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'} if self.insufficient_scope else None
-        return Forbidden(self.reason, msg_id=self.msg_id, headers=headers, expression=self.expression)
-
-    def enforce(self, resource_type: str, res_id: str | None = None) -> None:
-        if not self.allowed:
-            raise self.error(resource_type, res_id)
-
-
-ALLOW = Decision(True, 200, "allowed")
 
 
 def _col(principal: Principal) -> int:
@@ -312,51 +280,68 @@ def _deny(status: int, reason: str, msg_id: str, *, scope: bool = False, express
 def decide(
     principal: Principal,
     interaction: str,
-    resource_type: str,
+    resource_type: str | None,
     resource: dict[str, Any] | None = None,
     *,
     current: dict[str, Any] | None = None,
     created_by_org: str | None = None,
+    creates: bool = False,
+    criteria: bool = False,
+    context: SecurityContext | None = None,
+    operation: str | None = None,
 ) -> Decision:
-    """May `principal` perform `interaction` (a FHIR interaction or c/r/u/d/s) on this type/record?
-
-    - read, vread, history, delete: `resource` is the stored record (None: a type-level check).
-    - search: `resource` None; filter the results with `visibility`/`visible`.
-    - create: `resource` is the incoming content (update-as-create: ask for "create").
-    - update, patch: `resource` is the new content (a patch's result) and `current` the stored record.
-    With no `resource` and no `current` the check is type-level: the role table and the scopes only.
-    `created_by_org` is the stored record's `resource.created_by_org`.
+    """THE policy's one question, asked once per interaction (`Guard.authorize`): may `principal` perform
+    `interaction` (a FHIR interaction or c/r/u/d/s) on this type/record? `resource`: the stored record
+    (read, vread, history, delete), the incoming content (create; `creates`: an update that creates, with
+    `current` a deleted record it brings back) or the new content (update, patch; `current` the stored
+    record: a patch is first judged unchanged, so a record the writer may not change answers before its
+    result). None, and no `current`: the type alone (search: filter with `visibility`). `criteria`: a
+    conditional write's, a search of the type. `context`: a Binary's DocumentReference (binary_policy.py).
+    `operation`: an operation or endpoint (OPERATIONS), on the record `resource` if any. `created_by_org`
+    is the stored record's `resource.created_by_org`.
     """
-    action = _ACTIONS[letter_of(interaction)]
-    refused = refuse_interaction(resource_type, action)
+    if operation is not None:
+        allowed = decide_operation(principal, operation)
+        if not allowed.allowed or resource_type is None or resource is None:
+            return allowed
+    assert resource_type is not None
+    action = "create" if creates else _ACTIONS[letter_of(interaction)]
+    refused = refuse_interaction(resource_type, interaction if len(interaction) > 1 else action)
     if refused is not None:
         return refused
+    if criteria and not (searched := decide(principal, "search", resource_type)).allowed:
+        return searched
+    if interaction == "patch" and current is not None and resource is not current:
+        unchanged = decide(principal, "patch", resource_type, current, current=current, created_by_org=created_by_org)
+        if not unchanged.allowed:
+            return unchanged
+    revived, current = (current, None) if creates else (None, current)
     if resource_type not in READ:
         return _deny(403, f"{resource_type} is not a resource type this server grants access to", "SF-0800")
     col = _col(principal)
     stored = current if action == "update" else (resource if action != "create" else None)
-    if action in ("read", "search"):
-        type_allowed = READ[resource_type][col] is not Reach.NONE
-    elif action == "create":
-        type_allowed = CREATE[resource_type][col] is not None
-    elif action == "update":
-        type_allowed = UPDATE[resource_type][col][0] is not Reach.NONE
-    else:
-        type_allowed = DELETE_OF_TYPE.get(resource_type, DELETE)[col] is not Reach.NONE
-    if not type_allowed:
+    granted = {"read": READ[resource_type][col], "search": READ[resource_type][col], "update": UPDATE[resource_type][col][0],
+               "create": _ if CREATE[resource_type][col] is None else A,
+               "delete": DELETE_OF_TYPE.get(resource_type, DELETE)[col]}[action]
+    if granted is Reach.NONE:
         return _deny(403, f"Role {principal.role} may not {action} {resource_type} resources", "SF-0800")
     ctx = principal.context
-    for content in (resource, current) if action == "update" else (resource,):
+    scoped = (resource, current) if action == "update" else ((None,) if context is not None else (resource,))
+    for content in scoped:
         if not principal.scopes.allows(action, resource_type, content, context=ctx):
             return _deny(403, f"The token's scopes do not allow {action} of {resource_type}"
                               + (" resources like this one" if content is not None else ""), "SF-0801", scope=True)
     if stored is not None:
-        vis = visibility(principal, resource_type, stored, created_by_org, interaction=action)
+        seen = ("DocumentReference", context.content, context.created_by_org) if context is not None else (
+            resource_type, stored, created_by_org)
+        vis = visibility(principal, *seen, interaction=action)
         if vis is Visibility.HIDDEN:
             return _deny(404, f"{resource_type} outside the reach of role {principal.role}", "SF-0301")
         if vis is Visibility.WITHHELD:
-            return _deny(403, f"This {resource_type} is restricted; only safeguarding leads and the organisation "
-                              "that wrote it may see it", WITHHELD_MSG)
+            what = f"This {resource_type} is restricted" if context is None else (
+                "This Binary belongs to a restricted DocumentReference")
+            return _deny(403, f"{what}; only safeguarding leads and the organisation that wrote it may see it",
+                         WITHHELD_MSG)
     condition = ""
     if action == "create":
         condition = CREATE[resource_type][col] or ""
@@ -375,6 +360,8 @@ def decide(
             return _deny(403, why, "SF-0804")
         if condition == "status" and current is not None and principal.role in HANDOVER_ROLES:
             return _handover(principal, resource, current) or ALLOW
+    if revived is not None and resource_type in KEPT_BY_CREATOR:  # bringing it back is a change of it too
+        return decide(principal, "update", resource_type, resource, current=revived, created_by_org=created_by_org)
     return ALLOW
 
 
@@ -387,6 +374,8 @@ OPERATIONS: dict[str, frozenset[str]] = {
     "batch": frozenset(ROLES),  # POST /fhir: each entry is decided as if sent alone
     "transaction": frozenset(ROLES),
     "safeguarding-summary": frozenset(ROLES) - {"mash-practitioner"},  # reads Flags, Communications, AuditEvents
+    "history-system": frozenset(ROLES),  # each version is filtered as a search's results are
+    "conformance": frozenset(ROLES),  # the server's own conformance resources (fhir_profiles/) describe the API
 }
 
 

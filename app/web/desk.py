@@ -104,7 +104,7 @@ async def governance(svc: FhirService, month: str, now: datetime) -> list[tuple[
     checked and audited as `GET /fhir/$governance-report?month=...&organization=...` is."""
     org = getattr(svc.principal, "org", None)
     svc.guard.begin("operation", query=f"$governance-report?month={month}")
-    svc.guard.check_operation("governance-report")
+    await svc.guard.authorize("operation", None, operation="governance-report")
     month_range(month)  # 400 for a malformed month
     report = await governance_report(svc.session, svc.settings.fhir_base, month, org, now)
     await svc.guard.audited()

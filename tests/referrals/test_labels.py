@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from app.context import AppContext
-from app.security.binary_policy import SecurityContext, binary_visibility, decide_binary, security_context
-from app.security.policy import Visibility
+from app.security.binary_policy import binary_visibility, security_context
+from app.security.decision import SecurityContext
+from app.security.policy import Visibility, decide
 from app.security.principal import Principal
 from app.security.scopes import ScopeSet
 from tests.referrals.support import World, attachment, binary, copy, created, oo, token
@@ -77,7 +78,7 @@ SHARED = frozenset({"DocumentReference/d1", "Binary/b1"})
 def test_binary_follows_its_document(principal: Principal, restricted: bool, expected: Visibility) -> None:
     context = SecurityContext(doc(restricted), created_by_org=A)
     assert binary_visibility(principal, BIN, A, context) is expected
-    decision = decide_binary(principal, "read", BIN, A, context)
+    decision = decide(principal, "read", "Binary", BIN, created_by_org=A, context=context)
     status = {Visibility.VISIBLE: 200, Visibility.WITHHELD: 403, Visibility.HIDDEN: 404}[expected]
     assert (decision.allowed, decision.status) == (expected is Visibility.VISIBLE, status)
     if status == 403:
@@ -90,9 +91,9 @@ def test_binary_without_context_follows_its_own_policy() -> None:
     loose = {k: v for k, v in BIN.items() if k != "securityContext"}
     assert binary_visibility(who("ed-clinician", A), loose, A, None) is Visibility.VISIBLE
     assert binary_visibility(who("ed-clinician", B), loose, A, None) is Visibility.HIDDEN
-    refused = decide_binary(who("ed-clinician", B), "read", loose, A, None)
+    refused = decide(who("ed-clinician", B), "read", "Binary", loose, created_by_org=A)
     assert (refused.allowed, refused.status) == (False, 404)
-    no_type = decide_binary(who("mash-practitioner", LA, SHARED), "create", BIN, A, None)
+    no_type = decide(who("mash-practitioner", LA, SHARED), "create", "Binary", BIN, created_by_org=A)
     assert (no_type.allowed, no_type.status) == (False, 403)
 
 
