@@ -97,9 +97,10 @@ def serve(
         public = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
         os.environ["SAFEFLAG_BASE_URL"] = f"http://{public}:{port}"
     settings = get_settings()
+    from app.clock import refusal as clock_refusal
     from app.web.dev_sign_in import check_config
 
-    refusal = check_config(settings, host)
+    refusal = check_config(settings, host) or clock_refusal(settings, host)
     if refusal:
         raise fail(refusal)
     _port_free_or_exit(host, port)
@@ -208,8 +209,11 @@ def dispatcher(
     no_migrate: Annotated[bool, typer.Option("--no-migrate", help="do not migrate first")] = False,
 ) -> None:
     """Run notification delivery workers only (any number of these against one PostgreSQL)."""
+    from app.clock import refusal
     from app.worker import run_standalone
 
+    if (refused := refusal(get_settings())) is not None:
+        raise fail(refused)
     if not no_migrate:
         _migrate_or_exit()
     asyncio.run(run_standalone(get_settings()))

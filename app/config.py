@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     web_idle_timeout_seconds: int = Field(default=15 * 60, ge=1)
     web_cookie_secure: Literal["auto", "always", "never"] = "auto"  # auto: Secure when the base URL is https
     web_dev_sign_in: bool = False  # sign in as one of the demo borough's people: loopback binds only
+    # test runs only (app/clock.py): the server's clock starts at this ISO instant and runs in real time;
+    # refused at start unless `testing` is on and, for `serve`, the bind is loopback
+    testing: bool = False
+    test_clock: str = ""
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -10,10 +10,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.clock import SystemClock, clock_for
 from app.config import Settings
 from app.errors import FhirError
 from app.fhir.profiles import use_profiles
@@ -32,11 +32,6 @@ from app.storage.failures import as_fhir_error
 from app.storage.repository import Clock, IdSource, Indexer, Repository
 
 log = logging.getLogger("safeflag")
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 class UuidIds:
@@ -72,6 +67,7 @@ class AppContext:
         engine = create_engine(settings.effective_database_url, pool_size=settings.db_pool_size,
                                statement_timeout=settings.statement_timeout_seconds,
                                sqlite_durable=settings.sqlite_durable)
+        kw.setdefault("clock", clock_for(settings))  # the system's, or a test run's (app/clock.py)
         return cls(settings, engine, create_sessionmaker(engine), interceptors, **kw)  # type: ignore[arg-type]
 
     def _repo(self, session: AsyncSession) -> Repository:

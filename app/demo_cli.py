@@ -117,7 +117,7 @@ async def run(out: Console) -> int:
                 transport = httpx.ASGITransport(app=app)
                 base = settings.base_url
                 async with httpx.AsyncClient(transport=transport, base_url=base, timeout=30) as http:
-                    story = Story(http, settings, receiver)
+                    story = Story(http, settings, receiver, ctx.clock)
                     results = await play(story, out)
                     if "subscription" in story.state:
                         with contextlib.suppress(StepFailed, httpx.HTTPError):

@@ -16,18 +16,20 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import orjson
 
+from app.clock import clock_for
 from app.config import Settings
 from app.demo import borough as b
 from app.demo.receiver import Receiver
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY, TASK_CODE
+from app.ports import Clock
 from app.security.cli import mint_token
 
 FHIR_JSON = "application/fhir+json"
@@ -54,9 +56,11 @@ def _entries(bundle: dict[str, Any], mode: str, rtype: str) -> list[dict[str, An
 
 
 class Story:
-    def __init__(self, http: httpx.AsyncClient, settings: Settings, receiver: Receiver) -> None:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings, receiver: Receiver,
+                 clock: Clock | None = None) -> None:
         self.http, self.receiver, self.base = http, receiver, settings.fhir_base
-        self.today = datetime.now(UTC).date()
+        self.clock = clock or clock_for(settings)  # the server's: a test run's starts at a fixed instant
+        self.today = self.clock.now().date()
         self.notes: list[str] = []
         self.latency_ms: float | None = None  # a step's own measure, instead of its wall time
         self.state: dict[str, str] = {}
@@ -120,7 +124,7 @@ class Story:
 
     # -- 3 ---------------------------------------------------------------------------------------
     async def cpis_check(self) -> None:
-        began = datetime.now(UTC).replace(microsecond=0)
+        began = self.clock.now().replace(microsecond=0)
         query = (f"/Flag?patient:identifier={quote(NHS_NUMBER_SYSTEM, safe='')}%7C{b.CHILD_NHS}"
                  "&status=active&_include=Flag:author")
         _, found = await self.call("GET", query, self.ed)
@@ -169,7 +173,7 @@ class Story:
     async def attend(self) -> None:
         started = time.perf_counter()
         _, enc = await self.call("POST", "/Encounter", self.ed, (201,),
-                                 b.attendance(datetime.now(UTC).isoformat(timespec="seconds")))
+                                 b.attendance(self.clock.now().isoformat(timespec="seconds")))
         _, found = await self.call("GET", f"/Communication?encounter=Encounter/{enc['id']}", self.epr)
         notices = _entries(found, "match", "Communication")
         if len(notices) != 1:
@@ -216,7 +220,7 @@ class Story:
 
     # -- 7 ---------------------------------------------------------------------------------------
     async def referral(self) -> None:
-        sent = datetime.now(UTC).isoformat(timespec="seconds")
+        sent = self.clock.now().isoformat(timespec="seconds")
         text = (f"Referral to Demo Borough MASH about Casey Demo (NHS {b.CHILD_NHS}), sent {sent} by the "
                 "Demo General Hospital Emergency Department.\n")
         _, answer = await self.call("POST", "", self.ed, (200,), b.referral_copy(sent, text))

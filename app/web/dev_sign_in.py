@@ -7,9 +7,9 @@ not itself on loopback. The people carry the claims the demo's own tokens carry.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from app.clock import is_loopback
 from app.config import Settings
 from app.demo.borough import ED, ED_CARE_SETTING, ED_NURSE, HV, LEAD, MASH, ZERO19
 from app.web.claims import WEB_SCOPE, role_map
@@ -45,15 +45,6 @@ PEOPLE = (
 
 def person(key: str) -> Person | None:
     return next((p for p in PEOPLE if p.key == key), None)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_config(settings: Settings, host: str) -> str | None:

@@ -2,6 +2,13 @@
 own data directory, waited for on `/readyz`, stopped with SIGTERM (or killed with SIGKILL and started
 again on the same port, data directory and database: `kill9`, `restart`).
 
+Its clock is the test clock (`SAFEFLAG_TEST_CLOCK`, app/clock.py): it starts at `TEST_CLOCK` (the
+instant tests/conftest.py's RunningClock starts at) at the moment it is launched and runs in real time,
+so what the server dates (versions, ages, due times) never depends on the day the tests run. The
+setting names that moment (`<instant>@<Unix time>`), so a restart, and any other process given the
+same environment (a `safeflag dispatcher`, a second API process), goes on with the same clock.
+`RunningServer.now()` is the server's time as the test sees it.
+
 `RunningServer.headers` is the one place where e2e requests get their credentials: once the CLI has
 the `token` command (contract section 1), a bearer token is minted from the server's own issuer key.
 """
@@ -16,14 +23,18 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import orjson
 
+from app.clock import clock_for
+from app.config import Settings
 from tests.support.postgres import free_port
 
 SAFEFLAG = Path(sys.executable).parent / "safeflag"
+TEST_CLOCK = datetime(2026, 3, 4, 10, 0, 0, tzinfo=UTC)  # a Wednesday, GMT, no bank holiday near
 READY_TIMEOUT_S = 60.0  # generous: 2 shared cores; the < 2 s target is reported, never asserted
 
 
@@ -51,6 +62,11 @@ class RunningServer:
     headers: dict[str, str] = field(default_factory=dict)
     command: list[str] = field(default_factory=safeflag_command)  # the `safeflag` it runs
     args: list[str] = field(default_factory=list)  # the command that started it
+
+    def now(self) -> datetime:
+        """The server's time now (its test clock, app/clock.py; the system's when it has none)."""
+        return clock_for(Settings(_env_file=None, testing=True,  # type: ignore[call-arg]
+                                  test_clock=self.env.get("SAFEFLAG_TEST_CLOCK", ""))).now()
 
     @property
     def database(self) -> str:
@@ -125,13 +141,15 @@ class RunningServer:
 
 def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
                  extra_env: dict[str, str] | None = None, command: list[str] | None = None,
-                 ready: bool = True, base_url_env: bool = True) -> RunningServer:
+                 ready: bool = True, base_url_env: bool = True,
+                 clock: datetime | None = TEST_CLOCK) -> RunningServer:
     """Start `safeflag serve` (SQLite in a temp data dir unless `database_url` is given) and wait until ready.
     `args` are more `serve` options (e.g. `--no-dispatcher`); `extra_env` more SAFEFLAG_ settings;
     `command` another installed `safeflag` (a wheel in its own virtual environment); `ready=False` waits
     only until it answers `/healthz` (a server that cannot be ready, e.g. on an unmigrated database);
     `base_url_env=False` leaves SAFEFLAG_BASE_URL unset, so the server derives it from its port (and
-    `headers` are empty: a token must then be minted for that base URL)."""
+    `headers` are empty: a token must then be minted for that base URL); `clock` where the server's clock
+    starts (None: the system clock)."""
     command = command or safeflag_command()
     workdir = Path(tempfile.mkdtemp(prefix="safeflag-e2e-"))
     port = free_port()
@@ -139,6 +157,8 @@ def start_server(database_url: str | None = None, *, args: tuple[str, ...] = (),
     env["SAFEFLAG_DATA_DIR"] = str(workdir / "data")
     if database_url:
         env["SAFEFLAG_DATABASE_URL"] = database_url
+    if clock is not None:  # it reads `clock` now, and goes on from there in this process and any other
+        env.update(SAFEFLAG_TESTING="true", SAFEFLAG_TEST_CLOCK=f"{clock.isoformat()}@{time.time():.3f}")
     env.update(extra_env or {})
     # what `serve` would derive from --port, set here so that `safeflag token` mints for the same issuer
     if base_url_env:

@@ -34,7 +34,8 @@ async def test_two_apis_and_two_dispatchers_deliver_each_notice_once_gap_free(pg
                                                                              receiver: Receiver) -> None:
     url = _pg_url(pg_cluster, f"scale_{uuid.uuid4().hex[:10]}")
     first = await _stack(url, receiver)  # API process 1 (migrates the database), with the organisations
-    env = {**FAST, "SAFEFLAG_WEBHOOK_ALLOW": f"127.0.0.1:{receiver.port}"}
+    env = {**FAST, "SAFEFLAG_WEBHOOK_ALLOW": f"127.0.0.1:{receiver.port}",
+           "SAFEFLAG_TEST_CLOCK": first.server.env["SAFEFLAG_TEST_CLOCK"]}  # one clock for every process
     second = await asyncio.to_thread(start_server, url, args=("--no-dispatcher",), extra_env=env)  # API process 2
     api2 = httpx.AsyncClient(base_url=second.base_url, headers=second.headers, timeout=30)
     try:

@@ -1,13 +1,14 @@
 """Helpers of the page flows in a real browser: the demo borough seeded into the running server through
 its API, tokens of the borough's people minted by the server's own `safeflag token`, the notice (Task)
 an attendance raised, keyboard-only navigation, and the escalation job run against the server's database
-at an injected time (test-range NHS numbers only)."""
+at an injected time (test-range NHS numbers only). Every date and instant is the server's test clock
+(`TEST_CLOCK`, tests/e2e/server.py) or a fixed offset from it, never today's."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from app.demo import borough as b
 from app.fhir.vocabulary import CARE_TEAM_ROLE, FLAG_CATEGORY
 from app.resource_rules import resource_rules
 from app.safeguarding.escalation import escalate_overdue
-from tests.e2e.server import RunningServer
+from tests.e2e.server import TEST_CLOCK, RunningServer
 from tests.web.pages_data import OTHER_HV, OTHER_ORG, SEXUAL_HEALTH, principal, seed_resources
 
 OTHER_USER = {"name": "Olive Other", "role": "health-visitor", "org": OTHER_ORG, "fhirUser": OTHER_HV}
@@ -52,7 +53,7 @@ def api(server: RunningServer, headers: dict[str, str] | None = None) -> httpx.C
 def seed_server(server: RunningServer) -> None:
     """The demo borough, the other organisation and a second child of the health visitor (idempotent PUTs)."""
     with api(server) as client:
-        for resource in seed_resources(date.today()):
+        for resource in seed_resources(TEST_CLOCK.date()):
             r = client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource)
             assert r.status_code in (200, 201), r.text
         child = b.patient(SECOND_CHILD, SECOND_NHS, "Robin", "2024-06-01", "male",
@@ -66,7 +67,7 @@ def seed_server(server: RunningServer) -> None:
 
 
 def attendance(child: str = b.CHILD) -> dict[str, Any]:
-    start = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    start = TEST_CLOCK.isoformat().replace("+00:00", "Z")  # when the server's clock started
     return {**b.attendance(start), "subject": {"reference": child}}
 
 
@@ -88,7 +89,7 @@ def task_of(server: RunningServer, encounter: str) -> str:
 
 def restricted_flag(server: RunningServer, child: str) -> None:
     """A restricted flag written by the sexual health service: its own and the leads' to see."""
-    flag = {**b.plan_flag(date.today()), "subject": {"reference": child}, "author": {"reference": SEXUAL_HEALTH},
+    flag = {**b.plan_flag(TEST_CLOCK.date()), "subject": {"reference": child}, "author": {"reference": SEXUAL_HEALTH},
             "category": [b.coding(FLAG_CATEGORY, "exploitation-risk")],
             "code": {"coding": [{"system": FLAG_CATEGORY, "code": "exploitation-risk"}]},
             "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
@@ -128,7 +129,8 @@ def task(server: RunningServer, task_id: str) -> dict[str, Any]:
 def context_of(server: RunningServer) -> AppContext:
     """An app context on the server's own database (for work done beside, or without, the server)."""
     settings = Settings(data_dir=server.workdir / "data", database_url=server.env.get("SAFEFLAG_DATABASE_URL"),
-                        base_url=server.base_url, _env_file=None)  # type: ignore[call-arg]
+                        base_url=server.base_url, testing=True, test_clock=server.env.get("SAFEFLAG_TEST_CLOCK", ""),
+                        _env_file=None)  # type: ignore[call-arg]
     return AppContext.from_settings(settings, interceptors=resource_rules())
 
 
@@ -155,7 +157,7 @@ async def attend_without_server(server: RunningServer) -> str:
 
 
 def later(days: int) -> datetime:
-    return datetime.now(UTC) + timedelta(days=days)
+    return TEST_CLOCK + timedelta(days=days)
 
 
 def tab_to(driver: webdriver.Chrome, matches: str, limit: int = 300) -> None:
