@@ -102,7 +102,7 @@ def restricted_flag(server: RunningServer, child: str) -> None:
 def referral_copy(server: RunningServer) -> tuple[str, str]:
     """A referral copy the health visitor sends the MASH (a transaction); (its Communication, its
     DocumentReference) ids."""
-    bundle = json.loads(json.dumps(b.referral_copy(datetime.now(UTC).isoformat(), "Referral text"))
+    bundle = json.loads(json.dumps(b.referral_copy(TEST_CLOCK.isoformat(), "Referral text"))
                         .replace(b.ED_NURSE, b.HV))
     with api(server, token(server, "health-visitor", org=b.ZERO19, practitioner=b.HV)) as hv:
         r = hv.post(server.fhir_base, json=bundle)
