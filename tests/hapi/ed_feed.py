@@ -10,12 +10,12 @@ import statistics
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
-from tests.e2e.server import RunningServer, safeflag_command
+from tests.e2e.server import TEST_CLOCK, RunningServer, safeflag_command
 from tests.hapi.support import FHIR_JSON, nhs_identifier
 from tests.support.receiver import Receiver
 
@@ -82,7 +82,7 @@ def encounter(subject: dict[str, Any], ed: str) -> dict[str, Any]:
         "status": "arrived",
         "class": {"system": ACT_CODE, "code": "EMER", "display": "emergency"},
         "subject": subject,
-        "period": {"start": datetime.now().astimezone().isoformat(timespec="seconds")},
+        "period": {"start": TEST_CLOCK.isoformat(timespec="seconds")},  # when SafeFlag's clock started
         "serviceProvider": {"reference": ed},
     }
 
@@ -185,7 +185,7 @@ def world(run: str, nhs: str) -> tuple[dict[str, Any], dict[str, Any], list[dict
         "id": f"sf-child-{run}",
         "identifier": [nhs_identifier(nhs)],
         "name": [{"family": "Example", "given": ["Alex"]}],
-        "birthDate": str(date.today() - timedelta(days=800)),
+        "birthDate": str(TEST_CLOCK.date() - timedelta(days=800)),
     }
     ed = {
         "resourceType": "Organization",

@@ -1,7 +1,8 @@
 """End-to-end scenarios that make SafeFlag emit every kind of resource it produces, collected for
 validation on the HAPI sandbox (test_emitted_validation.py, issue 7).
 
-SafeFlag runs as the ASGI app on its own SQLite database with the real clock, a notification
+SafeFlag runs as the ASGI app on its own SQLite database with a clock that runs in real time from a
+fixed instant (tests/e2e/server.py `TEST_CLOCK`, never today's date), a notification
 dispatcher driven step by step and a real HTTP receiver for its rest-hook subscriptions; the overdue
 acknowledgement Tasks are escalated by calling the dispatcher's escalation timer with a time past
 their due date (a real process would have to wait a working day). Every resource collected is exactly
@@ -15,7 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from app.resource_rules import resource_rules
 from app.safeguarding.escalation import escalate_overdue
 from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
+from tests.conftest import RunningClock
+from tests.e2e.server import TEST_CLOCK
 from tests.hapi.conformance import SD
 from tests.hapi.emitted_data import (
     BASE_URL,
@@ -79,7 +82,7 @@ class Emitted:
 
 
 class Scenario:
-    """One SafeFlag (ASGI app, SQLite, real clock), a dispatcher and a receiver; `run()` plays the story."""
+    """One SafeFlag (ASGI app, SQLite, test clock), a dispatcher and a receiver; `run()` plays the story."""
 
     def __init__(self, ctx: AppContext, api: httpx.AsyncClient, receiver: Receiver) -> None:
         self.ctx, self.api, self.receiver = ctx, api, receiver
@@ -278,7 +281,7 @@ class Scenario:
 
     async def escalations_and_acknowledgement(self) -> None:
         o = self.out
-        later = datetime.now(UTC) + timedelta(days=30)  # past any due time: 5 working days span 14 days at most (Christmas)
+        later = TEST_CLOCK + timedelta(days=30)  # past any due time: 5 working days span 14 days at most (Christmas)
         assert await escalate_overdue(self.ctx, later) == 3
         found = await self.search(f"/fhir/Communication?category={COMM}|escalation&_sort=_id")
         escalations = [e["resource"] for e in found["entry"] if e["search"]["mode"] == "match"]
@@ -372,7 +375,7 @@ async def scenario(workdir: Path) -> AsyncIterator[Scenario]:
         log_level="WARNING",
         _env_file=None,
     )  # type: ignore[call-arg]
-    ctx = AppContext.from_settings(settings, interceptors=resource_rules())
+    ctx = AppContext.from_settings(settings, interceptors=resource_rules(), clock=RunningClock(TEST_CLOCK))
     await upgrade(ctx.engine)
     receiver = Receiver()
     await receiver.start()

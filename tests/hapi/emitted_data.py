@@ -5,11 +5,11 @@ SafeFlag's profiles and rules; reference data from fhir_profiles/examples (test-
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from tests.e2e.server import TEST_CLOCK
 from tests.hapi.conformance import EXAMPLES_DIR, SD
 from tests.safeguarding.support import CONTRACT_CODES  # contract section 4: Flag.code per category
 
@@ -95,7 +95,7 @@ def encounter(
         "status": "finished",
         "class": {"system": ACT_CODE, "code": "EMER", "display": "emergency"},
         "subject": subject,
-        "period": {"start": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "period": {"start": TEST_CLOCK.strftime("%Y-%m-%dT%H:%M:%SZ")},
         "serviceProvider": {"reference": ED},
     }
     if reasons:
