@@ -31,9 +31,10 @@ CATEGORY_LABELS = {
     "escalation": "Escalation",
 }
 LIST_LIMIT = 500  # the search's _count ceiling: every open notice of one person or team
-INCLUDES = [("_include", "Task:focus"), ("_include", "Task:patient"), ("_include", "Task:owner"),
+INCLUDES = [("_include", "Task:focus"), ("_include", "Task:patient"),
             ("_include:iterate", "Communication:encounter"), ("_include:iterate", "Communication:sender"),
             ("_include:iterate", "Encounter:service-provider")]
+OWNER = ("_include", "Task:owner")  # only for lists that say whom a notice is with (a statement less without)
 # the attendance's start as the notice's text states it ("ED attendance on 2026-01-05T09:15:00Z (...)"), for
 # readers who may not read the ED's Encounter itself (a health visitor reads her notices, not the ED's records)
 _STATED_START = re.compile(r" on (\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2}))")
@@ -169,9 +170,9 @@ def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime) -
     )
 
 
-def open_query(owners: list[str] | None, *, unrouted: bool = False) -> list[tuple[str, str]]:
+def open_query(owners: list[str] | None, *, unrouted: bool = False, with_owner: bool = True) -> list[tuple[str, str]]:
     query = [("code", f"{TASK_CODES}|acknowledge"), ("status", ",".join(OPEN_STATUSES)),
-             ("_count", str(LIST_LIMIT)), *INCLUDES]
+             ("_count", str(LIST_LIMIT)), *INCLUDES, *([OWNER] if with_owner else [])]
     if owners:
         query.append(("owner", ",".join(sorted(owners))))
     if unrouted:
@@ -180,17 +181,43 @@ def open_query(owners: list[str] | None, *, unrouted: bool = False) -> list[tupl
 
 
 async def open_notices(svc: FhirService, owners: list[str] | None, now: datetime, *,
-                       unrouted: bool = False) -> Listing:
+                       unrouted: bool = False, with_owner: bool = True) -> Listing:
     """The open acknowledgement Tasks owned by `owners` (any of them; None: all the user may read;
-    `unrouted`: those with no owner), urgent first, then newest; one audited search."""
-    bundle = await svc.search("Task", open_query(owners, unrouted=unrouted))
+    `unrouted`: those with no owner), urgent first, then newest; one audited search. `with_owner`:
+    read whom each is with (a list of one person's own notices need not)."""
+    bundle = await svc.search("Task", open_query(owners, unrouted=unrouted, with_owner=with_owner))
     found = by_ref(bundle)
     tasks = [e["resource"] for e in bundle.get("entry") or []
              if (e.get("search") or {}).get("mode") == "match"]
-    rows = [row(t, found, now) for t in tasks]
+    return Listing(by_urgency([row(t, found, now) for t in tasks]), withheld_text(bundle))
+
+
+def by_urgency(rows: list[NoticeRow]) -> list[NoticeRow]:
+    """Urgent first, then the newest (as the pages list them, and as static/live.js inserts a row)."""
     epoch = datetime.min.replace(tzinfo=UTC)
-    rows.sort(key=lambda r: (r.priority != "urgent", -(r.sent_at or epoch).timestamp()))
-    return Listing(rows, withheld_text(bundle))
+    return sorted(rows, key=lambda r: (r.priority != "urgent", -(r.sent_at or epoch).timestamp()))
+
+
+async def changed_notices(svc: FhirService, task_ids: list[str], owners: list[str], now: datetime, *,
+                          with_owner: bool = True) -> tuple[list[NoticeRow], list[str]]:
+    """Of the Tasks `task_ids` (changed since a page's position), the open notices owned by `owners`, and
+    the ids of the others the user may read (acknowledged, passed on): they leave her list. One audited
+    search (`Task?_id=...` with the list's includes), so the policy decides as for the whole list and a
+    Task she may not read is neither shown nor named."""
+    query = [("_id", ",".join(task_ids)), ("code", f"{TASK_CODES}|acknowledge"), ("_count", str(LIST_LIMIT)),
+             *INCLUDES, *([OWNER] if with_owner else [])]
+    bundle = await svc.search("Task", query)
+    found, mine = by_ref(bundle), set(owners)
+    rows, gone = [], []
+    for entry in bundle.get("entry") or []:
+        task = entry["resource"]
+        if (entry.get("search") or {}).get("mode") != "match":
+            continue
+        if task.get("status") in OPEN_STATUSES and _ref(task.get("owner")) in mine:
+            rows.append(row(task, found, now))
+        else:
+            gone.append(str(task["id"]))
+    return by_urgency(rows), gone
 
 
 def own_refs(svc: FhirService) -> list[str]:

@@ -1,7 +1,7 @@
 """The pages of the people in the flow, under /app (thin routes: the user, one unit of work, a render).
 
 - `GET /app` (home_page): a health visitor's or school nurse's open notices; a lead's desk; MASH's page.
-- `GET /app/notices/list`, `/app/lead/list`: the list alone, fetched by static/live.js on a live update.
+- `GET /app/notices/list`, `/app/lead/list`: a live update (static/live.js): what changed since `?since=`.
 - `GET /app/notices/overdue`, `GET /app/notices/{task}`: her overdue notices; one notice and the child's summary.
 - `POST /app/notices/{task}/acknowledge`, `/reassign`: the Task's writes (CSRF checked first).
 - `GET /app/lead`, `GET /app/lead/report?month=YYYY-MM`, `POST /app/lead/review/{document}`: the lead's desk.
@@ -16,8 +16,7 @@ shown as a page with the same status. URLs carry resource ids only, never an NHS
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Annotated, Any
 
@@ -29,6 +28,7 @@ from app.interactions.service import FhirService
 from app.observability import request_id_var
 from app.security.principal import Principal
 from app.web import desk, live, notice, notices
+from app.web.positions import Positions
 from app.web.session import current_user, signed_in_form
 from app.web.templates import render
 
@@ -37,6 +37,7 @@ User = Annotated[Principal, Depends(current_user)]
 FormUser = Annotated[Principal, Depends(signed_in_form)]
 NURSES = ("health-visitor", "school-nurse")
 PASSERS = (*NURSES, "safeguarding-lead")  # may pass a notice to a colleague of the team
+DELTA_LIMIT = 200  # Task changes since a page's position fetched as such; more: the whole list again
 HEADINGS = {400: "There is a problem with this request", 403: "You cannot do this",
             404: "Page not found", 409: "This notice changed", 410: "This record was removed",
             412: "This notice changed while you were looking at it", 422: "There is a problem"}
@@ -63,6 +64,24 @@ def _now(request: Request) -> Any:
     return now if now.tzinfo else now.replace(tzinfo=UTC)
 
 
+def _feed(request: Request) -> live.LiveFeed:
+    """The process's live feed (one poller for every open stream), made on first use."""
+    feed: live.LiveFeed | None = getattr(request.app.state, "web_live", None)
+    if feed is None:
+        keys = Positions.from_issuer_key(request.app.state.security.key.private_key)
+        feed = request.app.state.web_live = live.LiveFeed(request.app.state.ctx.engine, keys)
+        feed.end_streams_on_exit()
+    return feed
+
+
+async def _position(request: Request, svc: FhirService) -> str:
+    """The page's sealed position, read before its search: nothing committed later is missed (nor an
+    outbox id the live feed still waits for: the feed's settled position when it is lower)."""
+    feed = _feed(request)
+    newest = await live.newest_in(svc.session)
+    return feed.positions.seal(min(newest, feed.safe_position()) if feed.running else newest)
+
+
 def _done(request: Request, to: str) -> Response:
     """After a form's write: 204 for the page's script (no reload), else back to `to` (303)."""
     if request.headers.get("x-requested-with") == "fetch":
@@ -70,10 +89,33 @@ def _done(request: Request, to: str) -> Response:
     return RedirectResponse(to, status_code=303)
 
 
+async def _live_list(request: Request, user: Principal, *, team: bool) -> Response:
+    """A list's live update: the notices changed since the page's position (`?since=`) and those that
+    left the list (_delta.jinja), or the whole list when the position cannot be opened or too much
+    changed; the list's new position in the `SafeFlag-Event` header."""
+    async def work(svc: FhirService) -> Response:
+        now, feed = _now(request), _feed(request)
+        owners = notices.team_refs(svc) if team else notices.own_refs(svc)
+        event = await _position(request, svc)
+        since = feed.positions.open(request.query_params.get("since"))
+        changed = None if since is None else await live.tasks_changed_since(svc.session, since, DELTA_LIMIT)
+        look = {"show_owner": team, "heading_level": 3 if team else 2}
+        if changed is None:
+            listing = await notices.open_notices(svc, owners, now, with_owner=team)
+            response = render(request, "pages/_rows.jinja", listing=listing, **look)
+        else:
+            rows, gone = (await notices.changed_notices(svc, changed, owners, now, with_owner=team)
+                          if changed else ([], []))
+            response = render(request, "pages/_delta.jinja", rows=rows, gone=gone, **look)
+        response.headers["SafeFlag-Event"] = event
+        return response
+    return await _page(request, user, work)
+
+
 async def _inbox(request: Request, user: Principal, template: str, overdue: bool = False) -> Response:
     async def work(svc: FhirService) -> Response:
-        event = await live.newest_event_in(svc.session)  # before the search: nothing later is missed
-        listing = await notices.open_notices(svc, notices.own_refs(svc), _now(request))
+        event = await _position(request, svc)
+        listing = await notices.open_notices(svc, notices.own_refs(svc), _now(request), with_owner=False)
         if overdue:
             listing = notices.Listing(listing.overdue, listing.withheld)
         return render(request, template, listing=listing, show_owner=False, event=event)
@@ -83,10 +125,8 @@ async def _inbox(request: Request, user: Principal, template: str, overdue: bool
 async def _desk(request: Request, user: Principal, template: str) -> Response:
     async def work(svc: FhirService) -> Response:
         now = _now(request)
-        event = await live.newest_event_in(svc.session)
+        event = await _position(request, svc)
         team = await notices.open_notices(svc, notices.team_refs(svc), now)
-        if template.endswith("_rows.jinja"):
-            return render(request, template, listing=team, show_owner=True, heading_level=3)
         unrouted = await notices.open_notices(svc, None, now, unrouted=True)
         queue, queue_withheld = await desk.review_queue(svc)
         return render(request, template, team=team, unrouted=unrouted, queue=queue, queue_withheld=queue_withheld,
@@ -114,7 +154,7 @@ async def home_page(request: Request, user: Principal) -> Response | None:
 
 @router.get("/notices/list")
 async def inbox_list(request: Request, user: User) -> Response:
-    return await _inbox(request, user, "pages/_rows.jinja")
+    return await _live_list(request, user, team=False)
 
 
 @router.get("/notices/overdue")
@@ -159,7 +199,7 @@ async def lead_desk(request: Request, user: User) -> Response:
 
 @router.get("/lead/list")
 async def lead_list(request: Request, user: User) -> Response:
-    return await _desk(request, user, "pages/_rows.jinja")
+    return await _live_list(request, user, team=True)
 
 
 @router.get("/lead/report")
@@ -198,24 +238,11 @@ async def mash_reply(request: Request, communication_id: str, user: FormUser) ->
 
 
 @router.get("/events")
-async def events(request: Request, _user: User) -> Response:
-    """Server-sent events: event numbers only (live.py); the page fetches its list on each."""
-    feed: live.LiveFeed | None = getattr(request.app.state, "web_live", None)
-    if feed is None:
-        feed = request.app.state.web_live = live.LiveFeed(request.app.state.ctx.engine)
-    gone = asyncio.Event()
-
-    async def body() -> AsyncIterator[str]:
-        async def watch() -> None:
-            while not await request.is_disconnected():
-                await asyncio.sleep(1.0)
-            gone.set()
-        watcher = asyncio.create_task(watch())
-        try:
-            last = live.last_event_id(request.headers.get("last-event-id") or request.query_params.get("since"))
-            async for chunk in live.stream(feed, last, gone):
-                yield chunk
-        finally:
-            watcher.cancel()
-    return StreamingResponse(body(), media_type="text/event-stream",
+async def events(request: Request, user: User) -> Response:
+    """Server-sent events for this reader alone (live.py); the page fetches what changed on each."""
+    feed = _feed(request)
+    async with request.app.state.ctx.unit_of_work(user) as svc:
+        reader = svc.principal or user  # enriched as her pages are: her team's roles and her own
+    since = live.given_position(request.headers.get("last-event-id") or request.query_params.get("since"))
+    return StreamingResponse(live.stream(feed, reader, since), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -1,12 +1,13 @@
 // Live notice lists and acknowledgement without a reload (a module: the Content-Security-Policy allows no
 // inline script). The pages work without it: lists are server-rendered, forms post and redirect.
 //
-// - A list marked `data-live="<url>"` listens to /app/events (server-sent events carrying event numbers
-//   only). On each `changed` event it fetches its list again (an ordinary, audited page view) and puts
-//   the count of notices in the tab title. The browser's EventSource reconnects by itself after a lost
-//   connection or a server restart and sends the last event number, so the server tells it at once
-//   when it missed something. `data-event` is the number the page was rendered at: nothing committed
-//   between the render and the stream's start is missed either.
+// - A list marked `data-live="<url>"` listens to /app/events (server-sent events for the signed-in user
+//   alone, carrying sealed positions only). On each `changed` event it fetches its list again (an
+//   ordinary, audited page view): what changed since the list's position (`data-event`, moved on by
+//   each answer's `SafeFlag-Event` header), put in place, and the count of notices in the tab title. The browser's
+//   EventSource reconnects by itself after a lost connection or a server restart and sends the last id;
+//   the server then answers `changed` at once, so the page catches up. `data-event` is the position the
+//   page was rendered at: the first connection sends it, so nothing committed meanwhile is missed.
 // - A form marked `data-acknowledge` is posted with fetch; on success the notice is shown as
 //   acknowledged where the form was (focus moves to that message), otherwise the form posts normally.
 
@@ -18,15 +19,55 @@ function setTitle(count) {
   document.title = (count > 0 ? `(${count}) ` : "") + base + rest;
 }
 
+// A live update's answer: either the whole list (no position the server could use) or what changed
+// (`ul[data-delta]`: rows to put in place, urgent first then newest, and `data-gone` ids to remove).
+function apply(html) {
+  const answer = document.createElement("template");
+  answer.innerHTML = html;
+  const delta = answer.content.querySelector("[data-delta]");
+  if (!delta) {
+    box.replaceChildren(answer.content);
+    return;
+  }
+  let list = box.querySelector("ul[data-count]");
+  const changed = [...delta.querySelectorAll("li[data-task]")];
+  const gone = new Set((delta.dataset.gone || "").split(" ").filter(Boolean));
+  for (const row of changed) gone.add(row.dataset.task);
+  if (list) for (const row of [...list.children]) if (gone.has(row.dataset.task)) row.remove();
+  if (changed.length && !list) {
+    for (const empty of box.querySelectorAll("[data-empty]")) empty.remove();
+    list = document.createElement("ul");
+    list.className = "nhsuk-list notice-list";
+    box.appendChild(list);
+  }
+  const later = (a, b) => Number(b.dataset.urgent) - Number(a.dataset.urgent) || Number(b.dataset.sent) - Number(a.dataset.sent);
+  for (const row of changed) {
+    const next = [...list.children].find((other) => later(other, row) > 0);
+    list.insertBefore(row, next || null);
+  }
+  if (list && !list.children.length) {
+    list.remove();
+    const empty = document.createElement("p");
+    empty.className = "nhsuk-body";
+    empty.dataset.empty = "";
+    empty.textContent = "No open notices.";
+    box.appendChild(empty);
+  } else if (list) {
+    list.dataset.count = String(list.children.length);
+  }
+}
+
 if (box) {
   let fetching = null;
   let again = false;
   const refresh = async () => {
     if (fetching) { again = true; return; }
-    fetching = fetch(box.dataset.live, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+    const url = `${box.dataset.live}?since=${encodeURIComponent(box.dataset.event || "")}`;
+    fetching = fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
       .then(async (answer) => {
         if (answer.ok) {
-          box.innerHTML = await answer.text();
+          apply(await answer.text());
+          box.dataset.event = answer.headers.get("SafeFlag-Event") || "";
           const list = box.querySelector("[data-count]");
           setTitle(list ? Number(list.dataset.count) : 0);
           box.dataset.refreshed = String(Number(box.dataset.refreshed || "0") + 1);
@@ -41,7 +82,7 @@ if (box) {
       });
   };
   const events = new EventSource(`/app/events?since=${encodeURIComponent(box.dataset.event || "")}`);
-  events.addEventListener("changed", refresh);
+  events.addEventListener("changed", () => { box.dataset.connected = "true"; refresh(); });
   events.addEventListener("ready", () => { box.dataset.connected = "true"; });
 }
 

@@ -1,0 +1,116 @@
+"""A list's live update in process, on both databases, signed in with the development sign-in: what
+changed since the page's position is fetched as such (one audited search of those Tasks), a notice that
+left the list is named for removal, a position the server cannot open gets the whole list; and the
+database statements of a page view do not grow with the notices on it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+
+from app.context import AppContext
+from app.web.live import newest_in
+from tests.conftest import StepClock
+from tests.web.pages_data import attend, ed, seed
+from tests.web.test_dev_sign_in import _app_client, _csrf
+
+Auth = Any
+
+
+@pytest.fixture
+async def hana(client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock) -> AsyncIterator[httpx.AsyncClient]:
+    """The demo health visitor, signed in to the pages (the borough seeded through the API)."""
+    await seed(client, clock.now().date())
+    async with _app_client(clean_ctx, web_dev_sign_in=True) as http:
+        page = await http.get("/app/sign-in")
+        signed = await http.post("/app/dev-sign-in", data={"csrf_token": _csrf(page.text), "person": "hv"})
+        assert signed.status_code == 303
+        yield http
+
+
+def position(page: str) -> str:
+    found = re.search(r'data-event="([^"]*)"', page)
+    assert found, page
+    return found.group(1)
+
+
+def cards(html: str) -> list[str]:
+    return re.findall(r'data-task="([^"]+)"', html)
+
+
+async def statements(ctx: AppContext, call: Any) -> tuple[Any, list[str]]:
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE is a statement, PostgreSQL's is not
+            seen.append(statement)
+    event.listen(ctx.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        return await call(), seen
+    finally:
+        event.remove(ctx.engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_live_update_fetches_what_changed_since_the_pages_position(
+    hana: httpx.AsyncClient, client: httpx.AsyncClient, clean_ctx: AppContext, auth: Auth
+) -> None:
+    first = await attend(client, ed(auth), "2026-01-05T08:30:00Z")
+    page = await hana.get("/app")
+    [shown] = cards(page.text)
+    since = position(page.text)
+    nothing = await hana.get("/app/notices/list", params={"since": since})
+    assert (nothing.status_code, cards(nothing.text), 'data-gone=""' in nothing.text) == (200, [], True)
+
+    await attend(client, ed(auth), "2026-01-05T09:30:00Z")
+    update = await hana.get("/app/notices/list", params={"since": since})
+    assert update.status_code == 200 and "data-delta" in update.text
+    [new] = cards(update.text)
+    assert new != shown and 'data-gone=""' in update.text and "Casey Demo" in update.text
+    after = update.headers["safeflag-event"]
+    async with clean_ctx.sessionmaker() as session:
+        assert hana_app(hana).state.web_live.positions.open(after) == await newest_in(session)
+    assert first  # the first attendance's Encounter
+
+    # she acknowledges the new one: the next update names it for removal and shows nothing
+    notice = await hana.get(f"/app/notices/{new}")
+    version = re.search(r'name="version" value="(\d+)"', notice.text)
+    assert version, notice.text
+    done = await hana.post(f"/app/notices/{new}/acknowledge", data={
+        "csrf_token": _csrf(notice.text), "version": version.group(1), "note": ""})
+    assert done.status_code == 303
+    left = await hana.get("/app/notices/list", params={"since": after})
+    assert (cards(left.text), re.search(r'data-gone="([^"]*)"', left.text).group(1)) == ([], new)  # type: ignore[union-attr]
+
+    # a position the server cannot open (another key, altered): the whole list, as the page first had it
+    whole = await hana.get("/app/notices/list", params={"since": "A" * 48})
+    assert "data-delta" not in whole.text and cards(whole.text) == [shown]
+
+
+def hana_app(http: httpx.AsyncClient) -> Any:
+    return http._transport.app  # type: ignore[attr-defined]
+
+
+async def test_a_page_view_makes_the_same_statements_however_many_notices_it_shows(
+    hana: httpx.AsyncClient, client: httpx.AsyncClient, clean_ctx: AppContext, auth: Auth
+) -> None:
+    counts = {}
+    for total in (1, 4):
+        while len(cards((await hana.get("/app")).text)) < total:
+            await attend(client, ed(auth), "2026-01-05T08:30:00Z")
+        page, seen = await statements(clean_ctx, lambda: hana.get("/app"))
+        assert len(cards(page.text)) == total
+        counts[total] = len(seen)
+    since = position((await hana.get("/app")).text)
+    await attend(client, ed(auth), "2026-01-05T10:30:00Z")
+    update, seen = await statements(clean_ctx, lambda: hana.get("/app/notices/list", params={"since": since}))
+    assert len(cards(update.text)) == 1
+    # the session (read, touched), her team and her own roles (2), the position, the Tasks changed since
+    # (delta only), the search and its includes (5), the withheld check, the audit record (2; on PostgreSQL
+    # a third: the queued version and index rows go out in one statement, app/storage/buffer.py)
+    extra = 1 if clean_ctx.engine.dialect.name == "postgresql" else 0
+    assert (counts, len(seen)) == ({1: 13 + extra, 4: 13 + extra}, 14 + extra)
