@@ -10,17 +10,25 @@ the demo borough and `--notices` open notices on the health visitor (ED attendan
 2. Notice visible: with her home page open, attendances are POSTed open-loop at `--rate` per second for
    `--seconds`; a MutationObserver in the page records when each notice's card appears; latency is that
    moment minus the moment its POST was sent (one machine, one clock), for EVERY notice, with the
-   number never seen (target <= 1 s at 50/s).
+   number never seen (target <= 1 s at 50/s). The page updates itself incrementally (only the notices
+   changed since its position are fetched and put in place), as a health visitor's page does.
+3. Memory per open live connection: `--connections` event streams opened on the health visitor's
+   session (each read up to its first event, so the server holds it), the server's resident memory
+   (VmRSS) after the first one and after all; the difference divided by their number. An open stream
+   costs no database work of its own (the one poller per process serves them all), so memory is its
+   cost while idle.
 
 Results: bench/results/<date>-web-pages-<db>.json. Both runs stop by themselves; only 127.0.0.1.
 
-    python -m bench.web_pages                              # SQLite, 200 notices, 5/s for 10 s
-    python -m bench.web_pages --rate 50 --seconds 20
+    python -m bench.web_pages                              # SQLite, 200 notices, 50/s for 10 s, 200 streams
+    python -m bench.web_pages --notices 20 --requests 5 --rate 5 --seconds 2 --connections 20   # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -125,12 +133,36 @@ def live_latency(server: RunningServer, driver: Any, rate: float, seconds: float
             "not_seen_in_browser": missing, "latency_ms": quantiles(latencies)}
 
 
+def live_memory(server: RunningServer, cookie: str, connections: int) -> dict[str, Any]:
+    """Server RSS growth per open event stream (see the module docstring)."""
+    async def run() -> dict[str, Any]:
+        limits = httpx.Limits(max_connections=connections + 2, max_keepalive_connections=0)
+        async with (httpx.AsyncClient(base_url=server.base_url, cookies={"safeflag_session": cookie}, limits=limits,
+                                      timeout=httpx.Timeout(60.0, read=None)) as client,
+                    contextlib.AsyncExitStack() as streams):
+            async def open_stream() -> None:
+                answer = await streams.enter_async_context(client.stream("GET", "/app/events"))
+                assert answer.status_code == 200
+                async for line in answer.aiter_lines():
+                    if line.startswith("event: "):
+                        return
+            await open_stream()  # the first: the poller starts with it
+            first = server.rss_mb()
+            for _ in range(connections):
+                await open_stream()
+            after = server.rss_mb()
+        return {"connections": connections, "rss_mb_with_one": round(first, 1), "rss_mb_with_all": round(after, 1),
+                "kib_per_connection": round((after - first) * 1024 / connections, 1)}
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--notices", type=int, default=200)
     parser.add_argument("--requests", type=int, default=40)
-    parser.add_argument("--rate", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     provider = start_provider()
@@ -146,10 +178,12 @@ def main() -> None:
         hv = driver.get_cookie("safeflag_session")["value"]
         pages = page_times(server, hv, ["/app", f"/app/notices/{task_ids[-1]}"], args.requests)
         live = live_latency(server, driver, args.rate, args.seconds)
+        memory = live_memory(server, hv, args.connections)
         driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
         sign_in(driver, server, "sam.lead")
         pages |= page_times(server, driver.get_cookie("safeflag_session")["value"], ["/app/lead"], args.requests)
         result = {"database": server.database, "open_notices": args.notices, "server_ms": pages, "live": live,
+                  "live_memory": memory,
                   "rss_mb_after": round(server.rss_mb(), 1)}
     finally:
         driver.quit()

@@ -31,10 +31,12 @@ CATEGORY_LABELS = {
     "escalation": "Escalation",
 }
 LIST_LIMIT = 500  # the search's _count ceiling: every open notice of one person or team
-INCLUDES = [("_include", "Task:focus"), ("_include", "Task:patient"),
+OWNER = ("_include", "Task:owner")
+INCLUDES = [("_include", "Task:focus"), ("_include", "Task:patient"), OWNER,
             ("_include:iterate", "Communication:encounter"), ("_include:iterate", "Communication:sender"),
             ("_include:iterate", "Encounter:service-provider")]
-OWNER = ("_include", "Task:owner")  # only for lists that say whom a notice is with (a statement less without)
+# a list that does not say whom a notice is with (her own notices) reads no owners: a statement less
+WITHOUT_OWNER = [i for i in INCLUDES if i != OWNER]
 # the attendance's start as the notice's text states it ("ED attendance on 2026-01-05T09:15:00Z (...)"), for
 # readers who may not read the ED's Encounter itself (a health visitor reads her notices, not the ED's records)
 _STATED_START = re.compile(r" on (\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2}))")
@@ -65,6 +67,11 @@ class NoticeRow:
     arrived_ago: str
     owner: str
     sent_at: datetime | None = None
+
+    @property
+    def order(self) -> str:
+        """Where the row stands on a list, for static/live.js: "<1 if urgent> <sent, ms since the epoch>"."""
+        return f"{int(self.priority == 'urgent')} {int(self.sent_at.timestamp() * 1000) if self.sent_at else 0}"
 
 
 @dataclass
@@ -172,7 +179,7 @@ def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime) -
 
 def open_query(owners: list[str] | None, *, unrouted: bool = False, with_owner: bool = True) -> list[tuple[str, str]]:
     query = [("code", f"{TASK_CODES}|acknowledge"), ("status", ",".join(OPEN_STATUSES)),
-             ("_count", str(LIST_LIMIT)), *INCLUDES, *([OWNER] if with_owner else [])]
+             ("_count", str(LIST_LIMIT)), *(INCLUDES if with_owner else WITHOUT_OWNER)]
     if owners:
         query.append(("owner", ",".join(sorted(owners))))
     if unrouted:
@@ -205,7 +212,7 @@ async def changed_notices(svc: FhirService, task_ids: list[str], owners: list[st
     search (`Task?_id=...` with the list's includes), so the policy decides as for the whole list and a
     Task she may not read is neither shown nor named."""
     query = [("_id", ",".join(task_ids)), ("code", f"{TASK_CODES}|acknowledge"), ("_count", str(LIST_LIMIT)),
-             *INCLUDES, *([OWNER] if with_owner else [])]
+             *(INCLUDES if with_owner else WITHOUT_OWNER)]
     bundle = await svc.search("Task", query)
     found, mine = by_ref(bundle), set(owners)
     rows, gone = [], []

@@ -91,7 +91,7 @@ def _done(request: Request, to: str) -> Response:
 
 async def _live_list(request: Request, user: Principal, *, team: bool) -> Response:
     """A list's live update: the notices changed since the page's position (`?since=`) and those that
-    left the list (_delta.jinja), or the whole list when the position cannot be opened or too much
+    left the list (`delta`), or the whole list when the position cannot be opened or too much
     changed; the list's new position in the `SafeFlag-Event` header."""
     async def work(svc: FhirService) -> Response:
         now, feed = _now(request), _feed(request)
@@ -106,7 +106,7 @@ async def _live_list(request: Request, user: Principal, *, team: bool) -> Respon
         else:
             rows, gone = (await notices.changed_notices(svc, changed, owners, now, with_owner=team)
                           if changed else ([], []))
-            response = render(request, "pages/_delta.jinja", rows=rows, gone=gone, **look)
+            response = render(request, "pages/_rows.jinja", delta=True, rows=rows, gone=gone, **look)
         response.headers["SafeFlag-Event"] = event
         return response
     return await _page(request, user, work)

@@ -84,7 +84,9 @@ def chrome() -> Iterator[webdriver.Chrome]:
 
 @pytest.fixture
 def driver(chrome: webdriver.Chrome) -> webdriver.Chrome:
-    """The browser with no cookies left from an earlier test (each test signs in itself)."""
+    """The browser on a blank page with no cookies left from an earlier test (each test signs in itself).
+    Blank first: a live page left open would reconnect its event stream without the cleared cookie."""
+    chrome.get("about:blank")
     chrome.execute_cdp_cmd("Network.clearBrowserCookies", {})
     chrome.get_log("browser")  # what an earlier test left in the console
     return chrome

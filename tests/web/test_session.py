@@ -99,6 +99,8 @@ async def test_the_idle_timeout_ends_a_session(driver: webdriver.Chrome, web_ser
     await idle_for(web_server, cookie, timedelta(minutes=14))  # 14 minutes unused: still signed in
     driver.get(web_server.base_url + "/app")
     assert driver.current_url == web_server.base_url + "/app"
+    # the page's live list catches up once on connecting (a use of the session): answered before the clock moves
+    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "notices").get_attribute("data-refreshed"))
     await idle_for(web_server, cookie, timedelta(minutes=15, seconds=1))  # over 15 minutes: signed out
     driver.get(web_server.base_url + "/app")
     assert driver.current_url == web_server.base_url + "/app/sign-in?timed-out=1"

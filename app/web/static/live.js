@@ -40,7 +40,8 @@ function apply(html) {
     list.className = "nhsuk-list notice-list";
     box.appendChild(list);
   }
-  const later = (a, b) => Number(b.dataset.urgent) - Number(a.dataset.urgent) || Number(b.dataset.sent) - Number(a.dataset.sent);
+  const key = (row) => (row.dataset.order || "0 0").split(" ").map(Number);
+  const later = (a, b) => { const [ua, sa] = key(a); const [ub, sb] = key(b); return ub - ua || sb - sa; };
   for (const row of changed) {
     const next = [...list.children].find((other) => later(other, row) > 0);
     list.insertBefore(row, next || null);
@@ -65,13 +66,15 @@ if (box) {
     const url = `${box.dataset.live}?since=${encodeURIComponent(box.dataset.event || "")}`;
     fetching = fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
       .then(async (answer) => {
-        if (answer.ok) {
+        if (answer.redirected) {
+          window.location.assign(answer.url); // signed out (timed out): the sign-in page says why
+        } else if (answer.ok) {
           apply(await answer.text());
           box.dataset.event = answer.headers.get("SafeFlag-Event") || "";
           const list = box.querySelector("[data-count]");
           setTitle(list ? Number(list.dataset.count) : 0);
           box.dataset.refreshed = String(Number(box.dataset.refreshed || "0") + 1);
-        } else if (answer.redirected || answer.status === 401) {
+        } else if (answer.status === 401) {
           window.location.reload();
         }
       })
