@@ -245,8 +245,9 @@ def test_mash_replies_to_a_referral_copy_and_the_lead_reviews_it_in_the_browser(
     driver.find_element(By.CSS_SELECTOR, f"{review} textarea").send_keys("No chronology attached")
     check_page(driver, f"lead-review-{web_server.database}")
     driver.find_element(By.CSS_SELECTOR, f"{review} button").click()
-    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/app/lead#quality"))
-    assert not present(driver, review)  # reviewed: out of the queue
+    # the page was already at /app/lead#quality: wait for the answer's page, where the copy is reviewed
+    WebDriverWait(driver, 20).until(lambda d: not present(d, review))  # reviewed: out of the queue
+    assert driver.current_url.endswith("/app/lead#quality")
     [qa] = search(web_server, "Task", focus=f"DocumentReference/{document}", code=f"{TASK_CODE}|referral-qa")
     assert (qa["status"], qa["owner"], qa["for"], qa["note"], qa["output"][0]["valueCodeableConcept"]) == (
         "completed", {"reference": b.LEAD}, {"reference": b.CHILD}, [{"text": "No chronology attached"}],
