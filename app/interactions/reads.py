@@ -128,13 +128,15 @@ class Reads:
                 max_includes=self.ctx.settings.max_includes, restrict=self.ctx.guard.restrict())
         else:
             result = await run_search(self.ctx.session, req, max_includes=self.ctx.settings.max_includes,
-                                      restrict=self.ctx.guard.restrict())
+                                      restrict=self.ctx.guard.restrict(),
+                                      audit=audit_search.revincluded(self.ctx.session, self.ctx.principal))
         issues = [
             Issue("not-supported", f"Unknown search parameter '{u}' for {resource_type} was ignored",
                   "warning", (u,), "SF-0400")
             for u in req.unknown
         ]
-        if self.ctx.principal is not None and await withholds(self.ctx.session, self.ctx.principal, req, result.matches):
+        withheld = audit_search.withholds if resource_type == "AuditEvent" else withholds
+        if self.ctx.principal is not None and await withheld(self.ctx.session, self.ctx.principal, req, result.matches):
             issues.append(withheld_issue())
         shown = [*result.matches, *result.included]
         await self.ctx.guard.audited(patients=search_patients(result.matches), shown=shown)
@@ -197,7 +199,7 @@ class Reads:
     ) -> dict[str, Any]:
         level = "history-instance" if res_id else ("history-type" if resource_type else "history-system")
         begin(self.ctx.guard, level, resource_type, res_id)
-        current = await self.ctx.repo.get(resource_type, res_id) if resource_type and res_id else None
+        current = await self._get(resource_type, res_id) if resource_type and res_id else None
         # one decision: on the record (history-instance), the type, or, for the whole system, the endpoint
         await self.ctx.guard.authorize("read", resource_type, current, res_id=res_id,
                                        operation="history-system" if resource_type is None else None)
@@ -214,10 +216,14 @@ class Reads:
             elif key == "_at":
                 at = parse_date(raw, key).high
         restrict = self.ctx.guard.restrict()
-        records, total = await self.ctx.repo.history(
-            resource_type, res_id, since=since, at=at, limit=count, offset=offset,
-            restrict=restrict(resource_table, resource_type) if restrict else (),
-        )
+        if resource_type == "AuditEvent":
+            records, total = await audit_search.history(self.ctx.session, self.ctx.principal, res_id, since=since,
+                                                        at=at, limit=count, offset=offset)
+        else:
+            records, total = await self.ctx.repo.history(
+                resource_type, res_id, since=since, at=at, limit=count, offset=offset,
+                restrict=restrict(resource_table, resource_type) if restrict else (),
+            )
         await self.ctx.guard.audited(shown=[*records, current] if current is not None else records)
         path = "/".join(p for p in (resource_type, res_id) if p) + ("/" if resource_type else "") + "_history"
         return bundles.history(records, total, self.ctx.settings.fhir_base, path, query, offset, count)

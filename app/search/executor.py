@@ -4,7 +4,7 @@ never one per resource."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -26,14 +26,19 @@ Restrict = Callable[[Table, str | None], Sequence[ColumnElement[bool]]]
 # (parameter, content) -> its reference rows, for sources whose references are read off their JSON
 # rather than the index tables (AuditEvents, kept in the audit trail's own table)
 RefsOf = Callable[[Any, dict[str, Any]], list[tuple[Any, ...]]]
+# (targets as (type, id), parameter or `*`, at most how many) -> the AuditEvents naming them that the
+# asker may see: `_revinclude=AuditEvent:...` is answered from the audit trail's own table
+AuditSource = Callable[[list[tuple[str, str]], str, int], Awaitable[list[StoredResource]]]
 
 
 async def run_search(
-    session: AsyncSession, req: SearchRequest, *, max_includes: int = 1000, restrict: Restrict | None = None
+    session: AsyncSession, req: SearchRequest, *, max_includes: int = 1000, restrict: Restrict | None = None,
+    audit: AuditSource | None = None,
 ) -> SearchResult:
     """`restrict(resource_table, type)` adds the caller's access conditions (the security policy) to the
-    page, the total and the includes (`type` None: any type, for included resources). Rows the
-    transaction queued are written first, so that the search sees them (app/storage/buffer.py)."""
+    page, the total and the includes (`type` None: any type, for included resources); `audit` answers
+    `_revinclude=AuditEvent:...` (none without it). Rows the transaction queued are written first, so
+    that the search sees them (app/storage/buffer.py)."""
     await buffer.flush(session)
     where = list(restrict(resource, req.resource_type)) if restrict else []
     if req.summary == "count":
@@ -50,7 +55,7 @@ async def run_search(
         total = int((await session.execute(count_query(req, where))).scalar_one())
     result = SearchResult(req, matches, total)
     if matches and (req.include or req.revinclude):
-        await add_includes(session, result, max_includes, restrict)
+        await add_includes(session, result, max_includes, restrict, audit=audit)
     return result
 
 
@@ -110,9 +115,27 @@ def _included_by_statement(param: str, target_type: str | None) -> Select[Any]:
     )
 
 
+def _take(found: Any, seen: set[tuple[str, str]], new: list[StoredResource], result: SearchResult,
+          max_includes: int) -> bool:
+    """Add the `found` resources not yet seen to `new`; True when the includes' limit was reached."""
+    for f in found:
+        if (f.resource_type, f.id) in seen:
+            continue
+        if len(result.included) + len(new) >= max_includes:
+            result.includes_truncated = True
+            return True
+        seen.add((f.resource_type, f.id))
+        new.append(f)
+    return False
+
+
+def _target_keys(targets: list[StoredResource], inc: Include) -> list[tuple[str, str]]:
+    return sorted({(t.resource_type, t.id) for t in targets if inc.target_type in (None, t.resource_type)})
+
+
 def _referring_to(targets: list[StoredResource], inc: Include) -> Step | None:
     """Resources of `inc.source_type` whose `inc.param` references one of `targets`."""
-    keys = sorted({(t.resource_type, t.id) for t in targets if inc.target_type in (None, t.resource_type)})
+    keys = _target_keys(targets, inc)
     if not keys:
         return None
     r = idx_reference.c
@@ -142,10 +165,11 @@ def _step(base: Select[Any], where: list[ColumnElement[bool]], share: Hashable |
 
 async def add_includes(
     session: AsyncSession, result: SearchResult, max_includes: int, restrict: Restrict | None,
-    refs_of: RefsOf | None = None,
+    refs_of: RefsOf | None = None, audit: AuditSource | None = None,
 ) -> None:
     """Add the page's `_include`d and `_revinclude`d resources that the asker may see (`refs_of`: how
-    the page's own references are read when its rows have no index rows)."""
+    the page's own references are read when its rows have no index rows; `audit`: the AuditEvents
+    naming the page, which have none)."""
     where = list(restrict(resource, None)) if restrict else []
     share = _share_key(restrict)
     seen = {(m.resource_type, m.id) for m in result.matches}
@@ -157,23 +181,23 @@ async def add_includes(
         for build, inc in steps:
             if round_ > 0 and not inc.iterate:
                 continue
+            room = max_includes - len(result.included) - len(new)
+            if build is _referring_to and inc.source_type == "AuditEvent":
+                keys = _target_keys(frontier, inc)
+                found = await audit(keys, inc.param, room + len(seen) + 1) if audit and keys else []
+                if _take(found, seen, new, result, max_includes):
+                    break
+                continue
             built = _included_by(frontier, inc, refs_of if round_ == 0 else None) if build is _included_by \
                 else build(frontier, inc)
             if built is None:
                 continue
             base, params = built
-            room = max_includes - len(result.included) - len(new)
             # shared only when `base` itself is (an _include's); a _revinclude's keys are in its SQL
             stmt = _step(base, where, share if params else None)
             rows = (await session.execute(stmt, {**params, "room": room + len(seen) + 1})).all()
-            for f in map(row_to_stored, rows):
-                if (f.resource_type, f.id) in seen:
-                    continue
-                if len(result.included) + len(new) >= max_includes:
-                    result.includes_truncated = True
-                    break
-                seen.add((f.resource_type, f.id))
-                new.append(f)
+            if _take(map(row_to_stored, rows), seen, new, result, max_includes):
+                break
         result.included.extend(new)
         if not new or result.includes_truncated:
             break

@@ -1,5 +1,6 @@
-"""AuditEvent read and search, answered from the audit trail's own table (`audit_event`, with its
-reference rows `audit_event_ref`) instead of the generic resource and search-index tables.
+"""AuditEvent read, search, `_history`, `_revinclude=AuditEvent:...` of other types' searches and the
+"records withheld" notice, answered from the audit trail's own table (`audit_event`, with its reference
+rows `audit_event_ref`): AuditEvents are kept there only, never as generic resources with index rows.
 
 A search runs in one of two ways, with the same answers:
 
@@ -23,10 +24,11 @@ cleared roles and the organisation it is kept as written by (the table's `restri
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, false, func, literal, not_, or_, select
+from sqlalchemy import ColumnElement, Select, false, func, literal, not_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.criteria import Criterion
@@ -35,15 +37,17 @@ from app.fhir.search.definitions import index_values, params_for
 from app.fhir.search.matcher import matches
 from app.fhir.search.params import SearchRequest
 from app.fhir.search.results import SearchResult
-from app.search.executor import Restrict, add_includes
+from app.search.executor import AuditSource, Restrict, add_includes
 from app.search.sql import SQL_OPS
+from app.security.audit import patients_of
 from app.security.policy import CLEARED_ROLES, READ, Reach
 from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
+from app.security.search_scope import named_patients
 from app.storage import buffer
 from app.storage.audit_tables import LINKED_PARAMS, audit_event, audit_event_ref
 from app.storage.repository import CURRENT_BY_ID, row_to_stored
-from app.stored import StoredResource
+from app.stored import StoredResource, VersionRecord
 
 EVENT = "AuditEvent"
 MS = timedelta(milliseconds=1)
@@ -224,5 +228,91 @@ async def search(session: AsyncSession, req: SearchRequest, principal: Principal
         return SearchResult(req, [], total)
     result = SearchResult(req, page, None if req.total == "none" else total)
     if page and (req.include or req.revinclude):
-        await add_includes(session, result, max_includes, restrict, refs_of=lambda p, c: index_values(p, c, base))
+        await add_includes(session, result, max_includes, restrict, refs_of=lambda p, c: index_values(p, c, base),
+                           audit=revincluded(session, principal))
     return result
+
+
+def revincluded(session: AsyncSession, principal: Principal | None) -> AuditSource:
+    """`referring_to` for this session and asker, as the search executor takes it."""
+    async def source(keys: list[tuple[str, str]], param: str, limit: int) -> list[StoredResource]:
+        return await referring_to(session, principal, keys, param, limit)
+    return source
+
+
+async def referring_to(session: AsyncSession, principal: Principal | None, keys: Iterable[tuple[str, str]],
+                       param: str, limit: int) -> list[StoredResource]:
+    """Up to `limit` AuditEvents whose `param` (`*`: any reference parameter) names one of `keys`
+    (`(type, id)`), that `principal` may see, oldest first: `_revinclude=AuditEvent:...` of another
+    type's search. Only `patient`, `entity` and `agent` can name anything (`source` names the server
+    by display alone)."""
+    if param != "*" and param not in LINKED_PARAMS:
+        return []
+    conds, scoped = visibility(principal)
+    r = audit_event_ref.c
+    linked = select(r.event_id).where(r.ref.in_(sorted({f"{t}/{i}" for t, i in keys})))
+    if param != "*":
+        linked = linked.where(r.param == param)
+    stmt = select(*_COLUMNS).where(*conds, _E.event_id.in_(linked))
+    if scoped is None:
+        return [_stored(row) for row in (await session.execute(stmt.order_by(_E.seq).limit(limit))).all()]
+    return (await _in_memory(session, stmt, [], scoped, [], ""))[:limit]
+
+
+async def history(session: AsyncSession, principal: Principal | None, event_id: str | None, *,
+                  since: datetime | None, at: datetime | None, limit: int, offset: int,
+                  ) -> tuple[list[VersionRecord], int]:
+    """AuditEvent `_history` (of one event, or of the type) that `principal` may see, newest first:
+    each event is its one version, created when it was recorded (`since`/`at` on that time)."""
+    await buffer.flush(session)
+    conds, scoped = visibility(principal)
+    if event_id is not None:
+        conds.append(_E.event_id == event_id)
+    if since is not None:
+        conds.append(_E.recorded >= since)
+    if at is not None:
+        conds.append(_E.recorded <= at)
+    order = (_E.recorded.desc(), _E.seq.desc())
+    if scoped is None:
+        total = int((await session.execute(select(func.count(literal(1))).select_from(audit_event)
+                                           .where(*conds))).scalar_one())
+        stmt = select(*_COLUMNS).where(*conds).order_by(*order).limit(limit).offset(offset)
+        page = [_stored(row) for row in (await session.execute(stmt)).all()] if limit > 0 else []
+    else:
+        found = await _in_memory(session, select(*_COLUMNS).where(*conds), [], scoped, [], "")
+        found.sort(key=lambda s: (s.last_updated, s.pk), reverse=True)
+        total, page = len(found), found[offset:offset + limit]
+    return [VersionRecord(EVENT, s.id, 1, s.last_updated, "POST", s.content) for s in page], total
+
+
+async def withholds(session: AsyncSession, principal: Principal, req: SearchRequest,
+                    shown: Iterable[StoredResource]) -> bool:
+    """`search_scope.withholds` for AuditEvent searches, read off the trail: a restricted AuditEvent
+    within the principal's reach and scopes, not kept as written by its organisation, about a patient
+    the search names (`patient`) or a patient an event shown is about. No number, as for other types."""
+    if principal.role in CLEARED_ROLES or READ[EVENT][ROLES.index(principal.role)] is not Reach.ALL:
+        return False
+    if principal.scopes.search_constraints(EVENT, context=principal.context) is None:
+        return False
+    _, scoped = visibility(principal)
+    not_ours = (or_(_E.created_by_org.is_(None), _E.created_by_org != principal.org)
+                if principal.org is not None else true())
+    conds: list[ColumnElement[bool]] = [_E.restricted, not_ours]
+    memory: list[Criterion] = []
+    named = named_patients(req)
+    for crit in named:
+        cond = column_condition(crit)
+        if cond is None:
+            memory.append(crit)
+        else:
+            conds.append(cond)
+    if not named:
+        refs = sorted({ref for m in shown for ref in patients_of(m.resource_type, m.content, m.id)})
+        if not refs:
+            return False
+        r = audit_event_ref.c
+        conds.append(_E.event_id.in_(select(r.event_id).where(r.param == "patient", r.ref.in_(refs))))
+    stmt = select(*_COLUMNS).where(*conds)
+    if not memory and scoped is None:
+        return (await session.execute(stmt.limit(1))).first() is not None
+    return bool(await _in_memory(session, stmt, memory, scoped, [], ""))

@@ -32,7 +32,7 @@ from app.fhir.search.definitions import index_values, params_for
 from app.storage.audit_tables import GENESIS, LINKED_PARAMS, audit_event, audit_event_ref, audit_row
 from app.storage.buffer import PENDING, defer, flush
 from app.storage.locks import on_postgresql
-from app.storage.repository import Repository
+from app.storage.repository import Repository, stamp, utc_ms
 from app.stored import StoredResource
 
 LANE_KEY = "safeflag.audit_lane"  # in the connection's info: the lane this connection owns
@@ -102,11 +102,15 @@ async def append(session: AsyncSession, content: dict[str, Any], *, event_id: st
 
 async def record(repo: Repository, event_doc: dict[str, Any], *, org: str | None, now: datetime,
                  base: str = "") -> StoredResource:
-    """Store one AuditEvent: as a resource and in the chained trail (read and searched from the trail)."""
-    stored = await repo.create("AuditEvent", event_doc, org=org, now=now)
-    await append(repo.session, stored.content, event_id=stored.id, recorded=stored.last_updated, org=org,
-                 base=base)
-    return stored
+    """Store one AuditEvent in the chained trail only (read, searched and included from there): it is
+    given its id and `meta` as any stored resource, and checked as the server's own writes are, but
+    writes no resource, version or search-index row."""
+    ts = utc_ms(now)
+    doc = stamp(event_doc, repo.new_id(), 1, ts)
+    if repo.check is not None:
+        repo.check("AuditEvent", doc)
+    await append(repo.session, doc, event_id=doc["id"], recorded=ts, org=org, base=base)
+    return StoredResource(0, "AuditEvent", doc["id"], 1, ts, False, doc, org)
 
 
 @event.listens_for(Session, "after_transaction_end")

@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import select
 
 from app.context import AppContext
-from app.storage.tables import resource
+from app.storage.audit_tables import audit_event
 from tests.support.fhir_data import organization, patient
 
 ED = "Organization/ed-north"
@@ -30,7 +30,7 @@ def encounter(pid: str) -> dict[str, Any]:
 
 async def _events(ctx: AppContext) -> list[dict[str, Any]]:
     async with ctx.sessionmaker() as s:
-        rows = (await s.execute(select(resource.c.content).where(resource.c.res_type == "AuditEvent"))).scalars()
+        rows = (await s.execute(select(audit_event.c.content).order_by(audit_event.c.seq))).scalars()
         return list(rows)
 
 

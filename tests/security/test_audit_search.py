@@ -1,9 +1,16 @@
-"""AuditEvent search and read from the audit trail's own table (app/security/audit_search.py) answer
-exactly what the generic search over the AuditEvent resources answered: over a varied history made
-through the API (several organisations and roles, a sexual-health service whose accesses are restricted,
-refusals, searches that showed several children), a battery of searches (every parameter, modifiers,
-chains, sorts, paging, totals, `_include`) is run by several readers, one of whom must not see the
-restricted events, on both paths; both databases."""
+"""AuditEvent read, search, `_history`, `_revinclude` and the "records withheld" notice, all answered
+from the audit trail's own table (app/security/audit_search.py), checked against a reference the test
+computes itself from the history it made through the API (several organisations and roles, a
+sexual-health service whose accesses are restricted, refusals, searches that showed several children):
+
+- which events each of six readers may see, worked out here from the events (a restricted event only
+  for cleared roles and the organisation it is kept as written by; a scope's `subtype=read`; a clinician
+  nothing), one of them a reader who must not see the restricted sexual-health events;
+- for a battery of searches (every parameter, modifiers, chains, sorts, paging, totals, `_include`), the
+  answer of the generic FHIR search over the same events stored as ordinary resources in a transaction
+  of the test's own that is never committed (the server itself no longer keeps them so);
+- `_revinclude=AuditEvent:...` and the notice from that copy's reference index, `_history` from the
+  events' times. Both databases."""
 
 from __future__ import annotations
 
@@ -18,15 +25,19 @@ from sqlalchemy import insert, select
 
 from app.context import AppContext
 from app.fhir.nhs_number import check_digit
+from app.fhir.search.dates import parse_range
 from app.fhir.search.params import parse_search
 from app.fhir.search.results import SearchResult
+from app.fhir.vocabulary import CONFIDENTIALITY
 from app.main import create_app
 from app.search.executor import run_search
 from app.security import audit_search
 from app.security.guard import Restriction
 from app.security.principal import Principal
+from app.storage.audit_tables import audit_event
 from app.storage.migrate import upgrade
-from app.storage.tables import resource
+from app.storage.repository import Repository
+from app.storage.tables import idx_reference, resource
 from tests.conftest import BASE_URL, StepClock, admin_token
 from tests.notify.owners import bearer
 from tests.safeguarding.support import CHILD, ED, LA, NHS, borough, flag, organization, patient, post, put
@@ -58,6 +69,60 @@ def principal(name: str) -> Principal:
     from app.security.tokens import default_scope
     claims = {"sub": sub, "role": role, "scope": scope or default_scope(role), "iss": "test", "org": org}
     return Principal.from_claims({k: v for k, v in claims.items() if v}, base=BASE)
+
+
+Event = tuple[dict[str, Any], str | None]  # an AuditEvent and the organisation it is kept as written by
+
+
+def restricted(event: dict[str, Any]) -> bool:
+    return any(s.get("system") == CONFIDENTIALITY and s.get("code") in ("R", "V")
+               for s in event["meta"].get("security", []))
+
+
+def may_see(name: str, event: Event) -> bool:
+    """Whether reader `name` may see `event`, worked out from the event alone."""
+    role, _, org, _ = READERS[name]
+    content, kept_by = event
+    if role == "ed-clinician":  # clinicians do not read the audit trail
+        return False
+    if role in ("admin", "safeguarding-lead"):
+        return True
+    if restricted(content) and kept_by != org:
+        return False
+    return name != "reads-only" or any(s.get("code") == "read" for s in content["subtype"])
+
+
+def hidden_by_label(name: str, event: Event) -> bool:
+    """Within the reader's reach and scope, and withheld only for its restricted label."""
+    role, _, org, _ = READERS[name]
+    content, kept_by = event
+    if role in ("ed-clinician", "admin", "safeguarding-lead") or not restricted(content) or kept_by == org:
+        return False
+    return name != "reads-only" or any(s.get("code") == "read" for s in content["subtype"])
+
+
+async def trail(session: Any) -> list[Event]:
+    """The events the history wrote, in the order they were appended."""
+    rows = (await session.execute(select(audit_event.c.content, audit_event.c.created_by_org)
+                                  .order_by(audit_event.c.seq))).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+async def store_as_resources(ctx: AppContext, session: Any, events: list[Event]) -> dict[str, dict[str, set[str]]]:
+    """The reference: `events` stored as ordinary resources in `session` (never committed), for the generic
+    search; returns each event's `patient`, `entity` and `agent` references from their index rows."""
+    repo = Repository(session, clock=ctx.clock, ids=ctx.ids, indexer=ctx.indexer)  # type: ignore[arg-type]
+    for content, org in events:
+        await repo.create("AuditEvent", content, res_id=content["id"], org=org, validated=True,
+                          now=parse_range(content["meta"]["lastUpdated"])[0])
+    await repo.flush()
+    r, res = idx_reference.c, resource.c
+    refs: dict[str, dict[str, set[str]]] = {content["id"]: {} for content, _ in events}
+    for rid, param, ttype, tid in (await session.execute(
+            select(res.res_id, r.param, r.target_type, r.target_id).join(resource, res.pk == r.resource_pk)
+            .where(r.res_type == "AuditEvent", r.target_id.is_not(None)))).all():
+        refs[rid].setdefault(param, set()).add(f"{ttype}/{tid}")
+    return refs
 
 
 @asynccontextmanager
@@ -158,30 +223,99 @@ def _answer(result: SearchResult) -> tuple[Any, ...]:
             [(i.resource_type, i.id) for i in result.included], result.includes_truncated)
 
 
-async def test_the_trail_answers_every_search_as_the_resources_did(fresh: tuple[AppContext, httpx.AsyncClient]) -> None:
+def _parse(ctx: AppContext, rtype: str, query: list[tuple[str, str]]) -> Any:
+    req = parse_search(rtype, query, base=BASE, default_count=ctx.settings.default_count,
+                       max_count=ctx.settings.max_count, limits=ctx.settings.search_limits)
+    assert not req.unknown, query
+    return req
+
+
+async def test_the_trail_answers_every_search_as_the_reference_does(fresh: tuple[AppContext, httpx.AsyncClient]) -> None:
     ctx, api = fresh
     children = await _history(api, ctx)
     async with ctx.sessionmaker() as session:
-        events = [row[0] for row in (await session.execute(
-            select(resource.c.content).where(resource.c.res_type == "AuditEvent").order_by(resource.c.pk))).all()]
-        assert len(events) > 30 and any("security" in e["meta"] for e in events)
-        battery = _battery(events, children)
+        events = await trail(session)
+        assert not (await session.execute(select(resource.c.pk).where(resource.c.res_type == "AuditEvent"))).all()
+        contents = [e for e, _ in events]
+        assert len(events) > 30 and sum(map(restricted, contents)) >= 4
+        battery = _battery(contents, children)
+        await store_as_resources(ctx, session, events)
         compared = 0
         for name in READERS:
             who = principal(name)
+            everything = await audit_search.search(session, _parse(ctx, "AuditEvent", [("_count", "500")]), who,
+                                                   base=BASE, max_includes=10, restrict=Restriction(who))
+            assert [m.id for m in everything.matches] == [e["id"] for e, o in events if may_see(name, (e, o))], name
             for query in battery:
-                req = parse_search("AuditEvent", query, base=BASE, default_count=ctx.settings.default_count,
-                                   max_count=ctx.settings.max_count, limits=ctx.settings.search_limits)
-                assert not req.unknown, query
-                old = await run_search(session, req, max_includes=ctx.settings.max_includes, restrict=Restriction(who))
+                req = _parse(ctx, "AuditEvent", query)
+                ref = await run_search(session, req, max_includes=ctx.settings.max_includes, restrict=Restriction(who))
                 new = await audit_search.search(session, req, who, base=BASE, max_includes=ctx.settings.max_includes,
                                                 restrict=Restriction(who))
-                assert _answer(new) == _answer(old), (name, query)
-                compared += bool(old.matches)
+                assert _answer(new) == _answer(ref), (name, query)
+                compared += bool(ref.matches)
         assert compared > 200  # most searches found something: the comparison is not of empty pages
-        for e in events:  # a read of each event answers its stored resource
+        # the restricted events are all kept as written by the sexual-health service
+        assert {name for name in READERS if any(hidden_by_label(name, e) for e in events)} == {"epr", "reads-only"}
+        for e, _ in events:  # a read of each event answers it as recorded
             assert (await audit_search.get(session, e["id"])).content == e  # type: ignore[union-attr]
         assert await audit_search.get(session, "nothing") is None
+
+
+async def test_revinclude_history_and_notice_follow_the_reference(fresh: tuple[AppContext, httpx.AsyncClient]) -> None:
+    """`_revinclude=AuditEvent:...` from searches of other types, AuditEvent `_history` and the "records
+    withheld" notice of AuditEvent searches, for each reader, against the test's own reckoning."""
+    ctx, api = fresh
+    children = await _history(api, ctx)
+    async with ctx.sessionmaker() as session:
+        events = await trail(session)
+        refs = await store_as_resources(ctx, session, events)
+        order = {e["id"]: n for n, (e, _) in enumerate(events)}
+        checked = {"revinclude": 0, "history": 0, "withheld": 0}
+        for name in READERS:
+            who = principal(name)
+            seen = [(e, o) for e, o in events if may_see(name, (e, o))]
+            for rtype, query in [("Patient", []), ("Flag", []), ("Patient", [("_id", CHILD.split("/")[1])])]:
+                for param in ("*", "patient", "entity", "agent", "source"):
+                    req = _parse(ctx, rtype, [*query, ("_revinclude", f"AuditEvent:{param}"), ("_count", "100")])
+                    got = await run_search(session, req, max_includes=1000, restrict=Restriction(who),
+                                           audit=audit_search.revincluded(session, who))
+                    keys = {f"{m.resource_type}/{m.id}" for m in got.matches}
+                    expected = [e["id"] for e, _ in seen if any(keys & refs[e["id"]].get(p, set())
+                                for p in (("patient", "entity", "agent", "source") if param == "*" else (param,)))]
+                    assert sorted((i.id for i in got.included), key=order.__getitem__) == expected, (name, rtype, param)
+                    assert all(i.resource_type == "AuditEvent" for i in got.included)
+                    checked["revinclude"] += bool(expected)
+            newest_first = [e for e, _ in sorted(seen, key=lambda eo: (eo[0]["meta"]["lastUpdated"], order[eo[0]["id"]]),
+                                                 reverse=True)]
+            for offset, count in ((0, 500), (3, 4)):
+                versions, total = await audit_search.history(session, who, None, since=None, at=None, limit=count,
+                                                             offset=offset)
+                assert total == len(seen) and [v.id for v in versions] == [e["id"] for e in
+                                                                           newest_first[offset:offset + count]]
+                assert all(v.version_id == 1 and v.method == "POST" and v.content == e for v, e in
+                           zip(versions, newest_first[offset:], strict=False))
+            if seen:
+                middle = seen[len(seen) // 2][0]
+                since = parse_range(middle["meta"]["lastUpdated"])[0]
+                versions, total = await audit_search.history(session, who, middle["id"], since=None, at=None,
+                                                             limit=10, offset=0)
+                assert ([v.id for v in versions], total) == ([middle["id"]], 1)
+                versions, total = await audit_search.history(session, who, None, since=since, at=None, limit=500,
+                                                             offset=0)
+                assert [v.id for v in versions] == [e["id"] for e in newest_first
+                                                    if e["meta"]["lastUpdated"] >= middle["meta"]["lastUpdated"]]
+                checked["history"] += 1
+            for query in [[("patient", c)] for c in children] + [[], [("subtype", "read")], [("outcome", "4")]]:
+                req = _parse(ctx, "AuditEvent", [*query, ("_count", "500")])
+                shown = (await audit_search.search(session, req, who, base=BASE, max_includes=10,
+                                                   restrict=Restriction(who))).matches
+                about = {query[0][1]} if query and query[0][0] == "patient" else {
+                    ref for m in shown for ref in refs[m.id].get("patient", set())}
+                expected_notice = any(hidden_by_label(name, e) and refs[e[0]["id"]].get("patient", set()) & about
+                                      for e in events)
+                assert await audit_search.withholds(session, who, req, shown) is expected_notice, (name, query)
+                checked["withheld"] += expected_notice
+        assert checked["revinclude"] > 20 and checked["history"] == 5 and checked["withheld"] == 5, checked
 
 
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
@@ -245,9 +379,11 @@ async def test_paging_links_walk_the_trail_as_the_resources_did(fresh: tuple[App
     for query in ([("_sort", "date")], [("patient", CHILD)], [("subtype", "read")]):
         req = parse_search("AuditEvent", [*query, ("_count", "500")], base=BASE)
         async with ctx.sessionmaker() as session:
-            old = await run_search(session, req, restrict=Restriction(principal("epr")))
-        expected = [m.id for m in old.matches]
-        assert expected and not any("security" in m.content["meta"] for m in old.matches)
+            events = await trail(session)
+            await store_as_resources(ctx, session, events)
+            ref = await run_search(session, req, restrict=Restriction(principal("epr")))
+        expected = [m.id for m in ref.matches]
+        assert expected and not any("security" in m.content["meta"] for m in ref.matches)
         seen: list[str] = []
         r = await api.get("/fhir/AuditEvent", params=[*query, ("_count", "4")], headers=epr)
         while True:
@@ -262,6 +398,101 @@ async def test_paging_links_walk_the_trail_as_the_resources_did(fresh: tuple[App
         assert [i for i in seen if i in set(expected)] == expected, query
         assert len(seen) == len(set(seen)) == page["total"]
         async with ctx.sessionmaker() as session:
-            hidden = {row[0]["id"] for row in (await session.execute(select(resource.c.content).where(
-                resource.c.res_type == "AuditEvent"))).all() if "security" in row[0]["meta"]}
+            hidden = {e["id"] for e, o in await trail(session) if not may_see("epr", (e, o))}
         assert hidden and not hidden & set(seen)
+
+
+async def _row_counts(ctx: AppContext) -> dict[str, int]:
+    """Rows in every table of the generic resource store, and in the audit trail."""
+    from sqlalchemy import func
+
+    from app.storage.audit_tables import audit_event_ref
+    from app.storage.tables import metadata
+
+    tables = [t for t in metadata.sorted_tables if t.name in ("resource", "resource_version", "outbox_event")
+              or "resource_pk" in t.c]
+    async with ctx.sessionmaker() as session:
+        return {t.name: int((await session.execute(select(func.count()).select_from(t))).scalar_one())
+                for t in [*tables, audit_event, audit_event_ref]}
+
+
+async def test_an_audited_access_writes_the_trail_only(fresh: tuple[AppContext, httpx.AsyncClient]) -> None:
+    """A read, a search, an AuditEvent search and a refused read each write one `audit_event` row (and its
+    reference rows) and no resource, version, index or outbox row: the AuditEvent is not a FHIR resource."""
+    ctx, api = fresh
+    children = await _history(api, ctx)
+    lead = bearer(ctx, "safeguarding-lead", "lead-1", "Organization/elsewhere")
+    ed = bearer(ctx, "ed-clinician", "ed-1", ED)
+    before = await _row_counts(ctx)
+    assert before["resource"] > 0 and before["idx_reference"] > 0 and before["audit_event"] > 30
+    for headers, url, status, refs in [
+        (lead, f"/fhir/{children[1]}", 200, 3),  # entity and patient the child, agent the user's fhirUser
+        (lead, f"/fhir/Flag?patient={children[1]}", 200, 3),  # the same for the child the search was about
+        (lead, f"/fhir/AuditEvent?patient={children[1]}&_revinclude=AuditEvent:entity", 200, 5),
+        (ed, "/fhir/AuditEvent", 403, 1),  # the refused clinician as agent
+    ]:
+        r = await api.get(url, headers=headers)
+        assert r.status_code == status, r.text
+        after = await _row_counts(ctx)
+        grown = {name: after[name] - before[name] for name in after if after[name] != before[name]}
+        assert grown == {"audit_event": 1, **({"audit_event_ref": refs} if refs else {})}, (url, grown)
+        before = after
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
+async def test_the_upgrade_removes_audit_resources_only_when_each_is_in_the_trail(
+        db: str, pg_cluster: PgCluster | None) -> None:
+    """Revision 20261206_0018 removes the AuditEvents' resource, version and index rows; while one of them
+    has no row in the trail it refuses, saying how many are missing, and changes nothing."""
+    from datetime import UTC, datetime
+
+    from app.security.audit import audit_for
+    from app.storage.audit_tables import audit_row
+    from app.storage.tables import metadata
+
+    when = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    reader = principal("lead")
+    async with fresh_context(db, pg_cluster, f"safeflag_audit_removal_{next(_DATABASES)}") as ctx:
+        await upgrade(ctx.engine, "20261206_0017")
+        async with ctx.sessionmaker() as session, session.begin():  # as the server stored them before
+            repo = Repository(session, clock=ctx.clock, ids=ctx.ids, indexer=ctx.indexer)  # type: ignore[arg-type]
+            child = await repo.create("Patient", {"resourceType": "Patient", "birthDate": "2022-01-01"}, now=when)
+            made = [await repo.create("AuditEvent", audit_for(
+                interaction="read", principal=reader, recorded=when, resource_type="Patient", res_id=child.id,
+                resource=child.content, patients=[f"Patient/{child.id}"]), org=LA, now=when) for _ in range(3)]
+            await repo.flush()
+            rows = [audit_row(0, n + 1, "0" * 64 if n == 0 else "", m.id, when.replace(tzinfo=None), LA, m.content)
+                    for n, m in enumerate(made[:2])]
+            await session.execute(insert(audit_event), rows)
+        tables = [t for t in metadata.sorted_tables if t.name in ("resource", "resource_version") or "resource_pk" in t.c]
+
+        async def counts() -> dict[str, int]:
+            from sqlalchemy import func
+            async with ctx.sessionmaker() as session:
+                return {t.name: int((await session.execute(select(func.count()).select_from(t))).scalar_one())
+                        for t in tables}
+
+        before = await counts()
+        assert before["resource"] == 4 and before["resource_version"] == 4 and before["idx_reference"] > 6
+        with pytest.raises(Exception, match=r"^1 AuditEvent\(s\) stored as resources are not in the audit trail "
+                                            r"\(audit_event\); nothing was removed$"):
+            await upgrade(ctx.engine)
+        assert await counts() == before
+        async with ctx.sessionmaker() as session, session.begin():
+            await session.execute(insert(audit_event), [audit_row(0, 3, "", made[2].id, when.replace(tzinfo=None),
+                                                                  LA, made[2].content)])
+        await upgrade(ctx.engine)
+        after = await counts()
+        async with ctx.sessionmaker() as session:
+            kept = (await session.execute(select(resource.c.res_type, resource.c.res_id))).all()
+            childs = {t.name: len((await session.execute(select(t).where(t.c.resource_pk == child.pk))).all())
+                      for t in tables if "resource_pk" in t.c}
+        # what is left is the Patient's: its resource row, its version and its index rows, all of them
+        assert [tuple(k) for k in kept] == [("Patient", child.id)]
+        assert after == {"resource": 1, **childs} and childs["resource_version"] == 1 and childs["idx_date"] == 1
+        assert {m.id for m in made} <= {e["id"] for e, _ in await _trail_of(ctx)}
+
+
+async def _trail_of(ctx: AppContext) -> list[Event]:
+    async with ctx.sessionmaker() as session:
+        return await trail(session)

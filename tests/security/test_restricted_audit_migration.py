@@ -58,7 +58,7 @@ async def test_stored_audit_events_about_restricted_records_get_the_label(
             }
             ids = {name: (await repo.create("AuditEvent", event)).id for name, event in old.items()}
             await repo.flush()
-        await upgrade(ctx.engine)
+        await upgrade(ctx.engine, "20261206_0017")  # the revision after which AuditEvents are no longer resources
         async with ctx.sessionmaker() as session:
             rows = {r.res_id: r for r in (await session.execute(select(
                 resource.c.pk, resource.c.res_id, resource.c.content, resource.c.created_by_org).where(
@@ -73,7 +73,9 @@ async def test_stored_audit_events_about_restricted_records_get_the_label(
                        "sh read": ([RESTRICTED], SH), "ed read": (None, None)}
         assert all(versions[r.pk] == r.content for r in rows.values())
         assert labels == {rows[ids[n]].pk for n in ("lead read", "ed refused", "sh read")}
-        await upgrade(ctx.engine)  # at head: nothing more to do
+        await upgrade(ctx.engine)  # to head: the AuditEvents stay in the trail only
+        async with ctx.sessionmaker() as session:
+            assert not (await session.execute(select(resource.c.pk).where(resource.c.res_type == "AuditEvent"))).all()
         app = create_app(ctx=ctx)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as api:
             for reader, expected in ((bearer(ctx, "system", "epr", EPR, scope="system/AuditEvent.rs"), {"ed read"}),

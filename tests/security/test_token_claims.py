@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.context import AppContext
+from app.storage.audit_tables import audit_event
 from app.storage.tables import resource
 from tests.security.tokens_fixture import Mint
 
@@ -25,7 +26,10 @@ def refused(claim: str) -> dict[str, Any]:
 
 
 async def _count(ctx: AppContext, rtype: str) -> int:
+    """Resources of `rtype` stored; AuditEvents: rows of the audit trail."""
     async with ctx.sessionmaker() as s:
+        if rtype == "AuditEvent":
+            return int((await s.scalar(select(func.count()).select_from(audit_event))) or 0)
         return int((await s.scalar(select(func.count()).select_from(resource).where(resource.c.res_type == rtype)))
                    or 0)
 

@@ -16,7 +16,7 @@ from app.demo import borough as b
 from app.errors import BadRequest, Forbidden, NotFound, PreconditionFailed, Unprocessable
 from app.fhir.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY
 from app.safeguarding.escalation import escalate_overdue
-from app.storage.tables import resource
+from app.storage.audit_tables import audit_event
 from app.web import desk, notice, notices
 from tests.conftest import StepClock
 from tests.web.pages_data import HV, LEAD, MASH, OTHER, RESTRICTED, SEXUAL_HEALTH, attend, ed, principal, seed
@@ -32,7 +32,7 @@ async def borough(client: httpx.AsyncClient, clock: StepClock) -> httpx.AsyncCli
 
 async def audit_count(ctx: AppContext) -> int:
     async with ctx.sessionmaker() as s:
-        rows = (await s.execute(select(resource.c.res_id).where(resource.c.res_type == "AuditEvent"))).all()
+        rows = (await s.execute(select(audit_event.c.event_id))).all()
     return len(rows)
 
 
