@@ -42,6 +42,7 @@ from app.safeguarding.access import record_flag_access
 from app.safeguarding.flag_refs import nhs_numbers
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.search.executor import run_search
+from app.security import audit_search
 from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
 from app.storage.repository import utc_ms
@@ -75,10 +76,16 @@ async def _section(
         base=ctx.base,
         max_count=ctx.settings.max_count,
     )
-    result = await run_search(
-        ctx.session, req, max_includes=ctx.settings.max_includes, restrict=ctx.guard.restrict()
-    )
-    withheld = ctx.principal is not None and await withholds(ctx.session, ctx.principal, req, result.matches)
+    if resource_type == "AuditEvent":  # kept in the audit trail
+        result = await audit_search.search(ctx.session, req, ctx.principal, base=ctx.base,
+                                           max_includes=ctx.settings.max_includes, restrict=ctx.guard.restrict())
+        withheld_by = audit_search.withholds
+    else:
+        result = await run_search(
+            ctx.session, req, max_includes=ctx.settings.max_includes, restrict=ctx.guard.restrict()
+        )
+        withheld_by = withholds
+    withheld = ctx.principal is not None and await withheld_by(ctx.session, ctx.principal, req, result.matches)
     return result.matches, result.included, withheld
 
 

@@ -244,8 +244,7 @@ async def referring_to(session: AsyncSession, principal: Principal | None, keys:
                        param: str, limit: int) -> list[StoredResource]:
     """Up to `limit` AuditEvents whose `param` (`*`: any reference parameter) names one of `keys`
     (`(type, id)`), that `principal` may see, oldest first: `_revinclude=AuditEvent:...` of another
-    type's search. Only `patient`, `entity` and `agent` can name anything (`source` names the server
-    by display alone)."""
+    type's search, read off the reference rows."""
     if param != "*" and param not in LINKED_PARAMS:
         return []
     conds, scoped = visibility(principal)

@@ -80,7 +80,7 @@ audit_event = Table(
 # those names read them): an event names several patients when a search showed several children, and
 # the resource it touched, its patients and its agents all answer `entity`/`agent`. One narrow row each,
 # keyed by the event's id; app/security/audit_search.py drives `AuditEvent?patient=` from here.
-LINKED_PARAMS = ("patient", "entity", "agent")
+LINKED_PARAMS = ("patient", "entity", "agent", "source")  # every reference parameter of AuditEvent
 audit_event_ref = Table(
     "audit_event_ref",
     metadata,
