@@ -496,3 +496,25 @@ async def test_the_upgrade_removes_audit_resources_only_when_each_is_in_the_trai
 async def _trail_of(ctx: AppContext) -> list[Event]:
     async with ctx.sessionmaker() as session:
         return await trail(session)
+
+
+async def test_history_of_an_audit_event_through_the_api(fresh: tuple[AppContext, httpx.AsyncClient]) -> None:
+    """`AuditEvent/{id}/_history` answers the event as version 1 to a reader who may see it, and to a reader
+    who may not see a restricted event exactly what its read answers; `AuditEvent/_history` leaves it out."""
+    ctx, api = fresh
+    await _history(api, ctx)
+    epr = bearer(ctx, "system", "epr", EPR, scope=READERS["epr"][3])
+    async with ctx.sessionmaker() as session:
+        events = await trail(session)
+    shown = next(e for e, o in events if may_see("epr", (e, o)))
+    hidden = next(e for e, o in events if not may_see("epr", (e, o)))
+    r = await api.get(f"/fhir/AuditEvent/{shown['id']}/_history", headers=epr)
+    assert r.status_code == 200, r.text
+    assert [(x["resource"], x["request"], x["response"]["status"]) for x in r.json()["entry"]] == [
+        (shown, {"method": "POST", "url": "AuditEvent"}, "201 Created")] and r.json()["total"] == 1
+    read = await api.get(f"/fhir/AuditEvent/{hidden['id']}", headers=epr)
+    r = await api.get(f"/fhir/AuditEvent/{hidden['id']}/_history", headers=epr)
+    assert read.status_code in (403, 404) and (r.status_code, r.json()) == (read.status_code, read.json())
+    r = await api.get("/fhir/AuditEvent/_history", params={"_count": "500"}, headers=epr)
+    ids = {x["resource"]["id"] for x in r.json()["entry"]}
+    assert shown["id"] in ids and hidden["id"] not in ids
