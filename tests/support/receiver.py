@@ -87,9 +87,9 @@ class Receiver:
                                 loop="asyncio", http="h11")
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
-        deadline = time.time() + 10
+        deadline = time.monotonic() + 10
         while not self._server.started:
-            if time.time() > deadline:
+            if time.monotonic() > deadline:
                 raise RuntimeError("receiver did not start")
             await asyncio.sleep(0.01)
 
@@ -127,8 +127,8 @@ class Receiver:
         return out
 
     async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
-        deadline = time.time() + timeout
+        deadline = time.monotonic() + timeout
         while not predicate():
-            if time.time() > deadline:
+            if time.monotonic() > deadline:
                 raise AssertionError(f"receiver: condition not met within {timeout}s; got {len(self.received)} requests")
             await asyncio.sleep(0.02)
