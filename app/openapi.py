@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute
 
-from app.fhir.vocabulary import NHS_NUMBER_SYSTEM
+from app.vocabulary import NHS_NUMBER_SYSTEM
 
 FHIR_JSON = "application/fhir+json"
 METHODS = ("get", "put", "post", "delete", "patch")

@@ -14,9 +14,9 @@ from app.api.deps import context_of, unit_of_work
 from app.api.referrals import refuse_unknown
 from app.api.responses import fhir_response, query_parameter
 from app.errors import BadRequest
-from app.fhir.vocabulary import CANONICAL_BASE
 from app.safeguarding.referral_rules import organization_param
 from app.safeguarding.report import governance_report, month_range, to_parameters
+from app.vocabulary import CANONICAL_BASE
 
 GOVERNANCE_REPORT = CANONICAL_BASE + "/OperationDefinition/governance-report"
 GOVERNANCE_REPORT_DOC: dict[str, Any] = {"tags": ["governance"], "openapi_extra": {"parameters": [

@@ -16,10 +16,10 @@ from app.api.responses import answer_response, fhir_response, http_date, query_p
 from app.api.router import IdPath
 from app.errors import BadRequest, Issue
 from app.fhir.binary import native, wants_resource
-from app.fhir.vocabulary import canonical
 from app.interactions.outcomes import answer_read, http_date_value
 from app.safeguarding.referral_qa import qa_queue
 from app.safeguarding.referral_rules import organization_param
+from app.vocabulary import canonical
 
 TAGS = ["MASH referral copies"]
 QA_QUEUE = canonical("OperationDefinition", "qa-queue")

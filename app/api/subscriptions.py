@@ -16,12 +16,12 @@ from app.api.responses import fhir_response
 from app.api.router import IdPath
 from app.errors import BadRequest, FhirError
 from app.fhir.validation import check_id
-from app.fhir.vocabulary import BACKPORT_OPERATION
 from app.notify import operations as sub_ops
 from app.notify.bundle import notification_bundle
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.subscriptions import parse_spec
 from app.stored import format_instant
+from app.vocabulary import BACKPORT_OPERATION
 
 ws_router = APIRouter(tags=["Subscriptions"])  # the websocket channel: FastAPI's, the FHIR router serves HTTP
 TAGS = ["Subscriptions"]

@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.vocabulary import (
+from app.vocabulary import (
     ACT_CODE,
     BACKPORT,
     CARE_TEAM_ROLE,

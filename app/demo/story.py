@@ -28,9 +28,9 @@ from app.config import Settings
 from app.demo import borough as b
 from app.demo.receiver import Receiver
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY, TASK_CODE
 from app.ports import Clock
 from app.security.cli import mint_token
+from app.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY, TASK_CODE
 
 FHIR_JSON = "application/fhir+json"
 COMM = COMMUNICATION_CATEGORY + "|"

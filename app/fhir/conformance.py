@@ -23,8 +23,8 @@ from app.fhir.profiles import get_store
 from app.fhir.search.canonicals import definition
 from app.fhir.search.params import RESULT_PARAMS, parse_search
 from app.fhir.search.results import SearchResult
-from app.fhir.vocabulary import BACKPORT, HL7_STRUCTURE_DEFINITION
 from app.stored import StoredResource
+from app.vocabulary import BACKPORT, HL7_STRUCTURE_DEFINITION
 
 CONFORMANCE_TYPES = (
     "StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ConceptMap", "OperationDefinition"

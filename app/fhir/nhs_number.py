@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from operator import mul
 
-from app.fhir.vocabulary import NHS_NUMBER_SYSTEM
+from app.vocabulary import NHS_NUMBER_SYSTEM
 
 __all__ = ["NHS_NUMBER_SYSTEM", "check_digit", "is_valid"]
 

@@ -33,7 +33,7 @@ from app.fhir.elements import Node, walk
 from app.fhir.ids import ID_RE
 from app.fhir.invariants import CHECKS, invariant_issues
 from app.fhir.resources import structure_errors
-from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION
+from app.vocabulary import HL7_STRUCTURE_DEFINITION
 
 CORE_PROFILE = HL7_STRUCTURE_DEFINITION  # + resource type: the base profile every resource meets
 # the definition paths `invariant_issues` has checks for: the walk keeps only their Nodes (and resource roots)

@@ -10,8 +10,8 @@ from app.fhir.search.canonicals import definition
 from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
 from app.fhir.search.limits import DEFAULT_LIMITS, SearchLimits
 from app.fhir.search.targets import can_target
-from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION
 from app.security.policy import NEVER_DELETED, SERVER_WRITTEN
+from app.vocabulary import HL7_STRUCTURE_DEFINITION
 
 FHIR_VERSION = "4.0.1"
 SOFTWARE_VERSION = "0.1.0"

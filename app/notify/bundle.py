@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.fhir.vocabulary import BACKPORT
 from app.stored import format_instant
+from app.vocabulary import BACKPORT
 
 STATUS_PROFILE = BACKPORT + "backport-subscription-status-r4"
 NOTIFICATION_PROFILE = BACKPORT + "backport-subscription-notification-r4"

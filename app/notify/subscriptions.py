@@ -16,10 +16,10 @@ from urllib.parse import parse_qsl
 from app.errors import Issue, Unprocessable
 from app.fhir.search.limits import Budget, SearchLimits, SearchTooCostly
 from app.fhir.search.params import Criterion, parse_criterion
-from app.fhir.vocabulary import BACKPORT
-from app.fhir.vocabulary import SUBSCRIPTION_SECRET as SECRET_EXT
 from app.notify.allow import allowed, host_port, reserved_header, target
 from app.notify.topics import TOPICS, Topic
+from app.vocabulary import BACKPORT
+from app.vocabulary import SUBSCRIPTION_SECRET as SECRET_EXT
 
 FILTER_EXT = BACKPORT + "backport-filter-criteria"
 PAYLOAD_EXT = BACKPORT + "backport-payload-content"

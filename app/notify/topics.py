@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.fhir.profiles import ConformanceStore, get_store
-from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION as _RESOURCE
-from app.fhir.vocabulary import SUBSCRIPTION_TOPIC
-from app.fhir.vocabulary import TOPIC_EXTENSION as _EXT
+from app.vocabulary import HL7_STRUCTURE_DEFINITION as _RESOURCE
+from app.vocabulary import SUBSCRIPTION_TOPIC
+from app.vocabulary import TOPIC_EXTENSION as _EXT
 
 NAMES = ("ed-attendance", "safeguarding-flag", "mash-referral", "access-notification")
 

@@ -31,8 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import get_store
-from app.fhir.vocabulary import CANONICAL_BASE
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.safeguarding.flag_refs import resolve_subject
 from app.safeguarding.flags import category_of
 from app.safeguarding.lookup import Lookup
@@ -40,6 +38,8 @@ from app.security.labels import RESTRICTED, is_restricted
 from app.storage.locks import advisory_lock
 from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
+from app.vocabulary import CANONICAL_BASE
+from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 
 if TYPE_CHECKING:
     from app.ports import WriteContext

@@ -34,9 +34,9 @@ from typing import IO, Any
 from app.errors import Conflict, FhirError
 from app.fhir.ids import ID as _ID
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
-from app.fhir.vocabulary import CARE_TEAM_ROLE, IDENTIFIER_SYSTEM
 from app.ports import UnitOfWork, Work
 from app.safeguarding.lookup import Lookup
+from app.vocabulary import CARE_TEAM_ROLE, IDENTIFIER_SYSTEM
 
 CASELOAD_SYSTEM = IDENTIFIER_SYSTEM + "caseload"
 COLUMNS = ("nhs_number", "practitioner", "role", "team", "start_date")

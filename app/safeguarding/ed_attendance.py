@@ -31,15 +31,6 @@ from datetime import date, datetime
 from typing import Any
 
 from app.config import HolidaysRegion
-from app.fhir.vocabulary import (
-    ACT_CODE,
-    FLAG_CATEGORY,
-    IDENTIFIER_SYSTEM,
-    SNOMED,
-    STRUCTURE_DEFINITION,
-)
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
-from app.fhir.vocabulary import UNROUTED_REASON as REASON_SYSTEM
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, Route, age_on, route_child
 from app.safeguarding.tasks import DEFAULT_REGION, acknowledgement_task
@@ -49,6 +40,15 @@ from app.security.labels import is_restricted, security_labels
 from app.security.policy import PLAN_TYPES
 from app.storage.repository import Repository
 from app.stored import StoredResource, format_instant
+from app.vocabulary import (
+    ACT_CODE,
+    FLAG_CATEGORY,
+    IDENTIFIER_SYSTEM,
+    SNOMED,
+    STRUCTURE_DEFINITION,
+)
+from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.vocabulary import UNROUTED_REASON as REASON_SYSTEM
 
 NOTICE_ID_SYSTEM = IDENTIFIER_SYSTEM + "notice"
 EXT = STRUCTURE_DEFINITION

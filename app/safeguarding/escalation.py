@@ -18,14 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.errors import Conflict, ServerWriteInvalid
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
-from app.fhir.vocabulary import TASK_CODE as TASK_CODES
 from app.ports import UnitOfWork
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import care_team_member, lead_of
 from app.safeguarding.tasks import ESCALATED, OPEN_STATUSES, due_of, is_escalated, is_overdue
 from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
+from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.vocabulary import TASK_CODE as TASK_CODES
 
 log = logging.getLogger("safeflag.escalation")
 

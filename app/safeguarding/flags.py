@@ -49,8 +49,6 @@ from typing import TYPE_CHECKING, Any
 from app.errors import Conflict, Issue, Unprocessable
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.profiles import get_store
-from app.fhir.vocabulary import CANONICAL_BASE, STATUS_REASON
-from app.fhir.vocabulary import FLAG_CATEGORY as CATEGORY_SYSTEM
 from app.safeguarding.flag_refs import local_ref, nhs_numbers, ref_key, resolve_subject
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import ADULT_AGE, age_on
@@ -58,6 +56,8 @@ from app.search.prepared import PreparedSearch, prepared
 from app.security.policy import Visibility
 from app.storage.locks import advisory_lock
 from app.stored import StoredResource
+from app.vocabulary import CANONICAL_BASE, STATUS_REASON
+from app.vocabulary import FLAG_CATEGORY as CATEGORY_SYSTEM
 
 if TYPE_CHECKING:
     from app.ports import WriteContext

@@ -11,9 +11,9 @@ from typing import Any
 from app.errors import BadRequest, Unprocessable
 from app.fhir.ids import ID_RE
 from app.fhir.search.extract import split_reference
-from app.fhir.vocabulary import CARE_TEAM_ROLE, DOCUMENT_TYPE, QA_OUTCOME, STATUS_REASON, TASK_CODE
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
-from app.fhir.vocabulary import STATUS_REASON_CODE as STATUS_REASON_CS
+from app.vocabulary import CARE_TEAM_ROLE, DOCUMENT_TYPE, QA_OUTCOME, STATUS_REASON, TASK_CODE
+from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.vocabulary import STATUS_REASON_CODE as STATUS_REASON_CS
 
 __all__ = ["CARE_TEAM_ROLE", "COMM_CATEGORY", "QA_OUTCOME", "STATUS_REASON_CS", "TASK_CODE"]
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.errors import MethodNotAllowed, Unprocessable
-from app.fhir.vocabulary import CONFIDENTIALITY, STATUS_REASON
 from app.safeguarding.attachments import check_content_type, decode, media_type, seal
 from app.safeguarding.referral_rules import (
     STATUS_REASON_CS,
@@ -43,6 +42,7 @@ from app.safeguarding.referral_rules import (
 )
 from app.storage.repository import utc_ms
 from app.stored import format_instant
+from app.vocabulary import CONFIDENTIALITY, STATUS_REASON
 
 if TYPE_CHECKING:
     from app.ports import WriteContext

@@ -40,14 +40,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
-from app.fhir.vocabulary import FLAG_CATEGORY
 from app.safeguarding.referral_rules import DOC_TYPE, QA_OUTCOME, TASK_CODE, codes
 from app.safeguarding.report_data import ReportData, Row, instant
 from app.safeguarding.tasks import due_of
 from app.safeguarding.unrouted import UNROUTED_LIST, is_unrouted
 from app.storage import buffer
 from app.storage.repository import utc_ms
+from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.vocabulary import FLAG_CATEGORY
 
 ED_CATEGORIES = ("ed-attendance", "did-not-wait", "think-family")
 NOT_DONE = frozenset({"cancelled", "rejected", "failed", "entered-in-error"})

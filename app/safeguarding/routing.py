@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from app.fhir.vocabulary import CARE_TEAM_ROLE
-from app.fhir.vocabulary import ORGANIZATION_ROLE as ORG_ROLE
 from app.safeguarding.lookup import Lookup
 from app.search.prepared import prepared
 from app.stored import StoredResource
+from app.vocabulary import CARE_TEAM_ROLE
+from app.vocabulary import ORGANIZATION_ROLE as ORG_ROLE
 
 ADULT_AGE = 18
 

@@ -35,9 +35,6 @@ from app.errors import Gone, NotFound
 from app.fhir.bundles import full_url, outcome_entry
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.search.params import parse_search
-from app.fhir.vocabulary import CANONICAL_BASE
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
-from app.fhir.vocabulary import TASK_CODE as TASK_CODES
 from app.safeguarding.access import record_flag_access
 from app.safeguarding.flag_refs import nhs_numbers
 from app.safeguarding.tasks import OPEN_STATUSES
@@ -47,6 +44,9 @@ from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
 from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
+from app.vocabulary import CANONICAL_BASE
+from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.vocabulary import TASK_CODE as TASK_CODES
 
 if TYPE_CHECKING:
     from app.ports import WriteContext

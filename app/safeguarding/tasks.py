@@ -19,8 +19,8 @@ import holidays
 
 from app.config import HolidaysRegion
 from app.fhir.search.dates import parse_range
-from app.fhir.vocabulary import TASK_CODE as TASK_CODES
 from app.stored import format_instant
+from app.vocabulary import TASK_CODE as TASK_CODES
 
 ESCALATED = {"coding": [{"system": TASK_CODES, "code": "escalated", "display": "Escalated to safeguarding lead"}]}
 OPEN_STATUSES = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")

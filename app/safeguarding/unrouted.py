@@ -26,12 +26,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from app.errors import Issue
-from app.fhir.vocabulary import UNROUTED_REASON as REASON_SYSTEM
 from app.observability import request_id_var
 from app.ports import Notes
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import NO_CARE_TEAM, PATIENT_AMBIGUOUS, Route, lead_of
 from app.stored import StoredResource
+from app.vocabulary import UNROUTED_REASON as REASON_SYSTEM
 
 HEADER = "X-SafeFlag-Unrouted"
 UNROUTED_LIST = "Task?owner:missing=true&code=acknowledge"

@@ -15,10 +15,10 @@ from weakref import WeakKeyDictionary
 from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.fhir.vocabulary import TASK_CODE as TASK_CODES
 from app.safeguarding.lookup import Lookup
 from app.safeguarding.tasks import OPEN_STATUSES, is_overdue
 from app.storage.repository import utc_ms
+from app.vocabulary import TASK_CODE as TASK_CODES
 
 PAGE = 1000
 _GAUGES: WeakKeyDictionary[CollectorRegistry, tuple[Gauge, Gauge]] = WeakKeyDictionary()

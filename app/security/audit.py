@@ -37,11 +37,11 @@ from datetime import datetime
 from typing import Any
 
 from app.fhir.search.definitions import params_for, reference_values
-from app.fhir.vocabulary import CANONICAL_BASE, IDENTIFIER_SYSTEM, OBJECT_ROLE, ROLE_CLASS, USER_ROLE
 from app.security.labels import security_labels
 from app.security.principal import Principal
 from app.storage.repository import utc_ms
 from app.stored import format_instant
+from app.vocabulary import CANONICAL_BASE, IDENTIFIER_SYSTEM, OBJECT_ROLE, ROLE_CLASS, USER_ROLE
 
 BALP = "https://profiles.ihe.net/ITI/BALP/"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"

@@ -16,12 +16,12 @@ import typer
 
 from app.cli_errors import fail
 from app.config import Settings, get_settings
-from app.fhir.vocabulary import CANONICAL_BASE
 from app.security.keys import InsecureKeyError, load_or_create_issuer_key
 from app.security.principal import ROLES
 from app.security.runtime import local_issuer
 from app.security.scopes import parse_scope
 from app.security.tokens import MAX_LIFETIME, TokenIssuer, default_scope
+from app.vocabulary import CANONICAL_BASE
 
 
 def base_url_option(value: str, option: str = "--base-url") -> str:

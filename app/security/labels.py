@@ -22,8 +22,8 @@ import copy
 from typing import Any
 
 from app.errors import Issue
-from app.fhir.vocabulary import ACT_CODE, CONFIDENTIALITY
 from app.security.principal import Principal
+from app.vocabulary import ACT_CODE, CONFIDENTIALITY
 
 RESTRICTED_CODES = frozenset({"R", "V"})
 SEXUAL_HEALTH_SETTING = "788122004"

@@ -31,11 +31,11 @@ from typing import Any
 
 from app.fhir.search.definitions import params_for, reference_values
 from app.fhir.search.extract import tokens
-from app.fhir.vocabulary import CODE_SYSTEM, COMMUNICATION_CATEGORY, FLAG_CATEGORY, PLAN_CATEGORIES, TASK_CODE
 from app.security.decision import ALLOW, Decision, SecurityContext
 from app.security.labels import is_restricted
 from app.security.principal import ROLES, Principal
 from app.security.scopes import letter_of
+from app.vocabulary import CODE_SYSTEM, COMMUNICATION_CATEGORY, FLAG_CATEGORY, PLAN_CATEGORIES, TASK_CODE
 
 NEVER_DELETED = frozenset({"Flag", "DocumentReference", "Binary", "AuditEvent"})
 SERVER_WRITTEN = frozenset({"AuditEvent"})

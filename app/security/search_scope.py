@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import NamedFromClause
 
 from app.fhir.search.params import Criterion, SearchRequest
-from app.fhir.vocabulary import CONFIDENTIALITY
 from app.search.sql import compile_criterion, where_clause
 from app.security.audit import patients_of
 from app.security.labels import RESTRICTED_CODES
@@ -29,6 +28,7 @@ from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
 from app.storage.tables import idx_reference, idx_token, resource
 from app.stored import StoredResource
+from app.vocabulary import CONFIDENTIALITY
 
 Condition = ColumnElement[bool]
 

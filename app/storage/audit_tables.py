@@ -38,8 +38,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from app.fhir.vocabulary import CONFIDENTIALITY, OBJECT_ROLE, ROLE_CLASS
 from app.storage.tables import PK, JsonDoc, metadata
+from app.vocabulary import CONFIDENTIALITY, OBJECT_ROLE, ROLE_CLASS
 
 CHAIN_VERSION = "sf-audit-1"
 GENESIS = "0" * 64

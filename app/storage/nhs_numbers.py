@@ -24,8 +24,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
-from app.fhir.vocabulary import NHS_NUMBER_SYSTEM
 from app.storage.tables import idx_token, patient_nhs_number, resource
+from app.vocabulary import NHS_NUMBER_SYSTEM
 
 DUPLICATES_COMMAND = "safeflag patients duplicates"
 

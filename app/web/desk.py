@@ -19,11 +19,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.errors import Unprocessable
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.safeguarding.referral_qa import qa_queue
 from app.safeguarding.referral_rules import QA_OUTCOME, TASK_CODE
 from app.safeguarding.report import governance_report, month_range
 from app.stored import format_instant
+from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.web import fmt
 from app.web.notice import payload_text
 from app.web.notices import by_ref, display_of, human_name, withheld_text

@@ -19,10 +19,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.errors import Unprocessable
-from app.fhir.vocabulary import FLAG_CATEGORY
 from app.safeguarding.summary import safeguarding_summary
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.stored import format_instant
+from app.vocabulary import FLAG_CATEGORY
 from app.web import fmt
 from app.web.notices import INCLUDES, NoticeRow, by_ref, display_of, human_name, own_refs, row, withheld_text
 

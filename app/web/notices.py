@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.vocabulary import TASK_CODE as TASK_CODES
 from app.safeguarding.tasks import OPEN_STATUSES, due_at, is_escalated
+from app.vocabulary import TASK_CODE as TASK_CODES
 from app.web import fmt
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ def references(text: str) -> list[str]:
 
 def test_the_sources_are_found() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in source_files()}
-    assert {"app/main.py", "app/interactions/service.py", "app/fhir/vocabulary.py"} <= names
+    assert {"app/main.py", "app/interactions/service.py", "app/vocabulary.py"} <= names
     assert any(name.endswith(".jinja") for name in names)
 
 

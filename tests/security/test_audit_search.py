@@ -28,7 +28,6 @@ from app.fhir.nhs_number import check_digit
 from app.fhir.search.dates import parse_range
 from app.fhir.search.params import parse_search
 from app.fhir.search.results import SearchResult
-from app.fhir.vocabulary import CONFIDENTIALITY
 from app.main import create_app
 from app.search.executor import run_search
 from app.security import audit_search
@@ -38,6 +37,7 @@ from app.storage.audit_tables import audit_event
 from app.storage.migrate import upgrade
 from app.storage.repository import Repository
 from app.storage.tables import idx_reference, resource
+from app.vocabulary import CONFIDENTIALITY
 from tests.conftest import BASE_URL, StepClock, admin_token
 from tests.notify.owners import bearer
 from tests.safeguarding.support import CHILD, ED, LA, NHS, borough, flag, organization, patient, post, put

@@ -1,4 +1,4 @@
-"""The vocabulary is stated once: no module in app/ spells a URL that app/fhir/vocabulary.py defines.
+"""The vocabulary is stated once: no module in app/ spells a URL that app/vocabulary.py defines.
 
 Every string literal in app/ (f-string parts included, docstrings excluded: they describe the wire
 format to a reader) is checked against SafeFlag's canonical base and against each URL the vocabulary
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from app.fhir import vocabulary
+from app import vocabulary
 
 APP = Path(__file__).resolve().parents[2] / "app"
-VOCABULARY = APP / "fhir" / "vocabulary.py"
+VOCABULARY = APP / "vocabulary.py"
 HOST = "fhir.safeflag.example"
 
 

@@ -19,9 +19,9 @@ from selenium.webdriver.common.keys import Keys
 from app.config import Settings
 from app.context import AppContext
 from app.demo import borough as b
-from app.fhir.vocabulary import CARE_TEAM_ROLE, FLAG_CATEGORY
 from app.resource_rules import resource_rules
 from app.safeguarding.escalation import escalate_overdue
+from app.vocabulary import CARE_TEAM_ROLE, FLAG_CATEGORY
 from tests.e2e.server import TEST_CLOCK, RunningServer
 from tests.web.pages_data import OTHER_HV, OTHER_ORG, SEXUAL_HEALTH, principal, seed_resources
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 
 from app.demo import borough as b
-from app.fhir.vocabulary import SNOMED
 from app.security.principal import Principal
 from app.security.tokens import default_scope
+from app.vocabulary import SNOMED
 
 RESTRICTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
 OTHER_ORG, OTHER_HV = "Organization/other-0-19", "PractitionerRole/other-hv"

@@ -30,11 +30,11 @@ from selenium.webdriver.common.by import By
 from app.config import Settings
 from app.context import AppContext
 from app.demo import borough as b
-from app.fhir.vocabulary import CARE_TEAM_ROLE
 from app.main import create_app
 from app.resource_rules import resource_rules
 from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
+from app.vocabulary import CARE_TEAM_ROLE
 from tests.security.tokens_fixture import issuer_for
 from tests.support.postgres import free_port
 from tests.web.browser import ROOT, start_chrome

@@ -13,7 +13,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from app.demo import borough as b
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY, QA_OUTCOME, TASK_CODE
+from app.vocabulary import COMMUNICATION_CATEGORY, QA_OUTCOME, TASK_CODE
 from tests.e2e.server import RunningServer
 from tests.web.browser import check_page
 from tests.web.conftest import sign_in, wait_for_path

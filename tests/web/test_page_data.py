@@ -14,9 +14,9 @@ from sqlalchemy import select
 from app.context import AppContext
 from app.demo import borough as b
 from app.errors import BadRequest, Forbidden, NotFound, PreconditionFailed, Unprocessable
-from app.fhir.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY
 from app.safeguarding.escalation import escalate_overdue
 from app.storage.audit_tables import audit_event
+from app.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY
 from app.web import desk, notice, notices
 from tests.conftest import StepClock
 from tests.web.pages_data import HV, LEAD, MASH, OTHER, RESTRICTED, SEXUAL_HEALTH, attend, ed, principal, seed

@@ -23,7 +23,7 @@ from app.fhir.profiles.compiler import ProfileError
 from app.fhir.profiles.engine import Engine
 from app.fhir.profiles.selection import claimed_profiles, default_profile
 from app.fhir.profiles.store import ConformanceStore, get_store, set_root
-from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION as HL7_SD
+from app.vocabulary import HL7_STRUCTURE_DEFINITION as HL7_SD
 
 __all__ = [
     "ConformanceStore",

@@ -19,7 +19,7 @@ from typing import Any
 from app.fhir import nhs_number
 from app.fhir.profiles.matching import matcher, pattern_matcher, values_at
 from app.fhir.profiles.store import ConformanceStore
-from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION as HL7_SD
+from app.vocabulary import HL7_STRUCTURE_DEFINITION as HL7_SD
 
 VALIDATED_STRENGTHS = ("required", "extensible")
 

@@ -33,7 +33,7 @@ from app.errors import Issue
 from app.fhir.profiles.compiler import Compiler, Node
 from app.fhir.profiles.matching import codings, reference_type, render_codes
 from app.fhir.profiles.store import ConformanceStore
-from app.fhir.vocabulary import STRUCTURE_DEFINITION as OUR_EXTENSIONS
+from app.vocabulary import STRUCTURE_DEFINITION as OUR_EXTENSIONS
 
 GENERIC_CONTEXTS = ("Element", "Resource", "DomainResource")
 EXTENSION_LISTS = ("extension", "modifierExtension")

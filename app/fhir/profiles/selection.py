@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.fhir.vocabulary import (
+from app.vocabulary import (
     ACT_CODE,
     CODE_SYSTEM,
     COMMUNICATION_CATEGORY,

@@ -16,7 +16,7 @@ import orjson
 
 from app.data_files import data_dir
 from app.fhir.terminology import Terminology
-from app.fhir.vocabulary import HL7_STRUCTURE_DEFINITION, TOPIC_EXTENSION
+from app.vocabulary import HL7_STRUCTURE_DEFINITION, TOPIC_EXTENSION
 
 PROFILES_DIR = data_dir("fhir_profiles")
 # The Backport IG carries an R4 topic's canonical URL in this extension on Basic

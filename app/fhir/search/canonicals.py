@@ -14,7 +14,7 @@ it. Parameters R4 does not define for the type are SafeFlag's own, published in 
 from __future__ import annotations
 
 from app.fhir.search.definitions import SUPPORTED_TYPES
-from app.fhir.vocabulary import CANONICAL_BASE
+from app.vocabulary import CANONICAL_BASE
 
 CORE = "http://hl7.org/fhir/SearchParameter/"
 OWN = CANONICAL_BASE + "/SearchParameter/"

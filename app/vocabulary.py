@@ -2,8 +2,9 @@
 
 Every conformance resource SafeFlag publishes in `fhir_profiles/` lives under one canonical base;
 the code systems, extensions and identifier systems below are the ones the server's rules read
-and write. Modules take them from here instead of spelling the URLs again. A leaf module: it
-imports nothing from the application.
+and write. Modules take them from here instead of spelling the URLs again. A leaf at the bottom
+of the layers, beside `app/config.py` and `app/errors.py`: it imports nothing from the application,
+so every layer, storage included, may read it.
 """
 
 from __future__ import annotations
