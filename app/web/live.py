@@ -4,8 +4,9 @@ your list may have changed"; the page then fetches what changed since its positi
 search as the signed-in user). The stream carries no record content.
 
 Per reader. A stream tells its reader only of changes to records she could read through `/fhir`: each
-committed Task or Communication version is put to the access policy's own `visibility` for her (enriched
-as her pages are), and only a VISIBLE one wakes her stream. A change anywhere else (another
+committed Task or Communication version is put to the app's access policy (the one the API's interactions
+ask, `AppContext.policy`) as a read of that version by her (enriched as her pages are), and only one she
+may read wakes her stream. A change anywhere else (another
 organisation's notices, a sexual-health service's restricted records) sends her nothing and moves
 nothing she can see: the event ids she receives are sealed positions (positions.py), which differ at
 every use and reveal no count. Her stream's timing follows her own records only.
@@ -44,7 +45,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.security.policy import Visibility, visibility
+from app.security.guard import Policy
 from app.security.principal import Principal
 from app.storage.notify_tables import outbox_event
 from app.storage.tables import resource, resource_version
@@ -92,10 +93,10 @@ class Change:
     created_by_org: str | None
 
 
-def concerns(principal: Principal, change: Change) -> bool:
-    """May `principal` read this version through /fhir (the policy's own decision)?"""
-    return change.content is not None and visibility(
-        principal, change.res_type, change.content, change.created_by_org, interaction="read") is Visibility.VISIBLE
+def concerns(policy: Policy, principal: Principal, change: Change) -> bool:
+    """May `principal` read this version through /fhir? The app's policy decides, as for her read of it."""
+    return change.content is not None and policy(
+        principal, "read", change.res_type, change.content, created_by_org=change.created_by_org).allowed
 
 
 @dataclass(eq=False)
@@ -108,10 +109,12 @@ class Reader:
 
 @dataclass
 class LiveFeed:
-    """The process's one outbox poller, fanning out to the open streams; polls only while one is open."""
+    """The process's one outbox poller, fanning out to the open streams; polls only while one is open.
+    `policy`: the app's access policy (`AppContext.policy`), which decides whom a change concerns."""
 
     engine: AsyncEngine
     positions: Positions
+    policy: Policy
     poll_seconds: float = POLL_SECONDS
     cursor: int = 0  # every outbox id up to here has been read (or is in `gaps`)
     closed: bool = False
@@ -153,7 +156,7 @@ class LiveFeed:
     def tell(self, changes: list[Change]) -> None:
         """Wake the streams whose readers may read one of `changes`."""
         for reader in self.readers:
-            if not reader.woken.is_set() and any(concerns(reader.principal, c) for c in changes):
+            if not reader.woken.is_set() and any(concerns(self.policy, reader.principal, c) for c in changes):
                 reader.woken.set()
 
     async def _poll(self) -> None:

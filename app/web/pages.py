@@ -69,7 +69,8 @@ def _feed(request: Request) -> live.LiveFeed:
     feed: live.LiveFeed | None = getattr(request.app.state, "web_live", None)
     if feed is None:
         keys = Positions.from_issuer_key(request.app.state.security.key.private_key)
-        feed = request.app.state.web_live = live.LiveFeed(request.app.state.ctx.engine, keys)
+        ctx = request.app.state.ctx
+        feed = request.app.state.web_live = live.LiveFeed(ctx.engine, keys, ctx.policy)
         feed.end_streams_on_exit()
     return feed
 

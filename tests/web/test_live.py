@@ -1,12 +1,13 @@
 """The live-update stream (app/web/live.py) on both databases: a committed change wakes exactly the streams
 whose reader may read it through /fhir (the policy's own decision), positions leave the server sealed,
 a reconnection is told to catch up, an outbox id committed late is not skipped, and closing the feed
-ends every stream."""
+ends every stream. The decision is the app's injected policy (`AppContext.policy`), not a second path."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -15,12 +16,15 @@ from sqlalchemy import insert
 
 from app.context import AppContext
 from app.demo import borough as b
+from app.security.decision import Decision
+from app.security.policy import decide
 from app.security.principal import Principal
 from app.storage.notify_tables import outbox_event
 from app.web import live
 from app.web.positions import TOKEN_LENGTH, Positions
 from tests.conftest import StepClock
 from tests.web.pages_data import HV, LEAD, OTHER, OTHER_HV, OTHER_ORG, SEXUAL_HEALTH, attend, ed, seed
+from tests.web.test_dev_sign_in import _app_client, _csrf
 
 BOUND = 10.0  # seconds: a bound on waiting, not a timing assertion
 Auth = Any
@@ -39,7 +43,7 @@ async def newest(ctx: AppContext) -> int:
 
 
 def feed_of(ctx: AppContext) -> live.LiveFeed:
-    return live.LiveFeed(ctx.engine, Positions.random(), poll_seconds=0.02)
+    return live.LiveFeed(ctx.engine, Positions.random(), ctx.policy, poll_seconds=0.02)
 
 
 async def test_a_change_wakes_only_the_readers_who_may_read_it_through_the_api(
@@ -71,7 +75,7 @@ async def test_a_change_wakes_only_the_readers_who_may_read_it_through_the_api(
 
     assert {k: sorted(c.res_type for c in v) for k, v in seen.items()} == {
         "attendance": ["Communication", "Task"], "sexual-health": ["Communication"], "other": ["Communication"]}
-    told = {(what, who): [live.concerns(principal, c) for c in seen[what]]
+    told = {(what, who): [live.concerns(clean_ctx.policy, principal, c) for c in seen[what]]
             for what in seen for who, (principal, _h) in readers.items()}
     assert told == {
         ("attendance", "hv"): [True, True], ("attendance", "lead"): [True, True], ("attendance", "other"): [False, False],
@@ -173,3 +177,43 @@ def test_a_position_is_sealed_differently_each_time_and_opens_only_with_its_key(
     assert [keys.open(v) for v in (tampered, "", None, "41", "é" * TOKEN_LENGTH, "=" * TOKEN_LENGTH)] == [None] * 6
     assert Positions.random().open(tokens[0]) is None  # another server's key
     assert [live.given_position(v) for v in (tokens[0], None, "12", "é" * TOKEN_LENGTH)] == [tokens[0], None, None, None]
+
+
+async def test_the_stream_asks_the_policy_the_app_was_built_with(
+    client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Auth
+) -> None:
+    await seed(client, clock.now().date())
+    asked: list[tuple[str, str, str | None, str | None]] = []
+    refuse = {"Task"}  # the substituted policy refuses to read these, though the real one allows it
+
+    def policy(principal: Principal, interaction: str, resource_type: str | None, *args: Any, **kw: Any) -> Decision:
+        content = args[0] if args else kw.get("resource")
+        asked.append((interaction, resource_type or "", (content or {}).get("id"), principal.role))
+        if interaction == "read" and resource_type in refuse:
+            return Decision(False, 403, "refused by the substituted policy", "SF-0800", False, None)
+        return decide(principal, interaction, resource_type, *args, **kw)
+
+    ctx = dataclasses.replace(clean_ctx, policy=policy)
+    async with _app_client(ctx, web_dev_sign_in=True) as http:
+        page = await http.get("/app/sign-in")
+        signed = await http.post("/app/dev-sign-in", data={"csrf_token": _csrf(page.text), "person": "hv"})
+        assert (signed.status_code, (await http.get("/app")).status_code) == (303, 200)
+        feed: live.LiveFeed = http._transport.app.state.web_live  # type: ignore[attr-defined]
+    assert feed.policy is policy  # the feed the app made for its streams holds the injected policy
+    feed.cursor = await newest(clean_ctx)
+    await attend(client, ed(auth), "2026-01-05T08:30:00Z")  # her notice (Communication) and its Task
+    changes = await feed.read()
+    task = next(c for c in changes if c.res_type == "Task")
+    comm = next(c for c in changes if c.res_type == "Communication")
+    hv = await enriched(clean_ctx, HV)
+    assert [live.concerns(decide, hv, c) for c in (task, comm)] == [True, True]  # the real policy: hers
+
+    reader = live.Reader(hv)
+    feed.readers.add(reader)
+    asked.clear()
+    feed.tell([task])
+    assert (reader.woken.is_set(), asked) == (False, [("read", "Task", task.res_id, "health-visitor")])
+    refuse.clear()  # the substitute now answers as the real policy does: the same change wakes her
+    asked.clear()
+    feed.tell([task])
+    assert (reader.woken.is_set(), asked) == (True, [("read", "Task", task.res_id, "health-visitor")])
