@@ -6,7 +6,9 @@ the demo borough and `--notices` open notices on the health visitor (ED attendan
 
 1. Server time per page: `--requests` sequential views of her home page (all her open notices), one
    notice's page, and the lead's desk, each with her/his session cookie; the server's own `duration_ms`
-   from its request log line, p50 and p95 (target p95 <= 50 ms with 200 open notices).
+   from its request log line, p50 and p95 (target p95 <= 50 ms with 200 open notices); and the server
+   process's CPU time over those requests divided by their number (`cpu_ms_per_page`, from
+   /proc/<pid>/stat; no page is open in the browser meanwhile, so no live stream polls).
 2. Notice visible: with her home page open, attendances are POSTed open-loop at `--rate` per second for
    `--seconds`; a MutationObserver in the page records when each notice's card appears; latency is that
    moment minus the moment its POST was sent (one machine, one clock), for EVERY notice, with the
@@ -18,7 +20,9 @@ the demo borough and `--notices` open notices on the health visitor (ED attendan
    costs no database work of its own (the one poller per process serves them all), so memory is its
    cost while idle.
 
-Results: bench/results/<date>-web-pages-<db>.json. Both runs stop by themselves; only 127.0.0.1.
+Results: bench/results/<date>-web-pages-<db>.json, written again as each part is measured (a part that
+fails leaves the parts before it, and its error under "failed"). The pinned NHS.UK frontend files are
+fetched first when the checkout has none (`make web-assets`). Everything stops by itself; only 127.0.0.1.
 
     python -m bench.web_pages                              # SQLite, 200 notices, 50/s for 10 s, 200 streams
     python -m bench.web_pages --notices 20 --requests 5 --rate 5 --seconds 2 --connections 20   # a quick check
@@ -38,9 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.support.ui import WebDriverWait
 
 from app.safeguarding.report import median, p95
+from app.web import assets
 from bench.procs import ROOT
 from tests.e2e.server import RunningServer, start_server
 from tests.web.browser import start_chrome
@@ -74,19 +80,34 @@ def page_times(server: RunningServer, cookie: str, paths: list[str], requests: i
     out: dict[str, Any] = {}
     with httpx.Client(base_url=server.base_url, cookies={"safeflag_session": cookie}, timeout=60) as client:
         for path in paths:
-            since = len(server.stderr_lines())
+            assert client.get(path).status_code == 200  # a first view (templates compiled, caches warm)
+            time.sleep(0.2)
+            since, cpu = len(server.stderr_lines()), server.cpu_s()
             for _ in range(requests):
                 assert client.get(path).status_code == 200
+            cpu = server.cpu_s() - cpu
             time.sleep(0.2)  # the last log lines
-            out[path.rsplit("/", 1)[0] + "/{id}" if "/notices/" in path else path] = quantiles(
-                server_times(server, re.compile(re.escape(path)), since))
+            out[path.rsplit("/", 1)[0] + "/{id}" if "/notices/" in path else path] = {
+                **quantiles(server_times(server, re.compile(re.escape(path)), since)),
+                "cpu_ms_per_page": round(cpu * 1000 / requests, 1)}
     return out
+
+
+def connected(driver: Any, timeout: float = 30) -> None:
+    """Wait until the open page's live stream has connected; say why not (the browser's console: a
+    script that failed to load or was refused) when it does not."""
+    try:
+        WebDriverWait(driver, timeout).until(
+            lambda d: d.find_element("id", "notices").get_attribute("data-connected") == "true")
+    except TimeoutException:
+        console = [e["message"] for e in driver.get_log("browser")]
+        raise RuntimeError(f"the page at {driver.current_url} did not connect its live stream within "
+                           f"{timeout} s; browser console: {console}") from None
 
 
 def live_latency(server: RunningServer, driver: Any, rate: float, seconds: float) -> dict[str, Any]:
     driver.get(server.base_url + "/app")
-    WebDriverWait(driver, 30).until(
-        lambda d: d.find_element("id", "notices").get_attribute("data-connected") == "true")
+    connected(driver)
     driver.execute_script(WATCH)
     sent: dict[str, float] = {}
     lock = threading.Lock()
@@ -156,6 +177,29 @@ def live_memory(server: RunningServer, cookie: str, connections: int) -> dict[st
     return asyncio.run(run())
 
 
+class Results:
+    """The run's results file, written again as each part is measured."""
+
+    def __init__(self, server: RunningServer, notices: int) -> None:
+        self.path = Path(ROOT) / "bench" / "results" / f"{date.today()}-web-pages-{server.database.lower()}.json"
+        self.data: dict[str, Any] = {"database": server.database, "open_notices": notices}
+
+    def add(self, part: str, value: Any) -> None:
+        self.data[part] = value
+        self.path.write_text(json.dumps(self.data, indent=2) + "\n")
+        print(f"{part}: {json.dumps(value)}", flush=True)
+
+
+def switch_user(driver: Any, server: RunningServer, sub: str) -> str:
+    """Sign `sub` in (cookies cleared first), leave the browser on a blank page; her session cookie."""
+    driver.get("about:blank")
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    sign_in(driver, server, sub)
+    cookie = str(driver.get_cookie("safeflag_session")["value"])
+    driver.get("about:blank")  # no page open: no live stream polls while pages are timed
+    return cookie
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--notices", type=int, default=200)
@@ -165,35 +209,36 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
+    if assets.fetch():  # the pages' NHS.UK frontend files, as `make web-assets` fetches them
+        print(f"NHS.UK frontend {assets.VERSION} fetched into {assets.VENDOR}")
     provider = start_provider()
     for sub, claims in USERS.items():
         provider.add_user(sub, claims)
     server = start_server(args.database_url, extra_env=web_env(provider))
     driver = start_chrome()
+    results = Results(server, args.notices)
     try:
         seed_server(server)
         ed = ed_token(server)
         task_ids = [attend(server, headers=ed) for _ in range(args.notices)]
-        sign_in(driver, server, "hana.visitor")
-        hv = driver.get_cookie("safeflag_session")["value"]
+        hv = switch_user(driver, server, "hana.visitor")
         pages = page_times(server, hv, ["/app", f"/app/notices/{task_ids[-1]}"], args.requests)
-        live = live_latency(server, driver, args.rate, args.seconds)
-        memory = live_memory(server, hv, args.connections)
-        driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
-        sign_in(driver, server, "sam.lead")
-        pages |= page_times(server, driver.get_cookie("safeflag_session")["value"], ["/app/lead"], args.requests)
-        result = {"database": server.database, "open_notices": args.notices, "server_ms": pages, "live": live,
-                  "live_memory": memory,
-                  "rss_mb_after": round(server.rss_mb(), 1)}
+        results.add("server_ms", pages)
+        lead = switch_user(driver, server, "sam.lead")
+        results.add("server_ms", pages | page_times(server, lead, ["/app/lead"], args.requests))
+        hv = switch_user(driver, server, "hana.visitor")
+        results.add("live", live_latency(server, driver, args.rate, args.seconds))
+        results.add("live_memory", live_memory(server, hv, args.connections))
+        results.add("rss_mb_after", round(server.rss_mb(), 1))
+    except BaseException as exc:
+        results.add("failed", f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         driver.quit()
         server.stop()
         server.cleanup()
         provider.stop()
-    out = Path(ROOT) / "bench" / "results" / f"{date.today()}-web-pages-{result['database'].lower()}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"written to {out}")
+    print(f"written to {results.path}")
 
 
 if __name__ == "__main__":
