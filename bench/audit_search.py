@@ -32,7 +32,7 @@ from app.config import Settings
 from app.context import AppContext
 from app.resource_rules import resource_rules
 from app.security.audit import audit_for
-from app.security.audit_trail import linked_refs
+from app.security.audit_trail import search_rows
 from app.security.principal import Principal
 from app.security.scopes import ScopeSet
 from app.storage.audit_tables import GENESIS, audit_event, audit_event_ref, audit_row
@@ -72,7 +72,7 @@ def _templates(users: list[Principal]) -> list[tuple[str, list[tuple[str, str]]]
             doc["recorded"] = WHEN
             content = {"resourceType": "AuditEvent", "id": "ID-X", "meta": {"versionId": "1", "lastUpdated": WHEN},
                        **{k: v for k, v in doc.items() if k not in ("resourceType", "id", "meta")}}
-            refs = [(r["param"], r["ref"]) for r in linked_refs(content, "ID-X", BASE)]
+            refs = [(r["param"], r["ref"]) for r in search_rows(content, "ID-X", BASE)]
             out.append((orjson.dumps(content).decode(), refs))
     return out
 

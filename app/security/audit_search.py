@@ -5,7 +5,7 @@ rows `audit_event_ref`): AuditEvents are kept there only, never as generic resou
 A search runs in one of two ways, with the same answers:
 
 - **In SQL** when every criterion has an exact twin on the table: `patient`, `entity` and `agent` by
-  `Type/id` (the reference rows), `date` (the `occurred` column: the element is an instant of millisecond
+  `Type/id` and `type` and `subtype` by code or by system and code (the reference and coding rows), `date` (the `occurred` column: the element is an instant of millisecond
   precision, so its range is [occurred, occurred + 1 ms)), `action` and `outcome` by code, `_id`; sorted by
   `date` or `_id`. The page, its total and `_summary=count` are then one statement each, driven by the
   table's indexes (`AuditEvent?patient=...&_sort=-date` reads that patient's rows only).
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, false, func, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.criteria import Criterion
@@ -45,7 +45,7 @@ from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
 from app.security.search_scope import named_patients
 from app.storage import buffer
-from app.storage.audit_tables import LINKED_PARAMS, audit_event, audit_event_ref
+from app.storage.audit_tables import CODED_PARAMS, LINKED_PARAMS, audit_event, audit_event_ref, coding_key
 from app.storage.repository import CURRENT_BY_ID, row_to_stored
 from app.stored import StoredResource, VersionRecord
 
@@ -101,6 +101,17 @@ def _ref_condition(crit: Criterion) -> ColumnElement[bool] | None:
     return _E.event_id.in_(select(r.event_id).where(r.param == crit.name, r.ref.in_(sorted(set(refs)))))
 
 
+def _coded_condition(crit: Criterion) -> ColumnElement[bool] | None:
+    """`type`/`subtype` by code or by system and code, off the coding rows (None: a system alone)."""
+    keys = set()
+    for v in crit.values:
+        if v.code is None:
+            return None
+        keys.add((crit.name + "|", coding_key(v.system, v.code)) if v.match_system else (crit.name, v.code))
+    r = audit_event_ref.c
+    return _E.event_id.in_(select(r.event_id).where(or_(*[and_(r.param == p, r.ref == k) for p, k in sorted(keys)])))
+
+
 def column_condition(crit: Criterion) -> ColumnElement[bool] | None:
     """The criterion as a condition on the table, or None when only the JSON can answer it exactly."""
     if crit.missing is not None or crit.chain or crit.modifier is not None:
@@ -116,6 +127,8 @@ def column_condition(crit: Criterion) -> ColumnElement[bool] | None:
         if any(v.match_system or v.code is None for v in crit.values):
             return None
         return _CODE_COLUMNS[crit.name].in_(sorted({v.code for v in crit.values}))
+    if crit.kind == "token" and crit.name in CODED_PARAMS:
+        return _coded_condition(crit)
     return None
 
 
@@ -249,9 +262,8 @@ async def referring_to(session: AsyncSession, principal: Principal | None, keys:
         return []
     conds, scoped = visibility(principal)
     r = audit_event_ref.c
-    linked = select(r.event_id).where(r.ref.in_(sorted({f"{t}/{i}" for t, i in keys})))
-    if param != "*":
-        linked = linked.where(r.param == param)
+    linked = select(r.event_id).where(r.ref.in_(sorted({f"{t}/{i}" for t, i in keys})),
+                                      r.param.in_(LINKED_PARAMS) if param == "*" else r.param == param)
     stmt = select(*_COLUMNS).where(*conds, _E.event_id.in_(linked))
     if scoped is None:
         return [_stored(row) for row in (await session.execute(stmt.order_by(_E.seq).limit(limit))).all()]

@@ -29,7 +29,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.fhir.search.definitions import index_values, params_for
-from app.storage.audit_tables import GENESIS, LINKED_PARAMS, audit_event, audit_event_ref, audit_row
+from app.storage.audit_tables import (
+    CODED_PARAMS,
+    GENESIS,
+    LINKED_PARAMS,
+    audit_event,
+    audit_event_ref,
+    audit_row,
+    coding_key,
+)
 from app.storage.buffer import PENDING, defer, flush
 from app.storage.locks import on_postgresql
 from app.storage.repository import Repository, stamp, utc_ms
@@ -80,6 +88,26 @@ def linked_refs(content: dict[str, Any], event_id: str, base: str) -> list[dict[
             if rtype is not None and rid is not None]
 
 
+def coded_refs(content: dict[str, Any], event_id: str) -> list[dict[str, str]]:
+    """The `audit_event_ref` rows of one AuditEvent's `type` and `subtype` codings (read with the same
+    extractors as every other search): the code alone under the parameter's name, and the system and
+    code under the name and `|`. Each row once."""
+    params = params_for("AuditEvent")
+    rows: dict[tuple[str, str], None] = {}
+    for name in CODED_PARAMS:
+        for system, code, *_ in index_values(params[name], content, ""):
+            if code is not None:
+                rows[(name, code)] = None
+            if system is not None or code is not None:
+                rows[(name + "|", coding_key(system, code))] = None
+    return [{"param": param, "ref": ref, "event_id": event_id} for param, ref in rows]
+
+
+def search_rows(content: dict[str, Any], event_id: str, base: str) -> list[dict[str, str]]:
+    """Every `audit_event_ref` row of one AuditEvent: its references, then its codings."""
+    return linked_refs(content, event_id, base) + coded_refs(content, event_id)
+
+
 async def append(session: AsyncSession, content: dict[str, Any], *, event_id: str, recorded: datetime,
                  org: str | None, base: str = "") -> None:
     """Queue the audit row of `content` (a stored AuditEvent) at the end of this connection's lane, and
@@ -94,7 +122,7 @@ async def append(session: AsyncSession, content: dict[str, Any], *, event_id: st
     lane, position, prev = head
     row = audit_row(lane, position + 1, prev, event_id, recorded, org, content)
     defer(session, _INSERT, [row])
-    refs = linked_refs(content, event_id, base)
+    refs = search_rows(content, event_id, base)
     if refs:
         defer(session, _INSERT_REFS, refs)
     session.info[HEAD_KEY] = (lane, position + 1, row["hash"])

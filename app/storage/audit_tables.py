@@ -81,6 +81,11 @@ audit_event = Table(
 # the resource it touched, its patients and its agents all answer `entity`/`agent`. One narrow row each,
 # keyed by the event's id; app/security/audit_search.py drives `AuditEvent?patient=` from here.
 LINKED_PARAMS = ("patient", "entity", "agent", "source")  # every reference parameter of AuditEvent
+# The codings `type` and `subtype` search (app/security/audit_trail.py `coded_refs`) get rows here too, two
+# per coding: under the parameter's name the code alone (`subtype=read`), under the name and `|` the
+# system and code as `coding_key` writes them (`subtype=http://...|read`, `subtype=|read`). Those
+# searches then read an index instead of every event's JSON.
+CODED_PARAMS = ("type", "subtype")
 audit_event_ref = Table(
     "audit_event_ref",
     metadata,
@@ -103,6 +108,12 @@ audit_event_cut = Table(
 
 SEARCH_COLUMNS = ("subtype", "action", "outcome", "agent", "org", "entity", "patient", "request_id", "restricted",
                   "occurred")
+
+
+def coding_key(system: str | None, code: str | None) -> str:
+    """A coding as one `audit_event_ref.ref` value: JSON, so that no system or code can be mistaken for
+    another however they are spelled."""
+    return orjson.dumps([system, code]).decode()
 
 
 def _codes(concept: Any) -> list[tuple[Any, Any]]:

@@ -97,10 +97,13 @@ async def test_archiving_a_lanes_start_is_the_one_removal_and_the_trail_still_ve
     async with ctx.engine.connect() as conn:
         await conn.begin()
         await unguarded(conn)
+        fourth = (await conn.execute(select(E.event_id).where(E.lane == lane, E.position == 4))).scalar_one()
         await conn.execute(delete(audit_event).where(E.lane == lane, E.position == 4))
         report = await _verify(conn)
         await conn.rollback()
     assert report.findings == [f"lane {lane}: position(s) 4 missing (rows removed)",
                                f"lane {lane} position 5: does not follow the row before it (a row was removed, "
-                               "inserted or reordered)"]
+                               "inserted or reordered)",
+                               f"AuditEvent/{fourth}: type/subtype search rows of an event the trail does not hold "
+                               "(its row was removed, or they were inserted)"]
     assert last > 5

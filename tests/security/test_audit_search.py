@@ -321,9 +321,9 @@ async def test_revinclude_history_and_notice_follow_the_reference(fresh: tuple[A
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
 async def test_the_upgrade_links_the_stored_events_and_appends_those_never_chained(
         db: str, pg_cluster: PgCluster | None) -> None:
-    """The trail's reference rows are copied from the AuditEvents' index; an AuditEvent stored only as a
-    resource (as the web app's sign-ins were) is appended to lane 0, so searches still find it and the
-    chains verify."""
+    """The trail's reference rows are copied from the AuditEvents' index (and its coding rows added from
+    their JSON); an AuditEvent stored only as a resource (as the web app's sign-ins were) is appended to
+    lane 0, so searches still find it and the chains verify."""
     from datetime import UTC, datetime, timedelta
 
     from app.security import audit_trail
@@ -360,7 +360,7 @@ async def test_the_upgrade_links_the_stored_events_and_appends_those_never_chain
         assert [tuple(r) for r in trail] == [(1, made[0].id), (2, made[2].id), (3, made[1].id)]
         assert report.clean and report.rows == 3, report.findings
         assert refs == sorted((r["param"], r["ref"], r["event_id"]) for m in made
-                              for r in audit_trail.linked_refs(m.content, m.id, BASE))
+                              for r in audit_trail.search_rows(m.content, m.id, BASE))
         assert {("patient", "Patient/kid-1"), ("entity", CHILD)} <= {(p, ref) for p, ref, _ in refs}
         async with ctx.sessionmaker() as session:
             req = parse_search("AuditEvent", [("patient", "Patient/kid-1")], base=BASE)
@@ -418,7 +418,8 @@ async def _row_counts(ctx: AppContext) -> dict[str, int]:
 
 async def test_an_audited_access_writes_the_trail_only(fresh: tuple[AppContext, httpx.AsyncClient]) -> None:
     """A read, a search, an AuditEvent search and a refused read each write one `audit_event` row (and its
-    reference rows) and no resource, version, index or outbox row: the AuditEvent is not a FHIR resource."""
+    reference rows, and four coding rows: `type` and `subtype` by code and by system and code) and no
+    resource, version, index or outbox row: the AuditEvent is not a FHIR resource."""
     ctx, api = fresh
     children = await _history(api, ctx)
     lead = bearer(ctx, "safeguarding-lead", "lead-1", "Organization/elsewhere")
@@ -435,7 +436,7 @@ async def test_an_audited_access_writes_the_trail_only(fresh: tuple[AppContext, 
         assert r.status_code == status, r.text
         after = await _row_counts(ctx)
         grown = {name: after[name] - before[name] for name in after if after[name] != before[name]}
-        assert grown == {"audit_event": 1, **({"audit_event_ref": refs} if refs else {})}, (url, grown)
+        assert grown == {"audit_event": 1, "audit_event_ref": refs + 4}, (url, grown)
         before = after
 
 

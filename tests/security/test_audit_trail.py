@@ -25,7 +25,7 @@ from app.main import create_app
 from app.resource_rules import resource_rules
 from app.security.audit_verify import Report, verify
 from app.storage.audit_guards import drop_statements
-from app.storage.audit_tables import audit_event, audit_row, search_columns
+from app.storage.audit_tables import audit_event, audit_event_ref, audit_row, search_columns
 from app.storage.migrate import upgrade
 from app.storage.tables import resource
 from tests.conftest import BASE_URL, admin_token
@@ -144,13 +144,16 @@ async def test_each_kind_of_tampering_is_found_at_its_position(fresh: tuple[AppC
 
     after = f"lane {lane} position {nxt.position}"
     follow = "does not follow the row before it (a row was removed, inserted or reordered)"
+    coded = "column(s) type, subtype altered (they do not match the AuditEvent)"  # a row without its coding rows
     cases = {
         alter_json: [f"{at}: altered (AuditEvent/{mid.event_id} does not match its hash)"],
         alter_column: [f"{at}: column(s) patient altered (they do not match the AuditEvent)"],
-        remove: [f"lane {lane}: position(s) {mid.position} missing (rows removed)", f"{after}: {follow}"],
+        remove: [f"lane {lane}: position(s) {mid.position} missing (rows removed)", f"{after}: {follow}",
+                 f"AuditEvent/{mid.event_id}: type/subtype search rows of an event the trail does not hold (its row "
+                 "was removed, or they were inserted)"],
         forge_end: [f"lane {lane} position {chain[-1].position + 1}: altered (AuditEvent/forged does not match its "
-                    "hash)"],
-        forge_middle: [f"{after}: {follow}"] + [  # each moved row's position is part of its hash
+                    "hash)", f"lane {lane} position {chain[-1].position + 1}: {coded}"],
+        forge_middle: [f"{at}: {coded}", f"{after}: {follow}"] + [  # each moved row's position is part of its hash
             f"lane {lane} position {r.position + 1}: altered (AuditEvent/{r.event_id} does not match its hash)"
             for r in chain[1:]],
         swap: [f"{at}: {follow}", f"{at}: altered (AuditEvent/{nxt.event_id} does not match its hash)",
@@ -171,8 +174,11 @@ async def test_a_cut_off_tail_is_found_against_a_checkpoint(fresh: tuple[AppCont
         heads = (await conn.run_sync(verify)).heads
     lane, (position, _digest) = next(iter(sorted(heads.items())))
 
-    async def cut(conn: AsyncConnection, _rows: list[Any]) -> None:
-        await conn.execute(delete(audit_event).where(audit_event.c.lane == lane, audit_event.c.position == position))
+    async def cut(conn: AsyncConnection, _rows: list[Any]) -> None:  # the last row and its search rows
+        last = audit_event.c.lane == lane, audit_event.c.position == position
+        event_id = (await conn.execute(select(audit_event.c.event_id).where(*last))).scalar_one()
+        await conn.execute(delete(audit_event_ref).where(audit_event_ref.c.event_id == event_id))
+        await conn.execute(delete(audit_event).where(*last))
 
     assert (await _tampered(clean_ctx, cut)).clean  # a shorter chain is still a chain...
 
@@ -221,7 +227,10 @@ def test_safeflag_audit_verify_and_checkpoint(sqlite_env: Path) -> None:
             await unguarded(conn)
             await conn.execute(update(audit_event).where(audit_event.c.lane == 0, audit_event.c.position == 3)
                                .values(outcome="8"))
-            await conn.execute(delete(audit_event).where(audit_event.c.lane == 0, audit_event.c.position == 8))
+            last = audit_event.c.lane == 0, audit_event.c.position == 8  # the last row, and its search rows
+            event_id = (await conn.execute(select(audit_event.c.event_id).where(*last))).scalar_one()
+            await conn.execute(delete(audit_event_ref).where(audit_event_ref.c.event_id == event_id))
+            await conn.execute(delete(audit_event).where(*last))
         await engine.dispose()
 
     asyncio.run(make_trail())
