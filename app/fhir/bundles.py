@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -112,21 +113,26 @@ def subset(content: dict[str, Any], elements: list[str] | None, summary: str | N
     return out
 
 
-def _link(fhir_base: str, path: str, query: list[tuple[str, str]], offset: int, count: int) -> str:
-    """A page URL: the query as applied, then `_count` and (after the first page) `_offset`."""
-    params = [(k, v) for k, v in query if k not in ("_count", "_offset")] + [("_count", str(count))]
-    if offset:
-        params.append(("_offset", str(offset)))
-    return f"{fhir_base}/{path}?{urlencode(params, safe=_LINK_SAFE)}"
+def _pager(fhir_base: str, path: str, query: list[tuple[str, str]], count: int) -> Callable[[int], str]:
+    """Page URLs: the query as applied, then `_count` and (after the first page) `_offset`. The query is
+    encoded once for all of a bundle's links (percent-encoding is most of what building them costs)."""
+    kept = urlencode([(k, v) for k, v in query if k not in ("_count", "_offset")], safe=_LINK_SAFE)
+    head = f"{fhir_base}/{path}?{kept}{'&' if kept else ''}_count={count}"
+
+    def link(offset: int) -> str:
+        return f"{head}&_offset={offset}" if offset else head
+
+    return link
 
 
 def _paging_links(result: SearchResult, fhir_base: str) -> list[dict[str, str]]:
     """self/first/previous/next/last (https://hl7.org/fhir/R4/http.html#paging): `_offset` pages over the
     stable order of `app/search/sql.py` `page_query`, so following `next` visits every match exactly once."""
     req = result.request
+    url = _pager(fhir_base, req.resource_type, req.query, req.count)
 
     def link(relation: str, offset: int) -> dict[str, str]:
-        return {"relation": relation, "url": _link(fhir_base, req.resource_type, req.query, offset, req.count)}
+        return {"relation": relation, "url": url(offset)}
 
     links = [link("self", req.offset)]
     if req.summary == "count" or req.count == 0:
@@ -192,9 +198,7 @@ def history(
     offset: int,
     count: int,
 ) -> dict[str, Any]:
-    def link(off: int) -> str:
-        return _link(fhir_base, self_path, query, off, count)
-
+    link = _pager(fhir_base, self_path, query, count)
     links = [{"relation": "self", "url": link(offset)}]
     if offset > 0:
         links.append({"relation": "previous", "url": link(max(0, offset - count))})
