@@ -22,7 +22,8 @@ skipped that way is looked for again for `GAP_SECONDS`, and positions handed out
 Reconnection. An EventSource reconnects by itself after a lost connection or a server restart, sending
 `Last-Event-ID`; a stream opened with a position (that header, or `?since=` from the page) answers
 `changed` at once whatever happened, so the page catches up by fetching what changed since its own
-position, and nothing is missed however long it was away. (Answering "nothing happened" instead would
+position, and nothing is missed however long it was away: in pages of as many changes as one search
+may name, each answer saying whether more follow (pages.py). (Answering "nothing happened" instead would
 tell the reader whether anyone at all wrote meanwhile.)
 
 Shutdown. A stream never ends by itself, so the server's graceful stop would wait for it; the first
@@ -73,13 +74,15 @@ async def newest_in(session: AsyncSession) -> int:
     return int((await session.execute(_NEWEST)).scalar() or 0)
 
 
-async def tasks_changed_since(session: AsyncSession, position: int, limit: int) -> list[str] | None:
-    """The Tasks changed (committed) after `position`, oldest change first, or None when more than `limit`
-    changes were (the page then fetches its whole list). Any organisation's: the caller's search decides
-    which of them the user may see; the ids never leave the server."""
-    stmt = select(_o.res_id).where(_o.id > position, _o.res_type == "Task").order_by(_o.id).limit(limit + 1)
-    ids = list((await session.execute(stmt)).scalars())
-    return None if len(ids) > limit else list(dict.fromkeys(ids))
+async def tasks_changed_since(session: AsyncSession, position: int, limit: int) -> tuple[list[str], int | None]:
+    """The Tasks changed (committed) after `position`, at most `limit` changes, oldest first: their ids, and
+    when more changes follow, the outbox id of the last one read (the page then asks again from there).
+    Any organisation's: the caller's search decides which of them the user may see; the ids never leave
+    the server."""
+    stmt = select(_o.id, _o.res_id).where(_o.id > position, _o.res_type == "Task").order_by(_o.id).limit(limit + 1)
+    rows = (await session.execute(stmt)).all()
+    more = len(rows) > limit
+    return list(dict.fromkeys(row.res_id for row in rows[:limit])), (rows[limit - 1].id if more else None)
 
 
 @dataclass(frozen=True)

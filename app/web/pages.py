@@ -37,7 +37,6 @@ User = Annotated[Principal, Depends(current_user)]
 FormUser = Annotated[Principal, Depends(signed_in_form)]
 NURSES = ("health-visitor", "school-nurse")
 PASSERS = (*NURSES, "safeguarding-lead")  # may pass a notice to a colleague of the team
-DELTA_LIMIT = 200  # Task changes since a page's position fetched as such; more: the whole list again
 HEADINGS = {400: "There is a problem with this request", 403: "You cannot do this",
             404: "Page not found", 409: "This notice changed", 410: "This record was removed",
             412: "This notice changed while you were looking at it", 422: "There is a problem"}
@@ -75,12 +74,23 @@ def _feed(request: Request) -> live.LiveFeed:
     return feed
 
 
-async def _position(request: Request, svc: FhirService) -> str:
-    """The page's sealed position, read before its search: nothing committed later is missed (nor an
-    outbox id the live feed still waits for: the feed's settled position when it is lower)."""
+async def _settled(request: Request, svc: FhirService) -> int:
+    """The page's position, read before its search: nothing committed later is missed (nor an outbox id
+    the live feed still waits for: the feed's settled position when it is lower)."""
     feed = _feed(request)
     newest = await live.newest_in(svc.session)
-    return feed.positions.seal(min(newest, feed.safe_position()) if feed.running else newest)
+    return min(newest, feed.safe_position()) if feed.running else newest
+
+
+async def _position(request: Request, svc: FhirService) -> str:
+    """The page's sealed position (`_settled`)."""
+    return _feed(request).positions.seal(await _settled(request, svc))
+
+
+def delta_limit(settings: Any) -> int:
+    """How many Task changes one live update covers at most: as many as its search may name (`_id`
+    values, within SAFEFLAG_SEARCH_MAX_VALUES with the notice code's one); a page further behind asks again."""
+    return max(1, int(settings.search_max_values) - 1)
 
 
 def _done(request: Request, to: str) -> Response:
@@ -92,23 +102,30 @@ def _done(request: Request, to: str) -> Response:
 
 async def _live_list(request: Request, user: Principal, *, team: bool) -> Response:
     """A list's live update: the notices changed since the page's position (`?since=`) and those that
-    left the list (`delta`), or the whole list when the position cannot be opened or too much
-    changed; the list's new position in the `SafeFlag-Event` header."""
+    left the list (`delta`), or the whole list when the position cannot be opened; the list's new
+    position in the `SafeFlag-Event` header. A page far behind catches up in pages of `delta_limit`
+    changes: the answer then stands at the last change it covers and says `SafeFlag-More: 1`, and the
+    page asks again from there."""
     async def work(svc: FhirService) -> Response:
         now, feed = _now(request), _feed(request)
         owners = notices.team_refs(svc) if team else notices.own_refs(svc)
-        event = await _position(request, svc)
+        settled = await _settled(request, svc)
         since = feed.positions.open(request.query_params.get("since"))
-        changed = None if since is None else await live.tasks_changed_since(svc.session, since, DELTA_LIMIT)
         look = {"show_owner": team, "heading_level": 3 if team else 2}
-        if changed is None:
+        if since is None:
             listing = await notices.open_notices(svc, owners, now, with_owner=team)
             response = render(request, "pages/_rows.jinja", listing=listing, **look)
         else:
+            changed, last = await live.tasks_changed_since(
+                svc.session, since, delta_limit(request.app.state.ctx.settings))
             rows, gone = (await notices.changed_notices(svc, changed, owners, now, with_owner=team)
                           if changed else ([], []))
             response = render(request, "pages/_rows.jinja", delta=True, rows=rows, gone=gone, **look)
-        response.headers["SafeFlag-Event"] = event
+            if last is not None:  # more changes follow: stand at the last one covered (if settled so far)
+                settled = max(since, min(last, settled))
+                if settled > since:
+                    response.headers["SafeFlag-More"] = "1"
+        response.headers["SafeFlag-Event"] = feed.positions.seal(settled)
         return response
     return await _page(request, user, work)
 

@@ -3,13 +3,17 @@ of its people (test-range NHS numbers only)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.demo import borough as b
 from app.security.principal import Principal
 from app.security.tokens import default_scope
+from app.storage.notify_tables import outbox_event
 from app.vocabulary import SNOMED
 
 RESTRICTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
@@ -60,3 +64,12 @@ async def attend(client: httpx.AsyncClient, ed_auth: dict[str, str], start: str)
 def ed(auth: Any) -> dict[str, str]:
     """An ED clinician's token (unscheduled care: reading flags raises access notifications)."""
     return dict(auth("ed-clinician", org=b.ED, practitioner=b.ED_NURSE, care_setting=b.ED_CARE_SETTING))
+
+
+async def other_changes(engine: AsyncEngine, count: int) -> None:
+    """`count` committed changes of Tasks a page's reader may not read (another organisation's, as far as
+    her list knows: ids no search of hers finds), in the outbox as any commit puts them."""
+    async with engine.begin() as conn:
+        await conn.execute(insert(outbox_event), [
+            {"res_type": "Task", "res_id": f"elsewhere-{i}", "version_id": 1, "action": "update",
+             "occurred_at": datetime(2026, 1, 5, 9, 0)} for i in range(count)])

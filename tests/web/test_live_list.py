@@ -1,7 +1,8 @@
 """A list's live update in process, on both databases, signed in with the development sign-in: what
 changed since the page's position is fetched as such (one audited search of those Tasks), a notice that
-left the list is named for removal, a position the server cannot open gets the whole list; and the
-database statements of a page view do not grow with the notices on it."""
+left the list is named for removal, a position the server cannot open gets the whole list, a page far
+behind catches up in bounded pages of changes (never the whole list); and the database statements of a
+page view do not grow with the notices on it."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from sqlalchemy import event
 
 from app.context import AppContext
 from app.web.live import newest_in
+from app.web.pages import delta_limit
 from tests.conftest import StepClock
-from tests.web.pages_data import attend, ed, seed
+from tests.web.pages_data import attend, ed, other_changes, seed
 from tests.web.test_dev_sign_in import _app_client, _csrf
 
 Auth = Any
@@ -114,3 +116,32 @@ async def test_a_page_view_makes_the_same_statements_however_many_notices_it_sho
     # row; on PostgreSQL a second: the queued audit rows go out in one statement, app/storage/buffer.py)
     extra = 1 if clean_ctx.engine.dialect.name == "postgresql" else 0
     assert (counts, len(seen)) == ({1: 12 + extra, 4: 12 + extra}, 13 + extra)
+
+
+async def test_a_page_far_behind_catches_up_in_bounded_pages_of_changes(
+    hana: httpx.AsyncClient, client: httpx.AsyncClient, clean_ctx: AppContext, auth: Auth
+) -> None:
+    await attend(client, ed(auth), "2026-01-05T07:30:00Z")
+    page = await hana.get("/app")
+    [shown] = cards(page.text)
+    since = position(page.text)
+    await attend(client, ed(auth), "2026-01-05T08:30:00Z")  # her first new notice: the first change
+    limit = delta_limit(clean_ctx.settings)
+    assert limit == 99  # SAFEFLAG_SEARCH_MAX_VALUES (100) less the notice code's value
+    await other_changes(clean_ctx.engine, limit + 50)
+    await attend(client, ed(auth), "2026-01-05T09:30:00Z")  # her second, after them
+    keys = hana_app(hana).state.web_live.positions
+    answers, shown_after = [], []
+    for _ in range(5):  # bounded: the page asks again while an answer says more follow
+        update = await hana.get("/app/notices/list", params={"since": since})
+        assert update.status_code == 200 and "data-delta" in update.text  # never the whole list
+        answers.append((len(cards(update.text)), update.headers.get("safeflag-more")))
+        shown_after += cards(update.text)
+        since = update.headers["safeflag-event"]
+        if not update.headers.get("safeflag-more"):
+            break
+    # the first page covers `limit` changes (her first notice among them), the second the rest
+    assert answers == [(1, "1"), (1, None)]
+    assert len(set(shown_after)) == 2 and shown not in shown_after
+    async with clean_ctx.sessionmaker() as session:
+        assert keys.open(since) == await newest_in(session)

@@ -1,9 +1,12 @@
 """A health visitor's open page in a real browser against a real server (both databases): its live
 updates do not hang on the NHS.UK frontend's script (a page whose components script is missing or
-refused still connects and shows a new notice without a reload)."""
+refused still connects and shows a new notice without a reload), and a page that fell far behind (more
+changes than one live update covers) catches up in bounded pages of changes, missing nothing and never
+fetching its whole list again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -11,9 +14,11 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from app.web.pages import delta_limit
 from tests.e2e.server import RunningServer
 from tests.web.conftest import sign_in
-from tests.web.flows import attend, seed_server
+from tests.web.flows import attend, attend_without_server, context_of, seed_server, task_of
+from tests.web.pages_data import other_changes
 
 LIVE_BOUND = 10.0  # seconds: a bound on waiting for the page to change by itself, not a timing assertion
 COMPONENTS = "*/app/static/vendor/nhsuk-frontend.min.js"
@@ -51,3 +56,41 @@ def test_the_live_list_works_without_the_frontend_components_script(
     WebDriverWait(driver, LIVE_BOUND).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-task="{task_id}"]'))
     assert driver.execute_script("return window.stillTheSamePage") is True  # no reload
     assert driver.execute_script("return document.body.classList.contains('js-enabled')") is True
+
+
+async def far_behind(server: RunningServer) -> tuple[str, str, int]:
+    """While the server is down: her notice, more other changes than one live update covers, and her
+    second notice; their Encounters and how many changes one update covers."""
+    ctx = context_of(server)
+    first = await attend_without_server(server)
+    limit = delta_limit(ctx.settings)
+    await other_changes(ctx.engine, limit + 50)
+    await ctx.close()
+    return first, await attend_without_server(server), limit
+
+
+def test_a_page_far_behind_catches_up_in_pages_without_fetching_its_whole_list(
+    driver: webdriver.Chrome, web_server: RunningServer
+) -> None:
+    seed_server(web_server)
+    shown = attend(web_server)
+    sign_in(driver, web_server, "hana.visitor")
+    connected(driver)
+    # the cards on the page are marked: a whole list fetched again would replace them with unmarked ones
+    driver.execute_script("for (const el of document.querySelectorAll('[data-task]')) el.kept = true;"
+                          "window.stillTheSamePage = true")
+    web_server.stop()  # the page's stream is cut; meanwhile more changes than one update covers
+    first, second, limit = asyncio.run(far_behind(web_server))
+    assert limit == 99  # SAFEFLAG_SEARCH_MAX_VALUES (100) less the notice code's value
+    logged = len(web_server.stderr_lines())
+    web_server.restart()
+    new = [task_of(web_server, first), task_of(web_server, second)]
+    WebDriverWait(driver, LIVE_BOUND + 30).until(  # reconnected and caught up
+        lambda d: all(d.find_elements(By.CSS_SELECTOR, f'[data-task="{t}"]') for t in new))
+    assert driver.execute_script("return window.stillTheSamePage") is True
+    assert driver.execute_script(f"return document.querySelector('[data-task=\"{shown}\"]').kept") is True
+    cards = [c.get_attribute("data-task") for c in driver.find_elements(By.CSS_SELECTOR, "[data-task]")]
+    assert cards[:2] == [new[1], new[0]] and shown in cards  # newest first (the server's earlier tests' after)
+    lists = [r for r in web_server.log_records()[logged:] if r.get("path") == "/app/notices/list"]
+    # two updates: the first `limit` changes (her first notice among them), then the rest
+    assert [r.get("status") for r in lists] == [200, 200]

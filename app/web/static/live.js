@@ -4,7 +4,8 @@
 // - A list marked `data-live="<url>"` listens to /app/events (server-sent events for the signed-in user
 //   alone, carrying sealed positions only). On each `changed` event it fetches its list again (an
 //   ordinary, audited page view): what changed since the list's position (`data-event`, moved on by
-//   each answer's `SafeFlag-Event` header), put in place, and the count of notices in the tab title. The browser's
+//   each answer's `SafeFlag-Event` header), put in place, and the count of notices in the tab title. A
+//   page far behind gets its changes in bounded pages (`SafeFlag-More`: ask again from the new position). The browser's
 //   EventSource reconnects by itself after a lost connection or a server restart and sends the last id;
 //   the server then answers `changed` at once, so the page catches up. `data-event` is the position the
 //   page was rendered at: the first connection sends it, so nothing committed meanwhile is missed.
@@ -71,6 +72,7 @@ if (box) {
         } else if (answer.ok) {
           apply(await answer.text());
           box.dataset.event = answer.headers.get("SafeFlag-Event") || "";
+          if (answer.headers.get("SafeFlag-More")) again = true; // far behind: the next changes, from here
           const list = box.querySelector("[data-count]");
           setTitle(list ? Number(list.dataset.count) : 0);
           box.dataset.refreshed = String(Number(box.dataset.refreshed || "0") + 1);
