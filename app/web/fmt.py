@@ -18,9 +18,17 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
 
 
 def instant(value: Any) -> datetime | None:
-    """A FHIR dateTime/instant -> an aware UTC datetime (its start), None when absent or unreadable."""
+    """A FHIR dateTime/instant -> an aware UTC datetime (its start), None when absent or unreadable. A
+    full date-time (every notice's: a list of 200 reads 400) is read by `datetime.fromisoformat`, several
+    times faster than the search's range parser, which reads the partial forms (`2026`, `2026-01`)."""
     if not isinstance(value, str) or not value:
         return None
+    if len(value) > 10 and value[10] == "T":
+        try:
+            start = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
     found = parse_range(value)
     if found is None:
         return None

@@ -35,3 +35,18 @@ def test_nhs_numbers_are_grouped_and_masked_on_lists() -> None:
     assert fmt.nhs_number("9990000166", masked=True) == "*** *** 0166"
     assert fmt.nhs_number("12345", masked=True) == "*****"
     assert fmt.nhs_number(None, masked=True) == ""
+
+
+def test_an_instant_reads_as_the_search_reads_it() -> None:
+    """The pages read full date-times with `fromisoformat` and partial ones with the search's parser: the
+    same moment either way."""
+    from app.fhir.search.dates import parse_range
+
+    forms = ("2026-01-05T09:15:00Z", "2026-01-05T09:15:00.5+01:00", "2026-07-01T23:30:00.123456789-05:00",
+             "2026-01-05T09:15:00+00:00", "2026-01-05", "2026-01", "2026")
+    for value in forms:
+        found = parse_range(value)
+        assert found is not None, value
+        start = found[0] if found[0].tzinfo else found[0].replace(tzinfo=UTC)
+        assert fmt.instant(value) == start.astimezone(UTC), value
+    assert [fmt.instant(v) for v in ("2026-01-05Tnonsense", "2026-13-05T09:00:00Z", "", None, 5)] == [None] * 5
