@@ -40,7 +40,7 @@ class Reads:
     # -- read --------------------------------------------------------------------------------
     async def read(self, resource_type: str, res_id: str) -> StoredResource:
         begin(self.ctx.guard, "read", resource_type, res_id)
-        current = await self._get(resource_type, res_id)
+        current = await self.stored(resource_type, res_id)
         # the one decision, on the record as stored: a refused type answers 403 before a missing record's 404,
         # and a deleted record the reader may not see answers 404 like any other, not 410
         await self.ctx.guard.authorize("read", resource_type, current, res_id=res_id)
@@ -80,12 +80,12 @@ class Reads:
             return NotFound(f"Version {version} of {resource_type}/{res_id} is not known", msg_id="SF-0303")
         if rec.content is None:
             return Gone(f"Version {version} of {resource_type}/{res_id} is a deletion", msg_id="SF-0302")
-        current = await self._get(resource_type, res_id)
+        current = await self.stored(resource_type, res_id)
         org = current.created_by_org if current else None
         stored = StoredResource(0, rec.resource_type, rec.id, rec.version_id, rec.last_updated, False, rec.content, org)
         return stored
 
-    async def _get(self, resource_type: str, res_id: str) -> StoredResource | None:
+    async def stored(self, resource_type: str, res_id: str) -> StoredResource | None:
         """The current record; an AuditEvent from the audit trail's own table."""
         if resource_type == "AuditEvent":
             return await audit_search.get(self.ctx.session, res_id)
@@ -199,7 +199,7 @@ class Reads:
     ) -> dict[str, Any]:
         level = "history-instance" if res_id else ("history-type" if resource_type else "history-system")
         begin(self.ctx.guard, level, resource_type, res_id)
-        current = await self._get(resource_type, res_id) if resource_type and res_id else None
+        current = await self.stored(resource_type, res_id) if resource_type and res_id else None
         # one decision: on the record (history-instance), the type, or, for the whole system, the endpoint
         await self.ctx.guard.authorize("read", resource_type, current, res_id=res_id,
                                        operation="history-system" if resource_type is None else None)

@@ -130,6 +130,39 @@ async def test_a_record_the_caller_may_not_read_is_not_found(client: httpx.Async
     r = await client.get(f"/fhir/Encounter/{eid}", headers=stranger)
     missing = (404, outcome("not-found", f"SF-0301: Encounter/{eid} is not known", ["id"]))
     assert (r.status_code, r.json()) == missing
-    for mode in ("", "?mode=profile", "?mode=delete"):
+    for mode in ("", "?mode=profile"):
         r = await client.post(f"/fhir/Encounter/{eid}/$validate{mode}", json={**enc, "id": eid}, headers=stranger)
         assert (r.status_code, r.json()) == missing, mode
+    # a delete the role may not make of any Encounter is refused alike for every id, existing or not
+    refused = (403, outcome("forbidden", "SF-0800: Role health-visitor may not delete Encounter resources"))
+    for rid in (eid, "no-such-encounter"):
+        r = await client.post(f"/fhir/Encounter/{rid}/$validate?mode=delete", headers=stranger)
+        assert (r.status_code, r.json()) == refused, rid
+
+
+async def test_what_no_one_may_do_is_the_verdict_for_any_id(client: httpx.AsyncClient, auth: Any) -> None:
+    """A Flag is never deleted: the verdict is that 405 as an issue of a 200, whether the Flag exists, is
+    outside the caller's reach or is not known, exactly as `DELETE` answers it before any lookup."""
+    await borough(client)
+    fid = (await post(client, flag("child-protection-plan", CHILD)))["id"]
+    never = (200, outcome("not-supported", "SF-0405: Flag resources are never deleted; change their status instead"))
+    for rid in (fid, "no-such-flag"):
+        for headers in ({}, auth("health-visitor", org=ZERO19)):
+            r = await client.post(f"/fhir/Flag/{rid}/$validate?mode=delete", headers=headers)
+            assert (r.status_code, r.json()) == never, (rid, headers)
+    assert (await client.delete("/fhir/Flag/no-such-flag")).json() == never[1]
+
+
+async def test_a_role_that_may_not_change_it_is_refused_before_the_body(client: httpx.AsyncClient, auth: Any) -> None:
+    """The policy's one decision answers before what the body gets wrong: a faulty body is judged as an
+    unchanged update, so a role that may not update Patients gets the update's 403, never the body's issues."""
+    await borough(client)
+    pid = (await post(client, {"resourceType": "Patient", "name": [{"family": "Temp"}]}))["id"]
+    hv = auth("health-visitor", org=ZERO19)
+    refused = (403, outcome("forbidden", "SF-0800: Role health-visitor may not update Patient resources"))
+    for body in ({"resourceType": "Patient", "id": pid}, {"resourceType": "Patient", "id": pid, "gender": 7}):
+        r = await client.post(f"/fhir/Patient/{pid}/$validate", json=body, headers=hv)
+        assert (r.status_code, r.json()) == refused, body
+    r = await client.post(f"/fhir/Patient/{pid}/$validate", json={"resourceType": "Patient", "id": pid, "gender": 7})
+    assert (r.status_code, r.json()) == (200, outcome(
+        "value", "SF-0109: 7 is not a JSON string (code) at Patient.gender", ["Patient.gender"]))

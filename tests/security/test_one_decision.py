@@ -189,3 +189,26 @@ async def test_transaction_and_batch_entries_ask_once_each(counted: Counted) -> 
     batch = tx(req("GET", f"Patient/{pid}"), req("DELETE", "Flag/f1"), kind="batch")
     r = await c.once("POST", "/fhir", 200, json=batch, times=2)
     assert [e["response"]["status"] for e in r.json()["entry"]] == ["200 OK", "405 Method Not Allowed"]
+
+
+async def test_validate_of_an_instance_asks_once(counted: Counted, auth: Auth) -> None:
+    """`$validate` of an instance is decided once, as the interaction it asks about, on the stored record
+    (a faulty body as an unchanged update); audited once, as a read of the record."""
+    c = counted
+    pid = await _child(c)
+    body = (await c.client.get(f"/fhir/Patient/{pid}")).json()
+    cases: list[tuple[str, dict[str, Any] | None, int, str]] = [
+        ("", {**body, "gender": "female"}, 200, "update"),
+        ("", {**body, "gender": 7}, 200, "update"),  # the body's issues, once the policy allowed
+        ("?mode=profile", body, 200, "read"),
+        ("?mode=delete", None, 200, "delete"),
+    ]
+    for mode, sent, status, interaction in cases:
+        await c.once("POST", f"/fhir/Patient/{pid}/$validate{mode}", status, json=sent)
+        assert c.asked == [(interaction, "Patient", None)], mode
+    await c.once("POST", "/fhir/Patient/nobody/$validate", 404, json={**body, "id": "nobody"})
+    await c.once("POST", f"/fhir/Patient/{pid}/$validate", 403, json=body,
+                 headers=auth("health-visitor", org="Organization/hv"))
+    r = await c.once("POST", "/fhir/Flag/f1/$validate?mode=delete", 200)  # no one may: the verdict
+    assert r.json() == outcome("not-supported", "SF-0405: Flag resources are never deleted; change their status instead")
+    assert c.asked == [("delete", "Flag", None)]
