@@ -1,6 +1,6 @@
 """Read-only endpoints for the conformance resources of `fhir_profiles/` (app/fhir/conformance.py):
 `GET /fhir/{StructureDefinition|CodeSystem|ValueSet|SearchParameter|ConceptMap|OperationDefinition}[/{id}]`;
-every write interaction answers 405. Each read and search is decided by the policy and audited like any
+every write interaction answers the policy's 405 (`policy.refuse_interaction`). Each read and search is decided by the policy and audited like any
 other; every authenticated role may read them, as they describe the API rather than anyone's record.
 `entries()` gives the FHIR router their rows (literal type names: they win over `{resource_type}`)."""
 
@@ -18,6 +18,7 @@ from app.api.responses import fhir_response, preferences
 from app.api.router import Entry, unknown_operation
 from app.fhir import conformance
 from app.fhir.conformance import CONFORMANCE_TYPES
+from app.security.policy import refuse_interaction
 
 TAGS = ["Conformance resources"]
 CONFORMANCE = "conformance"  # the policy's name for reading these (every role may)
@@ -63,12 +64,12 @@ def _read(rtype: str) -> Endpoint:
 
 
 async def _refused(rtype: str, interaction: str, res_id: str | None, request: Request) -> Response:
-    error = conformance.read_only(rtype)
+    refusal = refuse_interaction(rtype, interaction)
+    assert refusal is not None  # the policy refuses every write of these types
     async with unit_of_work(request) as svc:  # the refused attempt is audited like any other
         svc.guard.begin(interaction, rtype, res_id)
         await svc.guard.authorize(interaction, rtype, operation=CONFORMANCE)  # who may use them; then: read-only
-        raise error
-    raise error  # not reached (the unit of work re-raises); for the type checker
+    raise refusal.error(rtype, res_id)  # with no principal (the server's own work) the guard decides nothing
 
 
 def _refuse_type(rtype: str, interaction: str) -> Endpoint:

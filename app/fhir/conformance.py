@@ -8,7 +8,7 @@ comma is OR, a repeated parameter AND; `url` ignores a `|version`). `_sort`, `_i
 (400 under `Prefer: handling=strict`).
 
 They are the files the server validates with, loaded once (`get_store`): changing one is a change to
-the code, so every write interaction answers 405. `with_conformance` adds them, our profiles per type
+the code, so the access policy refuses every write of them (405, app/security/policy.py). `with_conformance` adds them, our profiles per type
 (`supportedProfile`) and the subscription topics to the CapabilityStatement.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.errors import BadRequest, Issue, MethodNotAllowed, NotFound
+from app.errors import BadRequest, Issue, NotFound
 from app.fhir import bundles
 from app.fhir.profiles import get_store
 from app.fhir.search.canonicals import definition
@@ -120,15 +120,6 @@ def search(
         for u in unknown
     ]
     return bundles.searchset(result, fhir_base, extra_issues=issues)
-
-
-def read_only(resource_type: str) -> MethodNotAllowed:
-    return MethodNotAllowed(
-        f"{resource_type} resources are the server's own conformance resources (fhir_profiles/) and are "
-        "read-only: read and search them",
-        msg_id="SF-0250",
-        headers={"Allow": "GET"},
-    )
 
 
 def with_conformance(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:

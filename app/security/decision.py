@@ -17,13 +17,15 @@ class Decision:
     msg_id: str | None = None
     insufficient_scope: bool = False
     expression: str | None = None  # the element refused, when one is (FHIRPath)
+    allow: str | None = None  # a 405's `Allow` header: the methods the resource still accepts, when it says
 
     def error(self, resource_type: str, res_id: str | None = None) -> FhirError:
         """The client-facing error; a 404 is worded exactly like a missing record's."""
         if self.status == 404:
             return NotFound(f"{resource_type}/{res_id} is not known", msg_id="SF-0301", expression="id")
         if self.status == 405:
-            return MethodNotAllowed(self.reason, msg_id=self.msg_id)
+            return MethodNotAllowed(self.reason, msg_id=self.msg_id,
+                                    headers={"Allow": self.allow} if self.allow is not None else None)
         headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'} if self.insufficient_scope else None
         return Forbidden(self.reason, msg_id=self.msg_id, headers=headers, expression=self.expression)
 

@@ -2,7 +2,8 @@
 The engine asks `decide` once per interaction (`Guard.authorize`); each rule below is stated once.
 
 A decision combines, in this order:
-  1. what nobody may do (`refuse_interaction`, 405): the NEVER_DELETED types, the SERVER_WRITTEN ones;
+  1. what nobody may do (`refuse_interaction`, 405): the NEVER_DELETED types, the SERVER_WRITTEN ones,
+     any write of the server's own conformance resources (CONFORMANCE_TYPES, read-only);
   2. the role's table below (type level: 403 when the role may not do this to the type at all);
   3. the token's SMART scopes, which only ever narrow the role (403, `insufficient_scope`);
   4. the record: whether it is within the role's reach and whether its security label hides it;
@@ -29,6 +30,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from app.fhir.conformance import CONFORMANCE_TYPES
 from app.fhir.search.definitions import params_for, reference_values
 from app.fhir.search.extract import tokens
 from app.security.decision import ALLOW, Decision, SecurityContext
@@ -273,8 +275,9 @@ def _handover(principal: Principal, content: dict[str, Any], current: dict[str, 
                       f"{principal.org or 'your organisation'})", "SF-0806", expression="Task.owner")
 
 
-def _deny(status: int, reason: str, msg_id: str, *, scope: bool = False, expression: str | None = None) -> Decision:
-    return Decision(False, status, reason, msg_id, scope, expression)
+def _deny(status: int, reason: str, msg_id: str, *, scope: bool = False, expression: str | None = None,
+          allow: str | None = None) -> Decision:
+    return Decision(False, status, reason, msg_id, scope, expression, allow)
 
 
 def decide(
@@ -302,6 +305,8 @@ def decide(
     """
     if operation is not None:
         allowed = decide_operation(principal, operation)
+        if allowed.allowed and resource_type is not None:  # who may use it; then: what nobody may do
+            allowed = refuse_interaction(resource_type, interaction) or allowed
         if not allowed.allowed or resource_type is None or resource is None:
             return allowed
     assert resource_type is not None
@@ -388,11 +393,15 @@ def decide_operation(principal: Principal, name: str) -> Decision:
 
 def refuse_interaction(resource_type: str, interaction: str) -> Decision | None:
     """405 for an interaction no one may perform on this resource type, whoever asks (the server's own
-    work included): the types never deleted and those written by the server only. None: not refused."""
+    work included): the types never deleted, those written by the server only, and the server's own
+    conformance resources (fhir_profiles/: a change to them is a change to the code). None: not refused."""
     if interaction == "delete" and resource_type in NEVER_DELETED:
         return _deny(405, f"{resource_type} resources are never deleted; change their status instead", "SF-0405")
     if interaction in ("create", "update", "patch") and resource_type in SERVER_WRITTEN:
         done = "patched" if interaction == "patch" else f"{interaction}d"
         return _deny(405, f"{resource_type} is written by the server only; it cannot be {done} through the API",
                      "SF-0406")
+    if interaction in ("create", "update", "patch", "delete") and resource_type in CONFORMANCE_TYPES:
+        return _deny(405, f"{resource_type} resources are the server's own conformance resources (fhir_profiles/) "
+                          "and are read-only: read and search them", "SF-0250", allow="GET")
     return None

@@ -101,6 +101,16 @@ async def test_writes_are_refused(client: httpx.AsyncClient, method: str, path: 
     assert (audit["subtype"][0]["code"], audit["outcomeDesc"]) == (interaction, text)
 
 
+async def test_a_refused_write_is_answered_byte_for_byte(client: httpx.AsyncClient) -> None:
+    """The policy's 405 (app/security/policy.py `refuse_interaction`) is the response a client gets, to the byte."""
+    r = await client.delete("/fhir/ValueSet/care-setting")
+    assert (r.status_code, r.headers["allow"], r.headers["content-type"]) == (405, "GET", "application/fhir+json; charset=utf-8")
+    assert r.content == (
+        b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-supported",'
+        b'"diagnostics":"SF-0250: ValueSet resources are the server\'s own conformance resources (fhir_profiles/) '
+        b'and are read-only: read and search them"}]}')
+
+
 async def test_a_token_is_needed(client: httpx.AsyncClient) -> None:
     r = await client.get("/fhir/StructureDefinition/safeguarding-flag", headers={"Authorization": ""})
     assert r.status_code == 401

@@ -208,6 +208,16 @@ def test_interactions_no_one_may_perform() -> None:
     assert patched is not None and (patched.status, patched.msg_id, patched.reason) == (
         405, "SF-0406", "AuditEvent is written by the server only; it cannot be patched through the API")
     assert refuse_interaction("Patient", "delete") is None
+    for interaction in ("create", "update", "patch", "delete"):  # the server's own conformance resources
+        ro = refuse_interaction("ValueSet", interaction)
+        assert ro is not None and (ro.status, ro.msg_id, ro.reason, ro.allow) == (
+            405, "SF-0250", "ValueSet resources are the server's own conformance resources (fhir_profiles/) and "
+            "are read-only: read and search them", "GET")
+        assert ro.error("ValueSet").headers == {"Allow": "GET"}
+        d = decide(who("admin"), interaction, "ValueSet", operation="conformance")
+        assert (d.status, d.msg_id) == (405, "SF-0250")
+    assert refuse_interaction("ValueSet", "read") is None and decide(who("admin"), "read", "ValueSet",
+                                                                      operation="conformance").allowed
     # the policy's decision states the same rule, whoever asks
     d = decide(who("admin"), "delete", "DocumentReference", {"resourceType": "DocumentReference"})
     assert (d.status, d.msg_id) == (405, "SF-0405")
