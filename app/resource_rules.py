@@ -10,20 +10,20 @@ entry points (app/main.py, app/worker.py); the rules themselves never import it.
 from __future__ import annotations
 
 from app.interactions.interceptors import Interceptors
-from app.notify import hooks as subscriptions
-from app.safeguarding import access, encounter_hooks, flags, referral_qa, referrals
+from app.notify import subscription_rules
+from app.safeguarding import access, encounter_rules, flags, referral_qa, referrals
 
 
 def resource_rules() -> Interceptors:
     chain = Interceptors()
-    # Subscriptions: the creator tag and delivery state, kept in step with the resource (notify/hooks.py)
-    chain.before_write("Subscription", subscriptions.prepare_subscription)
-    chain.after_write("Subscription", subscriptions.store_subscription_state)
-    chain.before_delete("Subscription", subscriptions.note_subscription_delete)
+    # Subscriptions: the creator tag and delivery state, kept in step with the resource (notify/subscription_rules.py)
+    chain.before_write("Subscription", subscription_rules.prepare_subscription)
+    chain.after_write("Subscription", subscription_rules.store_subscription_state)
+    chain.before_delete("Subscription", subscription_rules.note_subscription_delete)
     # Flags: the lifecycle of a safeguarding flag (safeguarding/flags.py)
     chain.before_write("Flag", flags.flag_rules)
-    # an ED attendance (an Encounter write): its notices and Tasks (safeguarding/encounter_hooks.py)
-    chain.after_write("Encounter", encounter_hooks.ed_attendance)
+    # an ED attendance (an Encounter write): its notices and Tasks (safeguarding/encounter_rules.py)
+    chain.after_write("Encounter", encounter_rules.ed_attendance)
     # MASH referral copies (safeguarding/referrals.py) and their quality review (safeguarding/referral_qa.py)
     chain.before_write("DocumentReference", referrals.referral_copy_rules)
     chain.after_write("DocumentReference", referrals.referral_copy_links)
