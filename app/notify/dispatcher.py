@@ -76,6 +76,7 @@ class Dispatcher:
         self.wake = ctx.wake
         self._last_timers = datetime.min
         self._inflight: dict[str, asyncio.Task[int]] = {}  # subscription -> its delivery, running
+        self.due_left = False  # the last round started as many deliveries as one round looks at
         self._leases: dict[str, Lease] = {}  # subscription -> the lease taken for its next delivery
         self._failing: str | None = None  # message id of the database failure said last, until a round works
         self._alive: dict[str, float] = {}  # other lease owners seen alive -> until when (loop time) to trust it
@@ -208,29 +209,16 @@ class Dispatcher:
         log.warning("delivery lease lost before the outcome was recorded; the dispatcher holding it decides",
                     extra={"subscription": held.sub_id, "stage": stage, "owner": held.owner})
 
-    async def deliver_once(self) -> int:
-        """Deliver what is due now and wait for it; returns the number of events delivered."""
-        subs = await self._due_subscriptions(self._now())
-        if not subs:
-            return 0
-        results = await asyncio.gather(*(self._deliver(sub) for sub in subs), return_exceptions=True)
-        delivered = 0
-        for sub, res in zip(subs, results, strict=True):
-            if isinstance(res, BaseException):
-                log.error("delivery crashed", extra={"subscription": sub, "error": repr(res)})
-            else:
-                delivered += res
-        return delivered
-
-    async def start_deliveries(self) -> int:
-        """Start a delivery task for each subscription with something due; returns how many started.
-        Each task wakes the loop when it ends (its subscription may have more by then)."""
-        subs = await self._due_subscriptions(self._now())
-        for sub in subs:
+    async def start_deliveries(self) -> list[asyncio.Task[int]]:
+        """Start a delivery task for each subscription with something due; returns them. Each task wakes
+        the loop when it ends (its subscription may have more by then)."""
+        tasks: list[asyncio.Task[int]] = []
+        for sub in await self._due_subscriptions(self._now()):
             task: asyncio.Task[int] = asyncio.ensure_future(self._deliver(sub))
             self._inflight[sub] = task
             task.add_done_callback(functools.partial(self._delivery_ended, sub))
-        return len(subs)
+            tasks.append(task)
+        return tasks
 
     def _delivery_ended(self, sub: str, task: asyncio.Task[int]) -> None:
         self._inflight.pop(sub, None)
@@ -259,10 +247,19 @@ class Dispatcher:
             if consumed < self.batch_size:
                 return work
 
-    async def run_once(self) -> int:
-        """One full round, deliveries awaited; returns the amount of work done (0 when idle)."""
+    async def run_once(self, *, settle: bool = True) -> int:
+        """One round of the loop (`run`): match what the outbox holds, start the deliveries due, run the
+        timers; returns the work done (0 when idle). The loop's rounds do not wait for their deliveries
+        (`settle=False`: a slow subscriber holds up no one); a round run alone (`settle`) waits for them
+        before its timers and counts the events delivered, so what follows sees their outcome."""
         work = await self._match_all()
-        work += await self.deliver_once()
+        started = await self.start_deliveries()
+        self.due_left = len(started) >= DUE_PER_ROUND  # more may be due than one round looked at
+        if settle:
+            results = await asyncio.gather(*started, return_exceptions=True)  # a crash: `_delivery_ended` logs it
+            work += sum(r for r in results if isinstance(r, int))
+        else:
+            work += len(started)
         work += await self.run_timers()
         return work
 
@@ -278,9 +275,8 @@ class Dispatcher:
                 self.wake.clear()
                 try:
                     await self._keep_connection()
-                    await self._match_all()
-                    more = await self.start_deliveries() >= DUE_PER_ROUND
-                    await self.run_timers()
+                    await self.run_once(settle=False)
+                    more = self.due_left
                 except Exception as exc:  # noqa: BLE001 - keep the loop alive; the outbox keeps the work
                     self._round_failed(exc)
                     more = False
