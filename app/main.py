@@ -9,7 +9,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -58,6 +57,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         # what the routes see of it; the resource-type rules every write runs: app/resource_rules.py
         context: Context = ctx or AppContext.from_settings(settings, interceptors=resource_rules())
         app.state.ctx = context
+        app.state.started = context.clock.now()  # the CapabilityStatement's date
         stop = asyncio.Event()
         task = None
         if settings.dispatcher_in_process and os.environ.get("SAFEFLAG_NO_DISPATCHER") != "1":
@@ -92,12 +92,12 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         docs_url=None,
         redoc_url=None,
     )
-    app.state.started = datetime.now(UTC)
     app.state.metrics = Metrics()
-    app.state.ws_registry = WebSocketRegistry()
+    app.state.ws_registry = WebSocketRegistry(now=lambda: app.state.ctx.clock.now())
     app.state.security = security
     if ctx is not None:
         app.state.ctx = ctx
+        app.state.started = ctx.clock.now()
     # every HTTP request under /fhir: one dispatch table (app/api/fhir_routes.py), first in line
     app.state.fhir_table = fhir_routes()
     app.router.routes.insert(0, FhirRoute(app.state.fhir_table))

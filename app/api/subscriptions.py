@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import orjson
@@ -20,6 +19,7 @@ from app.notify import operations as sub_ops
 from app.notify.bundle import notification_bundle
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.subscriptions import parse_spec
+from app.storage.repository import utc_ms
 from app.stored import format_instant
 from app.vocabulary import BACKPORT_OPERATION
 
@@ -68,7 +68,7 @@ async def subscription_events(res_id: IdPath, request: Request) -> Response:
         sub = await svc.read("Subscription", res_id)
         body = await sub_ops.events(
             svc.session, sub, settings_of(request).fhir_base, since=q.get("eventsSinceNumber"),
-            until=q.get("eventsUntilNumber"), content=q.get("content"), caller=svc.principal,
+            until=q.get("eventsUntilNumber"), content=q.get("content"), caller=svc.principal, now=svc.clock.now(),
         )
     return fhir_response(body)
 
@@ -111,8 +111,7 @@ async def _binding_token(request: Request, ids: list[str]) -> Response:
         "resourceType": "Parameters",
         "parameter": [
             {"name": "token", "valueString": token},
-            {"name": "expiration", "valueDateTime": format_instant(
-                datetime.fromtimestamp(expires, UTC).replace(tzinfo=None))},
+            {"name": "expiration", "valueDateTime": format_instant(utc_ms(expires))},
             *({"name": "subscription", "valueString": f"{ctx.settings.fhir_base}/Subscription/{i}"} for i in ids),
             {"name": "websocket-url", "valueUrl": ws_url},
         ],
@@ -157,7 +156,7 @@ async def _bind(ctx, reg: WebSocketRegistry, websocket: WebSocket, sub_id: str) 
     handshake = notification_bundle(
         fhir_base=ctx.settings.fhir_base, sub_id=sub_id, topic_url=spec.topic.url,
         status=str(sub.content.get("status")), type_="handshake", events_since_start=count,
-        now=datetime.now(UTC).replace(tzinfo=None), content=spec.content,
+        now=utc_ms(ctx.clock.now()), content=spec.content,
     )
     await websocket.send_text(orjson.dumps(handshake).decode())
     reg.bind(sub_id, websocket)

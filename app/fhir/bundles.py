@@ -149,13 +149,14 @@ def _paging_links(result: SearchResult, fhir_base: str) -> list[dict[str, str]]:
 
 
 def searchset(
-    result: SearchResult, fhir_base: str, *, extra_issues: list[Issue] | None = None
+    result: SearchResult, fhir_base: str, *, now: datetime, extra_issues: list[Issue] | None = None
 ) -> dict[str, Any]:
+    """`now`: the injected clock's time the Bundle is made at (`meta.lastUpdated`)."""
     req = result.request
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": _now_instant()},
+        "meta": {"lastUpdated": _instant(now)},
         "type": "searchset",
     }
     if result.total is not None:
@@ -197,7 +198,10 @@ def history(
     query: list[tuple[str, str]],
     offset: int,
     count: int,
+    *,
+    now: datetime,
 ) -> dict[str, Any]:
+    """`now`: the injected clock's time the Bundle is made at (`meta.lastUpdated`)."""
     link = _pager(fhir_base, self_path, query, count)
     links = [{"relation": "self", "url": link(offset)}]
     if offset > 0:
@@ -229,7 +233,7 @@ def history(
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": _now_instant()},
+        "meta": {"lastUpdated": _instant(now)},
         "type": "history",
         "total": total,
         "link": links,
@@ -239,5 +243,5 @@ def history(
     return bundle
 
 
-def _now_instant() -> str:
-    return format_instant(datetime.now(UTC).replace(tzinfo=None))
+def _instant(now: datetime) -> str:
+    return format_instant(now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo is not None else now)

@@ -72,8 +72,10 @@ def search(
     fhir_base: str,
     default_count: int,
     max_count: int,
+    now: datetime,
     strict: bool = False,
 ) -> dict[str, Any]:
+    """`now`: the injected clock's time (the Bundle's `meta.lastUpdated`)."""
     known = {"_id", *(name for name, _t, _d in SEARCH_PARAMS[resource_type])}
     criteria, results, unknown = [], [], []
     for key, value in query:
@@ -119,7 +121,7 @@ def search(
         )
         for u in unknown
     ]
-    return bundles.searchset(result, fhir_base, extra_issues=issues)
+    return bundles.searchset(result, fhir_base, now=now, extra_issues=issues)
 
 
 def with_conformance(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ the Subscription's own payload, never widen it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -31,6 +31,7 @@ from app.security.policy import Visibility, visibility
 from app.security.principal import Principal
 from app.storage import buffer
 from app.storage.notify_tables import notification, subscription_state
+from app.storage.repository import utc_ms
 from app.storage.tables import resource, resource_version
 from app.stored import StoredResource
 
@@ -111,8 +112,9 @@ def narrowed(requested: str | None, own: str) -> str:
 
 async def events(
     session: AsyncSession, sub: StoredResource, fhir_base: str, *, since: str | None, until: str | None,
-    content: str | None, caller: Principal | None,
+    content: str | None, caller: Principal | None, now: datetime,
 ) -> dict[str, Any]:
+    """`$events`: the Subscription's events as a query-event notification Bundle dated `now` (the clock's)."""
     lo, hi = _number("eventsSinceNumber", since), _number("eventsUntilNumber", until)
     if content is not None and content not in CONTENT_CODES:
         raise BadRequest(f"content must be one of {', '.join(CONTENT_CODES)}", msg_id="SF-0721", expression="content")
@@ -149,6 +151,6 @@ async def events(
     return notification_bundle(
         fhir_base=fhir_base, sub_id=sub.id, topic_url=str(sub.content.get("criteria")),
         status=str(sub.content.get("status")), type_="query-event", events_since_start=await _count(session, sub.id),
-        now=datetime.now(UTC).replace(tzinfo=None), events=evs, content=code,
+        now=utc_ms(now), events=evs, content=code,
         notice=operation_outcome([withheld_issue()]) if withheld else None,
     )

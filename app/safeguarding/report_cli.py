@@ -143,6 +143,7 @@ def report(
     """Governance figures for one month, per provider organisation (docs/api/referrals.md)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from app.clock import clock_for
     from app.safeguarding.referral_rules import organization_param
 
     if format not in FORMATS:
@@ -150,7 +151,7 @@ def report(
     try:
         month_range(month)
         ref = organization_param(org, get_settings().fhir_base) if org is not None else None
-        now = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC)
+        now = datetime.fromisoformat(as_of) if as_of else clock_for(get_settings()).now()
     except FhirError as exc:
         raise fail(exc.issues[0].to_fhir()["diagnostics"]) from exc
     except ValueError as exc:

@@ -13,7 +13,6 @@ import json
 import re
 import shlex
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -21,6 +20,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cli_errors import describe, fail, safeflag_script
+from app.clock import clock_for
 from app.config import Settings, get_settings
 from app.security import client_keys
 from app.security.cli import base_url_option, reference_option
@@ -33,6 +33,7 @@ from app.security.clients import (
     validate_jwks,
 )
 from app.security.runtime import token_endpoint
+from app.storage.repository import utc_ms
 
 T = TypeVar("T")
 _FILE_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -89,7 +90,7 @@ def client_add(
     except ValueError as exc:
         raise fail(str(exc)) from None
     reg = ClientRegistration(client_id, jwks, scopes, org)
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utc_ms(clock_for(get_settings()).now())
     created = _database(lambda session: put_client(session, reg, now), migrate=True)
     typer.echo(f"{'registered' if created else 'updated'} client {client_id} "
                f"({len(jwks['keys'])} key(s); scopes: {scopes})", err=True)

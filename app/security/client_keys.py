@@ -73,6 +73,8 @@ def load_private_key(path: Path) -> PrivateKey:
 def sign_assertion(key: PrivateKey, client_id: str, token_url: str, *, kid: str | None = None,
                    now: float | None = None) -> str:
     """A client assertion JWT for the client_credentials grant, valid for five minutes from `now`."""
+    # the wall clock by default: the token endpoint that checks it is another party's (or ours, which
+    # checks client assertions on the wall clock as bearer tokens are: app/clock.py dates records only)
     issued = int(time.time() if now is None else now)
     claims = {"iss": client_id, "sub": client_id, "aud": token_url, "iat": issued,
               "exp": issued + MAX_ASSERTION_LIFETIME, "jti": secrets.token_urlsafe(24)}

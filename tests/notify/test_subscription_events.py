@@ -117,7 +117,8 @@ async def test_restricted_events_are_withheld_with_the_search_notice(
         sub = await Repository(session, clock=notify_ctx.clock, ids=notify_ctx.ids,  # type: ignore[arg-type]
                                indexer=notify_ctx.indexer).get("Subscription", sid)
         assert sub is not None
-        bundle = await operations.events(session, sub, FHIR, since=None, until=None, content=None, caller=caller)
+        bundle = await operations.events(session, sub, FHIR, since=None, until=None, content=None, caller=caller,
+                                         now=notify_ctx.clock.now())
     assert (_events(bundle), _entries(bundle)) == ([["event-number", "timestamp"]], [])
     assert bundle["entry"][0]["response"] == {"status": "200", "outcome": {
         "resourceType": "OperationOutcome",

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 
@@ -21,25 +22,26 @@ class Socket(Protocol):
 @dataclass
 class _Binding:
     sub_ids: set[str]
-    expires: float
+    expires: datetime
 
 
 @dataclass
 class WebSocketRegistry:
+    now: Callable[[], datetime]  # the injected clock (app/clock.py): a token's expiry is shown to its client
     token_ttl: float = 60.0
     _tokens: dict[str, _Binding] = field(default_factory=dict)
     _sockets: dict[str, set[Socket]] = field(default_factory=lambda: defaultdict(set))
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def issue_token(self, sub_ids: set[str]) -> tuple[str, float]:
+    def issue_token(self, sub_ids: set[str]) -> tuple[str, datetime]:
         token = secrets.token_urlsafe(32)
-        expires = time.time() + self.token_ttl
+        expires = self.now() + timedelta(seconds=self.token_ttl)
         self._tokens[token] = _Binding(set(sub_ids), expires)
         return token, expires
 
     def redeem(self, token: str) -> set[str] | None:
         binding = self._tokens.pop(token, None)
-        if binding is None or binding.expires < time.time():
+        if binding is None or binding.expires < self.now():
             return None
         return binding.sub_ids
 
