@@ -1,8 +1,8 @@
 """AuditEvent for every access, in the IHE Basic Audit Log Patterns shape
 (https://profiles.ihe.net/ITI/BALP/, FHIR R4 AuditEvent https://hl7.org/fhir/R4/auditevent.html).
 
-`audit_for` builds the resource; the caller stores it through `Repository.create("AuditEvent", ...)`
-in the same transaction as the access, denied attempts included.
+`audit_for` builds the resource; the caller appends it to the audit trail (`audit_trail.record`, the
+only store of AuditEvents) in the same transaction as the access, denied attempts included.
 
 Shape (BALP RESTful patterns, with the OAuth access-token user agent):
 - `type` rest; `subtype` the restful-interaction code; `action` C / R / U / D, E for searches;

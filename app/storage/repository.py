@@ -25,9 +25,6 @@ from app.storage.notify_tables import outbox_event
 from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource, resource_version
 from app.stored import IndexRows, StoredResource, VersionRecord, format_instant
 
-# AuditEvents are written on every access and trigger nothing: keeping them out of the outbox halves its volume.
-NO_OUTBOX = frozenset({"AuditEvent"})
-
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
@@ -171,8 +168,6 @@ class Repository:
             )
         if resource_type is not None:
             conds.append(v.res_type == resource_type)
-        else:  # the audit trail is read by searching AuditEvent, not through system history
-            conds.append(v.res_type != "AuditEvent")
         if res_id is not None:
             conds.append(v.res_id == res_id)
         if since is not None:
@@ -288,8 +283,6 @@ class Repository:
 
     async def _write_outbox(self, rtype: str, rid: str, vid: int, action: str, ts: datetime) -> None:
         """The transactional outbox row (architecture principle 1); NOTIFY wakes dispatchers at commit."""
-        if rtype in NO_OUTBOX:
-            return
         defer(self.session, _INSERT_OUTBOX, [
             {"res_type": rtype, "res_id": rid, "version_id": vid, "action": action, "occurred_at": ts,
              "processed_at": None}
