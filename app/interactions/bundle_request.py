@@ -70,13 +70,13 @@ def parse_bundle(body: Any, fhir_base: str, max_entries: int | None = None) -> t
     if not isinstance(kind, str) or kind not in KINDS:  # a JSON object here is unhashable
         raise BadRequest(
             f"Bundle.type must be batch or transaction, not {kind!r}",
-            msg_id="SF-0601",
+            msg_id="SF-0621",
             expression="Bundle.type",
             code="value",
         )
     raw_entries = body.get("entry", [])
     if not isinstance(raw_entries, list):
-        raise BadRequest("Bundle.entry must be an array", msg_id="SF-0602", expression="Bundle.entry")
+        raise BadRequest("Bundle.entry must be an array", msg_id="SF-0622", expression="Bundle.entry")
     if max_entries is not None and len(raw_entries) > max_entries:
         raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; a {kind} takes at most {max_entries}: "
                               "split it", msg_id="SF-0433", expression="Bundle.entry")
@@ -116,11 +116,11 @@ def _check_search_criteria(entries: list[Entry], most: int) -> None:
 def _parse_entry(i: int, raw: Any, fhir_base: str, issues: list[Issue]) -> Entry | None:
     where = f"Bundle.entry[{i}]"
     if not isinstance(raw, dict):
-        issues.append(_issue(f"{where} must be an object", where, "SF-0602"))
+        issues.append(_issue(f"{where} must be an object", where, "SF-0622"))
         return None
     request = raw.get("request")
     if not isinstance(request, dict):
-        issues.append(_issue(f"{where} has no request", f"{where}.request", "SF-0603", "required"))
+        issues.append(_issue(f"{where} has no request", f"{where}.request", "SF-0623", "required"))
         return None
     method, url = request.get("method"), request.get("url")
     if method not in METHODS:
@@ -128,14 +128,14 @@ def _parse_entry(i: int, raw: Any, fhir_base: str, issues: list[Issue]) -> Entry
             _issue(
                 f"{where}.request.method must be one of {', '.join(METHODS)}, not {method!r}",
                 f"{where}.request.method",
-                "SF-0604",
+                "SF-0624",
                 "value",
             )
         )
         return None
     if not isinstance(url, str) or not url.strip():
         issues.append(
-            _issue(f"{where}.request.url is missing", f"{where}.request.url", "SF-0605", "required")
+            _issue(f"{where}.request.url is missing", f"{where}.request.url", "SF-0625", "required")
         )
         return None
     target = parse_url(method, url, fhir_base)
@@ -144,7 +144,7 @@ def _parse_entry(i: int, raw: Any, fhir_base: str, issues: list[Issue]) -> Entry
             _issue(
                 f"{where}.request.url '{url}' is not a valid URL for {method}",
                 f"{where}.request.url",
-                "SF-0605",
+                "SF-0625",
                 "value",
             )
         )
@@ -153,7 +153,7 @@ def _parse_entry(i: int, raw: Any, fhir_base: str, issues: list[Issue]) -> Entry
     resource = raw.get("resource")
     if method in ("POST", "PUT", "PATCH") and interaction != "search" and not isinstance(resource, dict):
         issues.append(
-            _issue(f"{where} ({method} {url}) needs a resource", f"{where}.resource", "SF-0606", "required")
+            _issue(f"{where} ({method} {url}) needs a resource", f"{where}.resource", "SF-0626", "required")
         )
         return None
     # a precondition that is present but not a string must fail, never be dropped
@@ -164,14 +164,14 @@ def _parse_entry(i: int, raw: Any, fhir_base: str, issues: list[Issue]) -> Entry
     for key, (holder, expression) in strings.items():
         value = holder.get(key)
         if value is not None and not isinstance(value, str):
-            issues.append(_issue(f"{expression} must be a string", expression, "SF-0611", "value"))
+            issues.append(_issue(f"{expression} must be a string", expression, "SF-0631", "value"))
             return None
         values[key] = value
     since = _instant(values["ifModifiedSince"])
     if values["ifModifiedSince"] is not None and since is None:
         expression = f"{where}.request.ifModifiedSince"
         issues.append(_issue(f"{expression} '{values['ifModifiedSince'][:40]}' is not a FHIR instant "
-                             "(e.g. 2026-01-05T09:00:01.000+00:00)", expression, "SF-0611", "value"))
+                             "(e.g. 2026-01-05T09:00:01.000+00:00)", expression, "SF-0631", "value"))
         return None
     return Entry(
         i,
@@ -263,7 +263,7 @@ def _duplicates(entries: list[Entry]) -> list[Issue]:
                         f"fullUrl '{e.full_url}' is used by Bundle.entry[{seen_urls[e.full_url]}] "
                         f"and {e.where}",
                         f"{e.where}.fullUrl",
-                        "SF-0607",
+                        "SF-0627",
                         "duplicate",
                     )
                 )
@@ -281,7 +281,7 @@ def duplicate_target(entry: Entry, target: str, first: int) -> Issue:
         f"{target} is changed by Bundle.entry[{first}] and {entry.where}; a transaction may change "
         "a resource only once",
         f"{entry.where}.request.url",
-        "SF-0608",
+        "SF-0628",
         "duplicate",
     )
 

@@ -121,7 +121,7 @@ def patch_document(resource: dict[str, Any]) -> tuple[Any, str]:
     ):
         raise BadRequest(
             "A PATCH entry carries its patch as a Binary with contentType and base64 data",
-            msg_id="SF-0610",
+            msg_id="SF-0630",
             expression="Binary",
         )
     try:
@@ -129,7 +129,7 @@ def patch_document(resource: dict[str, Any]) -> tuple[Any, str]:
     except ValueError as exc:  # binascii.Error and orjson.JSONDecodeError are both ValueErrors
         raise BadRequest(
             f"The Binary data of a PATCH entry is not base64-encoded JSON: {exc}",
-            msg_id="SF-0610",
+            msg_id="SF-0630",
             expression="Binary.data",
         ) from exc
     return document, content_type.split(";")[0].strip().lower()
@@ -161,7 +161,7 @@ class _Run:
                         "not-found",
                         f"Reference '{ref}' names no entry of this Bundle",
                         expression=(path,),
-                        msg_id="SF-0609",
+                        msg_id="SF-0629",
                     )
                     for path, ref in unresolved
                 ]

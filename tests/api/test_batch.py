@@ -159,13 +159,13 @@ async def test_batch_entries_do_not_resolve_each_others_placeholders(client: htt
                     {
                         "severity": "error",
                         "code": "not-found",
-                        "diagnostics": "SF-0609: Reference 'urn:uuid:p1' names no entry of this Bundle",
+                        "diagnostics": "SF-0629: Reference 'urn:uuid:p1' names no entry of this Bundle",
                         "expression": ["Flag.subject.reference"],
                     },
                     {
                         "severity": "error",
                         "code": "not-found",
-                        "diagnostics": "SF-0609: Reference 'urn:uuid:o1' names no entry of this Bundle",
+                        "diagnostics": "SF-0629: Reference 'urn:uuid:o1' names no entry of this Bundle",
                         "expression": ["Flag.author.reference"],
                     },
                 ],

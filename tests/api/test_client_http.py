@@ -101,7 +101,7 @@ async def test_if_modified_since_in_bundle_entries(client: httpx.AsyncClient) ->
     r = await client.post("/fhir", json=bad)
     where = "Bundle.entry[0].request.ifModifiedSince"
     assert (r.status_code, r.json()) == (400, outcome(
-        "value", f"SF-0611: {where} 'Mon, 05 Jan 2026 09:00:01 GMT' is not a FHIR instant "
+        "value", f"SF-0631: {where} 'Mon, 05 Jan 2026 09:00:01 GMT' is not a FHIR instant "
         "(e.g. 2026-01-05T09:00:01.000+00:00)", [where]))
 
 

@@ -54,7 +54,7 @@ async def test_strict_handling_rejects_unknown_parameters(client: httpx.AsyncCli
                            "(supported: :missing, :not)"), "code:text"),
         ("_count=many", "SF-0408: '_count' must be an integer, not 'many'", "_count"),
         ("_sort=patient", "SF-0410: Cannot sort on 'patient' (a reference of Flag)", "_sort"),
-        ("_include=Flag:nothing", ("SF-0409: Invalid _include value 'Flag:nothing': 'nothing' is not a reference "
+        ("_include=Flag:nothing", ("SF-0418: Invalid _include value 'Flag:nothing': 'nothing' is not a reference "
                                   "parameter of Flag"), "_include"),
     ],
 )

@@ -106,7 +106,7 @@ async def test_two_entries_changing_one_resource_are_rejected(client: httpx.Asyn
     assert r.status_code == 400
     assert r.json() == outcome(
         "duplicate",
-        f"SF-0608: Patient/{pid} is changed by Bundle.entry[0] and Bundle.entry[1]; a transaction may change "
+        f"SF-0628: Patient/{pid} is changed by Bundle.entry[0] and Bundle.entry[1]; a transaction may change "
         "a resource only once",
         ["Bundle.entry[1].request.url"],
     )
@@ -117,7 +117,7 @@ async def test_two_entries_changing_one_resource_are_rejected(client: httpx.Asyn
     r = await client.post("/fhir", json=via_search)
     assert r.status_code == 400
     assert r.json()["issue"][0]["diagnostics"] == (
-        f"SF-0608: Bundle.entry[1] (PUT Patient?{nhs_query('9990000018')}): Patient/{pid} is changed by "
+        f"SF-0628: Bundle.entry[1] (PUT Patient?{nhs_query('9990000018')}): Patient/{pid} is changed by "
         "Bundle.entry[0] and Bundle.entry[1]; a transaction may change a resource only once"
     )
     assert (await client.get(f"/fhir/Patient/{pid}")).json()["meta"]["versionId"] == "1"
@@ -126,7 +126,7 @@ async def test_two_entries_changing_one_resource_are_rejected(client: httpx.Asyn
     assert r.status_code == 400
     assert r.json() == outcome(
         "duplicate",
-        "SF-0607: fullUrl 'urn:uuid:x' is used by Bundle.entry[0] and Bundle.entry[1]",
+        "SF-0627: fullUrl 'urn:uuid:x' is used by Bundle.entry[0] and Bundle.entry[1]",
         ["Bundle.entry[1].fullUrl"],
     )
 
@@ -202,7 +202,7 @@ async def test_envelope_faults_are_all_reported_at_once(client: httpx.AsyncClien
     r = await client.post("/fhir", json={"resourceType": "Bundle", "type": "collection"})
     assert r.status_code == 400
     assert r.json() == outcome(
-        "value", "SF-0601: Bundle.type must be batch or transaction, not 'collection'", ["Bundle.type"]
+        "value", "SF-0621: Bundle.type must be batch or transaction, not 'collection'", ["Bundle.type"]
     )
     entries = [
         "not an object",
@@ -228,64 +228,64 @@ async def test_envelope_faults_are_all_reported_at_once(client: httpx.AsyncClien
             {
                 "severity": "error",
                 "code": "invalid",
-                "diagnostics": f"SF-0602: {e}[0] must be an object",
+                "diagnostics": f"SF-0622: {e}[0] must be an object",
                 "expression": [f"{e}[0]"],
             },
             {
                 "severity": "error",
                 "code": "required",
-                "diagnostics": f"SF-0603: {e}[1] has no request",
+                "diagnostics": f"SF-0623: {e}[1] has no request",
                 "expression": [f"{e}[1].request"],
             },
             {
                 "severity": "error",
                 "code": "value",
-                "diagnostics": f"SF-0604: {e}[2].request.method must be one of "
+                "diagnostics": f"SF-0624: {e}[2].request.method must be one of "
                 "GET, HEAD, POST, PUT, PATCH, DELETE, not 'FETCH'",
                 "expression": [f"{e}[2].request.method"],
             },
             {
                 "severity": "error",
                 "code": "required",
-                "diagnostics": f"SF-0605: {e}[3].request.url is missing",
+                "diagnostics": f"SF-0625: {e}[3].request.url is missing",
                 "expression": [f"{e}[3].request.url"],
             },
             {
                 "severity": "error",
                 "code": "required",
-                "diagnostics": f"SF-0606: {e}[4] (POST Patient) needs a resource",
+                "diagnostics": f"SF-0626: {e}[4] (POST Patient) needs a resource",
                 "expression": [f"{e}[4].resource"],
             },
             {
                 "severity": "error",
                 "code": "value",
-                "diagnostics": f"SF-0605: {e}[5].request.url 'Patient' is not a valid URL for PUT",
+                "diagnostics": f"SF-0625: {e}[5].request.url 'Patient' is not a valid URL for PUT",
                 "expression": [f"{e}[5].request.url"],
             },
             {
                 "severity": "error",
                 "code": "value",
-                "diagnostics": f"SF-0605: {e}[6].request.url "
+                "diagnostics": f"SF-0625: {e}[6].request.url "
                 "'http://elsewhere.example/fhir/Patient/1' is not a valid URL for GET",
                 "expression": [f"{e}[6].request.url"],
             },
             {
                 "severity": "error",
                 "code": "value",
-                "diagnostics": f"SF-0605: {e}[7].request.url "
+                "diagnostics": f"SF-0625: {e}[7].request.url "
                 "'Patient/1/_history/1' is not a valid URL for DELETE",
                 "expression": [f"{e}[7].request.url"],
             },
             {
                 "severity": "error",
                 "code": "value",
-                "diagnostics": f"SF-0605: {e}[8].request.url 'Patient/bad id' is not a valid URL for GET",
+                "diagnostics": f"SF-0625: {e}[8].request.url 'Patient/bad id' is not a valid URL for GET",
                 "expression": [f"{e}[8].request.url"],
             },
             {
                 "severity": "error",
                 "code": "value",
-                "diagnostics": f"SF-0611: {e}[9].request.ifMatch must be a string",
+                "diagnostics": f"SF-0631: {e}[9].request.ifMatch must be a string",
                 "expression": [f"{e}[9].request.ifMatch"],
             },
         ],

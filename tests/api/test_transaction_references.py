@@ -129,7 +129,7 @@ async def test_unresolved_placeholder_is_400(client: httpx.AsyncClient) -> None:
     assert r.status_code == 400
     assert r.json() == outcome(
         "not-found",
-        "SF-0609: Bundle.entry[0] (POST Flag): Reference 'urn:uuid:nobody' names no entry of this Bundle",
+        "SF-0629: Bundle.entry[0] (POST Flag): Reference 'urn:uuid:nobody' names no entry of this Bundle",
         ["Bundle.entry[0].resource.subject.reference"],
     )
     assert await count(client, "Organization") == 0

@@ -143,22 +143,22 @@ def test_includes() -> None:
         ("_lastUpdated:missing=true", (("SF-0404: Modifier ':missing' is not supported on _lastUpdated "
                                        "'_lastUpdated' (supported: none)"), "_lastUpdated:missing")),
         ("status=", ("SF-0403: Empty value for parameter 'status'", "status")),
-        ("status.name=x", ("SF-0405: Only reference parameters can be chained ('status.name')", "status.name")),
+        ("status.name=x", ("SF-0416: Only reference parameters can be chained ('status.name')", "status.name")),
         ("patient.foo=x", ("SF-0407: Unknown chained parameter 'foo' in 'patient.foo'", "patient.foo")),
-        ("encounter:missing=maybe", ("SF-0406: ':missing' takes true or false, not 'maybe'", "encounter:missing")),
+        ("encounter:missing=maybe", ("SF-0417: ':missing' takes true or false, not 'maybe'", "encounter:missing")),
         ("_count=ten", ("SF-0408: '_count' must be an integer, not 'ten'", "_count")),
         ("_count=-1", ("SF-0408: '_count' must be at least 0", "_count")),
         ("_offset=99999999999", ("SF-0408: '_offset' must be at most 2147483647", "_offset")),
         ("_sort=author", ("SF-0410: Cannot sort on 'author' (a reference of Flag)", "_sort")),
         ("_sort=foo", ("SF-0410: Cannot sort on 'foo' (not a search parameter of Flag)", "_sort")),
-        ("_include=Flag", ("SF-0409: Invalid _include value 'Flag': expected Type:parameter[:targetType]", "_include")),
-        ("_include=Flag:status", (("SF-0409: Invalid _include value 'Flag:status': 'status' is not a reference "
+        ("_include=Flag", ("SF-0418: Invalid _include value 'Flag': expected Type:parameter[:targetType]", "_include")),
+        ("_include=Flag:status", (("SF-0418: Invalid _include value 'Flag:status': 'status' is not a reference "
                                   "parameter of Flag"), "_include")),
-        ("_include=Task:owner", (("SF-0409: Invalid _include value 'Task:owner': the source type must be Flag "
+        ("_include=Task:owner", (("SF-0418: Invalid _include value 'Task:owner': the source type must be Flag "
                                  "(or use _include:iterate)"), "_include")),
         ("_summary=yes", ("SF-0411: _summary=yes is not supported (supported: true, text, data, count, false)",
                           "_summary")),
-        ("_total=all", ("SF-0412: _total must be none, estimate or accurate, not 'all'", "_total")),
+        ("_total=all", ("SF-0419: _total must be none, estimate or accurate, not 'all'", "_total")),
     ],
 )
 def test_invalid_values_name_the_parameter(query: str, issue: tuple[str, str]) -> None:

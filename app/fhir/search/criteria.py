@@ -87,7 +87,7 @@ def parse_criterion(resource_type: str, key: str, raw: str, base: str, budget: B
         if modifier and modifier not in MODIFIERS[kind]:
             raise _modifier_error(key, kind, modifier)
         if dot:
-            raise bad(f"'{name}' cannot be chained ('{key}')", key, "SF-0405")
+            raise bad(f"'{name}' cannot be chained ('{key}')", key, "SF-0416")
         if kind == "_id":
             return Criterion(name, kind, None, modifier, _values(raw, key, unescape, budget), base=base, key=key)
         values = _values(raw, key, lambda v: parse_date(unescape(v), key), budget)
@@ -104,15 +104,15 @@ def parse_criterion(resource_type: str, key: str, raw: str, base: str, budget: B
             raise _modifier_error(key, kind, modifier)
     if modifier == "missing":
         if dot:
-            raise bad(f"':missing' cannot be chained ('{key}')", key, "SF-0405")
+            raise bad(f"':missing' cannot be chained ('{key}')", key, "SF-0416")
         if raw not in ("true", "false"):
-            raise bad(f"':missing' takes true or false, not '{raw}'", key, "SF-0406")
+            raise bad(f"':missing' takes true or false, not '{raw}'", key, "SF-0417")
         if budget is not None:
             budget.spend(key, values=1)
         return Criterion(name, kind, param, modifier, missing=raw == "true", base=base, key=key)
     if dot:
         if kind != "reference" or modifier == "identifier":
-            raise bad(f"Only reference parameters can be chained ('{key}')", key, "SF-0405")
+            raise bad(f"Only reference parameters can be chained ('{key}')", key, "SF-0416")
         chain = []
         for t in _chain_types(param, type_hint, chain_rest):
             try:
@@ -120,7 +120,7 @@ def parse_criterion(resource_type: str, key: str, raw: str, base: str, budget: B
             except SearchTooCostly as exc:  # name the whole chain, as the client sent it
                 raise SearchTooCostly(issues=[replace(exc.issues[0], expression=(key,))]) from None
             except BadRequest as exc:  # name the whole chain, as the client sent it
-                raise bad(exc.issues[0].diagnostics, key, exc.issues[0].msg_id or "SF-0405") from None
+                raise bad(exc.issues[0].diagnostics, key, exc.issues[0].msg_id or "SF-0416") from None
             if c is not None:
                 chain.append((t, c))
         if not chain:

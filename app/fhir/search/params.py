@@ -131,17 +131,17 @@ def _include(raw: str, key: str, bare: str, iterate: bool, resource_type: str) -
         return Include("*" if rev else resource_type, "*", None, iterate)
     parts = raw.split(":")
     if len(parts) not in (2, 3) or parts[0] not in SUPPORTED_TYPES:
-        raise bad(f"Invalid {bare} value '{raw}': expected Type:parameter[:targetType]", key, "SF-0409")
+        raise bad(f"Invalid {bare} value '{raw}': expected Type:parameter[:targetType]", key, "SF-0418")
     source, pname = parts[0], parts[1]
     target = parts[2] if len(parts) == 3 else None
     param = params_for(source).get(pname)
     if pname != "*" and (param is None or param.type != "reference"):
-        raise bad(f"Invalid {bare} value '{raw}': '{pname}' is not a reference parameter of {source}", key, "SF-0409")
+        raise bad(f"Invalid {bare} value '{raw}': '{pname}' is not a reference parameter of {source}", key, "SF-0418")
     if target is not None and target not in SUPPORTED_TYPES:
-        raise bad(f"Invalid {bare} value '{raw}': unknown target type '{target}'", key, "SF-0409")
+        raise bad(f"Invalid {bare} value '{raw}': unknown target type '{target}'", key, "SF-0418")
     if not rev and not iterate and source != resource_type:
         raise bad(f"Invalid {bare} value '{raw}': the source type must be {resource_type} "
-                  "(or use _include:iterate)", key, "SF-0409")
+                  "(or use _include:iterate)", key, "SF-0418")
     return Include(source, pname, target, iterate)
 
 
@@ -169,7 +169,7 @@ def _result_param(req: SearchRequest, key: str, bare: str, raw: str, max_count: 
         req.summary = None if raw == "false" else raw
     elif bare == "_total":
         if raw not in ("none", "estimate", "accurate"):
-            raise bad(f"_total must be none, estimate or accurate, not '{raw}'", key, "SF-0412")
+            raise bad(f"_total must be none, estimate or accurate, not '{raw}'", key, "SF-0419")
         req.total = raw
     elif bare == "_elements":
         names = [e.strip() for e in raw.split(",") if e.strip()]
