@@ -57,7 +57,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         # what the routes see of it; the resource-type rules every write runs: app/resource_rules.py
         context: Context = ctx or AppContext.from_settings(settings, interceptors=resource_rules())
         app.state.ctx = context
-        app.state.started = context.clock.now()  # the CapabilityStatement's date
+        if app.state.started is None:
+            app.state.started = context.clock.now()  # the CapabilityStatement's date: when the server started
         stop = asyncio.Event()
         task = None
         if settings.dispatcher_in_process and os.environ.get("SAFEFLAG_NO_DISPATCHER") != "1":
@@ -95,9 +96,9 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     app.state.metrics = Metrics()
     app.state.ws_registry = WebSocketRegistry(now=lambda: app.state.ctx.clock.now())
     app.state.security = security
+    app.state.started = None  # set when it starts serving (lifespan), or at the first /metadata (`system.capabilities`)
     if ctx is not None:
         app.state.ctx = ctx
-        app.state.started = ctx.clock.now()
     # every HTTP request under /fhir: one dispatch table (app/api/fhir_routes.py), first in line
     app.state.fhir_table = fhir_routes()
     app.router.routes.insert(0, FhirRoute(app.state.fhir_table))

@@ -41,7 +41,7 @@ def _search(rtype: str) -> Endpoint:
                 fhir_base=settings.fhir_base,
                 default_count=settings.default_count,
                 max_count=settings.max_count,
-                now=svc.clock.now(),
+                now=svc.guard.now(),  # the access's time, as its audit record's
                 strict=preferences(request).strict,
             )
             await svc.guard.audited()

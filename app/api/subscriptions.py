@@ -68,7 +68,7 @@ async def subscription_events(res_id: IdPath, request: Request) -> Response:
         sub = await svc.read("Subscription", res_id)
         body = await sub_ops.events(
             svc.session, sub, settings_of(request).fhir_base, since=q.get("eventsSinceNumber"),
-            until=q.get("eventsUntilNumber"), content=q.get("content"), caller=svc.principal, now=svc.clock.now(),
+            until=q.get("eventsUntilNumber"), content=q.get("content"), caller=svc.principal, now=svc.guard.now(),
         )
     return fhir_response(body)
 

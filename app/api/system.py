@@ -4,6 +4,7 @@ app/api/fhir_routes.py), and health, readiness and metrics (FastAPI routes)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from app.api.auth import PrincipalDep
-from app.api.deps import ContextDep, json_body, settings_of, unit_of_work
+from app.api.deps import ContextDep, context_of, json_body, settings_of, unit_of_work
 from app.api.responses import fhir_response, preferences
 from app.api.router import table_of
 from app.interactions.capabilities import capability_statement
@@ -27,7 +28,9 @@ READY_TIMEOUT_S = 5.0
 
 async def capabilities(request: Request) -> Response:
     """The CapabilityStatement: the resource types, interactions, search parameters and operations served."""
-    published = request.app.state.started.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    if request.app.state.started is None:  # an app that serves without its lifespan (tests): first asked now
+        request.app.state.started = context_of(request).clock.now()
+    published = request.app.state.started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     settings = settings_of(request)
     return fhir_response(capability_statement(settings.fhir_base, published, table_of(request).operations(),
                                               limits=settings.search_limits,

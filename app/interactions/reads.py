@@ -141,7 +141,7 @@ class Reads:
         shown = [*result.matches, *result.included]
         await self.ctx.guard.audited(patients=search_patients(result.matches), shown=shown)
         await self.interceptors.run_after_read(self.ctx, [*result.matches, *result.included])
-        bundle = bundles.searchset(result, self.ctx.settings.fhir_base, now=self.ctx.clock.now(), extra_issues=issues)
+        bundle = bundles.searchset(result, self.ctx.settings.fhir_base, now=self.ctx.guard.now(), extra_issues=issues)
         return bundle, result
 
     async def _match(self, resource_type: str, query: list[tuple[str, str]], what: str) -> list[StoredResource]:
@@ -228,7 +228,7 @@ class Reads:
         await self.ctx.guard.audited(shown=[*records, current] if current is not None else records)
         path = "/".join(p for p in (resource_type, res_id) if p) + ("/" if resource_type else "") + "_history"
         return bundles.history(records, total, self.ctx.settings.fhir_base, path, query, offset, count,
-                               now=self.ctx.clock.now())
+                               now=self.ctx.guard.now())
 
 
 def _int(name: str, raw: str) -> int:

@@ -175,4 +175,4 @@ async def qa_queue(ctx: WriteContext, organization: str | None, query: list[tupl
     await ctx.guard.audited(patients=search_patients(matches), shown=matches)
     shown = [("organization", organization)] if organization else []
     link_req = replace(req, resource_type=f"{DOC}/$qa-queue", query=shown)
-    return bundles.searchset(SearchResult(link_req, matches, total), base, now=ctx.clock.now(), extra_issues=issues)
+    return bundles.searchset(SearchResult(link_req, matches, total), base, now=ctx.guard.now(), extra_issues=issues)
