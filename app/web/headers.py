@@ -4,7 +4,9 @@ A Content-Security-Policy with no inline script (`script-src 'self'`, no `unsafe
 pages load only app/web/static/app.js and the NHS.UK frontend module) and nothing from other origins;
 forms post only to SafeFlag; the pages cannot be framed. The service-wide headers (nosniff,
 `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`, `Cache-Control: no-store`) come from
-app/security/middleware.py, which keeps a CSP a response already has.
+app/security/middleware.py, which keeps a CSP a response already has. The one exception: the signing-out
+page posts to the identity provider's own sign-out, so its `form-action` also names that provider's origin
+(`request.state.web_form_action`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class WebHeadersMiddleware:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-security-policy"]
                 headers.extend(WEB_HEADERS)
+                also = scope.get("state", {}).get("web_form_action")
+                if also:
+                    csp = CSP.replace("form-action 'self'", f"form-action 'self' {also}")
+                    headers = [(k, csp.encode() if k == b"content-security-policy" else v) for k, v in headers]
                 message["headers"] = headers
             await send(message)
 

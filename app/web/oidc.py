@@ -8,6 +8,12 @@ verifier, which the caller keeps server-side (the pending session row); `finish`
 (with the verifier; a confidential client authenticates with its secret, a public one with PKCE alone),
 then verifies the ID token: signature against the provider's JWKS, issuer, audience, expiry (60 s
 leeway) and the nonce. Any failure is a `SignInFailed` with a reason fit for the audit trail.
+
+`end_session` gives what RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0) posts to the
+provider's `end_session_endpoint`, when its discovery document has one: the ID token as `id_token_hint`,
+`client_id`, and `post_logout_redirect_uri` (`/app/signed-out` beside the redirect URL), so that signing out
+of SafeFlag ends the provider's session too (NHS CIS2's, Entra ID's). It is posted, not put in a URL: the
+ID token names the person.
 """
 
 from __future__ import annotations
@@ -33,6 +39,17 @@ class SignInFailed(Exception):
     """The provider's answer could not be turned into verified ID-token claims."""
 
 
+def _oauth_error(answer: httpx.Response) -> str:
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return "no OAuth error"
+    description = body.get("error_description")
+    return (str(body["error"]) + (f": {description}" if isinstance(description, str) else ""))[:160]
+
+
 class OidcClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -40,6 +57,11 @@ class OidcClient:
         self.discovery_url = settings.web_oidc_discovery_url or f"{self.issuer}/.well-known/openid-configuration"
         self.redirect_url = settings.web_oidc_redirect_url or settings.base_url.rstrip("/") + "/app/auth/callback"
         self._metadata: dict[str, Any] | None = None
+
+    @property
+    def post_logout_url(self) -> str:
+        """Where the provider sends the browser back after its own sign-out."""
+        return self.redirect_url.removesuffix("/auth/callback") + "/signed-out"
 
     @property
     def configured(self) -> bool:
@@ -71,11 +93,13 @@ class OidcClient:
             code_challenge_method="S256")
         return str(url), login
 
-    async def finish(self, login: dict[str, Any], code: str, now: int) -> dict[str, Any]:
-        """Exchange the code and return the verified ID token's claims."""
+    async def finish(self, login: dict[str, Any], code: str, now: int) -> tuple[dict[str, Any], str]:
+        """Exchange the code; the verified ID token's claims and the ID token itself."""
         meta = await self.metadata()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_url,
-                "code_verifier": login["verifier"], "client_id": self.settings.web_oidc_client_id}
+                "client_id": self.settings.web_oidc_client_id}
+        if login.get("verifier"):
+            form["code_verifier"] = str(login["verifier"])
         secret = self.settings.web_oidc_client_secret
         # client_secret_basic (RFC 6749 section 2.3.1: both parts form-encoded); a public client sends none
         auth = httpx.BasicAuth(quote(self.settings.web_oidc_client_id, safe=""), quote(secret, safe="")) if secret else None
@@ -83,6 +107,9 @@ class OidcClient:
             async with httpx.AsyncClient(timeout=10.0) as http:
                 answer = await http.post(meta["token_endpoint"], data=form, auth=auth or httpx.USE_CLIENT_DEFAULT,
                                          headers={"Accept": "application/json"})
+                if answer.status_code >= 400:  # RFC 6749 section 5.2: the provider says why
+                    raise SignInFailed(f"the identity provider refused the code exchange ({answer.status_code}): "
+                                       + _oauth_error(answer))
                 answer.raise_for_status()
                 token = answer.json()
                 jwks = await http.get(meta["jwks_uri"])
@@ -100,8 +127,20 @@ class OidcClient:
                 iss={"essential": True, "value": meta["issuer"]},
                 aud={"essential": True, "value": self.settings.web_oidc_client_id},
                 exp={"essential": True}, sub={"essential": True},
-                nonce={"essential": True, "value": login["nonce"]},
+                nonce={"essential": True, "value": str(login.get("nonce") or secrets.token_urlsafe(24))},
             ).validate(decoded.claims)
         except (JoseError, ValueError) as exc:
             raise SignInFailed(f"the ID token did not verify: {exc}") from None
-        return dict(decoded.claims)
+        return dict(decoded.claims), id_token
+
+    async def end_session(self, id_token: str) -> tuple[str, dict[str, str]] | None:
+        """The provider's end_session_endpoint and the fields to post to it; None when it has none (or
+        its discovery document cannot be read: SafeFlag's own session has ended all the same)."""
+        try:
+            endpoint = (await self.metadata()).get("end_session_endpoint")
+        except SignInFailed:
+            return None
+        if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+            return None
+        return endpoint, {"id_token_hint": id_token, "post_logout_redirect_uri": self.post_logout_url,
+                          "client_id": self.settings.web_oidc_client_id}

@@ -4,7 +4,9 @@
 - `GET /app/sign-in/start`: a pending session (state, nonce, PKCE verifier) and off to the provider.
 - `GET /app/auth/callback`: the provider's answer; a verified ID token whose claims map to a role signs in
   (a new session), one that maps to none gets the refusal page (403). Audited either way.
-- `POST /app/sign-out`: ends the session (CSRF checked), then `GET /app/signed-out`.
+- `POST /app/sign-out`: ends the session (CSRF checked), then `GET /app/signed-out`; signed in through a
+  provider that publishes an `end_session_endpoint`, by way of the provider's own sign-out first (the
+  signing-out page posts the ID token there; the provider sends the browser back to `/app/signed-out`).
 - `POST /app/dev-sign-in`: the development sign-in (app/web/dev_sign_in.py).
 - `GET /app`: the home page (the signed-in user's pages build on `current_user`).
 Nothing here puts an identifier in a URL: the provider's `code` and `state` are the only query values.
@@ -16,6 +18,7 @@ import logging
 import time
 from typing import Annotated
 
+import httpx
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
@@ -58,9 +61,12 @@ def _see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-async def _signed_in(request: Request, claims: dict[str, str], replaces: str | None) -> Response:
+async def _signed_in(request: Request, claims: dict[str, str], replaces: str | None,
+                     id_token: str | None = None) -> Response:
     principal = Principal.from_claims(claims, base=request.app.state.ctx.settings.fhir_base)
-    cookie, _session = await store(request).create(claims=claims, replaces=replaces)
+    # the ID token is kept only as the hint RP-initiated logout sends back to its provider
+    cookie, _session = await store(request).create(claims=claims, replaces=replaces,
+                                                   login={"id_token": id_token} if id_token else None)
     await audit_sign_in(request, principal)
     response = _see_other("/app")
     set_cookie(request, response, cookie)
@@ -122,17 +128,18 @@ async def callback(request: Request) -> Response:
         await store(request).end(found.key)
         reason = request.query_params.get("error") or "no authorization code"
         await audit_refused_sign_in(request, client.issuer, None, f"sign-in refused by the identity provider: {reason}"[:200])
-        return _refused(request, "The identity provider did not sign you in.")
+        return _refused(request, "The identity provider did not sign you in.", failed=True)
     try:
         # another party's token is checked on the wall clock, as bearer tokens are (a test clock,
         # app/clock.py, dates records, never tokens)
-        id_claims = await client.finish(login, code, int(time.time()))
+        id_claims, id_token = await client.finish(login, code, int(time.time()))
         claims = principal_claims(id_claims, request.app.state.ctx.settings, client.issuer)
         Principal.from_claims(claims, base=request.app.state.ctx.settings.fhir_base)
     except SignInFailed as exc:
         await store(request).end(found.key)
         await audit_refused_sign_in(request, client.issuer, None, str(exc))
-        return _refused(request, "The identity provider's answer could not be verified.")
+        return _refused(request, "The identity provider's answer could not be verified, so you have not been "
+                                 "signed in.", failed=True)
     except (Unmapped, ClaimError) as exc:
         await store(request).end(found.key)
         sub = id_claims.get("sub")
@@ -144,12 +151,12 @@ async def callback(request: Request) -> Response:
         log.error("web sign-in is misconfigured: %s", exc)
         return render(request, "problem.jinja", 503, title="Sign-in is unavailable",
                       reason="Sign-in is not set up correctly on this server. Tell its administrator.")
-    return await _signed_in(request, claims, found.key)
+    return await _signed_in(request, claims, found.key, id_token)
 
 
-def _refused(request: Request, reason: str) -> Response:
+def _refused(request: Request, reason: str, *, failed: bool = False) -> Response:
     request.state.web_session = None
-    response = render(request, "refused.jinja", 403, reason=reason)
+    response = render(request, "refused.jinja", 403, reason=reason, failed=failed)
     clear_cookie(request, response)
     return response
 
@@ -167,7 +174,15 @@ async def dev_sign_in(request: Request, found: Annotated[WebSession, Depends(for
 async def sign_out(request: Request, found: Annotated[WebSession, Depends(form_session)]) -> Response:
     await store(request).end(found.key)
     await audit_sign_out(request, found)
-    response = _see_other("/app/signed-out")
+    id_token = (found.login or {}).get("id_token")
+    ending = await _oidc(request).end_session(id_token) if isinstance(id_token, str) else None
+    if ending is None:
+        response: Response = _see_other("/app/signed-out")
+    else:  # on to the provider's own sign-out, by a form post (the ID token names the person: no URL)
+        endpoint, fields = ending
+        request.state.web_session = None
+        request.state.web_form_action = str(httpx.URL(endpoint).copy_with(path="/", query=None)).rstrip("/")
+        response = render(request, "signing_out.jinja", endpoint=endpoint, fields=fields)
     clear_cookie(request, response)
     return response
 

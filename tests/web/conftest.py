@@ -137,6 +137,20 @@ async def pending_logins(server: RunningServer) -> dict[str, dict[str, Any]]:
     return {row.id_hash: row.login for row in rows}
 
 
+async def change_pending_login(server: RunningServer, cookie: str, **changes: str | None) -> None:
+    """Change what the server keeps for a sign-in under way (None removes a value), in its own database:
+    how a test makes the server send the provider no PKCE verifier, or a wrong one."""
+    key = hashlib.sha256(cookie.encode()).hexdigest()
+    engine = create_async_engine(await _database_url(server))
+    try:
+        async with engine.begin() as db:
+            login = (await db.execute(select(web_session.c.login).where(web_session.c.id_hash == key))).scalar_one()
+            login = {k: v for k, v in {**login, **changes}.items() if v is not None}
+            await db.execute(update(web_session).where(web_session.c.id_hash == key).values(login=login))
+    finally:
+        await engine.dispose()
+
+
 async def idle_for(server: RunningServer, cookie: str, idle: timedelta) -> None:
     """Make the session behind `cookie` look unused for `idle` more than it has been: its last use moved
     back in the server's own database (the server's clock is the real one; no test waits 15 minutes)."""

@@ -1,5 +1,6 @@
 """A real OpenID Connect provider process for the web tests: `oidc-provider-mock` (authorization code,
-discovery, JWKS, ID tokens signed RS256) started on a free 127.0.0.1 port, with users and their claims
+discovery, JWKS, ID tokens signed RS256) held to PKCE S256 and keeping a session that RP-initiated
+logout ends (tests/web/oidc_provider.py), started on a free 127.0.0.1 port, with users and their claims
 put through its HTTP API, and the sign-in form a person fills in driven in the browser.
 """
 
@@ -21,6 +22,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.postgres import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "safeflag-web"
 CLIENT_SECRET = "web-test-client-secret"
 
@@ -35,6 +37,14 @@ class Provider:
         """A person the provider signs in, with the claims its ID tokens carry for them."""
         answer = httpx.put(f"{self.issuer}/users/{sub}", json=claims, timeout=10)
         assert answer.status_code == 204, answer.text
+
+    def sessions(self) -> list[str]:
+        """The subjects signed in at the provider itself (its own session, which RP-initiated logout ends)."""
+        return list(httpx.get(f"{self.issuer}/test/sessions", timeout=10).json())
+
+    def logouts(self) -> list[dict[str, Any]]:
+        """Each RP-initiated logout completed at the provider: the hint's subject and audience, the redirect."""
+        return list(httpx.get(f"{self.issuer}/test/logouts", timeout=10).json())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -51,9 +61,8 @@ def start_provider() -> Provider:
     log = Path(tempfile.mkstemp(prefix="oidc-provider-", suffix=".log")[1])
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port),
-             "--require-nonce", "--no-refresh-token"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [sys.executable, "-m", "tests.web.oidc_provider", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
     issuer = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

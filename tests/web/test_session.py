@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -21,6 +23,7 @@ from tests.e2e.server import RunningServer
 from tests.web.browser import check_page
 from tests.web.conftest import (
     audit_events,
+    change_pending_login,
     idle_for,
     pending_logins,
     session_cookie,
@@ -28,7 +31,7 @@ from tests.web.conftest import (
     sign_in,
     wait_for_path,
 )
-from tests.web.provider import CLIENT_ID
+from tests.web.provider import CLIENT_ID, Provider, provider_login
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 LOGIN, LOGOUT = f"{DCM}|110122", f"{DCM}|110123"
@@ -114,13 +117,38 @@ async def test_the_idle_timeout_ends_a_session(driver: webdriver.Chrome, web_ser
     assert timed_out and timed_out[0]["outcome"] == "0"
 
 
-async def test_sign_out_ends_the_session(driver: webdriver.Chrome, web_server: RunningServer) -> None:
+async def test_sign_out_ends_the_session_here_and_at_the_provider(driver: webdriver.Chrome, web_server: RunningServer,
+                                                                   provider: Provider) -> None:
+    """Sign-out ends SafeFlag's session and, by RP-initiated logout (the ID token posted to the provider's
+    end_session_endpoint as the hint), the provider's own: the provider sees its own ID token for this
+    account and client, ends its session, and sends the browser back to the signed-out page."""
+    sign_in(driver, web_server, "sam.lead")  # a second session, signed out over HTTP below
+    second = session_cookie(driver)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', _signed_in_page(web_server, second).text)[1]  # type: ignore[index]
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
     sign_in(driver, web_server, "hana.visitor")
+    assert "hana.visitor" in provider.sessions()
+    logouts = len(provider.logouts())
     cookie = session_cookie(driver)
     assert _signed_in_page(web_server, cookie).status_code == 200
     signed_out = len(audit_events(web_server, subtype=LOGOUT, altid="hana.visitor"))
     driver.find_element(By.CSS_SELECTOR, ".nhsuk-header__account-button").click()
+    # the signing-out page posts on to the provider by itself; the provider asks the person to confirm
+    WebDriverWait(driver, 20).until(lambda d: d.current_url.startswith(provider.issuer + "/oauth2/end_session"))
+    assert "id_token_hint" not in driver.current_url  # posted, never in a URL
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait_for_path(driver, "/app/signed-out")
+    assert provider.logouts()[logouts:] == [{
+        "sub": "hana.visitor", "aud": [CLIENT_ID], "client_id": CLIENT_ID,
+        "post_logout_redirect_uri": web_server.base_url + "/app/signed-out"}]
+    assert "hana.visitor" not in provider.sessions()
+    # the signing-out page (left at once for the provider) allows its one form to post there, and no more
+    async with httpx.AsyncClient(timeout=30, cookies={COOKIE: second}) as http:
+        signing_out = await http.post(web_server.base_url + "/app/sign-out", data={"csrf_token": csrf})
+    assert signing_out.status_code == 200 and "Signing you out" in signing_out.text
+    assert signing_out.headers["content-security-policy"] == CSP.replace(
+        "form-action 'self'", f"form-action 'self' {provider.issuer}")
+    assert f'<form method="post" action="{provider.issuer}/oauth2/end_session" data-auto-submit>' in signing_out.text
     assert driver.find_element(By.TAG_NAME, "h1").text == "You have signed out"
     check_page(driver, f"signed-out-{web_server.database}")
     assert driver.get_cookie(COOKIE) is None
@@ -133,6 +161,47 @@ async def test_sign_out_ends_the_session(driver: webdriver.Chrome, web_server: R
     assert driver.current_url == web_server.base_url + "/app/sign-in"
     events = audit_events(web_server, subtype=LOGOUT, altid="hana.visitor")
     assert len(events) == signed_out + 1 and events[0]["outcomeDesc"] == "signed out"
+
+
+@pytest.mark.parametrize("verifier", [None, "a-verifier-that-made-no-challenge-0123456789abcdefghijk"],
+                         ids=["no-verifier", "wrong-verifier"])
+async def test_a_code_exchanged_without_its_pkce_verifier_signs_nobody_in(
+        driver: webdriver.Chrome, web_server: RunningServer, verifier: str | None) -> None:
+    """The provider holds the code to its S256 challenge: the server's exchange without the verifier, or
+    with another one, is refused there, and the person sees a clear page; nobody is signed in and the
+    failure is audited."""
+    refused = len(audit_events(web_server, subtype=LOGIN, outcome="4"))
+    driver.get(web_server.base_url + "/app/sign-in")
+    driver.find_element(By.LINK_TEXT, "Sign in").click()
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[name=sub]"))
+    [cookie] = [c["value"] for c in driver.execute_cdp_cmd("Network.getAllCookies", {})["cookies"] if c["name"] == COOKIE]
+    await change_pending_login(web_server, cookie, verifier=verifier)
+    provider_login(driver, "hana.visitor")
+    wait_for_path(driver, "/app/auth/callback")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Sign-in failed"
+    assert ("The identity provider's answer could not be verified, so you have not been signed in."
+            in driver.find_element(By.TAG_NAME, "main").text)
+    check_page(driver, f"sign-in-failed-{web_server.database}")
+    assert driver.get_cookie(COOKIE) is None
+    assert hashlib.sha256(cookie.encode()).hexdigest() not in await session_rows(web_server)
+    events = audit_events(web_server, subtype=LOGIN, outcome="4")
+    assert len(events) == refused + 1
+    assert events[0]["outcome"] == "4" and events[0]["type"]["code"] == "110114"
+    assert events[0]["outcomeDesc"] == ("the identity provider refused the code exchange (400): invalid_grant: "
+                                        "code_verifier is missing or does not match the code_challenge")
+
+
+def test_the_provider_refuses_an_authorization_request_without_pkce(provider: Provider) -> None:
+    """What the server's own request is held to: the provider answers a request without an S256 challenge
+    with 400 invalid_request, so a server that stopped sending one could sign nobody in."""
+    base = {"response_type": "code", "client_id": CLIENT_ID, "redirect_uri": "http://127.0.0.1/app/auth/callback",
+            "scope": "openid", "state": "s", "nonce": "n"}
+    for extra in ({}, {"code_challenge": "x" * 43, "code_challenge_method": "plain"}):
+        answer = httpx.get(provider.issuer + "/oauth2/authorize", params={**base, **extra}, timeout=10)
+        assert answer.status_code == 400 and "PKCE is required" in answer.text, extra
+    ok = httpx.get(provider.issuer + "/oauth2/authorize", timeout=10,
+                   params={**base, "code_challenge": "x" * 43, "code_challenge_method": "S256"})
+    assert ok.status_code == 200
 
 
 def test_a_forged_sign_out_is_refused_and_changes_nothing(driver: webdriver.Chrome, web_server: RunningServer,
@@ -175,6 +244,8 @@ def test_every_page_has_the_csp_and_no_inline_script(driver: webdriver.Chrome, w
         if answer.headers.get("content-type", "").startswith("text/html"):
             assert "<script>" not in answer.text and "<script " not in answer.text.replace(
                 '<script type="module" src="/app/static/app.js"></script>', ""), path
+    assert CSP == ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+                   "connect-src 'self'; manifest-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
     missing = _signed_in_page(web_server, cookie, "/app/no-such-page")
     assert missing.status_code == 404 and "Page not found" in missing.text
     driver.get(web_server.base_url + "/app/no-such-page")

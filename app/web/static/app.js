@@ -3,6 +3,7 @@
 // live.js is our own file and is imported statically; the NHS.UK frontend's script is fetched by the build
 // (app/web/assets.py) and imported on its own: were it missing or refused, a static import would stop this
 // module before live.js ran, and the page would lose its live updates with its components.
+import "./continue.js"; // signing out goes on to the identity provider
 import "./live.js"; // live notice lists and acknowledgement without a reload (pages marked for it)
 
 document.body.classList.add("js-enabled", "nhsuk-frontend-supported");
