@@ -25,7 +25,7 @@ from app.safeguarding.report import governance_report, month_range
 from app.stored import format_instant
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.web import fmt
-from app.web.notice import payload_text
+from app.web.notice import payload_text, readable_payload
 from app.web.notices import by_ref, display_of, human_name, withheld_text
 
 if TYPE_CHECKING:
@@ -62,11 +62,14 @@ def _match(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 async def review_queue(svc: FhirService) -> tuple[list[Item], str | None]:
     org = getattr(svc.principal, "org", None)
     bundle = await qa_queue(svc, org, [("_count", "200")])
+    copies = _match(bundle)
+    found = await _records(svc, [(d.get("subject") or {}).get("reference", "") for d in copies] +
+                           [a.get("reference", "") for d in copies for a in d.get("author") or []])
     items = [Item(d["id"], (d.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
-                  (d.get("subject") or {}).get("display", ""), fmt.uk_datetime(d.get("date") or
+                  display_of(d.get("subject"), found), fmt.uk_datetime(d.get("date") or
                                                                        (d.get("meta") or {}).get("lastUpdated")),
-                  ", ".join(a.get("display") or a.get("reference", "") for a in d.get("author") or []),
-                  d.get("description", "Referral copy")) for d in _match(bundle)]
+                  ", ".join(display_of(a, found) for a in d.get("author") or []),
+                  d.get("description", "Referral copy")) for d in copies]
     return items, withheld_text(bundle)
 
 
@@ -118,6 +121,46 @@ async def governance(svc: FhirService, month: str, now: datetime) -> list[tuple[
     return out
 
 
+async def _records(svc: FhirService, refs: list[str]) -> dict[str, dict[str, Any]]:
+    """The records `refs` point at that the reader may read, for their names: one audited search per type."""
+    by_type: dict[str, set[str]] = {}
+    for ref in refs:
+        kind, _, rid = ref.partition("/")
+        if kind in ("Patient", "PractitionerRole", "Practitioner", "Organization") and rid:
+            by_type.setdefault(kind, set()).add(rid)
+    found: dict[str, dict[str, Any]] = {}
+    for kind, ids in sorted(by_type.items()):
+        found |= by_ref(await svc.search(kind, [("_id", ",".join(sorted(ids))), ("_count", "200")]))
+    return found
+
+
+def _copy_of(comm: dict[str, Any]) -> str:
+    return next((str((p.get("contentReference") or {}).get("reference", "")) for p in comm.get("payload") or []
+                 if (p.get("contentReference") or {}).get("reference")), "")
+
+
+async def _copies_custodians(svc: FhirService, comms: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The referral copies the Communications carry, with the organisations that hold them (the MASH reads
+    Organizations, not the sender's PractitionerRole): one audited search."""
+    ids = sorted({ref.removeprefix("DocumentReference/") for c in comms
+                  if (ref := _copy_of(c)).startswith("DocumentReference/")})
+    if not ids:
+        return {}
+    return by_ref(await svc.search("DocumentReference", [
+        ("_id", ",".join(ids)), ("_count", "200"), ("_include", "DocumentReference:custodian")]))
+
+
+def _sender(comm: dict[str, Any], found: dict[str, dict[str, Any]]) -> str:
+    """Who sent a Communication, by name: the sender's (when the reader may read it), with the organisation
+    holding its referral copy; never a bare reference."""
+    who = display_of(comm.get("sender"), found)
+    copy = found.get(_copy_of(comm)) or {}
+    org = display_of(copy.get("custodian"), found) if isinstance(copy.get("custodian"), dict) else ""
+    if org and who in ("", "a practitioner", org):
+        return org
+    return f"{who}, {org}" if org else who
+
+
 async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | None]:
     """(access notifications, referral copies) addressed to the MASH practitioner's authority."""
     lists: list[list[Item]] = []
@@ -125,15 +168,18 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
     for category in ("access-notification", "mash-referral"):
         bundle = await svc.search("Communication", [
             ("category", f"{COMM_CATEGORY}|{category}"), ("_sort", "-sent"), ("_count", "200"),
-            ("_include", "Communication:subject"), ("_include", "Communication:sender")])
+            ("_include", "Communication:subject"), ("_include", "Communication:sender"),
+            ("_include", "Communication:recipient")])
         found = by_ref(bundle)
         withheld = withheld or withheld_text(bundle)
+        comms = [c for c in _match(bundle) if c.get("resourceType") == "Communication"]
+        if category == "mash-referral":
+            found |= await _copies_custodians(svc, comms)
         lists.append([Item(
             c["id"], (c.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
             human_name(found.get((c.get("subject") or {}).get("reference", ""))),
-            fmt.uk_datetime(c.get("sent")), display_of(c.get("sender"), found) or "",
-            payload_text(c),
-        ) for c in _match(bundle) if c.get("resourceType") == "Communication"])
+            fmt.uk_datetime(c.get("sent")), _sender(c, found), readable_payload(c, found),
+        ) for c in comms])
     replies = await svc.search("Communication", [
         ("category", f"{COMM_CATEGORY}|referral-outcome"), ("_sort", "sent"), ("_count", "200")])
     sent = {ref.get("reference"): payload_text(c) for c in _match(replies) for ref in c.get("inResponseTo") or []}

@@ -2,15 +2,22 @@
 the server's time zone), ages in years and months, "3 hours ago", and NHS numbers in the 3-3-4 groups
 staff read them in, masked (`*** *** 1234`) where a list shows many children at once.
 
+`readable` turns a notice's stored text (written for systems: ISO instants, `Organization/<id>`
+references, `(system|code)` and `(Flag/<id>)` asides) into what a person reads: UK times, names where the
+page could read the record, else what kind of record it is ("a practitioner"), never a bare reference.
+
 Pure functions of their inputs (the clock is passed in), so the pages are testable at fixed instants.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
 from app.fhir.search.dates import parse_range
+from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.safeguarding.tasks import LONDON
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -43,6 +50,24 @@ def uk_datetime(value: datetime | str | None) -> str:
         return ""
     local = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(LONDON)
     return f"{local.day} {MONTHS[local.month - 1]} {local.year}, {local:%H:%M} {local.tzname()}"
+
+
+_INSTANT = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})")
+_TYPES = "|".join(sorted(SUPPORTED_TYPES, key=len, reverse=True))
+_ID = "[A-Za-z0-9.-]{0,63}[A-Za-z0-9-]"  # a FHIR id, less a full stop that ends the sentence
+_REFERENCE = re.compile(rf"\b(?:{_TYPES})/{_ID}")
+_ASIDE = re.compile(rf" \((?:[a-z]+:[^|()\s]+\|[^()\s]+|(?:{_TYPES})/{_ID})\)")
+KINDS = {"Organization": "an organisation", "Practitioner": "a practitioner", "PractitionerRole": "a practitioner",
+         "Patient": "a child", "CareTeam": "a care team", "RelatedPerson": "a relative"}
+
+
+def readable(text: str, names: Mapping[str, str]) -> str:
+    """Stored notice text as a person reads it: `(system|code)` and `(Flag/<id>)` asides dropped, instants
+    in UK form, each reference replaced by the name in `names` (the records the page read), else by its
+    kind."""
+    text = _ASIDE.sub("", text)
+    text = _INSTANT.sub(lambda m: uk_datetime(m.group(0)) or m.group(0), text)
+    return _REFERENCE.sub(lambda m: names.get(m.group(0)) or KINDS.get(m.group(0).split("/")[0], "a record"), text)
 
 
 def uk_date(value: str | None) -> str:

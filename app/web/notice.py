@@ -24,7 +24,17 @@ from app.safeguarding.tasks import OPEN_STATUSES
 from app.stored import format_instant
 from app.vocabulary import FLAG_CATEGORY
 from app.web import fmt
-from app.web.notices import INCLUDES, NoticeRow, by_ref, display_of, human_name, own_refs, row, withheld_text
+from app.web.notices import (
+    INCLUDES,
+    NoticeRow,
+    by_ref,
+    display_of,
+    human_name,
+    names_of,
+    own_refs,
+    row,
+    withheld_text,
+)
 
 if TYPE_CHECKING:
     from app.interactions.service import FhirService
@@ -58,6 +68,11 @@ def payload_text(comm: dict[str, Any]) -> str:
     return "; ".join(str(p["contentString"]) for p in comm.get("payload") or [] if p.get("contentString"))
 
 
+def readable_payload(comm: dict[str, Any], found: dict[str, dict[str, Any]]) -> str:
+    """A notice's text as a person reads it (`fmt.readable`): UK times, names of the records read."""
+    return fmt.readable(payload_text(comm), names_of(found))
+
+
 def _flag(flag: dict[str, Any], found: dict[str, dict[str, Any]]) -> FlagView:
     labels = [c.get("display") or c.get("code", "") for cc in flag.get("category") or []
               for c in cc.get("coding") or [] if c.get("system") == FLAG_CATEGORY]
@@ -82,12 +97,12 @@ async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePa
     child = found.get(child_ref)
     entries = [e["resource"] for e in summary.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
     flags = [_flag(r, found) for r in entries if r["resourceType"] == "Flag"]
-    recent = [(fmt.uk_datetime(r.get("sent")), payload_text(r) or "Notice")
+    recent = [(fmt.uk_datetime(r.get("sent")), readable_payload(r, found) or "Notice")
               for r in entries if r["resourceType"] == "Communication"]
     tasks = [r for r in entries if r["resourceType"] == "Task"]
     notice = row(task, found, now)
     return NoticePage(
-        notice=notice, text=payload_text(found.get(focus, {})),
+        notice=notice, text=readable_payload(found.get(focus, {}), found),
         child_name=human_name(child) if child else notice.child_name,
         birth=fmt.uk_date((child or {}).get("birthDate")),
         flags=flags, recent=recent, open_tasks=len(tasks), withheld=withheld_text(summary),

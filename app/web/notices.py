@@ -127,17 +127,34 @@ def by_ref(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for e in bundle.get("entry") or [] if (e.get("search") or {}).get("mode") != "outcome"}
 
 
+def name_of(res: dict[str, Any] | None) -> str:
+    """A record's name as a page shows it: an organisation's name, a role's practitioner, a person's
+    name; "" when it has none."""
+    res = res or {}
+    if res.get("name") and isinstance(res["name"], str):
+        return str(res["name"])
+    prac = res.get("practitioner") or {}
+    if isinstance(prac, dict) and prac.get("display"):
+        return str(prac["display"])
+    if isinstance(res.get("name"), list) and res.get("resourceType") in ("Patient", "Practitioner", "RelatedPerson"):
+        return human_name(res)
+    return ""
+
+
+def names_of(found: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Reference -> name of every named record a page read (for `fmt.readable`)."""
+    return {ref: name for ref, res in found.items() if (name := name_of(res))}
+
+
 def display_of(ref: Any, found: dict[str, dict[str, Any]]) -> str:
+    """The name of what a reference points at: the record's (when the page could read it), the
+    reference's own display, else the kind of record ("a practitioner"); never the bare reference."""
     if not isinstance(ref, dict):
         return ""
-    res = found.get(_ref(ref))
-    if res is not None:
-        if res.get("name") and isinstance(res["name"], str):
-            return str(res["name"])
-        prac = res.get("practitioner") or {}
-        if prac.get("display"):
-            return str(prac["display"])
-    return str(ref.get("display") or ref.get("reference") or "")
+    name = name_of(found.get(_ref(ref)))
+    if name or ref.get("display"):
+        return name or str(ref["display"])
+    return fmt.readable(str(ref.get("reference") or ""), {})
 
 
 def stated_start(comm: dict[str, Any]) -> str | None:

@@ -27,7 +27,7 @@ from app.errors import FhirError
 from app.interactions.service import FhirService
 from app.observability import request_id_var
 from app.security.principal import Principal
-from app.web import desk, live, notice, notices
+from app.web import desk, fmt, live, notice, notices
 from app.web.positions import Positions
 from app.web.session import current_user, signed_in_form
 from app.web.templates import render
@@ -226,7 +226,7 @@ async def report(request: Request, user: User) -> Response:
 
     async def work(svc: FhirService) -> Response:
         orgs = await desk.governance(svc, month, _now(request))
-        return render(request, "pages/report.jinja", month=month, orgs=orgs)
+        return render(request, "pages/report.jinja", month=month, month_name=fmt.uk_date(month), orgs=orgs)
     return await _page(request, user, work)
 
 

@@ -134,8 +134,12 @@ def test_an_overdue_notice_is_escalated_and_shows_on_the_leads_desk(
     assert "Casey Demo" in escalated and "(escalated)" in escalated
     assert present(driver, f'[data-overdue] a[href="/app/notices/{task_id}"]')
     check_page(driver, f"lead-desk-escalated-{web_server.database}")
-    driver.get(web_server.base_url + "/app/lead/report")
+    driver.get(web_server.base_url + "/app/lead/report?month=2026-03")  # the month of the server's clock
     assert driver.find_element(By.TAG_NAME, "h1").text == "Governance report"
+    assert driver.title.startswith("Governance report, March 2026")
+    chart = driver.find_element(By.CSS_SELECTOR, "table.report-chart")
+    assert chart.find_element(By.TAG_NAME, "caption").text == "Counts for March 2026"  # UK form, not 2026-03
+    assert len(chart.find_elements(By.CSS_SELECTOR, "svg.report-bar rect")) >= 1
     check_page(driver, f"lead-report-{web_server.database}")
 
 
@@ -226,6 +230,10 @@ def test_mash_replies_to_a_referral_copy_and_the_lead_reviews_it_in_the_browser(
     referral, document = referral_copy(web_server)
     sign_in(driver, web_server, "mia.mash")
     form = f'form[action="/app/mash/reply/{referral}"]'
+    card_text = driver.find_element(By.CSS_SELECTOR, form).find_element(By.XPATH, "ancestor::div[1]").text
+    # the sender's role is not hers to read: the organisation that holds the copy, by name, in UK time
+    assert "Casey Demo: 4 March 2026, 10:00 GMT\nFrom Demo 0-19 Service" in card_text
+    assert "PractitionerRole/" not in driver.page_source and "Organization/" not in driver.page_source
     driver.find_element(By.CSS_SELECTOR, f"{form} textarea").send_keys("Strategy meeting held; child in need plan")
     driver.find_element(By.CSS_SELECTOR, f"{form} button").click()
     wait_for_path(driver, "/app/mash")
@@ -241,6 +249,8 @@ def test_mash_replies_to_a_referral_copy_and_the_lead_reviews_it_in_the_browser(
     switch_user(driver, web_server, "sam.lead")
     driver.get(web_server.base_url + "/app/lead#quality")
     review = f'form[action="/app/lead/review/{document}"]'
+    assert driver.find_element(By.CSS_SELECTOR, f"{review} legend").text.startswith(
+        "Referral to Demo Borough MASH by Hana Visitor")  # a name, not PractitionerRole/demo-hv
     driver.find_element(By.CSS_SELECTOR, f'{review} label[for="o-{document}-incomplete-information"]').click()
     driver.find_element(By.CSS_SELECTOR, f"{review} textarea").send_keys("No chronology attached")
     check_page(driver, f"lead-review-{web_server.database}")

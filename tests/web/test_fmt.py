@@ -50,3 +50,15 @@ def test_an_instant_reads_as_the_search_reads_it() -> None:
         start = found[0] if found[0].tzinfo else found[0].replace(tzinfo=UTC)
         assert fmt.instant(value) == start.astimezone(UTC), value
     assert [fmt.instant(v) for v in ("2026-01-05Tnonsense", "2026-13-05T09:00:00Z", "", None, 5)] == [None] * 5
+
+
+def test_stored_notice_text_is_shown_with_uk_times_and_names_never_references() -> None:
+    names = {"Organization/demo-ed": "Demo General Hospital", "Patient/demo-child": "Casey Demo"}
+    text = ("Who: PractitionerRole/demo-ed-nurse of Organization/demo-ed. Where: Emergency department "
+            "(http://snomed.info/sct|4525004). When: 2026-07-01T23:30:00.123Z. Which flags: plan (Flag/f-1.2), "
+            "about Patient/demo-child; overdue since 2026-01-14T09:05:00+00:00; Organization/unknown.")
+    assert fmt.readable(text, names) == (
+        "Who: a practitioner of Demo General Hospital. Where: Emergency department. When: 2 July 2026, 00:30 BST. "
+        "Which flags: plan, about Casey Demo; overdue since 14 January 2026, 09:05 GMT; an organisation.")
+    assert fmt.readable("Seen 2026-01-05 by her/him (routed via care-team)", {}) == (
+        "Seen 2026-01-05 by her/him (routed via care-team)")  # nothing that is not a reference or an instant

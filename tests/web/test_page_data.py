@@ -4,7 +4,8 @@ own FHIR interactions (policy, withheld notice, audit), and each form is a write
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -131,7 +132,7 @@ async def test_the_notice_page_withholds_a_restricted_flag_with_the_notice_and_t
     assert page.notice.nhs == "999 000 0166" and page.child_name == "Casey Demo"
     assert (page.notice.place, page.notice.owner, page.notice.attended, page.birth) == (
         "Demo General Hospital Emergency Department", "Hana Visitor", "5 January 2026, 08:30 GMT", "15 January 2024")
-    assert page.text == "ED attendance on 2026-01-05T08:30:00Z (routed via care-team)"
+    assert page.text == "ED attendance on 5 January 2026, 08:30 GMT (routed via care-team)"  # no ISO time
     async with clean_ctx.unit_of_work(LEAD) as svc:
         lead_page = await notice.notice_page(svc, row.task_id, clock.now())
     assert [f.label for f in lead_page.flags] == ["Exploitation risk"] and lead_page.withheld is None
@@ -200,7 +201,8 @@ async def test_mash_sees_referral_copies_and_replies_and_the_lead_reviews_the_co
     async with clean_ctx.unit_of_work(MASH) as svc:
         accesses, referrals, withheld = await desk.mash_lists(svc)
     assert [(i.child, i.when, i.who) for i in referrals] == [
-        ("Casey Demo", "5 January 2026, 10:00 GMT", "PractitionerRole/demo-ed-nurse")]  # not readable by MASH: named by reference
+        # the sender's PractitionerRole is not the MASH's to read: the organisation holding the copy, by name
+        ("Casey Demo", "5 January 2026, 10:00 GMT", "Demo General Hospital Emergency Department")]
     assert accesses == [] and withheld is None and referrals[0].reply == ""
     async with clean_ctx.unit_of_work(MASH) as svc:
         await desk.reply(svc, referrals[0].res_id, "Strategy meeting held; child in need plan", clock.now())
@@ -227,8 +229,8 @@ async def test_the_lead_reviews_her_teams_referral_copy_from_the_queue(
     async with clean_ctx.unit_of_work(LEAD) as svc:
         queue, withheld = await desk.review_queue(svc)
     assert withheld is None
-    assert [(i.child_id, i.who, i.what) for i in queue] == [("demo-child", "PractitionerRole/demo-hv",
-                                                            "Referral to Demo Borough MASH")]
+    assert [(i.child_id, i.child, i.who, i.what) for i in queue] == [
+        ("demo-child", "Casey Demo", "Hana Visitor", "Referral to Demo Borough MASH")]  # names, not references
     with pytest.raises(Unprocessable) as exc:
         async with clean_ctx.unit_of_work(LEAD) as svc:
             await desk.review(svc, queue[0].res_id, "fine", "")
@@ -262,3 +264,28 @@ async def test_the_governance_report_draws_the_months_counts(
     with pytest.raises(Forbidden):
         async with clean_ctx.unit_of_work(HV) as svc:
             await desk.governance(svc, "2026-01", clock.now())
+
+
+@pytest.mark.parametrize(("at", "shown"), [(datetime(2026, 1, 14, 9, 0, tzinfo=UTC), "14 January 2026, 09:00 GMT"),
+                                           (datetime(2026, 7, 1, 23, 30, tzinfo=UTC), "2 July 2026, 00:30 BST")],
+                         ids=["gmt", "bst"])
+async def test_mash_sees_who_looked_at_a_childs_plan_by_name_and_in_uk_time(
+    borough: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Auth, at: datetime, shown: str
+) -> None:
+    """The access notification's stored text is for systems (an ISO instant, references, codes); the MASH
+    page shows it with the London time (GMT in winter, BST in summer) and names, never a reference."""
+    flag = {**b.plan_flag(at.date()), "author": {"reference": b.MASH}}  # the MASH's own plan flag
+    r = await borough.post("/fhir/Flag", json=flag, headers=auth("admin"))
+    assert r.status_code == 201, r.text
+    clock.reset(at)
+    r = await borough.get("/fhir/Flag", params={"patient": b.CHILD}, headers=ed(auth))  # unscheduled care
+    assert r.status_code == 200, r.text
+    async with clean_ctx.unit_of_work(MASH) as svc:
+        accesses, _referrals, withheld = await desk.mash_lists(svc)
+    assert withheld is None
+    assert [(a.child, a.when, a.who, a.what) for a in accesses] == [(
+        "Casey Demo", shown, "Demo General Hospital Emergency Department",
+        "Safeguarding flags owned by Demo Borough MASH were viewed in unscheduled care. Who: a "
+        "practitioner of Demo General Hospital Emergency Department. Where: Emergency department. "
+        f"When: {shown}. Which flags: child-protection-plan.")]
+    assert not re.search(r"\d{4}-\d{2}-\d{2}T|[A-Z][a-z]+/[a-z]", " ".join(vars(accesses[0]).values()))
