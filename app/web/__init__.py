@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from app.web.headers import WebHeadersMiddleware, is_web
-from app.web.session import CsrfRefused, SignInRequired
+from app.web.session import CsrfRefused, SignInRequired, forget_dead_cookie
 
 STATIC = Path(__file__).parent / "static"
 ERROR_PAGES = {
@@ -51,7 +51,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SignInRequired)
     async def sign_in_required(request: Request, _exc: SignInRequired) -> Response:
         timed_out = getattr(request.state, "web_timed_out", False)
-        return RedirectResponse("/app/sign-in?timed-out=1" if timed_out else "/app/sign-in", status_code=303)
+        response = RedirectResponse("/app/sign-in?timed-out=1" if timed_out else "/app/sign-in", status_code=303)
+        forget_dead_cookie(request, response)
+        return response
 
     @app.exception_handler(CsrfRefused)
     async def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:

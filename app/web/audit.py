@@ -4,6 +4,12 @@ One AuditEvent each, in the shape app/security/audit.py gives every access, type
 Authentication event (110114) with the Login (110122) or Logout (110123) subtype, as IHE BALP and ATNA
 record them. A refused sign-in (no mapped role, a failed exchange with the provider) has outcome 4 and
 names the account by the provider's issuer and subject; nothing from the ID token beyond that is kept.
+
+Failed access attempts are audited as the API audits a refused one (outcome 4): a request whose session
+cookie names no session (signed out, ended, swept or forged: a replayed cookie shows here) as a failed
+User Authentication, and a form post without its session's CSRF token as the refused operation it is,
+with the signed-in user as agent. A request with no session cookie at all identifies nobody and is sent
+to the sign-in page unaudited, as a request without a token at /fhir is answered 401.
 """
 
 from __future__ import annotations
@@ -63,3 +69,25 @@ async def audit_sign_out(request: Request, session: Any, why: str = "signed out"
 
     principal = principal_of(request, session)
     await _store(request, _event(request, principal, LOGOUT, "0", why), principal.org)
+
+
+def _attempt(request: Request) -> str:
+    return clean(f"{request.method} {request.url.path}")[:200]
+
+
+async def audit_unknown_session(request: Request) -> None:
+    """A request with a session cookie that names no session: a failed authentication (outcome 4)."""
+    await _store(request, _event(request, None, LOGIN, "4",
+                                 f"no session for the session cookie presented: {_attempt(request)}"), None)
+
+
+async def audit_refused_form(request: Request, session: Any) -> None:
+    """A form post refused for want of its session's CSRF token (outcome 4), by the session's user if any."""
+    from app.web.session import principal_of
+
+    principal = principal_of(request, session) if session is not None and session.claims else None
+    ctx = request.app.state.ctx
+    event = audit_for(interaction="operation", principal=principal, recorded=ctx.clock.now(), outcome="4",
+                      outcome_desc=f"form refused: it did not carry the session's CSRF token: {_attempt(request)}",
+                      request_id=request_id_var.get(), client_address=_client(request), server=ctx.settings.fhir_base)
+    await _store(request, event, principal.org if principal else None)

@@ -33,6 +33,7 @@ from app.web.session import (
     WebSession,
     clear_cookie,
     current_user,
+    forget_dead_cookie,
     form_session,
     session_of,
     set_cookie,
@@ -94,6 +95,8 @@ async def sign_in(request: Request) -> Response:
                       timed_out=request.query_params.get("timed-out") == "1")
     if cookie:
         set_cookie(request, response, cookie)
+    else:
+        forget_dead_cookie(request, response)
     return response
 
 

@@ -153,16 +153,30 @@ def clear_cookie(request: Request, response: Response) -> None:
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax", secure=secure_cookie(request))
 
 
+def forget_dead_cookie(request: Request, response: Response) -> None:
+    """Clear a cookie whose session has ended (idle) or does not exist, so that it is not presented (and
+    audited as a failed attempt) again."""
+    if getattr(request.state, "web_timed_out", False) or getattr(request.state, "web_stale_cookie", False):
+        clear_cookie(request, response)
+
+
 async def session_of(request: Request) -> WebSession | None:
     """This request's session (loaded once per request), or None."""
     if not hasattr(request.state, "web_session"):
-        found = await store(request).load(request.cookies.get(COOKIE))
+        cookie = request.cookies.get(COOKIE)
+        found = await store(request).load(cookie)
         if found is not None and found.ended:
             from app.web.audit import audit_sign_out
 
             await audit_sign_out(request, found, "session ended after its idle timeout")
             request.state.web_timed_out = found.signed_in
+            request.state.web_stale_cookie = True
             found = None
+        elif found is None and cookie:  # a cookie naming no session: a failed attempt, audited once
+            from app.web.audit import audit_unknown_session
+
+            await audit_unknown_session(request)
+            request.state.web_stale_cookie = True  # cleared with the answer, so the next request is not
         request.state.web_session = found
     result: WebSession | None = request.state.web_session
     return result
@@ -194,6 +208,9 @@ async def form_session(request: Request) -> WebSession:
     form = await request.form()
     token = form.get(CSRF_FIELD)
     if found is None or not isinstance(token, str) or not hmac.compare_digest(token, found.csrf):
+        from app.web.audit import audit_refused_form
+
+        await audit_refused_form(request, found)
         raise CsrfRefused()
     return found
 

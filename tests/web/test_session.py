@@ -105,6 +105,7 @@ async def test_the_idle_timeout_ends_a_session(driver: webdriver.Chrome, web_ser
     # the page's live list catches up once on connecting (a use of the session): answered before the clock moves
     WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "notices").get_attribute("data-refreshed"))
     await idle_for(web_server, cookie, timedelta(minutes=15, seconds=1))  # over 15 minutes: signed out
+    failed = len(audit_events(web_server, subtype=LOGIN, outcome="4"))
     driver.get(web_server.base_url + "/app")
     assert driver.current_url == web_server.base_url + "/app/sign-in?timed-out=1"
     assert "You were signed out because you had not used SafeFlag for 15 minutes." in driver.page_source
@@ -115,6 +116,9 @@ async def test_the_idle_timeout_ends_a_session(driver: webdriver.Chrome, web_ser
     timed_out = [e for e in audit_events(web_server, subtype=LOGOUT, altid="hana.visitor")
                  if e["outcomeDesc"] == "session ended after its idle timeout"]
     assert timed_out and timed_out[0]["outcome"] == "0"
+    # the ended session's cookie was cleared with the redirect: the sign-in page saw no cookie (a timeout
+    # is not a failed attempt); only the test's own replay above is one
+    assert len(audit_events(web_server, subtype=LOGIN, outcome="4")) == failed + 1
 
 
 async def test_sign_out_ends_the_session_here_and_at_the_provider(driver: webdriver.Chrome, web_server: RunningServer,
@@ -152,13 +156,24 @@ async def test_sign_out_ends_the_session_here_and_at_the_provider(driver: webdri
     assert driver.find_element(By.TAG_NAME, "h1").text == "You have signed out"
     check_page(driver, f"signed-out-{web_server.database}")
     assert driver.get_cookie(COOKIE) is None
-    # the old cookie, replayed, signs nobody in: the server no longer has the session
+    # the old cookie, replayed, signs nobody in: the server no longer has the session. Each replay is a
+    # failed attempt, audited (outcome 4), and the answer clears the dead cookie
     assert hashlib.sha256(cookie.encode()).hexdigest() not in await session_rows(web_server)
-    answer = _signed_in_page(web_server, cookie)
-    assert (answer.status_code, answer.headers["location"]) == (303, "/app/sign-in")
+    failed = len(audit_events(web_server, subtype=LOGIN, outcome="4"))
+    for path in ("/app", "/app/events"):
+        answer = _signed_in_page(web_server, cookie, path)
+        assert (answer.status_code, answer.headers["location"]) == (303, "/app/sign-in")
+        assert answer.headers["set-cookie"].startswith(f'{COOKIE}=""; ') and "Max-Age=0" in answer.headers["set-cookie"]
     driver.add_cookie({"name": COOKIE, "value": cookie, "path": "/app"})
     driver.get(web_server.base_url + "/app")
     assert driver.current_url == web_server.base_url + "/app/sign-in"
+    assert driver.get_cookie(COOKIE) is None  # cleared: the sign-in page did not count it again
+    attempts = audit_events(web_server, subtype=LOGIN, outcome="4")
+    assert [e["outcomeDesc"] for e in attempts[:len(attempts) - failed]] == [
+        f"no session for the session cookie presented: GET {path}" for path in ("/app", "/app/events", "/app")]
+    assert all((e["type"]["code"], e["subtype"][0]["code"], e["agent"][0]["who"]) == (
+                   "110114", "110122", {"display": "unauthenticated"})
+               for e in attempts[:3])
     events = audit_events(web_server, subtype=LOGOUT, altid="hana.visitor")
     assert len(events) == signed_out + 1 and events[0]["outcomeDesc"] == "signed out"
 
@@ -225,6 +240,15 @@ def test_a_forged_sign_out_is_refused_and_changes_nothing(driver: webdriver.Chro
     assert answer.status_code == 403  # no token at all
     assert "This form could not be accepted" in answer.text
     assert _signed_in_page(web_server, cookie).status_code == 200  # still signed in: nothing changed
+    # both refusals are audited as refused operations of the session's user (outcome 4), as /fhir audits one
+    # (the forged page's post came without the cookie: its refusal names nobody)
+    refused = [e for e in audit_events(web_server, outcome="4") if e["outcomeDesc"].startswith("form refused")]
+    assert [e["outcomeDesc"] for e in refused[:2]] == [
+        "form refused: it did not carry the session's CSRF token: POST /app/sign-out"] * 2
+    assert [(e["type"]["code"], e["subtype"][0]["code"]) for e in refused[:2]] == [("rest", "operation")] * 2
+    assert (refused[0]["agent"][0]["who"]["reference"], refused[0]["agent"][0]["altId"]) == (
+        "PractitionerRole/demo-hv", "hana.visitor")
+    assert refused[1]["agent"][0]["who"] == {"display": "unauthenticated"}
     driver.get(web_server.base_url + "/app")
     assert driver.current_url == web_server.base_url + "/app"
 
