@@ -5,6 +5,7 @@ is screenshotted and checked by axe-core (zero violations)."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 from selenium import webdriver
@@ -14,7 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from app.demo import borough as b
 from app.vocabulary import COMMUNICATION_CATEGORY, QA_OUTCOME, TASK_CODE
-from tests.e2e.server import RunningServer
+from tests.e2e.server import TEST_CLOCK, RunningServer
 from tests.web.browser import check_page
 from tests.web.conftest import sign_in, wait_for_path
 from tests.web.flows import (
@@ -22,8 +23,10 @@ from tests.web.flows import (
     OTHER_USER,
     SECOND_CHILD,
     SECOND_HV_USER,
+    api,
     attend,
     attend_without_server,
+    ed_token,
     escalate_at,
     later,
     referral_copy,
@@ -143,6 +146,39 @@ def test_an_overdue_notice_is_escalated_and_shows_on_the_leads_desk(
     check_page(driver, f"lead-report-{web_server.database}")
 
 
+def test_the_lead_passes_an_escalated_notice_to_a_health_visitor_by_keyboard(
+    driver: webdriver.Chrome, web_server: RunningServer, provider: Provider
+) -> None:
+    """The lead opens an escalated notice from her desk's overdue list and passes it on, keyboard only:
+    any colleague of her team (herself included) may take it; the Task's owner changes, and the notice
+    is on that health visitor's list."""
+    provider.add_user("harriet.second", SECOND_HV_USER)
+    seed_server(web_server)
+    task_id = attend(web_server)
+    assert asyncio.run(escalate_at(web_server, later(30))) >= 1
+    version = task(web_server, task_id)["meta"]["versionId"]
+    sign_in(driver, web_server, "sam.lead")
+    driver.get(web_server.base_url + "/app/lead")
+    tab_to(driver, f'[data-overdue] a[href="/app/notices/{task_id}"]')
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/app/notices/{task_id}"))
+    options = [o.text for o in driver.find_elements(By.CSS_SELECTOR, "select#owner option")]
+    assert options == ["Hana Visitor", "Harriet Second", "Sam Lead"]  # the team, herself included
+    check_page(driver, f"lead-notice-pass-on-{web_server.database}")
+    tab_to(driver, "select#owner")
+    driver.switch_to.active_element.send_keys("Harr")  # a select chooses by typing, as a person does
+    assert driver.switch_to.active_element.get_attribute("value") == "PractitionerRole/demo-hv2"
+    tab_to(driver, "button#pass-on")
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    wait_for_path(driver, "/app/lead")
+    stored = task(web_server, task_id)
+    assert stored["owner"] == {"reference": "PractitionerRole/demo-hv2"}
+    assert int(stored["meta"]["versionId"]) == int(version) + 1
+    check_page(driver, f"lead-desk-passed-on-{web_server.database}")
+    switch_user(driver, web_server, "harriet.second")
+    assert present(driver, card(task_id))
+
+
 def test_a_restricted_record_is_withheld_with_its_notice(driver: webdriver.Chrome, web_server: RunningServer) -> None:
     seed_server(web_server)
     restricted_flag(web_server, SECOND_CHILD)
@@ -197,6 +233,27 @@ def test_the_mash_practitioner_sees_the_referral_copies_addressed_to_her_authori
     sign_in(driver, web_server, "mia.mash")
     assert driver.find_element(By.TAG_NAME, "h1").text == "Multi-agency safeguarding hub"
     check_page(driver, f"mash-{web_server.database}")
+
+
+def test_the_mash_practitioner_sees_who_looked_at_a_childs_plan_by_name_and_uk_time(
+    driver: webdriver.Chrome, web_server: RunningServer, provider: Provider
+) -> None:
+    """An ED clinician reads the MASH's plan flag in unscheduled care; the MASH page lists that access with
+    the child, the ED by name and the London time, and no reference or ISO time anywhere on the page."""
+    provider.add_user("mia.mash", MASH_USER)
+    seed_server(web_server)
+    with api(web_server) as admin:
+        r = admin.post("/Flag", json={**b.plan_flag(TEST_CLOCK.date()), "author": {"reference": b.MASH}})
+        assert r.status_code in (201, 409), r.text  # 409: already there from an earlier run on this server
+    with api(web_server, ed_token(web_server)) as ed:
+        assert ed.get("/Flag", params={"patient": b.CHILD}).status_code == 200
+    sign_in(driver, web_server, "mia.mash")
+    rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "table.nhsuk-table tbody tr")]
+    assert rows and all(row.startswith("4 March 2026, ") and " GMT Casey Demo Demo General Hospital Emergency "
+                        "Department Safeguarding flags owned by Demo Borough MASH were viewed" in row for row in rows)
+    source = driver.page_source
+    assert not re.search(r"\b(?:Organization|PractitionerRole|Flag|Patient)/|\d{4}-\d{2}-\d{2}T", source)
+    check_page(driver, f"mash-accesses-{web_server.database}")
 
 
 def test_she_passes_a_notice_to_a_colleague_by_keyboard_and_it_moves_to_their_list(
