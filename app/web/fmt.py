@@ -61,11 +61,18 @@ KINDS = {"Organization": "an organisation", "Practitioner": "a practitioner", "P
          "Patient": "a child", "CareTeam": "a care team", "RelatedPerson": "a relative"}
 
 
+ROUTES = {"care-team": "the child's care team", "managing-organization": "the child's 0-19 service",
+          "duty-team": "the duty team", "ed-safeguarding-lead": "the ED's safeguarding lead",
+          "unrouted": "nobody: unrouted"}
+_ROUTE = re.compile(r"\(routed via ([a-z-]+)\)")
+
+
 def readable(text: str, names: Mapping[str, str]) -> str:
-    """Stored notice text as a person reads it: `(system|code)` and `(Flag/<id>)` asides dropped, instants
-    in UK form, each reference replaced by the name in `names` (the records the page read), else by its
-    kind."""
-    text = _ASIDE.sub("", text)
+    """Stored notice text as a person reads it: `(system|code)` and `(Flag/<id>)` asides dropped, the
+    route in words, instants in UK form, each reference replaced by the name in `names` (the records the
+    page read), else by its kind."""
+    text = _ROUTE.sub(lambda m: f"(routed to {ROUTES[m.group(1)]})" if m.group(1) in ROUTES else m.group(0),
+                      _ASIDE.sub("", text))
     text = _INSTANT.sub(lambda m: uk_datetime(m.group(0)) or m.group(0), text)
     return _REFERENCE.sub(lambda m: names.get(m.group(0)) or KINDS.get(m.group(0).split("/")[0], "a record"), text)
 

@@ -60,5 +60,6 @@ def test_stored_notice_text_is_shown_with_uk_times_and_names_never_references() 
     assert fmt.readable(text, names) == (
         "Who: a practitioner of Demo General Hospital. Where: Emergency department. When: 2 July 2026, 00:30 BST. "
         "Which flags: plan, about Casey Demo; overdue since 14 January 2026, 09:05 GMT; an organisation.")
-    assert fmt.readable("Seen 2026-01-05 by her/him (routed via care-team)", {}) == (
-        "Seen 2026-01-05 by her/him (routed via care-team)")  # nothing that is not a reference or an instant
+    assert fmt.readable("ED attendance (routed via care-team); (routed via duty-team) (routed via new-way)", {}) == (
+        "ED attendance (routed to the child's care team); (routed to the duty team) (routed via new-way)")
+    assert fmt.readable("Seen 2026-01-05 by her/him", {}) == "Seen 2026-01-05 by her/him"  # nothing to change

@@ -132,7 +132,7 @@ async def test_the_notice_page_withholds_a_restricted_flag_with_the_notice_and_t
     assert page.notice.nhs == "999 000 0166" and page.child_name == "Casey Demo"
     assert (page.notice.place, page.notice.owner, page.notice.attended, page.birth) == (
         "Demo General Hospital Emergency Department", "Hana Visitor", "5 January 2026, 08:30 GMT", "15 January 2024")
-    assert page.text == "ED attendance on 5 January 2026, 08:30 GMT (routed via care-team)"  # no ISO time
+    assert page.text == "ED attendance on 5 January 2026, 08:30 GMT (routed to the child's care team)"  # no ISO time
     async with clean_ctx.unit_of_work(LEAD) as svc:
         lead_page = await notice.notice_page(svc, row.task_id, clock.now())
     assert [f.label for f in lead_page.flags] == ["Exploitation risk"] and lead_page.withheld is None
