@@ -168,6 +168,8 @@ def _refused(request: Request, reason: str, *, failed: bool = False) -> Response
 async def dev_sign_in(request: Request, found: Annotated[WebSession, Depends(form_session)]) -> Response:
     chosen = person(str((await request.form()).get("person", "")))
     if not _dev_sign_in(request) or chosen is None:
+        await audit_refused_sign_in(request, "development sign-in", None, "development sign-in refused: "
+                                    + ("not available here" if not _dev_sign_in(request) else "no such person"))
         return render(request, "problem.jinja", 403, title="This request was refused",
                       reason="Development sign-in is not available here.")
     return await _signed_in(request, chosen.claims(), found.key)

@@ -127,6 +127,11 @@ async def test_development_sign_in_is_refused_to_a_client_not_on_loopback(clean_
         answer = await remote.post("/app/dev-sign-in", data={"csrf_token": token, "person": "lead"})
         assert answer.status_code == 403 and "Development sign-in is not available here." in answer.text
         assert (await remote.get("/app")).status_code == 303
+        events = (await remote.get("/fhir/AuditEvent", params={"subtype": LOGIN, "outcome": "4"},
+                                   headers={"Authorization": "Bearer " + _admin(clean_ctx)})).json()
+    [refused] = [e["resource"] for e in events["entry"] if e["search"]["mode"] == "match"]
+    assert (refused["outcomeDesc"], refused["agent"][0]["who"]) == (
+        "development sign-in refused: not available here", {"display": "unauthenticated"})
 
 
 @pytest.mark.parametrize(("settings", "secure"), [
