@@ -63,8 +63,8 @@ class Dispatcher:
         self.leases_lost = 0
         self.ws = ws
         self.liveness = Liveness()  # until start(): leases name this owner, nobody can prove it gone
+        self._http = http
         self._own_http = http is None
-        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         s = ctx.settings
         self.retry = retry or RetryPolicy(s.notify_backoff_base, s.notify_backoff_cap,
                                           timedelta(seconds=s.notify_retry_window))
@@ -82,6 +82,14 @@ class Dispatcher:
         self._alive: dict[str, float] = {}  # other lease owners seen alive -> until when (loop time) to trust it
         self._conn: Any = None  # PostgreSQL: the LISTEN connection, which also holds the liveness lock
         self._reconnect_at = 0.0
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The rest-hook client, made at its first use: making one loads the TLS trust store, a large share
+        of a worker's start (and a server without rest-hook subscriptions never needs it)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        return self._http
 
     @property
     def owner(self) -> str:
@@ -128,8 +136,9 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None
-        if self._own_http:
-            await self.http.aclose()
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     async def match_once(self) -> int:
         """Consume one batch of outbox rows; returns how many rows were consumed."""

@@ -5,6 +5,8 @@ revision` in the checkout), so an installed `safeflag` needs only its package (a
 
 from __future__ import annotations
 
+from functools import cache
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -22,7 +24,9 @@ def alembic_config() -> Config:
     return cfg
 
 
+@cache
 def head_revision() -> str | None:
+    """This build's head (read from the migration files once: `/readyz` asks on every probe)."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
