@@ -122,19 +122,11 @@ def serve(
     stopped: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopped.append(signum))
+    from app.prefork import preload, use_fork
+
+    preload()
     if workers > 1:
-        # import the app once here; each worker is a fork of this process (app/prefork.py)
-        import importlib
-
-        from app.prefork import use_fork
-
-        # the app, and what its creation, lifespan and `/readyz` import when they run
-        for module in ("app.main", "app.web.pages", "app.web.routes", "app.worker", "app.storage.migrate"):
-            importlib.import_module(module)
-        from app.storage.migrate import head_revision
-
-        head_revision()  # read from the migration files once, for every worker
-        use_fork()
+        use_fork()  # each worker is a fork of this process, the app already imported (app/prefork.py)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
