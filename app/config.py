@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     notify_backoff_cap: float = 3600.0
     notify_retry_window: float = 24 * 3600.0
     notify_timer_seconds: float = 30.0
+    notify_trace_dir: str = ""  # the notification benchmark's stage trace (app/notify/trace.py); empty: none
     # the web app at /app (app/web; docs/web-app.md): OpenID Connect sign-in (Authorization Code + PKCE)
     web_oidc_issuer: str = ""  # the provider's issuer; empty: nobody can sign in through a provider
     web_oidc_discovery_url: str = ""  # default: <issuer>/.well-known/openid-configuration

@@ -175,10 +175,11 @@ def arrivals(receiver: Receiver) -> dict[str, list[float]]:
 
 async def load(
     api: httpx.AsyncClient, numbers: list[str], rate: float, seconds: float, sequential: int = 0
-) -> tuple[dict[str, float], list[float], int]:
+) -> tuple[dict[str, float], dict[str, float], list[float], int]:
     """Open-loop attendances (or `sequential` ones, each after the previous answer); returns
-    Encounter id -> request start, request latencies, errors."""
+    Encounter id -> request start, Encounter id -> answer, request latencies, errors."""
     started: dict[str, float] = {}
+    answered: dict[str, float] = {}  # Encounter id -> when its 201 came back (the commit is before it)
     request_ms: list[float] = []
     errors = 0
     tasks = []
@@ -209,12 +210,13 @@ async def load(
         if resp.status_code != 201:
             errors += 1
             return
-        started[resp.headers["location"].split("/Encounter/")[1].split("/")[0]] = t0
+        eid = resp.headers["location"].split("/Encounter/")[1].split("/")[0]
+        started[eid], answered[eid] = t0, time.time()
 
     if sequential:
         for i in range(sequential):
             await one(i)
-        return started, request_ms, errors
+        return started, answered, request_ms, errors
     loop = asyncio.get_running_loop()
     begin = loop.time()
     total = int(rate * seconds)
@@ -224,7 +226,7 @@ async def load(
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
-    return started, request_ms, errors
+    return started, answered, request_ms, errors
 
 
 async def run_db(db: str, args: argparse.Namespace, cluster: PgCluster | None) -> dict[str, Any]:
@@ -238,7 +240,10 @@ async def run_db(db: str, args: argparse.Namespace, cluster: PgCluster | None) -
         url = f"sqlite+aiosqlite:///{work / 'safeflag.db'}"
     receiver = Receiver()
     await receiver.start()
-    srv = server(url, work, args.workers, receiver.port, getattr(args, "env", None))
+    env = dict(getattr(args, "env", None) or {})
+    if getattr(args, "trace", False):
+        env["SAFEFLAG_NOTIFY_TRACE_DIR"] = str(work / "trace")
+    srv = server(url, work, args.workers, receiver.port, env)
     try:
         srv.start()
         headers = {"Authorization": f"Bearer {admin_token(srv)}"}
@@ -246,7 +251,8 @@ async def run_db(db: str, args: argparse.Namespace, cluster: PgCluster | None) -
         async with httpx.AsyncClient(base_url=srv.base, headers=headers, timeout=30, limits=limits) as api:
             numbers = await seed(api, args.children, receiver)
             cpu0, busy0, wall0 = srv.cpu_seconds(), machine_busy_seconds(), time.time()
-            started, request_ms, errors = await load(api, numbers, args.rate, args.seconds, args.sequential)
+            started, answered, request_ms, errors = await load(api, numbers, args.rate, args.seconds,
+                                                               args.sequential)
             deadline = time.time() + DRAIN_TIMEOUT_S
             while len(set(arrivals(receiver)) & set(started)) < len(started) and time.time() < deadline:
                 await asyncio.sleep(0.1)
@@ -284,6 +290,10 @@ async def run_db(db: str, args: argparse.Namespace, cluster: PgCluster | None) -
             "settings": getattr(args, "env", None) or {},
         }
         result["count_check"] = "ok" if result["lost"] == 0 and errors == 0 else "MISMATCH"
+        if getattr(args, "trace", False):
+            from bench.notify_trace import stages
+
+            result["stages"] = stages(work / "trace", started, answered, got)
         return result
     finally:
         srv.stop()
@@ -327,6 +337,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--children", type=int, default=300)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, each with a dispatcher")
+    parser.add_argument("--trace", action="store_true",
+                        help="time each notice's stages in the server (bench/notify_trace.py)")
     parser.add_argument("--sequential", type=int, default=0, metavar="N",
                         help="N attendances one after another instead of the open-loop rate")
     args = parser.parse_args()

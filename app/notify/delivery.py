@@ -27,6 +27,7 @@ from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import FhirError
+from app.notify import trace
 from app.notify.bundle import Event, notification_bundle
 from app.notify.channels import rest_hook
 from app.notify.channels.websocket import WebSocketRegistry
@@ -146,15 +147,6 @@ async def _load(ctx: UnitOfWork, held: Lease, lease_seconds: float) -> _Work | N
             spec = parse_spec(sub_id, res.content, base=ctx.settings.fhir_base, webhook_allow=ctx.settings.webhook_hosts)
         except FhirError:
             return _Work(None, state, [])  # type: ignore[arg-type]  # handled by caller as an error
-        # The lease must outlive this send (up to the channel timeout) so that no other dispatcher
-        # sends the same events meanwhile; a killed dispatcher's lease still runs out.
-        renewed = await session.execute(
-            update(subscription_state)
-            .where(_held(held))
-            .values(lease_until=_now(ctx) + timedelta(seconds=spec.timeout_seconds + lease_seconds))
-        )
-        if renewed.rowcount != 1:  # type: ignore[attr-defined]
-            return None  # the lease ran out and another dispatcher has the subscription now
         n = notification.c
         rows = (
             await session.execute(
@@ -165,6 +157,16 @@ async def _load(ctx: UnitOfWork, held: Lease, lease_seconds: float) -> _Work | N
             )
         ).all()
         events = await _events(session, spec, list(rows))
+        # The lease must outlive this send (up to the channel timeout) so that no other dispatcher
+        # sends the same events meanwhile; a killed dispatcher's lease still runs out. Renewed last, so
+        # that the state row (which the matcher numbers events on) is locked only until the commit.
+        renewed = await session.execute(
+            update(subscription_state)
+            .where(_held(held))
+            .values(lease_until=_now(ctx) + timedelta(seconds=spec.timeout_seconds + lease_seconds))
+        )
+        if renewed.rowcount != 1:  # type: ignore[attr-defined]
+            return None  # the lease ran out and another dispatcher has the subscription now
         return _Work(spec, state, events)
 
 
@@ -273,12 +275,16 @@ async def _deliver_one(
             lost(held, "handshake")
         return 0, False
     if work.events:
+        if trace.on():
+            trace.mark("loaded", sub=sub_id, events=[[e.focus_id, list(e.context)] for e in work.events])
         body = orjson.dumps(notification_bundle(
             fhir_base=base, sub_id=sub_id, topic_url=spec.topic.url, status="active", type_="event-notification",
             events_since_start=int(state.event_count), now=now, events=work.events, content=spec.content,
         ))
         result = await _send(ctx, spec, state.secret, body, http, ws)
         numbers = [e.number for e in work.events]
+        if trace.on():
+            trace.mark("sent", sub=sub_id, numbers=numbers, ok=result.ok)
         if not result.ok:
             await _failed(ctx, held, state, now, retry, result.error or "delivery failed", lost)
             return 0, False
@@ -286,6 +292,8 @@ async def _deliver_one(
         if not await _delivered(ctx, held, numbers, now, keep_lease=more):
             lost(held, "delivered")
             return 0, False
+        if trace.on():
+            trace.mark("delivered", sub=sub_id, numbers=numbers)
         return len(numbers), more
     if spec.heartbeat_seconds and (
         state.last_sent_at is None or state.last_sent_at + timedelta(seconds=spec.heartbeat_seconds) <= now

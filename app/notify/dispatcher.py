@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from sqlalchemy import and_, exists, or_, select, update
 
+from app.notify import trace
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.delivery import FREE, Lease, RetryPolicy, deliver, lease
 from app.notify.liveness import FileLiveness, Liveness, PgLiveness, sqlite_lock_dir
@@ -74,6 +75,7 @@ class Dispatcher:
         self.poll_seconds = poll_seconds if poll_seconds is not None else s.notify_poll_seconds
         self.cache: SpecCache = {}
         self.wake = ctx.wake
+        trace.configure(s.notify_trace_dir)
         self._last_timers = datetime.min
         self._inflight: dict[str, asyncio.Task[int]] = {}  # subscription -> its delivery, running
         self.due_left = False  # the last round started as many deliveries as one round looks at
@@ -149,6 +151,8 @@ class Dispatcher:
             now = self._now()
             await match_rows(session, rows, base=self.ctx.settings.fhir_base, now=now, cache=self.cache)
             await mark_processed(session, [r.id for r in rows], now)
+        if trace.on():
+            trace.mark("matched", rows=[[r.res_type, r.res_id] for r in rows])
         if len(self.cache) > 10_000:
             self.cache.clear()
         return len(rows)
@@ -201,6 +205,8 @@ class Dispatcher:
                 if (taken := await lease(session, sub_id, self.owner, now, self.lease_seconds)) is not None:
                     self._leases[sub_id] = taken
                     leased.append(sub_id)
+        if leased and trace.on():
+            trace.mark("leased", subs=leased)
         return leased
 
     async def _deliver(self, sub: str) -> int:
@@ -274,8 +280,11 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
+        cause = "start"  # what started this round, for the benchmark's trace
         try:
             while not stop.is_set():
+                if trace.on():
+                    trace.mark("round", by=cause)
                 # Cleared BEFORE looking for work: a commit (or a delivery ending) from here on sets it
                 # again, and the wait below then returns at once (module docstring).
                 # Nothing else calls for a round at once: what a round leaves to do comes with a wake-up
@@ -292,9 +301,12 @@ class Dispatcher:
                 else:
                     self._failing = None
                 if more:
+                    cause = "more"
                     continue
+                cause = "poll"
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wait(stop), timeout=self.poll_seconds)
+                    cause = "signal"
         finally:
             await self._finish_deliveries()
             await self.close()

@@ -1,6 +1,13 @@
 """Match committed changes against subscriptions: one `notification` row per (subscription, event),
 numbered gap-free per subscription in the same transaction that consumes the outbox rows.
 
+Numbering takes the subscription's state row lock (its `event_count`), which every delivery of that
+subscription also needs (lease, renewal, outcome). So a batch is matched first, reads only, and its
+events are numbered last: one UPDATE per subscription (in subscription order, so that two
+dispatchers never wait on each other in a cycle) and one INSERT, just before the commit. The lock is
+then held for those statements, not for the whole batch's matching, and a delivery under way is
+never held up behind it.
+
 Filters are evaluated by the shared in-memory search matcher, so a filter means exactly what the same
 search would mean (architecture principle 4).
 """
@@ -108,15 +115,17 @@ def _resolver(session: AsyncSession) -> Any:
     return resolve
 
 
-async def next_event_number(session: AsyncSession, sub_id: str) -> int:
+async def next_event_numbers(session: AsyncSession, sub_id: str, count: int) -> range:
+    """The next `count` event numbers of `sub_id`, taken in one statement (the row stays locked until commit)."""
     s = subscription_state.c
     stmt = (
         update(subscription_state)
         .where(s.sub_id == sub_id)
-        .values(event_count=s.event_count + 1)
+        .values(event_count=s.event_count + count)
         .returning(s.event_count)
     )
-    return int((await session.execute(stmt)).scalar_one())
+    last = int((await session.execute(stmt)).scalar_one())
+    return range(last - count + 1, last + 1)
 
 
 async def match_rows(
@@ -130,7 +139,7 @@ async def match_rows(
     if not specs:
         return 0
     resolve = _resolver(session)
-    created = 0
+    matched: dict[str, list[OutboxRow]] = {}  # subscription -> its events, in outbox order
     for row in relevant:
         content = await _version_content(session, row)
         topics = {t.url for t in topics_for(row.res_type, row.action, content)}
@@ -143,20 +152,17 @@ async def match_rows(
                 continue
             if not await _may_see(session, owner, row, content):
                 continue
-            number = await next_event_number(session, spec.id)
-            await session.execute(
-                insert(notification).values(
-                    sub_id=spec.id,
-                    event_number=number,
-                    outbox_id=row.id,
-                    focus_type=row.res_type,
-                    focus_id=row.res_id,
-                    focus_version=row.version_id,
-                    action=row.action,
-                    occurred_at=row.occurred_at,
-                    matched_at=now,
-                    attempts=0,
-                )
-            )
-            created += 1
-    return created
+            matched.setdefault(spec.id, []).append(row)
+    values = []
+    for sub_id in sorted(matched):  # one lock order for every dispatcher
+        events = matched[sub_id]
+        numbers = await next_event_numbers(session, sub_id, len(events))
+        values += [
+            {"sub_id": sub_id, "event_number": number, "outbox_id": row.id, "focus_type": row.res_type,
+             "focus_id": row.res_id, "focus_version": row.version_id, "action": row.action,
+             "occurred_at": row.occurred_at, "matched_at": now, "attempts": 0}
+            for number, row in zip(numbers, events, strict=True)
+        ]
+    if values:
+        await session.execute(insert(notification), values)
+    return len(values)
