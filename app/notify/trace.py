@@ -26,8 +26,12 @@ _pid = 0
 
 def configure(directory: str) -> None:
     """Trace into `directory` (empty: no trace)."""
-    global _dir
-    _dir = Path(directory) if directory else None
+    global _dir, _out
+    new = Path(directory) if directory else None
+    if new != _dir and _out is not None:
+        _out.close()
+        _out = None
+    _dir = new
 
 
 def on() -> bool:
