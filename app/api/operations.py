@@ -1,6 +1,9 @@
 """FHIR operations on resource types: `$validate` at the type and instance levels
 (https://hl7.org/fhir/R4/resource-operation-validate.html). Thin endpoints: parse the request, call
-`app/fhir`, render. Subscription operations live in subscriptions.py; the FHIR router
+`app/fhir`, render. The type level is one access: decided once as the operation `validate` on the type
+(the policy's OPERATIONS entry) and audited once as that operation with the URL's query, never the body
+(which is only checked: nothing is stored). The instance level is decided as the interaction it asks
+about (app/interactions/validate_instance.py). Subscription operations live in subscriptions.py; the FHIR router
 (app/api/fhir_routes.py) maps them and answers operations it does not serve."""
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from app.api.deps import json_body, media_type, unit_of_work
 from app.api.responses import fhir_response, query_parameter
 from app.api.router import IdPath, TypePath
 from app.fhir.validation import validate_operation
-from app.interactions.preconditions import check_type
+from app.interactions.preconditions import begin, check_type
 from app.interactions.validate_instance import validate_instance
 
 VALIDATE = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
@@ -50,7 +53,13 @@ async def validate(resource_type: TypePath, request: Request) -> Response:
     check_type(resource_type)
     body = await json_body(request)
     q = request.query_params
-    return fhir_response(validate_operation(resource_type, body, q.getlist("mode"), q.getlist("profile")))
+    async with unit_of_work(request) as svc:
+        begin(svc.guard, "operation", resource_type,
+              query=f"{resource_type}/$validate" + (f"?{request.url.query}" if request.url.query else ""))
+        await svc.guard.authorize("operation", resource_type, operation="validate")
+        outcome = validate_operation(resource_type, body, q.getlist("mode"), q.getlist("profile"))
+        await svc.guard.audited()
+    return fhir_response(outcome)
 
 
 async def validate_instance_operation(resource_type: TypePath, res_id: IdPath, request: Request) -> Response:

@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 from app.context import AppContext
 from app.main import create_app
 from app.security.decision import Decision
-from app.security.policy import decide
-from app.security.principal import Principal
+from app.security.policy import OPERATIONS, decide
+from app.security.principal import ROLES, Principal
 from app.storage.audit_tables import audit_event
 from tests.conftest import BASE_URL, admin_token
 from tests.security.tokens_fixture import Auth
@@ -212,3 +212,68 @@ async def test_validate_of_an_instance_asks_once(counted: Counted, auth: Auth) -
     r = await c.once("POST", "/fhir/Flag/f1/$validate?mode=delete", 200)  # no one may: the verdict
     assert r.json() == outcome("not-supported", "SF-0405: Flag resources are never deleted; change their status instead")
     assert c.asked == [("delete", "Flag", None)]
+
+
+async def _last_audit(c: Counted) -> dict[str, Any]:
+    async with c.ctx.sessionmaker() as session:
+        content = (await session.execute(
+            select(audit_event.c.content).order_by(audit_event.c.seq.desc()).limit(1))).scalar_one()
+    event: dict[str, Any] = content
+    return event
+
+
+def _operation_audit(event: dict[str, Any]) -> tuple[Any, ...]:
+    """What an AuditEvent says about the access: type, subtype, action, outcome, why, and its entities
+    (their roles and what they name: the query entity's text, never a body)."""
+    return (event["type"], event["subtype"], event["action"], event["outcome"], event["outcomeDesc"],
+            [(e["role"]["code"] if "role" in e else e["type"]["code"], e.get("description")) for e in event["entity"]])
+
+
+REST = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+        "display": "Restful Operation"}
+OPERATION = [{"system": "http://hl7.org/fhir/restful-interaction", "code": "operation", "display": "operation"}]
+VALID = outcome("informational", "SF-0002: Validation successful: no errors found", severity="information")
+
+
+async def test_validate_of_a_type_asks_once_and_audits_once(counted: Counted) -> None:
+    """`$validate` on a type is decided once, as the operation `validate` on the type, and audited once as
+    that operation with its query; the body is neither stored nor recorded, valid or not."""
+    c = counted
+    before = (await c.client.get("/fhir/Patient")).json()["total"]
+    r = await c.once("POST", "/fhir/Patient/$validate?mode=create", 200, json=patient("9990000026", family="Secret"))
+    assert r.json() == VALID
+    assert c.asked == [("operation", "Patient", "validate")]
+    event = await _last_audit(c)
+    assert _operation_audit(event) == (REST, OPERATION, "E", "0", "Success", [
+        ("24", "Patient/$validate?mode=create"), ("XrequestId", None)])
+    assert "Secret" not in orjson.dumps(event).decode() and "9990000026" not in orjson.dumps(event).decode()
+    r = await c.once("POST", "/fhir/Patient/$validate", 200, json={**patient(), "gender": "shoe"})  # its issues
+    assert r.json()["issue"][0]["severity"] == "error"
+    assert c.asked == [("operation", "Patient", "validate")]
+    r = await c.once("POST", "/fhir/Patient/$validate?mode=bogus", 400, json=patient())  # a failed one too
+    assert c.asked == [("operation", "Patient", "validate")]
+    assert _operation_audit(await _last_audit(c))[3] == "4"
+    assert (await c.client.get("/fhir/Patient")).json()["total"] == before  # nothing stored
+
+
+async def test_validate_of_a_type_is_open_to_every_role(counted: Counted, auth: Auth) -> None:
+    """The policy's `validate` entry allows every role (it reads and writes nothing)."""
+    c = counted
+    for role in ROLES:
+        r = await c.once("POST", "/fhir/Patient/$validate", 200, json=patient(), headers=auth(role, org="Organization/x"))
+        assert r.json() == VALID, role
+
+
+async def test_validate_of_a_type_refused_by_the_policy(counted: Counted, auth: Auth,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role the policy's `validate` entry leaves out gets the policy's 403 and no validation result, and
+    the refusal is audited once (the entry narrowed here: the shipped policy allows every role)."""
+    c = counted
+    monkeypatch.setitem(OPERATIONS, "validate", frozenset(ROLES) - {"mash-practitioner"})
+    r = await c.once("POST", "/fhir/Patient/$validate", 403, json={**patient(), "gender": "shoe"},
+                     headers=auth("mash-practitioner", org="Organization/la"))
+    assert r.json() == outcome("forbidden", "SF-0805: Role mash-practitioner may not use validate")
+    assert c.asked == [("operation", "Patient", "validate")]
+    assert _operation_audit(await _last_audit(c)) == (
+        REST, OPERATION, "E", "4", "Role mash-practitioner may not use validate",
+        [("24", "Patient/$validate"), ("XrequestId", None)])
