@@ -179,6 +179,48 @@ def test_the_lead_passes_an_escalated_notice_to_a_health_visitor_by_keyboard(
     assert present(driver, card(task_id))
 
 
+def test_her_overdue_list_shows_a_notice_past_its_due_time_by_keyboard(
+    driver: webdriver.Chrome, web_server: RunningServer
+) -> None:
+    """A notice whose due time has passed (moved back through the API, as the clock passing it would) is on
+    her overdue list, reached from her home page by keyboard, with its due time in UK form."""
+    seed_server(web_server)
+    task_id = attend(web_server)
+    stored = task(web_server, task_id)
+    stored["restriction"]["period"]["end"] = "2026-03-04T09:00:00Z"  # an hour before the server's clock began
+    with api(web_server) as admin:
+        r = admin.put(f"/Task/{task_id}", json=stored)
+        assert r.status_code == 200, r.text
+    sign_in(driver, web_server, "hana.visitor")
+    tab_to(driver, 'a[href="/app/notices/overdue"]')
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    wait_for_path(driver, "/app/notices/overdue")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Your overdue notices"
+    shown = driver.find_element(By.CSS_SELECTOR, card(task_id)).text
+    assert "Casey Demo" in shown and "4 March 2026, 09:00 GMT" in shown and "2026-03-04" not in shown
+    check_page(driver, f"overdue-{web_server.database}")
+
+
+def test_an_unrouted_attendance_shows_on_the_leads_desk(driver: webdriver.Chrome, web_server: RunningServer) -> None:
+    """An attendance of a child no record matches, with no duty team to fall back on, is routed to nobody:
+    the lead's desk lists it under unrouted attendances, masked, owned by nobody."""
+    seed_server(web_server)
+    with api(web_server) as admin:
+        assert admin.delete(f"/{b.DUTY}").status_code == 204  # no duty team: routed nowhere
+    try:
+        with api(web_server, ed_token(web_server)) as ed:
+            r = ed.post("/Encounter", json={**b.attendance(TEST_CLOCK.isoformat()), "subject": {
+                "identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000182"}}})
+            assert r.status_code == 201, r.text
+    finally:
+        seed_server(web_server)  # the duty team back for the other tests
+    sign_in(driver, web_server, "sam.lead")
+    driver.get(web_server.base_url + "/app/lead#unrouted")
+    rows = driver.find_element(By.ID, "unrouted").find_element(By.XPATH, "following-sibling::*[1]").text
+    assert "Child not matched to a record" in rows and "*** *** 0182" in rows and "9990000182" not in rows
+    check_page(driver, f"lead-desk-unrouted-{web_server.database}")
+
+
 def test_a_restricted_record_is_withheld_with_its_notice(driver: webdriver.Chrome, web_server: RunningServer) -> None:
     seed_server(web_server)
     restricted_flag(web_server, SECOND_CHILD)
