@@ -133,6 +133,14 @@ async def ctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None, cloc
         await context.close()
 
 
+async def forget_lanes(ctx: AppContext) -> None:
+    """After `empty_tables`: new database sessions, so that no connection continues its audit lane from
+    the last row it committed (app/security/audit_trail.py keeps it per connection on PostgreSQL), a row
+    the emptying removed."""
+    if not ctx.settings.is_sqlite:
+        await ctx.engine.dispose()
+
+
 async def empty_tables(conn: AsyncConnection) -> None:
     """Delete every row; the audit trail's through its one sanctioned removal (the database refuses any
     other DELETE of audit rows, app/storage/audit_guards.py)."""
@@ -146,6 +154,7 @@ async def clean_ctx(ctx: AppContext, clock: StepClock) -> AppContext:
     """The session's context with every table emptied and the clock reset."""
     async with ctx.engine.begin() as conn:
         await empty_tables(conn)
+    await forget_lanes(ctx)
     clock.reset()
     return ctx
 

@@ -16,7 +16,7 @@ from app.notify.delivery import RetryPolicy
 from app.notify.dispatcher import Dispatcher
 from app.resource_rules import resource_rules
 from app.storage.migrate import upgrade
-from tests.conftest import BASE_URL, _pg_url, admin_token, empty_tables
+from tests.conftest import BASE_URL, _pg_url, admin_token, empty_tables, forget_lanes
 from tests.notify.ed_data import CLOCK
 from tests.support.postgres import PgCluster
 from tests.support.receiver import Receiver
@@ -48,6 +48,7 @@ async def nctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None) -> 
 async def notify_ctx(nctx: AppContext) -> AppContext:
     async with nctx.engine.begin() as conn:
         await empty_tables(conn)
+    await forget_lanes(nctx)
     CLOCK.reset()
     return nctx
 
