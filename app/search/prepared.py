@@ -31,6 +31,7 @@ from app.fhir.search.params import SearchRequest, parse_search
 from app.fhir.search.values import RefValue, TokenValue
 from app.search.sql import page_query
 from app.storage import buffer
+from app.storage.db import plan_with_values
 from app.storage.repository import row_to_stored
 from app.stored import StoredResource
 
@@ -78,6 +79,7 @@ class PreparedSearch:
         if set(values) != self.names:
             raise TypeError(f"this search takes exactly {sorted(self.names)}, not {sorted(values)}")
         await buffer.flush(session)  # the rows this transaction queued, so that the search sees them
+        await plan_with_values(session)
         rows = (await session.execute(self.statement, values)).all()
         return [row_to_stored(r) for r in rows]
 

@@ -46,6 +46,7 @@ from app.security.scopes import qualifier_criteria
 from app.security.search_scope import named_patients
 from app.storage import buffer
 from app.storage.audit_tables import CODED_PARAMS, LINKED_PARAMS, audit_event, audit_event_ref, coding_key
+from app.storage.db import plan_with_values
 from app.storage.repository import CURRENT_BY_ID, row_to_stored
 from app.stored import StoredResource, VersionRecord
 
@@ -214,6 +215,7 @@ async def search(session: AsyncSession, req: SearchRequest, principal: Principal
                  max_includes: int, restrict: Restrict | None) -> SearchResult:
     """`req` (an AuditEvent search) answered from the audit trail, as `principal` may see it."""
     await buffer.flush(session)
+    await plan_with_values(session)
     conds, scoped = visibility(principal)
     memory: list[Criterion] = []
     for crit in req.criteria:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -46,16 +46,13 @@ def create_engine(url: str, *, pool_size: int = 16, echo: bool = False,
         )
         _configure_sqlite(engine)
         return engine
-    # asyncpg prepares statements; after five runs PostgreSQL may switch to a generic plan that cannot
-    # see the search values and scans whole index tables (a 1 ms search became 15-50 ms). Always plan
-    # with the actual values instead: planning these short queries costs well under a millisecond.
     # The pool holds as many connections as a worker serves requests at once (overflow connections are
     # opened and closed per request, and a new asyncpg connection costs more than the request). Rows
     # queued by app/storage/buffer.py go out as one multi-row INSERT each: asyncpg's executemany costs a
-    # round of binds per row.
+    # round of binds per row. How statements are planned: see `plan_with_values`.
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=False,
-        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan",
+        connect_args={"server_settings": {"plan_cache_mode": "auto",
                                           "statement_timeout": str(int(statement_timeout * 1000))}}, **common
     )
     engine.sync_engine.dialect.use_insertmanyvalues_wo_returning = True
@@ -86,6 +83,29 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             return
         if dbapi_conn.driver_connection.in_transaction:
             dbapi_conn.rollback()
+
+
+# A search's plan depends on its values; see `plan_with_values`.
+_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
+async def plan_with_values(session: AsyncSession) -> None:
+    """Have PostgreSQL plan the rest of this transaction's statements with their actual values.
+
+    asyncpg prepares every statement, and PostgreSQL's default (`plan_cache_mode=auto`, which each
+    connection sets) may switch a prepared statement to a generic plan, made once without the values,
+    after five executions. That is right for statements whose best plan cannot depend on the values
+    (a read by id or key, the queued INSERTs) and saves planning them on
+    every request. It is wrong for any search: a generic plan cannot tell a rare value from a common
+    one (an NHS number from a flag category) and once scanned whole index tables (a 1 ms search took
+    15-50 ms; with generic plans for the flag rules' duplicate check a create cost four times the
+    PostgreSQL CPU). So every search, the API's, the rules' prepared ones and the audit trail's
+    (app/search/executor.py, app/search/prepared.py, app/security/audit_search.py), calls this first:
+    one `SET LOCAL`, which holds for the rest of the transaction and ends with it. A statement that
+    matches on a value's frequency belongs behind it. A no-op on SQLite, which plans every statement
+    anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_CUSTOM_PLANS)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

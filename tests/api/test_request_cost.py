@@ -100,13 +100,14 @@ async def test_statements_per_read_search_and_create(client: httpx.AsyncClient, 
         assert counts == {"read": (["BEGIN", *read], 14), "search": (["BEGIN", *search], 14),
                           "create": (["BEGIN", *create], 25)}
     else:  # every queued row in one statement before COMMIT; a create locks its duplicate check's key; the
-        # connection continues its audit lane from the row it committed last (no `SELECT audit_event`)
+        # connection continues its audit lane from the row it committed last (no `SELECT audit_event`);
+        # a search is planned with its values (SET LOCAL plan_cache_mode, app/storage/db.py)
         queued = "WITH audit_event audit_event_ref"
         read, search, create = ([s for s in shapes if s != "SELECT audit_event"] for shapes in (read, search, create))
         assert counts == {
             "read": ([*read, queued], 0),
-            "search": ([*search, queued], 0),
-            "create": ([create[0], "SELECT pg_advisory_xact_lock", *create[1:],
+            "search": (["SET", *search, queued], 0),
+            "create": ([create[0], "SELECT pg_advisory_xact_lock", "SET", *create[1:],
                         "WITH resource_version idx_token idx_reference idx_date outbox_event audit_event "
                         "audit_event_ref"], 0),
         }

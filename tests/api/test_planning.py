@@ -1,0 +1,97 @@
+"""How PostgreSQL plans SafeFlag's statements (app/storage/db.py `plan_with_values`): a search with its
+actual values every time; a read by id, whose best plan cannot depend on the values, once (the generic
+plan PostgreSQL keeps for a prepared statement). A prepared search (the flag rules' duplicate check and
+lookups by NHS number) is a search: generic plans for it made a Flag create cost four times the
+PostgreSQL CPU on a growing table. On SQLite nothing is sent for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.context import AppContext
+from app.fhir.search.params import parse_search
+from app.safeguarding.lookup import Lookup
+from app.search.executor import run_search
+from app.storage.repository import CURRENT_BY_ID
+from tests.conftest import BASE_URL
+from tests.support.fhir_data import NHS, flag, organization, patient
+
+RUNS = 8  # PostgreSQL considers a generic plan after a prepared statement's fifth execution
+CPIS = [("patient:identifier", f"{NHS}|9990000018"), ("status", "active"), ("_include", "Flag:author")]
+
+
+async def test_a_search_is_planned_with_its_values_and_a_read_by_id_generically(
+    client: httpx.AsyncClient, clean_ctx: AppContext
+) -> None:
+    org = (await client.post("/fhir/Organization", json=organization())).json()["id"]
+    pat = (await client.post("/fhir/Patient", json=patient(nhs="9990000018"))).json()["id"]
+    fid = (await client.post("/fhir/Flag", json=flag(f"Patient/{pat}", f"Organization/{org}"))).json()["id"]
+    req = parse_search("Flag", CPIS, base=BASE_URL)
+    pg = clean_ctx.engine.dialect.name == "postgresql"
+    sent: list[str] = []
+
+    def record(_conn: Any, _cur: Any, sql: str, *_a: Any) -> None:
+        sent.append(" ".join(sql.split()))
+
+    async def setting(session: AsyncSession) -> str:
+        return str((await session.execute(text("SELECT current_setting('plan_cache_mode')"))).scalar_one())
+
+    async def plans(session: AsyncSession) -> dict[str, tuple[int, int]]:
+        """This connection's prepared statements: (generic, custom) plans used so far."""
+        rows = (await session.execute(text(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+        ))).all()
+        return {" ".join(r.statement.split()): (r.generic_plans, r.custom_plans) for r in rows}
+
+    async with clean_ctx.engine.connect() as conn:  # one connection: its prepared statements are its own
+        session = AsyncSession(bind=conn)
+        if pg:
+            async with session.begin():
+                before = await plans(session)
+        event.listen(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            for _ in range(RUNS):
+                async with session.begin():
+                    result = await run_search(session, req)
+                    assert [m.id for m in result.matches] == [fid]
+                    assert [i.id for i in result.included] == [org]
+                    if pg:
+                        assert await setting(session) == "force_custom_plan"
+                async with session.begin():  # a prepared search (the flag rules' lookups) is a search too
+                    assert [p.id for p in await Lookup(session, BASE_URL).patients_by_nhs_number("9990000018")] == [pat]
+                    if pg:
+                        assert await setting(session) == "force_custom_plan"
+                async with session.begin():
+                    row = (await session.execute(CURRENT_BY_ID, {"res_type": "Flag", "res_id": fid})).one()
+                    assert row.res_id == fid
+                    if pg:
+                        assert await setting(session) == "auto"  # the SET LOCAL ended with its transaction
+        finally:
+            event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+        searches = [s for s in sent if s.startswith("SELECT") and "idx_token" in s and "idx_reference" in s]
+        prepared = [s for s in sent if s.startswith("SELECT") and "idx_token" in s and s not in searches]
+        includes = [s for s in sent if s.startswith("SELECT") and "idx_reference" in s and s not in searches]
+        by_id = [s for s in sent if s.startswith("SELECT") and "idx_" not in s and "current_setting" not in s]
+        assert len(searches) == len(includes) == len(prepared) == len(by_id) == RUNS
+        assert len(set(searches)) == len(set(includes)) == len(set(prepared)) == len(set(by_id)) == 1
+        sets = [s for s in sent if s.startswith("SET")]
+        if not pg:
+            assert sets == []
+            return
+        assert sets == ["SET LOCAL plan_cache_mode = force_custom_plan"] * (2 * RUNS)
+        async with session.begin():
+            after = await plans(session)
+
+    def used(statement: str) -> tuple[int, int]:  # by the runs above (earlier tests share the connection)
+        (g0, c0), (g1, c1) = before.get(statement, (0, 0)), after[statement]
+        return g1 - g0, c1 - c0
+
+    assert used(searches[0]) == (0, RUNS)
+    assert used(includes[0]) == (0, RUNS)
+    assert used(prepared[0]) == (0, RUNS)
+    generic, custom = used(by_id[0])
+    assert (generic + custom, generic > 0) == (RUNS, True)
