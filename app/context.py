@@ -30,6 +30,7 @@ from app.security.principal import Principal
 from app.storage.db import BOOKKEEPING, create_engine, create_sessionmaker
 from app.storage.failures import as_fhir_error
 from app.storage.repository import Clock, IdSource, Indexer, Repository
+from app.vocabulary import UserRole
 
 log = logging.getLogger("safeflag")
 
@@ -91,7 +92,7 @@ class AppContext:
                     repo = self._repo(session)
                     if principal is not None:
                         # MASH practitioners read the copies shared with them: resolve those up front
-                        shared = "DocumentReference" if principal.role == "mash-practitioner" else None
+                        shared = "DocumentReference" if principal.role == UserRole.MASH_PRACTITIONER else None
                         principal = await enrich(session, principal, shared)
                     guard = Guard(principal, repo, server=self.settings.fhir_base, now=self.clock.now,
                                   request_id=request_id, client_address=client_address, policy=self.policy)

@@ -9,6 +9,8 @@ so every layer, storage included, may read it.
 
 from __future__ import annotations
 
+from typing import Final
+
 CANONICAL_BASE = "https://fhir.safeflag.example"
 
 
@@ -34,11 +36,153 @@ UNROUTED_REASON = CODE_SYSTEM + "unrouted-reason"
 USER_ROLE = CODE_SYSTEM + "user-role"
 QA_OUTCOME = CODE_SYSTEM + "referral-qa-outcome"
 STATUS_REASON_CODE = CODE_SYSTEM + "status-reason"  # the codes the status-reason extension carries
+CARE_SETTING = CODE_SYSTEM + "care-setting"
+
+
+# The codes of each code system above, one class per system: `SYSTEM` is its URL and every other
+# upper-case name one of its codes, the whole set the published CodeSystem in
+# `fhir_profiles/CodeSystem/` defines (tests/unit/test_vocabulary.py checks both ways). Modules
+# write `FlagCategory.FGM`, never the spelled code.
+
+
+class FlagCategory:
+    """safeguarding-flag-category: what a Flag warns about."""
+
+    SYSTEM: Final = FLAG_CATEGORY
+    CHILD_PROTECTION_PLAN: Final = "child-protection-plan"
+    LOOKED_AFTER_CHILD: Final = "looked-after-child"
+    UNBORN_CHILD_PROTECTION_PLAN: Final = "unborn-child-protection-plan"
+    FGM: Final = "fgm"
+    RISK_TO_SELF: Final = "risk-to-self"
+    RISK_TO_OTHERS: Final = "risk-to-others"
+    RISK_FROM_OTHERS: Final = "risk-from-others"
+    EXPLOITATION_RISK: Final = "exploitation-risk"
+    SIGNIFICANT_ADULT: Final = "significant-adult"
+    DID_NOT_WAIT: Final = "did-not-wait"
+    NOT_BROUGHT: Final = "not-brought"
+
 
 # The flag categories that record a plan for the child (a child protection plan, a looked-after
 # child, an unborn child's plan): an ED attendance of such a child is urgent, and these are the
 # only Flags a MASH practitioner may write.
-PLAN_CATEGORIES = frozenset({"child-protection-plan", "looked-after-child", "unborn-child-protection-plan"})
+PLAN_CATEGORIES = frozenset({
+    FlagCategory.CHILD_PROTECTION_PLAN, FlagCategory.LOOKED_AFTER_CHILD, FlagCategory.UNBORN_CHILD_PROTECTION_PLAN})
+
+
+class CommunicationCategory:
+    """safeguarding-communication-category: what a Communication the server writes or reads is."""
+
+    SYSTEM: Final = COMMUNICATION_CATEGORY
+    ED_ATTENDANCE: Final = "ed-attendance"
+    DID_NOT_WAIT: Final = "did-not-wait"
+    THINK_FAMILY: Final = "think-family"
+    MASH_REFERRAL: Final = "mash-referral"
+    REFERRAL_OUTCOME: Final = "referral-outcome"
+    ACCESS_NOTIFICATION: Final = "access-notification"
+    ESCALATION: Final = "escalation"
+
+
+class TaskCode:
+    """safeguarding-task: what a Task asks of its owner."""
+
+    SYSTEM: Final = TASK_CODE
+    ACKNOWLEDGE: Final = "acknowledge"
+    REFERRAL_QA: Final = "referral-qa"
+    QA_OUTCOME: Final = "qa-outcome"
+    ESCALATED: Final = "escalated"
+
+
+class DocumentType:
+    """safeguarding-document-type: the DocumentReference types SafeFlag reads."""
+
+    SYSTEM: Final = DOCUMENT_TYPE
+    MASH_REFERRAL: Final = "mash-referral"
+
+
+class CareTeamRole:
+    """care-team-role: a practitioner's role in a child's care team."""
+
+    SYSTEM: Final = CARE_TEAM_ROLE
+    HEALTH_VISITOR: Final = "health-visitor"
+    SCHOOL_NURSE: Final = "school-nurse"
+    SAFEGUARDING_LEAD: Final = "safeguarding-lead"
+
+
+class OrganizationRole:
+    """organization-role: what an Organization is to the routing rules."""
+
+    SYSTEM: Final = ORGANIZATION_ROLE
+    ZERO_TO_NINETEEN_SERVICE: Final = "zero-to-nineteen-service"
+    ZERO_TO_NINETEEN_DUTY: Final = "zero-to-nineteen-duty"
+    LOCAL_AUTHORITY_MASH: Final = "local-authority-mash"
+    EMERGENCY_DEPARTMENT: Final = "emergency-department"
+    SEXUAL_HEALTH_SERVICE: Final = "sexual-health-service"
+
+
+class CareSetting:
+    """care-setting: the unscheduled care settings beside an emergency department."""
+
+    SYSTEM: Final = CARE_SETTING
+    URGENT_CARE: Final = "urgent-care"
+    WALK_IN_CENTRE: Final = "walk-in-centre"
+    OUT_OF_HOURS: Final = "out-of-hours"
+    MATERNITY_TRIAGE: Final = "maternity-triage"
+
+
+class UnroutedReason:
+    """unrouted-reason: why an ED attendance reached no care team."""
+
+    SYSTEM: Final = UNROUTED_REASON
+    PATIENT_UNKNOWN: Final = "patient-unknown"  # no live Patient is the attendance's subject (NHS number unknown)
+    PATIENT_AMBIGUOUS: Final = "patient-ambiguous"  # several live Patients hold its NHS number (older data)
+    NO_CARE_TEAM: Final = "no-care-team"  # the child is on file: no CareTeam member for its age, no managing org
+
+
+class QaOutcome:
+    """referral-qa-outcome: a safeguarding lead's judgement of a MASH referral."""
+
+    SYSTEM: Final = QA_OUTCOME
+    CLEAR_AND_COMPLETE: Final = "clear-and-complete"
+    INCOMPLETE_INFORMATION: Final = "incomplete-information"
+    THRESHOLD_NOT_EVIDENT: Final = "threshold-not-evident"
+    ESCALATED: Final = "escalated"
+
+
+class StatusReason:
+    """status-reason: why a Flag or a document left its active or current status."""
+
+    SYSTEM: Final = STATUS_REASON_CODE
+    ADDED_IN_ERROR: Final = "added-in-error"
+    NO_LONGER_REQUIRED: Final = "no-longer-required"
+    PLAN_ENDED: Final = "plan-ended"
+    SUPERSEDED: Final = "superseded"
+
+
+class UserRole:
+    """user-role: the role a token or sign-in carries, in the policy's order (not published as a
+    CodeSystem; AuditEvent agents carry it). Three are also care-team roles, with the same codes."""
+
+    SYSTEM: Final = USER_ROLE
+    ED_CLINICIAN: Final = "ed-clinician"
+    HEALTH_VISITOR: Final = CareTeamRole.HEALTH_VISITOR
+    SCHOOL_NURSE: Final = CareTeamRole.SCHOOL_NURSE
+    SEXUAL_HEALTH_CLINICIAN: Final = "sexual-health-clinician"
+    SAFEGUARDING_LEAD: Final = CareTeamRole.SAFEGUARDING_LEAD
+    MASH_PRACTITIONER: Final = "mash-practitioner"
+    SYSTEM_CLIENT: Final = "system"
+    ADMIN: Final = "admin"
+
+
+class TopicName:
+    """The subscription topics SafeFlag publishes, by name: `fhir_profiles/SubscriptionTopic/<name>.json`,
+    canonical URL SUBSCRIPTION_TOPIC + name."""
+
+    BASE: Final = SUBSCRIPTION_TOPIC
+    ED_ATTENDANCE: Final = "ed-attendance"
+    SAFEGUARDING_FLAG: Final = "safeguarding-flag"
+    MASH_REFERRAL: Final = "mash-referral"
+    ACCESS_NOTIFICATION: Final = "access-notification"
+
 
 # Extensions
 STATUS_REASON = STRUCTURE_DEFINITION + "status-reason"

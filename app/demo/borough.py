@@ -26,6 +26,14 @@ from app.vocabulary import (
     SUBSCRIPTION_SECRET,
     SUBSCRIPTION_TOPIC,
     TASK_CODE,
+    CareTeamRole,
+    CommunicationCategory,
+    DocumentType,
+    FlagCategory,
+    OrganizationRole,
+    QaOutcome,
+    TaskCode,
+    TopicName,
 )
 
 TOPIC = SUBSCRIPTION_TOPIC
@@ -80,25 +88,26 @@ def reference_data(today: date) -> list[dict[str, Any]]:
         {"purpose": {"text": "Out of hours emergency duty team"}, "telecom": [OUT_OF_HOURS]}])
     return [
         la,
-        organization(MASH, "Demo Borough MASH", "local-authority-mash", partOf={"reference": LA}),
-        organization(ED, "Demo General Hospital Emergency Department", "emergency-department"),
-        organization(ZERO19, "Demo 0-19 Service", "zero-to-nineteen-service"),
-        organization(DUTY, "Demo 0-19 Duty Team", "zero-to-nineteen-duty", partOf={"reference": ZERO19}),
-        practitioner_role(HV, ZERO19, "health-visitor", "Hana Visitor"),
-        practitioner_role(LEAD, ZERO19, "safeguarding-lead", "Sam Lead"),
+        organization(MASH, "Demo Borough MASH", OrganizationRole.LOCAL_AUTHORITY_MASH, partOf={"reference": LA}),
+        organization(ED, "Demo General Hospital Emergency Department", OrganizationRole.EMERGENCY_DEPARTMENT),
+        organization(ZERO19, "Demo 0-19 Service", OrganizationRole.ZERO_TO_NINETEEN_SERVICE),
+        organization(DUTY, "Demo 0-19 Duty Team", OrganizationRole.ZERO_TO_NINETEEN_DUTY,
+                     partOf={"reference": ZERO19}),
+        practitioner_role(HV, ZERO19, CareTeamRole.HEALTH_VISITOR, "Hana Visitor"),
+        practitioner_role(LEAD, ZERO19, CareTeamRole.SAFEGUARDING_LEAD, "Sam Lead"),
         practitioner_role(ED_NURSE, ED, None, "Eddie Nurse"),
         patient(MOTHER, MOTHER_NHS, "Morgan", "1996-05-20", "female"),
         patient(CHILD, CHILD_NHS, "Casey", child_birth, "female", managingOrganization={"reference": ZERO19}),
         {"resourceType": "CareTeam", "id": "demo-child-0-19", "status": "active", "name": "Casey's 0-19 team",
          "subject": {"reference": CHILD}, "managingOrganization": [{"reference": ZERO19}],
-         "participant": [{"role": [coding(CARE_TEAM_ROLE, "health-visitor")],
+         "participant": [{"role": [coding(CARE_TEAM_ROLE, CareTeamRole.HEALTH_VISITOR)],
                           "member": {"reference": HV}}]},
     ]
 
 
 def plan_flag(today: date) -> dict[str, Any]:
     return {"resourceType": "Flag", "status": "active",
-            "category": [coding(FLAG_CATEGORY, "child-protection-plan")],
+            "category": [coding(FLAG_CATEGORY, FlagCategory.CHILD_PROTECTION_PLAN)],
             "code": {"coding": [{"system": SNOMED, "code": "342191000000101",
                                  "display": "Child protection plan"}]},
             "subject": {"reference": CHILD}, "period": {"start": today.isoformat()},
@@ -111,7 +120,7 @@ def subscription(endpoint: str, secret: str) -> dict[str, Any]:
         "resourceType": "Subscription", "id": _id(SUBSCRIPTION), "status": "requested",
         "extension": [{"url": SECRET_EXT, "valueString": secret}],
         "reason": "Tell the 0-19 service's health visitor about ED attendances of her children",
-        "criteria": TOPIC + "ed-attendance",
+        "criteria": TOPIC + TopicName.ED_ATTENDANCE,
         "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria",
                                      "valueString": f"Communication?recipient={HV}"}]},
         "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
@@ -134,12 +143,12 @@ def referral_copy(sent: str, text: str) -> dict[str, Any]:
         (binary, {"resourceType": "Binary", "contentType": "text/plain",
                   "data": base64.b64encode(text.encode()).decode()}),
         (copy, {"resourceType": "DocumentReference", "status": "current",
-                "type": coding(DOCUMENT_TYPE, "mash-referral"),
+                "type": coding(DOCUMENT_TYPE, DocumentType.MASH_REFERRAL),
                 "subject": {"reference": CHILD}, "author": [{"reference": ED_NURSE}],
                 "description": "Referral to Demo Borough MASH",
                 "content": [{"attachment": {"contentType": "text/plain", "url": binary}}]}),
         (None, {"resourceType": "Communication", "status": "completed",
-                "category": [coding(COMMUNICATION_CATEGORY, "mash-referral")],
+                "category": [coding(COMMUNICATION_CATEGORY, CommunicationCategory.MASH_REFERRAL)],
                 "subject": {"reference": CHILD}, "sender": {"reference": ED_NURSE},
                 "recipient": [{"reference": MASH}], "sent": sent,
                 "payload": [{"contentReference": {"reference": copy}}]}),
@@ -152,7 +161,7 @@ def referral_copy(sent: str, text: str) -> dict[str, Any]:
 def qa_review(document: str) -> dict[str, Any]:
     task = TASK_CODE
     return {"resourceType": "Task", "status": "completed", "intent": "order",
-            "code": coding(task, "referral-qa"), "focus": {"reference": document},
+            "code": coding(task, TaskCode.REFERRAL_QA), "focus": {"reference": document},
             "for": {"reference": CHILD}, "owner": {"reference": LEAD},
-            "output": [{"type": coding(task, "qa-outcome"),
-                        "valueCodeableConcept": coding(QA_OUTCOME, "clear-and-complete")}]}
+            "output": [{"type": coding(task, TaskCode.QA_OUTCOME),
+                        "valueCodeableConcept": coding(QA_OUTCOME, QaOutcome.CLEAR_AND_COMPLETE)}]}

@@ -30,7 +30,7 @@ from app.demo.receiver import Receiver
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.ports import Clock
 from app.security.cli import mint_token
-from app.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY, TASK_CODE
+from app.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY, TASK_CODE, UserRole
 
 FHIR_JSON = "application/fhir+json"
 COMM = COMMUNICATION_CATEGORY + "|"
@@ -70,12 +70,12 @@ class Story:
             return mint_token(settings, sub=sub, role=role, org=org, practitioner=practitioner,
                               care_setting=care_setting, ttl=900)
 
-        self.admin = token("demo-admin", "admin")
-        self.la = token("demo-la-worker", "mash-practitioner", b.LA)
-        self.ed = token("demo-ed-nurse", "ed-clinician", b.ED, b.ED_NURSE, b.ED_CARE_SETTING)
+        self.admin = token("demo-admin", UserRole.ADMIN)
+        self.la = token("demo-la-worker", UserRole.MASH_PRACTITIONER, b.LA)
+        self.ed = token("demo-ed-nurse", UserRole.ED_CLINICIAN, b.ED, b.ED_NURSE, b.ED_CARE_SETTING)
         self.epr = token("demo-0-19-epr", "system", b.ZERO19)
-        self.hv = token("demo-hv", "health-visitor", b.ZERO19, b.HV)
-        self.lead = token("demo-lead", "safeguarding-lead", b.ZERO19, b.LEAD)
+        self.hv = token("demo-hv", UserRole.HEALTH_VISITOR, b.ZERO19, b.HV)
+        self.lead = token("demo-lead", UserRole.SAFEGUARDING_LEAD, b.ZERO19, b.LEAD)
         self.steps: list[tuple[str, tuple[int, ...], Callable[[], Awaitable[None]]]] = [
             ("seed reference data", (), self.seed),
             ("local authority raises a child protection plan", (1,), self.raise_plan),

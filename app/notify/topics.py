@@ -18,10 +18,11 @@ from typing import Any
 
 from app.fhir.profiles import ConformanceStore, get_store
 from app.vocabulary import HL7_STRUCTURE_DEFINITION as _RESOURCE
-from app.vocabulary import SUBSCRIPTION_TOPIC
+from app.vocabulary import SUBSCRIPTION_TOPIC, TopicName
 from app.vocabulary import TOPIC_EXTENSION as _EXT
 
-NAMES = ("ed-attendance", "safeguarding-flag", "mash-referral", "access-notification")
+NAMES = (TopicName.ED_ATTENDANCE, TopicName.SAFEGUARDING_FLAG, TopicName.MASH_REFERRAL,
+         TopicName.ACCESS_NOTIFICATION)
 
 
 class TopicFileError(RuntimeError):

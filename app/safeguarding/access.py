@@ -38,7 +38,7 @@ from app.security.labels import RESTRICTED, is_restricted
 from app.storage.locks import advisory_lock
 from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
-from app.vocabulary import CANONICAL_BASE
+from app.vocabulary import CANONICAL_BASE, CommunicationCategory
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 
 if TYPE_CHECKING:
@@ -131,7 +131,8 @@ def notification(
         "category": [
             {
                 "coding": [
-                    {"system": COMM_CATEGORY, "code": "access-notification", "display": "Access notification"}
+                    {"system": COMM_CATEGORY, "code": CommunicationCategory.ACCESS_NOTIFICATION,
+                     "display": "Access notification"}
                 ]
             }
         ],

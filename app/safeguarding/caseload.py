@@ -36,11 +36,11 @@ from app.fhir.ids import ID as _ID
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
 from app.ports import UnitOfWork, Work
 from app.safeguarding.lookup import Lookup
-from app.vocabulary import CARE_TEAM_ROLE, IDENTIFIER_SYSTEM
+from app.vocabulary import CARE_TEAM_ROLE, IDENTIFIER_SYSTEM, CareTeamRole
 
 CASELOAD_SYSTEM = IDENTIFIER_SYSTEM + "caseload"
 COLUMNS = ("nhs_number", "practitioner", "role", "team", "start_date")
-ROLES = ("health-visitor", "school-nurse", "safeguarding-lead")
+ROLES = (CareTeamRole.HEALTH_VISITOR, CareTeamRole.SCHOOL_NURSE, CareTeamRole.SAFEGUARDING_LEAD)
 _PRACTITIONER = re.compile(rf"^(PractitionerRole|Practitioner)/{_ID}$")
 _TEAM = re.compile(rf"^Organization/{_ID}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -46,6 +46,7 @@ from app.vocabulary import (
     IDENTIFIER_SYSTEM,
     SNOMED,
     STRUCTURE_DEFINITION,
+    CommunicationCategory,
 )
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.vocabulary import UNROUTED_REASON as REASON_SYSTEM
@@ -183,10 +184,10 @@ async def notices_for(lookup: Lookup, encounter: StoredResource, now: datetime) 
     subject = matches[0] if len(matches) == 1 else None
     on = attendance_date(content, now)
     age = age_on(subject.content.get("birthDate"), on) if subject else None
-    category = "did-not-wait" if did_not_wait(content) else "ed-attendance"
+    category = CommunicationCategory.DID_NOT_WAIT if did_not_wait(content) else CommunicationCategory.ED_ATTENDANCE
     if age is not None and age >= ADULT_AGE:
         kids = await dependent_children(lookup, subject) if subject else []
-        return [Notice("think-family", k, _child_ref(k, None), about, False) for k in kids]
+        return [Notice(CommunicationCategory.THINK_FAMILY, k, _child_ref(k, None), about, False) for k in kids]
     return [Notice(category, subject, _child_ref(subject, content.get("subject")), about, True, len(matches) > 1)]
 
 
@@ -217,8 +218,10 @@ def communication(
     if isinstance(content.get("serviceProvider"), dict):
         comm["sender"] = content["serviceProvider"]
     start = (content.get("period") or {}).get("start", "")
-    label = {"ed-attendance": "ED attendance", "did-not-wait": "Left ED before care was complete",
-             "think-family": "Think Family: an adult in the child's household attended ED"}[notice.category]
+    label = {CommunicationCategory.ED_ATTENDANCE: "ED attendance",
+             CommunicationCategory.DID_NOT_WAIT: "Left ED before care was complete",
+             CommunicationCategory.THINK_FAMILY: "Think Family: an adult in the child's household attended ED",
+             }[notice.category]
     comm["payload"] = [{"contentString": f"{label}{' on ' + start if start else ''} (routed via {route.via})"}]
     return comm
 
@@ -239,7 +242,7 @@ async def on_encounter_write(
         age = age_on(notice.child.content.get("birthDate"), on) if notice.child else None
         prio = priority(plan_flag=await _plan_flag(lookup, notice.child, notice.child_ref), age=age,
                         injury=notice.own_encounter and is_injury(encounter.content),
-                        dnw=notice.category == "did-not-wait")
+                        dnw=notice.category == CommunicationCategory.DID_NOT_WAIT)
         route = await route_child(lookup, notice.child, on, ambiguous=notice.ambiguous)
         route = await to_ed_lead(lookup, route, ed_organization(encounter))
         comm = await repo.create("Communication", communication(notice, encounter, route, prio, now, key))

@@ -26,6 +26,7 @@ from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.vocabulary import TASK_CODE as TASK_CODES
+from app.vocabulary import CareTeamRole, CommunicationCategory
 
 log = logging.getLogger("safeflag.escalation")
 
@@ -39,7 +40,7 @@ SHORTEST_DUE = timedelta(hours=23)
 async def lead_for(lookup: Lookup, task: dict[str, Any], now: datetime) -> dict[str, Any] | None:
     child = await lookup.resolve_subject(task.get("for"))
     if child is not None:
-        member = await care_team_member(lookup, child, "safeguarding-lead", now.date())
+        member = await care_team_member(lookup, child, CareTeamRole.SAFEGUARDING_LEAD, now.date())
         if member:
             return member
     org = await lookup.organization_of(task.get("owner"))
@@ -52,7 +53,7 @@ def _escalation(task: StoredResource, lead: dict[str, Any] | None, now: datetime
     comm: dict[str, Any] = {
         "resourceType": "Communication",
         "status": "completed",
-        "category": [{"coding": [{"system": COMM_CATEGORY, "code": "escalation"}]}],
+        "category": [{"coding": [{"system": COMM_CATEGORY, "code": CommunicationCategory.ESCALATION}]}],
         "priority": "urgent",
         "about": [{"reference": f"Task/{task.id}"}, *([task.content["focus"]] if task.content.get("focus") else [])],
         "sent": format_instant(now),

@@ -56,7 +56,7 @@ from app.search.prepared import PreparedSearch, prepared
 from app.security.policy import Visibility
 from app.storage.locks import advisory_lock
 from app.stored import StoredResource
-from app.vocabulary import CANONICAL_BASE, STATUS_REASON
+from app.vocabulary import CANONICAL_BASE, STATUS_REASON, FlagCategory
 from app.vocabulary import FLAG_CATEGORY as CATEGORY_SYSTEM
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ async def significant_adult_issues(
     lookup: Lookup, flag: dict[str, Any], category: str, patient: StoredResource | None
 ) -> list[Issue]:
     found = extensions(flag, SIGNIFICANT_ADULT)
-    if category != "significant-adult":
+    if category != FlagCategory.SIGNIFICANT_ADULT:
         return [
             _rule(
                 f"The significant-adult extension belongs on significant-adult flags, not on a {category} "
@@ -249,7 +249,7 @@ async def create_issues(
     if issue is not None:
         issues.append(issue)
     role = subject_role(category)
-    if subject_issue is None and (role == "mother" or category == "fgm"):
+    if subject_issue is None and (role == "mother" or category == FlagCategory.FGM):
         today = ctx.clock.now().date()  # only here: every clock call moves the test clock on
         check = mother_issue(category, patient, today) if role == "mother" else fgm_issue(patient, today)
         if check is not None:

@@ -42,6 +42,7 @@ from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
 from app.storage.repository import row_to_stored
 from app.storage.tables import idx_reference, resource
+from app.vocabulary import CareTeamRole, CommunicationCategory, TaskCode
 
 if TYPE_CHECKING:
     from app.ports import WriteContext
@@ -56,7 +57,7 @@ async def _is_lead(lookup: Lookup, ref: str | None) -> bool:
         return False
     if ref.startswith("PractitionerRole/"):
         role = await lookup.get(ref)
-        return role is not None and "safeguarding-lead" in codes(role.content.get("code"), CARE_TEAM_ROLE)
+        return role is not None and CareTeamRole.SAFEGUARDING_LEAD in codes(role.content.get("code"), CARE_TEAM_ROLE)
     if ref.startswith("Practitioner/"):
         return bool(await lookup.search("PractitionerRole", [("practitioner", ref), ("role", LEAD)], count=1))
     return False
@@ -83,7 +84,7 @@ async def referral_qa_rules(
         raise Unprocessable(f"A referral-qa Task is owned by a safeguarding lead (a PractitionerRole coded "
                             f"{LEAD}, or its Practitioner); '{(owner or {}).get('reference')}' is not one",
                             msg_id="SF-0933", code="business-rule", expression="Task.owner")
-    outcomes = [o for o in content.get("output") or [] if "qa-outcome" in codes(o.get("type"), TASK_CODE)]
+    outcomes = [o for o in content.get("output") or [] if TaskCode.QA_OUTCOME in codes(o.get("type"), TASK_CODE)]
     if content.get("status") == "completed" and not outcomes:
         raise Unprocessable("A completed referral-qa Task records its outcome: an output of type qa-outcome "
                             "with a referral-qa-outcome code", msg_id="SF-0934", code="required",
@@ -95,7 +96,7 @@ async def referral_outcome_rules(
     ctx: WriteContext, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
     """The local authority's reply answers a stored mash-referral Communication about the same child."""
-    if "referral-outcome" not in categories(content):
+    if CommunicationCategory.REFERRAL_OUTCOME not in categories(content):
         return content
     base = ctx.base
     answered = content.get("inResponseTo") or []
@@ -106,7 +107,7 @@ async def referral_outcome_rules(
     for i, value in enumerate(answered):
         ref = local_ref(value, base, "Communication")
         referral = await lookup.get(ref) if ref else None
-        if referral is None or "mash-referral" not in categories(referral.content):
+        if referral is None or CommunicationCategory.MASH_REFERRAL not in categories(referral.content):
             raise Unprocessable(f"inResponseTo '{(value or {}).get('reference')}' is not a stored mash-referral "
                                 "Communication", msg_id="SF-0931", code="business-rule",
                                 expression=f"Communication.inResponseTo[{i}]")

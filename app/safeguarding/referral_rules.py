@@ -11,7 +11,15 @@ from typing import Any
 from app.errors import BadRequest, Unprocessable
 from app.fhir.ids import ID_RE
 from app.fhir.search.extract import split_reference
-from app.vocabulary import CARE_TEAM_ROLE, DOCUMENT_TYPE, QA_OUTCOME, STATUS_REASON, TASK_CODE
+from app.vocabulary import (
+    CARE_TEAM_ROLE,
+    DOCUMENT_TYPE,
+    QA_OUTCOME,
+    STATUS_REASON,
+    TASK_CODE,
+    DocumentType,
+    TaskCode,
+)
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.vocabulary import STATUS_REASON_CODE as STATUS_REASON_CS
 
@@ -30,7 +38,7 @@ def codes(concepts: Any, system: str) -> set[str]:
 
 
 def is_referral_copy(content: dict[str, Any] | None) -> bool:
-    return bool(content) and "mash-referral" in codes((content or {}).get("type"), DOC_TYPE)
+    return bool(content) and DocumentType.MASH_REFERRAL in codes((content or {}).get("type"), DOC_TYPE)
 
 
 def categories(content: dict[str, Any] | None) -> set[str]:
@@ -38,7 +46,7 @@ def categories(content: dict[str, Any] | None) -> set[str]:
 
 
 def is_qa_task(content: dict[str, Any] | None) -> bool:
-    return bool(content) and "referral-qa" in codes((content or {}).get("code"), TASK_CODE)
+    return bool(content) and TaskCode.REFERRAL_QA in codes((content or {}).get("code"), TASK_CODE)
 
 
 def local_ref(value: Any, base: str, rtype: str | None = None) -> str | None:

@@ -42,7 +42,7 @@ from app.safeguarding.referral_rules import (
 )
 from app.storage.repository import utc_ms
 from app.stored import format_instant
-from app.vocabulary import CONFIDENTIALITY, STATUS_REASON
+from app.vocabulary import CONFIDENTIALITY, STATUS_REASON, CommunicationCategory, StatusReason
 
 if TYPE_CHECKING:
     from app.ports import WriteContext
@@ -196,7 +196,7 @@ async def referral_copy_links(
                                 expression=f"{where}.url")
     for old in scratch.get("replaces", []):
         reason = {"url": STATUS_REASON, "valueCodeableConcept": {"coding": [
-            {"system": STATUS_REASON_CS, "code": "superseded", "display": "Superseded"}]}}
+            {"system": STATUS_REASON_CS, "code": StatusReason.SUPERSEDED, "display": "Superseded"}]}}
         await ctx.repo.update(old, {**old.content, "status": "superseded",
                                     "extension": [*without_extension(old.content, STATUS_REASON), reason]})
 
@@ -276,15 +276,15 @@ async def referral_communication_rules(
     ctx: WriteContext, content: dict[str, Any], current: StoredResource | None, scratch: dict[str, Any]
 ) -> dict[str, Any]:
     stored = current.content if current is not None and not current.deleted else None
-    if stored is not None and "mash-referral" in categories(stored):
+    if stored is not None and CommunicationCategory.MASH_REFERRAL in categories(stored):
         check_status_change(COMM_STATUS, stored, content)
         return content
-    if "mash-referral" in categories(content):
+    if CommunicationCategory.MASH_REFERRAL in categories(content):
         return await _new_referral(ctx, content)
     return content
 
 
 async def referral_communication_kept(ctx: WriteContext, current: StoredResource) -> None:
-    if "mash-referral" in categories(current.content):
+    if CommunicationCategory.MASH_REFERRAL in categories(current.content):
         raise MethodNotAllowed(f"{COMM}/{current.id} is part of a referral copy and is never deleted; set its "
                                "status to entered-in-error (with a statusReason) instead", msg_id="SF-0928")

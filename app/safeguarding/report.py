@@ -47,9 +47,10 @@ from app.safeguarding.unrouted import UNROUTED_LIST, is_unrouted
 from app.storage import buffer
 from app.storage.repository import utc_ms
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
-from app.vocabulary import FLAG_CATEGORY
+from app.vocabulary import FLAG_CATEGORY, CommunicationCategory
 
-ED_CATEGORIES = ("ed-attendance", "did-not-wait", "think-family")
+ED_CATEGORIES = (CommunicationCategory.ED_ATTENDANCE, CommunicationCategory.DID_NOT_WAIT,
+                 CommunicationCategory.THINK_FAMILY)
 NOT_DONE = frozenset({"cancelled", "rejected", "failed", "entered-in-error"})
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 Number = int | float | None

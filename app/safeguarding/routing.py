@@ -20,17 +20,14 @@ from typing import Any
 from app.safeguarding.lookup import Lookup
 from app.search.prepared import prepared
 from app.stored import StoredResource
-from app.vocabulary import CARE_TEAM_ROLE
+from app.vocabulary import CARE_TEAM_ROLE, CareTeamRole, UnroutedReason
 from app.vocabulary import ORGANIZATION_ROLE as ORG_ROLE
 
 ADULT_AGE = 18
 
 
 # Why a notice reached no health visitor, school nurse or team; each means the duty team is missing too.
-PATIENT_UNKNOWN = "patient-unknown"  # no live Patient is the attendance's subject (NHS number unknown)
-PATIENT_AMBIGUOUS = "patient-ambiguous"  # several live Patients hold its NHS number (data older than uniqueness)
-NO_CARE_TEAM = "no-care-team"  # the child is on file: no CareTeam member for its age, no managing organisation
-UNROUTED_REASONS = (PATIENT_UNKNOWN, PATIENT_AMBIGUOUS, NO_CARE_TEAM)
+UNROUTED_REASONS = (UnroutedReason.PATIENT_UNKNOWN, UnroutedReason.PATIENT_AMBIGUOUS, UnroutedReason.NO_CARE_TEAM)
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ def age_on(birth: str | None, on: date) -> int | None:
 def role_for_age(age: int | None) -> str | None:
     if age is None or age >= ADULT_AGE:
         return None
-    return "health-visitor" if age < 5 else "school-nurse"
+    return CareTeamRole.HEALTH_VISITOR if age < 5 else CareTeamRole.SCHOOL_NURSE
 
 
 def _has_role(participant: dict[str, Any], role: str) -> bool:
@@ -112,7 +109,8 @@ async def route_child(lookup: Lookup, child: StoredResource | None, on: date, *,
         age = age_on(child.content.get("birthDate"), on)
         # no birth date on file (e.g. a Patient created by the caseload import): the caseload says who
         # the child's practitioner is, whichever of the two roles they hold
-        for role in [role_for_age(age)] if age is not None else ["health-visitor", "school-nurse"]:
+        nurses = [CareTeamRole.HEALTH_VISITOR, CareTeamRole.SCHOOL_NURSE]
+        for role in [role_for_age(age)] if age is not None else nurses:
             member = await care_team_member(lookup, child, role, on) if role else None
             if member:
                 return Route(member, "care-team")
@@ -122,5 +120,6 @@ async def route_child(lookup: Lookup, child: StoredResource | None, on: date, *,
     duty = await duty_team(lookup)
     if duty:
         return Route(duty, "duty-team")
-    reason = NO_CARE_TEAM if child is not None else PATIENT_AMBIGUOUS if ambiguous else PATIENT_UNKNOWN
+    reason = (UnroutedReason.NO_CARE_TEAM if child is not None
+              else UnroutedReason.PATIENT_AMBIGUOUS if ambiguous else UnroutedReason.PATIENT_UNKNOWN)
     return Route(None, "unrouted", reason)

@@ -44,7 +44,7 @@ from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
 from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
-from app.vocabulary import CANONICAL_BASE
+from app.vocabulary import CANONICAL_BASE, CommunicationCategory
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.vocabulary import TASK_CODE as TASK_CODES
 
@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 
 OPERATION = "safeguarding-summary"
 OPERATION_DEFINITION = CANONICAL_BASE + "/OperationDefinition/Patient-safeguarding-summary"
-NOTICE_CATEGORIES = ("ed-attendance", "did-not-wait", "think-family", "access-notification")
+NOTICE_CATEGORIES = (CommunicationCategory.ED_ATTENDANCE, CommunicationCategory.DID_NOT_WAIT,
+                     CommunicationCategory.THINK_FAMILY, CommunicationCategory.ACCESS_NOTIFICATION)
 RECENT = 25  # notifications and accesses shown
 OPEN_LIMIT = 100  # active flags and open Tasks: all of them, in practice
 

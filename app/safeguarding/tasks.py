@@ -21,8 +21,10 @@ from app.config import HolidaysRegion
 from app.fhir.search.dates import parse_range
 from app.stored import format_instant
 from app.vocabulary import TASK_CODE as TASK_CODES
+from app.vocabulary import TaskCode
 
-ESCALATED = {"coding": [{"system": TASK_CODES, "code": "escalated", "display": "Escalated to safeguarding lead"}]}
+ESCALATED = {"coding": [{"system": TASK_CODES, "code": TaskCode.ESCALATED,
+                         "display": "Escalated to safeguarding lead"}]}
 OPEN_STATUSES = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
@@ -69,7 +71,7 @@ def acknowledgement_task(
         "status": "requested",
         "intent": "order",
         "priority": priority,
-        "code": {"coding": [{"system": TASK_CODES, "code": "acknowledge", "display": "Acknowledge notice"}]},
+        "code": {"coding": [{"system": TASK_CODES, "code": TaskCode.ACKNOWLEDGE, "display": "Acknowledge notice"}]},
         "focus": {"reference": f"Communication/{communication_id}"},
         "authoredOn": format_instant(sent),
         "restriction": {"period": {"end": format_instant(due_time(sent, priority, region))}},
@@ -104,4 +106,4 @@ def is_overdue(task: dict[str, Any], now: datetime) -> bool:
 
 def is_escalated(task: dict[str, Any]) -> bool:
     status = task.get("businessStatus") or {}
-    return any(c.get("code") == "escalated" for c in status.get("coding") or [])
+    return any(c.get("code") == TaskCode.ESCALATED for c in status.get("coding") or [])

@@ -29,9 +29,10 @@ from app.errors import Issue
 from app.observability import request_id_var
 from app.ports import Notes
 from app.safeguarding.lookup import Lookup
-from app.safeguarding.routing import NO_CARE_TEAM, PATIENT_AMBIGUOUS, Route, lead_of
+from app.safeguarding.routing import Route, lead_of
 from app.stored import StoredResource
 from app.vocabulary import UNROUTED_REASON as REASON_SYSTEM
+from app.vocabulary import UnroutedReason
 
 HEADER = "X-SafeFlag-Unrouted"
 UNROUTED_LIST = "Task?owner:missing=true&code=acknowledge"
@@ -41,9 +42,9 @@ MSG_ID = "SF-0975"
 log = logging.getLogger("safeflag.unrouted")
 
 _WHY = {
-    "patient-unknown": "no Patient on file is the attendance's subject (NHS number not known here)",
-    PATIENT_AMBIGUOUS: "several Patients on file hold the subject's NHS number",
-    NO_CARE_TEAM: "the child has no health visitor or school nurse in an active CareTeam and no managing "
+    UnroutedReason.PATIENT_UNKNOWN: "no Patient on file is the attendance's subject (NHS number not known here)",
+    UnroutedReason.PATIENT_AMBIGUOUS: "several Patients on file hold the subject's NHS number",
+    UnroutedReason.NO_CARE_TEAM: "the child has no health visitor or school nurse in an active CareTeam and no managing "
                   "organisation",
 }
 
@@ -92,7 +93,7 @@ def warning(encounter: StoredResource, sent: Sent, base: str) -> Issue:
     text = (f"Encounter/{encounter.id}: the {sent.category} notice {sent.communication} reached no health "
             f"visitor, school nurse or team ({reason}: {_WHY.get(reason, reason)}, and no 0-19 duty team is "
             f"on file); {where(sent.route, base)}")
-    expression = () if reason == NO_CARE_TEAM else ("Encounter.subject",)
+    expression = () if reason == UnroutedReason.NO_CARE_TEAM else ("Encounter.subject",)
     return Issue("incomplete", text, "warning", expression, MSG_ID)
 
 

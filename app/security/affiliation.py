@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.fhir.search.extract import split_reference, walk
 from app.security.principal import Principal
 from app.storage.tables import idx_reference, resource
+from app.vocabulary import UserRole
 
 _SHARED_FOR = frozenset({"DocumentReference", "Binary"})
 
@@ -114,6 +115,6 @@ async def enrich(session: AsyncSession, principal: Principal, resource_type: str
             if prac:
                 own_refs.add(f"Practitioner/{prac}")
     out = principal.with_refs(org_refs=frozenset(org_refs), own_refs=frozenset(own_refs))
-    if principal.role == "mash-practitioner" and resource_type in _SHARED_FOR:
+    if principal.role == UserRole.MASH_PRACTITIONER and resource_type in _SHARED_FOR:
         out = out.with_refs(shared_refs=await _shared(session, out))
     return out

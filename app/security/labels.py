@@ -23,7 +23,7 @@ from typing import Any
 
 from app.errors import Issue
 from app.security.principal import Principal
-from app.vocabulary import ACT_CODE, CONFIDENTIALITY
+from app.vocabulary import ACT_CODE, CONFIDENTIALITY, UserRole
 
 RESTRICTED_CODES = frozenset({"R", "V"})
 SEXUAL_HEALTH_SETTING = "788122004"
@@ -45,7 +45,7 @@ def is_restricted(resource: dict[str, Any] | None) -> bool:
 
 
 def writes_sexual_health(principal: Principal) -> bool:
-    return principal.role == "sexual-health-clinician" or principal.care_setting == SEXUAL_HEALTH_SETTING
+    return principal.role == UserRole.SEXUAL_HEALTH_CLINICIAN or principal.care_setting == SEXUAL_HEALTH_SETTING
 
 
 def default_labels(principal: Principal, resource: dict[str, Any]) -> dict[str, Any]:

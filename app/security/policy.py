@@ -37,12 +37,21 @@ from app.security.decision import ALLOW, Decision, SecurityContext
 from app.security.labels import is_restricted
 from app.security.principal import ROLES, Principal
 from app.security.scopes import letter_of
-from app.vocabulary import CODE_SYSTEM, COMMUNICATION_CATEGORY, FLAG_CATEGORY, PLAN_CATEGORIES, TASK_CODE
+from app.vocabulary import (
+    CODE_SYSTEM,
+    COMMUNICATION_CATEGORY,
+    FLAG_CATEGORY,
+    PLAN_CATEGORIES,
+    TASK_CODE,
+    CommunicationCategory,
+    TaskCode,
+    UserRole,
+)
 
 NEVER_DELETED = frozenset({"Flag", "DocumentReference", "Binary", "AuditEvent"})
 SERVER_WRITTEN = frozenset({"AuditEvent"})
 KEPT_BY_CREATOR = frozenset({"Subscription"})  # a deleted one brought back stays its creator's (`Reach.CREATOR`)
-CLEARED_ROLES = frozenset({"safeguarding-lead", "admin"})  # may see restricted records of any org
+CLEARED_ROLES = frozenset({UserRole.SAFEGUARDING_LEAD, UserRole.ADMIN})  # may see restricted records of any org
 WITHHELD_MSG = "SF-0802"  # the refusal of a record withheld for its restricted label (403)
 
 
@@ -94,10 +103,10 @@ CREATE: dict[str, tuple[str | None, ...]] = {
     "RelatedPerson":    ("",   "",   "",   "",   "",             None,               "", ""),
     "Encounter":        ("",   "",   "",   "",   "",             None,               "", ""),
     "Flag":             ("",   "",   "",   "",   "",             "plan-type",        "", ""),
-    "Communication":    ("",   "",   "",   "",   "",             "referral-outcome", "", ""),
+    "Communication":    ("",   "",   "",   "",   "",             "outcome-category", "", ""),
     "DocumentReference": ("",  "",   "",   "",   "",             None,               "", ""),
     "Binary":           ("",   "",   "",   "",   "",             None,               "", ""),
-    "Task":             (None, None, None, None, "referral-qa",  None,               "", ""),
+    "Task":             (None, None, None, None, "qa-task-code", None,               "", ""),
     "Subscription":     (None, None, None, None, None,           None,               "", ""),
     "AuditEvent":       (None, None, None, None, None,           None,               None, None),
 }
@@ -113,7 +122,7 @@ UPDATE: dict[str, tuple[tuple[Reach, str], ...]] = {
     "RelatedPerson":    ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (A, ""),  (A, "")),
     "Encounter":        ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (A, ""),  (A, "")),
     "Flag":             ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (O, "plan-type"),           (A, ""),  (A, "")),
-    "Communication":    ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (ADR, "referral-outcome"),  (O, ""),  (A, "")),
+    "Communication":    ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (ADR, "outcome-category"),  (O, ""),  (A, "")),
     "DocumentReference": ((O, ""), (O, ""),          (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (O, ""),  (A, "")),
     "Binary":           ((O, ""), (O, ""),           (O, ""),           (O, ""),  (O, ""),  (_, ""),                    (O, ""),  (A, "")),
     "Task":             ((_, ""), (OWN, "status"),   (OWN, "status"),   (_, ""),  (O, ""),  (_, ""),                    (O, ""),  (A, "")),
@@ -139,7 +148,8 @@ REACH_FIELDS = {Reach.ADDRESSED: ("recipient",), Reach.OWNED: ("owner",)}
 CREATOR_SYSTEM = CODE_SYSTEM + "created-by-client"  # meta.tag of a Subscription: the `sub` of its creator
 PLAN_TYPES = PLAN_CATEGORIES
 TASK_STATUS_ELEMENTS = frozenset({"status", "statusReason", "businessStatus", "lastModified", "executionPeriod"})
-HANDOVER_ROLES = frozenset({"health-visitor", "school-nurse"})  # may pass a Task to a colleague (`_handover`)
+# may pass a Task to a colleague (`_handover`)
+HANDOVER_ROLES = frozenset({UserRole.HEALTH_VISITOR, UserRole.SCHOOL_NURSE})
 _ACTIONS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
@@ -245,12 +255,12 @@ def _condition(name: str, content: dict[str, Any] | None, current: dict[str, Any
         cats = _codes(content.get("category"))
         if not any(s == FLAG_CATEGORY and c in PLAN_TYPES for s, c in cats):
             return "MASH practitioners may write only plan-type Flags (" + ", ".join(sorted(PLAN_TYPES)) + ")"
-    elif name == "referral-outcome":
+    elif name == "outcome-category":
         cats = _codes(content.get("category"))
-        if (COMMUNICATION_CATEGORY, "referral-outcome") not in cats:
+        if (COMMUNICATION_CATEGORY, CommunicationCategory.REFERRAL_OUTCOME) not in cats:
             return "MASH practitioners may write only referral-outcome Communications"
-    elif name == "referral-qa":
-        if (TASK_CODE, "referral-qa") not in _codes(content.get("code")):
+    elif name == "qa-task-code":
+        if (TASK_CODE, TaskCode.REFERRAL_QA) not in _codes(content.get("code")):
             return "safeguarding leads may create only referral-qa Tasks"
     elif name == "status" and current is not None:
         keys = (set(content) | set(current)) - {"id", "meta", "text", "owner"} - TASK_STATUS_ELEMENTS
@@ -373,12 +383,13 @@ def decide(
 # Operations and endpoints that are not a FHIR interaction on one type. The data an operation reads
 # or writes is still decided by `decide`/`visibility` record by record.
 OPERATIONS: dict[str, frozenset[str]] = {
-    "metrics": frozenset({"admin", "system"}),  # GET /metrics: not an open endpoint
-    "governance-report": frozenset({"safeguarding-lead", "admin"}),  # $governance-report, safeflag report
+    "metrics": frozenset({UserRole.ADMIN, UserRole.SYSTEM_CLIENT}),  # GET /metrics: not an open endpoint
+    "governance-report": frozenset({UserRole.SAFEGUARDING_LEAD, UserRole.ADMIN}),  # $governance-report, safeflag report
     "validate": frozenset(ROLES),  # $validate reads and writes nothing
     "batch": frozenset(ROLES),  # POST /fhir: each entry is decided as if sent alone
     "transaction": frozenset(ROLES),
-    "safeguarding-summary": frozenset(ROLES) - {"mash-practitioner"},  # reads Flags, Communications, AuditEvents
+    # reads Flags, Communications, AuditEvents
+    "safeguarding-summary": frozenset(ROLES) - {UserRole.MASH_PRACTITIONER},
     "history-system": frozenset(ROLES),  # each version is filtered as a search's results are
     "conformance": frozenset(ROLES),  # the server's own conformance resources (fhir_profiles/) describe the API
 }

@@ -16,16 +16,17 @@ from typing import Any
 
 from app.fhir.search.extract import split_reference
 from app.security.scopes import ScopeSet
+from app.vocabulary import UserRole
 
 ROLES = (
-    "ed-clinician",
-    "health-visitor",
-    "school-nurse",
-    "sexual-health-clinician",
-    "safeguarding-lead",
-    "mash-practitioner",
-    "system",
-    "admin",
+    UserRole.ED_CLINICIAN,
+    UserRole.HEALTH_VISITOR,
+    UserRole.SCHOOL_NURSE,
+    UserRole.SEXUAL_HEALTH_CLINICIAN,
+    UserRole.SAFEGUARDING_LEAD,
+    UserRole.MASH_PRACTITIONER,
+    UserRole.SYSTEM_CLIENT,
+    UserRole.ADMIN,
 )
 
 CLAIMS = ("iss", "sub", "role", "scope", "org", "fhirUser", "care_setting", "client_id", "jti")  # what a Principal keeps

@@ -24,6 +24,7 @@ from app.safeguarding.referral_rules import QA_OUTCOME, TASK_CODE
 from app.safeguarding.report import governance_report, month_range
 from app.stored import format_instant
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
+from app.vocabulary import CommunicationCategory, QaOutcome, TaskCode
 from app.web import fmt
 from app.web.notice import payload_text, readable_payload
 from app.web.notices import by_ref, display_of, human_name, withheld_text
@@ -32,10 +33,10 @@ if TYPE_CHECKING:
     from app.interactions.service import FhirService
 
 QA_OUTCOMES = {
-    "clear-and-complete": "Clear and complete",
-    "incomplete-information": "Incomplete information",
-    "threshold-not-evident": "Threshold not evident",
-    "escalated": "Escalated",
+    QaOutcome.CLEAR_AND_COMPLETE: "Clear and complete",
+    QaOutcome.INCOMPLETE_INFORMATION: "Incomplete information",
+    QaOutcome.THRESHOLD_NOT_EVIDENT: "Threshold not evident",
+    QaOutcome.ESCALATED: "Escalated",
 }
 REPLY_MAX = 4000
 # the figures the chart draws (counts; shares and times are in the table)
@@ -81,9 +82,9 @@ async def review(svc: FhirService, document_id: str, outcome: str, note: str) ->
     owner = getattr(svc.principal, "fhir_user", None)
     task: dict[str, Any] = {
         "resourceType": "Task", "status": "completed", "intent": "order",
-        "code": {"coding": [{"system": TASK_CODE, "code": "referral-qa"}]},
+        "code": {"coding": [{"system": TASK_CODE, "code": TaskCode.REFERRAL_QA}]},
         "focus": {"reference": f"DocumentReference/{document_id}"},
-        "output": [{"type": {"coding": [{"system": TASK_CODE, "code": "qa-outcome"}]},
+        "output": [{"type": {"coding": [{"system": TASK_CODE, "code": TaskCode.QA_OUTCOME}]},
                     "valueCodeableConcept": {"coding": [{"system": QA_OUTCOME, "code": outcome}]}}],
     }
     if owner:
@@ -165,7 +166,7 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
     """(access notifications, referral copies) addressed to the MASH practitioner's authority."""
     lists: list[list[Item]] = []
     withheld = None
-    for category in ("access-notification", "mash-referral"):
+    for category in (CommunicationCategory.ACCESS_NOTIFICATION, CommunicationCategory.MASH_REFERRAL):
         bundle = await svc.search("Communication", [
             ("category", f"{COMM_CATEGORY}|{category}"), ("_sort", "-sent"), ("_count", "200"),
             ("_include", "Communication:subject"), ("_include", "Communication:sender"),
@@ -197,7 +198,7 @@ async def reply(svc: FhirService, referral_id: str, text: str, now: datetime) ->
     referral = (await svc.read("Communication", referral_id)).content
     comm: dict[str, Any] = {
         "resourceType": "Communication", "status": "completed",
-        "category": [{"coding": [{"system": COMM_CATEGORY, "code": "referral-outcome"}]}],
+        "category": [{"coding": [{"system": COMM_CATEGORY, "code": CommunicationCategory.REFERRAL_OUTCOME}]}],
         "inResponseTo": [{"reference": f"Communication/{referral_id}"}],
         "sent": format_instant(now), "payload": [{"contentString": text}],
     }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from app.clock import is_loopback
 from app.config import Settings
 from app.demo.borough import ED, ED_CARE_SETTING, ED_NURSE, HV, LEAD, MASH, ZERO19
+from app.vocabulary import UserRole
 from app.web.claims import WEB_SCOPE, role_map
 
 ISSUER = "safeflag-development-sign-in"
@@ -35,11 +36,12 @@ class Person:
 
 
 PEOPLE = (
-    Person("hv", "Hana Visitor", "health visitor, Demo 0-19 Service", "health-visitor", ZERO19, HV, None),
-    Person("lead", "Sam Lead", "safeguarding lead, Demo 0-19 Service", "safeguarding-lead", ZERO19, LEAD, None),
-    Person("ed-nurse", "Eddie Nurse", "ED clinician, Demo General Hospital", "ed-clinician", ED, ED_NURSE,
+    Person("hv", "Hana Visitor", "health visitor, Demo 0-19 Service", UserRole.HEALTH_VISITOR, ZERO19, HV, None),
+    Person("lead", "Sam Lead", "safeguarding lead, Demo 0-19 Service", UserRole.SAFEGUARDING_LEAD, ZERO19, LEAD, None),
+    Person("ed-nurse", "Eddie Nurse", "ED clinician, Demo General Hospital", UserRole.ED_CLINICIAN, ED, ED_NURSE,
            ED_CARE_SETTING),
-    Person("mash", "Morgan Mash", "MASH practitioner, Demo Borough MASH", "mash-practitioner", MASH, None, None),
+    Person("mash", "Morgan Mash", "MASH practitioner, Demo Borough MASH", UserRole.MASH_PRACTITIONER, MASH, None,
+           None),
 )
 
 

@@ -22,7 +22,7 @@ from app.errors import Unprocessable
 from app.safeguarding.summary import safeguarding_summary
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.stored import format_instant
-from app.vocabulary import FLAG_CATEGORY
+from app.vocabulary import FLAG_CATEGORY, CareTeamRole, UserRole
 from app.web import fmt
 from app.web.notices import (
     INCLUDES,
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from app.interactions.service import FhirService
 
 NOTE_MAX = 1000  # characters of an acknowledgement note
-TEAM_ROLES = ("health-visitor", "school-nurse", "safeguarding-lead")
+TEAM_ROLES = (CareTeamRole.HEALTH_VISITOR, CareTeamRole.SCHOOL_NURSE, CareTeamRole.SAFEGUARDING_LEAD)
 
 
 @dataclass
@@ -136,7 +136,8 @@ async def colleagues(svc: FhirService) -> list[tuple[str, str]]:
     org = getattr(svc.principal, "org", None)
     if not org:
         return []
-    own = set(own_refs(svc)) if svc.principal is not None and svc.principal.role != "safeguarding-lead" else set()
+    lead = svc.principal is None or svc.principal.role == UserRole.SAFEGUARDING_LEAD
+    own = set() if lead else set(own_refs(svc))
     bundle = await svc.search("PractitionerRole", [("organization", org), ("_count", "200")])
     out = []
     for e in bundle.get("entry") or []:

@@ -19,16 +19,17 @@ from typing import TYPE_CHECKING, Any
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.safeguarding.tasks import OPEN_STATUSES, due_at, is_escalated
 from app.vocabulary import TASK_CODE as TASK_CODES
+from app.vocabulary import CommunicationCategory
 from app.web import fmt
 
 if TYPE_CHECKING:
     from app.interactions.service import FhirService
 
 CATEGORY_LABELS = {
-    "ed-attendance": "ED attendance",
-    "did-not-wait": "Left ED before care was complete",
-    "think-family": "Think Family: an adult in the household attended ED",
-    "escalation": "Escalation",
+    CommunicationCategory.ED_ATTENDANCE: "ED attendance",
+    CommunicationCategory.DID_NOT_WAIT: "Left ED before care was complete",
+    CommunicationCategory.THINK_FAMILY: "Think Family: an adult in the household attended ED",
+    CommunicationCategory.ESCALATION: "Escalation",
 }
 LIST_LIMIT = 500  # the search's _count ceiling: every open notice of one person or team
 OWNER = ("_include", "Task:owner")

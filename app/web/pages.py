@@ -27,6 +27,7 @@ from app.errors import FhirError
 from app.interactions.service import FhirService
 from app.observability import request_id_var
 from app.security.principal import Principal
+from app.vocabulary import UserRole
 from app.web import desk, fmt, live, notice, notices
 from app.web.positions import Positions
 from app.web.session import current_user, signed_in_form
@@ -35,8 +36,8 @@ from app.web.templates import render
 router = APIRouter(prefix="/app", include_in_schema=False)
 User = Annotated[Principal, Depends(current_user)]
 FormUser = Annotated[Principal, Depends(signed_in_form)]
-NURSES = ("health-visitor", "school-nurse")
-PASSERS = (*NURSES, "safeguarding-lead")  # may pass a notice to a colleague of the team
+NURSES = (UserRole.HEALTH_VISITOR, UserRole.SCHOOL_NURSE)
+PASSERS = (*NURSES, UserRole.SAFEGUARDING_LEAD)  # may pass a notice to a colleague of the team
 HEADINGS = {400: "There is a problem with this request", 403: "You cannot do this",
             404: "Page not found", 409: "This notice changed", 410: "This record was removed",
             412: "This notice changed while you were looking at it", 422: "There is a problem"}
@@ -163,9 +164,9 @@ async def home_page(request: Request, user: Principal) -> Response | None:
     """The signed-in user's home page by role; None for a role without pages of its own here."""
     if user.role in NURSES:
         return await _inbox(request, user, "pages/inbox.jinja")
-    if user.role == "safeguarding-lead":
+    if user.role == UserRole.SAFEGUARDING_LEAD:
         return await _desk(request, user, "pages/lead.jinja")
-    if user.role == "mash-practitioner":
+    if user.role == UserRole.MASH_PRACTITIONER:
         return await _mash(request, user)
     return None
 
@@ -206,7 +207,7 @@ async def reassign(request: Request, task_id: str, user: FormUser) -> Response:
 
     async def work(svc: FhirService) -> Response:
         await notice.reassign(svc, task_id, str(form.get("version", "")), str(form.get("owner", "")))
-        return _done(request, "/app/lead" if user.role == "safeguarding-lead" else "/app")
+        return _done(request, "/app/lead" if user.role == UserRole.SAFEGUARDING_LEAD else "/app")
     return await _page(request, user, work)
 
 

@@ -8,6 +8,7 @@ module defines; a module that needs one imports it, or builds on it (`CODE_SYSTE
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -82,4 +83,115 @@ def test_no_module_in_app_spells_a_vocabulary_url() -> None:
         for path in sorted(APP.rglob("*.py")) if path != VOCABULARY
         if (hits := misspelled(path.read_text(encoding="utf-8"), urls))
     }
+    assert found == {}
+
+
+# --- codes --------------------------------------------------------------------------------------
+
+PROFILES = APP.parent / "fhir_profiles"
+
+
+def code_groups() -> dict[str, type]:
+    """The vocabulary's code classes (a `SYSTEM` URL and the codes of that system), by name."""
+    return {name: value for name, value in vars(vocabulary).items()
+            if isinstance(value, type) and isinstance(getattr(value, "SYSTEM", None), str)}
+
+
+def codes_of(group: type) -> dict[str, str]:
+    """A code class's codes, constant name -> code (SYSTEM or BASE, its URL, left out)."""
+    return {name: value for name, value in vars(group).items()
+            if name.isupper() and name not in {"SYSTEM", "BASE"} and isinstance(value, str)}
+
+
+def published_code_systems() -> dict[str, set[str]]:
+    """url -> codes of every CodeSystem SafeFlag publishes in fhir_profiles/CodeSystem/."""
+    systems = {}
+    for path in sorted((PROFILES / "CodeSystem").glob("*.json")):
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        systems[resource["url"]] = {concept["code"] for concept in resource["concept"]}
+    return systems
+
+
+def published_topics() -> set[str]:
+    return {json.loads(p.read_text(encoding="utf-8"))["id"] for p in (PROFILES / "SubscriptionTopic").glob("*.json")}
+
+
+# Roles a token carries; user-role is not published as a CodeSystem, so the module's list is the set.
+# `system` is left out of the scan: it is also the name of every Coding's system element.
+UNPUBLISHED = {vocabulary.USER_ROLE: set(codes_of(vocabulary.UserRole).values()) - {"system"}}
+
+# Strings spelled like one of the codes that mean something else, by module: DocumentReference.status
+# `superseded` is FHIR's own code (document-reference-status), which the referral rules set and the
+# bindings list; `safeguarding-flag` is also the name of the Flag profile (a StructureDefinition).
+OTHER_MEANING = {
+    "app/fhir/bindings.py": {"superseded"},
+    "app/safeguarding/referrals.py": {"superseded"},
+    "app/fhir/profiles/selection.py": {"safeguarding-flag"},
+}
+
+
+def scanned_codes() -> dict[str, list[str]]:
+    """Each code the scan looks for -> the systems (or `SubscriptionTopic`) that define it."""
+    owners: dict[str, list[str]] = {}
+    for url, codes in [*published_code_systems().items(), *UNPUBLISHED.items(),
+                       ("SubscriptionTopic", published_topics())]:
+        for code in codes:
+            owners.setdefault(code, []).append(url.rsplit("/", 1)[-1])
+    return owners
+
+
+def spelled_codes(source: str, owners: dict[str, list[str]]) -> list[str]:
+    """Where `source` spells one of the codes as a string literal (docstrings excepted): 'line: code (systems)'."""
+    return [f"{line}: {text!r} ({', '.join(sorted(owners[text]))})"
+            for line, text in sorted(literals(source)) if text in owners]
+
+
+@pytest.mark.parametrize("name", sorted(code_groups()))
+def test_each_code_class_states_exactly_the_codes_its_code_system_publishes(name: str) -> None:
+    group = code_groups()[name]
+    stated = set(codes_of(group).values())
+    assert len(stated) == len(codes_of(group)), "a code is named twice"
+    published = published_code_systems() | UNPUBLISHED | {vocabulary.USER_ROLE: stated}
+    assert group.SYSTEM in published, f"{group.SYSTEM} is not published in fhir_profiles/CodeSystem/"
+    assert stated == published[group.SYSTEM]
+
+
+def test_every_published_code_system_has_its_code_class() -> None:
+    assert set(published_code_systems()) <= {group.SYSTEM for group in code_groups().values()}
+
+
+def test_the_topic_names_are_the_published_subscription_topics() -> None:
+    assert set(codes_of(vocabulary.TopicName).values()) == published_topics()
+    assert vocabulary.TopicName.BASE == vocabulary.SUBSCRIPTION_TOPIC
+
+
+def test_the_plan_categories_are_flag_categories() -> None:
+    assert {"child-protection-plan", "looked-after-child", "unborn-child-protection-plan"} == vocabulary.PLAN_CATEGORIES
+    assert published_code_systems()[vocabulary.FLAG_CATEGORY] >= vocabulary.PLAN_CATEGORIES
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ('CATEGORY = "mash-referral"\n', ["1: 'mash-referral' (SubscriptionTopic, safeguarding-communication-category, "
+                                       "safeguarding-document-type)"]),
+    ('def f(c):\n    return c == "fgm" or c in {"x", "no-care-team"}\n',
+     ["2: 'fgm' (safeguarding-flag-category)", "2: 'no-care-team' (unrouted-reason)"]),
+    ('ROLES = ("admin",)\n', ["1: 'admin' (user-role)"]),
+    ('"""The `ed-attendance` topic."""\nX = {"system": S, "code": TaskCode.ACKNOWLEDGE}\n# "fgm"\n', []),
+    ('X = "fgm-and-more"\n', []),
+])
+def test_the_check_finds_a_spelled_code_and_spares_docstrings_and_comments(source: str, expected: list[str]) -> None:
+    assert spelled_codes(source, scanned_codes()) == expected
+
+
+def test_no_module_in_app_spells_a_code_of_safeflags_code_systems() -> None:
+    owners = scanned_codes()
+    found = {}
+    for path in sorted(APP.rglob("*.py")):
+        name = str(path.relative_to(APP.parent))
+        if path == VOCABULARY:
+            continue
+        allowed = OTHER_MEANING.get(name, set())
+        if hits := [hit for hit in spelled_codes(path.read_text(encoding="utf-8"), owners)
+                    if hit.split("'")[1] not in allowed]:
+            found[name] = hits
     assert found == {}

@@ -29,6 +29,7 @@ from app.vocabulary import (
     HL7_STRUCTURE_DEFINITION,
     STRUCTURE_DEFINITION,
     TASK_CODE,
+    DocumentType,
 )
 
 SD = STRUCTURE_DEFINITION
@@ -71,7 +72,7 @@ DEFAULTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     ),
     "DocumentReference": (
         SD + "referral-copy-document-reference",
-        lambda r: _has_coding(r.get("type"), DOCUMENT_TYPE, "mash-referral"),
+        lambda r: _has_coding(r.get("type"), DOCUMENT_TYPE, DocumentType.MASH_REFERRAL),
     ),
     "RelatedPerson": (
         SD + "significant-adult-related-person",
