@@ -30,7 +30,7 @@ from app.demo.receiver import Receiver
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.ports import Clock
 from app.security.cli import mint_token
-from app.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY, TASK_CODE, UserRole
+from app.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY, TASK_CODE, CommunicationCategory, UserRole
 
 FHIR_JSON = "application/fhir+json"
 COMM = COMMUNICATION_CATEGORY + "|"
@@ -139,8 +139,8 @@ class Story:
             raise StepFailed(f"_include=Flag:author gave no {b.LA} with its phone numbers (got {phones})")
         self.note(f"{len(flags)} active flag(s) for NHS {b.CHILD_NHS}; owner {owner['name']}: office hours "
                   f"{phones[0]}, out of hours {phones[1]}")
-        query = (f"/Communication?category={quote(COMM, safe='')}access-notification&recipient={b.LA}"
-                 f"&subject={b.CHILD}&sent=ge{self.today.isoformat()}&_sort=-sent")
+        query = (f"/Communication?category={quote(COMM, safe='')}{CommunicationCategory.ACCESS_NOTIFICATION}"
+                 f"&recipient={b.LA}&subject={b.CHILD}&sent=ge{self.today.isoformat()}&_sort=-sent")
         _, told = await self.call("GET", query, self.la)
         notes = _entries(told, "match", "Communication")
         if not notes:

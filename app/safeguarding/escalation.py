@@ -26,7 +26,7 @@ from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.vocabulary import TASK_CODE as TASK_CODES
-from app.vocabulary import CareTeamRole, CommunicationCategory
+from app.vocabulary import CareTeamRole, CommunicationCategory, TaskCode
 
 log = logging.getLogger("safeflag.escalation")
 
@@ -69,9 +69,9 @@ def _escalation(task: StoredResource, lead: dict[str, Any] | None, now: datetime
 async def overdue_candidates(ctx: UnitOfWork, now: datetime) -> list[str]:
     """Ids of open, not yet escalated acknowledgement Tasks authored at least a day before `now`."""
     query = [
-        ("code", f"{TASK_CODES}|acknowledge"),
+        ("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"),
         ("status", ",".join(OPEN_STATUSES)),
-        ("business-status:not", f"{TASK_CODES}|escalated"),
+        ("business-status:not", f"{TASK_CODES}|{TaskCode.ESCALATED}"),
         ("authored-on", "le" + format_instant(now - SHORTEST_DUE)),
         ("_sort", "authored-on,_id"),
     ]

@@ -42,13 +42,13 @@ from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
 from app.storage.repository import row_to_stored
 from app.storage.tables import idx_reference, resource
-from app.vocabulary import CareTeamRole, CommunicationCategory, TaskCode
+from app.vocabulary import CareTeamRole, CommunicationCategory, DocumentType, TaskCode
 
 if TYPE_CHECKING:
     from app.ports import WriteContext
     from app.stored import StoredResource
 
-LEAD = f"{CARE_TEAM_ROLE}|safeguarding-lead"
+LEAD = f"{CARE_TEAM_ROLE}|{CareTeamRole.SAFEGUARDING_LEAD}"
 DOC = "DocumentReference"
 
 
@@ -132,7 +132,7 @@ async def organization_members(lookup: Lookup, org: str) -> set[tuple[str, str]]
 def _reviewed(res: Any, base: str) -> Any:
     """EXISTS a completed referral-qa Task whose focus is the DocumentReference row of `res`."""
     task, focus = resource.alias("qa_task"), idx_reference.alias("qa_focus")
-    treq = parse_search("Task", [("code", f"{TASK_CODE}|referral-qa"), ("status", "completed")], base=base)
+    treq = parse_search("Task", [("code", f"{TASK_CODE}|{TaskCode.REFERRAL_QA}"), ("status", "completed")], base=base)
     return exists(
         select(literal(1))
         .select_from(task.join(focus, and_(focus.c.resource_pk == task.c.pk, focus.c.param == "focus")))
@@ -160,8 +160,8 @@ async def qa_queue(ctx: WriteContext, organization: str | None, query: list[tupl
     ctx.guard.begin("search-type", DOC, query=f"{DOC}/$qa-queue?{urlencode(query)}")
     await ctx.guard.authorize("search", DOC)
     paging = [(k, v) for k, v in query if k in ("_count", "_offset")]
-    req = parse_search(DOC, [("type", f"{DOC_TYPE}|mash-referral"), ("status", "current"), *paging], base=base,
-                       default_count=ctx.settings.default_count, max_count=ctx.settings.max_count)
+    req = parse_search(DOC, [("type", f"{DOC_TYPE}|{DocumentType.MASH_REFERRAL}"), ("status", "current"), *paging],
+                       base=base, default_count=ctx.settings.default_count, max_count=ctx.settings.max_count)
     members = await organization_members(Lookup(ctx.session, base), organization) if organization else set()
     restrict = ctx.guard.restrict()
     extra = [*_queue_conditions(resource, base, organization, members),

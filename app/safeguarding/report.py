@@ -47,7 +47,7 @@ from app.safeguarding.unrouted import UNROUTED_LIST, is_unrouted
 from app.storage import buffer
 from app.storage.repository import utc_ms
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
-from app.vocabulary import FLAG_CATEGORY, CommunicationCategory
+from app.vocabulary import FLAG_CATEGORY, CommunicationCategory, DocumentType, TaskCode
 
 ED_CATEGORIES = (CommunicationCategory.ED_ATTENDANCE, CommunicationCategory.DID_NOT_WAIT,
                  CommunicationCategory.THINK_FAMILY)
@@ -148,9 +148,9 @@ class _Builder:
 
 
 async def _referral_copies(b: _Builder, start: datetime, end: datetime, now: datetime) -> None:
-    copies = await b.data.between("DocumentReference", [("type", f"{DOC_TYPE}|mash-referral"),
+    copies = await b.data.between("DocumentReference", [("type", f"{DOC_TYPE}|{DocumentType.MASH_REFERRAL}"),
                                                          ("status", "current")], "date", start, end)
-    tasks = await b.data.referring("Task", [("code", f"{TASK_CODE}|referral-qa"), ("status", "completed")],
+    tasks = await b.data.referring("Task", [("code", f"{TASK_CODE}|{TaskCode.REFERRAL_QA}"), ("status", "completed")],
                                    "focus", "DocumentReference", [row.id for row, _ in copies])
     done = await b.data.first_completed([t.id for t in tasks])
     first: dict[str, tuple[datetime, Row]] = {}
@@ -180,7 +180,7 @@ async def _notices(b: _Builder, start: datetime, end: datetime, now: datetime) -
                if r.content.get("status") != "entered-in-error"]
     ids = [r.id for r, _ in notices]
     delivered = await b.data.first_delivered(ids)
-    acks = await b.data.referring("Task", [("code", f"{TASK_CODE}|acknowledge")], "focus", "Communication", ids)
+    acks = await b.data.referring("Task", [("code", f"{TASK_CODE}|{TaskCode.ACKNOWLEDGE}")], "focus", "Communication", ids)
     done = await b.data.first_completed([t.id for t in acks if t.content.get("status") == "completed"])
     by_notice: dict[str, list[Row]] = {}
     for task in acks:
@@ -214,8 +214,8 @@ async def _notices(b: _Builder, start: datetime, end: datetime, now: datetime) -
 
 
 async def _access(b: _Builder, start: datetime, end: datetime) -> None:
-    found = await b.data.between("Communication", [("category", f"{COMM_CATEGORY}|access-notification")],
-                                 "sent", start, end)
+    category = f"{COMM_CATEGORY}|{CommunicationCategory.ACCESS_NOTIFICATION}"
+    found = await b.data.between("Communication", [("category", category)], "sent", start, end)
     for row, _ in found:
         if row.content.get("status") == "entered-in-error":
             continue

@@ -20,7 +20,7 @@ from typing import Any
 from app.safeguarding.lookup import Lookup
 from app.search.prepared import prepared
 from app.stored import StoredResource
-from app.vocabulary import CARE_TEAM_ROLE, CareTeamRole, UnroutedReason
+from app.vocabulary import CARE_TEAM_ROLE, CareTeamRole, OrganizationRole, UnroutedReason
 from app.vocabulary import ORGANIZATION_ROLE as ORG_ROLE
 
 ADULT_AGE = 18
@@ -91,14 +91,14 @@ async def care_team_member(lookup: Lookup, child: StoredResource, role: str, on:
 
 
 async def duty_team(lookup: Lookup) -> dict[str, Any] | None:
-    orgs = await lookup.search("Organization", [("type", f"{ORG_ROLE}|zero-to-nineteen-duty"), ("_sort", "_id")],
-                               count=1)
+    duty_type = f"{ORG_ROLE}|{OrganizationRole.ZERO_TO_NINETEEN_DUTY}"
+    orgs = await lookup.search("Organization", [("type", duty_type), ("_sort", "_id")], count=1)
     return {"reference": f"Organization/{orgs[0].id}"} if orgs else None
 
 
 async def lead_of(lookup: Lookup, org: str) -> dict[str, Any] | None:
     """A PractitionerRole coded `safeguarding-lead` in the organisation `org` (the first by id)."""
-    query = [("organization", org), ("role", f"{CARE_TEAM_ROLE}|safeguarding-lead"), ("_sort", "_id")]
+    query = [("organization", org), ("role", f"{CARE_TEAM_ROLE}|{CareTeamRole.SAFEGUARDING_LEAD}"), ("_sort", "_id")]
     roles = await lookup.search("PractitionerRole", query, count=1)
     return {"reference": f"PractitionerRole/{roles[0].id}"} if roles else None
 

@@ -44,7 +44,7 @@ from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
 from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
-from app.vocabulary import CANONICAL_BASE, CommunicationCategory
+from app.vocabulary import CANONICAL_BASE, CommunicationCategory, TaskCode
 from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.vocabulary import TASK_CODE as TASK_CODES
 
@@ -131,7 +131,7 @@ async def safeguarding_summary(ctx: WriteContext, patient_id: str, *, scheduled:
         "Task",
         [
             child,
-            ("code", f"{TASK_CODES}|acknowledge"),
+            ("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"),
             ("status", ",".join(OPEN_STATUSES)),
             ("_sort", "-authored-on"),
             ("_count", str(OPEN_LIMIT)),

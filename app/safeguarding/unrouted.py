@@ -32,10 +32,10 @@ from app.safeguarding.lookup import Lookup
 from app.safeguarding.routing import Route, lead_of
 from app.stored import StoredResource
 from app.vocabulary import UNROUTED_REASON as REASON_SYSTEM
-from app.vocabulary import UnroutedReason
+from app.vocabulary import TaskCode, UnroutedReason
 
 HEADER = "X-SafeFlag-Unrouted"
-UNROUTED_LIST = "Task?owner:missing=true&code=acknowledge"
+UNROUTED_LIST = f"Task?owner:missing=true&code={TaskCode.ACKNOWLEDGE}"
 VIA_LEAD = "ed-safeguarding-lead"
 MSG_ID = "SF-0975"
 

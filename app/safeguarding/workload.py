@@ -19,6 +19,7 @@ from app.safeguarding.lookup import Lookup
 from app.safeguarding.tasks import OPEN_STATUSES, is_overdue
 from app.storage.repository import utc_ms
 from app.vocabulary import TASK_CODE as TASK_CODES
+from app.vocabulary import TaskCode
 
 PAGE = 1000
 _GAUGES: WeakKeyDictionary[CollectorRegistry, tuple[Gauge, Gauge]] = WeakKeyDictionary()
@@ -27,7 +28,7 @@ _GAUGES: WeakKeyDictionary[CollectorRegistry, tuple[Gauge, Gauge]] = WeakKeyDict
 async def task_counts(session: AsyncSession, base: str, now: datetime) -> dict[str, tuple[int, int]]:
     """organisation label -> (open, overdue) over every open acknowledgement Task."""
     lookup = Lookup(session, base)
-    query = [("code", f"{TASK_CODES}|acknowledge"), ("status", ",".join(OPEN_STATUSES)), ("_sort", "_id")]
+    query = [("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"), ("status", ",".join(OPEN_STATUSES)), ("_sort", "_id")]
     now = utc_ms(now)
     teams: dict[str, str] = {}
     open_, overdue = Counter[str](), Counter[str]()

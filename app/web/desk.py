@@ -182,7 +182,8 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
             fmt.uk_datetime(c.get("sent")), _sender(c, found), readable_payload(c, found),
         ) for c in comms])
     replies = await svc.search("Communication", [
-        ("category", f"{COMM_CATEGORY}|referral-outcome"), ("_sort", "sent"), ("_count", "200")])
+        ("category", f"{COMM_CATEGORY}|{CommunicationCategory.REFERRAL_OUTCOME}"), ("_sort", "sent"),
+        ("_count", "200")])
     sent = {ref.get("reference"): payload_text(c) for c in _match(replies) for ref in c.get("inResponseTo") or []}
     for item in lists[1]:
         item.reply = sent.get(f"Communication/{item.res_id}", "")

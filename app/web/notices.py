@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.safeguarding.tasks import OPEN_STATUSES, due_at, is_escalated
 from app.vocabulary import TASK_CODE as TASK_CODES
-from app.vocabulary import CommunicationCategory
+from app.vocabulary import CommunicationCategory, TaskCode
 from app.web import fmt
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime) -
 
 
 def open_query(owners: list[str] | None, *, unrouted: bool = False, with_owner: bool = True) -> list[tuple[str, str]]:
-    query = [("code", f"{TASK_CODES}|acknowledge"), ("status", ",".join(OPEN_STATUSES)),
+    query = [("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"), ("status", ",".join(OPEN_STATUSES)),
              ("_count", str(LIST_LIMIT)), *(INCLUDES if with_owner else WITHOUT_OWNER)]
     if owners:
         query.append(("owner", ",".join(sorted(owners))))
@@ -229,7 +229,7 @@ async def changed_notices(svc: FhirService, task_ids: list[str], owners: list[st
     the ids of the others the user may read (acknowledged, passed on): they leave her list. One audited
     search (`Task?_id=...` with the list's includes), so the policy decides as for the whole list and a
     Task she may not read is neither shown nor named."""
-    query = [("_id", ",".join(task_ids)), ("code", f"{TASK_CODES}|acknowledge"), ("_count", str(LIST_LIMIT)),
+    query = [("_id", ",".join(task_ids)), ("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"), ("_count", str(LIST_LIMIT)),
              *(INCLUDES if with_owner else WITHOUT_OWNER)]
     bundle = await svc.search("Task", query)
     found, mine = by_ref(bundle), set(owners)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from app import vocabulary
+from app.security.principal import ROLES
 
 APP = Path(__file__).resolve().parents[2] / "app"
 VOCABULARY = APP / "vocabulary.py"
@@ -140,20 +142,34 @@ def scanned_codes() -> dict[str, list[str]]:
     return owners
 
 
+# A code in a search token or query (`f"{TASK_CODE}|acknowledge"`, `code=acknowledge`), as opposed to a
+# word in a message ("a referral-qa Task is ...") that names it for a reader.
+IN_SEARCH = re.compile(r"(?:^|[|=])([a-z0-9-]+)(?=$|[,&])")
+
+
 def spelled_codes(source: str, owners: dict[str, list[str]]) -> list[str]:
-    """Where `source` spells one of the codes as a string literal (docstrings excepted): 'line: code (systems)'."""
-    return [f"{line}: {text!r} ({', '.join(sorted(owners[text]))})"
-            for line, text in sorted(literals(source)) if text in owners]
+    """Where `source` spells one of the codes in a string literal (docstrings excepted), the whole literal
+    or a search token's code: 'line: code (systems)'."""
+    return [f"{line}: {code!r} ({', '.join(sorted(owners[code]))})"
+            for line, text in sorted(literals(source)) for code in IN_SEARCH.findall(text) if code in owners]
 
 
-@pytest.mark.parametrize("name", sorted(code_groups()))
+@pytest.mark.parametrize("name", sorted(n for n, g in code_groups().items() if g is not vocabulary.UserRole))
 def test_each_code_class_states_exactly_the_codes_its_code_system_publishes(name: str) -> None:
     group = code_groups()[name]
     stated = set(codes_of(group).values())
     assert len(stated) == len(codes_of(group)), "a code is named twice"
-    published = published_code_systems() | UNPUBLISHED | {vocabulary.USER_ROLE: stated}
+    published = published_code_systems()
     assert group.SYSTEM in published, f"{group.SYSTEM} is not published in fhir_profiles/CodeSystem/"
     assert stated == published[group.SYSTEM]
+
+
+def test_the_user_roles_are_the_roles_a_token_may_carry_in_the_policys_order() -> None:
+    roles = ("ed-clinician", "health-visitor", "school-nurse", "sexual-health-clinician", "safeguarding-lead",
+             "mash-practitioner", "system", "admin")
+    assert tuple(codes_of(vocabulary.UserRole).values()) == roles
+    assert roles == ROLES
+    assert vocabulary.UserRole.SYSTEM == "https://fhir.safeflag.example/CodeSystem/user-role"
 
 
 def test_every_published_code_system_has_its_code_class() -> None:
@@ -178,9 +194,21 @@ def test_the_plan_categories_are_flag_categories() -> None:
     ('ROLES = ("admin",)\n', ["1: 'admin' (user-role)"]),
     ('"""The `ed-attendance` topic."""\nX = {"system": S, "code": TaskCode.ACKNOWLEDGE}\n# "fgm"\n', []),
     ('X = "fgm-and-more"\n', []),
+    ('Q = [("code", f"{TASK_CODE}|acknowledge"), ("status", "requested,in-progress")]\n',
+     ["1: 'acknowledge' (safeguarding-task)"]),
+    ('URL = "Task?owner:missing=true&code=acknowledge"\n', ["1: 'acknowledge' (safeguarding-task)"]),
+    ('Q = [("type", f"{ORG_ROLE}|{OrganizationRole.ZERO_TO_NINETEEN_DUTY}")]\n', []),
+    ('raise Unprocessable("A referral-qa Task is owned by a lead")\n', []),
 ])
 def test_the_check_finds_a_spelled_code_and_spares_docstrings_and_comments(source: str, expected: list[str]) -> None:
     assert spelled_codes(source, scanned_codes()) == expected
+
+
+def test_each_string_with_another_meaning_is_still_there() -> None:
+    owners = scanned_codes()
+    for name, codes in OTHER_MEANING.items():
+        found = {hit.split("'")[1] for hit in spelled_codes((APP.parent / name).read_text(encoding="utf-8"), owners)}
+        assert codes <= found, name
 
 
 def test_no_module_in_app_spells_a_code_of_safeflags_code_systems() -> None:
