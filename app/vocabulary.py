@@ -1,10 +1,11 @@
-"""SafeFlag's own canonical URLs and code systems, stated once.
+"""SafeFlag's own canonical URLs, code systems and codes, stated once.
 
 Every conformance resource SafeFlag publishes in `fhir_profiles/` lives under one canonical base;
 the code systems, extensions and identifier systems below are the ones the server's rules read
-and write. Modules take them from here instead of spelling the URLs again. A leaf at the bottom
-of the layers, beside `app/config.py` and `app/errors.py`: it imports nothing from the application,
-so every layer, storage included, may read it.
+and write, each system's codes in a class beside its URL. Modules take them from here instead of
+spelling a URL or a code again (tests/unit/test_vocabulary.py fails on a spelled copy). A leaf at
+the bottom of the layers, beside `app/config.py` and `app/errors.py`: it imports nothing from the
+application, so every layer, storage included, may read it.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ CARE_SETTING = CODE_SYSTEM + "care-setting"
 
 # The codes of each code system above, one class per system: `SYSTEM` is its URL and every other
 # upper-case name one of its codes, the whole set the published CodeSystem in
-# `fhir_profiles/CodeSystem/` defines (tests/unit/test_vocabulary.py checks both ways). Modules
-# write `FlagCategory.FGM`, never the spelled code.
+# `fhir_profiles/CodeSystem/` defines (tests/unit/test_vocabulary.py checks both ways; user-role is
+# not published). Modules write `FlagCategory.FGM`, never the spelled code.
 
 
 class FlagCategory:
