@@ -174,7 +174,7 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
         found = by_ref(bundle)
         withheld = withheld or withheld_text(bundle)
         comms = [c for c in _match(bundle) if c.get("resourceType") == "Communication"]
-        if category == "mash-referral":
+        if category == CommunicationCategory.MASH_REFERRAL:
             found |= await _copies_custodians(svc, comms)
         lists.append([Item(
             c["id"], (c.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
