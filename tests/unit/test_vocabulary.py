@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 import json
 import re
+import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -223,3 +225,11 @@ def test_no_module_in_app_spells_a_code_of_safeflags_code_systems() -> None:
                     if hit.split("'")[1] not in allowed]:
             found[name] = hits
     assert found == {}
+
+
+def test_the_vocabulary_is_in_the_bottom_layer_and_the_layers_have_no_exceptions() -> None:
+    config = tomllib.loads((APP.parent / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["id"] == "layers")
+    assert "app.vocabulary" in [name.strip() for name in layers["layers"][-1].split("|")]
+    assert [c["id"] for c in config["contracts"] if "ignore_imports" in c] == []
+    assert {name for name, value in vars(vocabulary).items() if isinstance(value, ModuleType)} == set()
