@@ -8,6 +8,7 @@ commit is on disk, unless `sqlite_durable=False`; a 30 s busy timeout), and ever
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 # A search's plan depends on its values; see `plan_with_values`.
+_CUSTOM_PLANS_IN = "safeflag.custom_plans_in"  # session.info: a weak reference to the transaction that sent it
 _CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
@@ -103,9 +105,17 @@ async def plan_with_values(session: AsyncSession) -> None:
     (app/search/executor.py, app/search/prepared.py, app/security/audit_search.py), calls this first:
     one `SET LOCAL`, which holds for the rest of the transaction and ends with it. A statement that
     matches on a value's frequency belongs behind it. A no-op on SQLite, which plans every statement
-    anyway."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_CUSTOM_PLANS)
+    anyway. Sent once per transaction (or savepoint, whose rollback would undo it): a write whose rules
+    run several lookups pays for one."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    scope = session.get_nested_transaction() or session.get_transaction()
+    sent_in = session.info.get(_CUSTOM_PLANS_IN)
+    if scope is not None and sent_in is not None and sent_in() is scope:
+        return
+    await session.execute(_CUSTOM_PLANS)
+    # a weak reference: the session must not keep its finished transaction (and what it holds) alive
+    session.info[_CUSTOM_PLANS_IN] = weakref.ref(scope or session.get_transaction())
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
