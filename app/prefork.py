@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import multiprocessing
 import signal
 from collections.abc import Callable
@@ -55,11 +54,13 @@ def preload() -> None:
     objects (well over 100 000 of them: modules, classes, compiled rules) in each full collection, a
     pause of tens of milliseconds in the middle of requests and deliveries, and a forked worker does
     not copy their pages by writing to their collector headers."""
-    for module in ("app.main", "app.web.pages", "app.web.routes", "app.worker", "app.storage.migrate"):
-        importlib.import_module(module)
-    from app.storage.migrate import head_revision
+    import app.main
+    import app.storage.migrate
+    import app.web.pages
+    import app.web.routes
+    import app.worker
 
-    head_revision()
+    app.storage.migrate.head_revision()
     gc.freeze()
 
 
