@@ -1,4 +1,4 @@
-# SafeFlag: the two quick-start commands (contract section 1) and a few helpers.
+# SafeFlag: the two quick-start commands (README.md, "Quick start") and a few helpers.
 #
 #   make run    create .venv if missing, install, migrate the SQLite database under ./var
 #               (or $SAFEFLAG_DATA_DIR) and serve on http://127.0.0.1:8080

@@ -1,4 +1,4 @@
-"""The raw ceiling (performance.md): the least a FHIR-shaped Flag endpoint can do on the same stack.
+"""The raw ceiling: the least a FHIR-shaped Flag endpoint can do on the same stack.
 
 POST /fhir/Flag inserts the client's JSON into ONE table (no validation, no version row, no index
 rows, no audit, no outbox); GET /fhir/Flag/{id} reads it back; GET /fhir/Flag?patient:identifier=

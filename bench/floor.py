@@ -1,11 +1,11 @@
-"""The floor: the least CPU a create Flag can cost on this stack while doing what issue 2 requires.
+"""The floor: the least CPU a create Flag can cost on this stack while doing what SafeFlag requires of it.
 
-performance.md's target for create Flag is ">= 50 % of the raw ceiling". This script measures, in one
+The target for create Flag is ">= 50 % of the raw ceiling". This script measures, in one
 process and one run, the CPU per `POST /fhir/Flag` of three ASGI apps driven without sockets:
 
 - **ceiling**: bench/ceiling_app.py (one INSERT of the client's JSON, nothing else);
-- **floor**: the same FastAPI stack doing only the cheapest form of each thing the issue and the
-  contract require of a create: the bearer token checked (SafeFlag's verifier, which caches verified
+- **floor**: the same FastAPI stack doing only the cheapest form of each thing SafeFlag requires of
+  a create: the bearer token checked (SafeFlag's verifier, which caches verified
   tokens), the body parsed and validated by the fhir.resources R4B model (none of SafeFlag's further
   checks: bindings, invariants, profiles), the NHS number's check digit, server `id`/`meta`, then one
   transaction on the raw sqlite3 connection (no SQLAlchemy per statement) that writes the `resource`

@@ -1,4 +1,4 @@
-"""SafeFlag against HAPI FHIR JPA 8.8.0 on the same machine, in the same run (issue 7; performance.md).
+"""SafeFlag against HAPI FHIR JPA 8.8.0 on the same machine, in the same run (docs/benchmarks.md).
 
 For each database pair (SafeFlag on SQLite with HAPI on in-memory H2, and both on one throwaway PostgreSQL
 cluster) it starts `safeflag serve` and the HAPI launcher of tests/hapi (the real HAPI JPA server, no Docker),

@@ -1,7 +1,7 @@
 """ED attendance -> notification latency on HAPI FHIR (bench/hapi_compare.py): a criteria REST-hook
 subscription `Encounter?class=EMER` on HAPI delivering to a real receiver (HAPI PUTs the matching Encounter
 to `<endpoint>/Encounter/<id>`), attendances sent open loop at a fixed rate, and every event timed from the
-start of its create request to the PUT's arrival; the count must match (performance.md, "Method").
+start of its create request to the PUT's arrival; the count must match.
 HAPI >= 6.10 matches in ~5 s batches (hapi-sandbox.md). https://hl7.org/fhir/R4/subscription.html
 """
 

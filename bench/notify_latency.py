@@ -1,4 +1,4 @@
-"""Notification latency (performance.md, first row; issue 5 "Benchmark"): from the start of an ED
+"""Notification latency (docs/benchmarks.md, "Notification latency"): from the start of an ED
 attendance request to the arrival of its notification at a real rest-hook subscriber, for EVERY event.
 
 A real `safeflag serve` (in-process dispatcher, as `make run` serves it) on SQLite or a throwaway

@@ -1,6 +1,6 @@
 """Results of bench/run.py: medians, ratios to the ceiling, the markdown table, the JSON and CSV files.
 
-Two ratios are reported (performance.md: always a ratio, absolute figures move +-50% between runs):
+Two ratios are reported (always a ratio: absolute figures move +-50% between runs):
 throughput (SafeFlag req/s / ceiling req/s under the same generator) and CPU per request (server
 plus database CPU of the ceiling / of SafeFlag), which moves far less with the machine's other load.
 """

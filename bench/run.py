@@ -5,7 +5,7 @@ tests/support/postgres.py) it starts `safeflag serve --no-dispatcher` and the ce
 same worker count on free 127.0.0.1 ports, seeds both (bench/seed.py), then runs the workloads
 create Flag, read Flag and the CP-IS search, each first on SafeFlag and then on the ceiling under
 the same generator(s). Results: bench/results/<UTC date>-<db>.json and .csv, and a markdown table.
-Target (performance.md): create Flag >= 50% of the ceiling.
+Target: create Flag >= 50% of the ceiling (docs/benchmarks.md).
 
     python -m bench.run                  # full run, both databases, both generators when wrk exists
     python -m bench.run --quick --db sqlite

@@ -5,7 +5,7 @@ SafeFlag gets Organizations, Patients (test-range NHS numbers) and active Flags 
 API; the ceiling gets the very same Flag bodies. Search patients carry 1-3 active flags each (the
 expected match count is checked on every search); create patients carry none before the run, and
 each create request uses a fresh (patient, category, author) triple, so no request may be a
-legitimate duplicate-flag 409 (contract section 5).
+legitimate duplicate-flag 409 (docs/api/flags.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The CP-IS check at scale (performance.md): p99 <= 20 ms with 100 k patients / 300 k flags on PostgreSQL.
+"""The CP-IS check at scale: p99 <= 20 ms with 100 k patients / 300 k flags on PostgreSQL.
 
 Starts a throwaway PostgreSQL (tests/support/postgres.py), migrates it, proves that the bulk rows
 equal the repository's (bench/bulk.py `self_check`), COPYs 100 k Patients (test-range NHS numbers),

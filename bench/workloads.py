@@ -1,8 +1,8 @@
 """Benchmark data and workloads shared by the seeder, the load generator and the bulk loader.
 
 Everything here is synthetic: NHS numbers come only from the 999 test range with a valid Modulus 11
-check digit (https://www.datadictionary.nhs.uk/attributes/nhs_number.html), Flags follow contract
-section 4 (category from the SafeFlag CodeSystem plus HL7 `safety`, SNOMED CT code, subject by
+check digit (https://www.datadictionary.nhs.uk/attributes/nhs_number.html), Flags follow docs/api/flags.md
+(category from the SafeFlag CodeSystem plus HL7 `safety`, SNOMED CT code, subject by
 reference *and* NHS-number identifier, author Organization, period).
 
 A workload turns a request index `i` into one HTTP request and knows how to check its response, so
@@ -27,7 +27,7 @@ ORG_ROLE_SYSTEM = f"{CANON}/CodeSystem/organization-role"
 SNOMED = "http://snomed.info/sct"
 HL7_FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
 
-# contract section 4: category -> (SNOMED CT code, display). Only the categories whose subject is the
+# the flag categories (docs/api/codes.md): category -> (SNOMED CT code, display). Only the categories whose subject is the
 # child itself and whose code is SNOMED CT (the unborn-child plan is raised on the mother).
 CATEGORIES: dict[str, tuple[str, str]] = {
     "child-protection-plan": ("342191000000101", "Subject of child protection plan"),
@@ -86,7 +86,7 @@ def patient_body(nhs: str, i: int) -> dict[str, Any]:
 def flag_body(
     patient_id: str, nhs: str, org_id: str, category: str, *, active: bool = True, start: str = "2026-01-05"
 ) -> dict[str, Any]:
-    """A realistic safeguarding Flag (contract sections 4 and 5)."""
+    """A realistic safeguarding Flag (docs/api/flags.md)."""
     snomed, display = CATEGORIES[category]
     body: dict[str, Any] = {
         "resourceType": "Flag",
@@ -108,7 +108,7 @@ def flag_body(
         "author": {"reference": f"Organization/{org_id}", "display": "Children's Services"},
     }
     if not active:
-        # an ended flag carries the status-reason extension and an end date (contract section 5)
+        # an ended flag carries the status-reason extension and an end date (docs/api/flags.md)
         body["period"]["end"] = "2026-03-01"
         body["extension"] = [
             {
@@ -120,7 +120,7 @@ def flag_body(
 
 
 def cpis_path(nhs: str, param: str = "patient:identifier") -> str:
-    """The CP-IS-style check of contract section 5 (`param="patient.identifier"`: the chained form, which
+    """The CP-IS-style check (docs/api/flags.md; `param="patient.identifier"`: the chained form, which
     HAPI FHIR also understands; bench/hapi_compare.py)."""
     ident = quote(f"{NHS_NUMBER_SYSTEM}|{nhs}", safe="")
     return f"/fhir/Flag?{param}={ident}&status=active&_include=Flag:author"
@@ -146,7 +146,7 @@ class Workload:
 
     def capacity(self) -> int | None:
         """How many distinct create requests exist (a 2nd active flag with the same category,
-        subject and author is a 409 by contract section 5, so creates never repeat a triple)."""
+        subject and author is a 409 (docs/api/flags.md), so creates never repeat a triple)."""
         if self.name != "create":
             return None
         return len(self.seed["create_patients"]) * len(CATEGORY_CODES) * len(self.seed["create_orgs"])
