@@ -24,12 +24,12 @@ from app.context import AppContext, SystemClock
 from app.interactions.service import FhirService
 from app.main import create_app
 from app.resource_rules import resource_rules
-from app.security.audit_archive import cut_everything
 from app.security.tokens import default_scope
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
 from tests.security.tokens_fixture import auth, issuer, issuer_for, mint  # noqa: F401  (fixtures)
 from tests.support import queue_check
+from tests.support.audit import cut_everything
 from tests.support.postgres import PgCluster, start_cluster
 from tests.support.receiver import Receiver
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from app.storage.audit_tables import audit_event, audit_event_cut, audit_event_ref
 
@@ -49,9 +49,3 @@ def cut_lane(conn: Connection, lane: int, position: int, *, now: datetime) -> in
         removed += len(ids)
     return removed
 
-
-def cut_everything(conn: Connection, *, now: datetime) -> int:
-    """Archive every lane up to its last row (emptying the trail; for throwaway databases)."""
-    e = audit_event.c
-    heads = conn.execute(select(e.lane, func.max(e.position)).group_by(e.lane)).all()
-    return sum(cut_lane(conn, int(lane), int(pos), now=now) for lane, pos in heads)

@@ -29,7 +29,6 @@ from app.context import AppContext
 from app.main import create_app
 from app.resource_rules import resource_rules
 from app.security.audit import audit_for
-from app.security.audit_archive import cut_everything
 from app.security.audit_trail import append
 from app.security.audit_verify import verify
 from app.storage.audit_tables import audit_event
@@ -39,6 +38,7 @@ from app.stored import format_instant
 from tests.conftest import BASE_URL, admin_token
 from tests.safeguarding.support import example
 from tests.security.test_audit_search import BASE, principal
+from tests.support.audit import cut_everything
 from tests.support.fresh_db import fresh_context
 from tests.support.postgres import PgCluster
 

@@ -228,7 +228,7 @@ def test_store_rejects_duplicates_and_non_resources(tmp_path: Path) -> None:
         ConformanceStore.load(tmp_path)
     (tmp_path / "CodeSystem" / "b.json").unlink()
     loaded = ConformanceStore.load(tmp_path)
-    assert loaded.read("CodeSystem", "a") == cs and loaded.resource_types == ["CodeSystem"]
+    assert loaded.read("CodeSystem", "a") == cs and loaded.resources("CodeSystem") == [cs]
     with pytest.raises(FileNotFoundError):
         ConformanceStore.load(tmp_path / "missing")
 

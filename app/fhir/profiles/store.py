@@ -86,10 +86,6 @@ class ConformanceStore:
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         return self._by_type.get(resource_type, {}).get(resource_id)
 
-    @property
-    def resource_types(self) -> list[str]:
-        return sorted(self._by_type)
-
     def structure_definitions(self) -> list[dict[str, Any]]:
         return self.resources("StructureDefinition")
 
