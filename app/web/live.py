@@ -38,7 +38,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -74,15 +74,28 @@ async def newest_in(session: AsyncSession) -> int:
     return int((await session.execute(_NEWEST)).scalar() or 0)
 
 
-async def tasks_changed_since(session: AsyncSession, position: int, limit: int) -> tuple[list[str], int | None]:
-    """The Tasks changed (committed) after `position`, at most `limit` changes, oldest first: their ids, and
-    when more changes follow, the outbox id of the last one read (the page then asks again from there).
-    Any organisation's: the caller's search decides which of them the user may see; the ids never leave
-    the server."""
-    stmt = select(_o.id, _o.res_id).where(_o.id > position, _o.res_type == "Task").order_by(_o.id).limit(limit + 1)
-    rows = (await session.execute(stmt)).all()
-    more = len(rows) > limit
-    return list(dict.fromkeys(row.res_id for row in rows[:limit])), (rows[limit - 1].id if more else None)
+async def tasks_changed_since(session: AsyncSession, position: int, limit: int,
+                              readable: Callable[[Change], bool]) -> tuple[list[str], int | None]:
+    """The Tasks changed (committed) after `position` that the reader may read (`readable`, the policy's
+    decision on each version, as her stream's), at most `limit` of their changes, oldest first: their ids,
+    and when more changes of hers follow, the outbox id of the last one covered (the page then asks again
+    from there). A change she may not read is passed over before anything is counted, so neither the ids
+    nor whether more follow depends on records she may not read (another organisation's volume)."""
+    taken: list[str] = []
+    last, after = position, position
+    while True:
+        stmt = _CHANGES.where(_o.id > after, _o.res_type == "Task").order_by(_o.id).limit(BATCH)
+        rows = (await session.execute(stmt)).all()
+        for row in rows:
+            if not readable(Change(row.id, row.res_type, row.res_id, row.content, row.created_by_org)):
+                continue
+            if len(taken) == limit:
+                return list(dict.fromkeys(taken)), last
+            taken.append(row.res_id)
+            last = row.id
+        if len(rows) < BATCH:
+            return list(dict.fromkeys(taken)), None
+        after = rows[-1].id
 
 
 @dataclass(frozen=True)

@@ -117,8 +117,10 @@ async def _live_list(request: Request, user: Principal, *, team: bool) -> Respon
             listing = await notices.open_notices(svc, owners, now, with_owner=team)
             response = render(request, "pages/_rows.jinja", listing=listing, **look)
         else:
+            reader = svc.principal or user
             changed, last = await live.tasks_changed_since(
-                svc.session, since, delta_limit(request.app.state.ctx.settings))
+                svc.session, since, delta_limit(request.app.state.ctx.settings),
+                lambda change: live.concerns(feed.policy, reader, change))
             rows, gone = (await notices.changed_notices(svc, changed, owners, now, with_owner=team)
                           if changed else ([], []))
             response = render(request, "pages/_rows.jinja", delta=True, rows=rows, gone=gone, **look)
