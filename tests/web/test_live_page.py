@@ -2,7 +2,8 @@
 updates do not hang on the NHS.UK frontend's script (a page whose components script is missing or
 refused still connects and shows a new notice without a reload), and a page that was away while more
 changes than one live update covers were made (others' records) catches up in one update of its own
-changes, missing nothing and never fetching its whole list again."""
+changes, missing nothing and never fetching its whole list again; a failed update or a lost stream
+is shown in a status region (axe: zero violations in that state) until updates resume by themselves."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from app.web.pages import delta_limit
 from tests.e2e.server import RunningServer
+from tests.web.browser import assert_accessible, screenshot
 from tests.web.conftest import sign_in
 from tests.web.flows import attend, attend_without_server, context_of, seed_server, task_of
 from tests.web.pages_data import other_changes
@@ -94,3 +96,48 @@ def test_a_page_far_behind_catches_up_without_fetching_its_whole_list(
     lists = [r for r in web_server.log_records()[logged:] if r.get("path") == "/app/notices/list"]
     # one update: the others' changes she may not read are passed over, not paged through
     assert [r.get("status") for r in lists] == [200]
+
+
+STATUS = "[data-live-status][role=status][aria-live=polite]"
+STOPPED = ("Live updates have stopped\nNew notices may not appear on this page until they resume. SafeFlag keeps "
+           "trying; reloading the page shows your notices as they are now.")
+
+
+def status_text(driver: webdriver.Chrome) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, STATUS).text)
+
+
+def test_a_failed_live_update_or_a_lost_stream_is_shown_until_updates_resume(
+    driver: webdriver.Chrome, web_server: RunningServer
+) -> None:
+    seed_server(web_server)
+    sign_in(driver, web_server, "hana.visitor")
+    connected(driver)
+    driver.execute_script("window.stillTheSamePage = true")
+    assert status_text(driver) == ""  # the region is there from the start, empty while updates work
+    # the list's address answers nothing (a proxy or network fault): the update a new notice asks for fails
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/app/notices/list*"]})
+    try:
+        first = attend(web_server)
+        WebDriverWait(driver, LIVE_BOUND).until(lambda d: status_text(d) == STOPPED)
+        assert not driver.find_elements(By.CSS_SELECTOR, f'[data-task="{first}"]')
+        # not check_page: the refused fetches are console errors here, on purpose
+        screenshot(driver, f"inbox-live-failed-{web_server.database}")
+        assert_accessible(driver, f"inbox-live-failed-{web_server.database}")
+    finally:
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        driver.execute_cdp_cmd("Network.disable", {})
+    # the page tries again by itself: the notice arrives and the message goes
+    WebDriverWait(driver, LIVE_BOUND + 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-task="{first}"]'))
+    WebDriverWait(driver, LIVE_BOUND).until(lambda d: status_text(d) == "")
+
+    web_server.stop()  # the stream is lost
+    WebDriverWait(driver, LIVE_BOUND).until(lambda d: status_text(d) == STOPPED)
+    assert_accessible(driver, f"inbox-live-lost-{web_server.database}")
+    encounter = asyncio.run(attend_without_server(web_server))
+    web_server.restart()
+    second = task_of(web_server, encounter)
+    WebDriverWait(driver, LIVE_BOUND + 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-task="{second}"]'))
+    WebDriverWait(driver, LIVE_BOUND).until(lambda d: status_text(d) == "")
+    assert driver.execute_script("return window.stillTheSamePage") is True  # no reload throughout

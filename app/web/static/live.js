@@ -9,6 +9,9 @@
 //   EventSource reconnects by itself after a lost connection or a server restart and sends the last id;
 //   the server then answers `changed` at once, so the page catches up. `data-event` is the position the
 //   page was rendered at: the first connection sends it, so nothing committed meanwhile is missed.
+// - When an update fails (an error answer, no answer) or the stream is lost, a message above the list
+//   says so (a status region, announced politely) and the page tries again, waiting longer each time
+//   (1 s doubling to 30 s); the message goes once an update succeeds again.
 // - A form marked `data-acknowledge` is posted with fetch; on success the notice is shown as
 //   acknowledged where the form was (focus moves to that message), otherwise the form posts normally.
 
@@ -59,9 +62,53 @@ function apply(html) {
   }
 }
 
+// The status region that says live updates have stopped (empty while they work). It is in the page
+// from the start, so that a screen reader announces what is later put in it.
+function statusRegion() {
+  const region = document.createElement("div");
+  region.setAttribute("role", "status");
+  region.setAttribute("aria-live", "polite");
+  region.dataset.liveStatus = "";
+  box.before(region);
+  return region;
+}
+
+function showStopped(region) {
+  if (region.firstChild) return;
+  const callout = document.createElement("div");
+  callout.className = "nhsuk-warning-callout";
+  const label = document.createElement("p");
+  label.className = "nhsuk-warning-callout__label";
+  label.textContent = "Live updates have stopped";
+  const text = document.createElement("p");
+  text.textContent = "New notices may not appear on this page until they resume. SafeFlag keeps trying; "
+    + "reloading the page shows your notices as they are now.";
+  callout.append(label, text);
+  region.appendChild(callout);
+}
+
 if (box) {
+  const region = statusRegion();
+  const FIRST_WAIT_MS = 1000;
+  const LONGEST_WAIT_MS = 30000;
+  let wait = FIRST_WAIT_MS;
+  const retries = new Map(); // what failed (refresh, connect) -> the timer of its next attempt
   let fetching = null;
   let again = false;
+  let events = null;
+  const failed = (next) => {
+    showStopped(region);
+    box.dataset.liveFailed = "true";
+    if (!retries.has(next)) {
+      retries.set(next, setTimeout(() => { retries.delete(next); next(); }, wait));
+      wait = Math.min(wait * 2, LONGEST_WAIT_MS);
+    }
+  };
+  const resumed = () => {
+    wait = FIRST_WAIT_MS;
+    region.replaceChildren();
+    delete box.dataset.liveFailed;
+  };
   const refresh = async () => {
     if (fetching) { again = true; return; }
     const url = `${box.dataset.live}?since=${encodeURIComponent(box.dataset.event || "")}`;
@@ -76,19 +123,35 @@ if (box) {
           const list = box.querySelector("[data-count]");
           setTitle(list ? Number(list.dataset.count) : 0);
           box.dataset.refreshed = String(Number(box.dataset.refreshed || "0") + 1);
+          if (events && events.readyState === EventSource.OPEN) resumed();
         } else if (answer.status === 401) {
           window.location.reload();
+        } else {
+          failed(refresh);
         }
       })
-      .catch(() => {})
+      .catch(() => failed(refresh))
       .finally(() => {
         fetching = null;
         if (again) { again = false; refresh(); }
       });
   };
-  const events = new EventSource(`/app/events?since=${encodeURIComponent(box.dataset.event || "")}`);
-  events.addEventListener("changed", () => { box.dataset.connected = "true"; refresh(); });
-  events.addEventListener("ready", () => { box.dataset.connected = "true"; });
+  const connect = () => {
+    events = new EventSource(`/app/events?since=${encodeURIComponent(box.dataset.event || "")}`);
+    events.addEventListener("changed", () => { box.dataset.connected = "true"; refresh(); });
+    events.addEventListener("ready", () => { box.dataset.connected = "true"; resumed(); });
+    events.addEventListener("error", () => {
+      // lost: the browser reconnects by itself (and the server then says `changed`, so the page catches
+      // up); refused (an error answer): it gives up, so a new stream is opened after a wait
+      if (events.readyState === EventSource.CLOSED) {
+        failed(connect);
+      } else {
+        showStopped(region);
+        box.dataset.liveFailed = "true";
+      }
+    });
+  };
+  connect();
 }
 
 for (const form of document.querySelectorAll("form[data-acknowledge]")) {
