@@ -14,22 +14,28 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from app.fhir.search.dates import parse_range
 from app.fhir.search.definitions import SUPPORTED_TYPES
 from app.safeguarding.tasks import LONDON
 
+CACHED = 4096  # formatted instants kept: a few lists' worth of notices (each has three)
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
 
 
 def instant(value: Any) -> datetime | None:
-    """A FHIR dateTime/instant -> an aware UTC datetime (its start), None when absent or unreadable. A
-    full date-time (every notice's: a list of 200 reads 400) is read by `datetime.fromisoformat`, several
-    times faster than the search's range parser, which reads the partial forms (`2026`, `2026-01`)."""
-    if not isinstance(value, str) or not value:
-        return None
+    """A FHIR dateTime/instant -> an aware UTC datetime (its start), None when absent or unreadable."""
+    return _instant(value) if isinstance(value, str) and value else None
+
+
+@lru_cache(maxsize=CACHED)
+def _instant(value: str) -> datetime | None:
+    """`instant` of a string. A full date-time (every notice's) is read by `datetime.fromisoformat`,
+    several times faster than the search's range parser, which reads the partial forms (`2026`,
+    `2026-01`). Cached: a list shows the same notices' times at every view."""
     if len(value) > 10 and value[10] == "T":
         try:
             start = datetime.fromisoformat(value)
@@ -46,10 +52,14 @@ def instant(value: Any) -> datetime | None:
 def uk_datetime(value: datetime | str | None) -> str:
     """`14 March 2026, 09:05 GMT` (BST in summer); "" when unknown."""
     when = instant(value) if isinstance(value, str) or value is None else value
-    if when is None:
-        return ""
-    local = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(LONDON)
-    return f"{local.day} {MONTHS[local.month - 1]} {local.year}, {local:%H:%M} {local.tzname()}"
+    return "" if when is None else _uk(when if when.tzinfo else when.replace(tzinfo=UTC))
+
+
+@lru_cache(maxsize=CACHED)
+def _uk(when: datetime) -> str:
+    """`uk_datetime` of an aware datetime (cached as `_instant` is)."""
+    local = when.astimezone(LONDON)
+    return f"{local.day} {MONTHS[local.month - 1]} {local.year}, {local.hour:02d}:{local.minute:02d} {local.tzname()}"
 
 
 _INSTANT = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})")

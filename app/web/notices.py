@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.safeguarding.tasks import OPEN_STATUSES, due_at, is_escalated
+from app.safeguarding.tasks import OPEN_STATUSES, due_at, due_of, is_escalated
 from app.vocabulary import TASK_CODE as TASK_CODES
 from app.vocabulary import CommunicationCategory, TaskCode
 from app.web import fmt
@@ -166,33 +167,69 @@ def stated_start(comm: dict[str, Any]) -> str | None:
     return None
 
 
-def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime) -> NoticeRow:
+@lru_cache(maxsize=fmt.CACHED)
+def _due(end: str) -> tuple[datetime | None, str]:
+    """A due time (`restriction.period.end`) -> (the moment it is overdue, naive UTC; its UK form)."""
+    due = due_at({"restriction": {"period": {"end": end}}})
+    return due, fmt.uk_datetime(due.replace(tzinfo=UTC) if due else None)
+
+
+def _overdue(task: dict[str, Any], now: datetime) -> bool:
+    """Open, and its due time passed."""
+    end = due_of(task)
+    due = _due(end)[0] if end else None
+    return task.get("status") in OPEN_STATUSES and due is not None and due <= now.replace(tzinfo=None)
+
+
+def _child(child_ref: Any, child: dict[str, Any] | None, now: datetime) -> tuple[str | None, str, str, str, str]:
+    """(id, name, age, masked and full NHS number) of a notice's child."""
+    nhs = nhs_of(child, child_ref)
+    ref = _ref(child_ref)
+    return (ref.removeprefix("Patient/") if ref.startswith("Patient/") else None,
+            human_name(child) if child else "Child not matched to a record",
+            fmt.age((child or {}).get("birthDate"), now), fmt.nhs_number(nhs, masked=True),
+            fmt.nhs_number(nhs, masked=False))
+
+
+def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime,
+        shared: dict[Any, Any] | None = None) -> NoticeRow:
+    """`task` as a list shows it. `shared`: what rows of one list have in common (a child, a place, an
+    owner is worked out once per list, not once per notice)."""
+    shared = {} if shared is None else shared
     comm = found.get(_ref(task.get("focus")), {})
     child_ref = task.get("for") or comm.get("subject")
-    child = found.get(_ref(child_ref))
+    child_key = ("child", _ref(child_ref) or repr(child_ref))
+    if child_key not in shared:
+        shared[child_key] = _child(child_ref, found.get(_ref(child_ref)), now)
+    child_id, child_name, age, nhs_masked, nhs = shared[child_key]
     encounter = found.get(_ref(comm.get("encounter"))) or {}
     category = next(iter(_codes(comm.get("category"))), "")
-    due = due_at(task)
+    end = due_of(task)
+    due_text = _due(end)[1] if end else ""
     sent = fmt.instant(comm.get("sent") or task.get("authoredOn"))
     reasons = [cc.get("text") or next((c.get("display") or c.get("code") for c in cc.get("coding") or []), "")
                for cc in encounter.get("reasonCode") or comm.get("reasonCode") or []]
-    nhs = nhs_of(child, child_ref)
+    place_ref = encounter.get("serviceProvider") or comm.get("sender")
     return NoticeRow(
         task_id=str(task["id"]), version=int((task.get("meta") or {}).get("versionId", 1)),
         status=str(task.get("status", "")), category=category, label=CATEGORY_LABELS.get(category, category),
         priority=str(task.get("priority") or comm.get("priority") or "routine"),
-        child_id=_ref(child_ref).removeprefix("Patient/") if _ref(child_ref).startswith("Patient/") else None,
-        child_name=human_name(child) if child else "Child not matched to a record",
-        age=fmt.age((child or {}).get("birthDate"), now), nhs_masked=fmt.nhs_number(nhs, masked=True),
-        nhs=fmt.nhs_number(nhs, masked=False),
+        child_id=child_id, child_name=child_name, age=age, nhs_masked=nhs_masked, nhs=nhs,
         attended=fmt.uk_datetime((encounter.get("period") or {}).get("start") or stated_start(comm)),
-        place=display_of(encounter.get("serviceProvider") or comm.get("sender"), found),
-        reason=", ".join(r for r in reasons if r),
-        due=fmt.uk_datetime(due.replace(tzinfo=UTC) if due else None),
-        overdue=task.get("status") in OPEN_STATUSES and due is not None and due <= now.replace(tzinfo=None),
+        place=_shared_display(place_ref, found, shared),
+        reason=", ".join(r for r in reasons if r), due=due_text,
+        overdue=_overdue(task, now),
         escalated=is_escalated(task), arrived=fmt.uk_datetime(sent), arrived_ago=fmt.ago(sent, now),
-        owner=display_of(task.get("owner"), found) or "Nobody (unrouted)", sent_at=sent,
+        owner=_shared_display(task.get("owner"), found, shared) or "Nobody (unrouted)", sent_at=sent,
     )
+
+
+def _shared_display(ref: Any, found: dict[str, dict[str, Any]], shared: dict[Any, Any]) -> str:
+    """`display_of`, once per list for each reference (with its display) its rows share."""
+    key = ("display", _ref(ref), ref.get("display") if isinstance(ref, dict) else None)
+    if key not in shared:
+        shared[key] = display_of(ref, found)
+    return str(shared[key])
 
 
 def open_query(owners: list[str] | None, *, unrouted: bool = False, with_owner: bool = True) -> list[tuple[str, str]]:
@@ -206,15 +243,19 @@ def open_query(owners: list[str] | None, *, unrouted: bool = False, with_owner: 
 
 
 async def open_notices(svc: FhirService, owners: list[str] | None, now: datetime, *,
-                       unrouted: bool = False, with_owner: bool = True) -> Listing:
+                       unrouted: bool = False, with_owner: bool = True, overdue: bool = False) -> Listing:
     """The open acknowledgement Tasks owned by `owners` (any of them; None: all the user may read;
     `unrouted`: those with no owner), urgent first, then newest; one audited search. `with_owner`:
-    read whom each is with (a list of one person's own notices need not)."""
+    read whom each is with (a list of one person's own notices need not); `overdue`: only the overdue
+    among them (the others are not worked out at all)."""
     bundle = await svc.search("Task", open_query(owners, unrouted=unrouted, with_owner=with_owner))
     found = by_ref(bundle)
     tasks = [e["resource"] for e in bundle.get("entry") or []
              if (e.get("search") or {}).get("mode") == "match"]
-    return Listing(by_urgency([row(t, found, now) for t in tasks]), withheld_text(bundle))
+    if overdue:
+        tasks = [t for t in tasks if _overdue(t, now)]
+    shared: dict[Any, Any] = {}
+    return Listing(by_urgency([row(t, found, now, shared) for t in tasks]), withheld_text(bundle))
 
 
 def by_urgency(rows: list[NoticeRow]) -> list[NoticeRow]:

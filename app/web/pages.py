@@ -136,9 +136,8 @@ async def _live_list(request: Request, user: Principal, *, team: bool) -> Respon
 async def _inbox(request: Request, user: Principal, template: str, overdue: bool = False) -> Response:
     async def work(svc: FhirService) -> Response:
         event = await _position(request, svc)
-        listing = await notices.open_notices(svc, notices.own_refs(svc), _now(request), with_owner=False)
-        if overdue:
-            listing = notices.Listing(listing.overdue, listing.withheld)
+        listing = await notices.open_notices(svc, notices.own_refs(svc), _now(request), with_owner=False,
+                                             overdue=overdue)
         return render(request, template, listing=listing, show_owner=False, event=event)
     return await _page(request, user, work)
 
