@@ -9,8 +9,9 @@ process and one run, the CPU per `POST /fhir/Flag` of three ASGI apps driven wit
   tokens), the body parsed and validated by the fhir.resources R4B model (none of SafeFlag's further
   checks: bindings, invariants, profiles), the NHS number's check digit, server `id`/`meta`, then one
   transaction on the raw sqlite3 connection (no SQLAlchemy per statement) that writes the `resource`
-  row, its version row, its search-index rows (SafeFlag's index definitions), a minimal BALP-shaped
-  AuditEvent (its resource, version and index rows) and the outbox row, into SafeFlag's own schema;
+  row, its version row, its search-index rows (SafeFlag's index definitions), the outbox row, and a
+  minimal BALP-shaped AuditEvent appended to the audit trail (its chained row and search rows, built by
+  SafeFlag's own functions), into SafeFlag's own schema;
   no policy, no subject lookup, no duplicate check, no middleware, no metrics, no log line;
 - **SafeFlag**: `create_app()` as served, with all of that and everything else.
 
@@ -44,8 +45,10 @@ from app.fhir.nhs_number import NHS_NUMBER_SYSTEM, is_valid
 from app.fhir.search.definitions import make_indexer
 from app.main import create_app
 from app.resource_rules import resource_rules
+from app.security.audit_trail import search_rows
 from app.security.runtime import SecurityRuntime
 from app.security.tokens import default_scope
+from app.storage.audit_tables import GENESIS, audit_row
 from app.storage.migrate import upgrade
 from app.storage.repository import stamp, utc_ms
 from bench.ceiling_app import create_app as ceiling_app
@@ -125,6 +128,39 @@ async def _write_pg(conn: Any, indexer: Any, rtype: str, doc: dict[str, Any], ts
     await conn.fetchval(_PG_WRITE, rtype, doc["id"], ts, orjson.dumps(doc).decode(), *columns, outbox)
 
 
+class _Trail:
+    """The floor's end of the audit trail: a lane of its own (the setup's requests through SafeFlag wrote
+    lane 0), its head kept in memory as SafeFlag's connection keeps its lane's; each AuditEvent one
+    chained row and its search rows."""
+
+    LANE = 9999
+
+    def __init__(self) -> None:
+        self.position, self.prev = 0, GENESIS
+
+    def rows(self, audit: dict[str, Any], ts: datetime) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+        row = audit_row(self.LANE, self.position + 1, self.prev, audit["id"], ts, None, audit)
+        self.position, self.prev = row["position"], row["hash"]
+        row["content"] = orjson.dumps(audit).decode()
+        return row, [(r["param"], r["ref"], r["event_id"]) for r in search_rows(audit, audit["id"], BASE)]
+
+    @staticmethod
+    def write(conn: Any, row: dict[str, Any], refs: list[tuple[str, str, str]]) -> None:
+        conn.execute(f"INSERT INTO audit_event ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                     [_bind(v) for v in row.values()])
+        conn.executemany("INSERT INTO audit_event_ref (param, ref, event_id) VALUES (?, ?, ?)", refs)
+
+    @staticmethod
+    async def write_pg(conn: Any, row: dict[str, Any], refs: list[tuple[str, str, str]]) -> None:
+        values = ", ".join(f"${i}::jsonb" if k == "content" else f"${i}" for i, k in enumerate(row, 1))
+        n = len(row)
+        await conn.execute(
+            f"WITH e AS (INSERT INTO audit_event ({', '.join(row)}) VALUES ({values})) "
+            f"INSERT INTO audit_event_ref (param, ref, event_id) "
+            f"SELECT * FROM unnest(${n + 1}::text[], ${n + 2}::text[], ${n + 3}::text[])",
+            *row.values(), *([list(c) for c in zip(*refs, strict=True)] if refs else [[], [], []]))
+
+
 def _audit(flag: dict[str, Any], claims: dict[str, Any], ts: datetime) -> dict[str, Any]:
     """A minimal BALP-shaped AuditEvent of the create: who, what, when, outcome."""
     subject = flag.get("subject") or {}
@@ -143,6 +179,7 @@ def floor_app(ctx: AppContext) -> FastAPI:
     verifier = SecurityRuntime.from_settings(ctx.settings).verifier
     indexer = make_indexer(ctx.settings.fhir_base)
     pg = ctx.engine.dialect.name == "postgresql"
+    trail = _Trail()
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.post("/fhir/Flag")
@@ -158,12 +195,13 @@ def floor_app(ctx: AppContext) -> FastAPI:
         audit = _audit(doc, claims, ts)
         async with ctx.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE on SafeFlag's one writer connection
             raw = (await conn.get_raw_connection()).driver_connection
+            row, refs = trail.rows(audit, ts)
             if pg:
                 await _write_pg(raw, indexer, "Flag", doc, ts, outbox=True)
-                await _write_pg(raw, indexer, "AuditEvent", audit, ts, outbox=False)
+                await _Trail.write_pg(raw, row, refs)
             else:
                 _write(raw.sqlite, indexer, "Flag", doc, ts, outbox=True)
-                _write(raw.sqlite, indexer, "AuditEvent", audit, ts, outbox=False)
+                _Trail.write(raw.sqlite, row, refs)
         location = f"{ctx.settings.fhir_base}/Flag/{doc['id']}/_history/1"
         return Response(orjson.dumps(doc), 201, {"Location": location, "ETag": 'W/"1"'}, media_type=FHIR_JSON)
 
