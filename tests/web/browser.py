@@ -17,11 +17,14 @@ from axe_selenium_python import Axe
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from app.fhir.nhs_number import is_valid
 from tests.web.axe_core import axe_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "ci" / "screenshots"
 REQUIRE_BROWSER = os.environ.get("SAFEFLAG_REQUIRE_BROWSER") == "1" or os.environ.get("CI") == "true"
+# an NHS number as the test data has them (999 range), bare or grouped 3-3-4, not inside a longer number
+NHS_NUMBER = re.compile(r"(?<!\d)999[ -]?\d{3}[ -]?\d{4}(?!\d)")
 CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1024")
 
 
@@ -71,11 +74,24 @@ def console_errors(driver: webdriver.Chrome) -> list[str]:
     return [str(e["message"]) for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def identifiers_in_urls(driver: webdriver.Chrome) -> list[str]:
+    """Of the page's own address and every link, form action and file it names, those that carry a valid
+    NHS number (bare, grouped or URL-encoded) or name an identifier (`identifier=`)."""
+    urls = driver.execute_script(
+        "return [location.href].concat(Array.from(document.querySelectorAll('a[href]'), a => a.href),"
+        " Array.from(document.forms, f => f.action), Array.from(document.querySelectorAll('[src]'), e => e.src),"
+        " Array.from(document.querySelectorAll('link[href]'), l => l.href))")
+    return [url for url in urls if "identifier" in url.lower()
+            or any(is_valid(re.sub(r"[ -]", "", found)) for found in NHS_NUMBER.findall(url.replace("%20", " ")))]
+
+
 def check_page(driver: webdriver.Chrome, name: str) -> None:
     """What every page test does on every page of ours it reaches: a screenshot, no console error (so
-    nothing the Content-Security-Policy refused, nothing missing), no inline script, then axe (zero
-    violations)."""
+    nothing the Content-Security-Policy refused, nothing missing), no inline script, no NHS number or other
+    identifier in its address or any address it names (URLs reach logs and browser history), then axe
+    (zero violations)."""
     screenshot(driver, name)
+    assert identifiers_in_urls(driver) == [], name
     page = driver.current_url.split("#")[0]
     origin = "/".join(page.split("/")[:3])
     # ours only (not the provider's pages on the way); an error page's own status (403, 404) is logged as

@@ -12,6 +12,9 @@ could fail if SafeFlag dropped its code_verifier or never ended the provider's s
   (`end_session_endpoint`, OpenID Connect RP-Initiated Logout 1.0) ends it when its `id_token_hint` is an
   ID token this provider signed; a hint that does not verify is refused (400). On confirming, the browser
   goes to the `post_logout_redirect_uri`.
+- **A denial keeps the request's `state`**: the mock redirects `error=access_denied` without it, where
+  RFC 6749 (section 4.1.2.1) has the provider return the client's `state` with an error too, as CIS2 and
+  Entra ID do; here it is added, so the client can tell its own sign-in's denial from a forged one.
 - `GET /test/sessions`: the subjects signed in at the provider; `GET /test/logouts`: each completed logout
   (the hint's subject and audience, the redirect). For the tests to check what the provider saw.
 """
@@ -25,7 +28,7 @@ import logging
 import os
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import flask
 import uvicorn
@@ -95,7 +98,12 @@ def build() -> flask.Flask:
     def remember_the_code(response: flask.Response) -> flask.Response:
         request = flask.request
         if request.path == "/oauth2/authorize" and request.method == "POST" and response.status_code == 302:
-            code = parse_qs(urlparse(response.headers.get("Location", "")).query).get("code")
+            location = urlparse(response.headers.get("Location", ""))
+            query = parse_qs(location.query)
+            code = query.get("code")
+            if "error" in query and "state" not in query and request.args.get("state"):
+                query["state"] = [request.args["state"]]
+                response.headers["Location"] = location._replace(query=urlencode(query, doseq=True)).geturl()
             if code:
                 CHALLENGES[code[0]] = request.args["code_challenge"]
                 SESSIONS.add(request.form.get("sub", ""))

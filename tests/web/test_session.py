@@ -20,7 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from app.web.headers import CSP
 from app.web.session import COOKIE
 from tests.e2e.server import RunningServer
-from tests.web.browser import check_page
+from tests.web.browser import check_page, identifiers_in_urls
 from tests.web.conftest import (
     audit_events,
     change_pending_login,
@@ -58,27 +58,46 @@ def test_an_account_without_a_role_is_refused(driver: webdriver.Chrome, web_serv
     assert refused["type"]["code"] == "110114"
 
 
-def test_a_sign_in_the_provider_denies_signs_nobody_in(driver: webdriver.Chrome, web_server: RunningServer) -> None:
-    """The provider's denial comes back without the sign-in's state (as this provider sends it), so it is
-    not trusted to say anything: the browser is back at the sign-in page, signed out."""
+async def test_a_sign_in_the_provider_denies_signs_nobody_in_with_a_clear_page(
+        driver: webdriver.Chrome, web_server: RunningServer) -> None:
+    """The person denies the sign-in on the provider's page: the provider answers the callback with
+    `error=access_denied` and the sign-in's own state; she sees why, nobody is signed in, the sign-in under
+    way is gone and the refusal is audited."""
+    refused = len(audit_events(web_server, subtype=LOGIN, outcome="4"))
     driver.get(web_server.base_url + "/app/sign-in")
     driver.find_element(By.LINK_TEXT, "Sign in").click()
     WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "button[value=deny]"))
+    [cookie] = [c["value"] for c in driver.execute_cdp_cmd("Network.getAllCookies", {})["cookies"] if c["name"] == COOKIE]
     driver.find_element(By.CSS_SELECTOR, "button[value=deny]").click()
-    wait_for_path(driver, "/app/sign-in")
-    assert driver.find_element(By.TAG_NAME, "h1").text == "Sign in to SafeFlag"
+    wait_for_path(driver, "/app/auth/callback")
+    assert set(httpx.URL(driver.current_url).params.keys()) == {"error", "error_description", "state"}
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Sign-in failed"
+    assert "The identity provider did not sign you in." in driver.find_element(By.TAG_NAME, "main").text
+    check_page(driver, f"sign-in-denied-{web_server.database}")
+    assert driver.get_cookie(COOKIE) is None
+    assert hashlib.sha256(cookie.encode()).hexdigest() not in await session_rows(web_server)
+    events = audit_events(web_server, subtype=LOGIN, outcome="4")
+    assert len(events) == refused + 1
+    assert (events[0]["type"]["code"], events[0]["outcomeDesc"], events[0]["agent"][0]["who"]) == (
+        "110114", "sign-in refused by the identity provider: access_denied", {"display": "unauthenticated"})
     driver.get(web_server.base_url + "/app")
     assert driver.current_url == web_server.base_url + "/app/sign-in"
 
 
-async def test_a_callback_without_a_sign_in_under_way_signs_nobody_in(web_server: RunningServer) -> None:
+@pytest.mark.parametrize("params", [{"state": "forged", "code": "stolen"}, {"state": "forged", "error": "access_denied"},
+                                    {"error": "access_denied"}], ids=["code", "denial", "denial-without-state"])
+async def test_a_callback_without_a_sign_in_under_way_signs_nobody_in(web_server: RunningServer,
+                                                                       params: dict[str, str]) -> None:
+    """An answer that is not to this browser's sign-in (no sign-in under way, or another state) is not
+    trusted to say anything, a denial included: back to the sign-in page, nothing recorded."""
     before = await session_rows(web_server)
+    refused = len(audit_events(web_server, subtype=LOGIN, outcome="4"))
     async with httpx.AsyncClient(timeout=30) as http:
-        answer = await http.get(web_server.base_url + "/app/auth/callback",
-                                params={"state": "forged", "code": "stolen"})
+        answer = await http.get(web_server.base_url + "/app/auth/callback", params=params)
     assert (answer.status_code, answer.headers["location"]) == (303, "/app/sign-in")
     assert "set-cookie" not in answer.headers
     assert await session_rows(web_server) == before
+    assert len(audit_events(web_server, subtype=LOGIN, outcome="4")) == refused
 
 
 def test_sign_in_is_audited_and_the_session_is_http_only(driver: webdriver.Chrome, web_server: RunningServer) -> None:
@@ -295,3 +314,32 @@ async def test_the_authorization_request_uses_pkce_state_and_nonce(web_server: R
     assert (login["state"], login["nonce"]) == (query["state"], query["nonce"])
     challenge = base64.urlsafe_b64encode(hashlib.sha256(login["verifier"].encode()).digest()).rstrip(b"=").decode()
     assert query["code_challenge"] == challenge and len(login["verifier"]) >= 43
+
+
+async def test_a_proxy_on_the_same_machine_that_terminates_tls_makes_the_cookie_secure(
+        web_server: RunningServer) -> None:
+    """Behind a reverse proxy that terminates TLS: the server trusts `X-Forwarded-Proto` from 127.0.0.1
+    (uvicorn's default, `FORWARDED_ALLOW_IPS` for another address), so the session cookie is Secure there,
+    and not on plain HTTP."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        plain = await http.get(web_server.base_url + "/app/sign-in/start")
+        tls = await http.get(web_server.base_url + "/app/sign-in/start", headers={"X-Forwarded-Proto": "https"})
+    assert plain.status_code == tls.status_code == 302
+    assert [part.strip() for part in plain.headers["set-cookie"].split(";")][1:] == [
+        "HttpOnly", "Path=/app", "SameSite=lax"]
+    assert [part.strip() for part in tls.headers["set-cookie"].split(";")][1:] == [
+        "HttpOnly", "Path=/app", "SameSite=lax", "Secure"]
+
+
+def test_the_url_check_finds_an_nhs_number_or_an_identifier_in_any_address(driver: webdriver.Chrome,
+                                                                             tmp_path: Path) -> None:
+    """What every page's check (tests/web/browser.py) looks for, shown to find each kind of leak."""
+    page = tmp_path / "leaky.html"
+    page.write_text(
+        '<!DOCTYPE html><html lang="en"><head><title>Leaks</title></head><body><main>'
+        '<a href="/app/notices/9990001235">bare</a><a href="/app/x?nhs=999%20000%201235">grouped</a>'
+        '<form action="/app/y?identifier=x"></form><a href="/app/notices/9990001234">not a valid number</a>'
+        '<a href="/app/notices/0a9c6f0e-1b2d-4e5f-8a9b-19990001235">inside a longer one</a></main></body></html>')
+    driver.get(page.as_uri())
+    assert [url.rsplit("/", 1)[-1] for url in identifiers_in_urls(driver)] == [
+        "9990001235", "x?nhs=999%20000%201235", "y?identifier=x"]
