@@ -39,11 +39,11 @@ async def _store(request: Request, event: dict[str, Any], org: str | None) -> No
 
 
 def _event(request: Request, principal: Principal | None, subtype: dict[str, str], outcome: str,
-           desc: str | None) -> dict[str, Any]:
+           desc: str | None, *, client: bool = True) -> dict[str, Any]:
     ctx = request.app.state.ctx
     event = audit_for(interaction="operation", principal=principal, recorded=ctx.clock.now(), outcome=outcome,
                       outcome_desc=desc, request_id=request_id_var.get(),
-                      client_address=_client(request), server=ctx.settings.fhir_base)
+                      client_address=_client(request) if client else None, server=ctx.settings.fhir_base)
     event["type"] = AUTHENTICATION
     event["subtype"] = [subtype]
     return event
@@ -61,14 +61,15 @@ async def audit_refused_sign_in(request: Request, issuer: str, sub: str | None, 
     await _store(request, event, None)
 
 
-async def audit_sign_out(request: Request, session: Any, why: str = "signed out") -> None:
-    """A signed-in session's end (sign-out or idle timeout); a sign-in that never finished is not audited."""
+async def audit_sign_out(request: Request, session: Any, why: str = "signed out", *, client: bool = True) -> None:
+    """A signed-in session's end (sign-out or idle timeout); a sign-in that never finished is not audited.
+    `client=False` for a session swept by another person's request: no client address is the ended one's."""
     if not session.claims:
         return
     from app.web.session import principal_of
 
     principal = principal_of(request, session)
-    await _store(request, _event(request, principal, LOGOUT, "0", why), principal.org)
+    await _store(request, _event(request, principal, LOGOUT, "0", why, client=client), principal.org)
 
 
 def _attempt(request: Request) -> str:

@@ -4,8 +4,9 @@ The browser holds only a random value in an HttpOnly, SameSite=Lax cookie scoped
 the service is reached over TLS: `SAFEFLAG_WEB_COOKIE_SECURE`, by default when the base URL is https);
 the `web_session` table holds its SHA-256, the user's claims, the form (CSRF) token and when it was last
 used. A session unused for longer than `SAFEFLAG_WEB_IDLE_TIMEOUT_SECONDS` (15 minutes; time from the
-injected clock) is ended on its next use; sign-out deletes the row, so the old cookie no longer works.
-Signing in issues a new value (no session fixation).
+injected clock) is ended on its next use, or swept when any session is created; either way its end is
+audited once (whoever deletes the row reports it). Sign-out deletes the row, so the old cookie no longer
+works. Signing in issues a new value (no session fixation).
 
 `current_user(request) -> Principal` gives the signed-in user as the same `Principal` the API's policy
 and audit use, or sends the browser to the sign-in page. Every form carries `csrf_token`; `form_session`
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from app.config import Settings
     from app.ports import Clock
 
+TIMED_OUT = "session ended after its idle timeout"
 COOKIE = "safeflag_session"
 COOKIE_PATH = "/app"
 CSRF_FIELD = "csrf_token"
@@ -87,9 +90,13 @@ class Context(Protocol):
 
 
 class SessionStore:
-    def __init__(self, ctx: Context) -> None:
+    """`on_swept` is told of each signed-in session that `create` clears out past its idle timeout (its end,
+    for the audit trail), after the transaction that deleted it."""
+
+    def __init__(self, ctx: Context, on_swept: Callable[[WebSession], Awaitable[None]] | None = None) -> None:
         self.ctx = ctx
         self.timeout = timedelta(seconds=ctx.settings.web_idle_timeout_seconds)
+        self.on_swept = on_swept
 
     def now(self) -> datetime:
         return _naive(self.ctx.clock.now())
@@ -107,7 +114,10 @@ class SessionStore:
                 return None
             found = WebSession(key, row.csrf, row.claims, row.login)
             if now - row.last_seen > self.timeout:
-                await db.execute(delete(web_session).where(web_session.c.id_hash == key))
+                gone = (await db.execute(delete(web_session).where(web_session.c.id_hash == key)
+                                         .returning(web_session.c.id_hash))).first()
+                if gone is None:  # swept meanwhile by another request, which reported its end
+                    found.claims = None
                 found.ended = True
                 return found
             await db.execute(update(web_session).where(web_session.c.id_hash == key).values(last_seen=now))
@@ -121,11 +131,16 @@ class SessionStore:
         found = WebSession(_hash(cookie), secrets.token_urlsafe(32), claims, login)
         now = self.now()
         async with self.ctx.sessionmaker() as db, db.begin():
-            await db.execute(delete(web_session).where(web_session.c.last_seen < now - self.timeout))
+            swept = (await db.execute(delete(web_session).where(web_session.c.last_seen < now - self.timeout)
+                                      .returning(web_session.c.id_hash, web_session.c.csrf,
+                                                 web_session.c.claims))).all()
             if replaces:
                 await db.execute(delete(web_session).where(web_session.c.id_hash == replaces))
             await db.execute(insert(web_session).values(
                 id_hash=found.key, claims=claims, login=login, csrf=found.csrf, created_at=now, last_seen=now))
+        for row in swept:
+            if row.claims is not None and self.on_swept is not None:
+                await self.on_swept(WebSession(row.id_hash, row.csrf, row.claims, ended=True))
         return cookie, found
 
     async def end(self, key: str) -> None:
@@ -134,7 +149,13 @@ class SessionStore:
 
 
 def store(request: Request) -> SessionStore:
-    return SessionStore(request.app.state.ctx)
+    async def swept(session: WebSession) -> None:
+        from app.web.audit import audit_sign_out
+
+        # not this request's doing: its client address is not the ended session's
+        await audit_sign_out(request, session, TIMED_OUT, client=False)
+
+    return SessionStore(request.app.state.ctx, swept)
 
 
 def secure_cookie(request: Request) -> bool:
@@ -168,7 +189,7 @@ async def session_of(request: Request) -> WebSession | None:
         if found is not None and found.ended:
             from app.web.audit import audit_sign_out
 
-            await audit_sign_out(request, found, "session ended after its idle timeout")
+            await audit_sign_out(request, found, TIMED_OUT)
             request.state.web_timed_out = found.signed_in
             request.state.web_stale_cookie = True
             found = None

@@ -9,6 +9,7 @@ import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -20,13 +21,15 @@ from app.context import AppContext
 from app.demo import borough
 from app.main import create_app
 from app.web.dev_sign_in import PEOPLE, check_bind
-from app.web.session import COOKIE
+from app.web.session import COOKIE, TIMED_OUT
+from tests.conftest import StepClock
 from tests.e2e.server import RunningServer, safeflag_command, start_server
 from tests.support.postgres import free_port
 from tests.web.browser import check_page
 from tests.web.conftest import audit_events, wait_for_path
 
 LOGIN = "http://dicom.nema.org/resources/ontology/DCM|110122"
+LOGOUT = "http://dicom.nema.org/resources/ontology/DCM|110123"
 
 
 @asynccontextmanager
@@ -170,3 +173,23 @@ def test_development_sign_in_in_the_browser(driver: webdriver.Chrome, dev_server
     wait_for_path(driver, "/app")
     assert "Sam Lead" in driver.find_element(By.CSS_SELECTOR, ".nhsuk-header__account").text
     assert audit_events(dev_server, subtype=LOGIN, altid="demo-lead")[0]["outcome"] == "0"
+
+
+async def test_a_session_nobody_comes_back_to_is_audited_as_timed_out_when_swept(
+        clean_ctx: AppContext, clock: StepClock) -> None:
+    """Hana signs in and leaves; 16 minutes later someone else's new session clears hers out: her session's
+    end is audited as an idle timeout by her (outcome 0), with no client address, since the request that
+    swept it was not hers."""
+    async with _app_client(clean_ctx, web_dev_sign_in=True) as hana:
+        page = await hana.get("/app/sign-in")
+        answer = await hana.post("/app/dev-sign-in", data={"csrf_token": _csrf(page.text), "person": "hv"})
+        assert answer.status_code == 303
+    clock.reset(clock.current + timedelta(minutes=16))
+    async with _app_client(clean_ctx, web_dev_sign_in=True) as other:
+        assert (await other.get("/app/sign-in")).status_code == 200  # a new session: the sweep runs
+        events = (await other.get("/fhir/AuditEvent", params={"subtype": LOGOUT, "altid": "demo-hv"},
+                                  headers={"Authorization": "Bearer " + _admin(clean_ctx)})).json()
+    [ended] = [e["resource"] for e in events["entry"] if e["search"]["mode"] == "match"]
+    assert (ended["outcome"], ended["outcomeDesc"], ended["type"]["code"]) == ("0", TIMED_OUT, "110114")
+    assert ended["agent"][0]["who"]["reference"] == "PractitionerRole/demo-hv"
+    assert [agent["network"]["type"] for agent in ended["agent"] if "network" in agent] == ["5"]  # the server's only

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.context import AppContext
 from app.storage.web_tables import web_session
-from app.web.session import SessionStore
+from app.web.session import SessionStore, WebSession
 
 T0 = datetime(2026, 3, 4, 10, 0, 0, tzinfo=UTC)
 
@@ -91,3 +91,31 @@ async def test_a_cookie_that_names_no_session_finds_none(clean_ctx: AppContext) 
     assert await store.load("") is None
     assert await store.load("x" * 129) is None
     assert await store.load("not-a-session") is None
+
+
+async def test_each_signed_in_session_cleared_out_past_its_timeout_is_reported_once(clean_ctx: AppContext) -> None:
+    """A session nobody comes back to ends all the same: whichever deletes it (the sweep on creating a
+    session, or its own next use) reports its end, once, so the audit trail records every session's end."""
+    clock = SetClock()
+    reported: list[tuple[str, object, bool]] = []
+
+    async def on_swept(session: WebSession) -> None:
+        reported.append((session.key, session.claims, session.ended))
+
+    store = SessionStore(StoreContext(clean_ctx.settings, clock, clean_ctx.sessionmaker), on_swept)
+    _signed_cookie, signed = await store.create(claims={"sub": "hv"})
+    _pending_cookie, _pending = await store.create(login={"state": "s"})
+    clock.current = T0 + timedelta(minutes=15)  # exactly 15 minutes: neither is swept yet
+    later_cookie, later = await store.create(claims={"sub": "lead"})
+    assert reported == []
+    clock.current = T0 + timedelta(minutes=15, seconds=1)
+    await store.create()  # the signed-in one is reported; the sign-in never finished is not a session's end
+    assert reported == [(signed.key, {"sub": "hv"}, True)]
+    assert later.key in await _keys(clean_ctx) and signed.key not in await _keys(clean_ctx)
+    await store.create()
+    assert len(reported) == 1  # once
+    clock.current += timedelta(minutes=15)  # the later one is now past its timeout: ended on its own use
+    ended = await store.load(later_cookie)
+    assert ended is not None and ended.ended and ended.claims == {"sub": "lead"}
+    await store.create()
+    assert len(reported) == 1  # its loader reports it, not the sweep
