@@ -28,6 +28,7 @@ from tests.support.postgres import free_port
 from tests.web.browser import check_page
 from tests.web.conftest import audit_events, wait_for_path
 
+ROOT = Path(__file__).resolve().parents[2]
 LOGIN = "http://dicom.nema.org/resources/ontology/DCM|110122"
 LOGOUT = "http://dicom.nema.org/resources/ontology/DCM|110123"
 
@@ -193,3 +194,29 @@ async def test_a_session_nobody_comes_back_to_is_audited_as_timed_out_when_swept
     assert (ended["outcome"], ended["outcomeDesc"], ended["type"]["code"]) == ("0", TIMED_OUT, "110114")
     assert ended["agent"][0]["who"]["reference"] == "PractitionerRole/demo-hv"
     assert [agent["network"]["type"] for agent in ended["agent"] if "network" in agent] == ["5"]  # the server's only
+
+
+def test_make_run_signs_nobody_in_by_itself() -> None:
+    """`make run` is `safeflag serve` with nothing switched on: its banner says no sign-in is configured, and
+    its sign-in page offers no way in (no provider, no development people, a development post refused)."""
+    command = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert command.stdout.splitlines()[-1] == ".venv/bin/safeflag serve "
+    server = start_server(extra_env={"SAFEFLAG_NO_DISPATCHER": "1"})
+    try:
+        assert (f"  web app       : {server.base_url}/app   (no sign-in configured: see docs/web-app.md)\n"
+                in server.stdout())
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            home = http.get("/app")
+            assert (home.status_code, home.headers["location"]) == (303, "/app/sign-in")
+            page = http.get("/app/sign-in")
+            assert page.status_code == 200 and "set-cookie" not in page.headers
+            assert "No identity provider is configured for this server" in page.text
+            assert "/app/sign-in/start" not in page.text and "Development sign-in" not in page.text
+            start = http.get("/app/sign-in/start")
+            assert (start.status_code, start.headers["location"]) == (303, "/app/sign-in")
+            refused = http.post("/app/dev-sign-in", data={"csrf_token": "x", "person": "lead"})
+            assert refused.status_code == 403 and "set-cookie" not in refused.headers
+            assert http.get("/app").status_code == 303
+    finally:
+        server.stop()
+        server.cleanup()
