@@ -9,7 +9,7 @@ then held for those statements, not for the whole batch's matching, and a delive
 never held up behind it.
 
 Filters are evaluated by the shared in-memory search matcher, so a filter means exactly what the same
-search would mean (architecture principle 4).
+search would mean.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Create (and update-as-create):
 - SF-0230 the status is `active` (Flag.status);
 - SF-0231 Flag.code holds the code the ConceptMap gives for the category (Flag.code);
 - SF-0232 a subject given only by identifier must be an NHS number that resolves to exactly one
-  Patient (Flag.subject.identifier). The flag is stored as sent (architecture principle 2): searches
+  Patient (Flag.subject.identifier). The flag is stored as sent: searches
   with `patient:identifier=` find it either way, and so do the summary and access notifications;
 - SF-0233 the mother as subject (unborn-child-protection-plan): a Patient known to the server, not
   recorded as `male`, and, when the birth date is known, aged MOTHER_MIN_AGE or over. A mother may

@@ -1,4 +1,4 @@
-"""Tables of the notification pipeline (architecture principle 5: match at change time, deliver from rows).
+"""Tables of the notification pipeline (match at change time, deliver from rows).
 
 - `outbox_event`: one row per committed change, written by the Repository in the change's transaction.
 - `subscription_state`: per Subscription: the gap-free event counter, the write-only HMAC secret,

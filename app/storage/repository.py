@@ -1,4 +1,4 @@
-"""The only writer (architecture principle 1).
+"""The only writer.
 
 Every change goes through `Repository`: the new current row, its version row and its search-index
 rows are written in the caller's transaction. The repository never commits; the request (or a
@@ -282,7 +282,7 @@ class Repository:
         ])
 
     async def _write_outbox(self, rtype: str, rid: str, vid: int, action: str, ts: datetime) -> None:
-        """The transactional outbox row (architecture principle 1); NOTIFY wakes dispatchers at commit."""
+        """The transactional outbox row; NOTIFY wakes dispatchers at commit."""
         defer(self.session, _INSERT_OUTBOX, [
             {"res_type": rtype, "res_id": rid, "version_id": vid, "action": action, "occurred_at": ts,
              "processed_at": None}

@@ -1,7 +1,7 @@
 """Tables: current resources, their versions, and typed search-index tables.
 
 Each resource version is stored as the validated JSON the client sent plus server-set `id` and
-`meta` (architecture principle 2). Index rows are derived from the same JSON by the search
+`meta`. Index rows are derived from the same JSON by the search
 parameter definitions (`app/fhir/search/definitions.py`) and written in the same transaction.
 Dates are stored as naive UTC datetimes: `low` inclusive, `high` exclusive.
 """

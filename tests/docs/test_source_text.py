@@ -19,6 +19,7 @@ FORBIDDEN = {
     "a section of the developers' brief": re.compile(
         r"contract sections?\b|\bthe contract\b|\bcontract's\b|contract\.md", re.IGNORECASE),
     "the developers' performance notes": re.compile(r"\bperformance\.md\b", re.IGNORECASE),
+    "the developers' architecture notes": re.compile(r"\barchitecture principles?\s*\d", re.IGNORECASE),
     "the developers' shared documents": re.compile(r"shared/docs|\.\./shared\b|/work/", re.IGNORECASE),
     "an issue": re.compile(r"\bissues?\s*#\s*\d+|\bissues?\s+\d+\b|\bthis issue\b", re.IGNORECASE),
 }
@@ -57,6 +58,8 @@ def test_the_sources_are_found() -> None:
         "line 2: the developers' shared documents ('../shared')",
     ]),
     ('"""(issue 5 "Acknowledgement")"""', ["line 1: an issue ('issue 5')"]),
+    ('"""The only writer (architecture principle 1)."""',
+     ["line 1: the developers' architecture notes ('architecture principle 1')"]),
     ("issues.append(Issue('invalid', 'x'))  # one issue per element; the import contract holds", []),
 ])
 def test_the_check_finds_what_it_must(text: str, expected: list[str]) -> None:

@@ -1,7 +1,7 @@
 """Index values extracted from resource JSON for each search parameter type.
 
 The same functions serve the index writer (search) and the in-memory matcher (subscriptions), so
-that a parameter means one thing everywhere (architecture principle 4). Which parts of a datatype a
+that a parameter means one thing everywhere. Which parts of a datatype a
 parameter type looks at follows https://hl7.org/fhir/R4/search.html (token, string, date, reference).
 
 They run on every write (each create indexes the resource and its AuditEvent), so paths are compiled

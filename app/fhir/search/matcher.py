@@ -1,5 +1,5 @@
 """In-memory evaluation of search criteria against one resource, with the SAME semantics as the SQL
-search (architecture principle 4): it reads values with the very extractors that feed the index
+search: it reads values with the very extractors that feed the index
 tables (`definitions.index_values`) and compares them as `app/search/sql.py` does. The subscription dispatcher
 uses it for filters such as `Communication?recipient=PractitionerRole/123&patient=Patient/9`
 (https://hl7.org/fhir/uv/subscriptions-backport/, R4 search: https://hl7.org/fhir/R4/search.html).
