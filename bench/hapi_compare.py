@@ -18,6 +18,11 @@ which server goes first in each round:
 Reported: throughput, p50/p95/p99, server (+ database) CPU per request, and SafeFlag/HAPI ratios. Results:
 bench/results/<UTC date>-hapi-compare-<db>.json and a markdown table (docs/benchmarks.md "Compared with HAPI FHIR").
 
+Then, with the servers stopped, the rest of README's comparison table in the same run and JSON: CPU per
+create of SafeFlag against the floor (bench/floor.py, `--floor-requests`; with PostgreSQL on both kinds of
+database), and on PostgreSQL the AuditEvent search by patient over a trail of `--audit-rows` rows
+(bench/audit_search.py). 0 leaves either out.
+
     python -m bench.hapi_compare                 # both pairs, 15 s per workload, 2 rounds
     python -m bench.hapi_compare --db h2 --quick
 """
@@ -38,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from bench import notify_latency
+from bench import audit_search, floor, notify_latency
 from bench.hapi_notify import hapi_notify_latency
 from bench.procs import ROOT, Server, free_port, machine_info, safeflag_server
 from bench.report import GENERATOR_BOUND
@@ -297,6 +302,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--children", type=int, default=100)
     p.add_argument("--quick", action="store_true", help="5 s runs, 1 s warm-up, one round, a smaller seed")
     p.add_argument("--keep", action="store_true", help="keep the temp data dirs and server logs")
+    p.add_argument("--floor-requests", type=int, default=2000, help="creates per app in bench.floor (0: none)")
+    p.add_argument("--audit-rows", type=int, default=1_000_000,
+                   help="audit rows for the AuditEvent search on PostgreSQL (0: none)")
     p.add_argument("--report", nargs="+", metavar="JSON", help="only print the tables of these result files")
     args = p.parse_args(argv)
     if args.quick:
@@ -306,7 +314,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             1,
             min(args.notify_seconds, 5.0),
         )
+        args.floor_requests, args.audit_rows = min(args.floor_requests, 400), min(args.audit_rows, 20_000)
     return args
+
+
+async def beside(db: str, args: argparse.Namespace, cluster: PgCluster | None) -> dict[str, Any]:
+    """The figures of the comparison table that need no HAPI: SafeFlag / floor, the AuditEvent search."""
+    out: dict[str, Any] = {}
+    for kind in (("sqlite", "pg") if db == "pg" else ("sqlite",)) if args.floor_requests else ():
+        cpu = await floor.main(args.floor_requests, kind)  # both kinds with PostgreSQL: README states both
+        out[f"floor_{kind}"] = {**{f"{k}_cpu_ms": round(v, 3) for k, v in cpu.items()},
+                                "safeflag_over_floor": round(cpu["floor"] / cpu["safeflag"], 2)}
+    if args.audit_rows and db == "pg" and cluster is not None:
+        name = f"audit_bench_{datetime.now(UTC):%H%M%S}"
+        cluster.psql(f"CREATE DATABASE {name}")
+        searches = argparse.Namespace(rows=args.audit_rows, patients=max(1, args.audit_rows // 50),
+                                      searches=500 if args.audit_rows >= 100_000 else 100, no_freeze=False)
+        out["audit_search"] = {"rows": args.audit_rows, **await audit_search.measure(
+            "PostgreSQL", cluster.url(name), Path(tempfile.mkdtemp(prefix="safeflag-audit-bench-")), searches)}
+    return out
 
 
 def report(paths: list[str]) -> None:
@@ -333,6 +359,7 @@ async def main(argv: list[str] | None = None) -> None:
         print(f"machine: {info['nproc']} x {info['cpu_model']}, load {info['loadavg_at_start']}", flush=True)
         for db in dbs:
             result = await run_pair(db, args, cluster)
+            result["beside"] = await beside(db, args, cluster)
             summary = summarise(result["rows"])
             RESULTS.mkdir(parents=True, exist_ok=True)
             # a --quick smoke run never overwrites the figures of a full one
@@ -347,7 +374,7 @@ async def main(argv: list[str] | None = None) -> None:
             print(
                 "\n"
                 + table(db, summary, result["notify"], result["workers"])
-                + f"\n\nstartup: {result['startup']}\nwritten: {path}\n",
+                + f"\n\nstartup: {result['startup']}\nbeside: {result['beside']}\nwritten: {path}\n",
                 flush=True,
             )
     finally:
