@@ -27,7 +27,7 @@ from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.vocabulary import CommunicationCategory, QaOutcome, TaskCode
 from app.web import fmt
 from app.web.notice import payload_text, readable_payload
-from app.web.notices import by_ref, display_of, human_name, withheld_text
+from app.web.notices import by_ref, display_of, human_name, names_of, withheld_text
 
 if TYPE_CHECKING:
     from app.interactions.service import FhirService
@@ -176,10 +176,11 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
         comms = [c for c in _match(bundle) if c.get("resourceType") == "Communication"]
         if category == CommunicationCategory.MASH_REFERRAL:
             found |= await _copies_custodians(svc, comms)
+        names = names_of(found)
         lists.append([Item(
             c["id"], (c.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
             human_name(found.get((c.get("subject") or {}).get("reference", ""))),
-            fmt.uk_datetime(c.get("sent")), _sender(c, found), readable_payload(c, found),
+            fmt.uk_datetime(c.get("sent")), _sender(c, found), readable_payload(c, names),
         ) for c in comms])
     replies = await svc.search("Communication", [
         ("category", f"{COMM_CATEGORY}|{CommunicationCategory.REFERRAL_OUTCOME}"), ("_sort", "sent"),

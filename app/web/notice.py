@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -68,9 +69,10 @@ def payload_text(comm: dict[str, Any]) -> str:
     return "; ".join(str(p["contentString"]) for p in comm.get("payload") or [] if p.get("contentString"))
 
 
-def readable_payload(comm: dict[str, Any], found: dict[str, dict[str, Any]]) -> str:
-    """A notice's text as a person reads it (`fmt.readable`): UK times, names of the records read."""
-    return fmt.readable(payload_text(comm), names_of(found))
+def readable_payload(comm: dict[str, Any], names: Mapping[str, str]) -> str:
+    """A notice's text as a person reads it (`fmt.readable`): UK times, the names of the records read
+    (`names_of` them, worked out once for a page's many texts)."""
+    return fmt.readable(payload_text(comm), names)
 
 
 def _flag(flag: dict[str, Any], found: dict[str, dict[str, Any]]) -> FlagView:
@@ -97,12 +99,13 @@ async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePa
     child = found.get(child_ref)
     entries = [e["resource"] for e in summary.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
     flags = [_flag(r, found) for r in entries if r["resourceType"] == "Flag"]
-    recent = [(fmt.uk_datetime(r.get("sent")), readable_payload(r, found) or "Notice")
+    names = names_of(found)
+    recent = [(fmt.uk_datetime(r.get("sent")), readable_payload(r, names) or "Notice")
               for r in entries if r["resourceType"] == "Communication"]
     tasks = [r for r in entries if r["resourceType"] == "Task"]
     notice = row(task, found, now)
     return NoticePage(
-        notice=notice, text=readable_payload(found.get(focus, {}), found),
+        notice=notice, text=readable_payload(found.get(focus, {}), names),
         child_name=human_name(child) if child else notice.child_name,
         birth=fmt.uk_date((child or {}).get("birthDate")),
         flags=flags, recent=recent, open_tasks=len(tasks), withheld=withheld_text(summary),
