@@ -4,11 +4,12 @@ A real `safeflag serve` (SQLite, or PostgreSQL with `--database-url`) signing in
 Connect provider process, and the system Chromium (the browser tests' own fixtures, tests/web). Seeded:
 the demo borough and `--notices` open notices on the health visitor (ED attendances of her child).
 
-1. Server time per page: `--requests` sequential views of her home page (all her open notices), one
-   notice's page, and the lead's desk, each with her/his session cookie; the server's own `duration_ms`
-   from its request log line, p50 and p95 (target p95 <= 50 ms with 200 open notices); and the server
-   process's CPU time over those requests divided by their number (`cpu_ms_per_page`, from
-   /proc/<pid>/stat; no page is open in the browser meanwhile, so no live stream polls).
+1. Server time per page: `--requests` sequential views of her home page (all her open notices), her
+   overdue list (read from the same open notices; none is overdue yet), one notice's page, and the
+   lead's desk, each with her/his session cookie; the server's own `duration_ms` from its request log
+   line, p50 and p95 (target p95 <= 50 ms with 200 open notices); and the server process's CPU time over
+   those requests divided by their number (`cpu_ms_per_page`, from /proc/<pid>/stat; no page is open in
+   the browser meanwhile, so no live stream polls). The MASH page is timed last (part 4).
 2. Notice visible: with her home page open, attendances are POSTed open-loop at `--rate` per second for
    `--seconds`; a MutationObserver in the page records when each notice's card appears; latency is that
    moment minus the moment its POST was sent (one machine, one clock), for EVERY notice, with the
@@ -19,6 +20,10 @@ the demo borough and `--notices` open notices on the health visitor (ED attendan
    (VmRSS) after the first one and after all; the difference divided by their number. An open stream
    costs no database work of its own (the one poller per process serves them all), so memory is its
    cost while idle.
+4. The MASH page (`server_ms` again): `--notices` access notifications addressed to the MASH (the first
+   raised as the ED raises one, reading the child's plan flag in unscheduled care; the others copies of
+   it with their own identifiers) and `--referrals` referral copies sent to it, timed as in part 1. Seeded
+   after the live parts, whose attendances the plan flag would otherwise change.
 
 Results: bench/results/<date>-web-pages-<db>.json, written again as each part is measured (a part that
 fails leaves the parts before it, and its error under "failed"). The pinned NHS.UK frontend files are
@@ -45,13 +50,15 @@ import httpx
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.support.ui import WebDriverWait
 
+from app.demo import borough as b
 from app.safeguarding.report import median, p95
+from app.vocabulary import COMMUNICATION_CATEGORY, CommunicationCategory
 from app.web import assets
 from bench.procs import ROOT
-from tests.e2e.server import RunningServer, start_server
+from tests.e2e.server import TEST_CLOCK, RunningServer, start_server
 from tests.web.browser import start_chrome
 from tests.web.conftest import USERS, sign_in, web_env
-from tests.web.flows import api, attend, ed_token, seed_server
+from tests.web.flows import MASH_USER, api, attend, ed_token, hv_token, referral_copy, seed_server
 from tests.web.provider import start_provider
 
 WATCH = """
@@ -87,10 +94,30 @@ def page_times(server: RunningServer, cookie: str, paths: list[str], requests: i
                 assert client.get(path).status_code == 200
             cpu = server.cpu_s() - cpu
             time.sleep(0.2)  # the last log lines
-            out[path.rsplit("/", 1)[0] + "/{id}" if "/notices/" in path else path] = {
+            out[re.sub(r"/notices/(?!overdue$)[^/]+$", "/notices/{id}", path)] = {
                 **quantiles(server_times(server, re.compile(re.escape(path)), since)),
                 "cpu_ms_per_page": round(cpu * 1000 / requests, 1)}
     return out
+
+
+def mash_seed(server: RunningServer, notices: int, referrals: int) -> None:
+    """The MASH page's records (the module docstring, part 4)."""
+    with api(server) as admin:
+        r = admin.post("/Flag", json={**b.plan_flag(TEST_CLOCK.date()), "author": {"reference": b.MASH}})
+        assert r.status_code == 201, r.text
+    with api(server, ed_token(server)) as ed:  # unscheduled care reads the plan flag: one access notification
+        assert ed.get("/Flag", params={"patient": b.CHILD}).status_code == 200
+    category = f"{COMMUNICATION_CATEGORY}|{CommunicationCategory.ACCESS_NOTIFICATION}"
+    with api(server) as admin:
+        [first] = [e["resource"] for e in admin.get("/Communication", params={"category": category}).json()["entry"]]
+        for i in range(1, notices):
+            copy = {k: v for k, v in first.items() if k not in ("id", "meta")}
+            copy["identifier"] = [{**ident, "value": f"{ident['value']}|bench-{i}"} for ident in first["identifier"]]
+            r = admin.post("/Communication", json=copy)
+            assert r.status_code == 201, r.text
+    hv = hv_token(server)
+    for _ in range(referrals):
+        referral_copy(server, hv)
 
 
 def connected(driver: Any, timeout: float = 30) -> None:
@@ -217,6 +244,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--notices", type=int, default=200)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--referrals", type=int, default=50, help="referral copies on the MASH page")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=200)
@@ -225,7 +253,7 @@ def main() -> None:
     if assets.fetch():  # the pages' NHS.UK frontend files, as `make web-assets` fetches them
         print(f"NHS.UK frontend {assets.VERSION} fetched into {assets.VENDOR}")
     provider = start_provider()
-    for sub, claims in USERS.items():
+    for sub, claims in {**USERS, "mia.mash": MASH_USER}.items():
         provider.add_user(sub, claims)
     # the per-client rate limit off: the bench's own look-ups after the live part (two searches per
     # attendance, one after another) would exceed it; the pages and attendances stay under it anyway
@@ -237,14 +265,20 @@ def main() -> None:
         ed = ed_token(server)
         task_ids = [attend(server, headers=ed) for _ in range(args.notices)]
         hv = switch_user(driver, server, "hana.visitor")
-        pages = page_times(server, hv, ["/app", f"/app/notices/{task_ids[-1]}"], args.requests)
+        pages = page_times(server, hv, ["/app", "/app/notices/overdue", f"/app/notices/{task_ids[-1]}"],
+                           args.requests)
         results.add("server_ms", pages)
         lead = switch_user(driver, server, "sam.lead")
-        results.add("server_ms", pages | page_times(server, lead, ["/app/lead"], args.requests))
+        pages |= page_times(server, lead, ["/app/lead"], args.requests)
+        results.add("server_ms", pages)
         hv = switch_user(driver, server, "hana.visitor")
         results.add("live", live_latency(server, driver, args.rate, args.seconds))
         results.add("live_memory", live_memory(server, hv, args.connections))
         results.add("rss_mb_after", round(server.rss_mb(), 1))
+        mash_seed(server, args.notices, args.referrals)
+        mash = switch_user(driver, server, "mia.mash")
+        pages |= page_times(server, mash, ["/app/mash"], args.requests)
+        results.add("server_ms", pages)
     except BaseException as exc:
         results.add("failed", f"{type(exc).__name__}: {exc}")
         raise

@@ -46,6 +46,10 @@ def ed_token(server: RunningServer) -> dict[str, str]:
     return token(server, "ed-clinician", org=b.ED, practitioner=b.ED_NURSE, care_setting=b.ED_CARE_SETTING)
 
 
+def hv_token(server: RunningServer) -> dict[str, str]:
+    return token(server, "health-visitor", org=b.ZERO19, practitioner=b.HV)
+
+
 def api(server: RunningServer, headers: dict[str, str] | None = None) -> httpx.Client:
     return httpx.Client(base_url=server.fhir_base, headers=headers or server.headers, timeout=30)
 
@@ -99,12 +103,12 @@ def restricted_flag(server: RunningServer, child: str) -> None:
         assert r.status_code in (201, 409), r.text  # 409: already there from an earlier run on this server
 
 
-def referral_copy(server: RunningServer) -> tuple[str, str]:
-    """A referral copy the health visitor sends the MASH (a transaction); (its Communication, its
-    DocumentReference) ids."""
+def referral_copy(server: RunningServer, headers: dict[str, str] | None = None) -> tuple[str, str]:
+    """A referral copy the health visitor sends the MASH (a transaction; `headers`: her token's, when
+    already made); (its Communication, its DocumentReference) ids."""
     bundle = json.loads(json.dumps(b.referral_copy(TEST_CLOCK.isoformat(), "Referral text"))
                         .replace(b.ED_NURSE, b.HV))
-    with api(server, token(server, "health-visitor", org=b.ZERO19, practitioner=b.HV)) as hv:
+    with api(server, headers or hv_token(server)) as hv:
         r = hv.post(server.fhir_base, json=bundle)
         assert r.status_code == 200, r.text
     where = [e["response"]["location"].split("/_history")[0].split("/")[-2:] for e in r.json()["entry"]]
