@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from app.storage.audit_guards import drop_statements
 from app.storage.audit_tables import audit_event, audit_event_ref, audit_row, search_columns
 from app.storage.migrate import upgrade
 from app.storage.tables import resource
-from tests.conftest import BASE_URL, admin_token
+from tests.conftest import BASE_URL, _pg_url, admin_token
 from tests.notify.owners import bearer
 from tests.safeguarding.support import CHILD, example, flag
 from tests.support.fresh_db import fresh_context
@@ -195,20 +196,27 @@ async def test_a_cut_off_tail_is_found_against_a_checkpoint(fresh: tuple[AppCont
     assert report.findings == [f"lane {lane} position {position}: checkpointed row missing (the trail was cut short)"]
 
 
-@pytest.fixture
-def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
+def cli_env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            pg_cluster: PgCluster | None) -> tuple[Path, str]:
+    """A data directory and the database the commands run on (set in the environment, as for a user)."""
+    url = (f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}" if request.param == "sqlite"
+           else _pg_url(pg_cluster, f"audit_cli_{uuid.uuid4().hex[:10]}"))
     monkeypatch.setenv("SAFEFLAG_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("SAFEFLAG_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("SAFEFLAG_DATABASE_URL", url)
     monkeypatch.chdir(tmp_path)  # no stray .env
-    return tmp_path
+    return tmp_path, url
 
 
-def test_safeflag_audit_verify_and_checkpoint(sqlite_env: Path) -> None:
+def test_safeflag_audit_verify_and_checkpoint(cli_env: tuple[Path, str]) -> None:
     from app.config import Settings
 
+    data_dir, url = cli_env
+
     async def make_trail() -> None:
-        ctx = AppContext.from_settings(Settings(data_dir=sqlite_env, base_url=BASE_URL, dispatcher_in_process=False,
-                                                rate_limit_per_second=0, _env_file=None),  # type: ignore[call-arg]
+        ctx = AppContext.from_settings(Settings(data_dir=data_dir, database_url=url, base_url=BASE_URL,
+                                                dispatcher_in_process=False, rate_limit_per_second=0,
+                                                _env_file=None),  # type: ignore[call-arg]
                                        interceptors=resource_rules())
 
         await upgrade(ctx.engine)
@@ -222,7 +230,7 @@ def test_safeflag_audit_verify_and_checkpoint(sqlite_env: Path) -> None:
     async def tamper() -> None:
         from app.storage.db import create_engine
 
-        engine = create_engine(f"sqlite+aiosqlite:///{sqlite_env / 'cli.db'}")
+        engine = create_engine(url)
         async with engine.begin() as conn:
             await unguarded(conn)
             await conn.execute(update(audit_event).where(audit_event.c.lane == 0, audit_event.c.position == 3)
@@ -239,7 +247,7 @@ def test_safeflag_audit_verify_and_checkpoint(sqlite_env: Path) -> None:
     assert checkpoint.exit_code == 0, checkpoint.output
     heads = json.loads(checkpoint.stdout)
     assert heads["rows"] == 8 and list(heads["lanes"]) == ["0"] and heads["lanes"]["0"]["position"] == 8
-    (sqlite_env / "cp.json").write_text(checkpoint.stdout)
+    (data_dir / "cp.json").write_text(checkpoint.stdout)
     ok = runner.invoke(cli_app, ["audit", "verify", "--checkpoint", "cp.json"])
     assert (ok.exit_code, ok.stdout) == (0, "audit trail verified: 8 rows in 1 lane(s)\n")
     asyncio.run(tamper())
@@ -250,7 +258,7 @@ def test_safeflag_audit_verify_and_checkpoint(sqlite_env: Path) -> None:
         "lane 0 position 8: checkpointed row missing (the trail was cut short)",
         "audit trail NOT verified: 2 problem(s) in 7 rows in 1 lane(s)",
     ]
-    (sqlite_env / "junk.json").write_text("{")
+    (data_dir / "junk.json").write_text("{")
     junk = runner.invoke(cli_app, ["audit", "verify", "--checkpoint", "junk.json"])
     assert junk.exit_code == 2
     assert junk.stderr.startswith("error: cannot read the checkpoint junk.json: JSONDecodeError: ")
