@@ -46,9 +46,15 @@ function apply(html) {
   }
   const key = (row) => (row.dataset.order || "0 0").split(" ").map(Number);
   const later = (a, b) => { const [ua, sa] = key(a); const [ub, sb] = key(b); return ub - ua || sb - sa; };
-  for (const row of changed) {
-    const next = [...list.children].find((other) => later(other, row) > 0);
-    list.insertBefore(row, next || null);
+  for (const row of changed) { // the list is in order: a binary search finds the first card after the row
+    const cards = list.children;
+    let low = 0;
+    let high = cards.length;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (later(cards[mid], row) > 0) high = mid; else low = mid + 1;
+    }
+    list.insertBefore(row, cards[low] || null);
   }
   if (list && !list.children.length) {
     list.remove();
