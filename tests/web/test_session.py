@@ -15,12 +15,13 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from app.web.headers import CSP
 from app.web.session import COOKIE
 from tests.e2e.server import RunningServer
-from tests.web.browser import check_page, identifiers_in_urls
+from tests.web.browser import check_page, console_errors, identifiers_in_urls
 from tests.web.conftest import (
     audit_events,
     change_pending_login,
@@ -343,3 +344,31 @@ def test_the_url_check_finds_an_nhs_number_or_an_identifier_in_any_address(drive
     driver.get(page.as_uri())
     assert [url.rsplit("/", 1)[-1] for url in identifiers_in_urls(driver)] == [
         "9990001235", "x?nhs=999%20000%201235", "y?identifier=x"]
+
+
+def test_without_javascript_sign_out_goes_on_to_the_provider_by_keyboard(
+        driver: webdriver.Chrome, web_server: RunningServer, provider: Provider) -> None:
+    """The signing-out page works without its script: it stays, says what happened, passes axe, and its
+    Continue button (by keyboard) posts on to the provider's sign-out, which ends the provider's session."""
+    sign_in(driver, web_server, "sam.lead")
+    logouts = len(provider.logouts())
+    console_errors(driver)  # what the provider's pages left in the console
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/app/static/continue.js"]})
+    try:
+        driver.find_element(By.CSS_SELECTOR, ".nhsuk-header__account-button").click()
+        wait_for_path(driver, "/app/sign-out")
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Signing you out"
+        check_page(driver, f"signing-out-{web_server.database}")
+        assert driver.current_url == web_server.base_url + "/app/sign-out"  # still here: nothing posted it on
+        assert driver.get_cookie(COOKIE) is None  # SafeFlag's own session has already ended
+        button = driver.find_element(By.XPATH, "//main//button[normalize-space()='Continue']")
+        driver.execute_script("arguments[0].focus()", button)
+        button.send_keys(Keys.ENTER)
+        WebDriverWait(driver, 20).until(lambda d: d.current_url.startswith(provider.issuer + "/oauth2/end_session"))
+    finally:
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        driver.execute_cdp_cmd("Network.disable", {})
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for_path(driver, "/app/signed-out")
+    assert [logout["sub"] for logout in provider.logouts()[logouts:]] == ["sam.lead"]
