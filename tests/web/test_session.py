@@ -20,7 +20,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from app.web.headers import CSP
 from app.web.session import COOKIE
-from tests.e2e.server import RunningServer
+from tests.e2e.server import RunningServer, start_server
+from tests.support.postgres import free_port
 from tests.web.browser import check_page, console_errors, identifiers_in_urls
 from tests.web.conftest import (
     audit_events,
@@ -372,3 +373,27 @@ def test_without_javascript_sign_out_goes_on_to_the_provider_by_keyboard(
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait_for_path(driver, "/app/signed-out")
     assert [logout["sub"] for logout in provider.logouts()[logouts:]] == ["sam.lead"]
+
+
+def test_a_provider_that_cannot_be_reached_gets_a_clear_page(driver: webdriver.Chrome) -> None:
+    """The configured provider is down (nothing listens at its issuer): pressing Sign in gets "Sign-in is
+    unavailable" (503), no session, and the server keeps serving."""
+    issuer = f"http://127.0.0.1:{free_port()}"
+    server = start_server(extra_env={"SAFEFLAG_WEB_OIDC_ISSUER": issuer, "SAFEFLAG_WEB_OIDC_CLIENT_ID": CLIENT_ID,
+                                     "SAFEFLAG_NO_DISPATCHER": "1"})
+    try:
+        assert f"  web app       : {server.base_url}/app   (sign in with {issuer})\n" in server.stdout()
+        driver.get(server.base_url + "/app/sign-in")
+        driver.find_element(By.LINK_TEXT, "Sign in").click()
+        wait_for_path(driver, "/app/sign-in/start")
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Sign-in is unavailable"
+        assert ("The identity provider cannot be reached. Try again in a few minutes."
+                in driver.find_element(By.TAG_NAME, "main").text)
+        check_page(driver, "sign-in-unavailable")
+        assert driver.get_cookie(COOKIE) is None
+        answer = httpx.get(server.base_url + "/app/sign-in/start", timeout=30, follow_redirects=False)
+        assert answer.status_code == 503 and "set-cookie" not in answer.headers
+        assert httpx.get(server.base_url + "/readyz", timeout=30).status_code == 200
+    finally:
+        server.stop()
+        server.cleanup()
