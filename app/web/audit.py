@@ -6,8 +6,8 @@ record them. A refused sign-in (no mapped role, a failed exchange with the provi
 names the account by the provider's issuer and subject; nothing from the ID token beyond that is kept.
 
 Failed access attempts are audited as the API audits a refused one (outcome 4): a request whose session
-cookie names no session (signed out, ended, swept or forged: a replayed cookie shows here) as a failed
-User Authentication, and a form post without its session's CSRF token as the refused operation it is,
+cookie names no session (signed out, ended, cleared out a day after its timeout or forged: a replayed
+cookie shows here) as a failed User Authentication, and a form post without its session's CSRF token as the refused operation it is,
 with the signed-in user as agent. A request with no session cookie at all identifies nobody and is sent
 to the sign-in page unaudited, as a request without a token at /fhir is answered 401.
 """

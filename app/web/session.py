@@ -4,9 +4,12 @@ The browser holds only a random value in an HttpOnly, SameSite=Lax cookie scoped
 the service is reached over TLS: `SAFEFLAG_WEB_COOKIE_SECURE`, by default when the base URL is https);
 the `web_session` table holds its SHA-256, the user's claims, the form (CSRF) token and when it was last
 used. A session unused for longer than `SAFEFLAG_WEB_IDLE_TIMEOUT_SECONDS` (15 minutes; time from the
-injected clock) is ended on its next use, or swept when any session is created; either way its end is
-audited once (whoever deletes the row reports it). Sign-out deletes the row, so the old cookie no longer
-works. Signing in issues a new value (no session fixation).
+injected clock) is ended on its next use, and the sign-in page says why. One nobody comes back to is
+cleared out a day after its timeout (`ENDED_KEPT`, so that someone back the next morning is still told
+why, and her return is not mistaken for a forged cookie) when any session is created; either way its
+end is audited once (whoever deletes the row reports it). A sign-in that never finished is cleared out
+at its timeout. Sign-out deletes the row, so the old cookie no longer works. Signing in issues a new
+value (no session fixation).
 
 `current_user(request) -> Principal` gives the signed-in user as the same `Principal` the API's policy
 and audit use, or sends the browser to the sign-in page. Every form carries `csrf_token`; `form_session`
@@ -24,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Request
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, null, select, update
 from starlette.responses import Response
 
 from app.security.principal import Principal
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from app.ports import Clock
 
 TIMED_OUT = "session ended after its idle timeout"
+ENDED_KEPT = timedelta(days=1)  # how long a timed-out session waits for its user before it is cleared out
 COOKIE = "safeflag_session"
 COOKIE_PATH = "/app"
 CSRF_FIELD = "csrf_token"
@@ -126,18 +130,22 @@ class SessionStore:
     async def create(self, *, claims: dict[str, Any] | None = None,
                      login: dict[str, Any] | None = None, replaces: str | None = None) -> tuple[str, WebSession]:
         """A new session (a new cookie value) with its own CSRF token; `replaces` (a key) is deleted in the
-        same transaction. Sessions past their idle timeout are cleared out on the way."""
+        same transaction. On the way, sign-ins never finished are cleared out past their idle timeout, and
+        sessions a day past it (each told to `on_swept`)."""
         cookie = secrets.token_urlsafe(32)
         found = WebSession(_hash(cookie), secrets.token_urlsafe(32), claims, login)
         now = self.now()
         async with self.ctx.sessionmaker() as db, db.begin():
-            swept = (await db.execute(delete(web_session).where(web_session.c.last_seen < now - self.timeout)
+            await db.execute(delete(web_session).where(web_session.c.claims.is_(None),
+                                                       web_session.c.last_seen < now - self.timeout))
+            swept = (await db.execute(delete(web_session).where(web_session.c.last_seen < now - self.timeout - ENDED_KEPT)
                                       .returning(web_session.c.id_hash, web_session.c.csrf,
                                                  web_session.c.claims))).all()
             if replaces:
                 await db.execute(delete(web_session).where(web_session.c.id_hash == replaces))
-            await db.execute(insert(web_session).values(
-                id_hash=found.key, claims=claims, login=login, csrf=found.csrf, created_at=now, last_seen=now))
+            await db.execute(insert(web_session).values(  # no claims yet: SQL NULL (not JSON null), found above
+                id_hash=found.key, claims=null() if claims is None else claims, login=login, csrf=found.csrf,
+                created_at=now, last_seen=now))
         for row in swept:
             if row.claims is not None and self.on_swept is not None:
                 await self.on_swept(WebSession(row.id_hash, row.csrf, row.claims, ended=True))

@@ -178,14 +178,14 @@ def test_development_sign_in_in_the_browser(driver: webdriver.Chrome, dev_server
 
 async def test_a_session_nobody_comes_back_to_is_audited_as_timed_out_when_swept(
         clean_ctx: AppContext, clock: StepClock) -> None:
-    """Hana signs in and leaves; 16 minutes later someone else's new session clears hers out: her session's
-    end is audited as an idle timeout by her (outcome 0), with no client address, since the request that
-    swept it was not hers."""
+    """Hana signs in and leaves; a day and 16 minutes later someone else's new session clears hers out: her
+    session's end is audited as an idle timeout by her (outcome 0), with no client address, since the
+    request that swept it was not hers."""
     async with _app_client(clean_ctx, web_dev_sign_in=True) as hana:
         page = await hana.get("/app/sign-in")
         answer = await hana.post("/app/dev-sign-in", data={"csrf_token": _csrf(page.text), "person": "hv"})
         assert answer.status_code == 303
-    clock.reset(clock.current + timedelta(minutes=16))
+    clock.reset(clock.current + timedelta(days=1, minutes=16))
     async with _app_client(clean_ctx, web_dev_sign_in=True) as other:
         assert (await other.get("/app/sign-in")).status_code == 200  # a new session: the sweep runs
         events = (await other.get("/fhir/AuditEvent", params={"subtype": LOGOUT, "altid": "demo-hv"},
@@ -194,6 +194,31 @@ async def test_a_session_nobody_comes_back_to_is_audited_as_timed_out_when_swept
     assert (ended["outcome"], ended["outcomeDesc"], ended["type"]["code"]) == ("0", TIMED_OUT, "110114")
     assert ended["agent"][0]["who"]["reference"] == "PractitionerRole/demo-hv"
     assert [agent["network"]["type"] for agent in ended["agent"] if "network" in agent] == ["5"]  # the server's only
+
+
+async def test_back_after_lunch_she_is_told_she_timed_out_though_others_signed_in(
+        clean_ctx: AppContext, clock: StepClock) -> None:
+    """Others' sign-ins meanwhile do not clear her session out: back 3 hours later, she is sent to the
+    sign-in page that says why, her session's end is audited as the timeout, and nothing as a failed
+    attempt."""
+    async with _app_client(clean_ctx, web_dev_sign_in=True) as hana:
+        page = await hana.get("/app/sign-in")
+        assert (await hana.post("/app/dev-sign-in", data={"csrf_token": _csrf(page.text), "person": "hv"})
+                ).status_code == 303
+        clock.reset(clock.current + timedelta(hours=3))
+        async with _app_client(clean_ctx, web_dev_sign_in=True) as other:
+            page = await other.get("/app/sign-in")
+            assert (await other.post("/app/dev-sign-in", data={"csrf_token": _csrf(page.text), "person": "lead"})
+                    ).status_code == 303
+        back = await hana.get("/app")
+        assert (back.status_code, back.headers["location"]) == (303, "/app/sign-in?timed-out=1")
+        told = await hana.get(back.headers["location"])
+        assert "You were signed out because you had not used SafeFlag for 15 minutes." in told.text
+        auth = {"Authorization": "Bearer " + _admin(clean_ctx)}
+        ends = (await hana.get("/fhir/AuditEvent", params={"subtype": LOGOUT, "altid": "demo-hv"}, headers=auth)).json()
+        failed = (await hana.get("/fhir/AuditEvent", params={"subtype": LOGIN, "outcome": "4"}, headers=auth)).json()
+    assert [e["resource"]["outcomeDesc"] for e in ends["entry"] if e["search"]["mode"] == "match"] == [TIMED_OUT]
+    assert [e for e in failed.get("entry", []) if e["search"]["mode"] == "match"] == []
 
 
 def test_make_run_signs_nobody_in_by_itself() -> None:

@@ -93,9 +93,11 @@ async def test_a_cookie_that_names_no_session_finds_none(clean_ctx: AppContext) 
     assert await store.load("not-a-session") is None
 
 
-async def test_each_signed_in_session_cleared_out_past_its_timeout_is_reported_once(clean_ctx: AppContext) -> None:
-    """A session nobody comes back to ends all the same: whichever deletes it (the sweep on creating a
-    session, or its own next use) reports its end, once, so the audit trail records every session's end."""
+async def test_a_session_nobody_comes_back_to_is_cleared_out_a_day_after_its_timeout_and_reported_once(
+        clean_ctx: AppContext) -> None:
+    """A sign-in never finished is cleared out at its timeout; a signed-in session waits a day past it for
+    its user (who is then told she timed out), then is cleared out when another session starts, and its
+    end reported. Whichever deletes it (the sweep, or its own late use) reports its end, once."""
     clock = SetClock()
     reported: list[tuple[str, object, bool]] = []
 
@@ -103,19 +105,23 @@ async def test_each_signed_in_session_cleared_out_past_its_timeout_is_reported_o
         reported.append((session.key, session.claims, session.ended))
 
     store = SessionStore(StoreContext(clean_ctx.settings, clock, clean_ctx.sessionmaker), on_swept)
-    _signed_cookie, signed = await store.create(claims={"sub": "hv"})
-    _pending_cookie, _pending = await store.create(login={"state": "s"})
-    clock.current = T0 + timedelta(minutes=15)  # exactly 15 minutes: neither is swept yet
-    later_cookie, later = await store.create(claims={"sub": "lead"})
-    assert reported == []
+    back_cookie, back = await store.create(claims={"sub": "hv"})
+    _away_cookie, away = await store.create(claims={"sub": "lead"})
+    _pending_cookie, pending = await store.create(login={"state": "s"})
     clock.current = T0 + timedelta(minutes=15, seconds=1)
-    await store.create()  # the signed-in one is reported; the sign-in never finished is not a session's end
-    assert reported == [(signed.key, {"sub": "hv"}, True)]
-    assert later.key in await _keys(clean_ctx) and signed.key not in await _keys(clean_ctx)
+    await store.create()
+    assert pending.key not in await _keys(clean_ctx)  # the unfinished sign-in: gone at its timeout, unreported
+    assert {back.key, away.key} <= await _keys(clean_ctx) and reported == []
+    clock.current = T0 + timedelta(hours=3)  # back after lunch: told she timed out (her own use reports it)
+    ended = await store.load(back_cookie)
+    assert ended is not None and ended.ended and ended.claims == {"sub": "hv"}
+    clock.current = T0 + timedelta(days=1, minutes=15)  # exactly a day past the timeout: still kept
+    await store.create()
+    assert away.key in await _keys(clean_ctx) and reported == []
+    clock.current += timedelta(seconds=1)
+    await store.create()
+    assert away.key not in await _keys(clean_ctx)
+    assert reported == [(away.key, {"sub": "lead"}, True)]
+    clock.current += timedelta(days=2)
     await store.create()
     assert len(reported) == 1  # once
-    clock.current += timedelta(minutes=15)  # the later one is now past its timeout: ended on its own use
-    ended = await store.load(later_cookie)
-    assert ended is not None and ended.ended and ended.claims == {"sub": "lead"}
-    await store.create()
-    assert len(reported) == 1  # its loader reports it, not the sweep
