@@ -35,7 +35,7 @@ from app.safeguarding.flag_refs import resolve_subject
 from app.safeguarding.flags import category_of
 from app.safeguarding.lookup import Lookup
 from app.security.labels import RESTRICTED, is_restricted
-from app.storage.locks import advisory_lock
+from app.storage.locks import advisory_lock, on_postgresql
 from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
 from app.vocabulary import CANONICAL_BASE, CommunicationCategory
@@ -181,10 +181,15 @@ async def record_flag_access(
     created = 0
     for (owner, child_key), (child_ref, owned) in sorted(groups.items()):
         key = f"{owner}|{child_key}|{sent.date().isoformat()}"
+        same_day = [("identifier", f"{ACCESS_ID_SYSTEM}|{_escape(key)}")]
+        # Most reads come after the day's notification exists: found without the lock, the read goes on
+        # (the lock would hold every later read of the child until this transaction commits, so that
+        # one child's attendances ran one after another). Not found: lock, then look again (a
+        # concurrent read may have created it meanwhile; each statement sees what committed before it).
+        if await lookup.search("Communication", same_day, count=1):
+            continue
         await advisory_lock(ctx.session, ACCESS_ID_SYSTEM + "|" + key)
-        if await lookup.search(
-            "Communication", [("identifier", f"{ACCESS_ID_SYSTEM}|{_escape(key)}")], count=1
-        ):
+        if on_postgresql(ctx.session) and await lookup.search("Communication", same_day, count=1):
             continue
         comm = notification(principal, setting, owner, child_ref, owned, key, sent)
         writers = {f.created_by_org for f in owned if is_restricted(f.content)}

@@ -3,10 +3,11 @@ the read and search interactions do, with a Principal built from token claims.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.context import AppContext
 from app.fhir.profiles import validate_against
@@ -156,3 +157,21 @@ async def test_owner_of_a_flag_authored_by_a_person(clean_ctx: AppContext) -> No
     assert (note["recipient"], note["subject"], note["about"]) == (
         [{"reference": ZERO19}], {"reference": CHILD}, [{"reference": f"Flag/{w['by-hv'].id}"}])
     assert "Who: user 'locum-17' of Organization/ed." in note["payload"][0]["contentString"]
+
+
+ADVISORY_LOCKS_HELD = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+
+
+async def test_concurrent_reads_notify_once_and_a_read_after_the_days_notice_waits_for_no_one(
+    clean_ctx: AppContext
+) -> None:
+    w = await world(clean_ctx)
+    # eight reads of the child's plan at once, each in its own transaction: one notification of the day
+    assert sorted(await asyncio.gather(*(access(clean_ctx, reader(), [w["cp"]]) for _ in range(8)))) == [0] * 7 + [1]
+    assert [c["identifier"][0]["value"] for c in await notifications(clean_ctx)] == [f"{LA}|{CHILD}|2026-01-05"]
+    # a later read that day finds the notification without taking the day's lock (PostgreSQL), so one
+    # child's reads (an ED attendance reads the child's flags) do not wait for one another's commits
+    async with clean_ctx.unit_of_work() as svc:
+        assert await record_flag_access(svc, reader(), [w["cp"]], scheduled=False, now=NOW) == 0
+        if clean_ctx.engine.dialect.name == "postgresql":
+            assert (await svc.session.execute(ADVISORY_LOCKS_HELD)).scalar() == 0
