@@ -3,12 +3,14 @@ updates do not hang on the NHS.UK frontend's script (a page whose components scr
 refused still connects and shows a new notice without a reload), and a page that was away while more
 changes than one live update covers were made (others' records) catches up in one update of its own
 changes, missing nothing and never fetching its whole list again; a failed update or a lost stream
-is shown in a status region (axe: zero violations in that state) until updates resume by themselves."""
+is shown in a status region (axe: zero violations in that state) until updates resume by themselves;
+and a page whose stream is refused because her session timed out goes to the sign-in page."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from selenium import webdriver
@@ -18,7 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from app.web.pages import delta_limit
 from tests.e2e.server import RunningServer
 from tests.web.browser import assert_accessible, screenshot
-from tests.web.conftest import sign_in
+from tests.web.conftest import idle_for, session_cookie, sign_in
 from tests.web.flows import attend, attend_without_server, context_of, seed_server, task_of
 from tests.web.pages_data import other_changes
 
@@ -103,6 +105,13 @@ STOPPED = ("Live updates have stopped\nNew notices may not appear on this page u
            "trying; reloading the page shows your notices as they are now.")
 
 
+def her_open_page(driver: webdriver.Chrome, server: RunningServer) -> None:
+    """The health visitor signed in on her open notices, the page's live stream connected."""
+    seed_server(server)
+    sign_in(driver, server, "hana.visitor")
+    connected(driver)
+
+
 def status_text(driver: webdriver.Chrome) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, STATUS).text)
 
@@ -110,9 +119,7 @@ def status_text(driver: webdriver.Chrome) -> str:
 def test_a_failed_live_update_or_a_lost_stream_is_shown_until_updates_resume(
     driver: webdriver.Chrome, web_server: RunningServer
 ) -> None:
-    seed_server(web_server)
-    sign_in(driver, web_server, "hana.visitor")
-    connected(driver)
+    her_open_page(driver, web_server)
     driver.execute_script("window.stillTheSamePage = true")
     assert status_text(driver) == ""  # the region is there from the start, empty while updates work
     # the list's address answers nothing (a proxy or network fault): the update a new notice asks for fails
@@ -141,3 +148,16 @@ def test_a_failed_live_update_or_a_lost_stream_is_shown_until_updates_resume(
     WebDriverWait(driver, LIVE_BOUND + 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-task="{second}"]'))
     WebDriverWait(driver, LIVE_BOUND).until(lambda d: status_text(d) == "")
     assert driver.execute_script("return window.stillTheSamePage") is True  # no reload throughout
+
+
+def test_a_page_whose_session_timed_out_while_its_stream_was_lost_goes_to_the_sign_in_page(
+    driver: webdriver.Chrome, web_server: RunningServer
+) -> None:
+    her_open_page(driver, web_server)
+    web_server.stop()  # the stream is lost; meanwhile her session passes its idle timeout
+    asyncio.run(idle_for(web_server, session_cookie(driver), timedelta(minutes=15, seconds=1)))
+    web_server.restart()
+    # the stream's reconnection is refused (signed out): the page's next update takes her to sign in
+    # (the refused reconnection ended the session and cleared its cookie, so the update finds none)
+    WebDriverWait(driver, LIVE_BOUND + 30).until(lambda d: "/app/sign-in" in d.current_url)
+    assert driver.current_url == web_server.base_url + "/app/sign-in"

@@ -150,6 +150,7 @@ if (box) {
       // lost: the browser reconnects by itself (and the server then says `changed`, so the page catches
       // up); refused (an error answer): it gives up, so a new stream is opened after a wait
       if (events.readyState === EventSource.CLOSED) {
+        refresh(); // an update tells a signed-out page (timed out) to go to the sign-in page
         failed(connect);
       } else {
         showStopped(region);
