@@ -224,7 +224,9 @@ async def test_back_after_lunch_she_is_told_she_timed_out_though_others_signed_i
 def test_make_run_signs_nobody_in_by_itself() -> None:
     """`make run` is `safeflag serve` with nothing switched on: its banner says no sign-in is configured, and
     its sign-in page offers no way in (no provider, no development people, a development post refused)."""
-    command = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True)
+    # --no-print-directory: under `make test` this make is a sub-make, which would print "Leaving directory"
+    command = subprocess.run(["make", "--no-print-directory", "-n", "run"], cwd=ROOT, capture_output=True,
+                             text=True, check=True)
     assert command.stdout.splitlines()[-1] == ".venv/bin/safeflag serve "
     server = start_server(extra_env={"SAFEFLAG_NO_DISPATCHER": "1"})
     try:
