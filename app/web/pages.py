@@ -147,7 +147,7 @@ async def _desk(request: Request, user: Principal, template: str) -> Response:
         now = _now(request)
         event = await _position(request, svc)
         team = await notices.open_notices(svc, notices.team_refs(svc), now)
-        unrouted = await notices.open_notices(svc, None, now, unrouted=True)
+        unrouted = await notices.open_notices(svc, None, now, unrouted=True, with_owner=False)  # nobody's
         queue, queue_withheld = await desk.review_queue(svc)
         return render(request, template, team=team, unrouted=unrouted, queue=queue, queue_withheld=queue_withheld,
                       outcomes=desk.QA_OUTCOMES, event=event)
