@@ -1,38 +1,30 @@
-"""Composition root: the database engine, session factory, clock, id source and interceptor chain (the
-resource-type rules, `app/resource_rules.py`) an app, the dispatcher or a CLI command runs on, and
-`unit_of_work()`: one transaction, with a `FhirService` that runs every interaction in it."""
+"""Composition root: the database engine, session factory, clock, id source, access policy and
+interceptor chain (the resource-type rules, `app/resource_rules.py`) an app, the dispatcher or a CLI
+command runs on; `unit_of_work()` makes one transaction from them (app/interactions/unit_of_work.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.clock import SystemClock, clock_for
 from app.config import Settings
-from app.errors import FhirError
 from app.fhir.profiles import use_profiles
 from app.fhir.search.definitions import make_indexer
 from app.interactions.interceptors import Interceptors
-from app.interactions.server_writes import check_server_write
 from app.interactions.service import FhirService
+from app.interactions.unit_of_work import unit_of_work
 from app.resource_rules import resource_rules
-from app.security import audit_trail
-from app.security.affiliation import enrich
-from app.security.guard import Guard, Policy
+from app.security.guard import Policy
 from app.security.policy import decide
 from app.security.principal import Principal
 from app.storage.db import BOOKKEEPING, create_engine, create_sessionmaker
-from app.storage.failures import as_fhir_error
-from app.storage.repository import Clock, IdSource, Indexer, Repository
-from app.vocabulary import UserRole
-
-log = logging.getLogger("safeflag")
+from app.storage.repository import Clock, IdSource, Indexer
 
 
 class UuidIds:
@@ -71,63 +63,14 @@ class AppContext:
         kw.setdefault("clock", clock_for(settings))  # the system's, or a test run's (app/clock.py)
         return cls(settings, engine, create_sessionmaker(engine), interceptors, **kw)  # type: ignore[arg-type]
 
-    def _repo(self, session: AsyncSession) -> Repository:
-        assert self.indexer is not None
-        return Repository(session, clock=self.clock, ids=self.ids, indexer=self.indexer, check=check_server_write)
-
-    @asynccontextmanager
-    async def unit_of_work(
+    def unit_of_work(
         self, principal: Principal | None = None, *, request_id: str | None = None,
         client_address: str | None = None, scheduled: bool = False, metrics: object = None,
-    ) -> AsyncIterator[FhirService]:
-        """One transaction: committed when the block ends normally, rolled back on any exception; after
-        the commit, the writes' committed work (`FhirService.notes`) runs with `metrics` (the app's).
-
-        With a `principal`, every access is decided by the policy and audited in the same transaction;
-        a refused or failed access is audited afterwards in a transaction of its own."""
-        svc: FhirService | None = None
-        try:
-            async with self.sessionmaker() as session:
-                async with session.begin():
-                    repo = self._repo(session)
-                    if principal is not None:
-                        # MASH practitioners read the copies shared with them: resolve those up front
-                        shared = "DocumentReference" if principal.role == UserRole.MASH_PRACTITIONER else None
-                        principal = await enrich(session, principal, shared)
-                    guard = Guard(principal, repo, server=self.settings.fhir_base, now=self.clock.now,
-                                  request_id=request_id, client_address=client_address, policy=self.policy)
-                    svc = FhirService(repo, self.settings, self.interceptors, principal=principal, guard=guard,
-                                      scheduled=scheduled)
-                    yield svc
-                    await repo.flush()  # the queued version, index and outbox rows, before COMMIT
-                if session.info.pop("outbox", False):
-                    self.wake.set()
-            if svc is not None:
-                svc.notes.run_committed(metrics)
-        except Exception as exc:
-            failure = as_fhir_error(exc)  # the database failed, not the request: 503 (app/storage/failures.py)
-            if svc is not None:
-                try:
-                    await self._audit_attempt(svc, failure or exc)
-                except Exception as audit_exc:
-                    if failure is None or as_fhir_error(audit_exc) is None:
-                        raise
-                    log.warning("refused attempt not audited: the database is unavailable")
-            if failure is not None:
-                raise failure from exc
-            raise
-
-    async def _audit_attempt(self, svc: FhirService, exc: Exception) -> None:
-        status = exc.status if isinstance(exc, FhirError) else 500
-        desc = exc.issues[0].diagnostics if isinstance(exc, FhirError) and exc.issues else "server error"
-        attempt = svc.guard.attempt_event(status, desc)
-        if attempt is None:
-            return
-        event, org = attempt
-        async with self.sessionmaker() as session, session.begin():
-            repo = self._repo(session)
-            await audit_trail.record(repo, event, org=org, now=svc.guard.now(), base=self.settings.fhir_base)
-            await repo.flush()
+    ) -> AbstractAsyncContextManager[FhirService]:
+        """One transaction with a `FhirService` that runs every interaction in it, decided and audited
+        for `principal` (app/interactions/unit_of_work.py), made from this context's parts."""
+        return unit_of_work(self, principal, request_id=request_id, client_address=client_address,
+                            scheduled=scheduled, metrics=metrics)
 
     async def close(self) -> None:
         await self.engine.dispose()
