@@ -189,6 +189,7 @@ async def record_flag_access(
         if await lookup.search("Communication", same_day, count=1):
             continue
         await advisory_lock(ctx.session, ACCESS_ID_SYSTEM + "|" + key)
+        # (on SQLite the transaction already holds the one writer, so the first look stands)
         if on_postgresql(ctx.session) and await lookup.search("Communication", same_day, count=1):
             continue
         comm = notification(principal, setting, owner, child_ref, owned, key, sent)

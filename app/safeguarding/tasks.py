@@ -11,7 +11,7 @@ at 23:30 UTC on a summer Friday, 00:30 on Saturday in London, is due on Monday a
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -94,7 +94,14 @@ def due_at(task: dict[str, Any]) -> datetime | None:
     """The moment (naive UTC) after which the Task is overdue: the end of `restriction.period.end` at
     its precision (a date-only due time lasts the whole day)."""
     end = due_of(task)
-    found = parse_range(end) if end else None
+    return _end_of(end) if end else None
+
+
+@lru_cache(maxsize=4096)
+def _end_of(end: str) -> datetime | None:
+    """The end of a due time at its precision. Cached: every view of a list reads the same notices' due
+    times, and lists and the escalation timer ask for each more than once."""
+    found = parse_range(end)
     return found[1] if found else None
 
 

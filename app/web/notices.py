@@ -14,11 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.safeguarding.tasks import OPEN_STATUSES, due_at, due_of, is_escalated
+from app.safeguarding.tasks import OPEN_STATUSES, due_at, is_escalated, is_overdue
 from app.vocabulary import TASK_CODE as TASK_CODES
 from app.vocabulary import CommunicationCategory, TaskCode
 from app.web import fmt
@@ -167,20 +166,6 @@ def stated_start(comm: dict[str, Any]) -> str | None:
     return None
 
 
-@lru_cache(maxsize=fmt.CACHED)
-def _due(end: str) -> tuple[datetime | None, str]:
-    """A due time (`restriction.period.end`) -> (the moment it is overdue, naive UTC; its UK form)."""
-    due = due_at({"restriction": {"period": {"end": end}}})
-    return due, fmt.uk_datetime(due.replace(tzinfo=UTC) if due else None)
-
-
-def _overdue(task: dict[str, Any], now: datetime) -> bool:
-    """Open, and its due time passed."""
-    end = due_of(task)
-    due = _due(end)[0] if end else None
-    return task.get("status") in OPEN_STATUSES and due is not None and due <= now.replace(tzinfo=None)
-
-
 def _child(child_ref: Any, child: dict[str, Any] | None, now: datetime) -> tuple[str | None, str, str, str, str]:
     """(id, name, age, masked and full NHS number) of a notice's child."""
     nhs = nhs_of(child, child_ref)
@@ -204,8 +189,7 @@ def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime,
     child_id, child_name, age, nhs_masked, nhs = shared[child_key]
     encounter = found.get(_ref(comm.get("encounter"))) or {}
     category = next(iter(_codes(comm.get("category"))), "")
-    end = due_of(task)
-    due_text = _due(end)[1] if end else ""
+    due = due_at(task)
     sent = fmt.instant(comm.get("sent") or task.get("authoredOn"))
     reasons = [cc.get("text") or next((c.get("display") or c.get("code") for c in cc.get("coding") or []), "")
                for cc in encounter.get("reasonCode") or comm.get("reasonCode") or []]
@@ -217,8 +201,9 @@ def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime,
         child_id=child_id, child_name=child_name, age=age, nhs_masked=nhs_masked, nhs=nhs,
         attended=fmt.uk_datetime((encounter.get("period") or {}).get("start") or stated_start(comm)),
         place=_shared_display(place_ref, found, shared),
-        reason=", ".join(r for r in reasons if r), due=due_text,
-        overdue=_overdue(task, now),
+        reason=", ".join(r for r in reasons if r),
+        due=fmt.uk_datetime(due.replace(tzinfo=UTC) if due else None),
+        overdue=is_overdue(task, now.replace(tzinfo=None)),
         escalated=is_escalated(task), arrived=fmt.uk_datetime(sent), arrived_ago=fmt.ago(sent, now),
         owner=_shared_display(task.get("owner"), found, shared) or "Nobody (unrouted)", sent_at=sent,
     )
@@ -253,7 +238,7 @@ async def open_notices(svc: FhirService, owners: list[str] | None, now: datetime
     tasks = [e["resource"] for e in bundle.get("entry") or []
              if (e.get("search") or {}).get("mode") == "match"]
     if overdue:
-        tasks = [t for t in tasks if _overdue(t, now)]
+        tasks = [t for t in tasks if is_overdue(t, now.replace(tzinfo=None))]
     shared: dict[Any, Any] = {}
     return Listing(by_urgency([row(t, found, now, shared) for t in tasks]), withheld_text(bundle))
 
