@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # be lost on power loss or an OS crash (never on a crash of the process). Off by default.
     sqlite_may_lose_commits_on_power_loss: bool = False
     # security (app/security): per-client token bucket (0 turns it off), browser origins allowed by CORS
+    # freeze the long-lived heap after slow full garbage collections (app/heap.py); off only to compare
+    gc_freeze: bool = True
     rate_limit_per_second: float = Field(default=100.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)
     cors_origins: str = ""

@@ -26,6 +26,7 @@ from app.api.router import FhirRoute
 from app.config import Settings, get_settings
 from app.context import AppContext
 from app.errors import BadRequest, FhirError, Issue, operation_outcome
+from app.heap import HeapKeeper
 from app.notify.channels.websocket import WebSocketRegistry
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.resource_rules import resource_rules
@@ -66,6 +67,10 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
 
             dispatcher = make_dispatcher(app.state.ctx, ws=app.state.ws_registry, metrics=app.state.metrics)
             task = asyncio.create_task(dispatcher.run(stop), name="safeflag-dispatcher")
+        keeper = None
+        if settings.gc_freeze:  # short full garbage collections once what lives long is known (app/heap.py)
+            freezes = app.state.metrics.heap_freezes
+            keeper = asyncio.create_task(HeapKeeper(on_freeze=lambda _f: freezes.inc()).run(stop), name="safeflag-heap")
         scrape = None
         if settings.metrics_bind:
             from app import metrics_listener
@@ -81,6 +86,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
+            if keeper is not None:
+                await keeper
             await security.aclose()
             if own:
                 await app.state.ctx.close()

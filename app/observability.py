@@ -69,6 +69,11 @@ class Metrics:
             "Delivery outcomes not recorded because the lease had gone to another dispatcher, by what was to be recorded",
             ["stage"], registry=self.registry,
         )
+        self.heap_freezes = Counter(
+            "safeflag_heap_freezes_total",
+            "Freezes of the long-lived heap after a slow full garbage collection (each one full collection's pause)",
+            registry=self.registry,
+        )
         self.pool_overflow = Gauge(
             "safeflag_db_pool_overflow", "Database connections opened beyond the pool size", registry=self.registry
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.context import AppContext
+from app.heap import HeapKeeper
 from app.notify.channels.websocket import WebSocketRegistry
 from app.notify.dispatcher import Dispatcher
 from app.ports import UnitOfWork
@@ -38,7 +39,11 @@ async def run_standalone(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    keeper = asyncio.create_task(HeapKeeper().run(stop)) if settings.gc_freeze else None  # app/heap.py
     try:
         await make_dispatcher(ctx).run(stop)
     finally:
+        stop.set()
+        if keeper is not None:
+            await keeper
         await ctx.close()

@@ -122,8 +122,10 @@ async def ctx(request: pytest.FixtureRequest, pg_cluster: PgCluster | None, cloc
         url = f"sqlite+aiosqlite:///{tmp / 'test.db'}"
     else:
         url = _pg_url(pg_cluster, "safeflag_api")
+    # gc_freeze off: the test process's own heap is left to the collector as it always was (the keeper,
+    # app/heap.py, runs in every real server the end-to-end and browser tests start, and in tests/unit/test_heap.py)
     settings = Settings(data_dir=tmp, database_url=url, base_url=BASE_URL, dispatcher_in_process=False,
-                        rate_limit_per_second=0, _env_file=None)  # type: ignore[call-arg]
+                        rate_limit_per_second=0, gc_freeze=False, _env_file=None)  # type: ignore[call-arg]
     # AuditEvents take the real time so that audited reads do not move the resources' StepClock times
     context = AuditedAtRealTime.from_settings(settings, clock=clock, interceptors=resource_rules())
     await upgrade(context.engine)
