@@ -9,7 +9,8 @@ policy can tell whether a record is "of" that organisation.
 - `shared_refs`, only for a MASH practitioner about to touch DocumentReference/Binary: what the
   Communications addressed to their organisation point to (payload contentReference, and the
   Binaries those DocumentReferences carry as attachment.url).
-Two or three indexed queries per request; the caller may cache the result per (org, fhirUser).
+Two or three indexed queries per request (for `shared_refs`, the Communications' payloads alone are
+read, not the whole records); the caller may cache the result per (org, fhirUser).
 """
 
 from __future__ import annotations
@@ -73,17 +74,16 @@ async def _shared(session: AsyncSession, principal: Principal) -> frozenset[str]
         return frozenset()
     r, rec = resource.alias(), idx_reference.alias()
     targets = or_(*[and_(rec.c.target_type == t, rec.c.target_id.in_(sorted(ids))) for t, ids in by_type.items()])
-    stmt = (
-        select(r.c.content)
-        .join(rec, and_(rec.c.resource_pk == r.c.pk, rec.c.param == "recipient"))
-        .where(r.c.res_type == "Communication", r.c.deleted.is_(False), targets)
-        .distinct()
-    )
+    addressed = select(rec.c.resource_pk).where(rec.c.param == "recipient", targets)
+    # only each Communication's payload is read (the rest of an access notification is most of its size),
+    # once per Communication however many of its recipients are the organisation's
+    stmt = select(r.c.content["payload"]).where(r.c.res_type == "Communication", r.c.deleted.is_(False),
+                                                r.c.pk.in_(addressed))
     base = principal.base
     shared: set[str] = set()
-    for (content,) in (await session.execute(stmt)).all():
-        shared |= _local_refs(walk(content, ("payload", "contentReference")), base)
-        shared |= {ref for ref in _local_refs(walk(content, ("payload", "contentAttachment", "url")), base)
+    for (payload,) in (await session.execute(stmt)).all():
+        shared |= _local_refs(walk(payload, ("contentReference",)), base)
+        shared |= {ref for ref in _local_refs(walk(payload, ("contentAttachment", "url")), base)
                    if ref.startswith("Binary/")}
     doc_ids = sorted(ref.partition("/")[2] for ref in shared if ref.startswith("DocumentReference/"))
     if doc_ids:

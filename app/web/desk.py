@@ -39,6 +39,10 @@ QA_OUTCOMES = {
     QaOutcome.ESCALATED: "Escalated",
 }
 REPLY_MAX = 4000
+# an access notification's text names its child, sender and recipient (the authority): all three are read
+# for their names; a referral copy shows its child and sender only (its text is the copy's, not shown)
+REFERRAL_INCLUDES = [("_include", "Communication:subject"), ("_include", "Communication:sender")]
+ACCESS_INCLUDES = [*REFERRAL_INCLUDES, ("_include", "Communication:recipient")]
 # the figures the chart draws (counts; shares and times are in the table)
 CHART = ("ed-notifications", "ed-overdue", "ed-unrouted", "referral-copies", "access-notifications")
 
@@ -163,24 +167,26 @@ def _sender(comm: dict[str, Any], found: dict[str, dict[str, Any]]) -> str:
 
 
 async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | None]:
-    """(access notifications, referral copies) addressed to the MASH practitioner's authority."""
+    """(access notifications, referral copies) addressed to the MASH practitioner's authority; a referral
+    copy's text is not shown (its card names the child, the sender and the outcome sent), so it is not
+    worked out, nor its recipient (the authority itself) read."""
     lists: list[list[Item]] = []
     withheld = None
     for category in (CommunicationCategory.ACCESS_NOTIFICATION, CommunicationCategory.MASH_REFERRAL):
+        access = category == CommunicationCategory.ACCESS_NOTIFICATION
         bundle = await svc.search("Communication", [
             ("category", f"{COMM_CATEGORY}|{category}"), ("_sort", "-sent"), ("_count", "200"),
-            ("_include", "Communication:subject"), ("_include", "Communication:sender"),
-            ("_include", "Communication:recipient")])
+            *(ACCESS_INCLUDES if access else REFERRAL_INCLUDES)])
         found = by_ref(bundle)
         withheld = withheld or withheld_text(bundle)
         comms = [c for c in _match(bundle) if c.get("resourceType") == "Communication"]
-        if category == CommunicationCategory.MASH_REFERRAL:
+        if not access:
             found |= await _copies_custodians(svc, comms)
-        names = names_of(found)
+        names = names_of(found) if access else {}
         lists.append([Item(
             c["id"], (c.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
             human_name(found.get((c.get("subject") or {}).get("reference", ""))),
-            fmt.uk_datetime(c.get("sent")), _sender(c, found), readable_payload(c, names),
+            fmt.uk_datetime(c.get("sent")), _sender(c, found), readable_payload(c, names) if access else "",
         ) for c in comms])
     replies = await svc.search("Communication", [
         ("category", f"{COMM_CATEGORY}|{CommunicationCategory.REFERRAL_OUTCOME}"), ("_sort", "sent"),

@@ -1,10 +1,13 @@
 """The full lists of the pages in process, on both databases: her overdue list holds exactly her notices
 past their due time (the others are not on it, and her home page tags the overdue one), in UK form; the
-lead's desk reads no owners for its unrouted notices."""
+lead's desk reads no owners for its unrouted notices; the MASH page reads no recipients for its referral
+copies."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -18,6 +21,16 @@ from tests.web.test_dev_sign_in import _app_client, _csrf
 from tests.web.test_live_list import cards, hana, statements
 
 __all__ = ["hana"]  # the signed-in health visitor (a fixture)
+
+
+@asynccontextmanager
+async def signed_in(ctx: AppContext, person: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The pages as one of the development sign-in's people (`lead`, `mash`)."""
+    async with _app_client(ctx, web_dev_sign_in=True) as http:
+        page = await http.get("/app/sign-in")
+        signed = await http.post("/app/dev-sign-in", data={"csrf_token": _csrf(page.text), "person": person})
+        assert signed.status_code == 303
+        yield http
 
 
 async def test_her_overdue_list_holds_only_the_notices_past_their_due_time(
@@ -49,10 +62,7 @@ async def test_the_leads_desk_reads_no_owners_for_its_unrouted_notices(
     await seed(client, clock.now().date())
     await attend(client, ed(auth), "2026-01-05T08:30:00Z")
     assert (await client.delete(f"/fhir/{b.DUTY}")).status_code == 204  # no duty team: routed nowhere
-    async with _app_client(clean_ctx, web_dev_sign_in=True) as lead:
-        page = await lead.get("/app/sign-in")
-        signed = await lead.post("/app/dev-sign-in", data={"csrf_token": _csrf(page.text), "person": "lead"})
-        assert signed.status_code == 303
+    async with signed_in(clean_ctx, "lead") as lead:
         counts = []
         for start in (None, "2026-01-05T09:30:00Z", "2026-01-05T10:30:00Z"):
             if start:
@@ -67,3 +77,29 @@ async def test_the_leads_desk_reads_no_owners_for_its_unrouted_notices(
     # with unrouted notices: their search's includes (the notices, the child, the attendances, the
     # senders, the attendances' providers), and no read of owners
     assert counts[2] == counts[1] == counts[0] + 5, counts
+
+
+async def test_the_mash_page_reads_no_recipients_for_its_referral_copies(
+    client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Any
+) -> None:
+    """A referral copy's recipient is the authority itself, which its card does not name: the MASH page
+    reads each copy's child and sender (and the organisation holding the copy), not its recipient. Its
+    statements with one or two referral copies are the same, and those without any plus the referral
+    search's includes and withheld check and the copies' search (its page, its custodians, its withheld
+    check) and the copies' Binaries for what is shared with the MASH."""
+    await seed(client, clock.now().date())
+    async with signed_in(clean_ctx, "mash") as mash:
+        counts = []
+        for sent in (None, "2026-01-05T10:00:00Z", "2026-01-05T11:00:00Z"):
+            if sent:
+                r = await client.post("/fhir", json=b.referral_copy(sent, "Referral text"), headers=ed(auth))
+                assert r.status_code == 200, r.text
+            view, seen = await statements(clean_ctx, lambda: mash.get("/app/mash"))
+            assert view.status_code == 200 and view.text.count("/app/mash/reply/") == len(counts)
+            counts.append(len(seen))
+    # with referral copies: the DocumentReferences whose Binaries are shared with the MASH (1), the referral
+    # search's includes, the child and the sender and no recipient (2), its withheld check (1), the copies'
+    # search, its custodians and withheld check (3); PostgreSQL also writes the referral search's queued
+    # audit record before the copies' search (SQLite writes it straight away)
+    more = 7 if clean_ctx.engine.dialect.name == "sqlite" else 8
+    assert counts[2] == counts[1] == counts[0] + more, counts
