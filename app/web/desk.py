@@ -43,6 +43,9 @@ REPLY_MAX = 4000
 # for their names; a referral copy shows its child and sender only (its text is the copy's, not shown)
 REFERRAL_INCLUDES = [("_include", "Communication:subject"), ("_include", "Communication:sender")]
 ACCESS_INCLUDES = [*REFERRAL_INCLUDES, ("_include", "Communication:recipient")]
+# the newest of each list, as many as the page shows; not how many there are in all (a full list would
+# otherwise be counted as well at every view)
+MASH_LIST = 200
 # the figures the chart draws (counts; shares and times are in the table)
 CHART = ("ed-notifications", "ed-overdue", "ed-unrouted", "referral-copies", "access-notifications")
 
@@ -175,8 +178,8 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
     for category in (CommunicationCategory.ACCESS_NOTIFICATION, CommunicationCategory.MASH_REFERRAL):
         access = category == CommunicationCategory.ACCESS_NOTIFICATION
         bundle = await svc.search("Communication", [
-            ("category", f"{COMM_CATEGORY}|{category}"), ("_sort", "-sent"), ("_count", "200"),
-            *(ACCESS_INCLUDES if access else REFERRAL_INCLUDES)])
+            ("category", f"{COMM_CATEGORY}|{category}"), ("_sort", "-sent"), ("_count", str(MASH_LIST)),
+            ("_total", "none"), *(ACCESS_INCLUDES if access else REFERRAL_INCLUDES)])
         found = by_ref(bundle)
         withheld = withheld or withheld_text(bundle)
         comms = [c for c in _match(bundle) if c.get("resourceType") == "Communication"]
@@ -190,7 +193,7 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
         ) for c in comms])
     replies = await svc.search("Communication", [
         ("category", f"{COMM_CATEGORY}|{CommunicationCategory.REFERRAL_OUTCOME}"), ("_sort", "sent"),
-        ("_count", "200")])
+        ("_count", str(MASH_LIST)), ("_total", "none")])
     sent = {ref.get("reference"): payload_text(c) for c in _match(replies) for ref in c.get("inResponseTo") or []}
     for item in lists[1]:
         item.reply = sent.get(f"Communication/{item.res_id}", "")

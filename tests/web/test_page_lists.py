@@ -1,7 +1,7 @@
 """The full lists of the pages in process, on both databases: her overdue list holds exactly her notices
 past their due time (the others are not on it, and her home page tags the overdue one), in UK form; the
 lead's desk reads no owners for its unrouted notices; the MASH page reads no recipients for its referral
-copies."""
+copies, and does not count a full list."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import httpx
 from app.context import AppContext
 from app.demo import borough as b
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+from app.vocabulary import COMMUNICATION_CATEGORY, CommunicationCategory
+from app.web.desk import MASH_LIST
 from tests.conftest import StepClock
 from tests.web.pages_data import attend, ed, seed
 from tests.web.test_dev_sign_in import _app_client, _csrf
@@ -103,3 +105,35 @@ async def test_the_mash_page_reads_no_recipients_for_its_referral_copies(
     # audit record before the copies' search (SQLite writes it straight away)
     more = 7 if clean_ctx.engine.dialect.name == "sqlite" else 8
     assert counts[2] == counts[1] == counts[0] + more, counts
+
+
+async def test_the_mash_page_does_not_count_a_full_list(
+    client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Any
+) -> None:
+    """The page shows the newest access notifications, as many as a list holds, and never how many there
+    are in all: a full list makes no more statements than one a notification short of full (the search
+    would otherwise count them all at every view, as an answer with a next page does)."""
+    await seed(client, clock.now().date())
+    flag = {**b.plan_flag(clock.now().date()), "author": {"reference": b.MASH}}  # the MASH's own plan flag
+    assert (await client.post("/fhir/Flag", json=flag)).status_code == 201
+    assert (await client.get("/fhir/Flag", params={"patient": b.CHILD}, headers=ed(auth))).status_code == 200
+    category = f"{COMMUNICATION_CATEGORY}|{CommunicationCategory.ACCESS_NOTIFICATION}"
+    [first] = [e["resource"] for e in (await client.get("/fhir/Communication", params={"category": category})
+                                       ).json()["entry"]]
+
+    async def another(n: int) -> None:  # the same notification again, as another read would raise it
+        copy = {k: v for k, v in first.items() if k not in ("id", "meta")}
+        copy["identifier"] = [{**ident, "value": f"{ident['value']}|{n}"} for ident in first["identifier"]]
+        assert (await client.post("/fhir/Communication", json=copy)).status_code == 201
+
+    for n in range(1, MASH_LIST - 1):
+        await another(n)
+    async with signed_in(clean_ctx, "mash") as mash:
+        counts = []
+        for n in (None, MASH_LIST - 1):
+            if n:
+                await another(n)
+            view, seen = await statements(clean_ctx, lambda: mash.get("/app/mash"))
+            assert view.status_code == 200 and view.text.count("Safeguarding flags owned by") == MASH_LIST - 1 + len(counts)
+            counts.append(len(seen))
+    assert counts[1] == counts[0], counts
