@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from app.context import AppContext
 from tests.conftest import FHIR
@@ -62,6 +63,33 @@ async def test_queue_lists_unreviewed_copies_per_organisation(rclient: httpx.Asy
     assert r.status_code == 200, r.text
     assert queue_ids((await rclient.get("/fhir/DocumentReference/$qa-queue",
                                         params={"organization": w.provider})).json()) == []
+
+
+async def test_the_queues_last_page_tells_its_total_without_counting(
+    rclient: httpx.AsyncClient, clean_ctx: AppContext
+) -> None:
+    """A page with room to spare is the last: its total is the copies before it and on it, as a search's
+    is; only a full page counts the queue (the lead's desk reads the queue at every view)."""
+    w = await World.make(rclient)
+    await created(rclient, copy(w.child, custodian=w.provider))
+    await created(rclient, copy(w.child, author=w.hv))
+    counted: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("SELECT count("):
+            counted.append(statement)
+    totals, counts = [], []
+    event.listen(clean_ctx.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for params in ({"_count": "1"}, {"_count": "2", "_offset": "1"}, {"_count": "2"}, {}):
+            before = len(counted)
+            r = await rclient.get("/fhir/DocumentReference/$qa-queue", params={"organization": w.provider, **params})
+            assert r.status_code == 200, r.text
+            totals.append(r.json()["total"])
+            counts.append(len(counted) - before)
+    finally:
+        event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", count)
+    assert (totals, counts) == ([2, 2, 2, 2], [1, 0, 1, 0])
 
 
 async def test_queue_parameters_are_checked(rclient: httpx.AsyncClient) -> None:
