@@ -136,10 +136,11 @@ class Reads:
             for u in req.unknown
         ]
         withheld = audit_search.withholds if resource_type == "AuditEvent" else withholds
-        if self.ctx.principal is not None and await withheld(self.ctx.session, self.ctx.principal, req, result.matches):
+        patients = search_patients(result.matches)
+        if self.ctx.principal is not None and await withheld(self.ctx.session, self.ctx.principal, req, patients):
             issues.append(withheld_issue())
         shown = [*result.matches, *result.included]
-        await self.ctx.guard.audited(patients=search_patients(result.matches), shown=shown)
+        await self.ctx.guard.audited(patients=patients, shown=shown)
         await self.interceptors.run_after_read(self.ctx, [*result.matches, *result.included])
         bundle = bundles.searchset(result, self.ctx.settings.fhir_base, now=self.ctx.guard.now(), extra_issues=issues)
         return bundle, result

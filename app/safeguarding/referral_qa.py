@@ -174,9 +174,10 @@ async def qa_queue(ctx: WriteContext, organization: str | None, query: list[tupl
         total = int((await ctx.session.execute(count_query(req, extra))).scalar_one())
     issues = []
     matches = [row_to_stored(row) for row in rows]
-    if ctx.principal is not None and await withholds(ctx.session, ctx.principal, req, matches):
+    patients = search_patients(matches)
+    if ctx.principal is not None and await withholds(ctx.session, ctx.principal, req, patients):
         issues.append(withheld_issue())
-    await ctx.guard.audited(patients=search_patients(matches), shown=matches)
+    await ctx.guard.audited(patients=patients, shown=matches)
     shown = [("organization", organization)] if organization else []
     link_req = replace(req, resource_type=f"{DOC}/$qa-queue", query=shown)
     return bundles.searchset(SearchResult(link_req, matches, total), base, now=ctx.guard.now(), extra_issues=issues)

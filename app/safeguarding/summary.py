@@ -40,6 +40,7 @@ from app.safeguarding.flag_refs import nhs_numbers
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.search.executor import run_search
 from app.security import audit_search
+from app.security.guard import search_patients
 from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
 from app.storage.repository import utc_ms
@@ -86,7 +87,8 @@ async def _section(
             ctx.session, req, max_includes=ctx.settings.max_includes, restrict=ctx.guard.restrict()
         )
         withheld_by = withholds
-    withheld = ctx.principal is not None and await withheld_by(ctx.session, ctx.principal, req, result.matches)
+    withheld = ctx.principal is not None and await withheld_by(ctx.session, ctx.principal, req,
+                                                               search_patients(result.matches))
     return result.matches, result.included, withheld
 
 

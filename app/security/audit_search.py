@@ -39,7 +39,6 @@ from app.fhir.search.params import SearchRequest
 from app.fhir.search.results import SearchResult
 from app.search.executor import AuditSource, Restrict, add_includes
 from app.search.sql import SQL_OPS
-from app.security.audit import patients_of
 from app.security.policy import CLEARED_ROLES, READ, Reach
 from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
@@ -299,10 +298,11 @@ async def history(session: AsyncSession, principal: Principal | None, event_id: 
 
 
 async def withholds(session: AsyncSession, principal: Principal, req: SearchRequest,
-                    shown: Iterable[StoredResource]) -> bool:
+                    shown_patients: Iterable[str]) -> bool:
     """`search_scope.withholds` for AuditEvent searches, read off the trail: a restricted AuditEvent
     within the principal's reach and scopes, not kept as written by its organisation, about a patient
-    the search names (`patient`) or a patient an event shown is about. No number, as for other types."""
+    the search names (`patient`) or a patient an event shown is about (`shown_patients`). No number, as for
+    other types."""
     if principal.role in CLEARED_ROLES or READ[EVENT][ROLES.index(principal.role)] is not Reach.ALL:
         return False
     if principal.scopes.search_constraints(EVENT, context=principal.context) is None:
@@ -320,7 +320,7 @@ async def withholds(session: AsyncSession, principal: Principal, req: SearchRequ
         else:
             conds.append(cond)
     if not named:
-        refs = sorted({ref for m in shown for ref in patients_of(m.resource_type, m.content, m.id)})
+        refs = sorted(set(shown_patients))
         if not refs:
             return False
         r = audit_event_ref.c

@@ -21,13 +21,11 @@ from sqlalchemy.sql.selectable import NamedFromClause
 
 from app.fhir.search.params import Criterion, SearchRequest
 from app.search.sql import compile_criterion, where_clause
-from app.security.audit import patients_of
 from app.security.labels import RESTRICTED_CODES
 from app.security.policy import CLEARED_ROLES, CREATOR_SYSTEM, ORG_FIELDS, REACH_FIELDS, READ, Reach
 from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
 from app.storage.tables import idx_reference, idx_token, resource
-from app.stored import StoredResource
 from app.vocabulary import CONFIDENTIALITY
 
 Condition = ColumnElement[bool]
@@ -168,7 +166,7 @@ def named_patients(req: SearchRequest) -> list[Criterion]:
 
 
 async def withholds(session: AsyncSession, principal: Principal, req: SearchRequest,
-                    shown: Iterable[StoredResource]) -> bool:
+                    shown_patients: Iterable[str]) -> bool:
     """Whether a search's notice says restricted records were withheld (`labels.withheld_issue`).
 
     It does when a record of the searched type that the principal may not see (its restricted label, within
@@ -176,7 +174,8 @@ async def withholds(session: AsyncSession, principal: Principal, req: SearchRequ
     shown is about. Its other criteria play no part, and there is no number: what the notice says
     depends on who asks, the patients named and what they see, so no criterion about the hidden record
     itself (author, category, code, `_id`, a date...) can probe it. A search that names no patient and
-    shows nobody's record says nothing."""
+    shows nobody's record says nothing. `shown_patients`: the patients the records shown are about
+    (`guard.search_patients`, worked out once per search: the audit record names them too)."""
     res = resource.alias("w")
     conds = withheld_conditions(principal, req.resource_type, res)
     if conds is None or req.resource_type == "Patient":
@@ -185,8 +184,7 @@ async def withholds(session: AsyncSession, principal: Principal, req: SearchRequ
     if named:  # every record shown matched these too: its patient is one of those named
         about = where_clause(replace(req, criteria=named), _any(res))
     else:
-        refs = frozenset(ref for m in shown for ref in patients_of(m.resource_type, m.content, m.id))
-        of_shown = _names_any(res, ("patient",), refs)
+        of_shown = _names_any(res, ("patient",), frozenset(shown_patients))
         if of_shown is None:
             return False
         about = [res.c.res_type == req.resource_type, res.c.deleted.is_(False), of_shown]

@@ -31,7 +31,7 @@ from app.fhir.search.results import SearchResult
 from app.main import create_app
 from app.search.executor import run_search
 from app.security import audit_search
-from app.security.guard import Restriction
+from app.security.guard import Restriction, search_patients
 from app.security.principal import Principal
 from app.storage.audit_tables import audit_event
 from app.storage.migrate import upgrade
@@ -313,7 +313,7 @@ async def test_revinclude_history_and_notice_follow_the_reference(fresh: tuple[A
                     ref for m in shown for ref in refs[m.id].get("patient", set())}
                 expected_notice = any(hidden_by_label(name, e) and refs[e[0]["id"]].get("patient", set()) & about
                                       for e in events)
-                assert await audit_search.withholds(session, who, req, shown) is expected_notice, (name, query)
+                assert await audit_search.withholds(session, who, req, search_patients(shown)) is expected_notice, (name, query)
                 checked["withheld"] += expected_notice
         assert checked["revinclude"] > 20 and checked["history"] == 5 and checked["withheld"] == 5, checked
 
