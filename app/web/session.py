@@ -31,6 +31,7 @@ from sqlalchemy import delete, insert, null, select, update
 from starlette.responses import Response
 
 from app.security.principal import Principal
+from app.storage.db import BOOKKEEPING
 from app.storage.web_tables import web_session
 
 if TYPE_CHECKING:
@@ -113,18 +114,22 @@ class SessionStore:
         key = _hash(cookie)
         now = self.now()
         async with self.ctx.sessionmaker() as db, db.begin():
+            # every page view moves its session's last use: a commit of its own, which need not wait for
+            # the disk (on SQLite); a power loss could only take back that move, and end a session sooner
+            await db.connection(execution_options=BOOKKEEPING)
             row = (await db.execute(select(web_session).where(web_session.c.id_hash == key))).first()
             if row is None:
                 return None
             found = WebSession(key, row.csrf, row.claims, row.login)
-            if now - row.last_seen > self.timeout:
-                gone = (await db.execute(delete(web_session).where(web_session.c.id_hash == key)
-                                         .returning(web_session.c.id_hash))).first()
-                if gone is None:  # swept meanwhile by another request, which reported its end
-                    found.claims = None
-                found.ended = True
+            if now - row.last_seen <= self.timeout:
+                await db.execute(update(web_session).where(web_session.c.id_hash == key).values(last_seen=now))
                 return found
-            await db.execute(update(web_session).where(web_session.c.id_hash == key).values(last_seen=now))
+        async with self.ctx.sessionmaker() as db, db.begin():  # its end is kept durably, as it is audited
+            gone = (await db.execute(delete(web_session).where(web_session.c.id_hash == key)
+                                     .returning(web_session.c.id_hash))).first()
+        if gone is None:  # swept meanwhile by another request, which reported its end
+            found.claims = None
+        found.ended = True
         return found
 
     async def create(self, *, claims: dict[str, Any] | None = None,

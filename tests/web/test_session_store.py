@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -125,3 +126,39 @@ async def test_a_session_nobody_comes_back_to_is_cleared_out_a_day_after_its_tim
     clock.current += timedelta(days=2)
     await store.create()
     assert len(reported) == 1  # once
+
+
+async def test_a_page_views_move_of_last_use_is_bookkeeping_and_a_sessions_end_durable(clean_ctx: AppContext) -> None:
+    """Every page view moves its session's last use in a transaction committed as bookkeeping (on SQLite
+    no fsync of its own: a power loss could only take the move back); deleting a session past its
+    timeout, whose end is audited, is an ordinary durable transaction."""
+    clock = SetClock()
+    store = _store(clean_ctx, clock)
+    cookie, _created = await store.create(claims={"sub": "hv"})
+    transactions: list[tuple[bool, list[str]]] = []
+
+    def began(conn: Any) -> None:
+        transactions.append((bool(conn.get_execution_options().get("safeflag_bookkeeping")), []))
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if transactions and not sql.lstrip().upper().startswith("BEGIN"):
+            transactions[-1][1].append(sql.split()[0].upper())
+
+    engine = clean_ctx.engine.sync_engine
+    event.listen(engine, "begin", began)
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        clock.current = T0 + timedelta(minutes=5)
+        assert (await store.load(cookie)).ended is False  # type: ignore[union-attr]
+        moved = list(transactions)
+        transactions.clear()
+        clock.current += timedelta(minutes=15, seconds=1)
+        assert (await store.load(cookie)).ended is True  # type: ignore[union-attr]
+        ended = list(transactions)
+    finally:
+        event.remove(engine, "begin", began)
+        event.remove(engine, "before_cursor_execute", statement)
+    assert moved == [(True, ["SELECT", "UPDATE"])]
+    assert ended == [(True, ["SELECT"]), (False, ["DELETE"])]
+    async with clean_ctx.sessionmaker() as db:
+        assert (await db.execute(select(web_session.c.last_seen))).first() is None
