@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, select, tuple_
+from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.fhir.search.definitions import params_for
+from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
 from app.fhir.search.params import Include, SearchRequest
 from app.fhir.search.results import SearchResult
 from app.search.prepared import page_statement, recently_used
@@ -158,12 +158,39 @@ _STEPS: dict[Any, Select[Any]] = {}  # least recently used first
 MAX_STEPS = 256
 
 
-def _step(base: Select[Any], where: list[ColumnElement[bool]], share: Hashable | None) -> Select[Any]:
-    """`base` limited to what the asker may see; built once per `share` key when there is one."""
+def _step(base: Select[Any], restrict: Restrict | None, types: tuple[str, ...] | None,
+          share: Hashable | None) -> Select[Any]:
+    """`base` limited to what the asker may see of `types` (None: of any type); built once per `share`
+    key when there is one."""
     def build() -> Select[Any]:
-        return base.where(*where).order_by(resource.c.pk).limit(bindparam("room"))
+        return base.where(*_visible(restrict, types)).order_by(resource.c.pk).limit(bindparam("room"))
 
-    return build() if share is None else recently_used(_STEPS, (base, share), MAX_STEPS, build)
+    return build() if share is None else recently_used(_STEPS, (base, types, share), MAX_STEPS, build)
+
+
+def _visible(restrict: Restrict | None, types: tuple[str, ...] | None) -> list[ColumnElement[bool]]:
+    """The access conditions on included rows of `types`, each under its own type's (None: any type's).
+    An include that can return one or two types need not carry every type's conditions: they made its
+    statement some fifty conditions and three hundred parameters long."""
+    if restrict is None:
+        return []
+    if types is None:
+        return list(restrict(resource, None))
+    if len(types) == 1:
+        return [resource.c.res_type == types[0], *restrict(resource, types[0])]
+    return [or_(*[and_(resource.c.res_type == t, *restrict(resource, t)) for t in types])]
+
+
+def _types(inc: Include, revinclude: bool, indexed: bool) -> tuple[str, ...] | None:
+    """The only types an include step can return, when it is not every type: a `_revinclude`'s source
+    type; an `_include`'s target type, or the targets its parameter is declared with (`indexed`: read
+    off the index rows, which hold no reference to another type, app/fhir/search/definitions.py)."""
+    if revinclude:
+        return None if inc.source_type == "*" else (inc.source_type,)
+    if inc.target_type:
+        return (inc.target_type,)
+    param = params_for(inc.source_type).get(inc.param) if indexed and inc.source_type in SUPPORTED_TYPES else None
+    return param.targets if param is not None and param.targets else None
 
 
 async def add_includes(
@@ -173,7 +200,6 @@ async def add_includes(
     """Add the page's `_include`d and `_revinclude`d resources that the asker may see (`refs_of`: how
     the page's own references are read when its rows have no index rows; `audit`: the AuditEvents
     naming the page, which have none)."""
-    where = list(restrict(resource, None)) if restrict else []
     share = _share_key(restrict)
     seen = {(m.resource_type, m.id) for m in result.matches}
     frontier = list(result.matches)
@@ -191,13 +217,15 @@ async def add_includes(
                 if _take(found, seen, new, result, max_includes):
                     break
                 continue
-            built = _included_by(frontier, inc, refs_of if round_ == 0 else None) if build is _included_by \
-                else build(frontier, inc)
+            own = refs_of if round_ == 0 and refs_of is not None and frontier[0].resource_type == inc.source_type \
+                else None
+            built = _included_by(frontier, inc, own) if build is _included_by else build(frontier, inc)
             if built is None:
                 continue
             base, params = built
+            types = _types(inc, build is _referring_to, own is None)
             # shared only when `base` itself is (an _include's); a _revinclude's keys are in its SQL
-            stmt = _step(base, where, share if params else None)
+            stmt = _step(base, restrict, types, share if params else None)
             rows = (await session.execute(stmt, {**params, "room": room + len(seen) + 1})).all()
             if _take(map(row_to_stored, rows), seen, new, result, max_includes):
                 break

@@ -236,3 +236,35 @@ async def test_access_conditions_apply_to_page_total_and_includes(client: httpx.
     assert asked == ["Flag", None]
     assert ([m.id for m in unrestricted.matches], unrestricted.total) == ([w["f1"]["id"]], 2)
     assert [i.id for i in unrestricted.included] == ["la"]
+
+
+async def test_includes_carry_the_access_conditions_of_the_types_they_can_return(
+    client: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """An `_include` whose parameter is declared with its targets (Flag:patient), one that names its
+    target type (Flag:author:Organization) and a `_revinclude` (of Flags) are narrowed by those types'
+    conditions alone; one that may return any type (Flag:author) by every type's. Each still applies."""
+    w = await _cpis(client)
+    asked: list[str | None] = []
+
+    def hiding(*ids: str) -> Any:
+        def restrict(table: Table, rtype: str | None) -> list[Any]:
+            asked.append(rtype)
+            return [table.c.res_id.not_in(ids)]
+        return restrict
+
+    includes = [("_include", "Flag:patient"), ("_include", "Flag:author:Organization"), ("_include", "Flag:author")]
+    req = parse_search("Flag", [("_id", w["f1"]["id"]), *includes], base=FHIR)
+    async with ctx.sessionmaker() as session:
+        shown = await run_search(session, req, restrict=hiding(w["amy"]["id"]))
+        assert asked == ["Flag", "Patient", "Organization", None]
+        assert ([m.id for m in shown.matches], [i.id for i in shown.included]) == ([w["f1"]["id"]], ["la"])
+        asked.clear()
+        hidden = await run_search(session, req, restrict=hiding("la"))
+        assert ([m.id for m in hidden.matches], [i.id for i in hidden.included]) == ([w["f1"]["id"]], [w["amy"]["id"]])
+        asked.clear()
+        req = parse_search("Patient", [("_id", w["amy"]["id"]), ("_revinclude", "Flag:patient")], base=FHIR)
+        revincluded = await run_search(session, req, restrict=hiding(w["f2"]["id"]))
+        assert asked == ["Patient", "Flag"]
+        assert [i.id for i in revincluded.included] == [w["f1"]["id"]]
+        assert [i.id for i in (await run_search(session, req, restrict=hiding(w["f1"]["id"]))).included] == []
