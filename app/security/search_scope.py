@@ -128,8 +128,10 @@ def visible_conditions(principal: Principal, resource_type: str, res: NamedFromC
                        label]))
 
 
-def withheld_conditions(principal: Principal, resource_type: str, res: NamedFromClause) -> list[Condition] | None:
-    """ANDed to a count: the records `policy.visibility` calls WITHHELD; None when there cannot be any."""
+@lru_cache(maxsize=1024)
+def withheld_conditions(principal: Principal, resource_type: str, res: NamedFromClause) -> tuple[Condition, ...] | None:
+    """ANDed to a count: the records `policy.visibility` calls WITHHELD; None when there cannot be any.
+    Built once per principal, type and table, as `visible_conditions` (every search's notice asks)."""
     if principal.role in CLEARED_ROLES:
         return None
     # written by another organisation, or by no organisation's token at all (NULL is "not ours")
@@ -137,8 +139,8 @@ def withheld_conditions(principal: Principal, resource_type: str, res: NamedFrom
         or_(res.c.created_by_org.is_(None), res.c.created_by_org != principal.org)
         if principal.org is not None else None
     )
-    return _and([reach_condition(principal, resource_type, res), scope_condition(principal, resource_type, res),
-                 restricted(res), not_ours])
+    return tuple(_and([reach_condition(principal, resource_type, res), scope_condition(principal, resource_type, res),
+                       restricted(res), not_ours]))
 
 
 @lru_cache(maxsize=1024)
@@ -155,6 +157,7 @@ def visible_any_type(principal: Principal, res: NamedFromClause, types: tuple[st
 
 
 PATIENT_PARAMS = ("patient", "subject")
+_WITHHELD = resource.alias("w")  # one alias, so that `withheld_conditions` built on it are kept
 
 
 def named_patients(req: SearchRequest) -> list[Criterion]:
@@ -176,7 +179,7 @@ async def withholds(session: AsyncSession, principal: Principal, req: SearchRequ
     itself (author, category, code, `_id`, a date...) can probe it. A search that names no patient and
     shows nobody's record says nothing. `shown_patients`: the patients the records shown are about
     (`guard.search_patients`, worked out once per search: the audit record names them too)."""
-    res = resource.alias("w")
+    res = _WITHHELD
     conds = withheld_conditions(principal, req.resource_type, res)
     if conds is None or req.resource_type == "Patient":
         return False
