@@ -84,6 +84,11 @@ class Listing:
     def overdue(self) -> list[NoticeRow]:
         return [r for r in self.rows if r.overdue]
 
+    @property
+    def late(self) -> list[NoticeRow]:
+        """The overdue, then the escalated not overdue (the lead's desk lists them together)."""
+        return [*self.overdue, *(r for r in self.rows if r.escalated and not r.overdue)]
+
 
 def _ref(value: Any) -> str:
     return value.get("reference", "") if isinstance(value, dict) else ""
