@@ -15,7 +15,7 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import NamedFromClause
 
@@ -185,11 +185,23 @@ async def withholds(session: AsyncSession, principal: Principal, req: SearchRequ
         return False
     named = named_patients(req)
     if named:  # every record shown matched these too: its patient is one of those named
-        about = where_clause(replace(req, criteria=named), _any(res))
+        stmt = select(res.c.pk).where(*where_clause(replace(req, criteria=named), _any(res)), *conds).limit(1)
     else:
-        of_shown = _names_any(res, ("patient",), frozenset(shown_patients))
-        if of_shown is None:
+        probe = _about_shown(principal, req.resource_type, frozenset(shown_patients))
+        if probe is None:
             return False
-        about = [res.c.res_type == req.resource_type, res.c.deleted.is_(False), of_shown]
-    stmt = select(res.c.pk).where(*about, *conds).limit(1)
+        stmt = probe
     return (await session.execute(stmt)).first() is not None
+
+
+@lru_cache(maxsize=256)
+def _about_shown(principal: Principal, resource_type: str, refs: frozenset[str]) -> Select[Any] | None:
+    """`withholds`' probe for a search that names no patient: a withheld record of `resource_type` about
+    one of `refs`; None when there are none to ask about. Built once per asker, type and patients, as a
+    page viewed again asks the same (building it was most of the probe's CPU)."""
+    res = _WITHHELD
+    conds = withheld_conditions(principal, resource_type, res)
+    of_shown = _names_any(res, ("patient",), refs)
+    if conds is None or of_shown is None:
+        return None
+    return select(res.c.pk).where(res.c.res_type == resource_type, res.c.deleted.is_(False), of_shown, *conds).limit(1)
