@@ -81,10 +81,27 @@ def readable(text: str, names: Mapping[str, str]) -> str:
     """Stored notice text as a person reads it: `(system|code)` and `(Flag/<id>)` asides dropped, the
     route in words, instants in UK form, each reference replaced by the name in `names` (the records the
     page read), else by its kind."""
+    parts = _readable_parts(text)
+    if len(parts) == 1:
+        return parts[0]
+    return "".join(part if i % 2 == 0 else names.get(part) or KINDS.get(part.split("/")[0], "a record")
+                   for i, part in enumerate(parts))
+
+
+@lru_cache(maxsize=CACHED)
+def _readable_parts(text: str) -> tuple[str, ...]:
+    """`text` with its asides, route and instants rewritten (what does not depend on the reader), split
+    around its references: text, reference, text, ..., text. Cached, as `_instant` is: a page shows the
+    same notices' texts at every view, and only the names of their references are the reader's."""
     text = _ROUTE.sub(lambda m: f"(routed to {ROUTES[m.group(1)]})" if m.group(1) in ROUTES else m.group(0),
                       _ASIDE.sub("", text))
     text = _INSTANT.sub(lambda m: uk_datetime(m.group(0)) or m.group(0), text)
-    return _REFERENCE.sub(lambda m: names.get(m.group(0)) or KINDS.get(m.group(0).split("/")[0], "a record"), text)
+    parts: list[str] = []
+    start = 0
+    for ref in _REFERENCE.finditer(text):
+        parts += [text[start:ref.start()], ref.group(0)]
+        start = ref.end()
+    return (*parts, text[start:])
 
 
 def uk_date(value: str | None) -> str:

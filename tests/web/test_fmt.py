@@ -63,3 +63,19 @@ def test_stored_notice_text_is_shown_with_uk_times_and_names_never_references() 
     assert fmt.readable("ED attendance (routed via care-team); (routed via duty-team) (routed via new-way)", {}) == (
         "ED attendance (routed to the child's care team); (routed to the duty team) (routed via new-way)")
     assert fmt.readable("Seen 2026-01-05 by her/him", {}) == "Seen 2026-01-05 by her/him"  # nothing to change
+
+
+def test_a_texts_names_are_each_readers_own_however_often_it_is_read() -> None:
+    """What a text says apart from its references is worked out once (it is the same for everyone); the
+    names are those of the records the reader's page read, at every reading."""
+    text = "Safeguarding flags owned by Organization/demo-mash were viewed. Who: PractitionerRole/p of Organization/demo-ed."
+    read = [fmt.readable(text, names) for names in (
+        {"Organization/demo-mash": "Demo Borough MASH", "Organization/demo-ed": "Demo ED"},
+        {"Organization/demo-mash": "Demo Borough MASH"},
+        {"Organization/demo-mash": "Demo Borough MASH", "Organization/demo-ed": "Demo ED", "PractitionerRole/p": "Pat"},
+        {})]
+    assert read == [
+        "Safeguarding flags owned by Demo Borough MASH were viewed. Who: a practitioner of Demo ED.",
+        "Safeguarding flags owned by Demo Borough MASH were viewed. Who: a practitioner of an organisation.",
+        "Safeguarding flags owned by Demo Borough MASH were viewed. Who: Pat of Demo ED.",
+        "Safeguarding flags owned by an organisation were viewed. Who: a practitioner of an organisation."]
