@@ -118,6 +118,16 @@ def _included_by_statement(param: str, target_type: str | None) -> Select[Any]:
     )
 
 
+@lru_cache(maxsize=256)
+def _target_types_statement(param: str) -> Select[Any]:
+    """The types that the page's `pks` reference through `param` (`*`: any reference parameter)."""
+    r = idx_reference.c
+    stmt = select(r.target_type).distinct().where(
+        r.resource_pk.in_(bindparam("pks", expanding=True)), r.target_id.is_not(None), r.target_type.is_not(None)
+    )
+    return stmt.where(r.param == param) if param != "*" else stmt
+
+
 def _take(found: Any, seen: set[tuple[str, str]], new: list[StoredResource], result: SearchResult,
           max_includes: int) -> bool:
     """Add the `found` resources not yet seen to `new`; True when the includes' limit was reached."""
@@ -224,6 +234,13 @@ async def add_includes(
                 continue
             base, params = built
             types = _types(inc, build is _referring_to, own is None)
+            if types is None and restrict is not None and build is _included_by and own is None:
+                # a reference to any type: the types it names here, so that the include carries their
+                # conditions alone (PostgreSQL planned every type's OR anew at each view, ~2 ms)
+                named = (await session.execute(_target_types_statement(inc.param), params)).scalars()
+                types = tuple(sorted(t for t in named if t in SUPPORTED_TYPES))
+                if not types:
+                    continue
             # shared only when `base` itself is (an _include's); a _revinclude's keys are in its SQL
             stmt = _step(base, restrict, types, share if params else None)
             rows = (await session.execute(stmt, {**params, "room": room + len(seen) + 1})).all()

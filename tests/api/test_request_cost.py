@@ -93,11 +93,11 @@ async def test_statements_per_read_search_and_create(client: httpx.AsyncClient, 
     # the Flag(s) read, then the lane's last row in the audit trail (the AuditEvent's row and reference rows
     # are queued): no resource, version or index row of an AuditEvent
     read = ["SELECT resource", "SELECT audit_event"]
-    search = ["SELECT resource", *read]  # the matches, then the _include
+    search = ["SELECT resource", "SELECT idx_reference", *read]  # the matches, the types the authors are, the _include
     create = ["SELECT resource", "SELECT resource", "INSERT INTO resource", "SELECT audit_event"]
     if sqlite:  # BEGIN IMMEDIATE; the queued rows went straight to sqlite3: its trace counts each row (an
         # AuditEvent's reference rows and the four rows of its `type` and `subtype` codings among them)
-        assert counts == {"read": (["BEGIN", *read], 14), "search": (["BEGIN", *search], 14),
+        assert counts == {"read": (["BEGIN", *read], 14), "search": (["BEGIN", *search], 15),
                           "create": (["BEGIN", *create], 25)}
     else:  # every queued row in one statement before COMMIT; a create locks its duplicate check's key; the
         # connection continues its audit lane from the row it committed last (no `SELECT audit_event`);

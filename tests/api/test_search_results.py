@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import Table
+from sqlalchemy import Table, false
 
 from app.context import AppContext
 from app.fhir.nhs_number import check_digit
@@ -233,7 +233,7 @@ async def test_access_conditions_apply_to_page_total_and_includes(client: httpx.
         result = await run_search(session, req, restrict=restrict)
         unrestricted = await run_search(session, req)
     assert ([m.id for m in result.matches], result.total, result.included) == ([w["f2"]["id"]], 1, [])
-    assert asked == ["Flag", None]
+    assert asked == ["Flag", "Organization"]  # Flag:author may name any type: here it names an Organization
     assert ([m.id for m in unrestricted.matches], unrestricted.total) == ([w["f1"]["id"]], 2)
     assert [i.id for i in unrestricted.included] == ["la"]
 
@@ -243,7 +243,8 @@ async def test_includes_carry_the_access_conditions_of_the_types_they_can_return
 ) -> None:
     """An `_include` whose parameter is declared with its targets (Flag:patient), one that names its
     target type (Flag:author:Organization) and a `_revinclude` (of Flags) are narrowed by those types'
-    conditions alone; one that may return any type (Flag:author) by every type's. Each still applies."""
+    conditions alone; one that may return any type (Flag:author) by the conditions of the types its
+    references name. Each still applies."""
     w = await _cpis(client)
     asked: list[str | None] = []
 
@@ -257,7 +258,7 @@ async def test_includes_carry_the_access_conditions_of_the_types_they_can_return
     req = parse_search("Flag", [("_id", w["f1"]["id"]), *includes], base=FHIR)
     async with ctx.sessionmaker() as session:
         shown = await run_search(session, req, restrict=hiding(w["amy"]["id"]))
-        assert asked == ["Flag", "Patient", "Organization", None]
+        assert asked == ["Flag", "Patient", "Organization", "Organization"]
         assert ([m.id for m in shown.matches], [i.id for i in shown.included]) == ([w["f1"]["id"]], ["la"])
         asked.clear()
         hidden = await run_search(session, req, restrict=hiding("la"))
@@ -268,3 +269,30 @@ async def test_includes_carry_the_access_conditions_of_the_types_they_can_return
         assert asked == ["Patient", "Flag"]
         assert [i.id for i in revincluded.included] == [w["f1"]["id"]]
         assert [i.id for i in (await run_search(session, req, restrict=hiding(w["f1"]["id"]))).included] == []
+
+
+async def test_an_include_of_any_type_carries_each_named_types_own_conditions(
+    client: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """`Task:focus` may name any type: the include asks the conditions of the types the page's Tasks name
+    (a Patient and a Flag here), each applied to its own type's rows only."""
+    w = await _cpis(client)
+    tasks = [await create(client, {"resourceType": "Task", "status": "requested", "intent": "order",
+                                   "focus": {"reference": ref}}) for ref in (f"Patient/{w['amy']['id']}",
+                                                                           f"Flag/{w['f1']['id']}")]
+    asked: list[str | None] = []
+
+    def hiding(hidden_type: str) -> Any:
+        def restrict(table: Table, rtype: str | None) -> list[Any]:
+            asked.append(rtype)
+            return [false()] if rtype == hidden_type else []
+        return restrict
+
+    req = parse_search("Task", [("_id", ",".join(t["id"] for t in tasks)), ("_include", "Task:focus")], base=FHIR)
+    async with ctx.sessionmaker() as session:
+        no_patient = await run_search(session, req, restrict=hiding("Patient"))
+        assert asked == ["Task", "Flag", "Patient"]
+        assert [i.id for i in no_patient.included] == [w["f1"]["id"]]
+        no_flag = await run_search(session, req, restrict=hiding("Flag"))
+        assert [i.id for i in no_flag.included] == [w["amy"]["id"]]
+        assert [i.id for i in (await run_search(session, req, restrict=hiding("Task"))).included] == []
