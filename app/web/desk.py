@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from app.errors import Unprocessable
@@ -46,6 +46,8 @@ ACCESS_INCLUDES = [*REFERRAL_INCLUDES, ("_include", "Communication:recipient")]
 # the newest of each list, as many as the page shows; not how many there are in all (a full list would
 # otherwise be counted as well at every view)
 MASH_LIST = 200
+REPLIES_PAGE = 500  # outcomes read per search for the MASH page (the largest page a search gives)
+SENT_SKEW = timedelta(days=1)  # how much earlier than its referral's `sent` an outcome is still looked for
 # the figures the chart draws (counts; shares and times are in the table)
 CHART = ("ed-notifications", "ed-overdue", "ed-unrouted", "referral-copies", "access-notifications")
 
@@ -191,13 +193,34 @@ async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | No
             human_name(found.get((c.get("subject") or {}).get("reference", ""))),
             fmt.uk_datetime(c.get("sent")), _sender(c, found), readable_payload(c, names) if access else "",
         ) for c in comms])
-    replies = await svc.search("Communication", [
-        ("category", f"{COMM_CATEGORY}|{CommunicationCategory.REFERRAL_OUTCOME}"), ("_sort", "sent"),
-        ("_count", str(MASH_LIST)), ("_total", "none")])
-    sent = {ref.get("reference"): payload_text(c) for c in _match(replies) for ref in c.get("inResponseTo") or []}
+    sent = await _replies(svc, lists[1], oldest=next((c.get("sent") for c in reversed(comms)
+                                                     if isinstance(c.get("sent"), str)), None))
     for item in lists[1]:
         item.reply = sent.get(f"Communication/{item.res_id}", "")
     return lists[0], lists[1], withheld
+
+
+async def _replies(svc: FhirService, referrals: list[Item], oldest: str | None) -> dict[str, str]:
+    """Referral Communication -> the outcome sent in reply, for the referral copies shown: every
+    `referral-outcome` sent since the oldest of them was (a reply follows its referral; a day earlier
+    still, for a sender whose clock was ahead), newest first, page after page, so that no shown
+    referral looks unanswered however many outcomes the authority has sent (a second reply would follow)."""
+    if not referrals:
+        return {}
+    query = [("category", f"{COMM_CATEGORY}|{CommunicationCategory.REFERRAL_OUTCOME}"), ("_sort", "-sent"),
+             ("_count", str(REPLIES_PAGE)), ("_total", "none")]
+    if oldest is not None and (since := fmt.instant(oldest)) is not None:
+        query.append(("sent", f"ge{format_instant(since - SENT_SKEW)}"))
+    sent: dict[str, str] = {}
+    offset = 0
+    while True:
+        page = await svc.search("Communication", [*query, *([("_offset", str(offset))] if offset else [])])
+        for comm in _match(page):
+            for ref in comm.get("inResponseTo") or []:
+                sent.setdefault(ref.get("reference"), payload_text(comm))  # the newest reply, if several
+        if not any(link.get("relation") == "next" for link in page.get("link") or []):
+            return sent
+        offset += REPLIES_PAGE
 
 
 async def reply(svc: FhirService, referral_id: str, text: str, now: datetime) -> None:

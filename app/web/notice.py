@@ -20,10 +20,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.errors import Unprocessable
-from app.safeguarding.summary import safeguarding_summary
+from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+from app.safeguarding.summary import OPEN_LIMIT, safeguarding_summary
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.stored import format_instant
-from app.vocabulary import FLAG_CATEGORY, CareTeamRole, UserRole
+from app.vocabulary import FLAG_CATEGORY, CareTeamRole, TaskCode, UserRole
+from app.vocabulary import TASK_CODE as TASK_CODES
 from app.web import fmt
 from app.web.notices import (
     INCLUDES,
@@ -86,6 +88,18 @@ def _flag(flag: dict[str, Any], found: dict[str, dict[str, Any]]) -> FlagView:
                     display_of(flag.get("author"), found), phones)
 
 
+async def _open_tasks(svc: FhirService, child_ref: str, child: dict[str, Any]) -> int:
+    """How many open acknowledgement Tasks the child has (as the summary finds them: by NHS number when
+    the child has one), all of them: one audited count (`_summary=count`)."""
+    numbers = [i["value"] for i in child.get("identifier") or []
+               if i.get("system") == NHS_NUMBER_SYSTEM and isinstance(i.get("value"), str)]
+    patient = (("patient:identifier", ",".join(f"{NHS_NUMBER_SYSTEM}|{n}" for n in numbers)) if numbers
+               else ("patient", child_ref))
+    counted = await svc.search("Task", [patient, ("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"),
+                                        ("status", ",".join(OPEN_STATUSES)), ("_summary", "count")])
+    return int(counted.get("total", 0))
+
+
 async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePage:
     task = (await svc.read("Task", task_id)).content  # another team's notice: 404, as the API answers
     # the notice, the child, the owner and the attendance as the list's search includes them for this reader
@@ -103,12 +117,15 @@ async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePa
     recent = [(fmt.uk_datetime(r.get("sent")), readable_payload(r, names) or "Notice")
               for r in entries if r["resourceType"] == "Communication"]
     tasks = [r for r in entries if r["resourceType"] == "Task"]
+    open_tasks = len(tasks)
+    if open_tasks >= OPEN_LIMIT and child is not None:  # the summary shows the newest: count them all
+        open_tasks = await _open_tasks(svc, child_ref, child)
     notice = row(task, found, now)
     return NoticePage(
         notice=notice, text=readable_payload(found.get(focus, {}), names),
         child_name=human_name(child) if child else notice.child_name,
         birth=fmt.uk_date((child or {}).get("birthDate")),
-        flags=flags, recent=recent, open_tasks=len(tasks), withheld=withheld_text(summary),
+        flags=flags, recent=recent, open_tasks=open_tasks, withheld=withheld_text(summary),
         open=task.get("status") in OPEN_STATUSES,
     )
 

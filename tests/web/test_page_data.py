@@ -15,6 +15,7 @@ from sqlalchemy import select
 from app.context import AppContext
 from app.demo import borough as b
 from app.errors import BadRequest, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from app.safeguarding import summary
 from app.safeguarding.escalation import escalate_overdue
 from app.storage.audit_tables import audit_event
 from app.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY
@@ -98,6 +99,23 @@ async def test_a_stale_acknowledgement_is_refused_and_changes_nothing(
             await notice.acknowledge(svc, row.task_id, "1 OR 1", "", clock.now())
     assert bad.value.issues[0].msg_id == "SF-1701" and bad.value.issues[0].expression == ("version",)
     assert (await borough.get(f"/fhir/Task/{row.task_id}")).json()["status"] == "requested"
+
+
+async def test_the_notice_page_counts_all_the_childs_open_acknowledgements_beyond_the_summarys_newest(
+    borough: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Auth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's summary holds her newest open acknowledgements (OPEN_LIMIT of them); when it is full the
+    page counts them all, so it never says fewer than there are."""
+    monkeypatch.setattr(summary, "OPEN_LIMIT", 2)
+    monkeypatch.setattr(notice, "OPEN_LIMIT", 2)
+    for start in ("2026-01-05T08:30:00Z", "2026-01-05T09:15:00Z"):
+        await attend(borough, ed(auth), start)
+    rows = (await inbox(clean_ctx, HV, clock)).rows
+    async with clean_ctx.unit_of_work(HV) as svc:
+        assert (await notice.notice_page(svc, rows[0].task_id, clock.now())).open_tasks == 2
+    await attend(borough, ed(auth), "2026-01-05T10:00:00Z")
+    async with clean_ctx.unit_of_work(HV) as svc:
+        assert (await notice.notice_page(svc, rows[0].task_id, clock.now())).open_tasks == 3
 
 
 async def test_another_organisations_health_visitor_cannot_open_the_notice(
@@ -218,6 +236,32 @@ async def test_mash_sees_referral_copies_and_replies_and_the_lead_reviews_the_co
     async with clean_ctx.unit_of_work(LEAD) as svc:  # the 0-19 lead's queue holds her organisation's copies
         queue, _ = await desk.review_queue(svc)
     assert queue == []
+
+
+async def test_every_shown_referral_copy_shows_its_outcome_however_many_outcomes_were_sent(
+    borough: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Auth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcomes are read newest first, page after page, back to the oldest shown copy: with a page
+    of two outcomes and two copies shown, the newest copy's outcome is not left out (it was, read oldest
+    first one page only, once the authority had sent more outcomes than a page holds)."""
+    monkeypatch.setattr(desk, "MASH_LIST", 2)
+    monkeypatch.setattr(desk, "REPLIES_PAGE", 2)
+    for hour in (9, 10, 11):
+        r = await borough.post("/fhir", json=b.referral_copy(f"2026-01-05T{hour:02d}:00:00Z", f"Referral {hour}"),
+                               headers=ed(auth))
+        assert r.status_code == 200, r.text
+    async with clean_ctx.unit_of_work(MASH) as svc:
+        shown = (await desk.mash_lists(svc))[1]
+    assert [i.when for i in shown] == ["5 January 2026, 11:00 GMT", "5 January 2026, 10:00 GMT"]
+    comms = (await borough.get("/fhir/Communication?category=" + COMMUNICATION_CATEGORY + "|mash-referral"
+                               "&_sort=sent")).json()["entry"]
+    for entry in comms:  # replied to in the order they were sent: the newest copy's outcome is the newest
+        async with clean_ctx.unit_of_work(MASH) as svc:
+            await desk.reply(svc, entry["resource"]["id"], f"Outcome for {entry['resource']['sent'][11:13]}h",
+                             clock.now())
+    async with clean_ctx.unit_of_work(MASH) as svc:
+        shown = (await desk.mash_lists(svc))[1]
+    assert [i.reply for i in shown] == ["Outcome for 11h", "Outcome for 10h"]
 
 
 async def test_the_lead_reviews_her_teams_referral_copy_from_the_queue(
