@@ -1,5 +1,5 @@
-"""CSRF on every form: each POST route of the web app's routers (app/web/routes.py, pages.py, read from the
-routers and pinned, so a new one fails here until it is tried), refuses a signed-in user's post without the session's token or with another
+"""CSRF on every form: each POST route the app serves under /app (read from the app's own routes, whichever
+router added it, and pinned, so a new one fails here until it is tried), refuses a signed-in user's post without the session's token or with another
 token (403, the refusal page), changes nothing, and audits the refusal; the same post with the token
 gets past the check."""
 
@@ -11,11 +11,10 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from starlette.routing import Route
+from fastapi.routing import iter_route_contexts
 
 from app.context import AppContext
 from app.main import create_app
-from app.web import pages, routes
 from app.web.session import COOKIE
 from tests.conftest import admin_token
 
@@ -29,8 +28,8 @@ async def _signed_in(ctx: AppContext) -> AsyncIterator[tuple[httpx.AsyncClient, 
     ctx.settings = saved.model_copy(update={"web_dev_sign_in": True})
     try:
         app = create_app(ctx=ctx)
-        posts = sorted(route.path for router in (routes.router, pages.router) for route in router.routes
-                       if isinstance(route, Route) and route.methods and "POST" in route.methods)
+        posts = sorted(rc.path_format for rc in iter_route_contexts(app.routes)  # every router's, as served
+                       if rc.path_format and rc.path_format.startswith("/app") and "POST" in (rc.methods or ()))
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50123))
         async with httpx.AsyncClient(transport=transport, base_url=ctx.settings.base_url) as http:
             page = await http.get("/app/sign-in")
