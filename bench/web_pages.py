@@ -31,8 +31,8 @@ and the whole machine, so each figure can be read per request and against the lo
    (VmRSS, all its processes) after the first one and after all; the difference divided by their
    number. An open stream costs no database work of its own (the one poller per process serves them
    all), so memory is its cost while idle.
-6. The MASH page (`server_ms` again, with the pages): `--notices` access notifications addressed to the
-   MASH (the first raised as the ED raises one, reading the child's plan flag in unscheduled care; the
+6. The MASH page (`server_ms` again, with the pages; its first page, the newest 25 of each list):
+   `--notices` access notifications addressed to the MASH (the first raised as the ED raises one, reading the child's plan flag in unscheduled care; the
    others copies of it with their own identifiers) and `--referrals` referral copies sent to it, timed
    as in part 1. Seeded after the live parts, whose attendances the plan flag would otherwise change.
 

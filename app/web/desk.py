@@ -43,9 +43,9 @@ REPLY_MAX = 4000
 # for their names; a referral copy shows its child and sender only (its text is the copy's, not shown)
 REFERRAL_INCLUDES = [("_include", "Communication:subject"), ("_include", "Communication:sender")]
 ACCESS_INCLUDES = [*REFERRAL_INCLUDES, ("_include", "Communication:recipient")]
-# the newest of each list, as many as the page shows; not how many there are in all (a full list would
-# otherwise be counted as well at every view)
-MASH_LIST = 200
+# rows of each list on a MASH page, the newest first, older ones on the pages after; not how many there
+# are in all (a full page would otherwise be counted as well at every view)
+MASH_PAGE = 25
 REPLIES_PAGE = 500  # outcomes read per search for the MASH page (the largest page a search gives)
 SENT_SKEW = timedelta(days=1)  # how much earlier than its referral's `sent` an outcome is still looked for
 # the figures the chart draws (counts; shares and times are in the table)
@@ -171,31 +171,44 @@ def _sender(comm: dict[str, Any], found: dict[str, dict[str, Any]]) -> str:
     return f"{who}, {org}" if org else who
 
 
-async def mash_lists(svc: FhirService) -> tuple[list[Item], list[Item], str | None]:
-    """(access notifications, referral copies) addressed to the MASH practitioner's authority; a referral
-    copy's text is not shown (its card names the child, the sender and the outcome sent), so it is not
-    worked out, nor its recipient (the authority itself) read."""
-    lists: list[list[Item]] = []
+@dataclass
+class ListPage:
+    """One page of a list: its rows, its number (1: the newest) and whether older rows follow."""
+
+    items: list[Item]
+    number: int = 1
+    more: bool = False
+
+
+async def mash_lists(svc: FhirService, *, access_page: int = 1,
+                     referral_page: int = 1) -> tuple[ListPage, ListPage, str | None]:
+    """(access notifications, referral copies) addressed to the MASH practitioner's authority, the page of
+    each asked for (MASH_PAGE rows, newest first); a referral copy's text is not shown (its card names the
+    child, the sender and the outcome sent), so it is not worked out, nor its recipient (the authority
+    itself) read."""
+    lists: list[ListPage] = []
     withheld = None
-    for category in (CommunicationCategory.ACCESS_NOTIFICATION, CommunicationCategory.MASH_REFERRAL):
+    for category, number in ((CommunicationCategory.ACCESS_NOTIFICATION, access_page),
+                             (CommunicationCategory.MASH_REFERRAL, referral_page)):
         access = category == CommunicationCategory.ACCESS_NOTIFICATION
         bundle = await svc.search("Communication", [
-            ("category", f"{COMM_CATEGORY}|{category}"), ("_sort", "-sent"), ("_count", str(MASH_LIST)),
-            ("_total", "none"), *(ACCESS_INCLUDES if access else REFERRAL_INCLUDES)])
+            ("category", f"{COMM_CATEGORY}|{category}"), ("_sort", "-sent"), ("_count", str(MASH_PAGE)),
+            ("_offset", str((number - 1) * MASH_PAGE)), ("_total", "none"),
+            *(ACCESS_INCLUDES if access else REFERRAL_INCLUDES)])
         found = by_ref(bundle)
         withheld = withheld or withheld_text(bundle)
         comms = [c for c in _match(bundle) if c.get("resourceType") == "Communication"]
         if not access:
             found |= await _copies_custodians(svc, comms)
         names = names_of(found) if access else {}
-        lists.append([Item(
+        lists.append(ListPage([Item(
             c["id"], (c.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
             human_name(found.get((c.get("subject") or {}).get("reference", ""))),
             fmt.uk_datetime(c.get("sent")), _sender(c, found), readable_payload(c, names) if access else "",
-        ) for c in comms])
-    sent = await _replies(svc, lists[1], oldest=next((c.get("sent") for c in reversed(comms)
-                                                     if isinstance(c.get("sent"), str)), None))
-    for item in lists[1]:
+        ) for c in comms], number, any(link.get("relation") == "next" for link in bundle.get("link") or [])))
+    sent = await _replies(svc, lists[1].items, oldest=next((c.get("sent") for c in reversed(comms)
+                                                           if isinstance(c.get("sent"), str)), None))
+    for item in lists[1].items:
         item.reply = sent.get(f"Communication/{item.res_id}", "")
     return lists[0], lists[1], withheld
 

@@ -5,7 +5,8 @@
 - `GET /app/notices/overdue`, `GET /app/notices/{task}`: her overdue notices; one notice and the child's summary.
 - `POST /app/notices/{task}/acknowledge`, `/reassign`: the Task's writes (CSRF checked first).
 - `GET /app/lead`, `GET /app/lead/report?month=YYYY-MM`, `POST /app/lead/review/{document}`: the lead's desk.
-- `GET /app/mash`, `POST /app/mash/reply/{communication}`: the MASH practitioner's page and reply.
+- `GET /app/mash[?accesses=N&referrals=M]`, `POST /app/mash/reply/{communication}`: the MASH practitioner's
+  page (each list paged, newest first) and reply.
 - `GET /app/events`: the live-update stream (live.py).
 
 Each page runs in ONE unit of work as the signed-in user's Principal: the FHIR interactions it makes are
@@ -16,6 +17,7 @@ shown as a page with the same status. URLs carry resource ids only, never an NHS
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Annotated, Any
@@ -23,7 +25,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from app.errors import FhirError
+from app.errors import BadRequest, FhirError
 from app.interactions.service import FhirService
 from app.observability import request_id_var
 from app.security.principal import Principal
@@ -154,9 +156,22 @@ async def _desk(request: Request, user: Principal, template: str) -> Response:
     return await _page(request, user, work)
 
 
+def page_number(request: Request, name: str) -> int:
+    """The page of a list a query parameter asks for: 1 (the newest) when it is absent; a whole number
+    from 1 to 99999, else 400."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return 1
+    if not re.fullmatch(r"[1-9][0-9]{0,4}", raw):
+        raise BadRequest(f"'{name}' must be a page number from 1 to 99999, not '{raw[:20]}'", msg_id="SF-0408",
+                         expression=name)
+    return int(raw)
+
+
 async def _mash(request: Request, user: Principal) -> Response:
     async def work(svc: FhirService) -> Response:
-        accesses, referrals, withheld = await desk.mash_lists(svc)
+        accesses, referrals, withheld = await desk.mash_lists(
+            svc, access_page=page_number(request, "accesses"), referral_page=page_number(request, "referrals"))
         return render(request, "pages/mash.jinja", accesses=accesses, referrals=referrals, withheld=withheld)
     return await _page(request, user, work)
 

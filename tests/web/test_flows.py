@@ -15,6 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from app.demo import borough as b
 from app.vocabulary import COMMUNICATION_CATEGORY, QA_OUTCOME, TASK_CODE
+from app.web.desk import MASH_PAGE
 from tests.e2e.server import TEST_CLOCK, RunningServer
 from tests.web.browser import check_page
 from tests.web.conftest import sign_in, wait_for_path
@@ -277,18 +278,24 @@ def test_the_mash_practitioner_sees_the_referral_copies_addressed_to_her_authori
     check_page(driver, f"mash-{web_server.database}")
 
 
+def plan_read_in_ed(web_server: RunningServer, provider: Provider) -> None:
+    """The MASH's practitioner and borough, the MASH's own plan flag on the child, and an ED clinician
+    reading it in unscheduled care: one access notification addressed to the MASH."""
+    provider.add_user("mia.mash", MASH_USER)
+    seed_server(web_server)
+    with api(web_server) as admin:
+        r = admin.post("/Flag", json={**b.plan_flag(TEST_CLOCK.date()), "author": {"reference": b.MASH}})
+        assert r.status_code in (201, 409), r.text  # 409: already there from an earlier test on this server
+    with api(web_server, ed_token(web_server)) as ed:
+        assert ed.get("/Flag", params={"patient": b.CHILD}).status_code == 200
+
+
 def test_the_mash_practitioner_sees_who_looked_at_a_childs_plan_by_name_and_uk_time(
     driver: webdriver.Chrome, web_server: RunningServer, provider: Provider
 ) -> None:
     """An ED clinician reads the MASH's plan flag in unscheduled care; the MASH page lists that access with
     the child, the ED by name and the London time, and no reference or ISO time anywhere on the page."""
-    provider.add_user("mia.mash", MASH_USER)
-    seed_server(web_server)
-    with api(web_server) as admin:
-        r = admin.post("/Flag", json={**b.plan_flag(TEST_CLOCK.date()), "author": {"reference": b.MASH}})
-        assert r.status_code in (201, 409), r.text  # 409: already there from an earlier run on this server
-    with api(web_server, ed_token(web_server)) as ed:
-        assert ed.get("/Flag", params={"patient": b.CHILD}).status_code == 200
+    plan_read_in_ed(web_server, provider)
     sign_in(driver, web_server, "mia.mash")
     rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "table.nhsuk-table tbody tr")]
     assert rows and all(row.startswith("4 March 2026, ") and " GMT Casey Demo Demo General Hospital Emergency "
@@ -296,6 +303,29 @@ def test_the_mash_practitioner_sees_who_looked_at_a_childs_plan_by_name_and_uk_t
     source = driver.page_source
     assert not re.search(r"\b(?:Organization|PractitionerRole|Flag|Patient)/|\d{4}-\d{2}-\d{2}T", source)
     check_page(driver, f"mash-accesses-{web_server.database}")
+
+
+def test_the_mash_practitioner_pages_to_older_access_notifications(
+    driver: webdriver.Chrome, web_server: RunningServer, provider: Provider
+) -> None:
+    """More access notifications than a page holds: the newest page links to the older ones (the NHS.UK
+    pagination), the older page back to the newer; both pass axe."""
+    plan_read_in_ed(web_server, provider)
+    with api(web_server) as admin:  # as many again as a page holds, and one: copies of the first one
+        category = f"{COMMUNICATION_CATEGORY}|access-notification"
+        first = admin.get("/Communication", params={"category": category}).json()["entry"][0]["resource"]
+        for n in range(MASH_PAGE + 1):
+            copy = {k: v for k, v in first.items() if k not in ("id", "meta")}
+            copy["identifier"] = [{**i, "value": f"{i['value']}|paged-{n}"} for i in first["identifier"]]
+            assert admin.post("/Communication", json=copy).status_code == 201
+    sign_in(driver, web_server, "mia.mash")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "table.nhsuk-table tbody tr")) == MASH_PAGE
+    check_page(driver, f"mash-paged-{web_server.database}")
+    driver.find_element(By.CSS_SELECTOR, 'nav[aria-label="Access notifications pages"] a[rel="next"]').click()
+    wait_for_path(driver, "/app/mash")
+    assert driver.find_element(By.ID, "accesses").text == "Who looked at a child's plan: page 2"
+    assert driver.find_elements(By.CSS_SELECTOR, 'nav[aria-label="Access notifications pages"] a[rel="prev"]')
+    check_page(driver, f"mash-paged-older-{web_server.database}")
 
 
 def test_she_passes_a_notice_to_a_colleague_by_keyboard_and_it_moves_to_their_list(

@@ -218,21 +218,21 @@ async def test_mash_sees_referral_copies_and_replies_and_the_lead_reviews_the_co
     assert r.status_code == 200, r.text
     async with clean_ctx.unit_of_work(MASH) as svc:
         accesses, referrals, withheld = await desk.mash_lists(svc)
-    assert [(i.child, i.when, i.who) for i in referrals] == [
+    assert [(i.child, i.when, i.who) for i in referrals.items] == [
         # the sender's PractitionerRole is not the MASH's to read: the organisation holding the copy, by name
         ("Casey Demo", "5 January 2026, 10:00 GMT", "Demo General Hospital Emergency Department")]
-    assert accesses == [] and withheld is None and referrals[0].reply == ""
+    assert accesses.items == [] and withheld is None and referrals.items[0].reply == ""
     async with clean_ctx.unit_of_work(MASH) as svc:
-        await desk.reply(svc, referrals[0].res_id, "Strategy meeting held; child in need plan", clock.now())
+        await desk.reply(svc, referrals.items[0].res_id, "Strategy meeting held; child in need plan", clock.now())
     async with clean_ctx.unit_of_work(MASH) as svc:  # the copy now shows the outcome sent
-        assert [i.reply for i in (await desk.mash_lists(svc))[1]] == ["Strategy meeting held; child in need plan"]
+        assert [i.reply for i in (await desk.mash_lists(svc))[1].items] == ["Strategy meeting held; child in need plan"]
     replies = (await borough.get("/fhir/Communication?category=" + COMMUNICATION_CATEGORY + "|referral-outcome")).json()
     [reply] = [e["resource"] for e in replies["entry"]]
-    assert reply["inResponseTo"] == [{"reference": f"Communication/{referrals[0].res_id}"}]
+    assert reply["inResponseTo"] == [{"reference": f"Communication/{referrals.items[0].res_id}"}]
     assert reply["payload"] == [{"contentString": "Strategy meeting held; child in need plan"}]
     with pytest.raises(Unprocessable):
         async with clean_ctx.unit_of_work(MASH) as svc:
-            await desk.reply(svc, referrals[0].res_id, "   ", clock.now())
+            await desk.reply(svc, referrals.items[0].res_id, "   ", clock.now())
     async with clean_ctx.unit_of_work(LEAD) as svc:  # the 0-19 lead's queue holds her organisation's copies
         queue, _ = await desk.review_queue(svc)
     assert queue == []
@@ -244,14 +244,14 @@ async def test_every_shown_referral_copy_shows_its_outcome_however_many_outcomes
     """The outcomes are read newest first, page after page, back to the oldest shown copy: with a page
     of two outcomes and two copies shown, the newest copy's outcome is not left out (it was, read oldest
     first one page only, once the authority had sent more outcomes than a page holds)."""
-    monkeypatch.setattr(desk, "MASH_LIST", 2)
+    monkeypatch.setattr(desk, "MASH_PAGE", 2)
     monkeypatch.setattr(desk, "REPLIES_PAGE", 2)
     for hour in (9, 10, 11):
         r = await borough.post("/fhir", json=b.referral_copy(f"2026-01-05T{hour:02d}:00:00Z", f"Referral {hour}"),
                                headers=ed(auth))
         assert r.status_code == 200, r.text
     async with clean_ctx.unit_of_work(MASH) as svc:
-        shown = (await desk.mash_lists(svc))[1]
+        shown = (await desk.mash_lists(svc))[1].items
     assert [i.when for i in shown] == ["5 January 2026, 11:00 GMT", "5 January 2026, 10:00 GMT"]
     comms = (await borough.get("/fhir/Communication?category=" + COMMUNICATION_CATEGORY + "|mash-referral"
                                "&_sort=sent")).json()["entry"]
@@ -260,7 +260,7 @@ async def test_every_shown_referral_copy_shows_its_outcome_however_many_outcomes
             await desk.reply(svc, entry["resource"]["id"], f"Outcome for {entry['resource']['sent'][11:13]}h",
                              clock.now())
     async with clean_ctx.unit_of_work(MASH) as svc:
-        shown = (await desk.mash_lists(svc))[1]
+        shown = (await desk.mash_lists(svc))[1].items
     assert [i.reply for i in shown] == ["Outcome for 11h", "Outcome for 10h"]
 
 
@@ -327,9 +327,9 @@ async def test_mash_sees_who_looked_at_a_childs_plan_by_name_and_in_uk_time(
     async with clean_ctx.unit_of_work(MASH) as svc:
         accesses, _referrals, withheld = await desk.mash_lists(svc)
     assert withheld is None
-    assert [(a.child, a.when, a.who, a.what) for a in accesses] == [(
+    assert [(a.child, a.when, a.who, a.what) for a in accesses.items] == [(
         "Casey Demo", shown, "Demo General Hospital Emergency Department",
         "Safeguarding flags owned by Demo Borough MASH were viewed in unscheduled care. Who: a "
         "practitioner of Demo General Hospital Emergency Department. Where: Emergency department. "
         f"When: {shown}. Which flags: child-protection-plan.")]
-    assert not re.search(r"\d{4}-\d{2}-\d{2}T|[A-Z][a-z]+/[a-z]", " ".join(vars(accesses[0]).values()))
+    assert not re.search(r"\d{4}-\d{2}-\d{2}T|[A-Z][a-z]+/[a-z]", " ".join(vars(accesses.items[0]).values()))

@@ -16,7 +16,7 @@ from app.context import AppContext
 from app.demo import borough as b
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.vocabulary import COMMUNICATION_CATEGORY, CommunicationCategory
-from app.web.desk import MASH_LIST
+from app.web.desk import MASH_PAGE
 from tests.conftest import StepClock
 from tests.web.pages_data import attend, ed, seed
 from tests.web.test_dev_sign_in import _app_client, _csrf
@@ -110,12 +110,13 @@ async def test_the_mash_page_reads_no_recipients_for_its_referral_copies(
     assert counts[2] == counts[1] == counts[0] + more, counts
 
 
-async def test_the_mash_page_does_not_count_a_full_list(
+async def test_the_mash_page_pages_its_lists_and_does_not_count_a_full_one(
     client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Any
 ) -> None:
-    """The page shows the newest access notifications, as many as a list holds, and never how many there
-    are in all: a full list makes no more statements than one a notification short of full (the search
-    would otherwise count them all at every view, as an answer with a next page does)."""
+    """The page shows the newest access notifications, a page of them, and never how many there are in
+    all: a full page makes no more statements than one a notification short of full (the search would
+    otherwise count them all at every view). Older ones are on the next page, reached by an "Older" link
+    that keeps the other list where it is; a page number that is not one is refused (400)."""
     await seed(client, clock.now().date())
     flag = {**b.plan_flag(clock.now().date()), "author": {"reference": b.MASH}}  # the MASH's own plan flag
     assert (await client.post("/fhir/Flag", json=flag)).status_code == 201
@@ -129,14 +130,28 @@ async def test_the_mash_page_does_not_count_a_full_list(
         copy["identifier"] = [{**ident, "value": f"{ident['value']}|{n}"} for ident in first["identifier"]]
         assert (await client.post("/fhir/Communication", json=copy)).status_code == 201
 
-    for n in range(1, MASH_LIST - 1):
+    for n in range(1, MASH_PAGE - 1):
         await another(n)
     async with signed_in(clean_ctx, "mash") as mash:
         counts = []
-        for n in (None, MASH_LIST - 1):
+        for n in (None, MASH_PAGE - 1):
             if n:
                 await another(n)
             view, seen = await statements(clean_ctx, lambda: mash.get("/app/mash"))
-            assert view.status_code == 200 and view.text.count("Safeguarding flags owned by") == MASH_LIST - 1 + len(counts)
+            assert view.status_code == 200 and view.text.count("Safeguarding flags owned by") == MASH_PAGE - 1 + len(counts)
             counts.append(len(seen))
-    assert counts[1] == counts[0], counts
+        assert counts[1] == counts[0], counts
+        await another(MASH_PAGE)  # one more than a page: the oldest moves to page 2
+        newest = await mash.get("/app/mash")
+        assert newest.text.count("Safeguarding flags owned by") == MASH_PAGE
+        assert re.findall(r'href="(/app/mash\?[^"]+)"', newest.text) == ["/app/mash?referrals=1&amp;accesses=2"]
+        older = await mash.get("/app/mash?referrals=1&accesses=2")
+        assert older.status_code == 200 and older.text.count("Safeguarding flags owned by") == 1
+        assert "Who looked at a child's plan: page 2" in older.text
+        assert re.findall(r'href="(/app/mash\?[^"]+)"', older.text) == ["/app/mash?referrals=1&amp;accesses=1"]
+        empty = await mash.get("/app/mash?accesses=3")
+        assert empty.status_code == 200 and "No older access notifications." in empty.text
+        for bad in ("0", "abc", "-1", "100000", "1.5"):
+            refused = await mash.get("/app/mash", params={"accesses": bad})
+            assert refused.status_code == 400, bad
+            assert f"&#39;accesses&#39; must be a page number from 1 to 99999, not &#39;{bad}&#39;" in refused.text
