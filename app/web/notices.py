@@ -43,9 +43,10 @@ WITHOUT_OWNER = [i for i in INCLUDES if i != OWNER]
 _STATED_START = re.compile(r" on (\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2}))")
 
 
-@dataclass
+@dataclass(frozen=True)
 class NoticeRow:
-    """One notice as the pages show it (strings already in UK form)."""
+    """One notice as the pages show it (strings already in UK form); compared and hashed by value (a card
+    is kept for each distinct row, app/web/templates.py `card`)."""
 
     task_id: str
     version: int

@@ -1,7 +1,7 @@
 """The full lists of the pages in process, on both databases: her overdue list holds exactly her notices
 past their due time (the others are not on it, and her home page tags the overdue one), in UK form; the
-lead's desk reads no owners for its unrouted notices; the MASH page reads no recipients for its referral
-copies, and does not count a full list."""
+lead's desk reads no owners for its unrouted notices and shows each card as it is now; the MASH page
+reads no recipients for its referral copies, and does not count a full list."""
 
 from __future__ import annotations
 
@@ -155,3 +155,29 @@ async def test_the_mash_page_pages_its_lists_and_does_not_count_a_full_one(
             refused = await mash.get("/app/mash", params={"accesses": bad})
             assert refused.status_code == 400, bad
             assert f"&#39;accesses&#39; must be a page number from 1 to 99999, not &#39;{bad}&#39;" in refused.text
+
+
+async def test_the_leads_desk_shows_a_notices_card_as_it_is_now(
+    client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Any
+) -> None:
+    """A card is kept for each distinct row and look (app/web/templates.py `card`): the desk shows the same
+    card at each view, and once the notice is passed on, with whom it is now."""
+    await seed(client, clock.now().date())
+    await attend(client, ed(auth), "2026-01-05T08:30:00Z")
+    with_hv = '<dt class="nhsuk-summary-list__key">With</dt><dd class="nhsuk-summary-list__value">Hana Visitor</dd>'
+    async with signed_in(clean_ctx, "lead") as lead:
+        first, again = (await lead.get("/app/lead")).text, (await lead.get("/app/lead")).text
+        [task_id] = cards(first)
+        assert with_hv in first
+        assert _card(first, task_id) == _card(again, task_id)
+        task = (await client.get(f"/fhir/Task/{task_id}")).json()
+        task["owner"] = {"reference": "PractitionerRole/demo-hv2"}
+        assert (await client.put(f"/fhir/Task/{task_id}", json=task)).status_code == 200
+        moved = (await lead.get("/app/lead")).text
+    assert cards(moved) == [task_id] and with_hv not in moved and ">Harriet Second</dd>" in moved
+    assert _card(moved, task_id).replace(">Harriet Second<", ">Hana Visitor<") == _card(first, task_id)
+
+
+def _card(html: str, task_id: str) -> str:
+    """The card of the notice `task_id` on a page."""
+    return html.partition(f'data-task="{task_id}"')[2].partition("</li>")[0]
