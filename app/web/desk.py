@@ -27,7 +27,7 @@ from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.vocabulary import CommunicationCategory, QaOutcome, TaskCode
 from app.web import fmt
 from app.web.notice import payload_text, readable_payload
-from app.web.notices import by_ref, display_of, human_name, names_of, withheld_text
+from app.web.notices import by_ref, display_of, human_name, names_of, records, withheld_text
 
 if TYPE_CHECKING:
     from app.interactions.service import FhirService
@@ -73,7 +73,7 @@ async def review_queue(svc: FhirService) -> tuple[list[Item], str | None]:
     org = getattr(svc.principal, "org", None)
     bundle = await qa_queue(svc, org, [("_count", "200")])
     copies = _match(bundle)
-    found = await _records(svc, [(d.get("subject") or {}).get("reference", "") for d in copies] +
+    found = await records(svc, [(d.get("subject") or {}).get("reference", "") for d in copies] +
                            [a.get("reference", "") for d in copies for a in d.get("author") or []])
     items = [Item(d["id"], (d.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
                   display_of(d.get("subject"), found), fmt.uk_datetime(d.get("date") or
@@ -129,19 +129,6 @@ async def governance(svc: FhirService, month: str, now: datetime) -> list[tuple[
         bars = [Bar(k.replace("-", " "), counts.get(k, 0), round(100 * counts.get(k, 0) / top)) for k in CHART]
         out.append((report.names.get(ref, ref), values, bars))
     return out
-
-
-async def _records(svc: FhirService, refs: list[str]) -> dict[str, dict[str, Any]]:
-    """The records `refs` point at that the reader may read, for their names: one audited search per type."""
-    by_type: dict[str, set[str]] = {}
-    for ref in refs:
-        kind, _, rid = ref.partition("/")
-        if kind in ("Patient", "PractitionerRole", "Practitioner", "Organization") and rid:
-            by_type.setdefault(kind, set()).add(rid)
-    found: dict[str, dict[str, Any]] = {}
-    for kind, ids in sorted(by_type.items()):
-        found |= by_ref(await svc.search(kind, [("_id", ",".join(sorted(ids))), ("_count", "200")]))
-    return found
 
 
 def _copy_of(comm: dict[str, Any]) -> str:

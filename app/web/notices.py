@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+from app.fhir.search.definitions import params_for
 from app.safeguarding.tasks import OPEN_STATUSES, due_at, is_escalated, is_overdue
 from app.vocabulary import TASK_CODE as TASK_CODES
 from app.vocabulary import CommunicationCategory, TaskCode
@@ -33,11 +34,13 @@ CATEGORY_LABELS = {
 }
 LIST_LIMIT = 500  # the search's _count ceiling: every open notice of one person or team
 OWNER = ("_include", "Task:owner")
+SENDER = ("_include:iterate", "Communication:sender")
 INCLUDES = [("_include", "Task:focus"), ("_include", "Task:patient"), OWNER,
-            ("_include:iterate", "Communication:encounter"), ("_include:iterate", "Communication:sender"),
+            ("_include:iterate", "Communication:encounter"), SENDER,
             ("_include:iterate", "Encounter:service-provider")]
 # a list that does not say whom a notice is with (her own notices) reads no owners: a statement less
 WITHOUT_OWNER = [i for i in INCLUDES if i != OWNER]
+NAMED = ("Patient", "PractitionerRole", "Practitioner", "Organization")  # the records `records` reads
 # the attendance's start as the notice's text states it ("ED attendance on 2026-01-05T09:15:00Z (...)"), for
 # readers who may not read the ED's Encounter itself (a health visitor reads her notices, not the ED's records)
 _STATED_START = re.compile(r" on (\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2}))")
@@ -199,7 +202,7 @@ def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime,
     sent = fmt.instant(comm.get("sent") or task.get("authoredOn"))
     reasons = [cc.get("text") or next((c.get("display") or c.get("code") for c in cc.get("coding") or []), "")
                for cc in encounter.get("reasonCode") or comm.get("reasonCode") or []]
-    place_ref = encounter.get("serviceProvider") or comm.get("sender")
+    place_ref = _place(comm, encounter)
     return NoticeRow(
         task_id=str(task["id"]), version=int((task.get("meta") or {}).get("versionId", 1)),
         status=str(task.get("status", "")), category=category, label=CATEGORY_LABELS.get(category, category),
@@ -215,6 +218,44 @@ def row(task: dict[str, Any], found: dict[str, dict[str, Any]], now: datetime,
     )
 
 
+def _place(comm: dict[str, Any], encounter: dict[str, Any]) -> Any:
+    """Where the child attended: the attendance's provider, else (an attendance the reader may not read,
+    or one that names none) the notice's sender."""
+    return encounter.get("serviceProvider") or comm.get("sender")
+
+
+async def with_places(svc: FhirService, tasks: list[dict[str, Any]], found: dict[str, dict[str, Any]]
+                      ) -> dict[str, dict[str, Any]]:
+    """The senders that name the place (`_place`) of those notices of `tasks` whose attendance does not,
+    not read with the list, as far as the reader may read them: none when every attendance she reads
+    names its provider, as the ED's do."""
+    refs = []
+    for task in tasks:
+        comm = found.get(_ref(task.get("focus"))) or {}
+        place = _ref(_place(comm, found.get(_ref(comm.get("encounter"))) or {}))
+        if place and place not in found:
+            refs.append(place)
+    return await records(svc, refs, params_for("Communication")["sender"].targets or NAMED)
+
+
+async def records(svc: FhirService, refs: list[str], kinds: tuple[str, ...] = NAMED) -> dict[str, dict[str, Any]]:
+    """The records `refs` point at (of `kinds`) that the reader may read, for their names: audited searches
+    by `_id`, one per type (as many as a search may name at once)."""
+    by_type: dict[str, set[str]] = {}
+    for ref in refs:
+        kind, _, rid = ref.partition("/")
+        if kind in kinds and rid:
+            by_type.setdefault(kind, set()).add(rid)
+    found: dict[str, dict[str, Any]] = {}
+    size = max(1, min(int(svc.settings.search_max_values), LIST_LIMIT))
+    for kind, ids in sorted(by_type.items()):
+        names = sorted(ids)
+        for start in range(0, len(names), size):
+            found |= by_ref(await svc.search(kind, [("_id", ",".join(names[start:start + size])),
+                                                    ("_count", str(LIST_LIMIT)), ("_total", "none")]))
+    return found
+
+
 def _shared_display(ref: Any, found: dict[str, dict[str, Any]], shared: dict[Any, Any]) -> str:
     """`display_of`, once per list for each reference (with its display) its rows share."""
     key = ("display", _ref(ref), ref.get("display") if isinstance(ref, dict) else None)
@@ -223,9 +264,19 @@ def _shared_display(ref: Any, found: dict[str, dict[str, Any]], shared: dict[Any
     return str(shared[key])
 
 
-def open_query(owners: list[str] | None, *, unrouted: bool = False, with_owner: bool = True) -> list[tuple[str, str]]:
+def _includes(with_owner: bool, attendances: bool) -> list[tuple[str, str]]:
+    """A list's includes. For a reader who reads the attendances (`attendances`, the lead's desk) a notice's
+    place is its attendance's provider: the senders are read afterwards only for the notices whose
+    attendance she may not read or that names none (`with_places`), not included at every view (a look
+    at their types and a read, two statements)."""
+    includes = INCLUDES if with_owner else WITHOUT_OWNER
+    return [i for i in includes if i != SENDER] if attendances else includes
+
+
+def open_query(owners: list[str] | None, *, unrouted: bool = False, with_owner: bool = True,
+               attendances: bool = False) -> list[tuple[str, str]]:
     query = [("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"), ("status", ",".join(OPEN_STATUSES)),
-             ("_count", str(LIST_LIMIT)), *(INCLUDES if with_owner else WITHOUT_OWNER)]
+             ("_count", str(LIST_LIMIT)), *_includes(with_owner, attendances)]
     if owners:
         query.append(("owner", ",".join(sorted(owners))))
     if unrouted:
@@ -234,17 +285,23 @@ def open_query(owners: list[str] | None, *, unrouted: bool = False, with_owner: 
 
 
 async def open_notices(svc: FhirService, owners: list[str] | None, now: datetime, *,
-                       unrouted: bool = False, with_owner: bool = True, overdue: bool = False) -> Listing:
+                       unrouted: bool = False, with_owner: bool = True, overdue: bool = False,
+                       attendances: bool = False) -> Listing:
     """The open acknowledgement Tasks owned by `owners` (any of them; None: all the user may read;
-    `unrouted`: those with no owner), urgent first, then newest; one audited search. `with_owner`:
+    `unrouted`: those with no owner), urgent first, then newest; one audited search (and one of the
+    senders `with_places` reads, only when there are any). `with_owner`:
     read whom each is with (a list of one person's own notices need not); `overdue`: only the overdue
-    among them (the others are not worked out at all)."""
-    bundle = await svc.search("Task", open_query(owners, unrouted=unrouted, with_owner=with_owner))
+    among them (the others are not worked out at all); `attendances`: the reader reads the notices'
+    attendances (a lead), so their senders are read only where the attendance does not name the place."""
+    bundle = await svc.search("Task", open_query(owners, unrouted=unrouted, with_owner=with_owner,
+                                                 attendances=attendances))
     found = by_ref(bundle)
     tasks = [e["resource"] for e in bundle.get("entry") or []
              if (e.get("search") or {}).get("mode") == "match"]
     if overdue:
         tasks = [t for t in tasks if is_overdue(t, now.replace(tzinfo=None))]
+    if attendances:
+        found |= await with_places(svc, tasks, found)
     shared: dict[Any, Any] = {}
     return Listing(by_urgency([row(t, found, now, shared) for t in tasks]), withheld_text(bundle))
 
@@ -256,15 +313,18 @@ def by_urgency(rows: list[NoticeRow]) -> list[NoticeRow]:
 
 
 async def changed_notices(svc: FhirService, task_ids: list[str], owners: list[str], now: datetime, *,
-                          with_owner: bool = True) -> tuple[list[NoticeRow], list[str]]:
+                          with_owner: bool = True, attendances: bool = False) -> tuple[list[NoticeRow], list[str]]:
     """Of the Tasks `task_ids` (changed since a page's position), the open notices owned by `owners`, and
     the ids of the others the user may read (acknowledged, passed on): they leave her list. One audited
     search (`Task?_id=...` with the list's includes), so the policy decides as for the whole list and a
     Task she may not read is neither shown nor named."""
     query = [("_id", ",".join(task_ids)), ("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"), ("_count", str(LIST_LIMIT)),
-             *(INCLUDES if with_owner else WITHOUT_OWNER)]
+             *_includes(with_owner, attendances)]
     bundle = await svc.search("Task", query)
     found, mine = by_ref(bundle), set(owners)
+    if attendances:
+        found |= await with_places(svc, [e["resource"] for e in bundle.get("entry") or []
+                                         if (e.get("search") or {}).get("mode") == "match"], found)
     rows, gone = [], []
     for entry in bundle.get("entry") or []:
         task = entry["resource"]

@@ -116,14 +116,14 @@ async def _live_list(request: Request, user: Principal, *, team: bool) -> Respon
         since = feed.positions.open(request.query_params.get("since"))
         look = {"show_owner": team, "heading_level": 3 if team else 2}
         if since is None:
-            listing = await notices.open_notices(svc, owners, now, with_owner=team)
+            listing = await notices.open_notices(svc, owners, now, with_owner=team, attendances=team)
             response = render(request, "pages/_rows.jinja", listing=listing, **look)
         else:
             reader = svc.principal or user
             changed, last = await live.tasks_changed_since(
                 svc.session, since, delta_limit(request.app.state.ctx.settings),
                 lambda change: live.concerns(feed.policy, reader, change))
-            rows, gone = (await notices.changed_notices(svc, changed, owners, now, with_owner=team)
+            rows, gone = (await notices.changed_notices(svc, changed, owners, now, with_owner=team, attendances=team)
                           if changed else ([], []))
             response = render(request, "pages/_rows.jinja", delta=True, rows=rows, gone=gone, **look)
             if last is not None:  # more changes follow: stand at the last one covered (if settled so far)
@@ -148,8 +148,9 @@ async def _desk(request: Request, user: Principal, template: str) -> Response:
     async def work(svc: FhirService) -> Response:
         now = _now(request)
         event = await _position(request, svc)
-        team = await notices.open_notices(svc, notices.team_refs(svc), now)
-        unrouted = await notices.open_notices(svc, None, now, unrouted=True, with_owner=False)  # nobody's
+        team = await notices.open_notices(svc, notices.team_refs(svc), now, attendances=True)
+        unrouted = await notices.open_notices(svc, None, now, unrouted=True, with_owner=False,  # nobody's
+                                              attendances=True)
         queue, queue_withheld = await desk.review_queue(svc)
         return render(request, template, team=team, unrouted=unrouted, queue=queue, queue_withheld=queue_withheld,
                       outcomes=desk.QA_OUTCOMES, event=event)

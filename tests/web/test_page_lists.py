@@ -1,6 +1,7 @@
 """The full lists of the pages in process, on both databases: her overdue list holds exactly her notices
 past their due time (the others are not on it, and her home page tags the overdue one), in UK form; the
-lead's desk reads no owners for its unrouted notices and shows each card as it is now; the MASH page
+lead's desk reads no owners for its unrouted notices, nor the senders of notices whose attendance names
+its provider, and shows each card as it is now; the MASH page
 reads no recipients for its referral copies, and does not count a full list."""
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from app.context import AppContext
 from app.demo import borough as b
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
+from app.storage.audit_tables import audit_event
 from app.vocabulary import COMMUNICATION_CATEGORY, CommunicationCategory
 from app.web.desk import MASH_PAGE
 from tests.conftest import StepClock
 from tests.web.pages_data import attend, ed, seed
 from tests.web.test_dev_sign_in import _app_client, _csrf
-from tests.web.test_live_list import cards, hana, statements
+from tests.web.test_live_list import cards, hana, position, statements
 
 __all__ = ["hana"]  # the signed-in health visitor (a fixture)
 
@@ -60,7 +63,8 @@ async def test_the_leads_desk_reads_no_owners_for_its_unrouted_notices(
     client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Any
 ) -> None:
     """Unrouted notices have no owner to read: the desk's statements are the same with unrouted notices on
-    it as without (the list's includes run only for the notices found; none of them reads owners)."""
+    it as without (the list's includes run only for the notices found; none of them reads owners), and the
+    notices' senders are not read: their attendances name their providers, which the lead reads."""
     await seed(client, clock.now().date())
     await attend(client, ed(auth), "2026-01-05T08:30:00Z")
     assert (await client.delete(f"/fhir/{b.DUTY}")).status_code == 204  # no duty team: routed nowhere
@@ -77,9 +81,50 @@ async def test_the_leads_desk_reads_no_owners_for_its_unrouted_notices(
             assert desk.status_code == 200 and len(cards(unrouted)) == len(counts)
             counts.append(len(seen))
     # with unrouted notices: their search's includes (the notices, the child, the attendances, the
-    # senders, the attendances' providers; the notices and the senders, which may be of any type, after a
-    # look at the types their references name), and no read of owners
-    assert counts[2] == counts[1] == counts[0] + 7, counts
+    # attendances' providers; the notices, which may be of any type, after a look at the types their
+    # references name), and no read of owners, nor of the senders: every attendance names its provider
+    assert counts[2] == counts[1] == counts[0] + 5, counts
+
+
+async def test_the_leads_desk_names_the_place_from_the_notices_sender_when_the_attendance_names_none(
+    client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Any
+) -> None:
+    """A notice's place is its attendance's provider; for an attendance that names none (here, no longer),
+    it is the notice's sender, read after the list by one audited search of its id: on the desk and in
+    its live updates (the whole list, and the notices changed since the page's position)."""
+    await seed(client, clock.now().date())
+    encounter_id = await attend(client, ed(auth), "2026-01-05T08:30:00Z")
+    place = "5 January 2026, 08:30 GMT, Demo General Hospital Emergency Department (Contusion)"
+    async with signed_in(clean_ctx, "lead") as lead:
+        named, seen_named = await statements(clean_ctx, lambda: lead.get("/app/lead"))
+        encounter = (await client.get(f"/fhir/Encounter/{encounter_id}")).json()
+        del encounter["serviceProvider"]
+        assert (await client.put(f"/fhir/Encounter/{encounter_id}", json=encounter)).status_code == 200
+        before = await audit_queries(clean_ctx)
+        unnamed, seen_unnamed = await statements(clean_ctx, lambda: lead.get("/app/lead"))
+        added = (await audit_queries(clean_ctx))[len(before):]
+        whole = await lead.get("/app/lead/list")
+        [task_id] = cards(whole.text)
+        task = (await client.get(f"/fhir/Task/{task_id}")).json()
+        task["owner"] = {"reference": "PractitionerRole/demo-hv2"}  # passed on: a change the update shows
+        assert (await client.put(f"/fhir/Task/{task_id}", json=task)).status_code == 200
+        delta = await lead.get("/app/lead/list", params={"since": position(unnamed.text)})
+    assert "data-delta" in delta.text and cards(delta.text) == [task_id] and ">Harriet Second</dd>" in delta.text
+    assert place in whole.text and place in delta.text
+    assert len(cards(named.text)) == len(cards(unnamed.text)) == 1
+    assert place in named.text and place in unnamed.text
+    assert [q for q in added if q.startswith("Organization?")] == [
+        f"Organization?_id={b.ED.partition('/')[2]}&_count=500&_total=none"]
+    # the sender's search (its page alone); PostgreSQL also writes the list's queued audit record before it
+    more = 1 if clean_ctx.engine.dialect.name == "sqlite" else 2
+    assert len(seen_unnamed) == len(seen_named) + more, (seen_named, seen_unnamed)
+
+
+async def audit_queries(ctx: AppContext) -> list[str]:
+    """The queries of the audit trail's search records, oldest first."""
+    async with ctx.sessionmaker() as s:
+        rows = (await s.execute(select(audit_event.c.content).order_by(audit_event.c.seq))).all()
+    return [e["description"] for (content,) in rows for e in content.get("entity") or [] if e.get("query")]
 
 
 async def test_the_mash_page_reads_no_recipients_for_its_referral_copies(
