@@ -35,7 +35,9 @@ CATEGORY_LABELS = {
 LIST_LIMIT = 500  # the search's _count ceiling: every open notice of one person or team
 OWNER = ("_include", "Task:owner")
 SENDER = ("_include:iterate", "Communication:sender")
-INCLUDES = [("_include", "Task:focus"), ("_include", "Task:patient"), OWNER,
+# a notice's Task has its Communication as focus (app/safeguarding/tasks.py): included as that type, so that
+# the include does not look first at which types the focus references name (a statement less)
+INCLUDES = [("_include", "Task:focus:Communication"), ("_include", "Task:patient"), OWNER,
             ("_include:iterate", "Communication:encounter"), SENDER,
             ("_include:iterate", "Encounter:service-provider")]
 # a list that does not say whom a notice is with (her own notices) reads no owners: a statement less

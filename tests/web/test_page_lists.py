@@ -80,10 +80,10 @@ async def test_the_leads_desk_reads_no_owners_for_its_unrouted_notices(
             unrouted = desk.text.partition('id="unrouted"')[2].partition('id="quality"')[0]
             assert desk.status_code == 200 and len(cards(unrouted)) == len(counts)
             counts.append(len(seen))
-    # with unrouted notices: their search's includes (the notices, the child, the attendances, the
-    # attendances' providers; the notices, which may be of any type, after a look at the types their
-    # references name), and no read of owners, nor of the senders: every attendance names its provider
-    assert counts[2] == counts[1] == counts[0] + 5, counts
+    # with unrouted notices: their search's includes (the notices, as Communications, the child, the
+    # attendances, the attendances' providers), and no read of owners, nor of the senders: every
+    # attendance names its provider
+    assert counts[2] == counts[1] == counts[0] + 4, counts
 
 
 async def test_the_leads_desk_names_the_place_from_the_notices_sender_when_the_attendance_names_none(
