@@ -69,12 +69,17 @@ def _match(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
 
 
-async def review_queue(svc: FhirService) -> tuple[list[Item], str | None]:
+async def review_queue(svc: FhirService, known: dict[str, dict[str, Any]] | None = None
+                       ) -> tuple[list[Item], str | None]:
+    """The referral copies awaiting the lead's review, with their children's and authors' names; `known`:
+    records the page's other searches read (the team's list names the children and the health visitors
+    that most copies name), not searched again."""
     org = getattr(svc.principal, "org", None)
     bundle = await qa_queue(svc, org, [("_count", "200")])
     copies = _match(bundle)
-    found = await records(svc, [(d.get("subject") or {}).get("reference", "") for d in copies] +
-                           [a.get("reference", "") for d in copies for a in d.get("author") or []])
+    refs = [(d.get("subject") or {}).get("reference", "") for d in copies] + [
+        a.get("reference", "") for d in copies for a in d.get("author") or []]
+    found = {**(known or {}), **await records(svc, refs, known=known)}
     items = [Item(d["id"], (d.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
                   display_of(d.get("subject"), found), fmt.uk_datetime(d.get("date") or
                                                                        (d.get("meta") or {}).get("lastUpdated")),

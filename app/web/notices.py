@@ -85,6 +85,9 @@ class NoticeRow:
 class Listing:
     rows: list[NoticeRow] = field(default_factory=list)
     withheld: str | None = None  # the search's information entry, when restricted records were withheld
+    # reference -> the records the list's search read (the reader may read them): the desk's other lists
+    # name what these name without searching them again
+    found: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def overdue(self) -> list[NoticeRow]:
@@ -240,12 +243,16 @@ async def with_places(svc: FhirService, tasks: list[dict[str, Any]], found: dict
     return await records(svc, refs, params_for("Communication")["sender"].targets or NAMED)
 
 
-async def records(svc: FhirService, refs: list[str], kinds: tuple[str, ...] = NAMED) -> dict[str, dict[str, Any]]:
+async def records(svc: FhirService, refs: list[str], kinds: tuple[str, ...] = NAMED,
+                  known: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """The records `refs` point at (of `kinds`) that the reader may read, for their names: audited searches
-    by `_id`, one per type (as many as a search may name at once)."""
+    by `_id`, one per type (as many as a search may name at once), of those not `known` already (records
+    the reader's own searches of this page read)."""
     by_type: dict[str, set[str]] = {}
     for ref in refs:
         kind, _, rid = ref.partition("/")
+        if known and ref in known:
+            continue
         if kind in kinds and rid:
             by_type.setdefault(kind, set()).add(rid)
     found: dict[str, dict[str, Any]] = {}
@@ -305,7 +312,7 @@ async def open_notices(svc: FhirService, owners: list[str] | None, now: datetime
     if attendances:
         found |= await with_places(svc, tasks, found)
     shared: dict[Any, Any] = {}
-    return Listing(by_urgency([row(t, found, now, shared) for t in tasks]), withheld_text(bundle))
+    return Listing(by_urgency([row(t, found, now, shared) for t in tasks]), withheld_text(bundle), found)
 
 
 def by_urgency(rows: list[NoticeRow]) -> list[NoticeRow]:

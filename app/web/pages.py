@@ -151,7 +151,7 @@ async def _desk(request: Request, user: Principal, template: str) -> Response:
         team = await notices.open_notices(svc, notices.team_refs(svc), now, attendances=True)
         unrouted = await notices.open_notices(svc, None, now, unrouted=True, with_owner=False,  # nobody's
                                               attendances=True)
-        queue, queue_withheld = await desk.review_queue(svc)
+        queue, queue_withheld = await desk.review_queue(svc, team.found)
         return render(request, template, team=team, unrouted=unrouted, queue=queue, queue_withheld=queue_withheld,
                       outcomes=desk.QA_OUTCOMES, event=event)
     return await _page(request, user, work)

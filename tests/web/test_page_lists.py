@@ -6,6 +6,7 @@ reads no recipients for its referral copies, and does not count a full list."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,6 +119,30 @@ async def test_the_leads_desk_names_the_place_from_the_notices_sender_when_the_a
     # the sender's search (its page alone); PostgreSQL also writes the list's queued audit record before it
     more = 1 if clean_ctx.engine.dialect.name == "sqlite" else 2
     assert len(seen_unnamed) == len(seen_named) + more, (seen_named, seen_unnamed)
+
+
+async def test_the_leads_desk_names_a_referral_copy_from_what_its_list_read(
+    client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Any
+) -> None:
+    """A referral copy's author and child are named from the records the team's list read (its health
+    visitor, the child of a notice), not searched again; without such a notice they are searched by id."""
+    await seed(client, clock.now().date())
+    copy = json.loads(json.dumps(b.referral_copy("2026-01-05T10:00:00Z", "Referral text")).replace(b.ED_NURSE, b.HV))
+    r = await client.post("/fhir", json=copy, headers=auth("health-visitor", org=b.ZERO19, practitioner=b.HV))
+    assert r.status_code == 200, r.text
+    legend = "Referral to Demo Borough MASH by Hana Visitor, "
+    views = []
+    async with signed_in(clean_ctx, "lead") as lead:
+        for notices in (0, 1):
+            if notices:
+                await attend(client, ed(auth), "2026-01-05T08:30:00Z")
+            before = await audit_queries(clean_ctx)
+            desk = await lead.get("/app/lead")
+            assert desk.status_code == 200 and len(cards(desk.text)) == notices and legend in desk.text
+            views.append(sorted(q.partition("?")[0] for q in (await audit_queries(clean_ctx))[len(before):]))
+    assert views == [
+        ["DocumentReference/$qa-queue", "Patient", "PractitionerRole", "Task", "Task"],
+        ["DocumentReference/$qa-queue", "Task", "Task"]]
 
 
 async def audit_queries(ctx: AppContext) -> list[str]:
