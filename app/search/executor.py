@@ -19,7 +19,7 @@ from app.search.sql import count_query, page_query
 from app.storage import buffer
 from app.storage.db import plan_with_values
 from app.storage.repository import current_select, row_to_stored
-from app.storage.tables import idx_reference, resource
+from app.storage.tables import SEARCHED_TABLES, idx_reference, resource
 from app.stored import StoredResource
 
 MAX_ITERATE = 5  # rounds of `_include:iterate` / `_revinclude:iterate`
@@ -38,10 +38,10 @@ async def run_search(
 ) -> SearchResult:
     """`restrict(resource_table, type)` adds the caller's access conditions (the security policy) to the
     page, the total and the includes (`type` None: any type, for included resources); `audit` answers
-    `_revinclude=AuditEvent:...` (none without it). Rows the transaction queued are written first, so
+    `_revinclude=AuditEvent:...` (none without it). Rows the transaction queued for what it reads go first, so
     that the search sees them (app/storage/buffer.py). Its statements are planned with their values
     (app/storage/db.py `plan_with_values`)."""
-    await buffer.flush(session)
+    await buffer.flush(session, reading=SEARCHED_TABLES)
     await plan_with_values(session)
     where = list(restrict(resource, req.resource_type)) if restrict else []
     if req.summary == "count":

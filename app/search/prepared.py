@@ -33,6 +33,7 @@ from app.search.sql import page_query
 from app.storage import buffer
 from app.storage.db import plan_with_values
 from app.storage.repository import row_to_stored
+from app.storage.tables import SEARCHED_TABLES
 from app.stored import StoredResource
 
 V = TypeVar("V")
@@ -78,7 +79,7 @@ class PreparedSearch:
     async def run(self, session: AsyncSession, **values: str) -> list[StoredResource]:
         if set(values) != self.names:
             raise TypeError(f"this search takes exactly {sorted(self.names)}, not {sorted(values)}")
-        await buffer.flush(session)  # the rows this transaction queued, so that the search sees them
+        await buffer.flush(session, reading=SEARCHED_TABLES)  # the rows queued for what it reads: it sees them
         await plan_with_values(session)
         rows = (await session.execute(self.statement, values)).all()
         return [row_to_stored(r) for r in rows]

@@ -9,15 +9,15 @@ policy can tell whether a record is "of" that organisation.
 - `shared_refs`, only for a MASH practitioner about to touch DocumentReference/Binary: what the
   Communications addressed to their organisation point to (payload contentReference, and the
   Binaries those DocumentReferences carry as attachment.url).
-Two or three indexed queries per request (for `shared_refs`, the Communications' payloads alone are
-read, not the whole records); the caller may cache the result per (org, fhirUser).
+The organisation's and the user's look-ups go out as one statement (one round trip) per request;
+`shared_refs` takes one or two more (the Communications' payloads alone are read, not the whole records); the caller may cache the result per (org, fhirUser).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, String, and_, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.extract import split_reference, walk
@@ -28,29 +28,36 @@ from app.vocabulary import UserRole
 _SHARED_FOR = frozenset({"DocumentReference", "Binary"})
 
 
-async def _role_links(session: AsyncSession, param: str, target_type: str, target_id: str) -> list[tuple[str, str]]:
-    """(PractitionerRole id, its practitioner id or '') for roles whose `param` points at the target."""
+def _role_links(which: str, param: str, target_type: str, target_id: str) -> Select[Any]:
+    """(which, PractitionerRole id, its practitioner id or NULL) for roles whose `param` points at the target."""
     r, by, prac = resource.alias(), idx_reference.alias(), idx_reference.alias()
-    stmt = (
-        select(r.c.res_id, prac.c.target_id)
+    return (
+        select(literal(which, String).label("which"), r.c.res_id, prac.c.target_id)
         .join(by, and_(by.c.resource_pk == r.c.pk, by.c.param == param))
         .outerjoin(prac, and_(prac.c.resource_pk == r.c.pk, prac.c.param == "practitioner",
                               prac.c.target_type == "Practitioner"))
         .where(r.c.res_type == "PractitionerRole", r.c.deleted.is_(False),
                by.c.target_type == target_type, by.c.target_id == target_id)
     )
-    return [(rid, pid or "") for rid, pid in (await session.execute(stmt)).all()]
 
 
-async def _practitioner_of_role(session: AsyncSession, role_id: str) -> str | None:
+def _practitioner_of_role(which: str, role_id: str) -> Select[Any]:
+    """(which, the role's id, its practitioner id) of the PractitionerRole `role_id`."""
     r, prac = resource.alias(), idx_reference.alias()
-    stmt = (
-        select(prac.c.target_id)
-        .join(r, r.c.pk == prac.c.resource_pk)
+    return (
+        select(literal(which, String).label("which"), r.c.res_id, prac.c.target_id)
+        .select_from(prac).join(r, r.c.pk == prac.c.resource_pk)
         .where(r.c.res_type == "PractitionerRole", r.c.res_id == role_id, prac.c.param == "practitioner",
                prac.c.target_type == "Practitioner")
     )
-    return (await session.execute(stmt)).scalars().first()
+
+
+async def _links(session: AsyncSession, queries: list[Select[Any]]) -> list[tuple[str, str, str]]:
+    """The rows of every look-up, in one statement (one round trip)."""
+    if not queries:
+        return []
+    stmt = queries[0] if len(queries) == 1 else union_all(*queries)
+    return [(which, rid, pid or "") for which, rid, pid in (await session.execute(stmt)).all()]
 
 
 def _local_refs(values: Any, base: str) -> set[str]:
@@ -97,23 +104,24 @@ async def _shared(session: AsyncSession, principal: Principal) -> frozenset[str]
 
 async def enrich(session: AsyncSession, principal: Principal, resource_type: str | None = None) -> Principal:
     """The principal with its organisation's and its own references resolved (see module docstring)."""
+    queries: list[Select[Any]] = []
+    if principal.org:
+        queries.append(_role_links("org", "organization", "Organization", principal.org.partition("/")[2]))
+    if principal.fhir_user:
+        ftype, _, fid = principal.fhir_user.partition("/")
+        queries.append(_role_links("own", "practitioner", "Practitioner", fid) if ftype == "Practitioner"
+                       else _practitioner_of_role("role", fid))
     org_refs: set[str] = set()
     own_refs: set[str] = set()
-    if principal.org:
-        for role_id, prac_id in await _role_links(session, "organization", "Organization",
-                                                  principal.org.partition("/")[2]):
+    for which, role_id, prac_id in await _links(session, queries):
+        if which == "org":
             org_refs.add(f"PractitionerRole/{role_id}")
             if prac_id:
                 org_refs.add(f"Practitioner/{prac_id}")
-    if principal.fhir_user:
-        ftype, _, fid = principal.fhir_user.partition("/")
-        if ftype == "Practitioner":
-            own_refs |= {f"PractitionerRole/{rid}" for rid, _ in await _role_links(session, "practitioner",
-                                                                                   "Practitioner", fid)}
-        else:
-            prac = await _practitioner_of_role(session, fid)
-            if prac:
-                own_refs.add(f"Practitioner/{prac}")
+        elif which == "own":
+            own_refs.add(f"PractitionerRole/{role_id}")
+        elif prac_id and not any(ref.startswith("Practitioner/") for ref in own_refs):
+            own_refs.add(f"Practitioner/{prac_id}")  # the role's practitioner (the first found)
     out = principal.with_refs(org_refs=frozenset(org_refs), own_refs=frozenset(own_refs))
     if principal.role == UserRole.MASH_PRACTITIONER and resource_type in _SHARED_FOR:
         out = out.with_refs(shared_refs=await _shared(session, out))

@@ -4,7 +4,8 @@ A create or update writes its `resource` row at once (its primary key is needed)
 that only refer to it (`defer`). `flush(session)`, which `Repository.flush()` calls, writes the queue
 as one executemany per table. Nothing flushes behind the caller's back: the unit of work flushes
 before COMMIT, and every reader of a queued table flushes before its statement (the repository's
-history, version reads and index deletes; the search executor and prepared searches; the access
+history, version reads and index deletes; the search executor and prepared searches, when the queue
+holds rows of the tables they read: not the audit records of a page's earlier reads; the access
 checks and rules that read index tables), so that every read in the transaction still sees every
 row it wrote, and the transaction stays all-or-nothing. A statement that touches only `resource` or
 `patient_nhs_number` (the next create's INSERT, an update's version bump) leaves the queue as it is.
@@ -33,7 +34,7 @@ released, and drops what the savepoint queued when it rolls back. Open savepoint
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
@@ -51,11 +52,14 @@ def defer(session: AsyncSession, stmt: Any, rows: list[dict[str, Any]]) -> None:
     pending.setdefault(stmt, []).extend(rows)
 
 
-async def flush(session: AsyncSession) -> None:
-    """Write the queued rows now (nothing to do when none are queued)."""
-    pending = session.info.pop(PENDING, None)
-    if not pending:
+async def flush(session: AsyncSession, *, reading: Collection[str] | None = None) -> None:
+    """Write the queued rows now (nothing to do when none are queued). `reading`: the names of the tables
+    the caller is about to read; the queue then stays as it is unless it holds rows for one of them."""
+    pending = session.info.get(PENDING)
+    if not pending or (reading is not None and not any(
+            not isinstance(stmt, Insert) or stmt.table.name in reading for stmt in pending)):
         return
+    del session.info[PENDING]
     conn = await session.connection()
     plans = _plans(pending, conn.dialect)
     if plans is not None:

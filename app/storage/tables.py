@@ -140,3 +140,8 @@ patient_nhs_number = Table(
     _resource_fk(),
     Index("ix_patient_nhs_number_resource", "resource_pk"),
 )
+
+# What a search reads (the current rows and their index rows): a search flushes the rows its transaction
+# queued only when they are for one of these (app/storage/buffer.py `flush`), so the audit records of a
+# page's earlier reads go out with the rest at COMMIT rather than one INSERT per search
+SEARCHED_TABLES = frozenset(t.name for t in (resource, *INDEX_TABLES, patient_nhs_number))

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Request
-from sqlalchemy import delete, insert, null, select, update
+from sqlalchemy import bindparam, delete, insert, null, select, update
 from starlette.responses import Response
 
 from app.security.principal import Principal
@@ -94,6 +94,13 @@ class Context(Protocol):
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]: ...
 
 
+# a live session's last use moved to now, and what it holds (the idle timeout measured as `load` always has)
+_TOUCH = (update(web_session)
+          .where(web_session.c.id_hash == bindparam("key"), web_session.c.last_seen >= bindparam("since"))
+          .values(last_seen=bindparam("now"))
+          .returning(web_session.c.csrf, web_session.c.claims, web_session.c.login))
+
+
 class SessionStore:
     """`on_swept` is told of each signed-in session that `create` clears out past its idle timeout (its end,
     for the audit trail), after the transaction that deleted it."""
@@ -115,15 +122,17 @@ class SessionStore:
         now = self.now()
         async with self.ctx.sessionmaker() as db, db.begin():
             # every page view moves its session's last use: a commit of its own, which need not wait for
-            # the disk (on SQLite); a power loss could only take back that move, and end a session sooner
+            # the disk (on SQLite); a power loss could only take back that move, and end a session sooner.
+            # One statement moves it and reads the session when it is still live; only a session not
+            # found so is read again, to tell one past its timeout from none.
             await db.connection(execution_options=BOOKKEEPING)
+            live = (await db.execute(_TOUCH, {"key": key, "now": now, "since": now - self.timeout})).first()
+            if live is not None:
+                return WebSession(key, live.csrf, live.claims, live.login)
             row = (await db.execute(select(web_session).where(web_session.c.id_hash == key))).first()
             if row is None:
                 return None
             found = WebSession(key, row.csrf, row.claims, row.login)
-            if now - row.last_seen <= self.timeout:
-                await db.execute(update(web_session).where(web_session.c.id_hash == key).values(last_seen=now))
-                return found
         async with self.ctx.sessionmaker() as db, db.begin():  # its end is kept durably, as it is audited
             gone = (await db.execute(delete(web_session).where(web_session.c.id_hash == key)
                                      .returning(web_session.c.id_hash))).first()

@@ -14,12 +14,17 @@ import pytest
 from sqlalchemy import event, func, insert, select
 
 from app.context import AppContext
+from app.security.principal import Principal
+from app.security.scopes import ScopeSet
 from app.storage import buffer
+from app.storage.audit_tables import audit_event
 from app.storage.buffer import PENDING
 from app.storage.tables import idx_token, resource, resource_version
 from tests.support.fhir_data import flag, organization, patient
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
+AUDITED = Principal(sub="buffer-admin", role="admin", scopes=ScopeSet.parse("user/*.cruds"),
+                    issuer="http://127.0.0.1:8080/auth", org="Organization/buffer")
 
 
 def _statements() -> tuple[list[str], Any]:
@@ -87,6 +92,31 @@ async def test_a_read_in_the_transaction_sees_queued_index_rows(clean_ctx: AppCo
         _, found = await svc.search_result("Patient", [("identifier", f"{NHS}|9990000034")])
         assert [m.id for m in found.matches] == [created.stored.id]
         assert PENDING not in svc.session.info
+
+
+async def test_a_search_leaves_the_audit_records_of_earlier_reads_queued_until_commit(clean_ctx: AppContext) -> None:
+    """A page reads, then searches, then searches again: its audit records (the trail's rows, which no
+    search reads) stay queued and go out once, before COMMIT, not one INSERT before each search."""
+    async with clean_ctx.unit_of_work() as svc:
+        pid = (await svc.create("Patient", patient(nhs="9990000034"))).stored.id
+    sent, record = _statements()  # as SQLAlchemy sends them, and on SQLite as sqlite3 runs them (queued rows)
+    event.listen(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with clean_ctx.unit_of_work(principal=AUDITED) as svc:
+            raw = (await svc.session.connection()).sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            if clean_ctx.engine.dialect.name == "sqlite":
+                raw.sqlite.set_trace_callback(sent.append)
+            await svc.read("Patient", pid)
+            for _ in range(2):
+                _, found = await svc.search_result("Patient", [("identifier", f"{NHS}|9990000034")])
+                assert [m.id for m in found.matches] == [pid]
+                assert {stmt.table.name for stmt in svc.session.info[PENDING]} == {"audit_event", "audit_event_ref"}
+            assert not [s for s in sent if "INSERT INTO audit_event" in s]  # nothing of the trail written yet
+            if clean_ctx.engine.dialect.name == "sqlite":
+                raw.sqlite.set_trace_callback(None)
+    finally:
+        event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+    assert await _count(clean_ctx, audit_event) == 3  # the read and both searches, committed together
 
 
 async def test_create_then_update_in_one_transaction_leaves_only_the_new_index_rows(

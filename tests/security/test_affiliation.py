@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import event
+
 from app.context import AppContext
 from app.security.affiliation import enrich
 from app.security.policy import decide
@@ -47,6 +49,32 @@ async def test_team_and_own_references(clean_ctx: AppContext) -> None:
     assert decide(hv, "read", "Communication", comm, created_by_org="Organization/ed").allowed
     assert decide(who("health-visitor", "Organization/zero19"), "read", "Communication", comm,
                   created_by_org="Organization/ed").status == 404
+
+
+async def test_the_team_and_the_users_own_references_are_read_in_one_statement(clean_ctx: AppContext) -> None:
+    """Every request enriches its principal: the organisation's roles and the user's own (by Practitioner or
+    by PractitionerRole) come back from one statement, the same references as read one by one."""
+    await _store(clean_ctx, role("hv-1", "p1", "zero19"), role("hv-2", "p2", "zero19"), role("hv-1-bank", "p1", "bank"))
+    sent: list[str] = []
+
+    def record(_conn: Any, _cur: Any, sql: str, *_a: Any) -> None:
+        sent.append(sql)
+
+    event.listen(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with clean_ctx.sessionmaker() as session:
+            by_prac = await enrich(session, who("health-visitor", "Organization/zero19", "Practitioner/p1"))
+            by_role = await enrich(session, who("health-visitor", "Organization/zero19", "PractitionerRole/hv-1-bank"))
+            no_user = await enrich(session, who("health-visitor", "Organization/bank"))
+    finally:
+        event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+    assert len([sql for sql in sent if sql.lstrip().upper().startswith("SELECT")]) == 3
+    team = {"Organization/zero19", "PractitionerRole/hv-1", "PractitionerRole/hv-2", "Practitioner/p1", "Practitioner/p2"}
+    assert (by_prac.org_refs, by_prac.own_refs) == (team, {"Practitioner/p1", "PractitionerRole/hv-1",
+                                                           "PractitionerRole/hv-1-bank"})
+    assert (by_role.org_refs, by_role.own_refs) == (team, {"PractitionerRole/hv-1-bank", "Practitioner/p1"})
+    assert (no_user.org_refs, no_user.own_refs) == (
+        {"Organization/bank", "PractitionerRole/hv-1-bank", "Practitioner/p1"}, frozenset())
 
 
 async def test_what_is_shared_with_a_mash(clean_ctx: AppContext) -> None:
