@@ -100,6 +100,8 @@ _TOUCH = (update(web_session)
           .values(last_seen=bindparam("now"))
           .returning(web_session.c.csrf, web_session.c.claims, web_session.c.login))
 
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+
 
 class SessionStore:
     """`on_swept` is told of each signed-in session that `create` clears out past its idle timeout (its end,
@@ -123,9 +125,11 @@ class SessionStore:
         async with self.ctx.sessionmaker() as db, db.begin():
             # every page view moves its session's last use: a commit of its own, which need not wait for
             # the disk (on SQLite); a power loss could only take back that move, and end a session sooner.
-            # One statement moves it and reads the session when it is still live; only a session not
+            # One statement moves it and reads the session when it is still live (on PostgreSQL in one
+            # round trip: the statement is its own transaction, no BEGIN or COMMIT); only a session not
             # found so is read again, to tell one past its timeout from none.
-            await db.connection(execution_options=BOOKKEEPING)
+            one_trip = db.get_bind().dialect.name == "postgresql"
+            await db.connection(execution_options={**BOOKKEEPING, **(_AUTOCOMMIT if one_trip else {})})
             live = (await db.execute(_TOUCH, {"key": key, "now": now, "since": now - self.timeout})).first()
             if live is not None:
                 return WebSession(key, live.csrf, live.claims, live.login)
