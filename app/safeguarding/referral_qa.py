@@ -16,6 +16,7 @@ https://hl7.org/fhir/R4/task.html, https://hl7.org/fhir/R4/communication.html).
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
@@ -129,8 +130,11 @@ async def organization_members(lookup: Lookup, org: str) -> set[tuple[str, str]]
     return out
 
 
+@lru_cache(maxsize=16)
 def _reviewed(res: Any, base: str) -> Any:
-    """EXISTS a completed referral-qa Task whose focus is the DocumentReference row of `res`."""
+    """EXISTS a completed referral-qa Task whose focus is the DocumentReference row of `res`. The same
+    expression for the same table and base (SQL expressions are immutable): built once, not at each
+    view of the lead's desk."""
     task, focus = resource.alias("qa_task"), idx_reference.alias("qa_focus")
     treq = parse_search("Task", [("code", f"{TASK_CODE}|{TaskCode.REFERRAL_QA}"), ("status", "completed")], base=base)
     return exists(
