@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from app.errors import Unprocessable
+from app.errors import NotFound, Unprocessable
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.safeguarding.summary import OPEN_LIMIT, safeguarding_summary
 from app.safeguarding.tasks import OPEN_STATUSES
@@ -101,9 +101,12 @@ async def _open_tasks(svc: FhirService, child_ref: str, child: dict[str, Any]) -
 
 
 async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePage:
-    task = (await svc.read("Task", task_id)).content  # another team's notice: 404, as the API answers
     # the notice, the child, the owner and the attendance as the list's search includes them for this reader
     found = by_ref(await svc.search("Task", [("_id", task_id), *INCLUDES]))
+    task = found.get(f"Task/{task_id}")
+    if task is None:  # not hers to read, unknown or deleted: the read's own answer (404, 410), as the API's
+        await svc.read("Task", task_id)
+        raise NotFound(f"Task/{task_id} is not known", msg_id="SF-0301", expression="id")
     focus = (task.get("focus") or {}).get("reference", "")
     child_ref = (task.get("for") or {}).get("reference", "")
     summary: dict[str, Any] = {}
