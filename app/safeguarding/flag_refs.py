@@ -69,8 +69,13 @@ async def resolve_subject(lookup: Lookup, flag: dict[str, Any]) -> tuple[StoredR
 
 def nhs_numbers(patient: StoredResource) -> list[str]:
     """The Patient's NHS numbers (usually one)."""
+    return nhs_numbers_in(patient.content)
+
+
+def nhs_numbers_in(content: dict[str, Any]) -> list[str]:
+    """`nhs_numbers` of a Patient resource as a page holds it (its JSON)."""
     return [
         str(i["value"])
-        for i in patient.content.get("identifier") or []
+        for i in content.get("identifier") or []
         if isinstance(i, dict) and i.get("system") == NHS_NUMBER_SYSTEM and isinstance(i.get("value"), str)
     ]

@@ -37,7 +37,7 @@ from app.fhir.bundles import full_url, outcome_entry
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.search.params import parse_search
 from app.safeguarding.access import record_flag_access
-from app.safeguarding.flag_refs import nhs_numbers
+from app.safeguarding.flag_refs import nhs_numbers_in
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.search.executor import run_search
 from app.security import audit_search
@@ -59,13 +59,20 @@ NOTICE_CATEGORIES = (CommunicationCategory.ED_ATTENDANCE, CommunicationCategory.
                      CommunicationCategory.THINK_FAMILY, CommunicationCategory.ACCESS_NOTIFICATION)
 RECENT = 25  # notifications and accesses shown
 OPEN_LIMIT = 100  # active flags and open Tasks: all of them, in practice
+OPEN_ACKNOWLEDGEMENTS = (("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"), ("status", ",".join(OPEN_STATUSES)))
 
 
 def child_criterion(patient: StoredResource) -> tuple[str, str]:
-    numbers = nhs_numbers(patient)
+    return patient_criterion(patient.content, patient.id)
+
+
+def patient_criterion(content: dict[str, Any], patient_id: str) -> tuple[str, str]:
+    """How the summary's sections search for the child: by her NHS numbers when she has any (a record that
+    names her by identifier only is hers too), else by reference."""
+    numbers = nhs_numbers_in(content)
     if numbers:
         return "patient:identifier", ",".join(f"{NHS_NUMBER_SYSTEM}|{n}" for n in numbers)
-    return "patient", f"Patient/{patient.id}"
+    return "patient", f"Patient/{patient_id}"
 
 
 async def _section(
@@ -141,8 +148,7 @@ async def safeguarding_summary(ctx: WriteContext, patient_id: str, *, scheduled:
         "Task",
         [
             child,
-            ("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"),
-            ("status", ",".join(OPEN_STATUSES)),
+            *OPEN_ACKNOWLEDGEMENTS,
             ("_sort", "-authored-on"),
             ("_count", str(OPEN_LIMIT)),
         ],

@@ -180,6 +180,7 @@ async def mash_lists(svc: FhirService, *, access_page: int = 1,
     itself) read."""
     lists: list[ListPage] = []
     withheld = None
+    referrals: list[dict[str, Any]] = []
     for category, number in ((CommunicationCategory.ACCESS_NOTIFICATION, access_page),
                              (CommunicationCategory.MASH_REFERRAL, referral_page)):
         access = category == CommunicationCategory.ACCESS_NOTIFICATION
@@ -191,22 +192,27 @@ async def mash_lists(svc: FhirService, *, access_page: int = 1,
         withheld = withheld or withheld_text(bundle)
         comms = [c for c in _match(bundle) if c.get("resourceType") == "Communication"]
         if not access:
+            referrals = comms
             found |= await _copies_custodians(svc, comms)
         names = names_of(found) if access else {}
         lists.append(ListPage([Item(
             c["id"], (c.get("subject") or {}).get("reference", "").removeprefix("Patient/"),
             human_name(found.get((c.get("subject") or {}).get("reference", ""))),
             fmt.uk_datetime(c.get("sent")), _sender(c, found), readable_payload(c, names) if access else "",
-        ) for c in comms], number, any(link.get("relation") == "next" for link in bundle.get("link") or [])))
-    sent = await _replies(svc, lists[1].items, oldest=next((c.get("sent") for c in reversed(comms)
-                                                           if isinstance(c.get("sent"), str)), None))
+        ) for c in comms], number, _has_next(bundle)))
+    sent = await _replies(svc, referrals)
     for item in lists[1].items:
         item.reply = sent.get(f"Communication/{item.res_id}", "")
     return lists[0], lists[1], withheld
 
 
-async def _replies(svc: FhirService, referrals: list[Item], oldest: str | None) -> dict[str, str]:
-    """Referral Communication -> the outcome sent in reply, for the referral copies shown: every
+def _has_next(bundle: dict[str, Any]) -> bool:
+    """Whether a search's answer says a next page follows."""
+    return any(link.get("relation") == "next" for link in bundle.get("link") or [])
+
+
+async def _replies(svc: FhirService, referrals: list[dict[str, Any]]) -> dict[str, str]:
+    """Referral Communication -> the outcome sent in reply, for the referral Communications shown: every
     `referral-outcome` sent since the oldest of them was (a reply follows its referral; a day earlier
     still, for a sender whose clock was ahead), newest first, page after page, so that no shown
     referral looks unanswered however many outcomes the authority has sent (a second reply would follow)."""
@@ -214,8 +220,9 @@ async def _replies(svc: FhirService, referrals: list[Item], oldest: str | None) 
         return {}
     query = [("category", f"{COMM_CATEGORY}|{CommunicationCategory.REFERRAL_OUTCOME}"), ("_sort", "-sent"),
              ("_count", str(REPLIES_PAGE)), ("_total", "none")]
-    if oldest is not None and (since := fmt.instant(oldest)) is not None:
-        query.append(("sent", f"ge{format_instant(since - SENT_SKEW)}"))
+    oldest = min(filter(None, (fmt.instant(c.get("sent")) for c in referrals)), default=None)
+    if oldest is not None:
+        query.append(("sent", f"ge{format_instant(oldest - SENT_SKEW)}"))
     sent: dict[str, str] = {}
     offset = 0
     while True:
@@ -223,7 +230,7 @@ async def _replies(svc: FhirService, referrals: list[Item], oldest: str | None) 
         for comm in _match(page):
             for ref in comm.get("inResponseTo") or []:
                 sent.setdefault(ref.get("reference"), payload_text(comm))  # the newest reply, if several
-        if not any(link.get("relation") == "next" for link in page.get("link") or []):
+        if not _has_next(page):
             return sent
         offset += REPLIES_PAGE
 

@@ -20,12 +20,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.errors import NotFound, Unprocessable
-from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
-from app.safeguarding.summary import OPEN_LIMIT, safeguarding_summary
+from app.safeguarding.summary import (
+    OPEN_ACKNOWLEDGEMENTS,
+    OPEN_LIMIT,
+    patient_criterion,
+    safeguarding_summary,
+)
 from app.safeguarding.tasks import OPEN_STATUSES
 from app.stored import format_instant
-from app.vocabulary import FLAG_CATEGORY, CareTeamRole, TaskCode, UserRole
-from app.vocabulary import TASK_CODE as TASK_CODES
+from app.vocabulary import FLAG_CATEGORY, CareTeamRole, UserRole
 from app.web import fmt
 from app.web.notices import (
     INCLUDES,
@@ -91,12 +94,8 @@ def _flag(flag: dict[str, Any], found: dict[str, dict[str, Any]]) -> FlagView:
 async def _open_tasks(svc: FhirService, child_ref: str, child: dict[str, Any]) -> int:
     """How many open acknowledgement Tasks the child has (as the summary finds them: by NHS number when
     the child has one), all of them: one audited count (`_summary=count`)."""
-    numbers = [i["value"] for i in child.get("identifier") or []
-               if i.get("system") == NHS_NUMBER_SYSTEM and isinstance(i.get("value"), str)]
-    patient = (("patient:identifier", ",".join(f"{NHS_NUMBER_SYSTEM}|{n}" for n in numbers)) if numbers
-               else ("patient", child_ref))
-    counted = await svc.search("Task", [patient, ("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"),
-                                        ("status", ",".join(OPEN_STATUSES)), ("_summary", "count")])
+    counted = await svc.search("Task", [patient_criterion(child, child_ref.removeprefix("Patient/")),
+                                        *OPEN_ACKNOWLEDGEMENTS, ("_summary", "count")])
     return int(counted.get("total", 0))
 
 

@@ -18,10 +18,22 @@ from app.errors import BadRequest, Forbidden, NotFound, PreconditionFailed, Unpr
 from app.safeguarding import summary
 from app.safeguarding.escalation import escalate_overdue
 from app.storage.audit_tables import audit_event
-from app.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY
+from app.vocabulary import COMMUNICATION_CATEGORY, FLAG_CATEGORY, TASK_CODE
 from app.web import desk, notice, notices
 from tests.conftest import StepClock
-from tests.web.pages_data import HV, LEAD, MASH, OTHER, RESTRICTED, SEXUAL_HEALTH, attend, ed, principal, seed
+from tests.web.pages_data import (
+    HV,
+    LEAD,
+    MASH,
+    OTHER,
+    OTHER_HV,
+    RESTRICTED,
+    SEXUAL_HEALTH,
+    attend,
+    ed,
+    principal,
+    seed,
+)
 
 Auth = Any
 
@@ -114,6 +126,15 @@ async def test_the_notice_page_counts_all_the_childs_open_acknowledgements_beyon
     async with clean_ctx.unit_of_work(HV) as svc:
         assert (await notice.notice_page(svc, rows[0].task_id, clock.now())).open_tasks == 2
     await attend(borough, ed(auth), "2026-01-05T10:00:00Z")
+    async with clean_ctx.unit_of_work(HV) as svc:
+        assert (await notice.notice_page(svc, rows[0].task_id, clock.now())).open_tasks == 3
+    # another organisation's open acknowledgement on the same child is not hers to read: not counted
+    other = {"resourceType": "Task", "status": "requested", "intent": "order",
+             "code": {"coding": [{"system": TASK_CODE, "code": "acknowledge"}]}, "for": {"reference": b.CHILD},
+             "owner": {"reference": OTHER_HV}, "authoredOn": "2026-01-05T11:00:00Z",
+             "focus": (await borough.get(f"/fhir/Task/{rows[0].task_id}")).json()["focus"]}
+    r = await borough.post("/fhir/Task", json=other)
+    assert r.status_code == 201, r.text
     async with clean_ctx.unit_of_work(HV) as svc:
         assert (await notice.notice_page(svc, rows[0].task_id, clock.now())).open_tasks == 3
 
