@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from app.errors import Gone, NotFound
 from app.fhir.bundles import full_url, outcome_entry
 from app.fhir.nhs_number import NHS_NUMBER_SYSTEM
 from app.fhir.search.params import parse_search
+from app.fhir.search.results import SearchResult
 from app.safeguarding.access import record_flag_access
 from app.safeguarding.flag_refs import nhs_numbers_in
 from app.safeguarding.tasks import OPEN_STATUSES
@@ -80,12 +82,19 @@ async def _section(
 ) -> tuple[list[StoredResource], list[StoredResource], bool]:
     """(matches, included, withheld) of one search, under the principal's access restrictions; `withheld`
     as a search's notice (search_scope.withholds): the child has records of the type withheld from them."""
-    req = parse_search(
-        resource_type,
-        [*query, ("_total", "none")],
-        base=ctx.base,
-        max_count=ctx.settings.max_count,
-    )
+    result, withheld = await _search(ctx, resource_type, [*query, ("_total", "none")])
+    return result.matches, result.included, withheld
+
+
+async def _counted(ctx: WriteContext, resource_type: str, query: list[tuple[str, str]]) -> tuple[int, bool]:
+    """(how many records, withheld) of one search under the principal's access restrictions, counted
+    (`_summary=count`), not read."""
+    result, withheld = await _search(ctx, resource_type, [*query, ("_summary", "count")])
+    return int(result.total or 0), withheld
+
+
+async def _search(ctx: WriteContext, resource_type: str, query: list[tuple[str, str]]) -> tuple[SearchResult, bool]:
+    req = parse_search(resource_type, query, base=ctx.base, max_count=ctx.settings.max_count)
     if resource_type == "AuditEvent":  # kept in the audit trail
         result = await audit_search.search(ctx.session, req, ctx.principal, base=ctx.base,
                                            max_includes=ctx.settings.max_includes, restrict=ctx.guard.restrict())
@@ -97,7 +106,7 @@ async def _section(
         withheld_by = withholds
     withheld = ctx.principal is not None and await withheld_by(ctx.session, ctx.principal, req,
                                                                _patients_shown(result.matches))
-    return result.matches, result.included, withheld
+    return result, withheld
 
 
 def _patients_shown(matches: list[StoredResource]) -> Iterator[str]:
@@ -115,9 +124,29 @@ def _entry(fhir_base: str, res: StoredResource, mode: str) -> dict[str, Any]:
     }
 
 
-async def safeguarding_summary(ctx: WriteContext, patient_id: str, *, scheduled: bool) -> dict[str, Any]:
-    """The summary Bundle; 404 for an unknown Patient, 410 for a deleted one, 403 for a role that may
-    not use the operation. `scheduled`: the `X-Access-Context: scheduled` header (a silent read)."""
+@dataclass
+class Summary:
+    """The summary's sections as read for the principal (`summarise`): the records shown, and whether the
+    child has records withheld from any section."""
+
+    patient: StoredResource
+    flags: list[StoredResource]
+    authors: list[StoredResource]  # the flags' authors (`_include=Flag:author`)
+    notices: list[StoredResource]
+    tasks: list[StoredResource]  # none when the open Tasks were counted, not read
+    open_tasks: int  # how many open acknowledgement Tasks the child has that the principal may see
+    accesses: list[StoredResource]
+    withheld: bool
+    now: datetime
+
+
+async def summarise(ctx: WriteContext, patient_id: str, *, scheduled: bool, tasks_read: bool = True,
+                    accesses: bool = True) -> Summary:
+    """The summary's sections; 404 for an unknown Patient, 410 for a deleted one, 403 for a role that may
+    not use the operation. `scheduled`: the `X-Access-Context: scheduled` header (a silent read).
+    `tasks_read=False`: the open Tasks are counted (all of them, one statement), not read (a page that shows
+    only how many there are, app/web/notice.py); `accesses=False`: the access section is not read (a page
+    that does not show it). The access is audited with exactly the records read."""
     ctx.guard.begin("operation", "Patient", patient_id)
     patient = await ctx.repo.get("Patient", patient_id)
     # one decision: the operation, and the read of the Patient it is on (none: unknown or deleted)
@@ -143,34 +172,47 @@ async def safeguarding_summary(ctx: WriteContext, patient_id: str, *, scheduled:
             ("_count", str(RECENT)),
         ],
     )
-    tasks, _, w_tasks = await _section(
-        ctx,
-        "Task",
-        [
-            child,
-            *OPEN_ACKNOWLEDGEMENTS,
-            ("_sort", "-authored-on"),
-            ("_count", str(OPEN_LIMIT)),
-        ],
-    )
-    accesses, _, w_accesses = await _section(
-        ctx, "AuditEvent", [("patient", f"Patient/{patient.id}"), ("_sort", "-date"), ("_count", str(RECENT))]
-    )
+    if tasks_read:
+        tasks, _, w_tasks = await _section(
+            ctx,
+            "Task",
+            [
+                child,
+                *OPEN_ACKNOWLEDGEMENTS,
+                ("_sort", "-authored-on"),
+                ("_count", str(OPEN_LIMIT)),
+            ],
+        )
+        open_tasks = len(tasks)
+    else:
+        tasks, open_tasks, w_tasks = [], *await _counted(ctx, "Task", [child, *OPEN_ACKNOWLEDGEMENTS])
+    seen: list[StoredResource] = []
+    w_accesses = False
+    if accesses:
+        seen, _, w_accesses = await _section(
+            ctx, "AuditEvent", [("patient", f"Patient/{patient.id}"), ("_sort", "-date"), ("_count", str(RECENT))]
+        )
     now: datetime = ctx.clock.now()
     await record_flag_access(ctx, ctx.principal, flags, scheduled=scheduled, now=now)
-    await ctx.guard.audited(patient, shown=[*flags, *authors, *notices, *tasks, *accesses])
+    await ctx.guard.audited(patient, shown=[*flags, *authors, *notices, *tasks, *seen])
+    return Summary(patient, flags, authors, notices, tasks, open_tasks, seen,
+                   withheld or w_notices or w_tasks or w_accesses, now)
 
-    base = ctx.base
-    matches = [patient, *flags, *notices, *tasks, *accesses]
-    entries = [_entry(base, r, "match") for r in [patient, *flags]]
-    entries += [_entry(base, r, "include") for r in authors]
-    entries += [_entry(base, r, "match") for r in [*notices, *tasks, *accesses]]
-    if withheld or w_notices or w_tasks or w_accesses:
+
+async def safeguarding_summary(ctx: WriteContext, patient_id: str, *, scheduled: bool) -> dict[str, Any]:
+    """The summary Bundle (`summarise`, every section read)."""
+    summary = await summarise(ctx, patient_id, scheduled=scheduled)
+    base, patient = ctx.base, summary.patient
+    matches = [patient, *summary.flags, *summary.notices, *summary.tasks, *summary.accesses]
+    entries = [_entry(base, r, "match") for r in [patient, *summary.flags]]
+    entries += [_entry(base, r, "include") for r in summary.authors]
+    entries += [_entry(base, r, "match") for r in [*summary.notices, *summary.tasks, *summary.accesses]]
+    if summary.withheld:
         entries.append(outcome_entry([withheld_issue()]))
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": format_instant(utc_ms(now))},
+        "meta": {"lastUpdated": format_instant(utc_ms(summary.now))},
         "type": "searchset",
         "total": len(matches),
         "link": [{"relation": "self", "url": f"{base}/Patient/{patient.id}/${OPERATION}"}],

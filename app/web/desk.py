@@ -40,8 +40,10 @@ QA_OUTCOMES = {
 }
 REPLY_MAX = 4000
 # an access notification's text names its child, sender and recipient (the authority): all three are read
-# for their names; a referral copy shows its child and sender only (its text is the copy's, not shown)
-REFERRAL_INCLUDES = [("_include", "Communication:subject"), ("_include", "Communication:sender")]
+# for their names; a referral copy shows its child and sender only (its text is the copy's, not shown). The
+# child is a Patient (a Group has no person's name to show): included as that type, so the include does
+# not first look up which types the subjects name (a statement less per list)
+REFERRAL_INCLUDES = [("_include", "Communication:subject:Patient"), ("_include", "Communication:sender")]
 ACCESS_INCLUDES = [*REFERRAL_INCLUDES, ("_include", "Communication:recipient")]
 # rows of each list on a MASH page, the newest first, older ones on the pages after; not how many there
 # are in all (a full page would otherwise be counted as well at every view)

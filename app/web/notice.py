@@ -1,9 +1,11 @@
 """One notice's page and what can be done on it, each a FHIR interaction as the signed-in user:
 
-- the page reads the acknowledgement Task (`GET Task/id`: another team's notice is 404, exactly as the
-  API answers it), its notice (`GET Communication/id`) and the child's `$safeguarding-summary` (active
-  flags with their owners' contact numbers, recent notices and open Tasks; withheld restricted records
-  are said with the summary's own notice); each access is audited as that interaction;
+- the page searches the acknowledgement Task by id with the list's includes (its notice, the child, the
+  attendance, the owner: another team's notice is 404, exactly as the API answers `GET Task/id`) and
+  reads the child's `$safeguarding-summary` as far as the page shows it (active flags with their owners'
+  contact numbers, recent notices, and how many open acknowledgements the child has, counted, not read;
+  not the accesses, which it does not show); withheld restricted records are said with the summary's own
+  notice; each access is audited as that interaction;
 - Acknowledge is an update of the Task to `completed` (with the optional note as its `statusReason`,
   one of the status elements a health visitor may change), version-checked against the version the
   page showed (a notice changed meanwhile is 412, not silently overwritten);
@@ -20,13 +22,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.errors import NotFound, Unprocessable
-from app.safeguarding.summary import (
-    OPEN_ACKNOWLEDGEMENTS,
-    OPEN_LIMIT,
-    patient_criterion,
-    safeguarding_summary,
-)
+from app.safeguarding.summary import summarise
 from app.safeguarding.tasks import OPEN_STATUSES
+from app.security.labels import withheld_issue
 from app.stored import format_instant
 from app.vocabulary import FLAG_CATEGORY, CareTeamRole, UserRole
 from app.web import fmt
@@ -39,7 +37,6 @@ from app.web.notices import (
     names_of,
     own_refs,
     row,
-    withheld_text,
 )
 
 if TYPE_CHECKING:
@@ -91,14 +88,6 @@ def _flag(flag: dict[str, Any], found: dict[str, dict[str, Any]]) -> FlagView:
                     display_of(flag.get("author"), found), phones)
 
 
-async def _open_tasks(svc: FhirService, child_ref: str, child: dict[str, Any]) -> int:
-    """How many open acknowledgement Tasks the child has (as the summary finds them: by NHS number when
-    the child has one), all of them: one audited count (`_summary=count`)."""
-    counted = await svc.search("Task", [patient_criterion(child, child_ref.removeprefix("Patient/")),
-                                        *OPEN_ACKNOWLEDGEMENTS, ("_summary", "count")])
-    return int(counted.get("total", 0))
-
-
 async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePage:
     # the notice, the child, the owner and the attendance as the list's search includes them for this reader
     found = by_ref(await svc.search("Task", [("_id", task_id), *INCLUDES]))
@@ -108,26 +97,24 @@ async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePa
         raise NotFound(f"Task/{task_id} is not known", msg_id="SF-0301", expression="id")
     focus = (task.get("focus") or {}).get("reference", "")
     child_ref = (task.get("for") or {}).get("reference", "")
-    summary: dict[str, Any] = {}
-    if child_ref.startswith("Patient/"):
-        summary = await safeguarding_summary(svc, child_ref.partition("/")[2], scheduled=False)
-    found = by_ref(summary) | found
+    summary = None
+    if child_ref.startswith("Patient/"):  # the page shows how many open Tasks, and no accesses
+        summary = await summarise(svc, child_ref.partition("/")[2], scheduled=False, tasks_read=False,
+                                  accesses=False)
+        read = [summary.patient, *summary.flags, *summary.authors, *summary.notices]
+        found = {f"{r.resource_type}/{r.id}": r.content for r in read} | found
     child = found.get(child_ref)
-    entries = [e["resource"] for e in summary.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
-    flags = [_flag(r, found) for r in entries if r["resourceType"] == "Flag"]
     names = names_of(found)
-    recent = [(fmt.uk_datetime(r.get("sent")), readable_payload(r, names) or "Notice")
-              for r in entries if r["resourceType"] == "Communication"]
-    tasks = [r for r in entries if r["resourceType"] == "Task"]
-    open_tasks = len(tasks)
-    if open_tasks >= OPEN_LIMIT and child is not None:  # the summary shows the newest: count them all
-        open_tasks = await _open_tasks(svc, child_ref, child)
     notice = row(task, found, now)
     return NoticePage(
         notice=notice, text=readable_payload(found.get(focus, {}), names),
         child_name=human_name(child) if child else notice.child_name,
         birth=fmt.uk_date((child or {}).get("birthDate")),
-        flags=flags, recent=recent, open_tasks=open_tasks, withheld=withheld_text(summary),
+        flags=[_flag(r.content, found) for r in summary.flags] if summary else [],
+        recent=[(fmt.uk_datetime(r.content.get("sent")), readable_payload(r.content, names) or "Notice")
+                for r in summary.notices] if summary else [],
+        open_tasks=summary.open_tasks if summary else 0,
+        withheld=withheld_issue().diagnostics if summary and summary.withheld else None,
         open=task.get("status") in OPEN_STATUSES,
     )
 

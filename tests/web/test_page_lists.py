@@ -170,11 +170,11 @@ async def test_the_mash_page_reads_no_recipients_for_its_referral_copies(
             assert view.status_code == 200 and view.text.count("/app/mash/reply/") == len(counts)
             counts.append(len(seen))
     # with referral copies: the DocumentReferences whose Binaries are shared with the MASH (1), the referral
-    # search's includes, the child and the sender and no recipient (2, each after a look at the types its
-    # references name, as they may be any), its withheld check (1), the copies' search, its custodians and
-    # withheld check (3), the outcomes sent in reply (1: a page without referral copies does not look for
-    # them); the audit records go out with the page's others at COMMIT (no search reads them)
-    assert counts[2] == counts[1] == counts[0] + 10, counts
+    # search's includes, the child (1: a Patient) and the sender (2: after a look at the types its
+    # references name, as they may be any) and no recipient, its withheld check (1), the copies' search,
+    # its custodians and withheld check (3), the outcomes sent in reply (1: a page without referral copies
+    # does not look for them); the audit records go out with the page's others at COMMIT (no search reads them)
+    assert counts[2] == counts[1] == counts[0] + 9, counts
 
 
 async def test_the_mash_page_pages_its_lists_and_does_not_count_a_full_one(
@@ -248,3 +248,26 @@ async def test_the_leads_desk_shows_a_notices_card_as_it_is_now(
 def _card(html: str, task_id: str) -> str:
     """The card of the notice `task_id` on a page."""
     return html.partition(f'data-task="{task_id}"')[2].partition("</li>")[0]
+
+
+async def test_the_notice_page_counts_the_childs_open_acknowledgements_and_reads_neither_them_nor_her_accesses(
+    hana: httpx.AsyncClient, client: httpx.AsyncClient, clean_ctx: AppContext, auth: Any
+) -> None:
+    """A notice's page says how many open acknowledgements the child has, not which: it counts them in one
+    statement however many there are, and reads none of them. It shows no accesses to the child's record,
+    so it reads none either, not even for a safeguarding lead, who may read them."""
+    await attend(client, ed(auth), "2026-01-05T08:30:00Z")
+    [task] = cards((await hana.get("/app")).text)
+    views = []
+    for more in ((), ("2026-01-05T09:30:00Z", "2026-01-05T10:30:00Z")):
+        for start in more:
+            await attend(client, ed(auth), start)
+        page, seen = await statements(clean_ctx, lambda: hana.get(f"/app/notices/{task}"))
+        assert page.status_code == 200, page.text
+        views.append((re.findall(r"Open acknowledgements for this child: (\d+)", page.text),
+                      len(seen), sum("count(" in s for s in seen), [s for s in seen if "audit_event.content" in s]))
+    assert views == [(["1"], views[0][1], 1, []), (["3"], views[0][1], 1, [])]
+    async with signed_in(clean_ctx, "lead") as lead:
+        page, seen = await statements(clean_ctx, lambda: lead.get(f"/app/notices/{task}"))
+    assert page.status_code == 200 and "Open acknowledgements for this child: 3" in page.text
+    assert [s for s in seen if "audit_event.content" in s] == []  # the audit chain's own look-up reads no record
