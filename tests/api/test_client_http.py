@@ -184,6 +184,27 @@ async def test_responses_are_gzipped_when_asked_and_large(client: httpx.AsyncCli
     assert "content-encoding" not in refused.headers
 
 
+def _gzip_speed_flag(body: bytes) -> int:
+    """The XFL byte of a gzip member's header (RFC 1952 section 2.3.1): 4 = compressed with the fastest
+    algorithm (level 1), 0 = a level between, 2 = the best (level 9)."""
+    assert body[:2] == b"\x1f\x8b"
+    return body[8]
+
+
+async def test_web_pages_are_gzipped_at_the_fastest_level_fhir_at_the_default(client: httpx.AsyncClient) -> None:
+    narrative = '<div xmlns="http://www.w3.org/1999/xhtml">' + "Amy Smith, seen in clinic. " * 100 + "</div>"
+    pid = await create(client, patient(text={"status": "generated", "div": narrative}))
+    headers = {"Accept-Encoding": "gzip"}
+    raw = {}
+    for path in (f"/fhir/Patient?_id={pid}", "/app/static/live.js"):  # a page's asset is served under /app too
+        async with client.stream("GET", path, headers=headers) as r:
+            assert r.headers["content-encoding"] == "gzip"
+            raw[path] = b"".join([chunk async for chunk in r.aiter_raw()])
+    assert [_gzip_speed_flag(body) for body in raw.values()] == [0, 4]
+    plain = await client.get("/app/static/live.js", headers={"Accept-Encoding": "identity"})
+    assert gzip.decompress(raw["/app/static/live.js"]) == plain.content
+
+
 def test_accept_encoding_values() -> None:
     assert [accepts_gzip(v) for v in (b"gzip", b"deflate, gzip;q=0.5", b"*", b"GZIP", b"x-gzip", b"br")] == [
         True, True, True, True, True, False]
