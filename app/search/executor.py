@@ -16,7 +16,7 @@ from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
 from app.fhir.search.params import Include, SearchRequest
 from app.fhir.search.results import SearchResult
 from app.search.prepared import page_statement, recently_used
-from app.search.sql import count_query, page_query
+from app.search.sql import count_query, never, page_query
 from app.storage import buffer
 from app.storage.db import plan_with_values
 from app.storage.repository import current_select, row_to_stored
@@ -43,8 +43,10 @@ async def run_search(
     that the search sees them (app/storage/buffer.py). Its statements are planned with their values
     (app/storage/db.py `plan_with_values`)."""
     await buffer.flush(session, reading=SEARCHED_TABLES)
-    await plan_with_values(session)
     where = list(restrict(resource, req.resource_type)) if restrict else []
+    if never(where):  # the asker may see nothing of the type: nothing to ask the database
+        return SearchResult(req, [], None if req.total == "none" and req.summary != "count" else 0)
+    await plan_with_values(session)
     if req.summary == "count":
         return SearchResult(req, [], int((await session.execute(count_query(req, where))).scalar_one()))
     share = _share_key(restrict)
@@ -174,16 +176,18 @@ def _referring_to(targets: list[StoredResource], inc: Include) -> Step | None:
 
 # Include steps with the access conditions, the order and a bound LIMIT, by (statement, who asks):
 # the conditions depend on who asks only (app/security/guard.py `Restriction`).
-_STEPS: dict[Any, Select[Any]] = {}  # least recently used first
+_STEPS: dict[Any, Select[Any] | None] = {}  # least recently used first
 MAX_STEPS = 256
 
 
 def _step(base: Select[Any], restrict: Restrict | None, types: tuple[str, ...] | None,
-          share: Hashable | None) -> Select[Any]:
+          share: Hashable | None) -> Select[Any] | None:
     """`base` limited to what the asker may see of `types` (None: of any type); built once per `share`
-    key when there is one."""
-    def build() -> Select[Any]:
-        return base.where(*_visible(restrict, types)).order_by(resource.c.pk).limit(bindparam("room"))
+    key when there is one. None when the asker may see nothing of `types`: the statement would find
+    nothing, so it is not sent."""
+    def build() -> Select[Any] | None:
+        visible = _visible(restrict, types)
+        return None if never(visible) else base.where(*visible).order_by(resource.c.pk).limit(bindparam("room"))
 
     return build() if share is None else recently_used(_STEPS, (base, types, share), MAX_STEPS, build)
 
@@ -254,6 +258,8 @@ async def add_includes(
                     continue
             # shared only when `base` itself is (an _include's); a _revinclude's keys are in its SQL
             stmt = _step(base, restrict, types, share if params else None)
+            if stmt is None:
+                continue
             rows = (await session.execute(stmt, {**params, "room": room + len(seen) + 1})).all()
             if _take(map(row_to_stored, rows), seen, new, result, max_includes):
                 break

@@ -10,7 +10,7 @@ become correlated EXISTS probes through the `resource_pk` indexes, and negations
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +29,8 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import AsBoolean, BooleanClauseList, False_, Grouping
 
 from app.fhir.search.criteria import Criterion
 from app.fhir.search.dates import Ops, instant_condition, prefix_condition
@@ -217,6 +219,28 @@ def where_clause(req: SearchRequest, res: Table) -> list[ColumnElement[bool]]:
         conds.insert(0, of_type)
     conds.extend(compile_criterion(res, req.resource_type, c, drive=selective(c)) for c in req.criteria)
     return conds
+
+
+def never(conds: Iterable[ColumnElement[bool]]) -> bool:
+    """Whether `conds`, ANDed, hold for no row whatever the data: one of them is a constant false (the
+    access policy's `false()` for a type the asker may see nothing of). A statement with such a WHERE
+    clause returns nothing, so it need not be sent."""
+    return any(_constant_false(c) for c in conds)
+
+
+def _constant_false(cond: Any) -> bool:
+    if isinstance(cond, False_):
+        return True
+    if isinstance(cond, AsBoolean):  # `false` where a condition stands alone; `is_false` would negate it
+        return cond.operator is operators.is_true and _constant_false(cond.element)
+    if isinstance(cond, Grouping):
+        return _constant_false(cond.element)
+    if isinstance(cond, BooleanClauseList) and cond.clauses:
+        if cond.operator is operators.and_:
+            return any(_constant_false(c) for c in cond.clauses)
+        if cond.operator is operators.or_:
+            return all(_constant_false(c) for c in cond.clauses)
+    return False
 
 
 def _sort_key(req: SearchRequest, res: Table, name: str, desc: bool) -> Any:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import NamedFromClause
 
 from app.fhir.search.params import Criterion, SearchRequest
-from app.search.sql import compile_criterion, where_clause
+from app.search.sql import compile_criterion, never, where_clause
 from app.security.labels import RESTRICTED_CODES
 from app.security.policy import CLEARED_ROLES, CREATOR_SYSTEM, ORG_FIELDS, REACH_FIELDS, READ, Reach
 from app.security.principal import ROLES, Principal
@@ -139,8 +139,9 @@ def withheld_conditions(principal: Principal, resource_type: str, res: NamedFrom
         or_(res.c.created_by_org.is_(None), res.c.created_by_org != principal.org)
         if principal.org is not None else None
     )
-    return tuple(_and([reach_condition(principal, resource_type, res), scope_condition(principal, resource_type, res),
-                       restricted(res), not_ours]))
+    conds = tuple(_and([reach_condition(principal, resource_type, res), scope_condition(principal, resource_type, res),
+                        restricted(res), not_ours]))
+    return None if never(conds) else conds  # outside the role's reach or scopes: no probe to send
 
 
 @lru_cache(maxsize=1024)
