@@ -5,7 +5,9 @@ component macros from `nhsuk-frontend-jinja` (`ChainableUndefined`, as that pack
 a list shows the same rows at every view, and its 200 cards were a third of the lead's desk's rendering.
 
 `render` answers a page with the signed-in user (if any) and the session's CSRF token in its context, so
-that `layout.jinja` can show the header's user name and sign-out form and every form its hidden token.
+that every form can carry its hidden token, and with the page's top (skip link, NHS.UK header with the
+user's name and sign-out form) and bottom (footer) already rendered: they depend on the user's name and
+the session's token alone, so they are rendered once for each and kept (`chrome`), not at every view.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from app.web.session import CSRF_FIELD, WebSession
 TEMPLATES = Path(__file__).parent / "templates"
 SERVICE_NAME = "SafeFlag"
 CARDS = 4096  # cards kept: a few teams' lists of open notices (a card is about 2 kB)
+CHROMES = 1024  # page tops kept: one for each signed-in session in use (about 3 kB each)
 
 
 @cache
@@ -60,17 +63,37 @@ def _card(row: Hashable, show_owner: bool, heading_level: int) -> Markup:
     return Markup(page.render(n=row, show_owner=show_owner, heading_level=heading_level))
 
 
+def chrome(user_name: str | None, csrf: str) -> tuple[Markup, Markup]:
+    """(top, bottom) of a page for the signed-in user's name (None: nobody signed in) and the session's
+    CSRF token, which the header's sign-out form carries."""
+    return _top(user_name, csrf), _bottom()
+
+
+@lru_cache(maxsize=CHROMES)
+def _top(user_name: str | None, csrf: str) -> Markup:
+    # the header's sign-out button: its form (nhsuk-frontend-jinja's account item) carries the CSRF token
+    sign_out = Markup('Sign out<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, escape(csrf))
+    top = environment().get_template("_top.jinja")
+    return Markup(top.render(user_name=user_name, sign_out_html=sign_out))
+
+
+@cache
+def _bottom() -> Markup:
+    return Markup(environment().get_template("_bottom.jinja").render())
+
+
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     session: WebSession | None = getattr(request.state, "web_session", None)
     csrf = session.csrf if session is not None else ""
-    # the header's sign-out button: its form (nhsuk-frontend-jinja's account item) carries the CSRF token
-    sign_out = Markup('Sign out<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, escape(csrf))
+    user_name = session.name if session is not None and session.signed_in else None
+    top, bottom = chrome(user_name, csrf)
     page = environment().get_template(template).render(
         request=request,
         session=session,
-        user_name=session.name if session is not None and session.signed_in else None,
+        user_name=user_name,
         csrf_token=csrf,
-        sign_out_html=sign_out,
+        page_top=top,
+        page_bottom=bottom,
         **context,
     )
     return HTMLResponse(page, status_code=status)

@@ -272,3 +272,27 @@ async def test_the_notice_page_counts_the_childs_open_acknowledgements_and_reads
         page, seen = await statements(clean_ctx, lambda: lead.get(f"/app/notices/{task}"))
     assert page.status_code == 200 and "Open acknowledgements for this child: 3" in page.text
     assert [s for s in seen if "audit_event.content" in s] == []  # the audit chain's own look-up reads no record
+
+
+async def test_each_pages_header_names_its_own_user_and_carries_her_own_sessions_token(
+    hana: httpx.AsyncClient, clean_ctx: AppContext
+) -> None:
+    """A page's top (the NHS.UK header with the user's name and the sign-out form) is rendered once for a
+    user's name and session and then kept: every page still names its own user, its sign-out form carries
+    that session's CSRF token (the one its other forms carry), and a new session gets its own."""
+    def header(page: httpx.Response) -> tuple[list[str], set[str]]:
+        assert page.status_code == 200, page.text
+        top = page.text.partition("</header>")[0]
+        return (re.findall(r"Hana Visitor|Sam Lead", top),
+                set(re.findall(r'name="csrf_token" value="([^"]+)"', page.text)))
+
+    async with signed_in(clean_ctx, "lead") as lead:
+        seen = [header(await hana.get("/app")), header(await lead.get("/app/lead")),
+                header(await hana.get("/app/notices/overdue")), header(await lead.get("/app/lead"))]
+        async with signed_in(clean_ctx, "lead") as again:
+            renewed = header(await again.get("/app/lead"))
+    (hv, hv_token), (sam, sam_token), (hv2, hv_token2), (sam2, sam_token2) = seen
+    assert (hv, sam, hv2, sam2, renewed[0]) == (["Hana Visitor"], ["Sam Lead"], ["Hana Visitor"], ["Sam Lead"],
+                                                ["Sam Lead"])
+    assert len(hv_token) == len(sam_token) == len(renewed[1]) == 1
+    assert hv_token == hv_token2 and sam_token == sam_token2 and len(hv_token | sam_token | renewed[1]) == 3
