@@ -15,9 +15,10 @@ The organisation's and the user's look-ups go out as one statement (one round tr
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, String, and_, literal, or_, select, union_all
+from sqlalchemy import CompoundSelect, Select, String, and_, bindparam, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.extract import split_reference, walk
@@ -28,8 +29,9 @@ from app.vocabulary import UserRole
 _SHARED_FOR = frozenset({"DocumentReference", "Binary"})
 
 
-def _role_links(which: str, param: str, target_type: str, target_id: str) -> Select[Any]:
-    """(which, PractitionerRole id, its practitioner id or NULL) for roles whose `param` points at the target."""
+def _role_links(which: str, param: str, target_type: str) -> Select[Any]:
+    """(which, PractitionerRole id, its practitioner id or NULL) for roles whose `param` points at the
+    target `<which>_id` (a bound parameter)."""
     r, by, prac = resource.alias(), idx_reference.alias(), idx_reference.alias()
     return (
         select(literal(which, String).label("which"), r.c.res_id, prac.c.target_id)
@@ -37,27 +39,40 @@ def _role_links(which: str, param: str, target_type: str, target_id: str) -> Sel
         .outerjoin(prac, and_(prac.c.resource_pk == r.c.pk, prac.c.param == "practitioner",
                               prac.c.target_type == "Practitioner"))
         .where(r.c.res_type == "PractitionerRole", r.c.deleted.is_(False),
-               by.c.target_type == target_type, by.c.target_id == target_id)
+               by.c.target_type == target_type, by.c.target_id == bindparam(f"{which}_id"))
     )
 
 
-def _practitioner_of_role(which: str, role_id: str) -> Select[Any]:
-    """(which, the role's id, its practitioner id) of the PractitionerRole `role_id`."""
+def _practitioner_of_role(which: str) -> Select[Any]:
+    """(which, the role's id, its practitioner id) of the PractitionerRole `<which>_id` (a bound parameter)."""
     r, prac = resource.alias(), idx_reference.alias()
     return (
         select(literal(which, String).label("which"), r.c.res_id, prac.c.target_id)
         .select_from(prac).join(r, r.c.pk == prac.c.resource_pk)
-        .where(r.c.res_type == "PractitionerRole", r.c.res_id == role_id, prac.c.param == "practitioner",
-               prac.c.target_type == "Practitioner")
+        .where(r.c.res_type == "PractitionerRole", r.c.res_id == bindparam(f"{which}_id"),
+               prac.c.param == "practitioner", prac.c.target_type == "Practitioner")
     )
 
 
-async def _links(session: AsyncSession, queries: list[Select[Any]]) -> list[tuple[str, str, str]]:
-    """The rows of every look-up, in one statement (one round trip)."""
-    if not queries:
+_LOOKUPS = {"org": _role_links("org", "organization", "Organization"),
+            "own": _role_links("own", "practitioner", "Practitioner"), "role": _practitioner_of_role("role")}
+
+
+@lru_cache(maxsize=8)
+def _links_statement(lookups: tuple[str, ...]) -> Select[Any] | CompoundSelect[Any]:
+    """The look-ups `lookups` (keys of `_LOOKUPS`) as one statement, built once: building it anew at each
+    request (as the values were written into it) cost more Python than running it."""
+    queries = [_LOOKUPS[k] for k in lookups]
+    return queries[0] if len(queries) == 1 else union_all(*queries)
+
+
+async def _links(session: AsyncSession, ids: dict[str, str]) -> list[tuple[str, str, str]]:
+    """The rows of every look-up (`ids`: `_LOOKUPS` key -> the id it looks at), in one statement (one round trip)."""
+    if not ids:
         return []
-    stmt = queries[0] if len(queries) == 1 else union_all(*queries)
-    return [(which, rid, pid or "") for which, rid, pid in (await session.execute(stmt)).all()]
+    stmt = _links_statement(tuple(ids))
+    params = {f"{k}_id": v for k, v in ids.items()}
+    return [(which, rid, pid or "") for which, rid, pid in (await session.execute(stmt, params)).all()]
 
 
 def _local_refs(values: Any, base: str) -> set[str]:
@@ -104,16 +119,15 @@ async def _shared(session: AsyncSession, principal: Principal) -> frozenset[str]
 
 async def enrich(session: AsyncSession, principal: Principal, resource_type: str | None = None) -> Principal:
     """The principal with its organisation's and its own references resolved (see module docstring)."""
-    queries: list[Select[Any]] = []
+    ids: dict[str, str] = {}
     if principal.org:
-        queries.append(_role_links("org", "organization", "Organization", principal.org.partition("/")[2]))
+        ids["org"] = principal.org.partition("/")[2]
     if principal.fhir_user:
         ftype, _, fid = principal.fhir_user.partition("/")
-        queries.append(_role_links("own", "practitioner", "Practitioner", fid) if ftype == "Practitioner"
-                       else _practitioner_of_role("role", fid))
+        ids["own" if ftype == "Practitioner" else "role"] = fid
     org_refs: set[str] = set()
     own_refs: set[str] = set()
-    for which, role_id, prac_id in await _links(session, queries):
+    for which, role_id, prac_id in await _links(session, ids):
         if which == "org":
             org_refs.add(f"PractitionerRole/{role_id}")
             if prac_id:
