@@ -119,6 +119,16 @@ class Reads:
         self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = False
     ) -> tuple[dict[str, Any], SearchResult]:
         """The searchset Bundle and the result it shows (the matches and included records)."""
+        result, issues = await self.searched(resource_type, query, strict=strict)
+        bundle = bundles.searchset(result, self.ctx.settings.fhir_base, now=self.ctx.guard.now(), extra_issues=issues)
+        return bundle, result
+
+    async def searched(
+        self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = False
+    ) -> tuple[SearchResult, list[Issue]]:
+        """The search, decided, withheld from and audited as `search_result`'s, without its Bundle: the
+        result and the issues the Bundle would carry (for a page that shows the records themselves, not
+        a Bundle's entries of them)."""
         begin(self.ctx.guard, "search-type", resource_type, query=f"{resource_type}?{urlencode(query)}")
         await self.ctx.guard.authorize("search", resource_type)
         req = self.parse(resource_type, query, strict=strict)
@@ -142,8 +152,7 @@ class Reads:
         shown = [*result.matches, *result.included]
         await self.ctx.guard.audited(patients=patients, shown=shown)
         await self.interceptors.run_after_read(self.ctx, [*result.matches, *result.included])
-        bundle = bundles.searchset(result, self.ctx.settings.fhir_base, now=self.ctx.guard.now(), extra_issues=issues)
-        return bundle, result
+        return result, issues
 
     async def _match(self, resource_type: str, query: list[tuple[str, str]], what: str) -> list[StoredResource]:
         """Up to two matches for a conditional interaction. Unknown parameters are an error here, not

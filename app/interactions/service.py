@@ -22,7 +22,16 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.errors import BadRequest, Conflict, FhirError, Gone, NotFound, PreconditionFailed, Unprocessable
+from app.errors import (
+    BadRequest,
+    Conflict,
+    FhirError,
+    Gone,
+    Issue,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
 from app.fhir.patch import apply_patch
 from app.fhir.validation import validate_resource
 from app.interactions.notes import Notes
@@ -121,6 +130,11 @@ class FhirService:
         self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = False
     ) -> tuple[dict[str, Any], SearchResult]:
         return await self.reads.search_result(resource_type, query, strict=strict)
+
+    async def searched(
+        self, resource_type: str, query: list[tuple[str, str]], *, strict: bool = False
+    ) -> tuple[SearchResult, list[Issue]]:
+        return await self.reads.searched(resource_type, query, strict=strict)
 
     async def history(
         self, resource_type: str | None, res_id: str | None, query: list[tuple[str, str]]

@@ -24,6 +24,8 @@ from app.vocabulary import CommunicationCategory, TaskCode
 from app.web import fmt
 
 if TYPE_CHECKING:
+    from app.errors import Issue
+    from app.fhir.search.results import SearchResult
     from app.interactions.service import FhirService
 
 CATEGORY_LABELS = {
@@ -135,6 +137,16 @@ def withheld_text(bundle: dict[str, Any]) -> str | None:
                 if issue.get("code") == "suppressed":  # shown without its message id ("SF-0820: ")
                     return re.sub(r"^SF-\d{4}: ", "", str(issue.get("diagnostics", "")))
     return None
+
+
+def withheld_of(issues: list[Issue]) -> str | None:
+    """`withheld_text` of the issues a search's Bundle would carry (`FhirService.searched`)."""
+    return next((issue.diagnostics for issue in issues if issue.code == "suppressed"), None)
+
+
+def records_of(result: SearchResult) -> dict[str, dict[str, Any]]:
+    """`by_ref` of a search's result: reference -> the content of every record it found."""
+    return {f"{r.resource_type}/{r.id}": r.content for r in (*result.matches, *result.included)}
 
 
 def by_ref(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -260,8 +272,9 @@ async def records(svc: FhirService, refs: list[str], kinds: tuple[str, ...] = NA
     for kind, ids in sorted(by_type.items()):
         names = sorted(ids)
         for start in range(0, len(names), size):
-            found |= by_ref(await svc.search(kind, [("_id", ",".join(names[start:start + size])),
-                                                    ("_count", str(LIST_LIMIT)), ("_total", "none")]))
+            result, _ = await svc.searched(kind, [("_id", ",".join(names[start:start + size])),
+                                                  ("_count", str(LIST_LIMIT)), ("_total", "none")])
+            found |= records_of(result)
     return found
 
 
@@ -302,17 +315,16 @@ async def open_notices(svc: FhirService, owners: list[str] | None, now: datetime
     read whom each is with (a list of one person's own notices need not); `overdue`: only the overdue
     among them (the others are not worked out at all); `attendances`: the reader reads the notices'
     attendances (a lead), so their senders are read only where the attendance does not name the place."""
-    bundle = await svc.search("Task", open_query(owners, unrouted=unrouted, with_owner=with_owner,
-                                                 attendances=attendances))
-    found = by_ref(bundle)
-    tasks = [e["resource"] for e in bundle.get("entry") or []
-             if (e.get("search") or {}).get("mode") == "match"]
+    result, issues = await svc.searched("Task", open_query(owners, unrouted=unrouted, with_owner=with_owner,
+                                                           attendances=attendances))
+    found = records_of(result)
+    tasks = [m.content for m in result.matches]
     if overdue:
         tasks = [t for t in tasks if is_overdue(t, now.replace(tzinfo=None))]
     if attendances:
         found |= await with_places(svc, tasks, found)
     shared: dict[Any, Any] = {}
-    return Listing(by_urgency([row(t, found, now, shared) for t in tasks]), withheld_text(bundle), found)
+    return Listing(by_urgency([row(t, found, now, shared) for t in tasks]), withheld_of(issues), found)
 
 
 def by_urgency(rows: list[NoticeRow]) -> list[NoticeRow]:
@@ -329,16 +341,12 @@ async def changed_notices(svc: FhirService, task_ids: list[str], owners: list[st
     Task she may not read is neither shown nor named."""
     query = [("_id", ",".join(task_ids)), ("code", f"{TASK_CODES}|{TaskCode.ACKNOWLEDGE}"), ("_count", str(LIST_LIMIT)),
              *_includes(with_owner, attendances)]
-    bundle = await svc.search("Task", query)
-    found, mine = by_ref(bundle), set(owners)
+    result, _ = await svc.searched("Task", query)
+    found, mine, tasks = records_of(result), set(owners), [m.content for m in result.matches]
     if attendances:
-        found |= await with_places(svc, [e["resource"] for e in bundle.get("entry") or []
-                                         if (e.get("search") or {}).get("mode") == "match"], found)
+        found |= await with_places(svc, tasks, found)
     rows, gone = [], []
-    for entry in bundle.get("entry") or []:
-        task = entry["resource"]
-        if (entry.get("search") or {}).get("mode") != "match":
-            continue
+    for task in tasks:
         if task.get("status") in OPEN_STATUSES and _ref(task.get("owner")) in mine:
             rows.append(row(task, found, now))
         else:

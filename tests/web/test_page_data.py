@@ -163,6 +163,18 @@ async def test_the_notice_page_withholds_a_restricted_flag_with_the_notice_and_t
     assert r.status_code == 201, r.text
     await attend(borough, ed(auth), "2026-01-05T08:30:00Z")
     [row] = (await inbox(clean_ctx, HV, clock)).rows
+    # a Task about the child that she may not read (restricted as the clinic wrote it): her list of notices
+    # carries the search's information entry as its notice, without its message id; the lead's none
+    task = {"resourceType": "Task", "status": "requested", "intent": "order", "meta": {"security": [RESTRICTED]},
+            "for": {"reference": f"Patient/{row.child_id}"}, "owner": {"reference": b.ZERO19}}
+    r = await borough.post("/fhir/Task", json=task, headers=auth("system", org=SEXUAL_HEALTH))
+    assert r.status_code == 201, r.text
+    listing = await inbox(clean_ctx, HV, clock)
+    assert [n.task_id for n in listing.rows] == [row.task_id] and listing.withheld == (
+        "Restricted records about the patient(s) of this search were withheld from this result. Restricted "
+        "records are visible only to safeguarding leads and to the organisation that wrote them; ask your "
+        "safeguarding lead if you need to know what they hold")
+    assert (await inbox(clean_ctx, LEAD, clock, team=True)).withheld is None
     async with clean_ctx.unit_of_work(HV) as svc:
         page = await notice.notice_page(svc, row.task_id, clock.now())
     assert page.flags == []
