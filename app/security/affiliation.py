@@ -18,7 +18,19 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, String, and_, bindparam, literal, or_, select, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.fhir.search.extract import split_reference, walk
@@ -27,6 +39,7 @@ from app.storage.tables import idx_reference, resource
 from app.vocabulary import UserRole
 
 _SHARED_FOR = frozenset({"DocumentReference", "Binary"})
+_POINTERS = ("contentReference", "contentAttachment")  # the payload elements that share a record
 
 
 def _role_links(which: str, param: str, target_type: str) -> Select[Any]:
@@ -98,9 +111,14 @@ async def _shared(session: AsyncSession, principal: Principal) -> frozenset[str]
     targets = or_(*[and_(rec.c.target_type == t, rec.c.target_id.in_(sorted(ids))) for t, ids in by_type.items()])
     addressed = select(rec.c.resource_pk).where(rec.c.param == "recipient", targets)
     # only each Communication's payload is read (the rest of an access notification is most of its size),
-    # once per Communication however many of its recipients are the organisation's
-    stmt = select(r.c.content["payload"]).where(r.c.res_type == "Communication", r.c.deleted.is_(False),
-                                                r.c.pk.in_(addressed))
+    # once per Communication however many of its recipients are the organisation's, and only when it names
+    # a reference or attachment at all: an access notification's text (most of what a MASH is sent) is not
+    # sent back to be decoded and walked at every request (the filter lets through any payload whose JSON
+    # holds either key's name; what it points to is read from the payload itself, below)
+    payload = r.c.content["payload"]
+    text = cast(payload, Text)
+    stmt = select(payload).where(r.c.res_type == "Communication", r.c.deleted.is_(False), r.c.pk.in_(addressed),
+                                 or_(*(text.contains(f'"{key}"', autoescape=True) for key in _POINTERS)))
     base = principal.base
     shared: set[str] = set()
     for (payload,) in (await session.execute(stmt)).all():

@@ -88,7 +88,11 @@ async def test_what_is_shared_with_a_mash(clean_ctx: AppContext) -> None:
     elsewhere = {"resourceType": "Communication", "id": "other", "status": "completed",
                  "recipient": [{"reference": "Organization/hv"}],
                  "payload": [{"contentReference": {"reference": "DocumentReference/private"}}]}
-    await _store(clean_ctx, doc, unshared, referral, elsewhere)
+    # an access notification's text (it may even name the elements) shares nothing
+    told = {"resourceType": "Communication", "id": "told", "status": "completed",
+            "recipient": [{"reference": "Organization/mash"}],
+            "payload": [{"contentString": 'Viewed: "contentReference" DocumentReference/private'}]}
+    await _store(clean_ctx, doc, unshared, referral, elsewhere, told)
     async with clean_ctx.sessionmaker() as session:
         mash = await enrich(session, who("mash-practitioner", "Organization/mash"), "DocumentReference")
         assert mash.shared_refs == {"DocumentReference/ref-copy", "Binary/pdf-1", "Binary/note-2"}
