@@ -42,7 +42,7 @@ from app.security.guard import search_patients
 from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
 from app.storage.repository import row_to_stored
-from app.storage.tables import idx_reference, resource
+from app.storage.tables import SEARCHED_TABLES, idx_reference, resource
 from app.vocabulary import CareTeamRole, CommunicationCategory, DocumentType, TaskCode
 
 if TYPE_CHECKING:
@@ -120,7 +120,8 @@ async def referral_outcome_rules(
 
 # -- the queue ---------------------------------------------------------------------------------------
 async def organization_members(lookup: Lookup, org: str) -> set[tuple[str, str]]:
-    """(type, id) of the Organization, its PractitionerRoles and their Practitioners: the people whose records are "of" it."""
+    """(type, id) of the Organization, its PractitionerRoles and their Practitioners: the people whose records
+    are "of" it (for the user's own organisation, what `Principal.org_refs` holds: `members_of`)."""
     out = {("Organization", org.partition("/")[2])}
     for role in await lookup.search("PractitionerRole", [("organization", org)], count=1000):
         out.add(("PractitionerRole", role.id))
@@ -128,6 +129,13 @@ async def organization_members(lookup: Lookup, org: str) -> set[tuple[str, str]]
         if prac:
             out.add(("Practitioner", prac.partition("/")[2]))
     return out
+
+
+def members_of(org_refs: frozenset[str]) -> set[tuple[str, str]]:
+    """`organization_members` of the user's own organisation, from what the unit of work read for the
+    policy (app/security/affiliation.py `enrich`: the organisation, its PractitionerRoles and their
+    Practitioners), not looked up again."""
+    return {(kind, rid) for kind, _, rid in (ref.partition("/") for ref in org_refs) if rid}
 
 
 @lru_cache(maxsize=16)
@@ -157,20 +165,25 @@ def _queue_conditions(res: Any, base: str, org: str | None, members: set[tuple[s
     return conds
 
 
-async def qa_queue(ctx: WriteContext, organization: str | None, query: list[tuple[str, str]]) -> dict[str, Any]:
+async def qa_queue(ctx: WriteContext, organization: str | None, query: list[tuple[str, str]], *,
+                   members: set[tuple[str, str]] | None = None) -> dict[str, Any]:
     """The searchset Bundle of current referral copies awaiting review (of `organization` when given),
-    oldest first; searched, filtered and audited as `DocumentReference?...` would be for this principal."""
+    oldest first; searched, filtered and audited as `DocumentReference?...` would be for this principal.
+    `members`: the organisation's people (`organization_members`) when the caller knows them already."""
     base = ctx.base
     ctx.guard.begin("search-type", DOC, query=f"{DOC}/$qa-queue?{urlencode(query)}")
     await ctx.guard.authorize("search", DOC)
     paging = [(k, v) for k, v in query if k in ("_count", "_offset")]
     req = parse_search(DOC, [("type", f"{DOC_TYPE}|{DocumentType.MASH_REFERRAL}"), ("status", "current"), *paging],
                        base=base, default_count=ctx.settings.default_count, max_count=ctx.settings.max_count)
-    members = await organization_members(Lookup(ctx.session, base), organization) if organization else set()
+    if members is None:
+        members = await organization_members(Lookup(ctx.session, base), organization) if organization else set()
     restrict = ctx.guard.restrict()
     extra = [*_queue_conditions(resource, base, organization, members),
              *(restrict(resource, DOC) if restrict else [])]
-    await ctx.repo.flush()  # the index rows this transaction queued, so that the queue sees them
+    # the resource and index rows this transaction queued, so that the queue sees them; queued audit
+    # records wait for COMMIT, as a search's do (the lead's desk's go out together)
+    await ctx.repo.flush(reading=SEARCHED_TABLES)
     rows = (await ctx.session.execute(page_query(req, extra))).all() if req.count else []
     if req.count and len(rows) < req.count and (rows or req.offset == 0):
         total = req.offset + len(rows)  # the last page tells the total without counting, as a search's does

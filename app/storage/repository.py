@@ -8,7 +8,7 @@ index rows it is given are plain data in `app/stored.py`, shared with the FHIR t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -112,9 +112,10 @@ class Repository:
         self.indexer = indexer
         self.check = check  # run on every create/update not marked `validated` (the server's own writes)
 
-    async def flush(self) -> None:
-        """Write the queued version, index and outbox rows now (app/storage/buffer.py)."""
-        await buffer.flush(self.session)
+    async def flush(self, *, reading: Collection[str] | None = None) -> None:
+        """Write the queued version, index and outbox rows now (app/storage/buffer.py); `reading`: only when
+        some are for one of these tables, which the caller is about to read."""
+        await buffer.flush(self.session, reading=reading)
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A savepoint that keeps the rows queued before it and drops those queued in it if it fails."""

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from app.errors import Unprocessable
-from app.safeguarding.referral_qa import qa_queue
+from app.safeguarding.referral_qa import members_of, qa_queue
 from app.safeguarding.referral_rules import QA_OUTCOME, TASK_CODE
 from app.safeguarding.report import governance_report, month_range
 from app.stored import format_instant
@@ -77,7 +77,8 @@ async def review_queue(svc: FhirService, known: dict[str, dict[str, Any]] | None
     records the page's other searches read (the team's list names the children and the health visitors
     that most copies name), not searched again."""
     org = getattr(svc.principal, "org", None)
-    bundle = await qa_queue(svc, org, [("_count", "200")])
+    members = members_of(svc.principal.org_refs) if svc.principal is not None and org else None
+    bundle = await qa_queue(svc, org, [("_count", "200")], members=members)
     copies = _match(bundle)
     refs = [(d.get("subject") or {}).get("reference", "") for d in copies] + [
         a.get("reference", "") for d in copies for a in d.get("author") or []]

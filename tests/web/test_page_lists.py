@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app.context import AppContext
 from app.demo import borough as b
@@ -142,6 +142,38 @@ async def test_the_leads_desk_names_a_referral_copy_from_what_its_list_read(
     assert views == [
         ["DocumentReference/$qa-queue", "Patient", "PractitionerRole", "Task", "Task"],
         ["DocumentReference/$qa-queue", "Task", "Task"]]
+
+
+async def test_the_leads_desk_queue_takes_the_teams_people_from_the_unit_of_work(
+    client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Any
+) -> None:
+    """A referral copy is the team's when one of its people wrote it (here the ED stored it, naming the
+    team's health visitor as its author): the desk's queue knows the team's people from what the unit of
+    work read for the policy, and looks them up no second time; the page's audit records go out together
+    at COMMIT (PostgreSQL: one INSERT), none before the queue's search."""
+    await seed(client, clock.now().date())
+    copy = json.loads(json.dumps(b.referral_copy("2026-01-05T10:00:00Z", "Referral text")).replace(b.ED_NURSE, b.HV))
+    r = await client.post("/fhir", json=copy, headers=ed(auth))
+    assert r.status_code == 200, r.text
+    await attend(client, ed(auth), "2026-01-05T08:30:00Z")
+    seen: list[tuple[str, str]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        seen.append((statement, repr(parameters)))
+
+    async with signed_in(clean_ctx, "lead") as lead:
+        event.listen(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            desk = await lead.get("/app/lead")
+        finally:
+            event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
+    assert desk.status_code == 200 and "Referral to Demo Borough MASH by Hana Visitor, " in desk.text
+    assert len(cards(desk.text)) == 1
+    # the look-ups of the organisation's PractitionerRoles (by their `organization`): the unit of work's alone
+    looked = [sql for sql, parameters in seen if "'organization'" in parameters]
+    assert len(looked) == 1 and "AS which" in looked[0], looked
+    if clean_ctx.engine.dialect.name == "postgresql":  # SQLite writes queued rows past the cursor
+        assert [sql for sql, _ in seen if "INSERT INTO audit_event" in sql] == [seen[-1][0]]
 
 
 async def audit_queries(ctx: AppContext) -> list[str]:
