@@ -3,6 +3,7 @@ component macros from `nhsuk-frontend-jinja` (`ChainableUndefined`, as that pack
 
 `card` is a notice's card on a list (pages/_card.jinja), rendered once for each distinct notice row and look:
 a list shows the same rows at every view, and its 200 cards were a third of the lead's desk's rendering.
+`review_form`, a referral copy's review form on the lead's desk, is kept the same way for each copy and session.
 
 `render` answers a page with the signed-in user (if any) and the session's CSRF token in its context, so
 that every form can carry its hidden token, and with the page's top (skip link, NHS.UK header with the
@@ -46,7 +47,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(service_name=SERVICE_NAME, csrf_field=CSRF_FIELD, card=card)
+    env.globals.update(service_name=SERVICE_NAME, csrf_field=CSRF_FIELD, card=card, review_form=review_form)
     return env
 
 
@@ -61,6 +62,22 @@ def _card(row: Hashable, show_owner: bool, heading_level: int) -> Markup:
     """`card`, the same for the same row and look: a function of them alone, so it is kept."""
     page = environment().get_template("pages/_card.jinja")
     return Markup(page.render(n=row, show_owner=show_owner, heading_level=heading_level))
+
+
+def review_form(item: Any, csrf: str, outcomes: dict[str, str]) -> Markup:
+    """A referral copy's review form on the lead's desk (pages/_review.jinja): `item` a desk.Item (its id,
+    what, who and when are shown), carrying the session's `csrf` token, with a choice of `outcomes`."""
+    return _review_form(item.res_id, item.what, item.who, item.when, csrf, tuple(outcomes.items()))
+
+
+@lru_cache(maxsize=CARDS)
+def _review_form(res_id: str, what: str, who: str, when: str, csrf: str, outcomes: tuple[tuple[str, str], ...]
+                 ) -> Markup:
+    """`review_form`, the same for the same copy, session and outcomes: kept, as a card is (the desk's 50
+    forms took a millisecond to render at each view)."""
+    page = environment().get_template("pages/_review.jinja")
+    item = {"res_id": res_id, "what": what, "who": who, "when": when}
+    return Markup(page.render(item=item, csrf_token=csrf, outcomes=dict(outcomes)))
 
 
 def chrome(user_name: str | None, csrf: str) -> tuple[Markup, Markup]:

@@ -176,6 +176,30 @@ async def test_the_leads_desk_queue_takes_the_teams_people_from_the_unit_of_work
         assert [sql for sql, _ in seen if "INSERT INTO audit_event" in sql] == [seen[-1][0]]
 
 
+async def test_the_desks_review_forms_carry_each_copy_and_the_viewing_sessions_token(
+    client: httpx.AsyncClient, clean_ctx: AppContext, clock: StepClock, auth: Any
+) -> None:
+    """Each referral copy's review form posts to its own copy and carries the token of the session that
+    views the page (a form is rendered once for each copy and session, and kept): two leads' sessions,
+    each viewing the desk twice."""
+    await seed(client, clock.now().date())
+    for sent in ("2026-01-05T10:00:00Z", "2026-01-05T11:00:00Z"):
+        copy = json.loads(json.dumps(b.referral_copy(sent, "Referral text")).replace(b.ED_NURSE, b.HV))
+        r = await client.post("/fhir", json=copy, headers=ed(auth))
+        assert r.status_code == 200, r.text
+    tokens = []
+    async with signed_in(clean_ctx, "lead") as first, signed_in(clean_ctx, "lead") as second:
+        for lead in (first, second, first, second):
+            page = (await lead.get("/app/lead")).text
+            forms = re.findall(r'<form method="post" action="/app/lead/review/([^"]+)"[^>]*>\s*'
+                               r'<input type="hidden" name="csrf_token" value="([^"]+)">', page)
+            on_page = set(re.findall(r'name="csrf_token" value="([^"]+)"', page))  # the header's sign-out too
+            assert len(forms) == len({copy_id for copy_id, _ in forms}) == 2, forms
+            assert len(on_page) == 1 and {token for _, token in forms} == on_page
+            tokens.append(on_page.pop())
+    assert tokens[0] == tokens[2] != tokens[1] == tokens[3]
+
+
 async def audit_queries(ctx: AppContext) -> list[str]:
     """The queries of the audit trail's search records, oldest first."""
     async with ctx.sessionmaker() as s:
