@@ -45,7 +45,7 @@ from app.search.executor import run_search
 from app.security import audit_search
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
-from app.security.search_scope import withholds
+from app.security.search_scope import any_withheld, withheld_probe
 from app.storage.repository import utc_ms
 from app.stored import StoredResource, format_instant
 from app.vocabulary import CANONICAL_BASE, CommunicationCategory, TaskCode
@@ -53,6 +53,8 @@ from app.vocabulary import COMMUNICATION_CATEGORY as COMM_CATEGORY
 from app.vocabulary import TASK_CODE as TASK_CODES
 
 if TYPE_CHECKING:
+    from sqlalchemy import Select
+
     from app.ports import WriteContext
 
 OPERATION = "safeguarding-summary"
@@ -77,36 +79,49 @@ def patient_criterion(content: dict[str, Any], patient_id: str) -> tuple[str, st
     return "patient", f"Patient/{patient_id}"
 
 
-async def _section(
-    ctx: WriteContext, resource_type: str, query: list[tuple[str, str]]
-) -> tuple[list[StoredResource], list[StoredResource], bool]:
-    """(matches, included, withheld) of one search, under the principal's access restrictions; `withheld`
-    as a search's notice (search_scope.withholds): the child has records of the type withheld from them."""
-    result, withheld = await _search(ctx, resource_type, [*query, ("_total", "none")])
-    return result.matches, result.included, withheld
+class _Sections:
+    """The summary's searches for the principal, under its access restrictions; whether the child has
+    records of a section's type withheld from them (search_scope.withheld_probe) is asked for every
+    section at once (`withheld`: one statement), as the summary says it once."""
+
+    def __init__(self, ctx: WriteContext) -> None:
+        self.ctx = ctx
+        self.probes: list[Select[Any] | None] = []
+
+    async def read(self, resource_type: str, query: list[tuple[str, str]]
+                   ) -> tuple[list[StoredResource], list[StoredResource]]:
+        """(matches, included) of one section."""
+        result = await self._search(resource_type, [*query, ("_total", "none")])
+        return result.matches, result.included
+
+    async def count(self, resource_type: str, query: list[tuple[str, str]]) -> int:
+        """How many records one section has, counted (`_summary=count`), not read."""
+        return int((await self._search(resource_type, [*query, ("_summary", "count")])).total or 0)
+
+    async def withheld(self) -> bool:
+        ctx = self.ctx
+        return ctx.principal is not None and await any_withheld(ctx.session, self.probes)
+
+    async def _search(self, resource_type: str, query: list[tuple[str, str]]) -> SearchResult:
+        ctx = self.ctx
+        req = parse_search(resource_type, query, base=ctx.base, max_count=ctx.settings.max_count)
+        result = await run_search(ctx.session, req, max_includes=ctx.settings.max_includes,
+                                  restrict=ctx.guard.restrict())
+        if ctx.principal is not None:
+            self.probes.append(withheld_probe(ctx.principal, req, _patients_shown(result.matches)))
+        return result
 
 
-async def _counted(ctx: WriteContext, resource_type: str, query: list[tuple[str, str]]) -> tuple[int, bool]:
-    """(how many records, withheld) of one search under the principal's access restrictions, counted
-    (`_summary=count`), not read."""
-    result, withheld = await _search(ctx, resource_type, [*query, ("_summary", "count")])
-    return int(result.total or 0), withheld
-
-
-async def _search(ctx: WriteContext, resource_type: str, query: list[tuple[str, str]]) -> tuple[SearchResult, bool]:
-    req = parse_search(resource_type, query, base=ctx.base, max_count=ctx.settings.max_count)
-    if resource_type == "AuditEvent":  # kept in the audit trail
-        result = await audit_search.search(ctx.session, req, ctx.principal, base=ctx.base,
-                                           max_includes=ctx.settings.max_includes, restrict=ctx.guard.restrict())
-        withheld_by = audit_search.withholds
-    else:
-        result = await run_search(
-            ctx.session, req, max_includes=ctx.settings.max_includes, restrict=ctx.guard.restrict()
-        )
-        withheld_by = withholds
-    withheld = ctx.principal is not None and await withheld_by(ctx.session, ctx.principal, req,
-                                                               _patients_shown(result.matches))
-    return result, withheld
+async def _accesses(ctx: WriteContext, patient_id: str) -> tuple[list[StoredResource], bool]:
+    """(the last accesses to the child's record, whether some are withheld), read off the audit trail."""
+    req = parse_search("AuditEvent", [("patient", f"Patient/{patient_id}"), ("_sort", "-date"),
+                                      ("_count", str(RECENT)), ("_total", "none")],
+                       base=ctx.base, max_count=ctx.settings.max_count)
+    result = await audit_search.search(ctx.session, req, ctx.principal, base=ctx.base,
+                                       max_includes=ctx.settings.max_includes, restrict=ctx.guard.restrict())
+    withheld = ctx.principal is not None and await audit_search.withholds(ctx.session, ctx.principal, req,
+                                                                          _patients_shown(result.matches))
+    return result.matches, withheld
 
 
 def _patients_shown(matches: list[StoredResource]) -> Iterator[str]:
@@ -158,11 +173,11 @@ async def summarise(ctx: WriteContext, patient_id: str, *, scheduled: bool, task
         raise Gone(f"Patient/{patient_id} was deleted", msg_id="SF-0302")
     child = child_criterion(patient)
     categories = ",".join(f"{COMM_CATEGORY}|{c}" for c in NOTICE_CATEGORIES)
-    flags, authors, withheld = await _section(
-        ctx, "Flag", [child, ("status", "active"), ("_include", "Flag:author"), ("_count", str(OPEN_LIMIT))]
+    sections = _Sections(ctx)
+    flags, authors = await sections.read(
+        "Flag", [child, ("status", "active"), ("_include", "Flag:author"), ("_count", str(OPEN_LIMIT))]
     )
-    notices, _, w_notices = await _section(
-        ctx,
+    notices, _ = await sections.read(
         "Communication",
         [
             child,
@@ -173,30 +188,21 @@ async def summarise(ctx: WriteContext, patient_id: str, *, scheduled: bool, task
         ],
     )
     if tasks_read:
-        tasks, _, w_tasks = await _section(
-            ctx,
-            "Task",
-            [
-                child,
-                *OPEN_ACKNOWLEDGEMENTS,
-                ("_sort", "-authored-on"),
-                ("_count", str(OPEN_LIMIT)),
-            ],
+        tasks, _ = await sections.read(
+            "Task", [child, *OPEN_ACKNOWLEDGEMENTS, ("_sort", "-authored-on"), ("_count", str(OPEN_LIMIT))]
         )
         open_tasks = len(tasks)
     else:
-        tasks, open_tasks, w_tasks = [], *await _counted(ctx, "Task", [child, *OPEN_ACKNOWLEDGEMENTS])
+        tasks, open_tasks = [], await sections.count("Task", [child, *OPEN_ACKNOWLEDGEMENTS])
+    withheld = await sections.withheld()
     seen: list[StoredResource] = []
-    w_accesses = False
     if accesses:
-        seen, _, w_accesses = await _section(
-            ctx, "AuditEvent", [("patient", f"Patient/{patient.id}"), ("_sort", "-date"), ("_count", str(RECENT))]
-        )
+        seen, w_accesses = await _accesses(ctx, patient.id)
+        withheld = withheld or w_accesses
     now: datetime = ctx.clock.now()
     await record_flag_access(ctx, ctx.principal, flags, scheduled=scheduled, now=now)
     await ctx.guard.audited(patient, shown=[*flags, *authors, *notices, *tasks, *seen])
-    return Summary(patient, flags, authors, notices, tasks, open_tasks, seen,
-                   withheld or w_notices or w_tasks or w_accesses, now)
+    return Summary(patient, flags, authors, notices, tasks, open_tasks, seen, withheld, now)
 
 
 async def safeguarding_summary(ctx: WriteContext, patient_id: str, *, scheduled: bool) -> dict[str, Any]:

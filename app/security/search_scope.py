@@ -180,19 +180,29 @@ async def withholds(session: AsyncSession, principal: Principal, req: SearchRequ
     itself (author, category, code, `_id`, a date...) can probe it. A search that names no patient and
     shows nobody's record says nothing. `shown_patients`: the patients the records shown are about
     (`guard.search_patients`, worked out once per search: the audit record names them too)."""
+    return await any_withheld(session, [withheld_probe(principal, req, shown_patients)])
+
+
+def withheld_probe(principal: Principal, req: SearchRequest, shown_patients: Iterable[str]) -> Select[Any] | None:
+    """`withholds`' statement for one search (a withheld record's key, at most one); None when the search
+    can have none withheld (`withholds`)."""
     res = _WITHHELD
     conds = withheld_conditions(principal, req.resource_type, res)
     if conds is None or req.resource_type == "Patient":
-        return False
+        return None
     named = named_patients(req)
     if named:  # every record shown matched these too: its patient is one of those named
-        stmt = select(res.c.pk).where(*where_clause(replace(req, criteria=named), _any(res)), *conds).limit(1)
-    else:
-        probe = _about_shown(principal, req.resource_type, frozenset(shown_patients))
-        if probe is None:
-            return False
-        stmt = probe
-    return (await session.execute(stmt)).first() is not None
+        return select(res.c.pk).where(*where_clause(replace(req, criteria=named), _any(res)), *conds).limit(1)
+    return _about_shown(principal, req.resource_type, frozenset(shown_patients))
+
+
+async def any_withheld(session: AsyncSession, probes: Iterable[Select[Any] | None]) -> bool:
+    """Whether any of `probes` (`withheld_probe`'s, for the searches of one answer whose notice is one, as
+    the safeguarding summary's sections) finds a withheld record: one statement for them all."""
+    stmts = [probe for probe in probes if probe is not None]
+    if len(stmts) <= 1:
+        return bool(stmts) and (await session.execute(stmts[0])).first() is not None
+    return bool((await session.execute(select(or_(*(exists(stmt) for stmt in stmts))))).scalar())
 
 
 @lru_cache(maxsize=256)

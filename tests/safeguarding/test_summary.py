@@ -150,3 +150,23 @@ async def test_unknown_and_deleted_patients(client: httpx.AsyncClient) -> None:
                                                   "diagnostics": "SF-0302: Patient/example-mother was deleted"}))
     r = await client.get("/fhir/Patient/bad$id/$safeguarding-summary")
     assert r.status_code == 400
+
+
+async def test_the_summary_tells_once_of_records_withheld_from_whichever_section(
+    client: httpx.AsyncClient, auth: Auth
+) -> None:
+    """Restricted records withheld from any one section (here the notices alone: a sexual health service's
+    Communication about the child, addressed to the ED, so within the ED nurse's reach) give the summary its
+    one notice; none withheld, none (its sections' checks go out together)."""
+    await borough(client)
+    ed_nurse = {**auth("ed-clinician", org=ED, practitioner="Practitioner/ed-nurse", care_setting="310000008"),
+                "X-Access-Context": "scheduled"}
+    r = await client.get(SUMMARY, headers=ed_nurse)
+    assert entries(r.json()) == [("match", "Patient", "example-child")]
+    shc = auth("sexual-health-clinician", org="Organization/sexual-health", care_setting="788122004")
+    hidden = await post(client, {**notice("think-family"), "recipient": [{"reference": ED}]}, headers=shc)
+    assert RESTRICTED in hidden["meta"]["security"]
+    r = await client.get(SUMMARY, headers=ed_nurse)
+    assert entries(r.json()) == [("match", "Patient", "example-child"), ("outcome", "OperationOutcome", "")]
+    assert r.json()["entry"][-1]["resource"]["issue"][0]["diagnostics"].startswith(
+        "SF-0820: Restricted records about the patient(s) of this search were withheld from this result.")
