@@ -18,12 +18,18 @@ from app.fhir.search.results import SearchResult
 from app.search.prepared import page_statement, recently_used
 from app.search.sql import count_query, never, page_query
 from app.storage import buffer
-from app.storage.db import plan_with_values
+from app.storage.db import plan_generically, plan_with_values
 from app.storage.repository import current_select, row_to_stored
 from app.storage.tables import SEARCHED_TABLES, idx_reference, resource
 from app.stored import StoredResource
 
 MAX_ITERATE = 5  # rounds of `_include:iterate` / `_revinclude:iterate`
+# An `_include` from at most this many pks keeps PostgreSQL's generic plans (app/storage/db.py
+# `plan_generically`): they take an array parameter for ten values, and for so few pks the plans made
+# with the values are the same index scans (by resource_pk, then by type and id; EXPLAIN ANALYZE on a
+# notice's page), only planned anew at every view (0.25-0.45 ms each). From a list's page of 50-200 they
+# are not: the planner turns to bitmap scans by target, and the generic index scan ran up to 3x slower.
+GENERIC_PKS = 10
 Restrict = Callable[[Table, str | None], Sequence[ColumnElement[bool]]]
 # (parameter, content) -> its reference rows, for sources whose references are read off their JSON
 # rather than the index tables (AuditEvents, kept in the audit trail's own table)
@@ -223,7 +229,9 @@ async def add_includes(
 ) -> None:
     """Add the page's `_include`d and `_revinclude`d resources that the asker may see (`refs_of`: how
     the page's own references are read when its rows have no index rows; `audit`: the AuditEvents
-    naming the page, which have none)."""
+    naming the page, which have none). An `_include` from a few pks keeps the generic plans PostgreSQL
+    makes for its statements (`GENERIC_PKS`), and may leave them in force: whatever searches next asks
+    for custom plans again."""
     share = _share_key(restrict)
     arrays = session.get_bind().dialect.name == "postgresql"
     seen = {(m.resource_type, m.id) for m in result.matches}
@@ -237,6 +245,7 @@ async def add_includes(
                 continue
             room = max_includes - len(result.included) - len(new)
             if build is _referring_to and inc.source_type == "AuditEvent":
+                await plan_with_values(session)
                 keys = _target_keys(frontier, inc)
                 found = await audit(keys, inc.param, room + len(seen) + 1) if audit and keys else []
                 if _take(found, seen, new, result, max_includes):
@@ -248,6 +257,10 @@ async def add_includes(
             if built is None:
                 continue
             base, params = built
+            if build is _included_by and len(params.get("pks", ())) <= GENERIC_PKS:
+                await plan_generically(session)  # by a few pks, then by type and id: see GENERIC_PKS
+            else:
+                await plan_with_values(session)
             types = _types(inc, build is _referring_to, own is None)
             if types is None and restrict is not None and build is _included_by and own is None:
                 # a reference to any type: the types it names here, so that the include carries their

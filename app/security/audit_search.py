@@ -332,6 +332,7 @@ async def withholds(session: AsyncSession, principal: Principal, req: SearchRequ
         r = audit_event_ref.c
         conds.append(_E.event_id.in_(select(r.event_id).where(r.param == "patient", r.ref.in_(refs))))
     stmt = select(*_COLUMNS).where(*conds)
+    await plan_with_values(session)
     if not memory and scoped is None:
         return (await session.execute(stmt.limit(1))).first() is not None
     return bool(await _in_memory(session, stmt, memory, scoped, [], ""))

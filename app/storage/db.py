@@ -102,11 +102,12 @@ async def plan_with_values(session: AsyncSession) -> None:
     one (an NHS number from a flag category) and once scanned whole index tables (a 1 ms search took
     15-50 ms; with generic plans for the flag rules' duplicate check a create cost four times the
     PostgreSQL CPU). So every search, the API's, the rules' prepared ones and the audit trail's
-    (app/search/executor.py, app/search/prepared.py, app/security/audit_search.py), calls this first:
+    (app/search/executor.py, app/search/prepared.py, app/security/audit_search.py) and the withheld
+    records' probes (app/security/search_scope.py, audit_search.py), calls this first:
     one `SET LOCAL`, which holds for the rest of the transaction and ends with it. A statement that
     matches on a value's frequency belongs behind it. A no-op on SQLite, which plans every statement
     anyway. Sent once per transaction (or savepoint, whose rollback would undo it): a write whose rules
-    run several lookups pays for one."""
+    run several lookups pays for one; again after `plan_generically`."""
     if session.get_bind().dialect.name != "postgresql":
         return
     scope = session.get_nested_transaction() or session.get_transaction()
@@ -116,6 +117,25 @@ async def plan_with_values(session: AsyncSession) -> None:
     await session.execute(_CUSTOM_PLANS)
     # a weak reference: the session must not keep its finished transaction (and what it holds) alive
     session.info[_CUSTOM_PLANS_IN] = weakref.ref(scope or session.get_transaction())
+
+
+_GENERIC_PLANS = text("SET LOCAL plan_cache_mode = auto")
+
+
+async def plan_generically(session: AsyncSession) -> None:
+    """Undo `plan_with_values` for this transaction's next statements, until it is called again, so that
+    PostgreSQL may use the generic plans it keeps (`auto`): for a run of statements whose plan cannot
+    depend on their values, an `_include`'s look-ups (the types its references name, then the resources
+    by type and id, both driven by a few of the page's pks, app/search/executor.py `GENERIC_PKS`).
+    Planned with their values they cost 0.25-0.45 ms of planning each at every page view, to make the
+    same index scans as their generic plans. Sends nothing when custom plans are not in force (SQLite,
+    or no search yet in this transaction or savepoint)."""
+    sent_in = session.info.get(_CUSTOM_PLANS_IN)
+    scope = session.get_nested_transaction() or session.get_transaction()
+    if sent_in is None or scope is None or sent_in() is not scope:
+        return
+    await session.execute(_GENERIC_PLANS)
+    del session.info[_CUSTOM_PLANS_IN]
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

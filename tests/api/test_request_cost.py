@@ -101,12 +101,13 @@ async def test_statements_per_read_search_and_create(client: httpx.AsyncClient, 
                           "create": (["BEGIN", *create], 25)}
     else:  # every queued row in one statement before COMMIT; a create locks its duplicate check's key; the
         # connection continues its audit lane from the row it committed last (no `SELECT audit_event`);
-        # a search is planned with its values (SET LOCAL plan_cache_mode, app/storage/db.py)
+        # a search is planned with its values (SET LOCAL plan_cache_mode, app/storage/db.py), its
+        # `_include`'s look-ups (by the matches' pks, then by type and id) generically (a second SET)
         queued = "WITH audit_event audit_event_ref"
         read, search, create = ([s for s in shapes if s != "SELECT audit_event"] for shapes in (read, search, create))
         assert counts == {
             "read": ([*read, queued], 0),
-            "search": (["SET", *search, queued], 0),
+            "search": (["SET", search[0], "SET", *search[1:], queued], 0),
             "create": ([create[0], "SELECT pg_advisory_xact_lock", "SET", *create[1:],
                         "WITH resource_version idx_token idx_reference idx_date outbox_event audit_event "
                         "audit_event_ref"], 0),

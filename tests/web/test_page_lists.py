@@ -83,8 +83,10 @@ async def test_the_leads_desk_reads_no_owners_for_its_unrouted_notices(
             counts.append(len(seen))
     # with unrouted notices: their search's includes (the notices, as Communications, the child, the
     # attendances, the attendances' providers), and no read of owners, nor of the senders: every
-    # attendance names its provider
-    assert counts[2] == counts[1] == counts[0] + 4, counts
+    # attendance names its provider. PostgreSQL: the includes keep generic plans (a SET LOCAL
+    # plan_cache_mode, app/storage/db.py; the desk searches nothing after them)
+    sets = 1 if clean_ctx.engine.dialect.name == "postgresql" else 0
+    assert counts[2] == counts[1] == counts[0] + 4 + sets, counts
 
 
 async def test_the_leads_desk_names_the_place_from_the_notices_sender_when_the_attendance_names_none(
@@ -230,8 +232,10 @@ async def test_the_mash_page_reads_no_recipients_for_its_referral_copies(
     # name, as they may be any; it names a Practitioner, which the MASH may not read, so nothing is read)
     # and no recipient, its withheld check (1), the copies' search, its custodians and withheld check (3),
     # the outcomes sent in reply (1: a page without referral copies does not look for them); the audit
-    # records go out with the page's others at COMMIT (no search reads them)
-    assert counts[2] == counts[1] == counts[0] + 8, counts
+    # records go out with the page's others at COMMIT (no search reads them). PostgreSQL: both searches'
+    # includes keep generic plans, what follows each does not (four SET LOCAL plan_cache_mode)
+    sets = 4 if clean_ctx.engine.dialect.name == "postgresql" else 0
+    assert counts[2] == counts[1] == counts[0] + 8 + sets, counts
 
 
 async def test_the_mash_page_pages_its_lists_and_does_not_count_a_full_one(
