@@ -25,6 +25,7 @@ from app.security.labels import RESTRICTED_CODES
 from app.security.policy import CLEARED_ROLES, CREATOR_SYSTEM, ORG_FIELDS, REACH_FIELDS, READ, Reach
 from app.security.principal import ROLES, Principal
 from app.security.scopes import qualifier_criteria
+from app.storage.buffer import READS_MEMO
 from app.storage.db import plan_with_values
 from app.storage.tables import idx_reference, idx_token, resource
 from app.vocabulary import CONFIDENTIALITY
@@ -200,12 +201,26 @@ def withheld_probe(principal: Principal, req: SearchRequest, shown_patients: Ite
 async def any_withheld(session: AsyncSession, probes: Iterable[Select[Any] | None]) -> bool:
     """Whether any of `probes` (`withheld_probe`'s, for the searches of one answer whose notice is one, as
     the safeguarding summary's sections) finds a withheld record: one statement for them all."""
-    stmts = [probe for probe in probes if probe is not None]
-    if stmts:
-        await plan_with_values(session)  # a generic plan for a probe was eight times slower
-    if len(stmts) <= 1:
-        return bool(stmts) and (await session.execute(stmts[0])).first() is not None
-    return bool((await session.execute(select(or_(*(exists(stmt) for stmt in stmts))))).scalar())
+    stmts = tuple(probe for probe in probes if probe is not None)
+    if not stmts:
+        return False
+    # the same probes asked again in one transaction that wrote nothing meanwhile (two lists of one page
+    # showing the same child's records: the MASH page's) are answered as they were: kept by the probes'
+    # identity (`_about_shown` keeps one for each asker, type and patients), dropped at the next write
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(READS_MEMO)
+    if held is None or held[0] is not transaction:  # kept for this transaction alone
+        held = session.info[READS_MEMO] = (transaction, {})
+    memo: dict[tuple[Select[Any], ...], bool] = held[1]
+    if stmts in memo:
+        return memo[stmts]
+    await plan_with_values(session)  # a generic plan for a probe was eight times slower
+    if len(stmts) == 1:
+        found = (await session.execute(stmts[0])).first() is not None
+    else:
+        found = bool((await session.execute(select(or_(*(exists(stmt) for stmt in stmts))))).scalar())
+    memo[stmts] = found
+    return found
 
 
 @lru_cache(maxsize=256)

@@ -44,6 +44,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 PENDING = "safeflag.pending_rows"
+# answers a transaction may keep for the rest of its reads while it writes nothing (search_scope's
+# withheld-records probes): emptied at each write of a record (`Repository`'s versions)
+READS_MEMO = "safeflag.reads_memo"
 
 
 def defer(session: AsyncSession, stmt: Any, rows: list[dict[str, Any]]) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
 from app.storage import buffer, nhs_numbers
-from app.storage.buffer import defer
+from app.storage.buffer import READS_MEMO, defer
 from app.storage.locks import advisory_lock, on_postgresql
 from app.storage.notify_tables import outbox_event
 from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource, resource_version
@@ -277,6 +277,9 @@ class Repository:
     async def _write_version(
         self, pk: int, rtype: str, rid: str, vid: int, ts: datetime, method: str, doc: dict[str, Any] | None
     ) -> None:
+        """Every write of a record (create, update, delete) writes its version: what the transaction read
+        and kept (`READS_MEMO`) may no longer hold."""
+        self.session.info.pop(READS_MEMO, None)
         defer(self.session, _INSERT_VERSION, [
             {"resource_pk": pk, "res_type": rtype, "res_id": rid, "version_id": vid, "last_updated": ts,
              "deleted": method == "DELETE", "method": method, "content": doc}

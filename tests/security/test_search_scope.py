@@ -6,14 +6,15 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from app.context import AppContext
+from app.fhir.search.params import parse_search
 from app.security.labels import CONFIDENTIALITY
 from app.security.policy import Visibility, visibility
 from app.security.principal import ROLES, Principal
 from app.security.scopes import ScopeSet
-from app.security.search_scope import visible_conditions, withheld_conditions
+from app.security.search_scope import visible_conditions, withheld_conditions, withholds
 from app.storage.repository import Repository
 from app.storage.tables import resource
 
@@ -211,3 +212,36 @@ async def test_subscriptions_are_their_creators(clean_ctx: AppContext) -> None:
     assert by_role_sub[("safeguarding-lead", "u", OWN)] == 0
     assert by_role_sub[("ed-clinician", "u", OWN)] == 0
     assert by_role_sub[("admin", "u", OWN)] == 60
+
+
+async def test_a_withheld_records_probe_asked_again_goes_out_again_only_after_a_write(clean_ctx: AppContext) -> None:
+    """Two searches of one transaction showing the same child's records ask the same withheld-records probe:
+    it goes out once; a record written in the transaction (one withheld from the asker) makes it go out
+    again and see that record, and the next transaction asks afresh."""
+    ctx = clean_ctx
+    hv = Principal(sub="u", role="health-visitor", scopes=ScopeSet.parse("user/*.cruds", base=ctx.settings.fhir_base),
+                   issuer="t", org=OWN, fhir_user=ME, org_refs=frozenset({OWN, MEMBER}), own_refs=frozenset({ME}))
+    req = parse_search("Task", [], base=ctx.settings.fhir_base)  # names no patient: asks about the shown child
+    sent: list[str] = []
+
+    def probes(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM resource AS w" in statement:
+            sent.append(statement)
+
+    event.listen(ctx.engine.sync_engine, "before_cursor_execute", probes)
+    try:
+        async with ctx.sessionmaker() as session, session.begin():
+            asked = [await withholds(session, hv, req, ["Patient/c1"]) for _ in range(2)]
+            assert (asked, len(sent)) == ([False, False], 1)
+            repo = Repository(session, clock=ctx.clock, ids=ctx.ids, indexer=ctx.indexer)  # type: ignore[arg-type]
+            await repo.create("Task", {"resourceType": "Task", "status": "requested", "intent": "order",
+                                       "owner": {"reference": OWN}, "for": {"reference": "Patient/c1"},
+                                       "meta": {"security": [{"system": CONFIDENTIALITY, "code": "R"}]}},
+                              org=OTHER)
+            await repo.flush()
+            asked = [await withholds(session, hv, req, ["Patient/c1"]) for _ in range(2)]
+            assert (asked, len(sent)) == ([True, True], 2)
+        async with ctx.sessionmaker() as session, session.begin():
+            assert (await withholds(session, hv, req, ["Patient/c1"]), len(sent)) == (True, 3)
+    finally:
+        event.remove(ctx.engine.sync_engine, "before_cursor_execute", probes)
