@@ -82,6 +82,21 @@ def machine_busy_seconds() -> float:
     return (sum(parts[:8]) - idle) / TICK
 
 
+PROBE_LOOPS = 20_000  # about 1.5 ms of one core on the 2-vCPU machine at its full speed
+
+
+def speed_probe() -> float:
+    """Milliseconds this process takes for a fixed pure-Python loop on one core: how fast the machine runs
+    just now. Timed between a bench's requests (never beside them, so it takes no CPU from the server),
+    it shows when a virtual machine's host slowed it down (on the 2-vCPU machine the same loop runs up
+    to 1.6 times slower in phases of some seconds, with nothing else running on it)."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(PROBE_LOOPS):
+        total += i * i
+    return (time.perf_counter() - start) * 1000
+
+
 @dataclass
 class Server:
     """One server under test, started in its own session so that it (and only it) can be stopped."""

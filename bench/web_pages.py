@@ -63,7 +63,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.demo import borough as b
 from app.vocabulary import COMMUNICATION_CATEGORY, CommunicationCategory
 from app.web import assets
-from bench.procs import ROOT, tree_cpu_seconds, tree_rss_mb
+from bench.procs import ROOT, speed_probe, tree_cpu_seconds, tree_rss_mb
 from bench.web_live import (
     attendance_cpu,
     cluster_pid,
@@ -96,14 +96,17 @@ def page_times(server: RunningServer, cookie: str, paths: list[str], requests: i
         for path in paths:
             assert client.get(path).status_code == 200  # a first view (templates compiled, caches warm)
             time.sleep(0.2)
+            probes: list[float] = []
             since, cpu = len(server.stderr_lines()), tree_cpu_seconds(server.proc.pid)
             for _ in range(requests):
                 assert client.get(path).status_code == 200
-            cpu = tree_cpu_seconds(server.proc.pid) - cpu
+                probes.append(speed_probe())  # after the view, not beside it
+            cpu = tree_cpu_seconds(server.proc.pid) - cpu  # the server's processes only: the probes run here
             time.sleep(0.2)  # the last log lines
             out[re.sub(r"/notices/(?!overdue$)[^/]+$", "/notices/{id}", path)] = {
                 **quantiles(server_times(server, re.compile(re.escape(path)), since)),
-                "cpu_ms_per_page": round(cpu * 1000 / requests, 1)}
+                "cpu_ms_per_page": round(cpu * 1000 / requests, 1),
+                "speed_probe_ms": quantiles(probes)}
     return out
 
 
