@@ -31,11 +31,12 @@ from app.web import fmt
 from app.web.notices import (
     INCLUDES,
     NoticeRow,
-    by_ref,
+    contents,
     display_of,
     human_name,
     names_of,
     own_refs,
+    records_of,
     row,
 )
 
@@ -90,7 +91,7 @@ def _flag(flag: dict[str, Any], found: dict[str, dict[str, Any]]) -> FlagView:
 
 async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePage:
     # the notice, the child, the owner and the attendance as the list's search includes them for this reader
-    found = by_ref(await svc.search("Task", [("_id", task_id), *INCLUDES]))
+    found = records_of((await svc.searched("Task", [("_id", task_id), *INCLUDES]))[0])
     task = found.get(f"Task/{task_id}")
     if task is None:  # not hers to read, unknown or deleted: the read's own answer (404, 410), as the API's
         await svc.read("Task", task_id)
@@ -101,8 +102,7 @@ async def notice_page(svc: FhirService, task_id: str, now: datetime) -> NoticePa
     if child_ref.startswith("Patient/"):  # the page shows how many open Tasks, and no accesses
         summary = await summarise(svc, child_ref.partition("/")[2], scheduled=False, tasks_read=False,
                                   accesses=False)
-        read = [summary.patient, *summary.flags, *summary.authors, *summary.notices]
-        found = {f"{r.resource_type}/{r.id}": r.content for r in read} | found
+        found = contents([summary.patient, *summary.flags, *summary.authors, *summary.notices]) | found
     child = found.get(child_ref)
     names = names_of(found)
     notice = row(task, found, now)

@@ -24,9 +24,12 @@ from app.vocabulary import CommunicationCategory, TaskCode
 from app.web import fmt
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from app.errors import Issue
     from app.fhir.search.results import SearchResult
     from app.interactions.service import FhirService
+    from app.stored import StoredResource
 
 CATEGORY_LABELS = {
     CommunicationCategory.ED_ATTENDANCE: "ED attendance",
@@ -146,7 +149,12 @@ def withheld_of(issues: list[Issue]) -> str | None:
 
 def records_of(result: SearchResult) -> dict[str, dict[str, Any]]:
     """`by_ref` of a search's result: reference -> the content of every record it found."""
-    return {f"{r.resource_type}/{r.id}": r.content for r in (*result.matches, *result.included)}
+    return contents((*result.matches, *result.included))
+
+
+def contents(records: Iterable[StoredResource]) -> dict[str, dict[str, Any]]:
+    """Reference -> content of each of `records`."""
+    return {f"{r.resource_type}/{r.id}": r.content for r in records}
 
 
 def by_ref(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
