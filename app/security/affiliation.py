@@ -99,16 +99,13 @@ def _local_refs(values: Any, base: str) -> set[str]:
     return out
 
 
-async def _shared(session: AsyncSession, principal: Principal) -> frozenset[str]:
-    refs = principal.org_refs | principal.own_refs
-    by_type: dict[str, list[str]] = {}
-    for ref in refs:
-        rtype, _, rid = ref.partition("/")
-        by_type.setdefault(rtype, []).append(rid)
-    if not by_type:
-        return frozenset()
+@lru_cache(maxsize=16)
+def _shared_statements(types: tuple[str, ...]) -> tuple[Select[Any], Select[Any]]:
+    """(the payloads of the Communications addressed to any of the bound `<type>` ids, for each of `types`;
+    the `content` of the DocumentReferences among the bound `doc_ids`), built once per set of types: built
+    anew at each request, as the values were written into them, they cost more Python than they took to run."""
     r, rec = resource.alias(), idx_reference.alias()
-    targets = or_(*[and_(rec.c.target_type == t, rec.c.target_id.in_(sorted(ids))) for t, ids in by_type.items()])
+    targets = or_(*[and_(rec.c.target_type == t, rec.c.target_id.in_(bindparam(t, expanding=True))) for t in types])
     addressed = select(rec.c.resource_pk).where(rec.c.param == "recipient", targets)
     # only each Communication's payload is read (the rest of an access notification is most of its size),
     # once per Communication however many of its recipients are the organisation's, and only when it names
@@ -117,20 +114,32 @@ async def _shared(session: AsyncSession, principal: Principal) -> frozenset[str]
     # holds either key's name; what it points to is read from the payload itself, below)
     payload = r.c.content["payload"]
     text = cast(payload, Text)
-    stmt = select(payload).where(r.c.res_type == "Communication", r.c.deleted.is_(False), r.c.pk.in_(addressed),
-                                 or_(*(text.contains(f'"{key}"', autoescape=True) for key in _POINTERS)))
+    payloads = select(payload).where(r.c.res_type == "Communication", r.c.deleted.is_(False), r.c.pk.in_(addressed),
+                                     or_(*(text.contains(f'"{key}"', autoescape=True) for key in _POINTERS)))
+    docs = select(resource.c.content["content"]).where(
+        resource.c.res_type == "DocumentReference", resource.c.res_id.in_(bindparam("doc_ids", expanding=True)),
+        resource.c.deleted.is_(False))
+    return payloads, docs
+
+
+async def _shared(session: AsyncSession, principal: Principal) -> frozenset[str]:
+    by_type: dict[str, list[str]] = {}
+    for ref in principal.org_refs | principal.own_refs:
+        rtype, _, rid = ref.partition("/")
+        by_type.setdefault(rtype, []).append(rid)
+    if not by_type:
+        return frozenset()
+    payloads, docs = _shared_statements(tuple(sorted(by_type)))
     base = principal.base
     shared: set[str] = set()
-    for (payload,) in (await session.execute(stmt)).all():
+    for (payload,) in (await session.execute(payloads, {t: sorted(ids) for t, ids in by_type.items()})).all():
         shared |= _local_refs(walk(payload, ("contentReference",)), base)
         shared |= {ref for ref in _local_refs(walk(payload, ("contentAttachment", "url")), base)
                    if ref.startswith("Binary/")}
     doc_ids = sorted(ref.partition("/")[2] for ref in shared if ref.startswith("DocumentReference/"))
     if doc_ids:
-        docs = select(resource.c.content).where(resource.c.res_type == "DocumentReference",
-                                                resource.c.res_id.in_(doc_ids), resource.c.deleted.is_(False))
-        for (content,) in (await session.execute(docs)).all():
-            urls = walk(content, ("content", "attachment", "url"))
+        for (content,) in (await session.execute(docs, {"doc_ids": doc_ids})).all():
+            urls = walk({"content": content}, ("content", "attachment", "url"))
             shared |= {ref for ref in _local_refs(urls, base) if ref.startswith("Binary/")}
     return frozenset(ref for ref in shared if ref.partition("/")[0] in _SHARED_FOR)
 
