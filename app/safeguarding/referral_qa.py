@@ -41,7 +41,7 @@ from app.search.sql import count_query, page_query, where_clause
 from app.security.guard import search_patients
 from app.security.labels import withheld_issue
 from app.security.search_scope import withholds
-from app.storage.repository import row_to_stored
+from app.storage.contents import stored
 from app.storage.tables import SEARCHED_TABLES, idx_reference, resource
 from app.vocabulary import CareTeamRole, CommunicationCategory, DocumentType, TaskCode
 
@@ -190,7 +190,7 @@ async def qa_queue(ctx: WriteContext, organization: str | None, query: list[tupl
     else:
         total = int((await ctx.session.execute(count_query(req, extra))).scalar_one())
     issues = []
-    matches = [row_to_stored(row) for row in rows]
+    matches = await stored(ctx.session, rows)
     patients = search_patients(matches)
     if ctx.principal is not None and await withholds(ctx.session, ctx.principal, req, patients):
         issues.append(withheld_issue())

@@ -18,8 +18,8 @@ from app.fhir.search.results import SearchResult
 from app.search.prepared import page_statement, recently_used
 from app.search.sql import count_query, never, page_query
 from app.storage import buffer
+from app.storage.contents import LEAN_COLS, stored
 from app.storage.db import plan_generically, plan_with_values
-from app.storage.repository import current_select, row_to_stored
 from app.storage.tables import SEARCHED_TABLES, idx_reference, resource
 from app.stored import StoredResource
 
@@ -57,7 +57,7 @@ async def run_search(
         return SearchResult(req, [], int((await session.execute(count_query(req, where))).scalar_one()))
     share = _share_key(restrict)
     rows = (await session.execute(*_page(req, where, share))).all() if req.count > 0 else []
-    matches = [row_to_stored(r) for r in rows]
+    matches = await stored(session, rows)
     total: int | None
     if req.total == "none":
         total = None
@@ -108,7 +108,7 @@ def _referenced(sources: list[StoredResource], inc: Include, refs_of: RefsOf) ->
                    if rid is not None and rtype is not None and inc.target_type in (None, rtype)})
     if not keys:
         return None
-    stmt = current_select().where(tuple_(resource.c.res_type, resource.c.res_id).in_(keys), resource.c.deleted.is_(False))
+    stmt = select(*LEAN_COLS).where(tuple_(resource.c.res_type, resource.c.res_id).in_(keys), resource.c.deleted.is_(False))
     return stmt, {}
 
 
@@ -131,7 +131,7 @@ def _included_by_statement(param: str, target_type: str | None, arrays: bool = F
         keys = keys.where(r.param == param)
     if target_type:
         keys = keys.where(r.target_type == target_type)
-    return current_select().where(
+    return select(*LEAN_COLS).where(
         tuple_(resource.c.res_type, resource.c.res_id).in_(keys), resource.c.deleted.is_(False)
     )
 
@@ -177,7 +177,7 @@ def _referring_to(targets: list[StoredResource], inc: Include) -> Step | None:
         pks = pks.where(r.res_type != "AuditEvent")
     if inc.param != "*":
         pks = pks.where(r.param == inc.param)
-    return current_select().where(resource.c.pk.in_(pks), resource.c.deleted.is_(False)), {}
+    return select(*LEAN_COLS).where(resource.c.pk.in_(pks), resource.c.deleted.is_(False)), {}
 
 
 # Include steps with the access conditions, the order and a bound LIMIT, by (statement, who asks):
@@ -274,7 +274,7 @@ async def add_includes(
             if stmt is None:
                 continue
             rows = (await session.execute(stmt, {**params, "room": room + len(seen) + 1})).all()
-            if _take(map(row_to_stored, rows), seen, new, result, max_includes):
+            if _take(await stored(session, rows), seen, new, result, max_includes):
                 break
         result.included.extend(new)
         if not new or result.includes_truncated:

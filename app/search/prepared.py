@@ -31,8 +31,8 @@ from app.fhir.search.params import SearchRequest, parse_search
 from app.fhir.search.values import RefValue, TokenValue
 from app.search.sql import page_query
 from app.storage import buffer
+from app.storage.contents import stored
 from app.storage.db import plan_with_values
-from app.storage.repository import row_to_stored
 from app.storage.tables import SEARCHED_TABLES
 from app.stored import StoredResource
 
@@ -82,7 +82,7 @@ class PreparedSearch:
         await buffer.flush(session, reading=SEARCHED_TABLES)  # the rows queued for what it reads: it sees them
         await plan_with_values(session)
         rows = (await session.execute(self.statement, values)).all()
-        return [row_to_stored(r) for r in rows]
+        return await stored(session, rows)
 
 
 def prepared(resource_type: str, template: list[tuple[str, str]], *, count: int = 100) -> PreparedSearch:

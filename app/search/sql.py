@@ -38,6 +38,7 @@ from app.fhir.search.definitions import SUPPORTED_TYPES, params_for
 from app.fhir.search.extract import normalize
 from app.fhir.search.params import SearchRequest
 from app.fhir.search.values import RefValue, TokenValue
+from app.storage.contents import LEAN_COLS
 from app.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource
 
 SQL_OPS = Ops(and_, or_, not_)
@@ -259,12 +260,10 @@ def _sort_key(req: SearchRequest, res: Table, name: str, desc: bool) -> Any:
 
 
 def page_query(req: SearchRequest, extra: Sequence[ColumnElement[bool]] = ()) -> Select[Any]:
-    """One page in a stable order; `extra` holds further conditions on `resource` (access policy)."""
+    """One page in a stable order; `extra` holds further conditions on `resource` (access policy). Its
+    rows become records through `app.storage.contents.stored` (PostgreSQL sends them without content)."""
     res = resource
-    stmt = select(
-        res.c.pk, res.c.res_type, res.c.res_id, res.c.version_id, res.c.last_updated, res.c.deleted, res.c.content,
-        res.c.created_by_org,
-    ).where(*where_clause(req, res), *extra)
+    stmt = select(*LEAN_COLS).where(*where_clause(req, res), *extra)
     order = []
     for name, desc in req.sort:
         key = _sort_key(req, res, name, desc)

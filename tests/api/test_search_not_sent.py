@@ -30,6 +30,8 @@ _KINDS: list[tuple[str, Callable[[str], bool]]] = [
     ("audit search", lambda s: s.startswith("SELECT audit_event.seq")),
     ("audit record", lambda s: "audit_event" in s),
     ("count", lambda s: s.startswith("SELECT count")),
+    # the JSON of records this process has not read before (PostgreSQL: app/storage/contents.py)
+    ("contents", lambda s: "pg_column_size(" in s),
     ("page", lambda s: s.startswith("SELECT resource.pk")),
 ]
 
@@ -80,9 +82,12 @@ async def test_includes_of_types_the_asker_may_see_none_of_are_not_read(
     assert (entries(bundle), bundle["total"]) == (
         [("match", "Communication", referral["id"]), ("include", "Patient", "example-child")], 1)
     # the page; the sender's and the subject's types (a Practitioner, which is not read; the child); the
-    # child; the withheld probe. Nothing for the encounter.
+    # child; the withheld probe. Nothing for the encounter. On PostgreSQL the JSON of the Communication,
+    # read for the first time (the child's was read by an earlier request here, and is kept:
+    # app/storage/contents.py).
+    pg = clean_ctx.engine.dialect.name == "postgresql"
     assert [d for d in sent if d not in ("affiliation", "audit record")] == [
-        "page", "types named", "types named", "include", "withheld probe"], sent
+        "page", *(["contents"] if pg else []), "types named", "types named", "include", "withheld probe"], sent
     # the lead may read both: the same search includes them, under the same links
     r = await client.get(query, headers=auth("safeguarding-lead", org=LA))
     assert r.json()["link"] == bundle["link"]
