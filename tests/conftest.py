@@ -25,7 +25,7 @@ from app.interactions.service import FhirService
 from app.main import create_app
 from app.resource_rules import resource_rules
 from app.security.tokens import default_scope
-from app.storage.contents import check_unchanged
+from app.storage.contents import changed_in_place, check_unchanged
 from app.storage.migrate import upgrade
 from app.storage.tables import metadata
 from tests.security.tokens_fixture import auth, issuer, issuer_for, mint  # noqa: F401  (fixtures)
@@ -38,7 +38,15 @@ BASE_URL = "http://127.0.0.1:8080"
 FHIR = BASE_URL + "/fhir"
 REQUIRE_PG = os.environ.get("SAFEFLAG_REQUIRE_PG") == "1"
 queue_check.install()  # every test also checks that queued rows are flushed before they are read
-check_unchanged(True)  # ... and that no record's content kept between requests is changed in place
+
+
+@pytest.fixture(autouse=True)
+def _kept_records_unchanged() -> Iterator[None]:
+    """Every test also checks that no record's content kept between requests (app/storage/contents.py)
+    was changed in place: each time one is taken, and all of them once the test is over."""
+    check_unchanged(True)  # what earlier tests kept is dropped: each test checks its own
+    yield
+    assert changed_in_place() == [], "records kept between requests were changed in place"
 
 
 class StepClock:

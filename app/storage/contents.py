@@ -133,6 +133,13 @@ def check_unchanged(on: bool) -> None:
     _by_engine.clear()
 
 
+def changed_in_place() -> list[int]:
+    """The pks of the kept records whose content is no longer their JSON as first read (checked only
+    while `check_unchanged` is on; the test suite asks after every test)."""
+    return sorted(key[0] for kept in list(_by_engine.values()) for key, ((content, first), _size) in kept.rows.items()
+                  if orjson.dumps(content) != first) if _checking else []
+
+
 def _kept(session: AsyncSession) -> _Kept:
     engine = session.get_bind().engine  # a session bound to one connection: its engine's
     kept = _by_engine.get(engine)

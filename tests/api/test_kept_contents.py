@@ -103,12 +103,15 @@ async def test_a_kept_record_changed_in_place_is_caught(clean_ctx: AppContext) -
     await create(clean_ctx, "Demo ED")
     [first] = await organizations(clean_ctx)
     first.content["name"] = "Changed by a careless reader"
+    assert contents.changed_in_place() == ([first.pk] if pg(clean_ctx) else [])  # as every test's end asks
     if pg(clean_ctx):
         with pytest.raises(AssertionError, match=f"kept content of row {first.pk} was changed in place"):
             await organizations(clean_ctx)
     else:  # SQLite keeps nothing: the next search decodes the stored JSON again
         [again] = await organizations(clean_ctx)
         assert again.content["name"] == "Demo ED"
+    first.content["name"] = "Demo ED"  # as it was, for the check at the end of the test
+    assert contents.changed_in_place() == []
 
 
 async def test_a_large_record_is_read_whole_every_time(clean_ctx: AppContext) -> None:
