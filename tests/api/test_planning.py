@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
 from app.fhir.search.params import parse_search
+from app.interactions.unit_of_work import repository
 from app.safeguarding.lookup import Lookup
 from app.search.executor import run_search
+from app.search.sql import page_query
 from app.security.guard import Restriction, search_patients
 from app.security.principal import Principal
 from app.security.search_scope import withholds
@@ -153,3 +155,38 @@ async def test_the_withheld_records_probe_after_an_include_is_planned_with_its_v
         event.remove(clean_ctx.engine.sync_engine, "before_cursor_execute", record)
     custom, generic = "SET LOCAL plan_cache_mode = force_custom_plan", "SET LOCAL plan_cache_mode = auto"
     assert sets == ([custom, generic, custom] if pg else [])
+
+
+async def test_a_search_by_category_reads_only_that_types_category_rows(clean_ctx: AppContext) -> None:
+    """`Communication?category=...` probes each candidate's token rows; on PostgreSQL the probe also
+    names the rows' type, so that the planner reads that category's rows from `ix_idx_token_lookup`
+    instead of every token row stored (it made the probe a semi-join over the whole table). SQLite is
+    not told the type: it would take that index for each candidate's probe."""
+    category = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
+    async with clean_ctx.sessionmaker() as session, session.begin():
+        repo = repository(clean_ctx, session)
+        for i in range(300):  # other records' token rows: what a scan of the table would read
+            await repo.create("Organization", {**organization(), "identifier": [
+                {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": f"T{i}"}]}, validated=True)
+        for i in range(40):
+            await repo.create("Communication", {
+                "resourceType": "Communication", "status": "completed", "sent": f"2026-01-0{1 + i % 9}T09:00:00Z",
+                "category": [{"coding": [{"system": category,
+                                          "code": "access-notification" if i % 4 else "mash-referral"}]}]},
+                validated=True)
+        await repo.flush()
+    req = parse_search("Communication", [("category", f"{category}|mash-referral"), ("_sort", "-sent")],
+                       base=BASE_URL)
+    statement = page_query(req)
+    sql = str(statement.compile(clean_ctx.engine))
+    probe = sql[sql.index("FROM idx_token"):]
+    probe = probe[:probe.index(")")]
+    pg = clean_ctx.engine.dialect.name == "postgresql"
+    assert ("idx_token.res_type" in probe, "1 = 1" in probe) == (pg, not pg), probe
+    async with clean_ctx.sessionmaker() as session, session.begin():
+        assert len((await run_search(session, req)).matches) == 10
+        if pg:
+            await session.execute(text("ANALYZE"))
+            literal = statement.compile(clean_ctx.engine, compile_kwargs={"literal_binds": True})
+            plan = "\n".join(r[0] for r in (await session.execute(text("EXPLAIN " + str(literal)))).all())
+            assert "ix_idx_token_lookup" in plan and "Seq Scan on idx_token" not in plan, plan
