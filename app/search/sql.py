@@ -142,12 +142,15 @@ def _has_rows(res: Table, t: Table, name: str, cond: Any = None, rtype: str | No
 class ForPostgres(ColumnElement[bool]):
     """A condition that holds for every row it is added to, sent to PostgreSQL only, for its planner.
 
-    A search for Communications of one category probed each candidate's token rows (`EXISTS ... WHERE
-    resource_pk = pk AND param = 'category' AND code = ...`); PostgreSQL made that a semi-join and,
-    with no index leading on `param`, read the whole idx_token table for it (1.2 ms of the MASH page's
-    list, at 7,000 token rows; it grows with every record stored). Told the rows' type as well, it reads
-    just that type's category rows from `ix_idx_token_lookup` (0.1 ms). SQLite is not told: it has no
-    statistics to choose with, and would then take that index for each candidate's probe."""
+    A search for Communications of one category, which no reference or identifier drives, probed each
+    candidate's token rows (`EXISTS ... WHERE resource_pk = pk AND param = 'category' AND code = ...`);
+    PostgreSQL made that a semi-join and, with no index leading on `param`, read the whole idx_token
+    table for it (1.2 ms of the MASH page's list, at 7,000 token rows; it grows with every record
+    stored). Told the rows' type as well, it reads just that type's category rows from
+    `ix_idx_token_lookup` (0.1 ms). Only such searches are: one that a reference drives (a child's
+    Tasks) was then planned from every open Task's status rows instead (27 ms instead of 3). SQLite is
+    not told: it has no statistics to choose with, and would then take that index for each candidate's
+    probe."""
 
     inherit_cache = True
     _traverse_internals: list[tuple[str, InternalTraversal]] = [  # noqa: RUF012 (SQLAlchemy's own type)
@@ -213,13 +216,16 @@ def selective(crit: Criterion) -> bool:
     return crit.kind in ("reference", "_id") or crit.name == "identifier" or crit.modifier == "exact"
 
 
-def compile_criterion(res: Table, rtype: str, crit: Criterion, *, drive: bool = True) -> ColumnElement[bool]:
+def compile_criterion(res: Table, rtype: str, crit: Criterion, *, drive: bool = True,
+                      typed_probe: bool = False) -> ColumnElement[bool]:
     """The WHERE condition on `res` (the `resource` table, holding rows of `rtype`) for one criterion.
 
     `drive=True` gives `pk IN (index rows)`, which SQLite evaluates first and then probes the resource
     rows; `drive=False` gives a correlated EXISTS probed per candidate row through the `resource_pk`
     index. PostgreSQL plans both as the same semi-join; SQLite cannot choose, so `where_clause` lets only
-    selective criteria drive (an unselective IN would materialise, e.g., every active Flag)."""
+    selective criteria drive (an unselective IN would materialise, e.g., every active Flag).
+    `typed_probe`: the EXISTS also names the rows' type on PostgreSQL (`ForPostgres`), for a search that
+    nothing else drives."""
     if crit.kind == "_id":
         cond = res.c.res_id.in_(list(crit.values))
         return not_(cond) if crit.modifier == "not" else cond
@@ -242,7 +248,7 @@ def compile_criterion(res: Table, rtype: str, crit: Criterion, *, drive: bool = 
     if crit.modifier == "not":
         return not_(_has_rows(res, table, crit.name, values))
     if not drive:
-        return _has_rows(res, table, crit.name, values, rtype)
+        return _has_rows(res, table, crit.name, values, rtype if typed_probe else None)
     return res.c.pk.in_(_index_pks(table, rtype, crit.name, values(table)))
 
 
@@ -258,9 +264,12 @@ def where_clause(req: SearchRequest, res: Table) -> list[ColumnElement[bool]]:
     # ANALYZE statistics its planner takes `res_type = ?` as selective, walks every resource of the
     # type through ix_resource_type_updated and tests the IN per row, so a duplicate-flag check or a
     # CP-IS search grew with the number of Flags (120 us at 1,500 Flags, 20 us driven by the IN).
-    if not any(_drives_from_index(c) for c in req.criteria):
+    driven = any(_drives_from_index(c) for c in req.criteria)
+    if not driven:
         conds.insert(0, of_type)
-    conds.extend(compile_criterion(res, req.resource_type, c, drive=selective(c)) for c in req.criteria)
+    # nothing drives it from an index: PostgreSQL may drive it from its probes' index rows of the type
+    conds.extend(compile_criterion(res, req.resource_type, c, drive=selective(c), typed_probe=not driven)
+                 for c in req.criteria)
     return conds
 
 

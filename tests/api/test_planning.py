@@ -158,10 +158,11 @@ async def test_the_withheld_records_probe_after_an_include_is_planned_with_its_v
 
 
 async def test_a_search_by_category_reads_only_that_types_category_rows(clean_ctx: AppContext) -> None:
-    """`Communication?category=...` probes each candidate's token rows; on PostgreSQL the probe also
-    names the rows' type, so that the planner reads that category's rows from `ix_idx_token_lookup`
-    instead of every token row stored (it made the probe a semi-join over the whole table). SQLite is
-    not told the type: it would take that index for each candidate's probe."""
+    """`Communication?category=...` probes each candidate's token rows; on PostgreSQL, when nothing else
+    drives the search, the probe also names the rows' type, so that the planner reads that category's
+    rows from `ix_idx_token_lookup` instead of every token row stored (it made the probe a semi-join
+    over the whole table). SQLite is not told the type: it would take that index for each candidate's
+    probe."""
     category = "https://fhir.safeflag.example/CodeSystem/safeguarding-communication-category"
     async with clean_ctx.sessionmaker() as session, session.begin():
         repo = repository(clean_ctx, session)
@@ -183,6 +184,14 @@ async def test_a_search_by_category_reads_only_that_types_category_rows(clean_ct
     probe = probe[:probe.index(")")]
     pg = clean_ctx.engine.dialect.name == "postgresql"
     assert ("idx_token.res_type" in probe, "1 = 1" in probe) == (pg, not pg), probe
+    # a search that a reference drives keeps its probes as they were: told the type, PostgreSQL planned
+    # a child's Tasks from every open Task's status rows
+    driven = page_query(parse_search("Communication", [("subject", "Patient/example-child"),
+                                                       ("category", f"{category}|mash-referral")], base=BASE_URL))
+    sql = str(driven.compile(clean_ctx.engine))
+    probe = sql[sql.index("FROM idx_token"):]
+    probe = probe[:probe.index(")")]
+    assert ("idx_token.res_type" in probe, "1 = 1" in probe) == (False, False), probe
     async with clean_ctx.sessionmaker() as session, session.begin():
         assert len((await run_search(session, req)).matches) == 10
         if pg:
