@@ -35,6 +35,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from app.storage.repository import row_to_stored
 from app.storage.tables import JsonDoc, resource
 from app.stored import StoredResource
 
@@ -148,15 +149,11 @@ def _kept(session: AsyncSession) -> _Kept:
     return kept
 
 
-def _whole(row: Sequence[Any], content: Any) -> StoredResource:
-    return StoredResource(row[0], row[1], row[2], row[3], row[4], row[5], content, row[7])
-
-
 async def stored(session: AsyncSession, rows: Sequence[Sequence[Any]]) -> list[StoredResource]:
     """The records of rows selected with `LEAN_COLS`, in their order, with their contents (see the
     module docstring): one more statement when some are not kept."""
     if not rows or rows[0][8] is None:  # SQLite: the contents came with the rows
-        return [_whole(r, r[6]) for r in rows]
+        return [row_to_stored(r) for r in rows]
     kept = _kept(session)
     out: list[StoredResource | None] = []
     missing: dict[int, int] = {}  # pk -> its place in `out`
@@ -166,9 +163,9 @@ async def stored(session: AsyncSession, rows: Sequence[Sequence[Any]]) -> list[S
             missing[r[0]] = len(out)
             out.append(None)
         else:
-            out.append(_whole(r, content))
+            out.append(StoredResource(r[0], r[1], r[2], r[3], r[4], r[5], content, r[7]))
     if missing:
         for r in (await session.execute(_WHOLE, {"pks": list(missing)})).all():
-            out[missing[r[0]]] = _whole(r, r[6])
+            out[missing[r[0]]] = row_to_stored(r)
             kept.put((r[0], r[8], r[3]), r[6], r[9])
     return [s for s in out if s is not None]
